@@ -1,0 +1,1 @@
+"""The engine process: owns llama.cpp, knows nothing of Qt."""

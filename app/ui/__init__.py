@@ -1,0 +1,1 @@
+"""Qt widgets (issue 5)."""
