@@ -1,0 +1,98 @@
+"""A placement plan: where each part of a model goes, and the llama.cpp settings that go with it.
+
+Pure data and pure functions (no llama.cpp import), so the advisor, the GUI and the tests can
+build and inspect plans. ``runtime`` turns a plan into llama.cpp model and context params.
+
+Expert offload in llama.cpp terms: a model is loaded with every layer "on the GPU"
+(``n_gpu_layers``), then per-tensor buffer overrides (``tensor_buft_overrides``, the mechanism
+behind ``-ot``, ``--cpu-moe`` and ``--n-cpu-moe``) send the routed expert tensors
+(``blk.N.ffn_{up,gate,down}_exps``) of chosen layers to host memory.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Routed expert weights: blk.N.ffn_up_exps / ffn_gate_exps / ffn_down_exps (also the fused
+# ffn_gate_up_exps of some architectures). Shared experts are ffn_*_shexp and stay put.
+ROUTED_EXPERTS_PATTERN = r"\.ffn_(up|down|gate|gate_up)_exps"
+
+CPU_DEVICE = "CPU"
+
+FlashAttention = Literal["auto", "on", "off"]
+SplitMode = Literal["none", "layer", "row"]
+CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+
+
+@dataclass
+class TensorOverride:
+    """Tensors whose name matches ``pattern`` (a regex, searched) go to ``device``.
+
+    ``device`` is a ggml device name as the engine reports it ("CPU", "CUDA0", "Vulkan1", ...).
+    """
+
+    pattern: str
+    device: str
+
+
+@dataclass
+class PlacementPlan:
+    """Everything the engine needs to place and run a model. Defaults suit a CPU machine."""
+
+    n_gpu_layers: int = -1  # -1: every layer; llama.cpp moves nothing to a GPU without one
+    # Routed experts in host RAM: "none", "all", or an int N: those of the first N layers.
+    experts_in_ram: Literal["none", "all"] | int = "none"
+    overrides: list[TensorOverride] = field(default_factory=list)
+    main_gpu: int = 0
+    split_mode: SplitMode = "layer"
+    tensor_split: list[float] = field(default_factory=list)  # proportions per GPU
+    n_threads: int = 0  # 0: physical cores
+    n_threads_batch: int = 0  # 0: same as n_threads
+    use_mmap: bool = True
+    use_mlock: bool = False
+    n_ctx: int = 4096
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    type_k: CacheType = "f16"
+    type_v: CacheType = "f16"
+    flash_attn: FlashAttention = "auto"
+    n_expert_used: int | None = None  # None: the model's own <arch>.expert_used_count
+    op_offload: bool = True  # let llama.cpp run big-batch ops of host tensors on the GPU
+
+
+def expert_layer_pattern(layers: range | list[int]) -> str:
+    """A regex matching the routed expert tensors of the given layers."""
+    ids = sorted(set(layers))
+    if not ids:
+        raise ValueError("no layers given")
+    alternatives = "|".join(str(i) for i in ids)
+    return rf"^blk\.({alternatives}){ROUTED_EXPERTS_PATTERN}"
+
+
+def tensor_overrides(plan: PlacementPlan, n_layer: int) -> list[TensorOverride]:
+    """The ordered override list llama.cpp gets: the plan's own rules first, then its shortcut.
+
+    llama.cpp applies the first pattern that matches a tensor, so explicit rules win.
+    """
+    rules = list(plan.overrides)
+    if plan.experts_in_ram == "all":
+        rules.append(TensorOverride(ROUTED_EXPERTS_PATTERN, CPU_DEVICE))
+    elif plan.experts_in_ram != "none":
+        first_n = int(plan.experts_in_ram)
+        if first_n < 0:
+            raise ValueError("experts_in_ram must be 'none', 'all' or a layer count >= 0")
+        if first_n > 0:
+            rules.append(TensorOverride(expert_layer_pattern(range(min(first_n, n_layer))), CPU_DEVICE))
+    for rule in rules:
+        re.compile(rule.pattern)  # a bad regex fails here, with its own message
+    return rules
+
+
+def first_matching_device(name: str, rules: list[TensorOverride]) -> str | None:
+    """The device the first matching rule sends tensor ``name`` to, as llama.cpp decides it."""
+    for rule in rules:
+        if re.search(rule.pattern, name):
+            return rule.device
+    return None

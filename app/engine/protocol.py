@@ -1,0 +1,315 @@
+"""The one contract between the engine process and its clients (GUI, CLI, tests).
+
+See docs/protocol.md for the prose version. In short:
+
+* Transport: a Unix domain socket (0600, in a 0700 directory) where the platform has them,
+  else TCP on 127.0.0.1. The first message must be ``hello`` with the engine's secret token.
+* Framing: a 4-byte big-endian unsigned length, then that many bytes of UTF-8 JSON (an object).
+  Frames over ``MAX_MESSAGE_BYTES`` are refused with a ``too_large`` error.
+* Client -> engine: requests ``{"id": int, "method": str, "params": {...}}``.
+* Engine -> client: events ``{"event": str, "request": int | null, "data": {...}}``.
+  Each request ends with exactly one terminal event, ``done`` (data: the result) or
+  ``error`` (data: ``{"code", "message", "hint"}``). Before it, a request may stream
+  ``progress`` (load) or ``token`` (chat) events tagged with its id. ``stats`` and
+  ``routing`` events are pushed with ``request: null`` while the client is subscribed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from app.engine.errors import MessageTooLargeError, ProtocolError
+from app.engine.placement import PlacementPlan
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+HEADER = struct.Struct(">I")
+
+# Requests a client may send.
+METHODS = ("hello", "info", "load", "unload", "chat", "cancel", "stats", "routing", "subscribe", "shutdown")
+# Events the engine sends; ``done`` and ``error`` end a request.
+EVENTS = ("progress", "token", "stats", "routing", "done", "error")
+TERMINAL_EVENTS = ("done", "error")
+
+
+# --- framing -------------------------------------------------------------------------------
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    """One message as bytes on the wire: length prefix + compact JSON."""
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise MessageTooLargeError(
+            f"message of {len(body)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"
+        )
+    return HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """Parse one frame's body; anything but a JSON object is a ProtocolError."""
+    try:
+        message = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"malformed message: {exc}", "Send UTF-8 JSON objects.") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError("a message must be a JSON object")
+    return message
+
+
+# --- plain data carried in params and results ---------------------------------------------
+
+
+@dataclass
+class Hello:
+    token: str
+    protocol: int = PROTOCOL_VERSION
+    client: str = ""
+
+
+@dataclass
+class LoadParams:
+    model: str  # path to a .gguf file, or to any shard of a split model
+    placement: PlacementPlan = field(default_factory=PlacementPlan)
+    telemetry: bool = True  # count routed expert selections (needs the patched build)
+
+
+@dataclass
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int | None = None  # None: a fresh random seed per request
+    max_tokens: int = 512
+
+
+@dataclass
+class ChatParams:
+    messages: list[ChatMessage]
+    sampling: Sampling = field(default_factory=Sampling)
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CancelParams:
+    request: int  # the id of the chat or load to cancel
+
+
+@dataclass
+class SubscribeParams:
+    stats: bool = True
+    routing: bool = True
+    interval_s: float = 0.25
+
+
+@dataclass
+class DeviceInfo:
+    name: str  # ggml device name: "CPU", "CUDA0", ...
+    description: str
+    kind: Literal["cpu", "gpu", "igpu", "accel"]
+    memory_total: int
+    memory_free: int
+
+
+@dataclass
+class BuildInfo:
+    llama_cpp_python: str
+    backends: list[str]  # ggml backends in this build: "CPU", "CUDA", "Metal", ...
+    devices: list[DeviceInfo]
+    routing_patch: bool  # MoE Desk's llama.cpp patch is present (routing telemetry)
+    system_info: str
+
+
+@dataclass
+class TensorClassPlacement:
+    """Bytes of one tensor class (attention, routed_experts, ...) on one device."""
+
+    tensor_class: str
+    device: str
+    bytes: int
+    tensors: int
+
+
+@dataclass
+class ModelInfo:
+    path: str
+    shards: list[str]
+    architecture: str
+    name: str
+    n_layer: int
+    n_expert: int
+    n_expert_used: int
+    n_ctx_train: int
+    n_params: int
+    size_bytes: int
+    chat_template: bool
+
+
+@dataclass
+class LoadResult:
+    model: ModelInfo
+    placement: list[TensorClassPlacement]  # where tensors actually landed, by class and device
+    expert_layers_on_gpu: list[int]  # layers whose routed experts sit in device memory
+    n_ctx: int
+    load_seconds: float
+    telemetry: bool
+
+
+@dataclass
+class Progress:
+    stage: str
+    fraction: float
+
+
+@dataclass
+class Token:
+    text: str
+    n: int  # tokens generated so far in this request
+
+
+@dataclass
+class ChatResult:
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"]
+    prompt_tokens: int
+    cached_tokens: int  # prompt tokens reused from the previous turn's KV cache
+    completion_tokens: int
+    prefill_tps: float
+    decode_tps: float
+    ttft_s: float
+
+
+@dataclass
+class DeviceMemory:
+    device: str
+    used: int
+    total: int
+
+
+@dataclass
+class EngineStats:
+    state: Literal["idle", "loading", "generating"]
+    model: str | None
+    decode_tps: float  # of the running (or last) generation
+    prefill_tps: float
+    tokens_generated: int
+    memory: list[DeviceMemory]
+    rss: int
+
+
+@dataclass
+class RoutingSnapshot:
+    """Routed expert selections counted since load (or the last reset)."""
+
+    n_layer: int
+    n_expert: int
+    n_expert_used: int
+    layers: list[int]  # the MoE layers, in order of ``counts``
+    counts: list[list[int]]  # [layer][expert] selections
+    tokens: int  # token evaluations counted
+    hit_rate: float | None  # share of expert uses served from device memory (None: no uses)
+    layer_hit_rate: list[float | None]
+
+
+# --- dataclass <-> JSON -------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def to_wire(value: Any) -> Any:
+    """Plain JSON-able data for a dataclass (recursively)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_wire(v) for k, v in value.items()}
+    return value
+
+
+def from_wire(cls: type[T], data: Any, where: str = "params") -> T:
+    """Build ``cls`` from JSON data, checking names and types; a ProtocolError says what's wrong."""
+    return typing.cast(T, _convert(cls, data, where))
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{where}: expected an object, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        known = {f.name: f for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ProtocolError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        kwargs = {}
+        for name, f in known.items():
+            if name in value:
+                kwargs[name] = _convert(hints[name], value[name], f"{where}.{name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ProtocolError(f"{where}: missing field {name}")
+        return tp(**kwargs)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in args:
+            try:
+                return _convert(arg, value, where)
+            except ProtocolError as exc:
+                errors.append(str(exc))
+        raise ProtocolError(f"{where}: {value!r} fits none of the allowed types")
+    if origin is Literal:
+        if value in args and type(value) is type(args[args.index(value)]):
+            return value
+        raise ProtocolError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ProtocolError(f"{where}: expected a list")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{where}: expected an object")
+        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ProtocolError(f"{where}: expected null")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ProtocolError(f"{where}: expected a number")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ProtocolError(f"{where}: expected an integer")
+    if tp in (str, bool):
+        if type(value) is tp:
+            return value
+        raise ProtocolError(f"{where}: expected {tp.__name__}")
+    raise TypeError(f"unsupported type in protocol dataclass: {tp!r}")
+
+
+# --- message builders ----------------------------------------------------------------------
+
+
+def request(request_id: int, method: str, params: Any = None) -> dict[str, Any]:
+    return {"id": request_id, "method": method, "params": to_wire(params) if params is not None else {}}
+
+
+def event(name: str, request_id: int | None, data: Any = None) -> dict[str, Any]:
+    return {"event": name, "request": request_id, "data": to_wire(data) if data is not None else {}}

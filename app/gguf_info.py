@@ -1,0 +1,209 @@
+"""What a model file is: its shards, metadata, tensors and their classes.
+
+Reads GGUF headers with the ``gguf`` package (memory-mapped, so even a 400 GB model is read
+in milliseconds) and checks what llama.cpp would otherwise fail on with a terse log line:
+a missing shard, a file that is not a GGUF, a truncated file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gguf import GGUFReader, GGUFValueType
+
+from app.engine.errors import MissingShardError, ModelFileError
+
+GGUF_MAGIC = b"GGUF"
+SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+# Tensor classes, in the field's words. Order matters: the first pattern that matches wins.
+TENSOR_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("routed_experts", re.compile(r"\.ffn_(up|down|gate|gate_up)_exps\.")),
+    ("shared_experts", re.compile(r"\.ffn_(up|down|gate|gate_up)_shexp\.|\.ffn_gate_inp_shexp\.")),
+    ("router", re.compile(r"\.ffn_gate_inp\.|\.exp_probs_b")),
+    ("attention", re.compile(r"\.attn_")),
+    ("dense_ffn", re.compile(r"\.ffn_(up|down|gate)\.")),
+    ("norms", re.compile(r"_norm\.")),
+    ("embeddings", re.compile(r"^token_embd\.")),
+    ("output", re.compile(r"^output\.")),
+)
+LAYER_OF = re.compile(r"^blk\.(\d+)\.")
+
+
+def tensor_class(name: str) -> str:
+    """The class of a tensor by its GGUF name: attention, routed_experts, norms, ..."""
+    for cls, pattern in TENSOR_CLASSES:
+        if pattern.search(name):
+            return cls
+    return "other"
+
+
+def tensor_layer(name: str) -> int | None:
+    match = LAYER_OF.match(name)
+    return int(match.group(1)) if match else None
+
+
+@dataclass
+class TensorEntry:
+    name: str
+    shape: list[int]
+    type_name: str
+    n_bytes: int
+    shard: int
+
+    @property
+    def tensor_class(self) -> str:
+        return tensor_class(self.name)
+
+    @property
+    def layer(self) -> int | None:
+        return tensor_layer(self.name)
+
+
+@dataclass
+class GGUFModel:
+    """The parts of a GGUF model the engine and the advisor need."""
+
+    shards: list[Path]
+    metadata: dict[str, object]
+    tensors: list[TensorEntry] = field(default_factory=list)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture", "unknown"))
+
+    def arch_value(self, key: str, default: object = None) -> object:
+        return self.metadata.get(f"{self.architecture}.{key}", default)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("general.name", self.shards[0].stem))
+
+    @property
+    def n_layer(self) -> int:
+        return int(self.arch_value("block_count", 0))  # type: ignore[arg-type]
+
+    @property
+    def n_expert(self) -> int:
+        return int(self.arch_value("expert_count", 0))  # type: ignore[arg-type]
+
+    @property
+    def n_expert_used(self) -> int:
+        return int(self.arch_value("expert_used_count", 0))  # type: ignore[arg-type]
+
+    @property
+    def n_ctx_train(self) -> int:
+        return int(self.arch_value("context_length", 0))  # type: ignore[arg-type]
+
+    @property
+    def chat_template(self) -> str | None:
+        value = self.metadata.get("tokenizer.chat_template")
+        return str(value) if value is not None else None
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def n_params(self) -> int:
+        total = 0
+        for t in self.tensors:
+            count = 1
+            for dim in t.shape:
+                count *= dim
+            total += count
+        return total
+
+    @property
+    def moe_layers(self) -> list[int]:
+        """Layers with routed experts, in order (dense leading layers excluded)."""
+        return sorted({t.layer for t in self.tensors
+                       if t.tensor_class == "routed_experts" and t.layer is not None})
+
+    def bytes_by_class(self) -> dict[str, int]:
+        totals: dict[str, int] = defaultdict(int)
+        for t in self.tensors:
+            totals[t.tensor_class] += t.n_bytes
+        return dict(totals)
+
+
+def shard_paths(path: Path) -> list[Path]:
+    """All shards of the model ``path`` belongs to (just ``path`` if it is not split).
+
+    Raises MissingShardError naming every absent shard.
+    """
+    match = SHARD_NAME.match(path.name)
+    if not match:
+        return [path]
+    count = int(match.group("count"))
+    prefix = match.group("prefix")
+    shards = [path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise MissingShardError(
+            f"{len(missing)} of {count} shards of {prefix} are missing: {', '.join(missing)}",
+            f"Download the missing shard(s) into {path.parent}, next to the others.",
+        )
+    return shards
+
+
+def _check_header(path: Path) -> None:
+    if not path.is_file():
+        raise ModelFileError(f"{path} does not exist.", "Check the path, or pick the file again.")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelFileError(
+            f"{path.name} is not a GGUF model (it starts with {magic!r}, not b'GGUF').",
+            "MoE Desk runs llama.cpp GGUF files; convert the model or download a GGUF build.",
+        )
+
+
+def _field_value(reader: GGUFReader, key: str) -> object:
+    fld = reader.fields[key]
+    if not fld.types:
+        return None
+    if fld.types[0] == GGUFValueType.ARRAY:
+        # token lists are huge and not needed here: keep only their length
+        return len(fld.data)
+    return fld.contents()
+
+
+def read_model(path: Path | str) -> GGUFModel:
+    """Read the headers of every shard of the model at ``path`` (no tensor data is read).
+
+    Raises ModelFileError (not a GGUF, truncated, unreadable) or MissingShardError.
+    """
+    first = Path(path).expanduser()
+    _check_header(first)
+    shards = shard_paths(first)
+    model = GGUFModel(shards=shards, metadata={})
+    for index, shard in enumerate(shards):
+        _check_header(shard)
+        try:
+            reader = GGUFReader(shard, "r")
+        except (ValueError, OSError, IndexError) as exc:
+            raise ModelFileError(
+                f"{shard.name} is damaged: its GGUF header cannot be read ({exc}).",
+                "The file is probably incomplete; download it again.",
+            ) from exc
+        if index == 0:
+            model.metadata = {key: _field_value(reader, key) for key in reader.fields
+                              if not key.startswith("GGUF.")}
+        file_size = shard.stat().st_size
+        for t in reader.tensors:
+            end = t.data_offset + t.n_bytes
+            if end > file_size:
+                raise ModelFileError(
+                    f"{shard.name} is truncated: it has {file_size:,} bytes, its tensors need "
+                    f"{end:,}.",
+                    "The download was cut short; download this file again.",
+                )
+            model.tensors.append(TensorEntry(
+                name=t.name, shape=[int(d) for d in t.shape], type_name=t.tensor_type.name,
+                n_bytes=int(t.n_bytes), shard=index,
+            ))
+    return model
