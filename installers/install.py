@@ -115,7 +115,8 @@ def venv_python(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--venv", default=str(REPO / ".venv"),
                         help="virtual environment to create or update; '-' installs into the "
                         "running Python instead (default: .venv in the repo)")

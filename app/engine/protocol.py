@@ -94,6 +94,7 @@ class Sampling:
     repeat_penalty: float = 1.0
     seed: int | None = None  # None: a fresh random seed per request
     max_tokens: int = 512
+    ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks)
 
 
 @dataclass

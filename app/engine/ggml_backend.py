@@ -1,0 +1,151 @@
+"""ctypes access to the parts of llama.cpp that llama-cpp-python does not bind.
+
+* ggml's backend registry: which backends and devices this build has, their memory, and the
+  buffer type of each device (what ``tensor_buft_overrides`` needs).
+* MoE Desk's llama.cpp patch (app/engine/patches/): routed-expert counts and where each model
+  tensor landed. Absent on an unpatched build; ``has_routing_patch()`` says which.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import llama_cpp.llama_cpp as llama_lib
+
+DEVICE_KINDS = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
+
+
+@dataclass(frozen=True)
+class Device:
+    handle: int
+    name: str
+    description: str
+    kind: str
+
+
+def _lib_dir() -> Path:
+    return Path(llama_cpp.__file__).parent / "lib"
+
+
+@functools.cache
+def _ggml() -> ctypes.CDLL:
+    """libggml (registry) and libggml-base (devices) are both loaded by libllama already."""
+    lib_dir = _lib_dir()
+    for name in ("libggml.so", "libggml.dylib", "ggml.dll"):
+        if (lib_dir / name).exists():
+            lib = ctypes.CDLL(str(lib_dir / name))
+            break
+    else:
+        lib = llama_lib._lib  # static build: everything lives in libllama
+    vp, sz, cp = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p
+    signatures: dict[str, tuple[list[object], object]] = {
+        "ggml_backend_reg_count": ([], sz),
+        "ggml_backend_reg_get": ([sz], vp),
+        "ggml_backend_reg_name": ([vp], cp),
+        "ggml_backend_dev_count": ([], sz),
+        "ggml_backend_dev_get": ([sz], vp),
+        "ggml_backend_dev_name": ([vp], cp),
+        "ggml_backend_dev_description": ([vp], cp),
+        "ggml_backend_dev_type": ([vp], ctypes.c_int),
+        "ggml_backend_dev_memory": ([vp, ctypes.POINTER(sz), ctypes.POINTER(sz)], None),
+        "ggml_backend_dev_buffer_type": ([vp], vp),
+    }
+    for fn, (argtypes, restype) in signatures.items():
+        func = getattr(lib, fn)
+        func.argtypes = argtypes
+        func.restype = restype
+    return lib
+
+
+@functools.cache
+def _patched() -> ctypes.CDLL | None:
+    lib = llama_lib._lib
+    if not hasattr(lib, "llama_moe_routing_enable"):
+        return None
+    vp = ctypes.c_void_p
+    lib.llama_moe_routing_enable.argtypes = [vp, ctypes.c_bool]
+    lib.llama_moe_routing_enable.restype = ctypes.c_bool
+    lib.llama_moe_routing_counts.argtypes = [vp, ctypes.POINTER(ctypes.c_uint64), ctypes.c_int64]
+    lib.llama_moe_routing_counts.restype = ctypes.c_int64
+    lib.llama_moe_routing_reset.argtypes = [vp]
+    lib.llama_moe_routing_reset.restype = None
+    lib.llama_model_tensor_buft_name.argtypes = [vp, ctypes.c_char_p]
+    lib.llama_model_tensor_buft_name.restype = ctypes.c_char_p
+    return lib
+
+
+def has_routing_patch() -> bool:
+    return _patched() is not None
+
+
+def backends() -> list[str]:
+    lib = _ggml()
+    return [lib.ggml_backend_reg_name(lib.ggml_backend_reg_get(i)).decode()
+            for i in range(lib.ggml_backend_reg_count())]
+
+
+def devices() -> list[Device]:
+    lib = _ggml()
+    found = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        found.append(Device(
+            handle=dev,
+            name=lib.ggml_backend_dev_name(dev).decode(),
+            description=lib.ggml_backend_dev_description(dev).decode(),
+            kind=DEVICE_KINDS.get(lib.ggml_backend_dev_type(dev), "accel"),
+        ))
+    return found
+
+
+def device_memory(device: Device) -> tuple[int, int]:
+    """(free, total) bytes of a device, as its backend reports them."""
+    free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    _ggml().ggml_backend_dev_memory(device.handle, ctypes.byref(free), ctypes.byref(total))
+    return free.value, total.value
+
+
+def buffer_type(device_name: str) -> int:
+    """The default buffer type of a device by name ("CPU", "CUDA0", ...)."""
+    for device in devices():
+        if device.name == device_name:
+            return int(_ggml().ggml_backend_dev_buffer_type(device.handle))
+    raise KeyError(device_name)
+
+
+# --- the patch's functions ----------------------------------------------------------------
+
+
+def routing_enable(ctx: int, enable: bool) -> bool:
+    lib = _patched()
+    return bool(lib and lib.llama_moe_routing_enable(ctx, enable))
+
+
+def routing_counts(ctx: int, n_layer: int, n_expert: int) -> tuple[int, list[list[int]]]:
+    """(tokens counted, counts[layer][expert]); tokens is -1 if capture was never enabled."""
+    lib = _patched()
+    if lib is None:
+        return -1, []
+    buf = (ctypes.c_uint64 * (n_layer * n_expert))()
+    tokens = lib.llama_moe_routing_counts(ctx, buf, n_layer * n_expert)
+    flat = list(buf)
+    return int(tokens), [flat[i * n_expert:(i + 1) * n_expert] for i in range(n_layer)]
+
+
+def routing_reset(ctx: int) -> None:
+    lib = _patched()
+    if lib is not None:
+        lib.llama_moe_routing_reset(ctx)
+
+
+def tensor_buffer_type(model: int, name: str) -> str | None:
+    """Name of the buffer type holding a model tensor ("CUDA0", "CPU_REPACK", ...)."""
+    lib = _patched()
+    if lib is None:
+        return None
+    value = lib.llama_model_tensor_buft_name(model, name.encode())
+    return value.decode() if value else None

@@ -1,0 +1,324 @@
+"""The engine's hold on llama.cpp: load a model with a placement, chat, report where things are.
+
+One model and one context at a time. ``load`` and ``chat`` block and run on the server's
+worker thread; ``stats`` and ``routing`` are cheap and safe to call from any thread meanwhile.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import llama_cpp
+
+from app import gguf_info
+from app.engine import ggml_backend, telemetry
+from app.engine.errors import (
+    EngineError,
+    ModelFileError,
+    NoModelLoadedError,
+    OutOfMemoryError,
+    TelemetryUnavailableError,
+    UnsupportedArchitectureError,
+)
+from app.engine.generation import Generator
+from app.engine.llama_params import GGML_TYPES, context_params, model_params
+from app.engine.placement import CPU_DEVICE
+from app.engine.protocol import (
+    BuildInfo,
+    ChatParams,
+    ChatResult,
+    DeviceInfo,
+    EngineStats,
+    LoadParams,
+    LoadResult,
+    ModelInfo,
+    Progress,
+    RoutingSnapshot,
+    TensorClassPlacement,
+    Token,
+)
+
+log = logging.getLogger("moedesk.engine")
+
+OOM_LOG = re.compile(r"out of memory|failed to allocate|unable to allocate|cannot allocate|"
+                     r"failed to create context", re.IGNORECASE)
+UNKNOWN_ARCH_LOG = re.compile(r"unknown model architecture: '([^']*)'")
+CACHE_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32,
+                    "q5_0": 22 / 32, "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}
+
+
+class LlamaLog:
+    """Keeps llama.cpp's recent log lines: its load errors say what went wrong."""
+
+    def __init__(self) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=400)
+        self._partial = ""
+        self._lock = threading.Lock()
+        self._callback = llama_cpp.llama_log_callback(self._on_log)
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def _on_log(self, level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        with self._lock:
+            self._partial += text.decode("utf-8", errors="replace")
+            *done, self._partial = self._partial.split("\n")
+            for line in done:
+                self.lines.append(line)
+                if level in (3, 4):  # GGML_LOG_LEVEL_WARN, _ERROR
+                    log.warning("llama.cpp: %s", line)
+
+    def mark(self) -> int:
+        with self._lock:
+            self.lines.append("\0mark")
+            return len(self.lines)
+
+    def since_mark(self) -> list[str]:
+        with self._lock:
+            lines = list(self.lines)
+        for i in range(len(lines) - 1, -1, -1):
+            if lines[i] == "\0mark":
+                return lines[i + 1:] + ([self._partial] if self._partial else [])
+        return lines
+
+
+@dataclass
+class LoadedModel:
+    model: int
+    ctx: int
+    info: gguf_info.GGUFModel
+    generator: Generator
+    expert_layers_on_gpu: set[int]
+    telemetry: bool
+
+
+class Runtime:
+    """Owns llama.cpp in the engine process."""
+
+    def __init__(self) -> None:
+        llama_cpp.llama_backend_init()
+        self.llama_log = LlamaLog()
+        self.loaded: LoadedModel | None = None
+        self.state = "idle"
+        self._job_lock = threading.Lock()  # load, unload and chat never overlap
+
+    # --- build ----------------------------------------------------------------------------
+
+    def build_info(self) -> BuildInfo:
+        devices = []
+        for device in ggml_backend.devices():
+            free, total = ggml_backend.device_memory(device)
+            devices.append(DeviceInfo(name=device.name, description=device.description,
+                                      kind=device.kind, memory_total=total, memory_free=free))
+        return BuildInfo(
+            llama_cpp_python=llama_cpp.__version__,
+            backends=ggml_backend.backends(),
+            devices=devices,
+            routing_patch=ggml_backend.has_routing_patch(),
+            system_info=llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+        )
+
+    # --- load -----------------------------------------------------------------------------
+
+    def load(self, params: LoadParams, on_progress: Callable[[Progress], None],
+             cancelled: threading.Event) -> LoadResult:
+        with self._job_lock:
+            self._unload_locked()
+            self.state = "loading"
+            try:
+                return self._load_locked(params, on_progress, cancelled)
+            finally:
+                self.state = "idle"
+
+    def _load_locked(self, params: LoadParams, on_progress: Callable[[Progress], None],
+                     cancelled: threading.Event) -> LoadResult:
+        t0 = time.perf_counter()
+        info = gguf_info.read_model(params.model)  # ModelFileError / MissingShardError
+        plan = params.placement
+        self._check_kv_fits(info, params)
+
+        def progress(fraction: float, _user: ctypes.c_void_p) -> bool:
+            on_progress(Progress(stage="load", fraction=float(fraction)))
+            return not cancelled.is_set()
+
+        callback = llama_cpp.llama_progress_callback(progress)
+        mparams = model_params(plan, info.n_layer, info.architecture, callback)
+        self.llama_log.mark()
+        model = llama_cpp.llama_model_load_from_file(str(info.shards[0]).encode(), mparams.params)
+        if not model:
+            if cancelled.is_set():
+                raise EngineError("loading was cancelled", "")
+            raise self._load_failure(info, "load the model")
+        ctx = llama_cpp.llama_init_from_model(model, context_params(plan))
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise self._load_failure(info, "create the context")
+
+        placement, experts_on_gpu = self._placement_report(model, info)
+        telemetry_on = False
+        if params.telemetry and ggml_backend.has_routing_patch():
+            telemetry_on = ggml_backend.routing_enable(ctx, True)
+        generator = Generator(model, ctx, info.chat_template)
+        self.loaded = LoadedModel(model=model, ctx=ctx, info=info, generator=generator,
+                                  expert_layers_on_gpu=experts_on_gpu, telemetry=telemetry_on)
+        on_progress(Progress(stage="ready", fraction=1.0))
+        n_expert_used = plan.n_expert_used or info.n_expert_used
+        return LoadResult(
+            model=ModelInfo(
+                path=str(info.shards[0]), shards=[str(s) for s in info.shards],
+                architecture=info.architecture, name=info.name, n_layer=info.n_layer,
+                n_expert=info.n_expert, n_expert_used=n_expert_used, n_ctx_train=info.n_ctx_train,
+                n_params=info.n_params, size_bytes=info.size_bytes,
+                chat_template=info.chat_template is not None,
+            ),
+            placement=placement, expert_layers_on_gpu=sorted(experts_on_gpu),
+            n_ctx=llama_cpp.llama_n_ctx(ctx), load_seconds=time.perf_counter() - t0,
+            telemetry=telemetry_on,
+        )
+
+    def _check_kv_fits(self, info: gguf_info.GGUFModel, params: LoadParams) -> None:
+        """Refuse a context whose KV cache cannot fit anywhere, before llama.cpp tries.
+
+        Linux overcommits memory: an oversized allocation may succeed and the OOM killer end
+        the engine later. A clear refusal beats that.
+        """
+        plan = params.placement
+        n_head = int(info.arch_value("attention.head_count", 0) or 0)  # type: ignore[arg-type]
+        n_head_kv = int(info.arch_value("attention.head_count_kv", n_head) or n_head)  # type: ignore[arg-type]
+        n_embd = int(info.arch_value("embedding_length", 0) or 0)  # type: ignore[arg-type]
+        head_k = int(info.arch_value("attention.key_length", 0) or (n_embd // max(n_head, 1)))  # type: ignore[arg-type]
+        head_v = int(info.arch_value("attention.value_length", 0) or head_k)  # type: ignore[arg-type]
+        per_token = info.n_layer * n_head_kv * (head_k * CACHE_TYPE_BYTES.get(plan.type_k, 2.0)
+                                                + head_v * CACHE_TYPE_BYTES.get(plan.type_v, 2.0))
+        need = int(per_token * plan.n_ctx)
+        capacity = sum(m.total for m in telemetry.device_memory())
+        if need > capacity:
+            raise OutOfMemoryError(
+                f"a context of {plan.n_ctx:,} tokens needs a {need / 2**30:.1f} GiB KV cache; "
+                f"this machine has {capacity / 2**30:.1f} GiB of RAM and VRAM together.",
+                "Lower the context size, or use a quantized KV cache (q8_0).",
+            )
+
+    def _load_failure(self, info: gguf_info.GGUFModel, step: str) -> EngineError:
+        lines = self.llama_log.since_mark()
+        text = "\n".join(lines)
+        tail = " | ".join(line.strip() for line in lines[-4:] if line.strip())
+        unknown = UNKNOWN_ARCH_LOG.search(text)
+        if unknown:
+            return UnsupportedArchitectureError(
+                f"this llama.cpp build does not support the '{unknown.group(1)}' architecture.",
+                "Update MoE Desk (a newer llama.cpp may know it), or pick another model.",
+            )
+        if OOM_LOG.search(text):
+            return OutOfMemoryError(
+                f"not enough memory to {step} with this placement ({tail}).",
+                "Put more routed experts in RAM, lower the context size, or pick a smaller quant.",
+            )
+        return ModelFileError(
+            f"llama.cpp could not {step} from {info.shards[0].name} ({tail or 'no details'}).",
+            "The file may be damaged or made for a newer llama.cpp; download it again.",
+        )
+
+    def _placement_report(self, model: int, info: gguf_info.GGUFModel
+                          ) -> tuple[list[TensorClassPlacement], set[int]]:
+        """Bytes per (tensor class, device) as llama.cpp placed them, and the layers whose
+        routed experts sit in device memory."""
+        if not ggml_backend.has_routing_patch():
+            return [], set()
+        device_names = {d.name for d in ggml_backend.devices()}
+        sizes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        experts_on_gpu: set[int] = set()
+        for tensor in info.tensors:
+            buft = ggml_backend.tensor_buffer_type(model, tensor.name)
+            if buft is None:
+                continue  # tensors llama.cpp does not load (e.g. unused MTP layers)
+            device = device_of_buffer_type(buft, device_names)
+            entry = sizes[(tensor.tensor_class, device)]
+            entry[0] += tensor.n_bytes
+            entry[1] += 1
+            if tensor.tensor_class == "routed_experts" and device != CPU_DEVICE:
+                experts_on_gpu.add(tensor.layer)  # type: ignore[arg-type]
+        report = [TensorClassPlacement(tensor_class=c, device=d, bytes=b, tensors=n)
+                  for (c, d), (b, n) in sorted(sizes.items())]
+        return report, experts_on_gpu
+
+    # --- unload ---------------------------------------------------------------------------
+
+    def unload(self) -> None:
+        with self._job_lock:
+            self._unload_locked()
+
+    def _unload_locked(self) -> None:
+        loaded, self.loaded = self.loaded, None
+        if loaded is not None:
+            llama_cpp.llama_free(loaded.ctx)
+            llama_cpp.llama_model_free(loaded.model)
+
+    # --- chat -----------------------------------------------------------------------------
+
+    def chat(self, params: ChatParams, on_token: Callable[[Token], None],
+             cancelled: threading.Event) -> ChatResult:
+        with self._job_lock:
+            loaded = self._require_model()
+            self.state = "generating"
+            try:
+                return loaded.generator.chat(params, on_token, cancelled)
+            finally:
+                self.state = "idle"
+
+    # --- live figures ---------------------------------------------------------------------
+
+    def _require_model(self) -> LoadedModel:
+        if self.loaded is None:
+            raise NoModelLoadedError("no model is loaded.", "Load a model first.")
+        return self.loaded
+
+    def stats(self) -> EngineStats:
+        loaded = self.loaded
+        live = loaded.generator.live if loaded else None
+        return EngineStats(
+            state=self.state,  # type: ignore[arg-type]
+            model=loaded.info.name if loaded else None,
+            decode_tps=live.decode_tps if live else 0.0,
+            prefill_tps=live.prefill_tps if live else 0.0,
+            tokens_generated=live.tokens_generated if live else 0,
+            memory=telemetry.device_memory(),
+            rss=telemetry.process_rss(),
+        )
+
+    def routing(self) -> RoutingSnapshot:
+        loaded = self._require_model()
+        if not loaded.telemetry:
+            raise TelemetryUnavailableError(
+                "routing telemetry is off for this model.",
+                "It needs a MoE model, telemetry requested at load, and the patched engine "
+                "build (installers/install.py).",
+            )
+        tokens, counts = ggml_backend.routing_counts(loaded.ctx, loaded.info.n_layer,
+                                                     loaded.info.n_expert)
+        return telemetry.routing_snapshot(
+            counts, tokens, loaded.info.n_expert_used, loaded.info.moe_layers,
+            loaded.expert_layers_on_gpu,
+        )
+
+    def reset_routing(self) -> None:
+        ggml_backend.routing_reset(self._require_model().ctx)
+
+
+def device_of_buffer_type(buft: str, device_names: set[str]) -> str:
+    """The device a buffer type's memory belongs to: "CPU" for all host memory
+    (CPU, CPU_Mapped, CPU_REPACK, CUDA_Host pinned), else the GPU's own name."""
+    if buft in device_names and buft != CPU_DEVICE:
+        return buft
+    if buft.startswith("CPU") or buft.endswith("_Host"):
+        return CPU_DEVICE
+    return buft
+
+
+assert set(CACHE_TYPE_BYTES) == set(GGML_TYPES)
