@@ -79,7 +79,10 @@ def apply_patches(tree: Path) -> None:
     llama_cpp = tree / "vendor" / "llama.cpp"
     for patch in PATCHES:
         # git apply works on plain folders too and fails cleanly if a hunk does not fit
-        run(["git", "apply", "--verbose", str(patch)], cwd=llama_cpp)
+        if shutil.which("git"):
+            run(["git", "apply", "--verbose", str(patch)], cwd=llama_cpp)
+        else:
+            run(["patch", "-p1", "--forward", "-i", str(patch)], cwd=llama_cpp)
 
 
 def build_wheel(python: Path, sdist: Path | None, cmake_args: str, offline: bool) -> Path:
