@@ -1,0 +1,39 @@
+"""Shared fixtures: real parts (synthetic models written to disk), never mocks of llama.cpp."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from app.engine.synthetic import SyntheticSpec, write_synthetic_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny qwen3moe model (4 layers, 8 experts, top-2, Q4_0) that loads in milliseconds."""
+    folder = tmp_path_factory.mktemp("tiny_moe")
+    (path,) = write_synthetic_model(folder / "tiny-moe.gguf", SyntheticSpec.preset("tiny"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def split_moe_gguf(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The tiny model as 3 shards (llama.cpp split format); load it by the first path."""
+    folder = tmp_path_factory.mktemp("split_moe")
+    spec = SyntheticSpec.preset("tiny", split=3)
+    return write_synthetic_model(folder / "tiny-moe.gguf", spec)
+
+
+@pytest.fixture(scope="session")
+def skewed_moe_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with strong routing skew: per layer, two hot experts (listed in the
+    file's ``moedesk.synthetic.hot_experts`` key) take most of the selections."""
+    folder = tmp_path_factory.mktemp("skewed_moe")
+    spec = SyntheticSpec.preset("tiny", routing_skew=1.0)
+    (path,) = write_synthetic_model(folder / "tiny-moe-skewed.gguf", spec)
+    return path
