@@ -182,6 +182,7 @@ class Generator:
             if cancelled.is_set():
                 return ChatResult("", "cancelled", len(prompt), cached, 0, 0.0, 0.0, 0.0)
             self._decode(todo[start:start + self.n_batch])
+        llama_cpp.llama_synchronize(self.ctx)  # decode is asynchronous on GPUs
         t_prefilled = time.perf_counter()
         live.prefill_tps = len(todo) / max(t_prefilled - t_start, 1e-9)
 
