@@ -37,3 +37,25 @@ def skewed_moe_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = SyntheticSpec.preset("tiny", routing_skew=1.0)
     (path,) = write_synthetic_model(folder / "tiny-moe-skewed.gguf", spec)
     return path
+
+
+def _gpu_devices() -> list[str]:
+    from app.engine import ggml_backend
+
+    return [d.name for d in ggml_backend.devices() if d.kind == "gpu"]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    gpus = _gpu_devices()
+    return f"GPU devices in this llama.cpp build: {', '.join(gpus) if gpus else 'none'}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests need a GPU build and a GPU; elsewhere they are deselected, and the header
+    says so. They run on the accelerator machine (bench/gpu_session.sh test)."""
+    if _gpu_devices():
+        return
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_items:
+        config.hook.pytest_deselected(items=gpu_items)
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]

@@ -96,6 +96,7 @@ class LoadedModel:
     generator: Generator
     expert_layers_on_gpu: set[int]
     telemetry: bool
+    n_expert_used: int  # the model's own, or the plan's override
 
 
 class Runtime:
@@ -165,10 +166,11 @@ class Runtime:
         if params.telemetry and ggml_backend.has_routing_patch():
             telemetry_on = ggml_backend.routing_enable(ctx, True)
         generator = Generator(model, ctx, info.chat_template)
-        self.loaded = LoadedModel(model=model, ctx=ctx, info=info, generator=generator,
-                                  expert_layers_on_gpu=experts_on_gpu, telemetry=telemetry_on)
-        on_progress(Progress(stage="ready", fraction=1.0))
         n_expert_used = plan.n_expert_used or info.n_expert_used
+        self.loaded = LoadedModel(model=model, ctx=ctx, info=info, generator=generator,
+                                  expert_layers_on_gpu=experts_on_gpu, telemetry=telemetry_on,
+                                  n_expert_used=n_expert_used)
+        on_progress(Progress(stage="ready", fraction=1.0))
         return LoadResult(
             model=ModelInfo(
                 path=str(info.shards[0]), shards=[str(s) for s in info.shards],
@@ -303,7 +305,7 @@ class Runtime:
         tokens, counts = ggml_backend.routing_counts(loaded.ctx, loaded.info.n_layer,
                                                      loaded.info.n_expert)
         return telemetry.routing_snapshot(
-            counts, tokens, loaded.info.n_expert_used, loaded.info.moe_layers,
+            counts, tokens, loaded.n_expert_used, loaded.info.moe_layers,
             loaded.expert_layers_on_gpu,
         )
 

@@ -1,0 +1,140 @@
+"""Chatting with the real engine: template, stop strings, KV reuse, routing telemetry, CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gguf import GGUFReader
+
+from app.engine.client import EngineClient
+from app.engine.errors import TelemetryUnavailableError
+from app.engine.generation import StopMatcher
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[EngineClient]:
+    with EngineClient.spawn() as client:
+        yield client
+
+
+def load(engine: EngineClient, model: Path, telemetry: bool = True, **plan: object) -> None:
+    placement = PlacementPlan(**{"n_ctx": 1024, "n_threads": 2, **plan})  # type: ignore[arg-type]
+    engine.load(LoadParams(model=str(model), placement=placement, telemetry=telemetry))
+
+
+def ask(engine: EngineClient, text: str, max_tokens: int = 16, stop: list[str] | None = None,
+        history: list[ChatMessage] | None = None) -> tuple[str, ChatResult]:
+    messages = (history or []) + [ChatMessage(role="user", content=text)]
+    stream = engine.chat(ChatParams(
+        messages=messages, stop=stop or [],
+        sampling=Sampling(temperature=0.0, max_tokens=max_tokens, ignore_eos=True),
+    ))
+    streamed = "".join(token.text for token in stream)
+    return streamed, stream.result
+
+
+def test_routing_counts_every_token_of_every_layer(engine: EngineClient,
+                                                   tiny_moe_gguf: Path) -> None:
+    load(engine, tiny_moe_gguf)
+    _, first = ask(engine, "How do experts get routed?", max_tokens=12)
+    snapshot = engine.routing()
+    # the prompt is prefilled in one decode call, then every generated token but the last
+    # is decoded; llama.cpp runs the last layer only for the one token per call whose logits
+    # it needs
+    evaluated = first.prompt_tokens + first.completion_tokens - 1
+    decode_calls = first.completion_tokens
+    assert snapshot.tokens == evaluated
+    assert snapshot.layers == [0, 1, 2, 3] and snapshot.n_expert == 8
+    assert [sum(row) for row in snapshot.counts] == [evaluated * 2] * 3 + [decode_calls * 2]
+    assert snapshot.hit_rate == 0.0  # no GPU here: every expert is read from RAM
+    assert snapshot.layer_hit_rate == [0.0] * 4
+
+    _, second = ask(engine, "And then?", max_tokens=8,
+                    history=[ChatMessage(role="user", content="How do experts get routed?"),
+                             ChatMessage(role="assistant", content=first.text)])
+    assert second.cached_tokens > 0  # the first turn's prompt stayed in the KV cache
+    evaluated += second.prompt_tokens - second.cached_tokens + second.completion_tokens - 1
+    assert engine.routing().tokens == evaluated
+
+
+@pytest.mark.parametrize("active", [1, 4])
+def test_active_experts_override_changes_what_is_routed(engine: EngineClient,
+                                                        tiny_moe_gguf: Path, active: int) -> None:
+    load(engine, tiny_moe_gguf, n_expert_used=active)
+    _, result = ask(engine, "Count my experts", max_tokens=6)
+    snapshot = engine.routing()
+    assert snapshot.n_expert_used == active
+    evaluated = result.prompt_tokens + result.completion_tokens - 1
+    last_layer = result.completion_tokens  # one output token per decode call
+    assert [sum(row) for row in snapshot.counts] == [evaluated * active] * 3 + [last_layer * active]
+
+
+def test_skewed_model_sends_most_tokens_to_its_hot_experts(engine: EngineClient,
+                                                           skewed_moe_gguf: Path) -> None:
+    field = GGUFReader(skewed_moe_gguf).fields["moedesk.synthetic.hot_experts"]
+    hot = list(field.contents())
+    load(engine, skewed_moe_gguf)
+    ask(engine, "Tell me something about mixture of experts models", max_tokens=24)
+    snapshot = engine.routing()
+    n_hot = len(hot) // len(snapshot.layers)  # stored flat: n_hot ids per layer
+    for layer, row in zip(snapshot.layers, snapshot.counts, strict=True):
+        hot_here = hot[layer * n_hot:(layer + 1) * n_hot]
+        share = sum(row[e] for e in hot_here) / sum(row)
+        assert share > 0.5, f"layer {layer}: hot experts got {share:.0%}"
+
+
+def test_routing_needs_telemetry_at_load(engine: EngineClient, tiny_moe_gguf: Path) -> None:
+    load(engine, tiny_moe_gguf, telemetry=False)
+    ask(engine, "hello", max_tokens=2)
+    with pytest.raises(TelemetryUnavailableError):
+        engine.routing()
+
+
+def test_streamed_tokens_are_the_answer_and_stop_strings_cut_it(engine: EngineClient,
+                                                                 tiny_moe_gguf: Path) -> None:
+    load(engine, tiny_moe_gguf)
+    streamed, full = ask(engine, "Write a long story", max_tokens=40)
+    assert streamed == full.text and full.finish_reason == "length"
+    assert full.completion_tokens == 40 and full.prefill_tps > 0 and full.decode_tps > 0
+    assert 0 < full.ttft_s
+    # the same greedy answer again, from a fresh context, cut at a piece of its middle
+    cut_at = full.text[len(full.text) // 2: len(full.text) // 2 + 3]
+    load(engine, tiny_moe_gguf)
+    streamed, cut = ask(engine, "Write a long story", max_tokens=40, stop=[cut_at])
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.index(cut_at)] == streamed
+
+
+def test_stop_matcher_holds_back_a_partial_stop_string() -> None:
+    matcher = StopMatcher(["</answer>"])
+    assert matcher.feed("The result is 4</ans") == ("The result is 4", False)
+    assert matcher.feed("wer> trailing") == ("", True)
+    assert matcher.text == "The result is 4"
+    assert StopMatcher(["STOP"]).feed("no stop here") == ("no stop here", False)
+
+
+def test_cli_chat_answers_and_prints_speed(tiny_moe_gguf: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "chat", "--model", str(tiny_moe_gguf), "--ctx", "512",
+         "--threads", "2", "--max-tokens", "8", "--temp", "0"],
+        input="Hello there\nWhat now?\n\n", capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("decode") == 2  # one stats line per answer
+    assert "qwen3moe, 4 layers, 8 experts (2 active)" in done.stderr
+    assert "routed_experts" in done.stderr
+
+
+def test_cli_chat_reports_a_bad_model_in_plain_words(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("just some notes")
+    done = subprocess.run([sys.executable, "-m", "app.cli", "chat", "--model", str(bad)],
+                          input="", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "not a GGUF model" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,136 @@
+"""Loading models in the real engine process: placement report, split models, bad input.
+
+Each bad input gets its own error type with a message naming the cause, and the engine stays
+up: the same engine then loads a good model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gguf import GGUFReader
+
+from app.engine.client import EngineClient
+from app.engine.errors import (
+    MissingShardError,
+    ModelFileError,
+    OutOfMemoryError,
+    PlacementError,
+    UnsupportedArchitectureError,
+)
+from app.engine.placement import PlacementPlan, TensorOverride
+from app.engine.protocol import LoadParams, Progress
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[EngineClient]:
+    with EngineClient.spawn() as client:
+        yield client
+
+
+def load(engine: EngineClient, model: Path | str, **plan: object) -> object:
+    placement = PlacementPlan(**{"n_ctx": 512, "n_threads": 2, **plan})  # type: ignore[arg-type]
+    return engine.load(LoadParams(model=str(model), placement=placement))
+
+
+def assert_still_serves(engine: EngineClient, good_model: Path) -> None:
+    result = load(engine, good_model)
+    assert result.model.architecture == "qwen3moe"  # type: ignore[attr-defined]
+
+
+def test_load_reports_model_progress_and_where_every_byte_landed(
+        engine: EngineClient, tiny_moe_gguf: Path) -> None:
+    progress: list[Progress] = []
+    result = engine.load(LoadParams(model=str(tiny_moe_gguf),
+                                    placement=PlacementPlan(n_ctx=512, experts_in_ram="all")),
+                         on_progress=progress.append)
+    model = result.model
+    assert (model.architecture, model.n_layer, model.n_expert, model.n_expert_used) == (
+        "qwen3moe", 4, 8, 2)
+    assert model.chat_template and result.n_ctx == 512 and result.telemetry
+    assert progress and progress[-1].fraction == 1.0
+    assert [p.fraction for p in progress] == sorted(p.fraction for p in progress)
+
+    # every tensor of the file is accounted for, by class, on the CPU of this machine
+    reader = GGUFReader(tiny_moe_gguf)
+    assert sum(p.bytes for p in result.placement) == sum(int(t.n_bytes) for t in reader.tensors)
+    assert sum(p.tensors for p in result.placement) == len(reader.tensors)
+    classes = {p.tensor_class for p in result.placement}
+    assert {"routed_experts", "attention", "router", "embeddings", "norms"} <= classes
+    assert {p.device for p in result.placement} == {"CPU"}
+    assert result.expert_layers_on_gpu == []
+
+
+def test_split_model_loads_from_its_first_shard(engine: EngineClient,
+                                                split_moe_gguf: list[Path]) -> None:
+    result = load(engine, split_moe_gguf[0])
+    assert result.model.shards == [str(p) for p in split_moe_gguf]  # type: ignore[attr-defined]
+    assert result.model.n_layer == 4  # type: ignore[attr-defined]
+
+
+def test_split_model_with_a_missing_shard_names_it(engine: EngineClient, tmp_path: Path,
+                                                   split_moe_gguf: list[Path],
+                                                   tiny_moe_gguf: Path) -> None:
+    for shard in split_moe_gguf:
+        shutil.copy(shard, tmp_path / shard.name)
+    missing = tmp_path / split_moe_gguf[1].name
+    missing.unlink()
+    with pytest.raises(MissingShardError) as err:
+        load(engine, tmp_path / split_moe_gguf[0].name)
+    assert missing.name in str(err.value) and "1 of 3" in str(err.value)
+    assert_still_serves(engine, tiny_moe_gguf)
+
+
+def test_a_file_that_is_not_gguf_is_refused(engine: EngineClient, tmp_path: Path,
+                                           tiny_moe_gguf: Path) -> None:
+    fake = tmp_path / "model.gguf"
+    fake.write_text("<html>404 Not Found</html>")
+    with pytest.raises(ModelFileError, match="not a GGUF"):
+        load(engine, fake)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load(engine, tmp_path / "nowhere.gguf")
+    assert_still_serves(engine, tiny_moe_gguf)
+
+
+def test_a_truncated_file_is_refused(engine: EngineClient, tmp_path: Path,
+                                     tiny_moe_gguf: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    data = tiny_moe_gguf.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ModelFileError, match="truncated|damaged") as err:
+        load(engine, cut)
+    assert "download" in err.value.hint
+    assert_still_serves(engine, tiny_moe_gguf)
+
+
+def test_an_unknown_architecture_is_named(engine: EngineClient, tmp_path: Path,
+                                          tiny_moe_gguf: Path) -> None:
+    # rename the architecture in the header (its value and every "qwen3moe." key prefix)
+    header_end = GGUFReader(tiny_moe_gguf).data_offset
+    data = tiny_moe_gguf.read_bytes()
+    renamed = tmp_path / "future.gguf"
+    renamed.write_bytes(data[:header_end].replace(b"qwen3moe", b"qwen9moe") + data[header_end:])
+    with pytest.raises(UnsupportedArchitectureError, match="qwen9moe"):
+        load(engine, renamed)
+    assert_still_serves(engine, tiny_moe_gguf)
+
+
+def test_a_context_that_cannot_fit_is_refused_before_allocating(engine: EngineClient,
+                                                                tiny_moe_gguf: Path) -> None:
+    with pytest.raises(OutOfMemoryError) as err:
+        load(engine, tiny_moe_gguf, n_ctx=2**31 - 1)
+    assert "KV cache" in str(err.value) and "context" in err.value.hint
+    assert_still_serves(engine, tiny_moe_gguf)
+
+
+def test_placement_on_a_device_the_build_lacks_is_refused(engine: EngineClient,
+                                                          tiny_moe_gguf: Path) -> None:
+    rules = [TensorOverride(pattern=r"ffn_.*_exps", device="NoSuchGPU0")]
+    with pytest.raises(PlacementError, match="NoSuchGPU0"):
+        load(engine, tiny_moe_gguf, overrides=rules)
+    with pytest.raises(PlacementError, match="regex"):
+        load(engine, tiny_moe_gguf, overrides=[TensorOverride(pattern="blk.(1", device="CPU")])
+    assert_still_serves(engine, tiny_moe_gguf)

@@ -1,0 +1,104 @@
+"""Expert offload on a real GPU: placement requested vs reported, hit rate, VRAM telemetry.
+
+These need a GPU build of llama.cpp and a GPU (conftest skips them, saying why, elsewhere).
+Run on the accelerator machine: ``pytest -m gpu``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.engine.client import EngineClient
+from app.engine.placement import PlacementPlan, TensorOverride
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
+from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.gguf_info import read_model
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[EngineClient]:
+    with EngineClient.spawn() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def gpu_name(engine: EngineClient) -> str:
+    return next(d.name for d in engine.info().devices if d.kind == "gpu")
+
+
+@pytest.fixture(scope="module")
+def real_shape_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Qwen3-30B-A3B's real layer shapes, 4 layers (about 2.7 GB)."""
+    folder = tmp_path_factory.mktemp("q30")
+    (path,) = write_synthetic_model(folder / "q30-4l.gguf",
+                                    SyntheticSpec.preset("qwen3-30b-a3b", n_layer=4))
+    return path
+
+
+def load(engine: EngineClient, model: Path, **plan: object) -> LoadResult:
+    return engine.load(LoadParams(model=str(model), placement=PlacementPlan(n_ctx=1024, **plan)))
+
+
+def bytes_on(result: LoadResult, tensor_class: str, device: str) -> int:
+    return sum(p.bytes for p in result.placement
+               if p.tensor_class == tensor_class and p.device == device)
+
+
+def chat(engine: EngineClient) -> None:
+    stream = engine.chat(ChatParams(
+        messages=[ChatMessage(role="user", content="Route me through the experts")],
+        sampling=Sampling(temperature=0.0, max_tokens=16, ignore_eos=True)))
+    for _ in stream:
+        pass
+
+
+def test_first_layers_experts_in_ram_land_in_ram_and_the_rest_on_the_gpu(
+        engine: EngineClient, gpu_name: str, real_shape_model: Path) -> None:
+    model = read_model(real_shape_model)
+    per_layer = model.bytes_by_class()["routed_experts"] // 4
+    result = load(engine, real_shape_model, experts_in_ram=1)
+    assert result.expert_layers_on_gpu == [1, 2, 3]
+    assert bytes_on(result, "routed_experts", "CPU") == per_layer
+    assert bytes_on(result, "routed_experts", gpu_name) == 3 * per_layer
+    for cls in ("attention", "router", "norms"):
+        assert bytes_on(result, cls, "CPU") == 0, cls
+        assert bytes_on(result, cls, gpu_name) == model.bytes_by_class()[cls], cls
+
+    chat(engine)
+    snapshot = engine.routing()
+    assert snapshot.layer_hit_rate == [0.0, 1.0, 1.0, 1.0]
+    # uses served from VRAM: those of layers 1-3 (the last layer routes only output tokens)
+    uses = [sum(row) for row in snapshot.counts]
+    assert snapshot.hit_rate == pytest.approx(sum(uses[1:]) / sum(uses))
+    assert 0.5 < snapshot.hit_rate < 0.75
+
+
+@pytest.mark.parametrize(("experts_in_ram", "hit_rate"), [("all", 0.0), ("none", 1.0)])
+def test_hit_rate_follows_where_experts_are(engine: EngineClient, real_shape_model: Path,
+                                            experts_in_ram: str, hit_rate: float) -> None:
+    load(engine, real_shape_model, experts_in_ram=experts_in_ram)
+    chat(engine)
+    assert engine.routing().hit_rate == hit_rate
+
+
+def test_explicit_rule_sends_one_layer_to_ram(engine: EngineClient, gpu_name: str,
+                                              real_shape_model: Path) -> None:
+    result = load(engine, real_shape_model,
+                  overrides=[TensorOverride(pattern=r"^blk\.2\.ffn_(up|gate|down)_exps", device="CPU")])
+    assert result.expert_layers_on_gpu == [0, 1, 3]
+
+
+def test_vram_telemetry_sees_the_model_arrive(engine: EngineClient, gpu_name: str,
+                                              real_shape_model: Path) -> None:
+    engine.unload()
+    before = next(m for m in engine.stats().memory if m.device == gpu_name)
+    result = load(engine, real_shape_model, experts_in_ram="none")
+    after = next(m for m in engine.stats().memory if m.device == gpu_name)
+    on_gpu = sum(p.bytes for p in result.placement if p.device == gpu_name)
+    assert after.total == before.total > on_gpu
+    assert after.used - before.used >= on_gpu  # weights, plus KV cache and compute buffers
