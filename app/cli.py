@@ -1,0 +1,158 @@
+"""Headless commands: try the engine without the GUI.
+
+    moedesk-cli info                       what this build of llama.cpp can use
+    moedesk-cli chat --model FILE.gguf     chat in the terminal (experts in RAM by default)
+    moedesk-cli synth OUT.gguf --preset tiny   write a synthetic MoE model
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from app.engine.errors import EngineError
+from app.engine.placement import PlacementPlan, TensorOverride
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
+
+
+def experts_in_ram(value: str) -> str | int:
+    if value in ("all", "none"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected 'all', 'none' or a layer count") from None
+
+
+def tensor_override(value: str) -> TensorOverride:
+    pattern, sep, device = value.rpartition("=")
+    if not sep or not pattern or not device:
+        raise argparse.ArgumentTypeError("expected REGEX=DEVICE, e.g. 'ffn_.*_exps=CPU'")
+    return TensorOverride(pattern=pattern, device=device)
+
+
+def add_placement_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("placement")
+    group.add_argument("--experts-in-ram", type=experts_in_ram, default="all",
+                       help="routed experts kept in RAM: all, none, or those of the first N layers"
+                       " (default: all)")
+    group.add_argument("--gpu-layers", type=int, default=-1, help="layers on the GPU (-1: all)")
+    group.add_argument("--override", type=tensor_override, action="append", default=[],
+                       metavar="REGEX=DEVICE", help="send matching tensors to a device "
+                       "(like llama.cpp's -ot); repeatable, first match wins")
+    group.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
+    group.add_argument("--threads", type=int, default=0, help="CPU threads (0: physical cores)")
+    group.add_argument("--experts-used", type=int, default=None,
+                       help="active experts per token (default: the model's own)")
+    group.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto")
+    group.add_argument("--cache-type", default="f16", help="KV cache type (f16, q8_0, ...)")
+    group.add_argument("--no-mmap", action="store_true", help="read the model into RAM")
+
+
+def plan_from_args(args: argparse.Namespace) -> PlacementPlan:
+    return PlacementPlan(
+        n_gpu_layers=args.gpu_layers, experts_in_ram=args.experts_in_ram,
+        overrides=list(args.override), n_ctx=args.ctx, n_threads=args.threads,
+        n_expert_used=args.experts_used, flash_attn=args.flash_attn,
+        type_k=args.cache_type, type_v=args.cache_type, use_mmap=not args.no_mmap,
+    )
+
+
+def _progress_bar(progress: Progress) -> None:
+    width = 30
+    filled = int(progress.fraction * width)
+    print(f"\rloading [{'#' * filled}{'.' * (width - filled)}] {progress.fraction:5.1%}",
+          end="", file=sys.stderr, flush=True)
+
+
+def cmd_info(_args: argparse.Namespace) -> int:
+    from app.engine.client import EngineClient
+
+    with EngineClient.spawn() as engine:
+        info = engine.info()
+    print(f"llama-cpp-python {info.llama_cpp_python}; backends: {', '.join(info.backends)}")
+    print(f"MoE Desk routing patch: {'yes' if info.routing_patch else 'NO (telemetry off)'}")
+    for dev in info.devices:
+        print(f"  {dev.name:10} {dev.kind:5} {dev.memory_total / 2**30:7.1f} GiB  {dev.description}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from app.engine.client import EngineClient
+
+    with EngineClient.spawn() as engine:
+        loaded = engine.load(LoadParams(model=args.model, placement=plan_from_args(args)),
+                             on_progress=_progress_bar)
+        print(file=sys.stderr)
+        model = loaded.model
+        print(f"{model.name}: {model.architecture}, {model.n_layer} layers, {model.n_expert} "
+              f"experts ({model.n_expert_used} active), context {loaded.n_ctx}, loaded in "
+              f"{loaded.load_seconds:.1f} s", file=sys.stderr)
+        for p in loaded.placement:
+            print(f"  {p.tensor_class:15} {p.device:8} {p.bytes / 2**20:10.1f} MiB", file=sys.stderr)
+        print("Type a message; an empty line or Ctrl-D quits, Ctrl-C stops an answer.",
+              file=sys.stderr)
+        history: list[ChatMessage] = []
+        if args.system:
+            history.append(ChatMessage(role="system", content=args.system))
+        sampling = Sampling(temperature=args.temp, max_tokens=args.max_tokens, seed=args.seed)
+        while True:
+            try:
+                line = input("> " if sys.stdin.isatty() else "")
+            except EOFError:
+                break
+            if not line.strip():
+                break
+            history.append(ChatMessage(role="user", content=line))
+            stream = engine.chat(ChatParams(messages=list(history), sampling=sampling))
+            try:
+                for token in stream:
+                    print(token.text, end="", flush=True)
+            except KeyboardInterrupt:
+                stream.cancel()
+                for _ in stream:
+                    pass
+            result = stream.result
+            print()
+            print(f"[{result.completion_tokens} tokens, prefill {result.prefill_tps:.1f} t/s, "
+                  f"decode {result.decode_tps:.1f} t/s, first token {result.ttft_s:.2f} s, "
+                  f"{result.finish_reason}]", file=sys.stderr)
+            history.append(ChatMessage(role="assistant", content=result.text))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from app.engine import synthetic
+
+    return synthetic.main(args.synth_args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="moedesk-cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="backends and devices of the installed engine")
+    chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal")
+    chat.add_argument("--model", required=True, help="a .gguf file (or the first shard)")
+    chat.add_argument("--system", default="", help="system prompt")
+    chat.add_argument("--temp", type=float, default=0.7)
+    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument("--seed", type=int, default=None)
+    add_placement_args(chat)
+    synth = sub.add_parser("synth", help="write a synthetic MoE GGUF (see synth --help)",
+                           add_help=False)
+    synth.add_argument("synth_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    commands = {"info": cmd_info, "chat": cmd_chat, "synth": cmd_synth}
+    try:
+        return commands[args.command](args)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,244 @@
+"""Engine overhead and routing-telemetry cost against bare llama-cpp-python.
+
+For each placement, the same prompt (rendered with the model's chat template) is prefilled
+and a fixed number of tokens generated (EOS ignored, greedy), three ways, loaded side by side
+and run in turn (interleaved repeats, so drift hits all three alike):
+
+* bare: llama_cpp.Llama in this process (its own eval/sample loop), placement applied through
+  the same tensor_buft_overrides;
+* engine: the MoE Desk engine process over its socket, routing telemetry off;
+* engine+telemetry: the same with routing telemetry on.
+
+Times are taken where a user sees them: prefill t/s = prompt tokens / time to first token,
+decode t/s = (tokens - 1) / (last token - first token). Medians of --repeats runs after one
+warm-up. Run by hand, e.g. on the accelerator machine:
+
+    python -m app.engine.synthetic /tmp/q30.gguf --preset qwen3-30b-a3b
+    python bench/engine_overhead.py --model /tmp/q30.gguf --threads 16 \
+        --placement gpu --placement experts-ram --placement experts-ram-half
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import gc
+import multiprocessing
+import statistics
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from app.engine.client import EngineClient
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
+from app.gguf_info import read_model
+
+PROMPT_WORDS = ("expert", "router", "layer", "token", "memory", "cache", "offload", "decode")
+
+
+@dataclass
+class Run:
+    prefill_tps: float
+    decode_tps: float
+
+
+def prompt_text(n_words: int) -> str:
+    words = [PROMPT_WORDS[(i * 7) % len(PROMPT_WORDS)] for i in range(n_words)]
+    return "Summarise: " + " ".join(words)
+
+
+def plans(names: list[str], n_layer: int, base: PlacementPlan) -> dict[str, PlacementPlan]:
+    shortcuts: dict[str, str | int] = {"gpu": "none", "experts-ram": "all",
+                                       "experts-ram-half": n_layer // 2}
+    out = {}
+    for name in names:
+        plan = PlacementPlan(**{**base.__dict__, "experts_in_ram": shortcuts[name]})
+        out[name] = plan
+    return out
+
+
+class BareLlama:
+    """llama_cpp.Llama with the plan's placement, in a process of its own (spawned), so that
+    the engine processes and it share nothing but the page cache, and a crash of one is
+    reported instead of ending the benchmark."""
+
+    def __init__(self, model: str, plan: PlacementPlan, n_layer: int, arch: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipe, child = context.Pipe()
+        self.process = context.Process(target=_bare_worker,
+                                       args=(child, model, plan, n_layer, arch), daemon=True)
+        self.process.start()
+        experts_at = self._receive()
+        print(f"bare llama-cpp-python loaded; layer 0's routed experts in {experts_at}", flush=True)
+
+    def _receive(self) -> object:
+        if not self.pipe.poll(600):
+            raise RuntimeError("bare llama-cpp-python did not answer in 10 minutes")
+        try:
+            return self.pipe.recv()
+        except EOFError:
+            self.process.join(5)
+            raise RuntimeError(f"bare llama-cpp-python died (exit {self.process.exitcode})") from None
+
+    def run(self, prompt: str, n_gen: int) -> Run:
+        self.pipe.send((prompt, n_gen))
+        return self._receive()  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.pipe.send(None)
+        self.process.join(30)
+
+
+def _bare_worker(pipe: Connection, model: str, plan: PlacementPlan, n_layer: int,
+                 arch: str) -> None:
+    faulthandler.enable()
+    import llama_cpp
+    import llama_cpp.llama_cpp as llama_lib
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from app.engine.llama_params import FLASH_ATTN, model_params
+
+    llama_cpp.llama_backend_init()
+    # Llama() has no tensor_buft_overrides argument in this version: hand it our params
+    # through the function it calls for its defaults (looked up in llama_cpp.llama_cpp)
+    callback = llama_cpp.llama_progress_callback(lambda *_: True)
+    params = model_params(plan, n_layer, arch, callback)
+    original = llama_lib.llama_model_default_params
+    llama_lib.llama_model_default_params = lambda: params.params  # type: ignore[assignment]
+    try:
+        llm = llama_cpp.Llama(
+            model_path=model, n_gpu_layers=plan.n_gpu_layers, n_ctx=plan.n_ctx,
+            n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_threads=plan.n_threads or None,
+            flash_attn_type=FLASH_ATTN[plan.flash_attn], verbose=False)
+    finally:
+        llama_lib.llama_model_default_params = original
+    formatter = Jinja2ChatFormatter(template=llm.metadata.get("tokenizer.chat_template"),
+                                    eos_token="", bos_token="")
+    from app.engine import ggml_backend
+
+    # where llama.cpp put layer 0's routed experts: proof that the placement took effect
+    pipe.send(ggml_backend.tensor_buffer_type(llm.model, "blk.0.ffn_up_exps.weight"))
+    while (job := pipe.recv()) is not None:
+        prompt, n_gen = job
+        text = formatter(messages=[{"role": "user", "content": prompt}]).prompt
+        tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
+        llm.reset()  # the next eval drops the whole KV cache
+        t0 = time.perf_counter()
+        times = []
+        for i, _tok in enumerate(llm.generate(tokens, temp=0.0, top_k=1, reset=True)):
+            times.append(time.perf_counter())
+            if i + 1 >= n_gen:
+                break
+        pipe.send(Run(len(tokens) / (times[0] - t0), (len(times) - 1) / (times[-1] - times[0])))
+
+
+class EngineRunner:
+    """A MoE Desk engine process with the model loaded."""
+
+    def __init__(self, model: str, plan: PlacementPlan, telemetry: bool) -> None:
+        self.client = EngineClient.spawn()
+        self.client.load(LoadParams(model=model, placement=plan, telemetry=telemetry))
+        self.telemetry = telemetry
+
+    def run(self, prompt: str, n_gen: int) -> Run:
+        params = ChatParams(messages=[ChatMessage(role="user", content=prompt)],
+                            sampling=Sampling(temperature=0.0, max_tokens=n_gen, ignore_eos=True))
+        t0 = time.perf_counter()
+        times = []
+        stream = self.client.chat(params)
+        for _token in stream:
+            times.append(time.perf_counter())
+        result = stream.result
+        return Run(result.prompt_tokens / (times[0] - t0),
+                   (result.completion_tokens - 1) / (times[-1] - times[0]))
+
+    def close(self) -> float | None:
+        hit = self.client.routing().hit_rate if self.telemetry else None
+        self.client.shutdown()
+        self.client.close()
+        return hit
+
+
+def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: str, n_gen: int,
+            repeats: int, bare: bool) -> dict[str, object]:
+    """All variants loaded side by side (weights in RAM are shared through the page cache),
+    runs interleaved so that drift in clocks and memory bandwidth hits each alike."""
+    runners: dict[str, BareLlama | EngineRunner] = {}
+    if bare:
+        runners["bare"] = BareLlama(model, plan, n_layer, arch)
+    runners["engine"] = EngineRunner(model, plan, telemetry=False)
+    runners["tele"] = EngineRunner(model, plan, telemetry=True)
+    runs: dict[str, list[Run]] = {name: [] for name in runners}
+    for i in range(repeats + 1):
+        for name, runner in runners.items():
+            # a different first word each run, so no prompt prefix is reused from the cache
+            run = runner.run(f"{i} {prompt}", n_gen)
+            if i > 0:  # the first round warms up
+                runs[name].append(run)
+    row: dict[str, object] = {}
+    for runner in runners.values():
+        if isinstance(runner, EngineRunner):
+            hit = runner.close()
+            if runner.telemetry:
+                row["hit"] = hit
+        else:
+            runner.close()
+    runners.clear()
+    gc.collect()
+    for label in ("bare", "engine", "tele"):
+        row[f"{label}_pp"] = median(runs[label], "prefill_tps") if runs.get(label) else float("nan")
+        row[f"{label}_tg"] = median(runs[label], "decode_tps") if runs.get(label) else float("nan")
+    return row
+
+
+def median(runs: list[Run], attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in runs)
+
+
+def main() -> int:
+    faulthandler.enable()
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--placement", action="append", choices=("gpu", "experts-ram",
+                        "experts-ram-half"), help="repeatable (default: experts-ram)")
+    parser.add_argument("--prompt-words", type=int, default=170,
+                        help="words of prompt; 170 make about 490 tokens with the synthetic "
+                        "tokenizer, one ubatch of 512")
+    parser.add_argument("--gen", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-bare", action="store_true")
+    args = parser.parse_args()
+
+    info = read_model(args.model)
+    base = PlacementPlan(n_threads=args.threads, n_ctx=args.ctx, flash_attn="on")
+    prompt = prompt_text(args.prompt_words)
+    rows = []
+    for name, plan in plans(args.placement or ["experts-ram"], info.n_layer, base).items():
+        row = measure(args.model, plan, info.n_layer, info.architecture, prompt, args.gen,
+                      args.repeats, bare=not args.skip_bare)
+        row["placement"] = name
+        rows.append(row)
+        print(row, flush=True)
+
+    print(f"\nmodel {info.name} ({info.size_bytes / 1e9:.1f} GB), prompt ~{args.prompt_words} "
+          f"tokens, {args.gen} generated, threads {args.threads or 'auto'}, median of "
+          f"{args.repeats}\n")
+    print("| placement | bare pp t/s | bare tg t/s | engine pp t/s | engine tg t/s | engine "
+          "overhead (tg) | +telemetry tg t/s | telemetry cost (tg) | hit rate |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        overhead = 1 - r["engine_tg"] / r["bare_tg"]
+        cost = 1 - r["tele_tg"] / r["engine_tg"]
+        hit = "-" if r.get("hit") is None else f"{r['hit']:.0%}"
+        print(f"| {r['placement']} | {r['bare_pp']:.0f} | {r['bare_tg']:.1f} | "
+              f"{r['engine_pp']:.0f} | {r['engine_tg']:.1f} | {overhead:+.1%} | "
+              f"{r['tele_tg']:.1f} | {cost:+.1%} | {hit} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

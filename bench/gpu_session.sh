@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Build the CUDA engine, write the Qwen3-30B-A3B-shaped synthetic model, run the GPU tests and
+# the engine benchmark, on a CUDA machine without network access (the accelerator machine).
+#
+# CARRY must hold the llama-cpp-python source tree (unpacked sdist) and the pure-Python wheels
+# the machine lacks (gguf, diskcache, pytest, ...). Steps are skipped when their output exists,
+# so the script can be re-run after an interruption. Usage:
+#   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh [build|model|test|bench|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARRY=${CARRY:-.carry}
+OUT=${OUT:-/tmp/moedesk-out}
+MODEL=${MODEL:-/tmp/moedesk-q30.gguf}
+THREADS=${THREADS:-16}
+SITE=/tmp/moedesk-site
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD:$SITE" PYTHONUNBUFFERED=1
+
+step_build() {
+    if python3 -c "import llama_cpp, sys; from app.engine import ggml_backend as g; \
+sys.exit(0 if 'CUDA' in g.backends() and g.has_routing_patch() else 1)" 2>/dev/null; then
+        echo "engine already built"; return
+    fi
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$CARRY"/*.whl
+    CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=16 \
+        python3 installers/install.py --venv - --offline --engine-only \
+        --sdist "$CARRY"/llama_cpp_python-*/
+    python3 -m app.cli info | tee "$OUT/info.txt"
+}
+
+step_model() {
+    [ -f "$MODEL" ] && { echo "model exists"; return; }
+    /usr/bin/time -v python3 -m app.engine.synthetic "$MODEL" --preset qwen3-30b-a3b \
+        2>&1 | tee "$OUT/synth.txt" | grep -v "^\s" || true
+}
+
+step_test() {
+    python3 -m pytest -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.txt"
+}
+
+step_bench() {
+    python3 bench/engine_overhead.py --model "$MODEL" --threads "$THREADS" \
+        --placement gpu --placement experts-ram --placement experts-ram-half \
+        2>&1 | tee "$OUT/bench.txt"
+}
+
+case "${1:-all}" in
+    build) step_build ;;
+    model) step_model ;;
+    test) step_test ;;
+    bench) step_bench ;;
+    all) step_build; step_model; step_test; step_bench ;;
+esac
