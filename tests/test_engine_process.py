@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from app.engine.client import EngineClient, EngineProcess
+from app.engine.client import EngineClient
 from app.engine.errors import (
     EngineBusyError,
     EngineDiedError,
     NoModelLoadedError,
 )
 from app.engine.placement import PlacementPlan
+from app.engine.process import EngineProcess
 from app.engine.protocol import (
     ChatMessage,
     ChatParams,

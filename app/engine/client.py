@@ -18,21 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
-import os
 import queue
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from app.engine.errors import EngineDiedError, EngineError, ProtocolError, error_from_wire
+from app.engine.process import EngineProcess
 from app.engine.protocol import (
     BuildInfo,
     CancelParams,
@@ -50,11 +45,8 @@ from app.engine.protocol import (
     request,
 )
 from app.engine.transport import (
-    HAS_UNIX_SOCKETS,
-    SOCKET_NAME,
     Address,
     connect,
-    new_token,
     recv_message,
     send_message,
 )
@@ -64,155 +56,6 @@ log = logging.getLogger("moedesk.client")
 Message = dict[str, Any]
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
-
-# The folder holding the ``app`` package: the engine is started as ``-m app.engine`` from it.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-LOG_TAIL_LINES = 20
-
-
-class EngineProcess:
-    """An engine process a client started: its pipes, its log, and how it ended."""
-
-    def __init__(self, popen: subprocess.Popen[bytes], log_path: Path, log_start: int,
-                 run_dir: Path) -> None:
-        self.popen = popen
-        self.log_path = log_path
-        self._log_start = log_start  # where this run begins in a log file that is appended to
-        self._run_dir = run_dir  # private temp folder: the socket, and the log if not given
-
-    @classmethod
-    def start(cls, *, log_path: str | Path | None = None, ready_timeout: float = 120.0,
-              tcp: bool = False, env: Mapping[str, str] | None = None,
-              ) -> tuple[EngineProcess, Address, str]:
-        """Start ``python -m app.engine``, hand it a fresh token on stdin, wait for "ready"."""
-        run_dir = Path(tempfile.mkdtemp(prefix="moedesk-"))  # 0700, ours alone
-        log_file = Path(log_path) if log_path is not None else run_dir / "engine.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "app.engine", "--child"]
-        if tcp or not HAS_UNIX_SOCKETS:
-            command.append("--tcp")
-        else:
-            command += ["--socket", str(run_dir / SOCKET_NAME)]
-        environ = {**os.environ, **(env or {})}
-        environ["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(PROJECT_ROOT), environ.get("PYTHONPATH", "")) if p)
-        token = new_token()
-        with open(log_file, "ab") as log_out:
-            log_start = log_out.tell()
-            # the caller's working directory stays: relative model paths mean the same there
-            popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=log_out, env=environ)
-        process = cls(popen, log_file, log_start, run_dir)
-        try:
-            assert popen.stdin is not None
-            # the token travels on a pipe, never on the command line where others can read it;
-            # stdin stays open: the engine exits when it closes, i.e. when we are gone
-            popen.stdin.write(token.encode() + b"\n")
-            popen.stdin.flush()
-            address = process._wait_ready(ready_timeout)
-        except BaseException:
-            process.stop(timeout=5.0)
-            process.cleanup()
-            raise
-        return process, address, token
-
-    def _wait_ready(self, timeout: float) -> Address:
-        """The address from the engine's ready line (read on a helper thread: a pipe read
-        has no timeout of its own)."""
-        assert self.popen.stdout is not None
-        stdout: IO[bytes] = self.popen.stdout
-        found: queue.Queue[Address | None] = queue.Queue()
-
-        def read_ready() -> None:
-            for line in iter(stdout.readline, b""):
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    ready = json.loads(line)
-                    if ready["event"] == "ready":
-                        found.put(Address.parse(ready["address"]))
-                        return
-            found.put(None)  # stdout closed: the engine ended before it was ready
-
-        threading.Thread(target=read_ready, name="engine-ready", daemon=True).start()
-        try:
-            address = found.get(timeout=timeout)
-        except queue.Empty:
-            raise EngineDiedError(f"the engine did not start within {timeout:.0f} s.",
-                                  self._log_hint("Its log")) from None
-        if address is None:
-            raise self.died_error(starting=True)
-        stdout.close()
-        return address
-
-    def wait(self, timeout: float | None) -> int | None:
-        """The exit status once the process has ended (within ``timeout``), else None."""
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """End the process: closing stdin asks it to exit; SIGTERM, then SIGKILL, insist."""
-        if self.popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.popen.stdin.close()
-        if self.wait(timeout) is None:
-            self.popen.terminate()
-            if self.wait(5.0) is None:
-                self.popen.kill()
-                self.popen.wait()
-
-    def cleanup(self) -> None:
-        """Remove the private run folder (the socket, and a log nobody asked to keep)."""
-        for path in self._run_dir.iterdir() if self._run_dir.exists() else ():
-            with contextlib.suppress(OSError):
-                path.unlink()
-        with contextlib.suppress(OSError):
-            self._run_dir.rmdir()
-
-    def log_tail(self, max_lines: int = LOG_TAIL_LINES) -> str:
-        """The last lines this run wrote to its log."""
-        try:
-            with open(self.log_path, "rb") as log_in:
-                size = log_in.seek(0, os.SEEK_END)
-                log_in.seek(max(self._log_start, size - 16384))
-                text = log_in.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.rstrip().splitlines()[-max_lines:])
-
-    def _log_hint(self, prefix: str) -> str:
-        tail = self.log_tail()
-        if not tail:
-            return f"{prefix} ({self.log_path}) is empty."
-        return f"{prefix} ({self.log_path}) ends with:\n{tail}"
-
-    def died_error(self, expected: bool = False, starting: bool = False,
-                   wait_s: float = 10.0) -> EngineDiedError:
-        """An EngineDiedError saying how the process ended (waiting briefly for it to end:
-        its socket can close a moment before its exit status is ready)."""
-        code = self.wait(wait_s)
-        if expected and code == 0:
-            return EngineDiedError("the engine has shut down.")
-        if code is None:
-            how = "closed the connection but is still running"
-        elif code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = "unknown signal"
-            how = f"was killed by signal {-code} ({name})"
-        else:
-            how = f"exited with code {code}"
-        when = "while starting" if starting else "unexpectedly"
-        hint = self._log_hint("Its log")
-        if code == -getattr(signal, "SIGKILL", 9):
-            hint = ("A SIGKILL nobody sent is usually the system running out of memory: try a "
-                    "placement with more experts in RAM, a smaller context or quant. " + hint)
-        error = EngineDiedError(f"the engine process {how} {when}.", hint)
-        error.returncode = code  # type: ignore[attr-defined]
-        error.log_tail = self.log_tail()  # type: ignore[attr-defined]
-        return error
-
 
 class _Call:
     """A request in flight: its events arrive on ``events``; an EngineError ends it."""

@@ -93,10 +93,22 @@ class VersionMismatchError(ProtocolError):
     code = "version_mismatch"
 
 
+class LoadCancelledError(EngineError):
+    """The user cancelled a load before it finished; nothing is loaded."""
+
+    code = "cancelled"
+
+
 class EngineDiedError(EngineError):
     """The engine process ended (crash, out of memory, killed) while the client used it."""
 
     code = "engine_died"
+
+    def __init__(self, message: str, hint: str = "", returncode: int | None = None,
+                 log_tail: str = "") -> None:
+        super().__init__(message, hint)
+        self.returncode = returncode  # negative: killed by that signal; None: still running
+        self.log_tail = log_tail
 
 
 ERRORS_BY_CODE: dict[str, type[EngineError]] = {
@@ -111,6 +123,7 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
         NoModelLoadedError,
         EngineBusyError,
         TelemetryUnavailableError,
+        LoadCancelledError,
         ProtocolError,
         MessageTooLargeError,
         AuthenticationError,

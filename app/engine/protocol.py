@@ -32,7 +32,8 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 HEADER = struct.Struct(">I")
 
 # Requests a client may send.
-METHODS = ("hello", "info", "load", "unload", "chat", "cancel", "stats", "routing", "subscribe", "shutdown")
+METHODS = ("hello", "info", "load", "unload", "chat", "cancel", "stats", "routing", "subscribe",
+           "shutdown")
 # Events the engine sends; ``done`` and ``error`` end a request.
 EVENTS = ("progress", "token", "stats", "routing", "done", "error")
 TERMINAL_EVENTS = ("done", "error")
@@ -43,7 +44,12 @@ TERMINAL_EVENTS = ("done", "error")
 
 def encode_frame(message: dict[str, Any]) -> bytes:
     """One message as bytes on the wire: length prefix + compact JSON."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # lone surrogates (JSON allows "\ud800", and an error may echo one back): escaped
+        # JSON carries them, raw UTF-8 cannot
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     if len(body) > MAX_MESSAGE_BYTES:
         raise MessageTooLargeError(
             f"message of {len(body)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"

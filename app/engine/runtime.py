@@ -22,6 +22,7 @@ from app import gguf_info
 from app.engine import ggml_backend, telemetry
 from app.engine.errors import (
     EngineError,
+    LoadCancelledError,
     ModelFileError,
     NoModelLoadedError,
     OutOfMemoryError,
@@ -108,6 +109,9 @@ class Runtime:
         self.loaded: LoadedModel | None = None
         self.state = "idle"
         self._job_lock = threading.Lock()  # load, unload and chat never overlap
+        # held while a context is freed and while routing counts are read from it, so a
+        # routing request from another thread never reads a freed context
+        self._ctx_lock = threading.Lock()
 
     # --- build ----------------------------------------------------------------------------
 
@@ -154,7 +158,7 @@ class Runtime:
         model = llama_cpp.llama_model_load_from_file(str(info.shards[0]).encode(), mparams.params)
         if not model:
             if cancelled.is_set():
-                raise EngineError("loading was cancelled", "")
+                raise LoadCancelledError("loading was cancelled; no model is loaded.", "")
             raise self._load_failure(info, "load the model")
         ctx = llama_cpp.llama_init_from_model(model, context_params(plan))
         if not ctx:
@@ -257,7 +261,8 @@ class Runtime:
             self._unload_locked()
 
     def _unload_locked(self) -> None:
-        loaded, self.loaded = self.loaded, None
+        with self._ctx_lock:
+            loaded, self.loaded = self.loaded, None
         if loaded is not None:
             llama_cpp.llama_free(loaded.ctx)
             llama_cpp.llama_model_free(loaded.model)
@@ -295,22 +300,20 @@ class Runtime:
         )
 
     def routing(self) -> RoutingSnapshot:
-        loaded = self._require_model()
-        if not loaded.telemetry:
-            raise TelemetryUnavailableError(
-                "routing telemetry is off for this model.",
-                "It needs a MoE model, telemetry requested at load, and the patched engine "
-                "build (installers/install.py).",
-            )
-        tokens, counts = ggml_backend.routing_counts(loaded.ctx, loaded.info.n_layer,
-                                                     loaded.info.n_expert)
+        with self._ctx_lock:
+            loaded = self._require_model()
+            if not loaded.telemetry:
+                raise TelemetryUnavailableError(
+                    "routing telemetry is off for this model.",
+                    "It needs a MoE model, telemetry requested at load, and the patched engine "
+                    "build (installers/install.py).",
+                )
+            tokens, counts = ggml_backend.routing_counts(loaded.ctx, loaded.info.n_layer,
+                                                         loaded.info.n_expert)
         return telemetry.routing_snapshot(
             counts, tokens, loaded.n_expert_used, loaded.info.moe_layers,
             loaded.expert_layers_on_gpu,
         )
-
-    def reset_routing(self) -> None:
-        ggml_backend.routing_reset(self._require_model().ctx)
 
 
 def device_of_buffer_type(buft: str, device_names: set[str]) -> str:

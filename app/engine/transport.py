@@ -10,7 +10,6 @@ must carry the engine's secret token (see docs/protocol.md).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -214,11 +213,6 @@ class Connection:
             return False
         try:
             frame = encode_frame(message)
-        except UnicodeEncodeError:
-            # lone surrogates (JSON allows "\ud800") echoed back in an error message: escaped
-            # JSON carries them, raw UTF-8 cannot
-            body = json.dumps(message, separators=(",", ":"), ensure_ascii=True).encode()
-            frame = HEADER.pack(len(body)) + body
         except MessageTooLargeError as exc:
             log.error("connection %s: a reply exceeded the frame limit: %s", self.name, exc)
             frame = encode_frame(event("error", message.get("request"), EngineError(
