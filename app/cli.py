@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from collections.abc import Sequence
 
 from app.engine.errors import EngineError
-from app.engine.placement import PlacementPlan, TensorOverride
+from app.engine.placement import CacheType, PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
 
 
@@ -46,7 +47,8 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--experts-used", type=int, default=None,
                        help="active experts per token (default: the model's own)")
     group.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto")
-    group.add_argument("--cache-type", default="f16", help="KV cache type (f16, q8_0, ...)")
+    group.add_argument("--cache-type", default="f16", choices=typing.get_args(CacheType),
+                       help="KV cache type (default: f16)")
     group.add_argument("--no-mmap", action="store_true", help="read the model into RAM")
 
 

@@ -78,25 +78,30 @@ class GGUFModel:
     def arch_value(self, key: str, default: object = None) -> object:
         return self.metadata.get(f"{self.architecture}.{key}", default)
 
+    def arch_int(self, key: str, default: int = 0) -> int:
+        """An integer key of the architecture (``<arch>.<key>``); ``default`` if absent."""
+        value = self.arch_value(key)
+        return int(value) if isinstance(value, (int, float)) else default
+
     @property
     def name(self) -> str:
         return str(self.metadata.get("general.name", self.shards[0].stem))
 
     @property
     def n_layer(self) -> int:
-        return int(self.arch_value("block_count", 0))  # type: ignore[arg-type]
+        return self.arch_int("block_count")
 
     @property
     def n_expert(self) -> int:
-        return int(self.arch_value("expert_count", 0))  # type: ignore[arg-type]
+        return self.arch_int("expert_count")
 
     @property
     def n_expert_used(self) -> int:
-        return int(self.arch_value("expert_used_count", 0))  # type: ignore[arg-type]
+        return self.arch_int("expert_used_count")
 
     @property
     def n_ctx_train(self) -> int:
-        return int(self.arch_value("context_length", 0))  # type: ignore[arg-type]
+        return self.arch_int("context_length")
 
     @property
     def chat_template(self) -> str | None:

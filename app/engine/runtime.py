@@ -30,7 +30,7 @@ from app.engine.errors import (
     UnsupportedArchitectureError,
 )
 from app.engine.generation import Generator
-from app.engine.llama_params import GGML_TYPES, context_params, model_params
+from app.engine.llama_params import CACHE_TYPE_BYTES, context_params, model_params
 from app.engine.placement import CPU_DEVICE
 from app.engine.protocol import (
     BuildInfo,
@@ -52,8 +52,6 @@ log = logging.getLogger("moedesk.engine")
 OOM_LOG = re.compile(r"out of memory|failed to allocate|unable to allocate|cannot allocate|"
                      r"failed to create context", re.IGNORECASE)
 UNKNOWN_ARCH_LOG = re.compile(r"unknown model architecture: '([^']*)'")
-CACHE_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32,
-                    "q5_0": 22 / 32, "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}
 
 
 class LlamaLog:
@@ -195,13 +193,13 @@ class Runtime:
         the engine later. A clear refusal beats that.
         """
         plan = params.placement
-        n_head = int(info.arch_value("attention.head_count", 0) or 0)  # type: ignore[arg-type]
-        n_head_kv = int(info.arch_value("attention.head_count_kv", n_head) or n_head)  # type: ignore[arg-type]
-        n_embd = int(info.arch_value("embedding_length", 0) or 0)  # type: ignore[arg-type]
-        head_k = int(info.arch_value("attention.key_length", 0) or (n_embd // max(n_head, 1)))  # type: ignore[arg-type]
-        head_v = int(info.arch_value("attention.value_length", 0) or head_k)  # type: ignore[arg-type]
-        per_token = info.n_layer * n_head_kv * (head_k * CACHE_TYPE_BYTES.get(plan.type_k, 2.0)
-                                                + head_v * CACHE_TYPE_BYTES.get(plan.type_v, 2.0))
+        n_head = info.arch_int("attention.head_count")
+        n_head_kv = info.arch_int("attention.head_count_kv", n_head)
+        head_k = info.arch_int("attention.key_length",
+                               info.arch_int("embedding_length") // max(n_head, 1))
+        head_v = info.arch_int("attention.value_length", head_k)
+        per_token = info.n_layer * n_head_kv * (head_k * CACHE_TYPE_BYTES[plan.type_k]
+                                                + head_v * CACHE_TYPE_BYTES[plan.type_v])
         need = int(per_token * plan.n_ctx)
         capacity = sum(m.total for m in telemetry.device_memory())
         if need > capacity:
@@ -325,5 +323,3 @@ def device_of_buffer_type(buft: str, device_names: set[str]) -> str:
         return CPU_DEVICE
     return buft
 
-
-assert set(CACHE_TYPE_BYTES) == set(GGML_TYPES)
