@@ -121,10 +121,11 @@ def _bare_worker(pipe: Connection, model: str, plan: PlacementPlan, n_layer: int
     pipe.send(ggml_backend.tensor_buffer_type(llm.model, "blk.0.ffn_up_exps.weight"))
     while (job := pipe.recv()) is not None:
         prompt, n_gen = job
+        llm.reset()  # the next eval drops the whole KV cache
+        # timed from the chat text, as the engine's time to first token is
+        t0 = time.perf_counter()
         text = formatter(messages=[{"role": "user", "content": prompt}]).prompt
         tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
-        llm.reset()  # the next eval drops the whole KV cache
-        t0 = time.perf_counter()
         times = []
         for i, _tok in enumerate(llm.generate(tokens, temp=0.0, top_k=1, reset=True)):
             times.append(time.perf_counter())
