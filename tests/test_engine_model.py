@@ -15,6 +15,7 @@ from gguf import GGUFReader
 
 from app.engine.client import EngineClient
 from app.engine.errors import (
+    EngineError,
     MissingShardError,
     ModelFileError,
     OutOfMemoryError,
@@ -22,7 +23,7 @@ from app.engine.errors import (
     UnsupportedArchitectureError,
 )
 from app.engine.placement import PlacementPlan, TensorOverride
-from app.engine.protocol import LoadParams, Progress
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress
 
 
 @pytest.fixture(scope="module")
@@ -133,4 +134,35 @@ def test_placement_on_a_device_the_build_lacks_is_refused(engine: EngineClient,
         load(engine, tiny_moe_gguf, overrides=rules)
     with pytest.raises(PlacementError, match="regex"):
         load(engine, tiny_moe_gguf, overrides=[TensorOverride(pattern="blk.(1", device="CPU")])
+    assert_still_serves(engine, tiny_moe_gguf)
+
+
+def with_template_edit(source: Path, target: Path, old: bytes, new: bytes) -> Path:
+    """A copy of ``source`` whose chat template has ``old`` replaced by ``new`` (same length)."""
+    assert len(old) == len(new)
+    header_end = GGUFReader(source).data_offset
+    data = source.read_bytes()
+    assert data[:header_end].count(old) == 1
+    target.write_bytes(data[:header_end].replace(old, new) + data[header_end:])
+    return target
+
+
+def test_a_chat_template_that_does_not_parse_is_refused_at_load(
+        engine: EngineClient, tmp_path: Path, tiny_moe_gguf: Path) -> None:
+    broken = with_template_edit(tiny_moe_gguf, tmp_path / "broken.gguf",
+                                b"{%- if add_generation_prompt %}", b"{%- if add_generation_prompt %%")
+    with pytest.raises(ModelFileError, match="chat template does not parse"):
+        load(engine, broken)
+    assert_still_serves(engine, tiny_moe_gguf)
+
+
+def test_a_chat_template_that_refuses_a_chat_says_so_and_the_engine_serves_on(
+        engine: EngineClient, tmp_path: Path, tiny_moe_gguf: Path) -> None:
+    strict = with_template_edit(tiny_moe_gguf, tmp_path / "strict.gguf",
+                                b"{%- if add_generation_prompt %}", b"{%- if raise_exception('no') %}")
+    load(engine, strict)
+    stream = engine.chat(ChatParams(messages=[ChatMessage(role="user", content="hi")]))
+    with pytest.raises(EngineError, match="chat template refused this chat: no") as err:
+        stream.result  # noqa: B018 - the terminal event carries the error
+    assert "template" in err.value.hint
     assert_still_serves(engine, tiny_moe_gguf)

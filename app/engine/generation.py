@@ -16,12 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import jinja2
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from app.engine.errors import EngineError
+from app.engine.errors import EngineError, ModelFileError
 from app.engine.protocol import ChatParams, ChatResult, Sampling, Token
 
+TEMPLATE_HINT = ("Some templates accept only alternating user/assistant turns or one system "
+                 "message first; otherwise use a GGUF with a working template.")
 DEFAULT_TEMPLATE = (  # ChatML, for models whose GGUF carries no template
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -82,12 +85,16 @@ class Generator:
         self.n_batch = llama_cpp.llama_n_batch(ctx)
         self.kv_tokens: list[int] = []  # tokens whose K/V sit in the cache, in order
         self.live = LiveCounters()
-        self.formatter = Jinja2ChatFormatter(
-            template=chat_template or DEFAULT_TEMPLATE,
-            eos_token=self._piece(llama_cpp.llama_vocab_eos(self.vocab), special=True),
-            bos_token=self._piece(llama_cpp.llama_vocab_bos(self.vocab), special=True),
-            add_generation_prompt=True,
-        )
+        try:
+            self.formatter = Jinja2ChatFormatter(
+                template=chat_template or DEFAULT_TEMPLATE,
+                eos_token=self._piece(llama_cpp.llama_vocab_eos(self.vocab), special=True),
+                bos_token=self._piece(llama_cpp.llama_vocab_bos(self.vocab), special=True),
+                add_generation_prompt=True,
+            )
+        except jinja2.TemplateError as exc:
+            raise ModelFileError(f"the model's chat template does not parse: {exc}",
+                                 TEMPLATE_HINT) from exc
 
     # --- text <-> tokens ----------------------------------------------------------------
 
@@ -117,7 +124,11 @@ class Generator:
 
     def render(self, params: ChatParams) -> str:
         messages = [{"role": m.role, "content": m.content} for m in params.messages]
-        return self.formatter(messages=messages).prompt
+        try:
+            return self.formatter(messages=messages).prompt
+        except (jinja2.TemplateError, ValueError) as exc:  # ValueError: raise_exception()
+            raise EngineError(f"the model's chat template refused this chat: {exc}",
+                              TEMPLATE_HINT) from exc
 
     # --- the loop -----------------------------------------------------------------------
 

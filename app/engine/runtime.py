@@ -163,11 +163,16 @@ class Runtime:
             llama_cpp.llama_model_free(model)
             raise self._load_failure(info, "create the context")
 
-        placement, experts_on_gpu = self._placement_report(model, info)
-        telemetry_on = False
-        if params.telemetry and ggml_backend.has_routing_patch():
-            telemetry_on = ggml_backend.routing_enable(ctx, True)
-        generator = Generator(model, ctx, info.chat_template)
+        try:
+            placement, experts_on_gpu = self._placement_report(model, info)
+            telemetry_on = False
+            if params.telemetry and ggml_backend.has_routing_patch():
+                telemetry_on = ggml_backend.routing_enable(ctx, True)
+            generator = Generator(model, ctx, info.chat_template)
+        except BaseException:
+            llama_cpp.llama_free(ctx)
+            llama_cpp.llama_model_free(model)
+            raise
         n_expert_used = plan.n_expert_used or info.n_expert_used
         self.loaded = LoadedModel(model=model, ctx=ctx, info=info, generator=generator,
                                   expert_layers_on_gpu=experts_on_gpu, telemetry=telemetry_on,
