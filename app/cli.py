@@ -61,11 +61,23 @@ def plan_from_args(args: argparse.Namespace) -> PlacementPlan:
     )
 
 
-def _progress_bar(progress: Progress) -> None:
-    width = 30
-    filled = int(progress.fraction * width)
-    print(f"\rloading [{'#' * filled}{'.' * (width - filled)}] {progress.fraction:5.1%}",
-          end="", file=sys.stderr, flush=True)
+class ProgressBar:
+    """A one-line load progress bar on stderr, redrawn only when it visibly changes."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self.drawn = -1
+
+    def __call__(self, progress: Progress) -> None:
+        filled = int(progress.fraction * self.WIDTH)
+        if filled == self.drawn:
+            return
+        self.drawn = filled
+        # on a terminal, redraw in place; in a log, one line per step
+        end = "" if sys.stderr.isatty() else "\n"
+        print(f"\rloading [{'#' * filled}{'.' * (self.WIDTH - filled)}] {progress.fraction:4.0%}",
+              end=end, file=sys.stderr, flush=True)
 
 
 def cmd_info(_args: argparse.Namespace) -> int:
@@ -85,8 +97,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     with EngineClient.spawn() as engine:
         loaded = engine.load(LoadParams(model=args.model, placement=plan_from_args(args)),
-                             on_progress=_progress_bar)
-        print(file=sys.stderr)
+                             on_progress=ProgressBar())
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
         model = loaded.model
         print(f"{model.name}: {model.architecture}, {model.n_layer} layers, {model.n_expert} "
               f"experts ({model.n_expert_used} active), context {loaded.n_ctx}, loaded in "
