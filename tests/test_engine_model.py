@@ -166,3 +166,16 @@ def test_a_chat_template_that_refuses_a_chat_says_so_and_the_engine_serves_on(
         stream.result  # noqa: B018 - the terminal event carries the error
     assert "template" in err.value.hint
     assert_still_serves(engine, tiny_moe_gguf)
+
+
+def test_load_reports_what_llama_cpp_allocated(engine: EngineClient, tiny_moe_gguf: Path) -> None:
+    result = load(engine, tiny_moe_gguf)  # n_ctx 512, f16 cache
+    by_kind: dict[str, int] = {}
+    for allocation in result.allocations:  # type: ignore[attr-defined]
+        assert allocation.device == "CPU"
+        by_kind[allocation.kind] = by_kind.get(allocation.kind, 0) + allocation.bytes
+    # K and V: 512 cells x 4 layers x 2 KV heads x (32 + 32) head dims x 2 bytes
+    assert by_kind["kv_cache"] == 512 * 4 * 2 * (32 + 32) * 2
+    weights = sum(int(t.n_bytes) for t in GGUFReader(tiny_moe_gguf).tensors)
+    assert by_kind["weights"] >= weights * 0.99  # mapped file, plus repacked copies
+    assert by_kind["compute"] > 0

@@ -166,6 +166,16 @@ class ModelInfo:
 
 
 @dataclass
+class Allocation:
+    """A buffer llama.cpp allocated at load, as its log reports it (rounded to 0.01 MiB)."""
+
+    kind: Literal["weights", "kv_cache", "compute", "output", "recurrent_state"]
+    device: str  # "CPU" for any host memory, else the GPU's name
+    buffer_type: str  # llama.cpp's own name: CPU_Mapped, CPU_REPACK, CUDA0, CUDA_Host, ...
+    bytes: int
+
+
+@dataclass
 class LoadResult:
     model: ModelInfo
     placement: list[TensorClassPlacement]  # where tensors actually landed, by class and device
@@ -173,6 +183,7 @@ class LoadResult:
     n_ctx: int
     load_seconds: float
     telemetry: bool
+    allocations: list[Allocation] = field(default_factory=list)  # what llama.cpp really took
 
 
 @dataclass

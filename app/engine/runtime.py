@@ -33,6 +33,7 @@ from app.engine.generation import Generator
 from app.engine.llama_params import CACHE_TYPE_BYTES, context_params, model_params
 from app.engine.placement import CPU_DEVICE
 from app.engine.protocol import (
+    Allocation,
     BuildInfo,
     ChatParams,
     ChatResult,
@@ -52,6 +53,10 @@ log = logging.getLogger("moedesk.engine")
 OOM_LOG = re.compile(r"out of memory|failed to allocate|unable to allocate|cannot allocate|"
                      r"failed to create context", re.IGNORECASE)
 UNKNOWN_ARCH_LOG = re.compile(r"unknown model architecture: '([^']*)'")
+# e.g. "llama_kv_cache:      CUDA0 KV buffer size =   384.00 MiB"
+BUFFER_LOG = re.compile(r"(\S+)\s+(model|KV|compute|output|RS) buffer size =\s*([\d.]+) MiB")
+BUFFER_KINDS = {"model": "weights", "KV": "kv_cache", "compute": "compute", "output": "output",
+                "RS": "recurrent_state"}
 
 
 class LlamaLog:
@@ -188,7 +193,7 @@ class Runtime:
             ),
             placement=placement, expert_layers_on_gpu=sorted(experts_on_gpu),
             n_ctx=llama_cpp.llama_n_ctx(ctx), load_seconds=time.perf_counter() - t0,
-            telemetry=telemetry_on,
+            telemetry=telemetry_on, allocations=self._allocations(),
         )
 
     def _check_kv_fits(self, info: gguf_info.GGUFModel, params: LoadParams) -> None:
@@ -213,6 +218,21 @@ class Runtime:
                 f"this machine has {capacity / 2**30:.1f} GiB of RAM and VRAM together.",
                 "Lower the context size, or use a quantized KV cache (q8_0).",
             )
+
+    def _allocations(self) -> list[Allocation]:
+        """The buffers llama.cpp reported allocating since the load began."""
+        device_names = {d.name for d in ggml_backend.devices()}
+        found = []
+        for line in self.llama_log.since_mark():
+            match = BUFFER_LOG.search(line)
+            if match:
+                buft, kind, mib = match.groups()
+                found.append(Allocation(
+                    kind=BUFFER_KINDS[kind],  # type: ignore[arg-type]
+                    device=device_of_buffer_type(buft, device_names), buffer_type=buft,
+                    bytes=round(float(mib) * 2**20),
+                ))
+        return found
 
     def _load_failure(self, info: gguf_info.GGUFModel, step: str) -> EngineError:
         lines = self.llama_log.since_mark()
