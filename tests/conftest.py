@@ -6,11 +6,20 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
 
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from app.engine.client import EngineClient  # noqa: E402
 from app.engine.synthetic import SyntheticSpec, write_synthetic_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[EngineClient]:
+    """A real engine process, shared by the tests of one module."""
+    with EngineClient.spawn() as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

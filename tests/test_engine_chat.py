@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,6 @@ from app.engine.errors import TelemetryUnavailableError
 from app.engine.generation import StopMatcher
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[EngineClient]:
-    with EngineClient.spawn() as client:
-        yield client
 
 
 def load(engine: EngineClient, model: Path, telemetry: bool = True, **plan: object) -> None:

@@ -7,7 +7,6 @@ up: the same engine then loads a good model.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,12 +23,6 @@ from app.engine.errors import (
 )
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[EngineClient]:
-    with EngineClient.spawn() as client:
-        yield client
 
 
 def load(engine: EngineClient, model: Path | str, **plan: object) -> object:

@@ -6,7 +6,6 @@ Run on the accelerator machine: ``pytest -m gpu``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,6 @@ from app.engine.synthetic import SyntheticSpec, write_synthetic_model
 from app.gguf_info import read_model
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[EngineClient]:
-    with EngineClient.spawn() as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
