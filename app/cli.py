@@ -1,5 +1,6 @@
 """Headless commands: try the engine without the GUI.
 
+    moedesk-cli hardware                   CPU, RAM, NUMA, GPUs and free disk of this machine
     moedesk-cli info                       what this build of llama.cpp can use
     moedesk-cli chat --model FILE.gguf     chat in the terminal (experts in RAM by default)
     moedesk-cli synth OUT.gguf --preset tiny   write a synthetic MoE model
@@ -11,6 +12,7 @@ import argparse
 import sys
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.engine.errors import EngineError
 from app.engine.placement import CacheType, PlacementPlan, TensorOverride
@@ -80,6 +82,14 @@ class ProgressBar:
               end=end, file=sys.stderr, flush=True)
 
 
+def cmd_hardware(args: argparse.Namespace) -> int:
+    from app import hardware
+
+    for line in hardware.detect(models_dir=args.models_dir).summary():
+        print(line)
+    return 0
+
+
 def cmd_info(_args: argparse.Namespace) -> int:
     from app.engine.client import EngineClient
 
@@ -147,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="moedesk-cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    hw = sub.add_parser("hardware", help="what this machine has (no engine needed)")
+    hw.add_argument("--models-dir", type=Path, default=Path.home(),
+                    help="folder whose free disk space to report (default: home)")
     sub.add_parser("info", help="backends and devices of the installed engine")
     chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal")
     chat.add_argument("--model", required=True, help="a .gguf file (or the first shard)")
@@ -159,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            add_help=False)
     synth.add_argument("synth_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    commands = {"info": cmd_info, "chat": cmd_chat, "synth": cmd_synth}
+    commands = {"hardware": cmd_hardware, "info": cmd_info, "chat": cmd_chat, "synth": cmd_synth}
     try:
         return commands[args.command](args)
     except EngineError as exc:
