@@ -23,6 +23,7 @@ from app.engine.errors import (
 )
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress
+from app.engine.synthetic import SyntheticSpec, write_synthetic_model
 
 
 def load(engine: EngineClient, model: Path | str, **plan: object) -> object:
@@ -172,3 +173,12 @@ def test_load_reports_what_llama_cpp_allocated(engine: EngineClient, tiny_moe_gg
     weights = sum(int(t.n_bytes) for t in GGUFReader(tiny_moe_gguf).tensors)
     assert by_kind["weights"] >= weights * 0.99  # mapped file, plus repacked copies
     assert by_kind["compute"] > 0
+
+
+def test_allocations_are_reported_for_a_model_with_many_layers(engine: EngineClient,
+                                                               tmp_path: Path) -> None:
+    # llama.cpp logs a DEBUG line per tensor; they must not push the buffer sizes out
+    (deep,) = write_synthetic_model(tmp_path / "deep.gguf", SyntheticSpec.preset("tiny", n_layer=24))
+    result = load(engine, deep)
+    kinds = {a.kind for a in result.allocations}  # type: ignore[attr-defined]
+    assert {"weights", "kv_cache", "compute"} <= kinds

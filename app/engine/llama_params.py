@@ -20,9 +20,6 @@ from app.engine.placement import PlacementPlan, TensorOverride, tensor_overrides
 
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
               "iq4_nl": 20, "bf16": 30}
-# bytes per element of each KV cache type (blocks of 32 with their scales)
-CACHE_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32,
-                    "q5_0": 22 / 32, "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 # llama_load_mode: NONE 0, MMAP 1, MLOCK 2, MMAP_MLOCK 3

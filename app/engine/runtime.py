@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import llama_cpp
 
 from app import gguf_info
+from app.advisor.memory import kv_bytes_per_layer
 from app.engine import ggml_backend, telemetry
 from app.engine.errors import (
     EngineError,
@@ -30,7 +31,7 @@ from app.engine.errors import (
     UnsupportedArchitectureError,
 )
 from app.engine.generation import Generator
-from app.engine.llama_params import CACHE_TYPE_BYTES, context_params, model_params
+from app.engine.llama_params import context_params, model_params
 from app.engine.placement import CPU_DEVICE
 from app.engine.protocol import (
     Allocation,
@@ -62,14 +63,23 @@ BUFFER_KINDS = {"model": "weights", "KV": "kv_cache", "compute": "compute", "out
 class LlamaLog:
     """Keeps llama.cpp's recent log lines: its load errors say what went wrong."""
 
+    DEBUG, CONT = 1, 5  # ggml_log_level: CONT continues the previous message
+
     def __init__(self) -> None:
-        self.lines: collections.deque[str] = collections.deque(maxlen=400)
+        # INFO and above only: a big model's DEBUG lines (one per tensor) would push out the
+        # buffer sizes and errors that matter
+        self.lines: collections.deque[str] = collections.deque(maxlen=2000)
         self._partial = ""
+        self._level = 2
         self._lock = threading.Lock()
         self._callback = llama_cpp.llama_log_callback(self._on_log)
         llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
 
     def _on_log(self, level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        if level != self.CONT:
+            self._level = level
+        if self._level <= self.DEBUG:
+            return
         with self._lock:
             self._partial += text.decode("utf-8", errors="replace")
             *done, self._partial = self._partial.split("\n")
@@ -203,14 +213,7 @@ class Runtime:
         the engine later. A clear refusal beats that.
         """
         plan = params.placement
-        n_head = info.arch_int("attention.head_count")
-        n_head_kv = info.arch_int("attention.head_count_kv", n_head)
-        head_k = info.arch_int("attention.key_length",
-                               info.arch_int("embedding_length") // max(n_head, 1))
-        head_v = info.arch_int("attention.value_length", head_k)
-        per_token = info.n_layer * n_head_kv * (head_k * CACHE_TYPE_BYTES[plan.type_k]
-                                                + head_v * CACHE_TYPE_BYTES[plan.type_v])
-        need = int(per_token * plan.n_ctx)
+        need = info.n_layer * kv_bytes_per_layer(info, plan.n_ctx, plan.type_k, plan.type_v)
         capacity = sum(m.total for m in telemetry.device_memory())
         if need > capacity:
             raise OutOfMemoryError(
