@@ -1,0 +1,207 @@
+"""The memory model: bytes a model takes on each device under a placement plan.
+
+It follows llama.cpp's own rules (llama-model.cpp ``load_tensors``, llama-context.cpp):
+
+* Weights. ``n_gpu_layers`` counts the output layer too: of ``n_layer + 1`` layers the last
+  ``n_gpu_layers`` go to the GPU, so layer ``i`` is offloaded when
+  ``i >= n_layer + 1 - n_gpu_layers`` and the output (``output``, ``output_norm``) as soon as
+  ``n_gpu_layers >= 1``. ``token_embd`` (the input layer) always stays in host memory. Then
+  the plan's tensor overrides, first match wins, move single tensors (routed experts to RAM).
+  "Weights" are the bytes each tensor holds, counted once: what must be resident for
+  inference. On a CPU, llama.cpp also logs the mmapped file span (``CPU_Mapped``) next to
+  repacked copies of the quantized matrices (``CPU_REPACK``); the pages behind the copies
+  are clean page cache the kernel drops, so they are not counted.
+* KV cache, per layer on that layer's device (llama.cpp's default ``offload_kqv``):
+  ``n_ctx * n_head_kv * (key_length * bytes(type_k) + value_length * bytes(type_v))``.
+* Compute buffer: see ``compute_buffer_bytes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.engine.placement import (
+    CACHE_TYPE_BYTES,
+    CPU_DEVICE,
+    PlacementPlan,
+    first_matching_device,
+    tensor_overrides,
+)
+from app.gguf_info import GGUFModel
+
+GiB = 1024**3
+MiB = 1024**2
+# Left free in RAM for the OS, the desktop, MoE Desk's own window and the file cache's floor.
+RAM_HEADROOM = 4 * GiB
+# Left free on a GPU for the CUDA/Vulkan context, cuBLAS workspaces and fragmentation
+# (vram_free already leaves out what the desktop uses now).
+VRAM_HEADROOM = 1 * GiB
+
+
+@dataclass
+class DeviceMemory:
+    """What one device holds, in bytes."""
+
+    device: str  # "CPU" or a GPU's name as the plan names it ("CUDA0", ...)
+    weights: int = 0
+    kv: int = 0
+    compute: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv + self.compute
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    n_head: int
+    n_head_kv: int
+    key_length: int
+    value_length: int
+
+
+def attention_shape(model: GGUFModel) -> AttentionShape:
+    """Head counts and head sizes, with llama.cpp's defaults for absent keys."""
+    n_head = model.arch_int("attention.head_count")
+    n_head_kv = model.arch_int("attention.head_count_kv", n_head)
+    key_length = model.arch_int("attention.key_length", model.arch_int("embedding_length") // max(n_head, 1))
+    value_length = model.arch_int("attention.value_length", key_length)
+    return AttentionShape(n_head, n_head_kv, key_length, value_length)
+
+
+def kv_bytes_per_layer(model: GGUFModel, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
+    """KV cache bytes of one attention layer for ``n_ctx`` cells (grouped-query attention)."""
+    a = attention_shape(model)
+    per_cell = a.n_head_kv * (a.key_length * CACHE_TYPE_BYTES[type_k]
+                              + a.value_length * CACHE_TYPE_BYTES[type_v])
+    return int(n_ctx * per_cell)
+
+
+def n_vocab(model: GGUFModel) -> int:
+    """Vocabulary size: the metadata key, else the token list's length, else token_embd's rows."""
+    size = model.arch_int("vocab_size")
+    if size:
+        return size
+    tokens = model.metadata.get("tokenizer.ggml.tokens")
+    if isinstance(tokens, int) and tokens > 0:
+        return tokens  # gguf_info keeps an array's length only
+    for t in model.tensors:
+        if t.name == "token_embd.weight" and len(t.shape) == 2:
+            return t.shape[1]
+    return 0
+
+
+def expert_ff_length(model: GGUFModel) -> int:
+    """Width of one routed expert: expert_feed_forward_length, else feed_forward_length."""
+    return model.arch_int("expert_feed_forward_length") or model.arch_int("feed_forward_length")
+
+
+def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan) -> int:
+    """llama.cpp's compute buffer for one ubatch: the peak of the graph allocator (f32).
+
+    The peak is at one of two places of the graph (u = n_ubatch, all activations f32):
+
+    * the output head: logits plus the normed hidden state and the residual,
+      ``4 u (n_vocab + 2 n_embd)``;
+    * a MoE layer: gate, up and SiLU(gate)*up of the chosen experts, their down outputs and
+      the residual, ``4 u (3 k n_ff_exp + k n_embd + n_embd)`` (k = experts used), plus the
+      attention mask, f16 ``2 u n_ctx`` with flash attention (f32 without);
+    * without flash attention, also the attention itself: f32 scores of all heads and the
+      mask, Q and the residual, ``4 u (n_ctx (n_head + 1) + 2 n_embd + 2 n_head key_length)``.
+
+    Calibrated on CPU against llama.cpp's logged buffers (tests/test_advisor_calibration.py):
+    within 1% for Qwen3-30B- and Mixtral-shaped layers with flash attention (llama.cpp's
+    "auto" on CPU and CUDA), within 7% without it; tiny test shapes, whose attention is wider
+    than their residual stream, within 15%. Not modelled: with routed experts in RAM and
+    ``op_offload``, a GPU may also stage one layer's experts for large batches.
+    """
+    u = min(plan.n_ubatch, plan.n_batch, plan.n_ctx)
+    n_embd = model.arch_int("embedding_length")
+    k = plan.n_expert_used or model.n_expert_used or 1
+    n_ff = expert_ff_length(model) if model.n_expert else model.arch_int("feed_forward_length")
+    if not model.n_expert:
+        k = 1
+    head = 4 * u * (n_vocab(model) + 2 * n_embd)
+    ffn = 4 * u * (3 * k * n_ff + k * n_embd + n_embd)
+    if plan.flash_attn == "off":
+        a = attention_shape(model)
+        scores = 4 * u * (plan.n_ctx * (a.n_head + 1) + 2 * n_embd + 2 * a.n_head * a.key_length)
+        return max(head, ffn + 4 * u * plan.n_ctx, scores)
+    # "auto" turns flash attention on wherever the backend has it (CPU, CUDA, Metal)
+    return max(head, ffn + 2 * u * plan.n_ctx)
+
+
+def layer_devices(plan: PlacementPlan, n_layer: int, gpus: list[str]) -> list[str]:
+    """The device of each repeating layer and, last, of the output layer (index n_layer).
+
+    Offloaded layers are spread over the GPUs by ``plan.tensor_split`` (equal shares when
+    empty), as llama.cpp's layer split does; split_mode "none" keeps them on ``main_gpu``.
+    """
+    if not gpus:
+        return [CPU_DEVICE] * (n_layer + 1)
+    n_gpu = n_layer + 1 if plan.n_gpu_layers < 0 else min(plan.n_gpu_layers, n_layer + 1)
+    first_gpu = n_layer + 1 - n_gpu
+    if plan.split_mode == "none" or len(gpus) == 1:
+        shares = [1.0 if i == min(plan.main_gpu, len(gpus) - 1) else 0.0 for i in range(len(gpus))]
+    else:
+        shares = list(plan.tensor_split[: len(gpus)]) or [1.0] * len(gpus)
+        shares += [0.0] * (len(gpus) - len(shares))
+    total = sum(shares) or 1.0
+    bounds, acc = [], 0.0
+    for share in shares:
+        acc += share / total
+        bounds.append(acc)
+    devices = []
+    for layer in range(n_layer + 1):
+        if layer < first_gpu:
+            devices.append(CPU_DEVICE)
+            continue
+        position = (layer - first_gpu) / n_gpu
+        index = next((i for i, b in enumerate(bounds) if position < b), len(gpus) - 1)
+        devices.append(gpus[index])
+    return devices
+
+
+def tensor_device(name: str, layer: int | None, devices: list[str], rules: list) -> str:
+    """Where llama.cpp puts tensor ``name``: an override first, then its layer's device."""
+    override = first_matching_device(name, rules)
+    if override is not None:
+        return override
+    if name.startswith("token_embd."):
+        return CPU_DEVICE  # the input layer is never offloaded
+    if layer is None:
+        return devices[-1]  # output and output_norm belong to the output layer
+    return devices[min(layer, len(devices) - 1)]
+
+
+def memory_by_device(model: GGUFModel, plan: PlacementPlan,
+                     gpus: list[str] | None = None) -> list[DeviceMemory]:
+    """Bytes per device for ``model`` loaded with ``plan``: CPU first, then each GPU.
+
+    ``gpus`` are the GPU device names in llama.cpp's order; none (or an empty list) models a
+    CPU-only machine, where every byte is in RAM whatever the plan says.
+    """
+    gpus = list(gpus or [])
+    n_layer = model.n_layer
+    devices = layer_devices(plan, n_layer, gpus)
+    rules = tensor_overrides(plan, n_layer) if gpus else []
+    result = {name: DeviceMemory(name) for name in [CPU_DEVICE, *gpus]}
+
+    def slot(device: str) -> DeviceMemory:
+        return result.setdefault(device, DeviceMemory(device))
+
+    for t in model.tensors:
+        slot(tensor_device(t.name, t.layer, devices, rules)).weights += t.n_bytes
+    per_layer = kv_bytes_per_layer(model, plan.n_ctx, plan.type_k, plan.type_v)
+    for layer in range(n_layer):
+        slot(devices[layer]).kv += per_layer
+    compute = compute_buffer_bytes(model, plan)
+    on_gpu = [d for d in dict.fromkeys(devices) if d != CPU_DEVICE]
+    if on_gpu:
+        for device in on_gpu:
+            slot(device).compute += compute
+        # host-side staging of inputs and outputs (CUDA_Host): small next to the rest
+        slot(CPU_DEVICE).compute += 4 * plan.n_ubatch * (model.arch_int("embedding_length") + n_vocab(model))
+    else:
+        slot(CPU_DEVICE).compute += compute
+    return list(result.values())
