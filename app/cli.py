@@ -1,6 +1,7 @@
 """Headless commands: try the engine without the GUI.
 
     moedesk-cli hardware                   CPU, RAM, NUMA, GPUs and free disk of this machine
+    moedesk-cli advise MODEL|URL|REPO      will it fit, and how to split it between GPU and RAM
     moedesk-cli info                       what this build of llama.cpp can use
     moedesk-cli chat --model FILE.gguf     chat in the terminal (experts in RAM by default)
     moedesk-cli synth OUT.gguf --preset tiny   write a synthetic MoE model
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -90,6 +92,24 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    from app import hardware
+    from app.advisor import report
+    from app.advisor.planner import plan_for
+
+    machine = hardware.detect()
+    target: str = args.model
+    token = os.environ.get("HF_TOKEN")
+    looks_local = Path(target).exists() or target.endswith(".gguf")
+    if looks_local or target.startswith(("http://", "https://")):
+        model = report.load_model_header(target, token)
+        lines = report.plan_lines(model, plan_for(model, machine, args.ctx))
+    else:  # a Hub repo id, e.g. unsloth/Qwen3-30B-A3B-GGUF
+        lines = report.repo_lines(target, report.advise_repo(target, machine, args.ctx, token))
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_info(_args: argparse.Namespace) -> int:
     from app.engine.client import EngineClient
 
@@ -160,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     hw = sub.add_parser("hardware", help="what this machine has (no engine needed)")
     hw.add_argument("--models-dir", type=Path, default=Path.home(),
                     help="folder whose free disk space to report (default: home)")
+    advise = sub.add_parser("advise", help="plan a model for this machine: a .gguf file, a URL, "
+                            "or a Hub repo id (reads headers only)")
+    advise.add_argument("model", help="path, http(s) URL of a .gguf, or owner/repo on the Hub")
+    advise.add_argument("--ctx", type=int, default=8192, help="context size to plan for")
     sub.add_parser("info", help="backends and devices of the installed engine")
     chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal")
     chat.add_argument("--model", required=True, help="a .gguf file (or the first shard)")
@@ -172,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            add_help=False)
     synth.add_argument("synth_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    commands = {"hardware": cmd_hardware, "info": cmd_info, "chat": cmd_chat, "synth": cmd_synth}
+    commands = {"hardware": cmd_hardware, "advise": cmd_advise, "info": cmd_info, "chat": cmd_chat,
+                "synth": cmd_synth}
     try:
         return commands[args.command](args)
     except EngineError as exc:

@@ -1,0 +1,80 @@
+"""The advisor's answer for a model, a remote file or a whole Hub repo, as printable lines.
+
+Shared by ``moedesk-cli advise`` and (later) the GUI's advisor page: both show the same data.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.advisor.planner import Plan, gb, plan_for
+from app.gguf_info import GGUFModel, read_model
+from app.gguf_remote import read_remote_model
+from app.hardware import Hardware
+
+
+@dataclass
+class QuantAdvice:
+    quant: str
+    size: int
+    plan: Plan | None  # None: the quant is incomplete in the repo
+    note: str = ""
+
+
+def load_model_header(target: str, token: str | None = None) -> GGUFModel:
+    """A local GGUF file (any shard) or an http(s) URL, read from its header only."""
+    if target.startswith(("http://", "https://")):
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        return read_remote_model(target, headers=headers).model
+    return read_model(Path(target))
+
+
+def advise_repo(repo_id: str, hardware: Hardware, n_ctx: int, token: str | None = None,
+                endpoint: str | None = None) -> list[QuantAdvice]:
+    """A plan for every quantization of a Hub repo, from the headers of its first shards."""
+    from huggingface_hub import hf_hub_url
+
+    from app.hub.repo import list_gguf_quants
+
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT")
+    advice = []
+    for quant in list_gguf_quants(repo_id, token=token, endpoint=endpoint):
+        if not quant.complete:
+            advice.append(QuantAdvice(quant.name, quant.total_size, None,
+                                      f"shards {', '.join(map(str, quant.missing_shards))} missing"))
+            continue
+        url = hf_hub_url(repo_id, quant.first_file, endpoint=endpoint)
+        model = load_model_header(url, token)
+        advice.append(QuantAdvice(quant.name, quant.total_size, plan_for(model, hardware, n_ctx)))
+    return advice
+
+
+def plan_lines(model: GGUFModel, plan: Plan) -> list[str]:
+    """The plan for one model: verdict, reasons, memory per device, what the engine loads."""
+    lines = [f"{model.name}: {model.architecture}, {model.n_layer} layers, {model.n_expert} experts "
+             f"({model.n_expert_used} active), {gb(model.size_bytes)}",
+             f"Verdict: {plan.verdict.replace('_', ' ')}"]
+    lines += [f"  - {reason}" for reason in plan.reasons]
+    lines += [f"  ! {warning}" for warning in plan.warnings]
+    lines.append(f"{'device':8} {'weights':>10} {'KV cache':>10} {'compute':>10} {'total':>10}")
+    for m in plan.memory:
+        lines.append(f"{m.device:8} {gb(m.weights):>10} {gb(m.kv):>10} {gb(m.compute):>10} "
+                     f"{gb(m.total):>10}")
+    p = plan.placement
+    lines.append(f"Engine placement: context {p.n_ctx}, GPU layers {p.n_gpu_layers}, routed experts "
+                 f"in RAM: {p.experts_in_ram}")
+    return lines
+
+
+def repo_lines(repo_id: str, advice: list[QuantAdvice]) -> list[str]:
+    """One row per quantization of a repo."""
+    lines = [f"{repo_id}:", f"{'quant':14} {'size':>9}  {'verdict':26} {'experts in RAM':>15}"]
+    for a in advice:
+        if a.plan is None:
+            lines.append(f"{a.quant:14} {gb(a.size):>9}  incomplete: {a.note}")
+            continue
+        lines.append(f"{a.quant:14} {gb(a.size):>9}  {a.plan.verdict.replace('_', ' '):26} "
+                     f"{a.plan.experts_in_ram_layers:>6} layers")
+    return lines
