@@ -15,6 +15,7 @@ from pathlib import Path
 from gguf import GGUFReader, GGUFValueType
 
 from app.engine.errors import MissingShardError, ModelFileError
+from app.engine.placement import CACHE_TYPE_BYTES
 
 GGUF_MAGIC = b"GGUF"
 SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
@@ -212,3 +213,28 @@ def read_model(path: Path | str) -> GGUFModel:
                 n_bytes=int(t.n_bytes), shard=index,
             ))
     return model
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    n_head: int
+    n_head_kv: int
+    key_length: int
+    value_length: int
+
+
+def attention_shape(model: GGUFModel) -> AttentionShape:
+    """Head counts and head sizes, with llama.cpp's defaults for absent keys."""
+    n_head = model.arch_int("attention.head_count")
+    n_head_kv = model.arch_int("attention.head_count_kv", n_head)
+    key_length = model.arch_int("attention.key_length", model.arch_int("embedding_length") // max(n_head, 1))
+    value_length = model.arch_int("attention.value_length", key_length)
+    return AttentionShape(n_head, n_head_kv, key_length, value_length)
+
+
+def kv_bytes_per_layer(model: GGUFModel, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
+    """KV cache bytes of one attention layer for ``n_ctx`` cells (grouped-query attention)."""
+    a = attention_shape(model)
+    per_cell = a.n_head_kv * (a.key_length * CACHE_TYPE_BYTES[type_k]
+                              + a.value_length * CACHE_TYPE_BYTES[type_v])
+    return int(n_ctx * per_cell)

@@ -21,13 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.engine.placement import (
-    CACHE_TYPE_BYTES,
     CPU_DEVICE,
     PlacementPlan,
     first_matching_device,
     tensor_overrides,
 )
-from app.gguf_info import GGUFModel
+from app.gguf_info import GGUFModel, attention_shape, kv_bytes_per_layer
 
 GiB = 1024**3
 MiB = 1024**2
@@ -50,31 +49,6 @@ class DeviceMemory:
     @property
     def total(self) -> int:
         return self.weights + self.kv + self.compute
-
-
-@dataclass(frozen=True)
-class AttentionShape:
-    n_head: int
-    n_head_kv: int
-    key_length: int
-    value_length: int
-
-
-def attention_shape(model: GGUFModel) -> AttentionShape:
-    """Head counts and head sizes, with llama.cpp's defaults for absent keys."""
-    n_head = model.arch_int("attention.head_count")
-    n_head_kv = model.arch_int("attention.head_count_kv", n_head)
-    key_length = model.arch_int("attention.key_length", model.arch_int("embedding_length") // max(n_head, 1))
-    value_length = model.arch_int("attention.value_length", key_length)
-    return AttentionShape(n_head, n_head_kv, key_length, value_length)
-
-
-def kv_bytes_per_layer(model: GGUFModel, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
-    """KV cache bytes of one attention layer for ``n_ctx`` cells (grouped-query attention)."""
-    a = attention_shape(model)
-    per_cell = a.n_head_kv * (a.key_length * CACHE_TYPE_BYTES[type_k]
-                              + a.value_length * CACHE_TYPE_BYTES[type_v])
-    return int(n_ctx * per_cell)
 
 
 def n_vocab(model: GGUFModel) -> int:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import llama_cpp
 
 from app import gguf_info
-from app.advisor.memory import kv_bytes_per_layer
 from app.engine import ggml_backend, telemetry
 from app.engine.errors import (
     EngineError,
@@ -213,7 +212,7 @@ class Runtime:
         the engine later. A clear refusal beats that.
         """
         plan = params.placement
-        need = info.n_layer * kv_bytes_per_layer(info, plan.n_ctx, plan.type_k, plan.type_v)
+        need = info.n_layer * gguf_info.kv_bytes_per_layer(info, plan.n_ctx, plan.type_k, plan.type_v)
         capacity = sum(m.total for m in telemetry.device_memory())
         if need > capacity:
             raise OutOfMemoryError(
