@@ -166,13 +166,14 @@ class Runtime:
 
         callback = llama_cpp.llama_progress_callback(progress)
         mparams = model_params(plan, info.n_layer, info.architecture, callback)
+        cparams = context_params(plan)  # a bad setting fails here, before any loading
         self.llama_log.mark()
         model = llama_cpp.llama_model_load_from_file(str(info.shards[0]).encode(), mparams.params)
         if not model:
             if cancelled.is_set():
                 raise LoadCancelledError("loading was cancelled; no model is loaded.", "")
             raise self._load_failure(info, "load the model")
-        ctx = llama_cpp.llama_init_from_model(model, context_params(plan))
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
             llama_cpp.llama_model_free(model)
             raise self._load_failure(info, "create the context")
