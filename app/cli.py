@@ -2,6 +2,7 @@
 
     moedesk-cli hardware                   CPU, RAM, NUMA, GPUs and free disk of this machine
     moedesk-cli advise MODEL|URL|REPO      will it fit, and how to split it between GPU and RAM
+    moedesk-cli download REPO --quant Q    all shards of one quant, resumable, sha256-checked
     moedesk-cli info                       what this build of llama.cpp can use
     moedesk-cli chat --model FILE.gguf     chat in the terminal (experts in RAM by default)
     moedesk-cli synth OUT.gguf --preset tiny   write a synthetic MoE model
@@ -19,6 +20,7 @@ from pathlib import Path
 from app.engine.errors import EngineError
 from app.engine.placement import CacheType, PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
+from app.hub.errors import HubError
 
 
 def experts_in_ram(value: str) -> str | int:
@@ -110,6 +112,45 @@ def cmd_advise(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_models_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("moedesk")) / "models"
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    import threading
+
+    from app.hub.download import DownloadProgress, download_quant
+    from app.hub.repo import list_gguf_quants
+
+    token = os.environ.get("HF_TOKEN")
+    quants = list_gguf_quants(args.repo, token=token)
+    chosen = next((q for q in quants if q.name.lower() == args.quant.lower()), None)
+    if chosen is None:
+        names = ", ".join(f"{q.name} ({q.total_size / 1e9:.1f} GB)" for q in quants) or "none"
+        print(f"error: {args.repo} has no quant {args.quant!r}. It has: {names}", file=sys.stderr)
+        return 2
+
+    def show(p: DownloadProgress) -> None:
+        eta = f", {p.eta_s / 60:.0f} min left" if p.eta_s else ""
+        end = "" if sys.stderr.isatty() else "\n"
+        print(f"\r{chosen.name}: {p.done / 1e9:.2f} of {p.total / 1e9:.2f} GB, "
+              f"{p.bytes_per_s / 1e6:.1f} MB/s{eta}   ", end=end, file=sys.stderr, flush=True)
+
+    cancel = threading.Event()
+    try:
+        paths = download_quant(args.repo, chosen, args.dir, token=token, on_progress=show,
+                               cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("\ncancelled; run the same command again to resume.", file=sys.stderr)
+        return 130
+    print(file=sys.stderr)
+    print(paths[0])  # the file to load: llama.cpp finds the other shards beside it
+    return 0
+
+
 def cmd_info(_args: argparse.Namespace) -> int:
     from app.engine.client import EngineClient
 
@@ -184,6 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "or a Hub repo id (reads headers only)")
     advise.add_argument("model", help="path, http(s) URL of a .gguf, or owner/repo on the Hub")
     advise.add_argument("--ctx", type=int, default=8192, help="context size to plan for")
+    download = sub.add_parser("download", help="download a quant of a Hub GGUF repo (HF_TOKEN for "
+                              "gated repos)")
+    download.add_argument("repo", help="owner/repo, e.g. unsloth/Qwen3-30B-A3B-GGUF")
+    download.add_argument("--quant", required=True, help="e.g. Q4_K_M (see 'advise REPO')")
+    download.add_argument("--dir", type=Path, default=default_models_dir(),
+                          help="models folder (default: %(default)s)")
     sub.add_parser("info", help="backends and devices of the installed engine")
     chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal")
     chat.add_argument("--model", required=True, help="a .gguf file (or the first shard)")
@@ -196,11 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                            add_help=False)
     synth.add_argument("synth_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    commands = {"hardware": cmd_hardware, "advise": cmd_advise, "info": cmd_info, "chat": cmd_chat,
-                "synth": cmd_synth}
+    commands = {"hardware": cmd_hardware, "advise": cmd_advise, "download": cmd_download,
+                "info": cmd_info, "chat": cmd_chat, "synth": cmd_synth}
     try:
         return commands[args.command](args)
-    except EngineError as exc:
+    except (EngineError, HubError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -20,6 +20,9 @@ with one, also for private repos the token cannot read), ``RevisionNotFound``, `
 ``GatedRepo`` for gated files (401 without a token, 403 for a token not granted access). Like the
 Hub, a gated repo's metadata and file list are public; only its files and auth-check need access.
 Revisions are ``main`` and the repo's one commit sha. Only model repos; no uploads, no xet.
+
+For download tests, ``LocalHub.drop_after`` and ``LocalHub.corrupt`` make a file's next GETs end early
+or carry a wrong byte, and ``LocalHub.bytes_served`` counts the file bytes sent.
 """
 
 from __future__ import annotations
@@ -151,6 +154,11 @@ class LocalHub:
     def __init__(self, repos: dict[str, HubRepo] | None = None) -> None:
         self.repos: dict[str, HubRepo] = dict(repos or {})
         self.requests: list[tuple[str, str]] = []  # (method, path), for tests that count calls
+        # Faults for download tests, keyed by file path; each GET of the file's bytes uses one up.
+        self.drop_after: dict[str, list[int]] = {}  # send this many bytes, then close the connection
+        self.corrupt: dict[str, int] = {}  # this many more GETs serve the bytes with the first one flipped
+        self.bytes_served = 0  # file bytes sent, over all GETs
+        self._fault_lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -406,8 +414,29 @@ class _HubHandler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if method == "GET":
-            for chunk in blob.chunks(start, end):
-                self.wfile.write(chunk)
+            self._write_blob(blob, start, end)
+
+    def _write_blob(self, blob: _Blob, start: int, end: int) -> None:
+        with self.hub._fault_lock:
+            drops = self.hub.drop_after.get(blob.path)
+            limit = drops.pop(0) if drops else None
+            corrupt = self.hub.corrupt.get(blob.path, 0) > 0
+            if corrupt:
+                self.hub.corrupt[blob.path] -= 1
+        sent = 0
+        for chunk in blob.chunks(start, end):
+            if corrupt and sent == 0:
+                chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+            if limit is not None:
+                chunk = chunk[: limit - sent]
+            self.wfile.write(chunk)
+            sent += len(chunk)
+            with self.hub._fault_lock:
+                self.hub.bytes_served += len(chunk)
+            if limit is not None and sent >= limit:
+                self.wfile.flush()
+                self.close_connection = True  # a dropped connection: fewer bytes than Content-Length
+                return
 
     def _json(self, body: object) -> None:
         self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"}, "GET")

@@ -40,3 +40,23 @@ def test_advise_every_quant_of_a_hub_repo_from_headers(local_hub: LocalHub, tiny
     assert set(rows) == {"Q4_0", "Q8_0", "IQ2_XS"}
     assert "fits in ram" in rows["Q4_0"] and "fits in ram" in rows["Q8_0"]
     assert "incomplete: shards 2 missing" in rows["IQ2_XS"]
+
+
+def test_download_a_quant_from_the_command_line(local_hub: LocalHub, split_moe_gguf: list[Path],
+                                                tmp_path: Path) -> None:
+    files: dict[str, bytes | hub_server.LargeFile] = {
+        f"Q4_0/Tiny-Q4_0-{i:05d}-of-00003.gguf": shard.read_bytes()
+        for i, shard in enumerate(split_moe_gguf, start=1)
+    }
+    local_hub.add("moedesk/Tiny-GGUF", HubRepo(files=files))
+    command = [sys.executable, "-m", "app.cli", "download", "moedesk/Tiny-GGUF", "--dir", str(tmp_path)]
+
+    wrong = subprocess.run([*command, "--quant", "Q9_K"], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "It has: Q4_0" in wrong.stderr
+
+    done = subprocess.run([*command, "--quant", "q4_0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    first = Path(done.stdout.strip())
+    assert first.name == "Tiny-Q4_0-00001-of-00003.gguf" and first.is_file()
+    for shard in split_moe_gguf:  # every shard arrived whole
+        assert (first.parent / shard.name.replace("tiny-moe", "Tiny-Q4_0")).read_bytes() == shard.read_bytes()

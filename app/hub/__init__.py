@@ -1,1 +1,1 @@
-"""Hugging Face Hub: search GGUF repos, group their files into quantizations (downloads come later)."""
+"""Hugging Face Hub: search GGUF repos, group their files into quantizations, download them."""

@@ -44,7 +44,7 @@ def list_gguf_quants(repo_id: str, token: str | None = None, endpoint: str | Non
     ``check_download_access`` before downloading. ``token=None`` uses the saved login, if any.
     """
     api = HfApi(endpoint=endpoint, token=token)
-    with _hub_errors(api.endpoint, repo_id, token):
+    with hub_errors(api.endpoint, repo_id, token):
         info = api.model_info(repo_id, files_metadata=True, timeout=REQUEST_TIMEOUT_S)
     files = [
         QuantFile(path=s.rfilename, size=s.size or 0, sha256=s.lfs.sha256 if s.lfs else None)
@@ -56,7 +56,7 @@ def list_gguf_quants(repo_id: str, token: str | None = None, endpoint: str | Non
 def check_download_access(repo_id: str, token: str | None = None, endpoint: str | None = None) -> None:
     """Return if this token may download the repo's files; raise ``GatedRepoError`` if it is gated for it."""
     api = HfApi(endpoint=endpoint, token=token)
-    with _hub_errors(api.endpoint, repo_id, token):
+    with hub_errors(api.endpoint, repo_id, token):
         api.auth_check(repo_id)
 
 
@@ -80,7 +80,7 @@ def search_gguf_repos(
         "limit": limit,
         "expand": ["downloads", "likes", "lastModified", "gated"],
     }
-    with _hub_errors(endpoint, None, token):
+    with hub_errors(endpoint, None, token):
         response = get_session().get(
             f"{endpoint}/api/models",
             params=params,
@@ -102,7 +102,7 @@ def search_gguf_repos(
 
 
 @contextmanager
-def _hub_errors(endpoint: str, repo_id: str | None, token: str | None) -> Iterator[None]:
+def hub_errors(endpoint: str, repo_id: str | None, token: str | None) -> Iterator[None]:
     """Turn huggingface_hub's and httpx's exceptions into MoE Desk's, which say what to do."""
     try:
         yield
