@@ -1,0 +1,163 @@
+"""The random but valid weights of a synthetic MoE model, chunk by chunk.
+
+Quantized matrices are random Q4_0/Q8_0 blocks (no float quantization); the router rows and a
+fixed "routing channel" in the hidden state make routing skew real (see _router).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import gguf
+import numpy as np
+
+from app.engine.synthetic_spec import _CHANNEL_DIMS, Q, SyntheticSpec, TensorPlan
+from app.engine.synthetic_tokenizer import build_vocab
+
+# RMS of the integer levels of a random block: nibble-8 over 0..15, int8 over -128..127.
+_LEVEL_RMS = {Q.Q4_0: math.sqrt(21.5), Q.Q8_0: math.sqrt(127 * 128 / 3)}
+_MIN_SCALE = 2.0**-14  # smallest normal fp16: keep block scales out of the subnormal range
+# The logit advantage of hot experts at routing_skew=1, in units of the router logits' spread.
+_SKEW_LOGITS = 3.0
+# Logit (before the final RMS norm) of unused [PADn] tokens: random output rows would otherwise
+# make a 151936-token model emit mostly padding, which detokenizes to nothing.
+_UNUSED_LOGIT = -16.0
+SEED_HOT, SEED_CHANNEL = 0x686F74, 0x636F6D
+
+
+def hot_experts(spec: SyntheticSpec) -> list[list[int]]:
+    """Per layer, the experts that routing_skew favours (also stored in the file's metadata)."""
+    return [
+        sorted(
+            int(x)
+            for x in np.random.default_rng([spec.seed, SEED_HOT, layer]).choice(
+                spec.n_expert, spec.n_hot, replace=False
+            )
+        )
+        for layer in range(spec.n_layer)
+    ]
+
+
+def _channel_pattern(spec: SyntheticSpec) -> np.ndarray:
+    rng = np.random.default_rng([spec.seed, SEED_CHANNEL])
+    return rng.choice(np.array([-1.0, 1.0], dtype=np.float32), _CHANNEL_DIMS)
+
+
+def _router(spec: SyntheticSpec, layer: int, rng: np.random.Generator) -> np.ndarray:
+    """Router rows that make routing_skew real, as a hidden-state feature would in a real model.
+
+    The first dims of the hidden state are a routing channel: every token embedding holds the
+    same ±1 pattern ``c`` there and no attention or expert matrix reads or writes them, so ``c``
+    reaches each router unchanged but for RMS norm. Random rows, blind to the channel, give the
+    logits a spread near 1; a hot expert's row holds ``k*c/|c|^2`` on the channel, which adds
+    about ``k`` to its logit for every token.
+    """
+    w = rng.standard_normal((spec.n_expert, spec.n_embd), dtype=np.float32)
+    w /= math.sqrt(spec.n_embd)
+    w[:, :_CHANNEL_DIMS] = 0.0
+    advantage = _SKEW_LOGITS * spec.routing_skew
+    if advantage > 0:
+        pattern = _channel_pattern(spec)
+        w[hot_experts(spec)[layer], :_CHANNEL_DIMS] = advantage / _CHANNEL_DIMS * pattern
+    return w
+
+
+def _close_channel(t: TensorPlan, row0: int, rows: np.ndarray) -> None:
+    """Zero the weights that would read or write the routing channel (see _router).
+
+    ``rows`` is (rows, 32-value blocks, values or block bytes); an all-zero block is a valid
+    zero in every type.
+    """
+    if t.kind in ("reader", "head"):
+        rows[:, : _CHANNEL_DIMS // 32] = 0
+    elif t.kind == "writer":
+        out_dim = (row0 + np.arange(len(rows))) % t.shape[1]
+        rows[out_dim < _CHANNEL_DIMS] = 0
+
+
+@functools.lru_cache(maxsize=4)
+def _unused_tokens(n_vocab: int) -> np.ndarray:
+    return np.array(build_vocab(n_vocab).token_types) == gguf.TokenType.UNUSED
+
+
+def _channel_block(spec: SyntheticSpec, qtype: Q, weight: float) -> np.ndarray:
+    """The 32 weights ``weight * c`` (c: the channel pattern) as one block of ``qtype``."""
+    c = _channel_pattern(spec)
+    if qtype == Q.F16:
+        return (weight * c).astype(np.float16)
+    levels, top = (c * 127, 127) if qtype == Q.Q8_0 else (c * 7, 7)  # the extreme levels
+    scale = np.frombuffer(np.float16(weight / top).tobytes(), dtype=np.uint8)
+    if qtype == Q.Q8_0:
+        return np.concatenate([scale, levels.astype(np.int8).view(np.uint8)])
+    nibbles = (levels + 8).astype(np.uint8)  # Q4_0: byte i holds values i and i+16
+    return np.concatenate([scale, nibbles[:16] | (nibbles[16:] << 4)])
+
+
+def _mute_unused_tokens(spec: SyntheticSpec, t: TensorPlan, row0: int, rows: np.ndarray) -> None:
+    """Give unused tokens' output rows a channel block worth _UNUSED_LOGIT (see _router)."""
+    unused = _unused_tokens(spec.n_vocab)[row0 : row0 + len(rows)]
+    if unused.any():
+        rows[unused, 0] = _channel_block(spec, t.qtype, _UNUSED_LOGIT / _CHANNEL_DIMS)
+
+
+def _random_bytes(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.bit_generator.random_raw(-(-n // 8)).view(np.uint8)[:n]
+
+
+def _f16_levels(rms: float) -> np.ndarray:
+    """fp16 value of each random byte read as int8, scaled to RMS ``rms``: a lookup table
+    (numpy's float16 casts are several times slower than indexing)."""
+    levels = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float32)
+    return (levels * (rms / _LEVEL_RMS[Q.Q8_0])).astype(np.float16)
+
+
+def _random_rows(
+    spec: SyntheticSpec, rng: np.random.Generator, t: TensorPlan, row0: int, n_rows: int
+) -> np.ndarray:
+    """Random weights of RMS ``t.rms`` as raw bytes: valid quant blocks written directly."""
+    if t.qtype == Q.F16:
+        values = _f16_levels(t.rms)[_random_bytes(rng, n_rows * t.shape[0])]
+        rows = values.reshape(n_rows, -1, 32)
+    else:
+        rows = _random_quant_blocks(rng, t, n_rows)
+    _close_channel(t, row0, rows)
+    if t.kind == "head":
+        _mute_unused_tokens(spec, t, row0, rows)
+    return rows.view(np.uint8).reshape(-1)
+
+
+def _random_quant_blocks(rng: np.random.Generator, t: TensorPlan, n_rows: int) -> np.ndarray:
+    """Random Q4_0/Q8_0 blocks as (rows, blocks per row, block bytes)."""
+    _, size = gguf.GGML_QUANT_SIZES[t.qtype]
+    raw = _random_bytes(rng, n_rows * t.row_bytes)
+    if t.qtype == Q.Q8_0:
+        # odd int8 levels only: symmetric around 0 and never -128, which ggml never writes
+        raw |= 1
+    blocks = raw.reshape(-1, size)
+    scale = np.float16(max(t.rms / _LEVEL_RMS[t.qtype], _MIN_SCALE)).tobytes()
+    blocks[:, 0] = scale[0]
+    if t.qtype == Q.Q4_0:
+        # The scale's sign bit stays random (ggml's Q4_0 scales take either sign too): Q4_0
+        # levels average -0.5, and a bias shared by every weight would add one direction to
+        # every token's hidden state, which all routers would follow.
+        blocks[:, 1] &= 0x80
+        blocks[:, 1] |= scale[1]
+    else:
+        blocks[:, 1] = scale[1]
+    return blocks.reshape(n_rows, -1, size)
+
+
+def _chunk(spec: SyntheticSpec, index: int, t: TensorPlan, row0: int, n_rows: int) -> np.ndarray:
+    """Rows [row0, row0+n_rows) of tensor ``index`` as bytes; its own seed keeps it reproducible."""
+    rng = np.random.default_rng([spec.seed, index, row0])
+    if t.kind == "norm":
+        data = 1.0 + 0.02 * rng.standard_normal(t.shape[0], dtype=np.float32)
+    elif t.kind == "router":
+        data = _router(spec, t.layer, rng)
+    elif t.kind == "embd":
+        data = _f16_levels(1.0)[_random_bytes(rng, n_rows * t.shape[0])].reshape(n_rows, -1)
+        data[:, :_CHANNEL_DIMS] = _channel_pattern(spec)
+    else:
+        return _random_rows(spec, rng, t, row0, n_rows)
+    return data.view(np.uint8).reshape(-1)
