@@ -136,6 +136,11 @@ class GGUFModel:
         return dict(totals)
 
 
+def shard_names(prefix: str, count: int) -> list[str]:
+    """The file names of a model split in ``count`` shards (llama.cpp's gguf-split naming)."""
+    return [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+
+
 def shard_paths(path: Path) -> list[Path]:
     """All shards of the model ``path`` belongs to (just ``path`` if it is not split).
 
@@ -146,7 +151,7 @@ def shard_paths(path: Path) -> list[Path]:
         return [path]
     count = int(match.group("count"))
     prefix = match.group("prefix")
-    shards = [path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    shards = [path.with_name(name) for name in shard_names(prefix, count)]
     missing = [s.name for s in shards if not s.is_file()]
     if missing:
         raise MissingShardError(

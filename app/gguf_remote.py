@@ -26,7 +26,7 @@ from urllib.request import HTTPRedirectHandler, Request, build_opener
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from app.engine.errors import MissingShardError, ModelFileError
-from app.gguf_info import GGUF_MAGIC, SHARD_NAME, GGUFModel, TensorEntry
+from app.gguf_info import GGUF_MAGIC, SHARD_NAME, GGUFModel, TensorEntry, shard_names
 
 FIRST_CHUNK = 64 << 10  # holds a small header whole; real ones (~5-10 MB of vocab) take ~8 doublings
 MAX_HEADER_BYTES = 64 << 20  # the largest known headers (250k-token vocabularies) are ~15 MB
@@ -394,8 +394,8 @@ def shard_urls(url: str) -> list[str]:
     if not match:
         return [url]
     count, prefix = int(match.group("count")), match.group("prefix")
-    names = [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
-    return [urlunsplit(parts._replace(path=f"{folder}/{quote(name)}")) for name in names]
+    return [urlunsplit(parts._replace(path=f"{folder}/{quote(name)}"))
+            for name in shard_names(prefix, count)]
 
 
 def read_remote_model(url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 30.0,

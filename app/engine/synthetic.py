@@ -36,6 +36,7 @@ from app.engine.synthetic_spec import (  # noqa: F401 - the public API lives on 
 )
 from app.engine.synthetic_tokenizer import add_tokenizer, build_vocab
 from app.engine.synthetic_weights import _chunk, hot_experts  # noqa: F401
+from app.gguf_info import shard_names
 
 _FILE_TYPES = {
     "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
@@ -81,7 +82,7 @@ def shard_paths(path: Path, split: int) -> list[Path]:
     if split == 1:
         return [path]
     prefix = path.name[: -len(".gguf")] if path.name.endswith(".gguf") else path.name
-    return [path.with_name(f"{prefix}-{i:05d}-of-{split:05d}.gguf") for i in range(1, split + 1)]
+    return [path.with_name(name) for name in shard_names(prefix, split)]
 
 
 def _assign_shards(plan: list[TensorPlan], split: int) -> list[Shard]:
