@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -62,7 +63,7 @@ def model_params(plan: PlacementPlan, n_layer: int, architecture: str,
 
     try:
         rules = tensor_overrides(plan, n_layer)
-    except (ValueError, Exception) as exc:  # re.error is an Exception subclass
+    except (ValueError, re.error) as exc:
         raise PlacementError(f"bad tensor override: {exc}", "Fix the regex in the rule.") from exc
     if rules:
         known = {d.name: d for d in ggml_backend.devices()}

@@ -16,6 +16,7 @@ See docs/protocol.md for the prose version. In short:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import struct
@@ -284,12 +285,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 raise ProtocolError(f"{where}: missing field {name}")
         return tp(**kwargs)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arg in args:
-            try:
+            with contextlib.suppress(ProtocolError):
                 return _convert(arg, value, where)
-            except ProtocolError as exc:
-                errors.append(str(exc))
         raise ProtocolError(f"{where}: {value!r} fits none of the allowed types")
     if origin is Literal:
         if value in args and type(value) is type(args[args.index(value)]):
