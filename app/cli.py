@@ -21,6 +21,7 @@ from app.engine.errors import EngineError
 from app.engine.placement import CacheType, PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
 from app.hub.errors import HubError
+from app.paths import default_models_dir
 
 
 def experts_in_ram(value: str) -> str | int:
@@ -110,12 +111,6 @@ def cmd_advise(args: argparse.Namespace) -> int:
         lines = report.repo_lines(target, report.advise_repo(target, machine, args.ctx, token))
     print("\n".join(lines))
     return 0
-
-
-def default_models_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("moedesk")) / "models"
 
 
 def cmd_download(args: argparse.Namespace) -> int:
