@@ -1,0 +1,287 @@
+"""Conversations and settings on disk: one SQLite file under ``app.paths.data_dir()``.
+
+Qt-free and synchronous (the chat page calls it on the UI thread: each write is one small
+transaction, well under a millisecond in WAL mode). Nothing is lost when the app or the engine
+crashes mid-answer: the chat page writes the answer as it streams with ``state="partial"``,
+and only a finished answer becomes ``"complete"``; a crash leaves the partial text, marked.
+
+    store = Store.open_default()
+    conv = store.create_conversation("Why MoE?")
+    store.add_message(conv.id, "user", "Why are MoE models fast?")
+    answer = store.add_message(conv.id, "assistant", "", state="partial")
+    store.update_message(answer.id, "Because only", state="partial")
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from app import paths
+
+DB_NAME = "moedesk.sqlite3"
+SCHEMA_VERSION = 1
+
+Role = Literal["system", "user", "assistant"]
+MessageState = Literal["complete", "partial", "error"]
+
+# Setting keys (values are stored as JSON).
+MODEL_FOLDER = "model_folder"
+THEME = "theme"  # "system" | "light" | "dark"
+CHAT_DEFAULTS = "chat_defaults"  # ChatDefaults as a dict
+LOAD_CONTEXT = "load_context"  # n_ctx asked of the planner when a model is loaded
+FIRST_RUN_DONE = "first_run_done"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    system_prompt TEXT NOT NULL DEFAULT '',
+    preset TEXT NOT NULL DEFAULT 'balanced',
+    temperature REAL NOT NULL,
+    top_p REAL NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'complete',
+    error TEXT NOT NULL DEFAULT '',
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    prefill_tps REAL,
+    decode_tps REAL,
+    ttft_s REAL,
+    finish_reason TEXT,
+    model TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class ChatDefaults:
+    """What a new conversation starts with (Settings > Defaults for new chats)."""
+
+    system_prompt: str = ""
+    preset: str = "balanced"
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 1024
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    system_prompt: str
+    preset: str  # a name in app.ui.chat.presets.PRESETS, or "custom"
+    temperature: float
+    top_p: float
+    max_tokens: int
+    created: float  # Unix time
+    updated: float
+
+
+@dataclass
+class MessageStats:
+    """How an answer was generated (from the engine's ChatResult)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    prefill_tps: float
+    decode_tps: float
+    ttft_s: float
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    model: str = ""
+
+
+@dataclass
+class Message:
+    id: int
+    conversation_id: int
+    role: Role
+    content: str
+    state: MessageState = "complete"
+    error: str = ""  # why an answer ended early, in plain words
+    stats: MessageStats | None = None
+    created: float = field(default_factory=time.time)
+
+
+class Store:
+    """The app's SQLite database. One instance per process; not shared across threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; explicit txns
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a committed write survives an app crash (not a power cut)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the conversation database {self.path}: {exc}.",
+                             "Move the file away (MoE Desk starts a new one) or restore a backup.")\
+                from exc
+        self._db.row_factory = sqlite3.Row
+
+    @classmethod
+    def open_default(cls) -> Store:
+        """The store under the user's data folder (``MOEDESK_HOME`` moves it)."""
+        return cls(paths.data_dir() / DB_NAME)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- conversations --------------------------------------------------------------------
+
+    def create_conversation(self, title: str = "New chat",
+                            defaults: ChatDefaults | None = None) -> Conversation:
+        d = defaults or self.chat_defaults()
+        now = time.time()
+        cur = self._db.execute(
+            "INSERT INTO conversations (title, system_prompt, preset, temperature, top_p, "
+            "max_tokens, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (title, d.system_prompt, d.preset, d.temperature, d.top_p, d.max_tokens, now, now))
+        return self.conversation(int(cur.lastrowid or 0))
+
+    def conversation(self, conversation_id: int) -> Conversation:
+        row = self._db.execute("SELECT * FROM conversations WHERE id = ?",
+                               (conversation_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no conversation {conversation_id}")
+        return Conversation(**dict(row))
+
+    def conversations(self) -> list[Conversation]:
+        """All conversations, the most recently updated first."""
+        rows = self._db.execute("SELECT * FROM conversations ORDER BY updated DESC, id DESC")
+        return [Conversation(**dict(row)) for row in rows]
+
+    def update_conversation(self, conversation_id: int, **changes: Any) -> Conversation:
+        """Change title, system_prompt, preset, temperature, top_p or max_tokens."""
+        allowed = {"title", "system_prompt", "preset", "temperature", "top_p", "max_tokens"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"unknown conversation field(s): {', '.join(sorted(unknown))}")
+        if changes:
+            columns = ", ".join(f"{name} = ?" for name in changes)
+            self._db.execute(f"UPDATE conversations SET {columns}, updated = ? WHERE id = ?",
+                             (*changes.values(), time.time(), conversation_id))
+        return self.conversation(conversation_id)
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # --- messages -------------------------------------------------------------------------
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        rows = self._db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id",
+                                (conversation_id,))
+        return [_message(row) for row in rows]
+
+    def message(self, message_id: int) -> Message:
+        row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no message {message_id}")
+        return _message(row)
+
+    def add_message(self, conversation_id: int, role: Role, content: str,
+                    state: MessageState = "complete") -> Message:
+        now = time.time()
+        with self._transaction():
+            cur = self._db.execute(
+                "INSERT INTO messages (conversation_id, role, content, state, created) "
+                "VALUES (?, ?, ?, ?, ?)", (conversation_id, role, content, state, now))
+            self._touch(conversation_id, now)
+        return self.message(int(cur.lastrowid or 0))
+
+    def update_message(self, message_id: int, content: str, state: MessageState,
+                       stats: MessageStats | None = None, error: str = "") -> None:
+        """Write an answer's text so far (or its end): one short transaction."""
+        columns = "content = ?, state = ?, error = ?"
+        values: list[Any] = [content, state, error]
+        if stats is not None:
+            columns += (", prompt_tokens = ?, completion_tokens = ?, prefill_tps = ?, "
+                        "decode_tps = ?, ttft_s = ?, finish_reason = ?, model = ?")
+            values += [stats.prompt_tokens, stats.completion_tokens, stats.prefill_tps,
+                       stats.decode_tps, stats.ttft_s, stats.finish_reason, stats.model]
+        with self._transaction():
+            self._db.execute(f"UPDATE messages SET {columns} WHERE id = ?", (*values, message_id))
+            self._db.execute(
+                "UPDATE conversations SET updated = ? WHERE id = "
+                "(SELECT conversation_id FROM messages WHERE id = ?)", (time.time(), message_id))
+
+    def delete_messages_from(self, message_id: int) -> None:
+        """Delete a message and every later one of its conversation (regenerate, edit)."""
+        message = self.message(message_id)
+        self._db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
+                         (message.conversation_id, message_id))
+
+    # --- settings -------------------------------------------------------------------------
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row["value"])
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         (key, json.dumps(value)))
+
+    def chat_defaults(self) -> ChatDefaults:
+        saved = self.setting(CHAT_DEFAULTS) or {}
+        known = {k: v for k, v in saved.items() if k in ChatDefaults.__dataclass_fields__}
+        return ChatDefaults(**known)
+
+    def set_chat_defaults(self, defaults: ChatDefaults) -> None:
+        self.set_setting(CHAT_DEFAULTS, defaults.__dict__)
+
+    def models_folder(self) -> Path:
+        """Where models are looked for and downloaded (Settings), else the default."""
+        folder = self.setting(MODEL_FOLDER)
+        return Path(folder) if folder else paths.default_models_dir()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _touch(self, conversation_id: int, now: float) -> None:
+        self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+
+    def _transaction(self) -> sqlite3.Connection:
+        # sqlite3.Connection as a context manager commits or rolls back; BEGIN makes the
+        # statements one transaction even in autocommit mode
+        self._db.execute("BEGIN")
+        return self._db
+
+
+class StoreError(Exception):
+    """The database cannot be opened or read; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(f"{message} {hint}".strip())
+        self.message = message
+        self.hint = hint
+
+
+def _message(row: sqlite3.Row) -> Message:
+    stats = None
+    if row["completion_tokens"] is not None:
+        stats = MessageStats(
+            prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
+            prefill_tps=row["prefill_tps"], decode_tps=row["decode_tps"], ttft_s=row["ttft_s"],
+            finish_reason=row["finish_reason"] or "", model=row["model"] or "")
+    return Message(id=row["id"], conversation_id=row["conversation_id"], role=row["role"],
+                   content=row["content"], state=row["state"], error=row["error"], stats=stats,
+                   created=row["created"])

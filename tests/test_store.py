@@ -1,0 +1,110 @@
+"""The conversation store: what a user keeps across restarts and crashes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from app.store import CHAT_DEFAULTS, ChatDefaults, MessageStats, Store, StoreError
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "moedesk.sqlite3")
+
+
+def test_conversation_round_trip_with_messages_and_stats(store: Store, tmp_path: Path) -> None:
+    conv = store.create_conversation("Why MoE?", ChatDefaults(system_prompt="Be brief.",
+                                                             preset="precise", temperature=0.2))
+    store.add_message(conv.id, "user", "Why are MoE models fast?")
+    answer = store.add_message(conv.id, "assistant", "", state="partial")
+    stats = MessageStats(prompt_tokens=12, completion_tokens=3, prefill_tps=250.0,
+                         decode_tps=31.5, ttft_s=0.05, finish_reason="stop", model="Qwen3")
+    store.update_message(answer.id, "Few experts run.", "complete", stats)
+    store.close()
+
+    again = Store(tmp_path / "moedesk.sqlite3")
+    (saved,) = again.conversations()
+    assert (saved.title, saved.system_prompt, saved.preset, saved.temperature) == \
+        ("Why MoE?", "Be brief.", "precise", 0.2)
+    user, assistant = again.messages(saved.id)
+    assert (user.role, user.content, user.stats) == ("user", "Why are MoE models fast?", None)
+    assert (assistant.content, assistant.state, assistant.stats) == ("Few experts run.", "complete", stats)
+
+
+def test_partial_answer_survives_a_crash_mid_answer(tmp_path: Path) -> None:
+    """A process writes half an answer and is killed (no close, no clean exit): a new Store
+    on the same file sees the half answer, marked partial."""
+    db = tmp_path / "moedesk.sqlite3"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from app.store import Store
+        store = Store({str(db)!r})
+        conv = store.create_conversation("crash")
+        store.add_message(conv.id, "user", "Tell me a story")
+        answer = store.add_message(conv.id, "assistant", "", state="partial")
+        store.update_message(answer.id, "Once upon", "partial")
+        store.update_message(answer.id, "Once upon a time", "partial")
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1],
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == -9
+
+    survivor = Store(db)
+    (conv,) = survivor.conversations()
+    user, answer = survivor.messages(conv.id)
+    assert user.content == "Tell me a story"
+    assert (answer.content, answer.state) == ("Once upon a time", "partial")
+
+
+def test_rename_order_and_delete(store: Store) -> None:
+    first = store.create_conversation("first")
+    second = store.create_conversation("second")
+    store.add_message(first.id, "user", "bump")  # a new message moves a chat to the top
+    assert [c.title for c in store.conversations()] == ["first", "second"]
+    store.update_conversation(second.id, title="renamed", max_tokens=64)
+    assert store.conversation(second.id).title == "renamed"
+    assert store.conversation(second.id).max_tokens == 64
+    with pytest.raises(ValueError, match="unknown conversation field"):
+        store.update_conversation(second.id, colour="red")
+    store.delete_conversation(first.id)
+    assert [c.title for c in store.conversations()] == ["renamed"]
+    assert store.messages(first.id) == []  # messages go with their conversation
+
+
+def test_delete_messages_from_keeps_earlier_ones(store: Store) -> None:
+    conv = store.create_conversation()
+    ids = [store.add_message(conv.id, role, text).id
+           for role, text in [("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")]]
+    store.delete_messages_from(ids[2])
+    assert [m.content for m in store.messages(conv.id)] == ["a", "b"]
+
+
+def test_settings_and_chat_defaults(store: Store, tmp_path: Path) -> None:
+    assert store.setting("theme", "system") == "system"
+    store.set_setting("theme", "dark")
+    store.set_setting("first_run_done", True)
+    store.set_chat_defaults(ChatDefaults(system_prompt="You are terse.", max_tokens=256))
+    store.set_setting("model_folder", str(tmp_path / "models"))
+    assert store.setting("theme") == "dark" and store.setting("first_run_done") is True
+    assert store.chat_defaults().system_prompt == "You are terse."
+    assert store.models_folder() == tmp_path / "models"
+    # a new chat takes the defaults
+    assert store.create_conversation().max_tokens == 256
+    # a defaults record from a newer version with a field this one lacks still loads
+    store.set_setting(CHAT_DEFAULTS, {"max_tokens": 99, "future_field": 1})
+    assert store.chat_defaults().max_tokens == 99
+
+
+def test_a_file_that_is_not_a_database_says_so(tmp_path: Path) -> None:
+    bad = tmp_path / "moedesk.sqlite3"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open the conversation database") as info:
+        Store(bad)
+    assert "Move the file away" in info.value.hint
