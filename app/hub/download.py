@@ -15,7 +15,6 @@ host a resolve URL redirects to; the ``Range`` header goes to both.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import threading
 import time
@@ -23,7 +22,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -33,11 +31,19 @@ from huggingface_hub import hf_hub_url
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from app.hub.errors import HubError
+from app.hub.folder import (  # noqa: F401 - MARKER_NAME and read_marker are part of this module's API
+    MARKER_NAME,
+    already_complete,
+    bytes_on_disk,
+    mark_complete,
+    part,
+    read_marker,
+    repo_folder,
+    target,
+)
 from app.hub.quants import Quant, QuantFile
 from app.hub.repo import REQUEST_TIMEOUT_S, hub_errors
 
-MARKER_NAME = "moedesk-download.json"
-PART_SUFFIX = ".part"
 CHUNK_SIZE = 1 << 20
 PROGRESS_INTERVAL_S = 0.1  # at most 10 progress calls a second
 _SPEED_WINDOW_S = 5.0
@@ -118,12 +124,12 @@ def download_quant(
             f"'{repo_id}' lacks shard(s) {list(quant.missing_shards)} of {quant.name}: llama.cpp cannot "
             "load it. Choose another quant, or ask the repo's publisher to upload the missing shards."
         )
-    root = Path(dest_dir) / repo_id.replace("/", "--")
-    targets = [_target(root, file) for file in quant.files]
-    if _already_complete(root, repo_id, quant, targets):
+    root = repo_folder(dest_dir, repo_id)
+    targets = [target(root, file) for file in quant.files]
+    if already_complete(root, quant, targets):
         return targets
 
-    on_disk = [_bytes_on_disk(file, target) for file, target in zip(quant.files, targets, strict=True)]
+    on_disk = [bytes_on_disk(file, shard) for file, shard in zip(quant.files, targets, strict=True)]
     needed = quant.total_size - sum(on_disk)
     free = (free_space or _disk_free)(_existing_parent(root))
     if needed > free:
@@ -147,11 +153,10 @@ def download_quant(
     if errors:
         raise errors[0]
 
-    for target in targets:
-        part = _part(target)
-        if part.exists():
-            part.replace(target)
-    _write_marker(root, repo_id, quant)
+    for shard in targets:
+        if part(shard).exists():
+            part(shard).replace(shard)
+    mark_complete(root, repo_id, quant)
     job.progress.finish()
     return targets
 
@@ -169,23 +174,23 @@ class _Job:
     max_retries: int
     retry_delay_s: float
 
-    def fetch_verified(self, file: QuantFile, target: Path) -> None:
+    def fetch_verified(self, file: QuantFile, shard: Path) -> None:
         """Fetch one shard into its ``.part`` (or accept a final file there); fetch again once if corrupt."""
         if self.cancel.is_set():
-            raise DownloadCancelled(target.parent)
-        if target.exists() and target.stat().st_size == file.size:
-            actual = _hash_file(target, self.cancel)
+            raise DownloadCancelled(shard.parent)
+        if shard.exists() and shard.stat().st_size == file.size:
+            actual = _hash_file(shard, self.cancel)
             if file.sha256 is None or actual == file.sha256:
                 return
-            target.unlink()
+            shard.unlink()
             self.progress.add(-file.size)
         for attempt in (1, 2):
-            actual = self._fetch_with_retries(file, _part(target))
+            actual = self._fetch_with_retries(file, part(shard))
             if file.sha256 is None or actual == file.sha256:
                 return
             # A corrupt shard: throw it away alone; the other shards' bytes are good.
-            self.progress.add(-_part(target).stat().st_size)
-            _part(target).unlink()
+            self.progress.add(-part(shard).stat().st_size)
+            part(shard).unlink()
             if attempt == 2:
                 raise ChecksumError(file.path, file.sha256, actual)
 
@@ -302,54 +307,6 @@ class _Progress:
         eta = (self.total - self.done) / speed if speed > 0 else None
         if self._callback is not None:
             self._callback(DownloadProgress(self.done, self.total, speed, eta))
-
-
-def read_marker(repo_folder: Path) -> dict:
-    """The quants completed in a repo folder: ``{"repo": ..., "quants": {name: {...}}}`` (empty if none)."""
-    try:
-        return json.loads((repo_folder / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_marker(root: Path, repo_id: str, quant: Quant) -> None:
-    marker = read_marker(root) or {"repo": repo_id, "quants": {}}
-    marker.setdefault("quants", {})[quant.name] = {
-        "quant": quant.name,
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in quant.files],
-        "completed": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    tmp = root / (MARKER_NAME + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=2))
-    tmp.replace(root / MARKER_NAME)
-
-
-def _already_complete(root: Path, repo_id: str, quant: Quant, targets: list[Path]) -> bool:
-    """The marker lists this quant with the same files, and they are all there with their sizes."""
-    entry = read_marker(root).get("quants", {}).get(quant.name)
-    same = entry is not None and entry.get("files") == [
-        {"path": f.path, "size": f.size, "sha256": f.sha256} for f in quant.files
-    ]
-    present = (t.exists() and t.stat().st_size == f.size for f, t in zip(quant.files, targets, strict=True))
-    return same and all(present)
-
-
-def _target(root: Path, file: QuantFile) -> Path:
-    target = (root / file.path).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise HubError(f"Refusing to write '{file.path}' outside {root}: the repo's file name is unsafe.")
-    return root / file.path
-
-
-def _part(target: Path) -> Path:
-    return target.with_name(target.name + PART_SUFFIX)
-
-
-def _bytes_on_disk(file: QuantFile, target: Path) -> int:
-    if target.exists() and target.stat().st_size == file.size:
-        return file.size
-    part = _part(target)
-    return min(part.stat().st_size, file.size) if part.exists() else 0
 
 
 def _hash_into(path: Path, digest: hashlib._Hash, cancel: threading.Event) -> int:
