@@ -164,8 +164,8 @@ def test_one_job_at_a_time_while_quick_requests_answer_mid_generation(
         engine: EngineClient, tiny_moe_gguf: Path) -> None:
     stream = engine.chat(endless())
     next(iter(stream))
-    with pytest.raises(EngineBusyError):
-        _ = engine.chat(question()).result
+    second = engine.chat(question())  # waits its turn (tests/test_engine_queue.py)
+    wait_until(lambda: engine.stats().chats_waiting == 1, "the second chat to wait")
     with pytest.raises(EngineBusyError):
         load_tiny(engine, tiny_moe_gguf)
     with pytest.raises(EngineBusyError):
@@ -176,6 +176,7 @@ def test_one_job_at_a_time_while_quick_requests_answer_mid_generation(
     assert engine.routing().tokens > 0
     stream.cancel()
     assert stream.result.finish_reason == "cancelled"
+    assert second.result.finish_reason == "length"
 
 
 def test_subscribed_stats_and_routing_arrive_until_unsubscribed(engine: EngineClient) -> None:

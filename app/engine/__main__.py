@@ -4,7 +4,7 @@
 
 The secret token is read from the first line of stdin (never from the command line, where
 other users could see it). When listening, the engine prints one JSON line on stdout,
-``{"event": "ready", "address": "unix:/...", "pid": N, "protocol": 1}``, then serves until a
+``{"event": "ready", "address": "unix:/...", "pid": N, "protocol": 2}``, then serves until a
 ``shutdown`` request or SIGTERM. Logs go to stderr. ``EngineClient.spawn`` does all this.
 """
 

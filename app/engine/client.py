@@ -145,6 +145,7 @@ class EngineClient:
         are the usual ways in."""
         self.address = address
         self.process = process
+        self._token = token  # kept for connect_again; never logged
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -190,6 +191,12 @@ class EngineClient:
             process.stop()
             process.cleanup()
             raise
+
+    def connect_again(self, client_name: str = "moedesk") -> EngineClient:
+        """Another connection to the same engine: its own request ids and its own turn in
+        the engine's round-robin of waiting chats (the OpenAI server uses one beside the
+        GUI's). Closing it leaves the engine running."""
+        return EngineClient(self.address, self._token, client_name=client_name)
 
     @property
     def log_path(self) -> Path | None:

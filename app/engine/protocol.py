@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar
 from app.engine.errors import MessageTooLargeError, ProtocolError
 from app.engine.placement import PlacementPlan
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 HEADER = struct.Struct(">I")
 
@@ -227,6 +227,8 @@ class EngineStats:
     tokens_generated: int
     memory: list[DeviceMemory]
     rss: int
+    chats_running: int = 0  # 0 or 1: the engine generates one chat at a time
+    chats_waiting: int = 0  # chats of all clients waiting their turn
 
 
 @dataclass

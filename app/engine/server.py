@@ -4,13 +4,16 @@ One asyncio loop on the main thread does all socket I/O for any number of connec
 answers quick requests (info, stats, routing, cancel, subscribe) itself, at once, even while
 a model loads or generates. Long jobs (load, unload, chat) run one at a time on a single
 worker thread; their progress and tokens hop back to the loop with ``call_soon_threadsafe``
-and leave as events. The protocol is in docs/protocol.md.
+and leave as events. Chats that arrive while a job runs wait their turn, round-robin over the
+connections that have chats waiting (``FairQueue``); a load or unload never waits: it is
+refused as ``busy`` while anything runs or waits. The protocol is in docs/protocol.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import math
@@ -37,6 +40,8 @@ from app.engine.protocol import (
     PROTOCOL_VERSION,
     CancelParams,
     ChatParams,
+    ChatResult,
+    EngineStats,
     Hello,
     LoadParams,
     RoutingSnapshot,
@@ -45,6 +50,7 @@ from app.engine.protocol import (
     from_wire,
 )
 from app.engine.runtime import Runtime
+from app.engine.scheduler import FairQueue
 from app.engine.transport import Answered, Connection, peer_uid
 
 log = logging.getLogger("moedesk.engine.server")
@@ -56,13 +62,14 @@ NO_PARAMS = ("info", "stats", "routing", "unload", "shutdown")
 JOB_STOP_TIMEOUT_S = 30.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """The one long request (load, unload or chat) running on the worker thread."""
+    """A long request (load, unload or chat): waiting its turn, or running on the worker."""
 
     request_id: int
     method: str
     connection: Connection
+    work: Callable[[], Any] = lambda: None  # what the worker thread runs; set before submit
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -75,7 +82,8 @@ class EngineServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-job")
         self._connections: set[Connection] = set()
         self._count = 0
-        self.job: Job | None = None
+        self.job: Job | None = None  # the running job
+        self.waiting: FairQueue[Connection, Job] = FairQueue()  # chats waiting their turn
         self._job_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -120,6 +128,8 @@ class EngineServer:
         finally:
             log.info("shutting down")
             server.close()
+            for _conn, job in self.waiting.drain():
+                self._end_unstarted(job)
             await self._stop_job()
             for conn in list(self._connections):
                 conn.close()
@@ -178,6 +188,9 @@ class EngineServer:
         self._connections.discard(conn)
         if conn.subscription is not None:
             conn.subscription.cancel()
+        dropped = self.waiting.forget(conn)  # nobody is left to receive their answers
+        if dropped:
+            log.info("connection %s: gone; dropped its %d waiting chat(s)", conn.name, len(dropped))
         if self.job is not None and self.job.connection is conn:
             log.info("connection %s: gone; cancelling its %s", conn.name, self.job.method)
             self.job.cancelled.set()
@@ -253,7 +266,13 @@ class EngineServer:
         conn.reply(request_id, self.runtime.build_info())
 
     async def _on_stats(self, conn: Connection, request_id: int, params: Any) -> None:
-        conn.reply(request_id, self.runtime.stats())
+        conn.reply(request_id, self._stats())
+
+    def _stats(self) -> EngineStats:
+        """The runtime's figures, with how many chats run and wait (the runtime cannot know)."""
+        running = self.job is not None and self.job.method == "chat"
+        return dataclasses.replace(self.runtime.stats(), chats_running=int(running),
+                                   chats_waiting=len(self.waiting))
 
     async def _on_routing(self, conn: Connection, request_id: int, params: Any) -> None:
         conn.reply(request_id, self._routing())
@@ -271,12 +290,16 @@ class EngineServer:
         target = from_wire(CancelParams, params).request
         job = self.job
         # request ids belong to their connection: a client cancels only its own requests
-        found = job is not None and job.connection is conn and job.request_id == target
-        if found:
+        running = job is not None and job.connection is conn and job.request_id == target
+        waiting = None if running else self.waiting.remove(conn, lambda j: j.request_id == target)
+        if running:
             assert job is not None
             job.cancelled.set()
             log.info("connection %s: cancel of %s request %d", conn.name, job.method, target)
-        conn.reply(request_id, {"cancelled": found})
+        conn.reply(request_id, {"cancelled": running or waiting is not None})
+        if waiting is not None:
+            log.info("connection %s: cancel of waiting chat %d", conn.name, target)
+            self._end_unstarted(waiting)
 
     async def _on_subscribe(self, conn: Connection, request_id: int, params: Any) -> None:
         wanted = from_wire(SubscribeParams, params)
@@ -297,7 +320,7 @@ class EngineServer:
             if not conn.backlogged():
                 try:
                     if wanted.stats:
-                        conn.send(event("stats", None, self.runtime.stats()))
+                        conn.send(event("stats", None, self._stats()))
                     if wanted.routing:
                         with contextlib.suppress(NoModelLoadedError, TelemetryUnavailableError):
                             conn.send(event("routing", None, self._routing()))
@@ -317,29 +340,56 @@ class EngineServer:
 
     async def _on_load(self, conn: Connection, request_id: int, params: Any) -> None:
         load = from_wire(LoadParams, params)
-        job = self._start_job(conn, request_id, "load")
+        job = Job(request_id, "load", conn)
         progress = self._forwarder(job, "progress")
-        self._run_job(job, lambda: self.runtime.load(load, progress, job.cancelled))
+        job.work = lambda: self.runtime.load(load, progress, job.cancelled)
+        self._submit(job, may_wait=False)
 
     async def _on_unload(self, conn: Connection, request_id: int, params: Any) -> None:
-        job = self._start_job(conn, request_id, "unload")
-        self._run_job(job, self.runtime.unload)
+        job = Job(request_id, "unload", conn, work=self.runtime.unload)
+        self._submit(job, may_wait=False)
 
     async def _on_chat(self, conn: Connection, request_id: int, params: Any) -> None:
         chat = from_wire(ChatParams, params)
-        job = self._start_job(conn, request_id, "chat")
+        job = Job(request_id, "chat", conn)
         token = self._forwarder(job, "token")
-        self._run_job(job, lambda: self.runtime.chat(chat, token, job.cancelled))
+        job.work = lambda: self.runtime.chat(chat, token, job.cancelled)
+        self._submit(job, may_wait=True)
 
-    def _start_job(self, conn: Connection, request_id: int, method: str) -> Job:
+    def _submit(self, job: Job, *, may_wait: bool) -> None:
+        """Run the job now or, if it may wait (chats), when its turn comes. A load or unload
+        that would have to wait is refused instead: it would change the model under the
+        chats before it."""
         if self._stop is not None and self._stop.is_set():
             raise EngineBusyError("the engine is shutting down.", "Start a new engine.")
-        if self.job is not None:
+        if not may_wait and (self.job is not None or len(self.waiting)):
+            doing = self.job.method if self.job is not None else "waiting chat"
             raise EngineBusyError(
-                f"the engine is busy with a {self.job.method} and runs one load or chat at a time.",
-                "Wait for it to finish, or cancel it.")
-        self.job = Job(request_id, method, conn)
-        return self.job
+                f"the engine is busy with a {doing} and loads or unloads only when no chat runs "
+                f"or waits ({len(self.waiting)} waiting).", "Wait for them to finish, or cancel them.")
+        self.waiting.push(job.connection, job)
+        if self.job is not None:
+            log.info("connection %s: %s request %d waits (%d waiting)", job.connection.name,
+                     job.method, job.request_id, len(self.waiting))
+        self._start_next()
+
+    def _start_next(self) -> None:
+        """Start the next waiting job if the worker is free (round-robin over connections)."""
+        if self.job is not None or (self._stop is not None and self._stop.is_set()):
+            return
+        entry = self.waiting.pop()
+        if entry is None:
+            return
+        self.job = entry[1]
+        self._job_task = asyncio.get_running_loop().create_task(self._job_main(self.job))
+
+    def _end_unstarted(self, job: Job) -> None:
+        """End a chat that will never run (cancelled while waiting, or the engine stopping)
+        the way a chat cancelled before its first token ends. Only chats wait."""
+        assert job.method == "chat"
+        job.connection.send(event("done", job.request_id, ChatResult(
+            text="", finish_reason="cancelled", prompt_tokens=0, cached_tokens=0,
+            completion_tokens=0, prefill_tps=0.0, decode_tps=0.0, ttft_s=0.0)))
 
     def _forwarder(self, job: Job, name: str) -> Callable[[Any], None]:
         """A callback for the worker thread that sends each item as an event of ``job``."""
@@ -353,15 +403,12 @@ class EngineServer:
 
         return forward
 
-    def _run_job(self, job: Job, work: Callable[[], Any]) -> None:
-        self._job_task = asyncio.get_running_loop().create_task(self._job_main(job, work))
-
-    async def _job_main(self, job: Job, work: Callable[[], Any]) -> None:
+    async def _job_main(self, job: Job) -> None:
         log.info("connection %s: %s request %d started", job.connection.name, job.method,
                  job.request_id)
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._executor, work)
+            result = await loop.run_in_executor(self._executor, job.work)
             terminal = event("done", job.request_id, result)
         except EngineError as exc:
             terminal = event("error", job.request_id, exc.to_wire())
@@ -376,3 +423,4 @@ class EngineServer:
         log.info("connection %s: %s request %d ended (%s)", job.connection.name, job.method,
                  job.request_id, terminal["event"])
         job.connection.send(terminal)
+        self._start_next()
