@@ -6,12 +6,13 @@
     moedesk-cli info                       what this build of llama.cpp can use
     moedesk-cli chat --model FILE.gguf     chat in the terminal (experts in RAM by default)
     moedesk-cli synth OUT.gguf --preset tiny   write a synthetic MoE model
+    moedesk-cli library [list|import PATH|import-hf-cache|delete NAME]   models on this machine
+    moedesk-cli login / logout             keep a Hub token in the system keyring
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -20,8 +21,11 @@ from pathlib import Path
 from app.engine.errors import EngineError
 from app.engine.placement import CacheType, PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
+from app.hub import cli as hub_cli
 from app.hub.errors import HubError
+from app.hub.token import get_token
 from app.paths import default_models_dir
+from app.tune import cli as tune_cli
 
 
 def experts_in_ram(value: str) -> str | int:
@@ -102,7 +106,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
     machine = hardware.detect()
     target: str = args.model
-    token = os.environ.get("HF_TOKEN")
+    token = get_token()  # HF_TOKEN, else the keyring (moedesk-cli login)
     looks_local = Path(target).exists() or target.endswith(".gguf")
     if looks_local or target.startswith(("http://", "https://")):
         model = report.load_model_header(target, token)
@@ -119,7 +123,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     from app.hub.download import DownloadProgress, download_quant
     from app.hub.repo import list_gguf_quants
 
-    token = os.environ.get("HF_TOKEN")
+    token = get_token()  # HF_TOKEN, else the keyring (moedesk-cli login)
     quants = list_gguf_quants(args.repo, token=token)
     chosen = next((q for q in quants if q.name.lower() == args.quant.lower()), None)
     if chosen is None:
@@ -237,11 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     synth = sub.add_parser("synth", help="write a synthetic MoE GGUF (see synth --help)",
                            add_help=False)
     synth.add_argument("synth_args", nargs=argparse.REMAINDER)
+    tune_cli.add_subcommand(sub)
+    hub_cli.add_subcommand(sub)  # library, login, logout
     args = parser.parse_args(argv)
     commands = {"hardware": cmd_hardware, "advise": cmd_advise, "download": cmd_download,
                 "info": cmd_info, "chat": cmd_chat, "synth": cmd_synth}
     try:
-        return commands[args.command](args)
+        # subcommands defined in their own modules set func
+        return (getattr(args, "func", None) or commands[args.command])(args)
     except (EngineError, HubError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

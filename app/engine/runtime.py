@@ -26,12 +26,13 @@ from app.engine.errors import (
     ModelFileError,
     NoModelLoadedError,
     OutOfMemoryError,
+    PlacementError,
     TelemetryUnavailableError,
     UnsupportedArchitectureError,
 )
 from app.engine.generation import Generator
 from app.engine.llama_params import context_params, model_params
-from app.engine.placement import CPU_DEVICE
+from app.engine.placement import CPU_DEVICE, PlacementPlan
 from app.engine.protocol import (
     Allocation,
     BuildInfo,
@@ -158,6 +159,7 @@ class Runtime:
         t0 = time.perf_counter()
         info = gguf_info.read_model(params.model)  # ModelFileError / MissingShardError
         plan = params.placement
+        self._check_expert_count(info, plan)
         self._check_kv_fits(info, params)
 
         def progress(fraction: float, _user: ctypes.c_void_p) -> bool:
@@ -205,6 +207,17 @@ class Runtime:
             n_ctx=llama_cpp.llama_n_ctx(ctx), load_seconds=time.perf_counter() - t0,
             telemetry=telemetry_on, allocations=self._allocations(),
         )
+
+    @staticmethod
+    def _check_expert_count(info: gguf_info.GGUFModel, plan: PlacementPlan) -> None:
+        """llama.cpp aborts the process (GGML_ASSERT) on an active-expert count outside
+        1..n_expert, so it is checked here, before llama.cpp sees it."""
+        used = plan.n_expert_used
+        if used is not None and info.n_expert and not 1 <= used <= info.n_expert:
+            raise PlacementError(
+                f"{used} active experts per token asked for, but this model has {info.n_expert} "
+                "experts per layer.",
+                f"Choose between 1 and {info.n_expert} (the model's own is {info.n_expert_used}).")
 
     def _check_kv_fits(self, info: gguf_info.GGUFModel, params: LoadParams) -> None:
         """Refuse a context whose KV cache cannot fit anywhere, before llama.cpp tries.

@@ -1,0 +1,188 @@
+"""Autotune: from the advisor's plan, measure a few candidate placements and settings with
+short real runs, keep the fastest that fits the VRAM budget, remember it per model and machine.
+
+The search is greedy, one knob at a time, in the order that matters most for a MoE with
+experts in RAM: how many layers' experts stay on the GPU (decode reads them every token),
+the KV cache type (q8_0 frees VRAM for more experts), CPU threads (the RAM-resident experts
+are multiplied on the CPU), then the prefill knobs (a larger ubatch amortises the copy of RAM
+experts to the GPU that llama.cpp's op offload makes per ubatch; pinned memory without mmap
+speeds that copy; op offload itself), then flash attention. Decode t/s decides; a candidate
+that keeps decode within 2% and prefills faster also wins. Bounded by a time limit and
+cancellable; a cancelled run keeps what it found so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import from_wire, to_wire
+from app.gguf_info import GGUFModel
+from app.paths import cache_dir
+from app.tune.measure import Measurement, Measurer, TuneCancelled, Workload
+from app.tune.strategies import Budget, first_n_in_ram, with_experts_in_ram
+
+DECODE_TOLERANCE = 0.02  # decode within 2% counts as a tie, decided by prefill
+
+
+@dataclass
+class TuneProgress:
+    done: int  # candidates measured so far
+    label: str  # the candidate being measured now
+    best: Measurement | None
+    elapsed: float
+
+
+@dataclass
+class TuneResult:
+    best: Measurement
+    tried: list[Measurement] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: str | None = None  # "time limit" or "cancelled" when the search ended early
+
+
+def better(candidate: Measurement, best: Measurement | None) -> bool:
+    """Whether ``candidate`` should replace ``best``: faster decode, or a decode tie with
+    faster prefill. Candidates that failed or broke the budget never win."""
+    if not candidate.ok:
+        return False
+    if best is None or not best.ok:
+        return True
+    if candidate.decode_tps > best.decode_tps * (1 + DECODE_TOLERANCE):
+        return True
+    return (candidate.decode_tps >= best.decode_tps * (1 - DECODE_TOLERANCE)
+            and candidate.prefill > best.prefill * (1 + DECODE_TOLERANCE))
+
+
+def _experts_in_ram_layers(plan: PlacementPlan, n_layer: int) -> int:
+    if plan.experts_in_ram == "all":
+        return n_layer
+    if plan.experts_in_ram == "none":
+        return 0
+    return int(plan.experts_in_ram)
+
+
+def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
+               physical_cores: int, stage: str) -> Iterator[tuple[str, PlacementPlan]]:
+    """The candidates of one stage, built around the best plan so far."""
+    n_layer = model.n_layer
+    n = _experts_in_ram_layers(best, n_layer)
+    if stage == "layers" and budget is not None:
+        # the memory model keeps a margin: one or two more layers' experts may fit for real
+        for fewer in (n - 1, n - 2):
+            if fewer >= 0:
+                yield f"experts of {fewer} layers in RAM", with_experts_in_ram(best, fewer, n_layer)
+    elif stage == "kv" and budget is not None and n > 0 and best.type_k == "f16":
+        # only worth its small quality cost when the VRAM it frees brings experts back
+        q8 = replace(best, type_k="q8_0", type_v="q8_0", flash_attn="on")
+        yield "q8_0 KV cache", with_experts_in_ram(q8, first_n_in_ram(model, budget, q8), n_layer)
+    elif stage == "threads" and (n > 0 or budget is None):  # threads matter where the CPU works
+        options = (physical_cores, max(1, physical_cores - 2), max(1, physical_cores // 2))
+        for threads in dict.fromkeys(options):
+            if threads != (best.n_threads or physical_cores):
+                yield f"{threads} threads", replace(best, n_threads=threads, n_threads_batch=threads)
+    elif stage == "prefill":
+        for ubatch in (1024, 2048, 4096):
+            if ubatch > best.n_ubatch:
+                plan = replace(best, n_ubatch=ubatch, n_batch=max(best.n_batch, ubatch))
+                if budget is not None:
+                    plan = with_experts_in_ram(plan, max(n, first_n_in_ram(model, budget, plan)), n_layer)
+                yield f"ubatch {ubatch}", plan
+        if best.use_mmap and n > 0:
+            yield "no mmap (pinned host memory)", replace(best, use_mmap=False)
+        if n > 0:
+            yield "no op offload", replace(best, op_offload=not best.op_offload)
+    elif stage == "flash":
+        yield f"flash attention {'off' if best.flash_attn != 'off' else 'on'}", replace(
+            best, flash_attn="off" if best.flash_attn != "off" else "on")
+
+
+STAGES = ("layers", "kv", "threads", "prefill", "flash")
+
+
+def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget: Budget | None, *,
+             physical_cores: int, time_limit: float = 240.0, workload: Workload | None = None,
+             progress: Callable[[TuneProgress], None] | None = None) -> TuneResult:
+    """Measure ``start`` and the candidates around it; the fastest that fits wins."""
+    workload = workload or Workload(prefill_tokens=(512,), decode_tokens=64)
+    t0 = time.monotonic()
+    tried: list[Measurement] = []
+    best: Measurement | None = None
+    stopped: str | None = None
+
+    def run(label: str, plan: PlacementPlan) -> None:
+        nonlocal best
+        if progress:
+            progress(TuneProgress(len(tried), label, best, time.monotonic() - t0))
+        m = measurer.measure(label, plan, workload)
+        tried.append(m)
+        if better(m, best):
+            best = m
+
+    try:
+        run("advisor's plan", start)
+        for stage in STAGES:
+            if best is None or not best.ok:
+                break  # nothing to build on: the start plan itself failed
+            for label, plan in list(candidates(model, best.plan, budget, physical_cores, stage)):
+                if time.monotonic() - t0 > time_limit:
+                    stopped = "time limit"
+                    break
+                run(label, plan)
+            if stopped:
+                break
+    except TuneCancelled:
+        stopped = "cancelled"
+    if best is None:
+        best = tried[0] if tried else Measurement("nothing measured", start, error="cancelled")
+    if progress:
+        progress(TuneProgress(len(tried), "done", best, time.monotonic() - t0))
+    return TuneResult(best, tried, time.monotonic() - t0, stopped)
+
+
+# --- remembered results --------------------------------------------------------------------
+
+
+def tune_key(model_path: Path, machine: str, budget: Budget | None) -> str:
+    """Identifies a (model file, machine, budget): a changed file or GPU budget tunes anew."""
+    st = Path(model_path).stat()
+    ident = f"{Path(model_path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{machine}|" + (
+        f"{budget.gpu}:{budget.vram}" if budget else "cpu")
+    return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+def _store_path() -> Path:
+    return cache_dir() / "autotune.json"
+
+
+def remembered(key: str) -> PlacementPlan | None:
+    """The tuned plan saved for ``key``, if any (a damaged store counts as empty)."""
+    try:
+        entry = json.loads(_store_path().read_text())[key]
+        return from_wire(PlacementPlan, entry["plan"], "plan")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember(key: str, result: TuneResult) -> None:
+    """Save the winner for ``key`` (atomically: a crash leaves the old store intact)."""
+    path = _store_path()
+    try:
+        store = json.loads(path.read_text())
+        if not isinstance(store, dict):
+            store = {}
+    except (OSError, ValueError):
+        store = {}
+    store[key] = {"plan": to_wire(result.best.plan), "decode_tps": result.best.decode_tps,
+                  "prefill_tps": result.best.prefill, "label": result.best.label,
+                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(store, indent=1))
+    os.replace(tmp, path)

@@ -1,0 +1,122 @@
+"""``moedesk-cli bench`` and ``moedesk-cli tune``: measured placements from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+
+from app.engine.client import EngineClient
+from app.engine.placement import PlacementPlan
+from app.gguf_info import read_model
+from app.tune.strategies import STRATEGIES, Budget, describe
+
+
+def gigabytes(value: str) -> int:
+    try:
+        gb = float(value.lower().removesuffix("gb").removesuffix("g"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a size in GB, e.g. 12 or 24G") from None
+    if gb <= 1:
+        raise argparse.ArgumentTypeError("a VRAM budget must be more than 1 GB")
+    return int(gb * 1e9)
+
+
+def add_subcommand(sub: argparse._SubParsersAction) -> None:
+    for name, text in (("bench", "benchmark llama.cpp's strategies, the advisor's plan and the "
+                        "autotuned plan at a VRAM budget (table, CSV, PNG)"),
+                       ("tune", "find the fastest placement that fits, by short real runs, and remember it")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("model", type=Path, help="a .gguf file (any shard of a split model)")
+        p.add_argument("--vram-budget", type=gigabytes, default=None, metavar="GB",
+                       help="plan for a GPU of this size (default: the GPU's free memory)")
+        p.add_argument("--ctx", type=int, default=8192, help="context size (default 8192)")
+        p.add_argument("--threads", type=int, default=0, help="CPU threads (0: physical cores)")
+        p.add_argument("--tune-seconds", type=float, default=240.0,
+                       help="time limit of the autotune search (default 240; 0 skips it in bench)")
+        if name == "bench":
+            p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+            p.add_argument("--sweep", type=int, default=None, metavar="STEP",
+                           help="also measure experts of the first 0, STEP, 2*STEP... layers in RAM")
+            p.add_argument("--out", type=Path, default=Path("bench-report"),
+                           help="folder for report.csv and report.png (default ./bench-report)")
+        p.set_defaults(func=run)
+
+
+def _budget(client: EngineClient, requested: int | None) -> tuple[Budget, list[str]]:
+    gpus = [d for d in client.info().devices if d.kind == "gpu"]
+    notes = []
+    if not gpus:
+        notes.append("no GPU in this engine build: placements are planned for a GPU of the budget "
+                     "but everything runs on the CPU")
+        return Budget("CUDA0", requested or int(24e9)), notes
+    gpu = gpus[0]
+    if requested and requested > gpu.memory_free:
+        notes.append(f"the budget is more than {gpu.name}'s free memory ({gpu.memory_free / 1e9:.1f} GB)")
+    return Budget(gpu.name, requested or gpu.memory_free), notes
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.hardware import detect
+    from app.tune.autotune import TuneProgress, autotune, remember, tune_key
+    from app.tune.measure import Measurer
+    from app.tune.strategies import advisor
+
+    model = read_model(args.model)
+    hardware = detect(nvml=False)
+    base = PlacementPlan(n_ctx=args.ctx, n_threads=args.threads)
+    cancel = threading.Event()
+    with EngineClient.spawn() as client:
+        budget, notes = _budget(client, args.vram_budget)
+        for note in notes:
+            print(f"note: {note}")
+        print(f"{args.model.name}: {model.n_layer} layers, budget {budget.vram / 1e9:.1f} GB on {budget.gpu}")
+        measurer = Measurer(client, args.model, gpu_budget=budget.usable, cancel=cancel)
+        try:
+            if args.command == "tune":
+                def show(p: TuneProgress) -> None:
+                    if p.label != "done":
+                        print(f"  [{p.done + 1}] {p.label}", flush=True)
+
+                result = autotune(measurer, model, advisor(model, budget, base, hardware), budget,
+                                  physical_cores=hardware.cpu.physical_cores,
+                                  time_limit=args.tune_seconds, progress=show)
+                best = result.best
+                if not best.ok:
+                    print(f"no placement could be measured: {best.error}")
+                    return 1
+                remember(tune_key(args.model, hardware.cpu.model, budget), result)
+                print(f"best: {describe(best.plan, model.n_layer)}: decode {best.decode_tps:.1f} t/s, "
+                      f"prefill {best.prefill:.1f} t/s ({len(result.tried)} runs, {result.seconds:.0f} s"
+                      + (f", {result.stopped}" if result.stopped else "") + "); remembered for this machine")
+                return 0
+            return _bench(args, measurer, model, budget, base, hardware)
+        except KeyboardInterrupt:
+            cancel.set()
+            print("\nstopped")
+            return 130
+
+
+def _bench(args, measurer, model, budget, base, hardware) -> int:
+    from app.tune.report import run_bench, summary_lines, table_lines, write_csv
+
+    rows, _tuned = run_bench(measurer, model, budget, base, physical_cores=hardware.cpu.physical_cores,
+                             strategies=tuple(args.strategies), tune_seconds=args.tune_seconds,
+                             sweep_step=args.sweep, hardware=hardware,
+                             say=lambda line: print(line, flush=True))
+    print()
+    print("\n".join(table_lines(rows, model.n_layer)))
+    for line in summary_lines(rows):
+        print(line)
+    csv_path = args.out / "report.csv"
+    write_csv(rows, model.n_layer, csv_path)
+    print(f"wrote {csv_path}")
+    try:
+        from app.ui.bench_chart import render_report_png
+    except ImportError as exc:  # a headless install without Qt: the CSV is the report
+        print(f"no PNG chart ({exc.name} is not installed)")
+        return 0
+    png = render_report_png(csv_path, args.out / "report.png", title=f"{args.model.name}, "
+                            f"{budget.vram / 1e9:.0f} GB VRAM budget")
+    print(f"wrote {png}")
+    return 0

@@ -1,0 +1,131 @@
+"""Short real runs of a placement through the engine: prefill and decode t/s, and whether the
+load stayed inside a VRAM budget by what llama.cpp really allocated."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.engine.client import EngineClient
+from app.engine.errors import EngineError
+from app.engine.placement import CPU_DEVICE, PlacementPlan
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
+
+# Words the synthetic and real tokenizers both split into a token or two each.
+_WORDS = ("expert", "router", "layer", "token", "memory", "cache", "offload", "decode")
+
+
+class TuneCancelled(Exception):
+    """The user stopped a tuning or benchmark run."""
+
+
+@dataclass
+class Workload:
+    """What one measurement runs: prefill of each prompt length, then ``decode_tokens``."""
+
+    prefill_tokens: tuple[int, ...] = (512,)
+    decode_tokens: int = 64
+
+
+@dataclass
+class Measurement:
+    """One placement measured: its speeds, and what it took on the GPU(s)."""
+
+    label: str
+    plan: PlacementPlan
+    gpu_bytes: int = 0  # llama.cpp's own allocations on GPUs: weights, KV cache, compute
+    ram_bytes: int = 0
+    fits: bool = True  # gpu_bytes within the budget
+    prefill_tps: dict[int, float] = field(default_factory=dict)  # prompt tokens -> t/s
+    decode_tps: float = 0.0
+    load_seconds: float = 0.0
+    error: str | None = None  # why it could not be measured (out of memory, over budget...)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.fits
+
+    @property
+    def prefill(self) -> float:
+        """Prefill t/s of the shortest prompt measured (0 when none)."""
+        return self.prefill_tps[min(self.prefill_tps)] if self.prefill_tps else 0.0
+
+
+def allocated_bytes(result: LoadResult) -> tuple[int, int]:
+    """(GPU bytes, host bytes) llama.cpp reported allocating for a load."""
+    gpu = sum(a.bytes for a in result.allocations if a.device != CPU_DEVICE)
+    host = sum(a.bytes for a in result.allocations if a.device == CPU_DEVICE)
+    return gpu, host
+
+
+class Measurer:
+    """Measures placements of one model on one engine; reuses the engine between loads."""
+
+    def __init__(self, client: EngineClient, model: Path, *, gpu_budget: int | None = None,
+                 cancel: threading.Event | None = None) -> None:
+        self.client = client
+        self.model = Path(model)
+        self.gpu_budget = gpu_budget  # usable bytes; None: no limit
+        self.cancel = cancel or threading.Event()
+        self._tokens_per_word: float | None = None
+        self._nonce = itertools.count()
+
+    def measure(self, label: str, plan: PlacementPlan, workload: Workload) -> Measurement:
+        """Load ``plan``, check its GPU allocations against the budget, then run ``workload``."""
+        result = Measurement(label, plan)
+        self._check_cancel()
+        try:
+            loaded = self.client.load(LoadParams(model=str(self.model), placement=plan, telemetry=False))
+        except EngineError as exc:
+            result.error = exc.message
+            return result
+        result.gpu_bytes, result.ram_bytes = allocated_bytes(loaded)
+        result.load_seconds = loaded.load_seconds
+        if self.gpu_budget is not None and result.gpu_bytes > self.gpu_budget:
+            result.fits = False
+            result.error = (f"needs {result.gpu_bytes / 1e9:.1f} GB on the GPU, over the "
+                            f"{self.gpu_budget / 1e9:.1f} GB budget")
+            return result
+        try:
+            self._generate(8, 4)  # warm-up: first-use allocations, caches
+            for n in workload.prefill_tokens:
+                self._check_cancel()
+                result.prefill_tps[n] = self._generate(n, 1).prefill_tps
+            if workload.decode_tokens:
+                self._check_cancel()
+                result.decode_tps = self._generate(16, workload.decode_tokens).decode_tps
+        except EngineError as exc:
+            result.error = exc.message
+        return result
+
+    def _generate(self, prompt_tokens: int, new_tokens: int):  # -> ChatResult
+        stream = self.client.chat(ChatParams(
+            messages=[ChatMessage("user", self._prompt(prompt_tokens))],
+            sampling=Sampling(temperature=0.0, max_tokens=new_tokens, ignore_eos=True, seed=1)))
+        for _token in stream:
+            if self.cancel.is_set():
+                stream.cancel()
+        if self.cancel.is_set():
+            raise TuneCancelled()
+        return stream.result
+
+    def _prompt(self, n_tokens: int) -> str:
+        """A prompt of about ``n_tokens`` tokens, new each time (a fresh first word), so the
+        engine's prompt cache cannot skip the prefill being measured."""
+        if self._tokens_per_word is None:
+            self._tokens_per_word = self._calibrate()
+        words = max(1, round(n_tokens / self._tokens_per_word))
+        return f"run{next(self._nonce)} " + " ".join(_WORDS[(i * 7) % len(_WORDS)] for i in range(words))
+
+    def _calibrate(self) -> float:
+        """Tokens per word of this model's tokenizer, from one short real prompt."""
+        self._tokens_per_word = 1.0
+        base = self._generate(1, 1).prompt_tokens
+        longer = self._generate(201, 1).prompt_tokens
+        return max((longer - base) / 200, 0.1)
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise TuneCancelled()

@@ -1,0 +1,119 @@
+"""The benchmark report: llama.cpp's own strategies, the advisor's plan and the autotuned plan,
+measured at one VRAM budget on the same engine, as a table and a CSV file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.engine.placement import PlacementPlan
+from app.gguf_info import GGUFModel
+from app.tune.autotune import TuneProgress, TuneResult, autotune
+from app.tune.measure import Measurement, Measurer, Workload
+from app.tune.strategies import Budget, describe, strategy_plans, with_experts_in_ram
+
+REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128)
+SWEEP_WORKLOAD = Workload(prefill_tokens=(512,), decode_tokens=128)
+CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_4096_tps",
+               "decode_tps", "fits", "note")
+
+
+@dataclass
+class BenchRow:
+    strategy: str  # "classic", "experts-ram", "n-cpu-moe", "advisor", "autotuned", "sweep"
+    measurement: Measurement
+
+
+def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: PlacementPlan, *,
+              physical_cores: int, strategies: tuple[str, ...], tune_seconds: float = 240.0,
+              sweep_step: int | None = None, hardware=None,
+              say: Callable[[str], None] = print) -> tuple[list[BenchRow], TuneResult | None]:
+    """Measure each strategy at ``budget``; then autotune from the advisor's plan; then, with
+    ``sweep_step``, every "experts of the first N layers in RAM" for N = 0, step, 2*step..."""
+    plans = strategy_plans(model, budget, base, hardware)
+    rows: list[BenchRow] = []
+    for name in strategies:
+        plan = plans[name]
+        say(f"{name}: {describe(plan, model.n_layer)}")
+        rows.append(BenchRow(name, measurer.measure(name, plan, REPORT_WORKLOAD)))
+    tuned: TuneResult | None = None
+    if tune_seconds > 0:
+        def show(p: TuneProgress) -> None:
+            if p.label != "done":
+                say(f"  autotune [{p.done + 1}] {p.label}")
+
+        tuned = autotune(measurer, model, plans["advisor"], budget, physical_cores=physical_cores,
+                         time_limit=tune_seconds, progress=show)
+        say(f"autotuned: {describe(tuned.best.plan, model.n_layer)} after {len(tuned.tried)} runs "
+            f"in {tuned.seconds:.0f} s" + (f" ({tuned.stopped})" if tuned.stopped else ""))
+        rows.append(BenchRow("autotuned", measurer.measure("autotuned", tuned.best.plan, REPORT_WORKLOAD)))
+    if sweep_step:
+        for n in list(range(0, model.n_layer, sweep_step)) + [model.n_layer]:
+            plan = with_experts_in_ram(plans["n-cpu-moe"], n, model.n_layer)
+            say(f"sweep: experts of {n} layers in RAM")
+            rows.append(BenchRow("sweep", measurer.measure(f"sweep {n}", plan, SWEEP_WORKLOAD)))
+    return rows, tuned
+
+
+def _cells(row: BenchRow, n_layer: int) -> list[str]:
+    m = row.measurement
+    def tps(value: float | None) -> str:
+        return f"{value:.1f}" if value else "-"
+    return [row.strategy, describe(m.plan, n_layer), f"{m.gpu_bytes / 1e9:.1f}",
+            tps(m.prefill_tps.get(512)), tps(m.prefill_tps.get(4096)), tps(m.decode_tps),
+            "yes" if m.fits else "no", m.error or ""]
+
+
+def table_lines(rows: list[BenchRow], n_layer: int) -> list[str]:
+    """The report as an aligned text table."""
+    header = ["strategy", "placement", "GPU GB", "pp512 t/s", "pp4096 t/s", "tg128 t/s", "fits", "note"]
+    body = [_cells(row, n_layer) for row in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *body]]
+
+
+def summary_lines(rows: list[BenchRow]) -> list[str]:
+    """The issue's targets, read off the rows: autotuned vs classic, vs the sweep's best, and
+    prefill vs llama.cpp's default (n-cpu-moe) placement."""
+    by = {row.strategy: row.measurement for row in rows if row.strategy != "sweep"}
+    lines = []
+    tuned = by.get("autotuned")
+    if tuned and tuned.ok:
+        classic = by.get("classic")
+        if classic and classic.ok and classic.decode_tps:
+            ratio = tuned.decode_tps / classic.decode_tps
+            lines.append(f"autotuned decode / classic layer offload: {ratio:.2f}x")
+        sweep = [row.measurement for row in rows if row.strategy == "sweep" and row.measurement.ok]
+        if sweep:
+            top = max(sweep, key=lambda m: m.decode_tps)
+            lines.append(f"autotuned decode / best of the sweep ({top.label}): "
+                         f"{100 * tuned.decode_tps / top.decode_tps:.1f}%")
+        default = by.get("n-cpu-moe")
+        if default and default.ok:
+            for n in sorted(set(tuned.prefill_tps) & set(default.prefill_tps)):
+                lines.append(f"autotuned prefill {n} / llama.cpp default (n-cpu-moe): "
+                             f"{tuned.prefill_tps[n] / default.prefill_tps[n]:.2f}x")
+    return lines
+
+
+def write_csv(rows: list[BenchRow], n_layer: int, path: Path) -> None:
+    """The rows as CSV, written atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(_cells(row, n_layer))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

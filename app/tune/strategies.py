@@ -1,0 +1,153 @@
+"""Placements for one GPU under a VRAM budget, the way each strategy would choose them.
+
+The strategies a user meets elsewhere, computed with the advisor's memory model so that they
+are compared at the same budget:
+
+* ``classic``: llama.cpp's layer offload (``-ngl N``): as many whole layers on the GPU as fit.
+* ``experts-ram``: every routed expert in RAM (``--cpu-moe``), everything else on the GPU.
+* ``n-cpu-moe``: llama.cpp's ``--n-cpu-moe N`` with the smallest N that fits, at llama.cpp's
+  default batch settings.
+* ``advisor``: MoE Desk's planner (app.advisor.planner.plan_for) for a GPU of that size.
+
+A budget stands for a GPU of that size: a 80 GB card can measure what a 12 GB one would do.
+Whether a measured load really stayed inside the budget is checked by ``measure`` against
+what llama.cpp allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from app.advisor.memory import VRAM_HEADROOM, memory_by_device
+from app.advisor.planner import plan_for
+from app.engine.placement import PlacementPlan
+from app.gguf_info import GGUFModel
+from app.hardware.model import Gpu, Hardware
+
+STRATEGIES = ("classic", "experts-ram", "n-cpu-moe", "advisor")
+
+
+@dataclass
+class Budget:
+    """A GPU of ``vram`` bytes, named as llama.cpp names it (``CUDA0``)."""
+
+    gpu: str
+    vram: int
+
+    @property
+    def usable(self) -> int:
+        """What weights, KV cache and compute buffers may take (the rest: the CUDA context)."""
+        return self.vram - VRAM_HEADROOM
+
+
+def gpu_bytes(model: GGUFModel, plan: PlacementPlan, budget: Budget) -> int:
+    """Bytes the memory model puts on the budget's GPU under ``plan``."""
+    memory = memory_by_device(model, plan, [budget.gpu])
+    return next(m.total for m in memory if m.device == budget.gpu)
+
+
+def fits(model: GGUFModel, plan: PlacementPlan, budget: Budget) -> bool:
+    return gpu_bytes(model, plan, budget) <= budget.usable
+
+
+def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
+    """The largest value in [low, high] for which ``ok`` holds, ``ok`` being monotone
+    (true up to some point); None when not even ``low`` is ok."""
+    if not ok(low):
+        return None
+    while low < high:
+        mid = (low + high + 1) // 2
+        if ok(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def classic(model: GGUFModel, budget: Budget, base: PlacementPlan) -> PlacementPlan:
+    """Whole layers on the GPU (the output layer counts as one, as in llama.cpp), no overrides."""
+    def layers(n: int) -> PlacementPlan:
+        return replace(base, n_gpu_layers=n, experts_in_ram="none", overrides=[])
+
+    n = _largest(0, model.n_layer + 1, lambda n: fits(model, layers(n), budget))
+    return layers(n or 0)
+
+
+def experts_ram(model: GGUFModel, budget: Budget, base: PlacementPlan) -> PlacementPlan:
+    return replace(base, n_gpu_layers=-1, experts_in_ram="all", overrides=[])
+
+
+def first_n_in_ram(model: GGUFModel, budget: Budget, base: PlacementPlan) -> int:
+    """The smallest N such that, with the routed experts of the first N layers in RAM, the
+    rest fits the budget (``model.n_layer`` when even all of them in RAM does not fit)."""
+    def ok(n: int) -> bool:  # true from some N on: GPU bytes fall as N grows
+        return fits(model, with_experts_in_ram(base, n, model.n_layer), budget)
+
+    low, high = 0, model.n_layer
+    while low < high:
+        mid = (low + high) // 2
+        if ok(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def with_experts_in_ram(base: PlacementPlan, n: int, n_layer: int) -> PlacementPlan:
+    """``base`` with the routed experts of the first ``n`` layers in RAM, all layers offloaded."""
+    shortcut: str | int = "none" if n <= 0 else "all" if n >= n_layer else n
+    return replace(base, n_gpu_layers=-1, experts_in_ram=shortcut, overrides=[])  # type: ignore[arg-type]
+
+
+def n_cpu_moe(model: GGUFModel, budget: Budget, base: PlacementPlan) -> PlacementPlan:
+    """llama.cpp's ``--n-cpu-moe N`` at its default batch sizes, N as small as fits."""
+    defaults = replace(base, n_batch=2048, n_ubatch=512, use_mmap=True, op_offload=True)
+    return with_experts_in_ram(defaults, first_n_in_ram(model, budget, defaults), model.n_layer)
+
+
+def advisor(model: GGUFModel, budget: Budget, base: PlacementPlan,
+            hardware: Hardware | None = None) -> PlacementPlan:
+    """The planner's placement on this machine with its first GPU cut to the budget."""
+    gpu = Gpu(vendor="nvidia", name=f"{budget.gpu} ({budget.vram / 1e9:.0f} GB budget)",
+              vram_total=budget.vram, vram_free=budget.vram)
+    if hardware is None:
+        from app.hardware import detect
+
+        hardware = detect(nvml=False)
+    return plan_for(model, replace(hardware, gpus=[gpu]), base.n_ctx, base).placement
+
+
+def strategy_plans(model: GGUFModel, budget: Budget, base: PlacementPlan,
+                   hardware: Hardware | None = None) -> dict[str, PlacementPlan]:
+    """Each strategy's placement at this budget."""
+    return {
+        "classic": classic(model, budget, base),
+        "experts-ram": experts_ram(model, budget, base),
+        "n-cpu-moe": n_cpu_moe(model, budget, base),
+        "advisor": advisor(model, budget, base, hardware),
+    }
+
+
+def describe(plan: PlacementPlan, n_layer: int) -> str:
+    """A short placement label for tables: what is where, and the settings that differ."""
+    if plan.experts_in_ram == "none" and plan.n_gpu_layers >= 0 and plan.n_gpu_layers <= n_layer:
+        where = f"{plan.n_gpu_layers}/{n_layer + 1} layers on GPU"
+    elif plan.experts_in_ram == "all":
+        where = "all experts in RAM"
+    elif plan.experts_in_ram == "none":
+        where = "all on GPU"
+    else:
+        where = f"experts of {plan.experts_in_ram}/{n_layer} layers in RAM"
+    extras = [f"ub {plan.n_ubatch}"]
+    if plan.n_threads:
+        extras.append(f"t {plan.n_threads}")
+    if plan.type_k != "f16":
+        extras.append(f"kv {plan.type_k}")
+    if not plan.use_mmap:
+        extras.append("no-mmap")
+    if plan.flash_attn != "auto":
+        extras.append(f"fa {plan.flash_attn}")
+    if not plan.op_offload:
+        extras.append("no-op-offload")
+    return f"{where} ({', '.join(extras)})"

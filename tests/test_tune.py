@@ -1,0 +1,167 @@
+"""Measured tuning: strategies at a VRAM budget (exact placements), real short runs through
+the engine, the autotune search and its memory, and the benchmark report's files."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from app.engine.client import EngineClient
+from app.engine.placement import PlacementPlan
+from app.engine.synthetic import SyntheticSpec
+from app.gguf_info import read_model
+from app.tune import autotune as autotune_mod
+from app.tune.autotune import TuneProgress, autotune, better, remember, remembered, tune_key
+from app.tune.measure import Measurement, Measurer, Workload
+from app.tune.report import CSV_COLUMNS, read_csv, run_bench, summary_lines, table_lines, write_csv
+from app.tune.strategies import Budget, classic, first_n_in_ram, gpu_bytes, n_cpu_moe, strategy_plans
+from tests.test_advisor import machine, model_from_spec
+
+GB = 10**9
+QWEN3_30B = model_from_spec(SyntheticSpec.preset("qwen3-30b-a3b"))  # 17.7 GB, Q4_0
+BASE = PlacementPlan(n_ctx=8192)
+
+
+@pytest.mark.parametrize("vram_gb", [12, 24])
+def test_n_cpu_moe_keeps_the_fewest_expert_layers_in_ram_that_fit(vram_gb: int) -> None:
+    budget = Budget("CUDA0", vram_gb * GB)
+    plan = n_cpu_moe(QWEN3_30B, budget, BASE)
+    n = first_n_in_ram(QWEN3_30B, budget, BASE)
+    assert plan.experts_in_ram == (n if 0 < n < 48 else "none" if n == 0 else "all")
+    assert gpu_bytes(QWEN3_30B, plan, budget) <= budget.usable
+    if n > 0:  # one layer fewer in RAM would overflow the budget
+        fewer = replace(plan, experts_in_ram=n - 1 if n > 1 else "none")
+        assert gpu_bytes(QWEN3_30B, fewer, budget) > budget.usable
+    # llama.cpp's defaults, whatever the base says
+    assert (plan.n_ubatch, plan.n_batch, plan.use_mmap) == (512, 2048, True)
+
+
+def test_at_12_gb_most_experts_of_qwen3_30b_stay_in_ram_and_at_24_gb_none() -> None:
+    # Q4_0 experts take 0.340 GB per layer; the dense part with an 8192-token KV cache ~1.9 GB.
+    assert first_n_in_ram(QWEN3_30B, Budget("CUDA0", 12 * GB), BASE) == 22
+    assert first_n_in_ram(QWEN3_30B, Budget("CUDA0", 24 * GB), BASE) == 0
+
+
+def test_classic_offload_puts_as_many_whole_layers_as_fit() -> None:
+    budget = Budget("CUDA0", 12 * GB)
+    plan = classic(QWEN3_30B, budget, BASE)
+    assert plan.experts_in_ram == "none" and 0 < plan.n_gpu_layers < 49
+    assert gpu_bytes(QWEN3_30B, plan, budget) <= budget.usable
+    assert gpu_bytes(QWEN3_30B, replace(plan, n_gpu_layers=plan.n_gpu_layers + 1), budget) > budget.usable
+
+
+def test_the_advisor_strategy_is_the_planner_for_a_gpu_of_the_budget() -> None:
+    plans = strategy_plans(QWEN3_30B, Budget("CUDA0", 12 * GB), BASE, machine(None, ram_gib=128))
+    assert set(plans) == {"classic", "experts-ram", "n-cpu-moe", "advisor"}
+    assert plans["experts-ram"].experts_in_ram == "all"
+    # the planner keeps its own headroom; it agrees with the budget search here
+    assert plans["advisor"].experts_in_ram == plans["n-cpu-moe"].experts_in_ram
+
+
+def test_a_failed_or_over_budget_candidate_never_wins() -> None:
+    plan = PlacementPlan()
+    good = Measurement("a", plan, decode_tps=30.0, prefill_tps={512: 1000.0})
+    over = Measurement("b", plan, decode_tps=90.0, fits=False, error="over budget")
+    tie_faster_prefill = Measurement("c", plan, decode_tps=29.8, prefill_tps={512: 1500.0})
+    slower = Measurement("d", plan, decode_tps=25.0, prefill_tps={512: 5000.0})
+    assert better(good, None) and not better(over, good)
+    assert better(tie_faster_prefill, good) and not better(slower, good)
+
+
+# --- real runs through the engine with the tiny model ---------------------------------------
+
+
+@pytest.fixture
+def moedesk_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_a_measurement_runs_the_prompts_it_asks_for(engine: EngineClient, tiny_moe_gguf: Path) -> None:
+    measurer = Measurer(engine, tiny_moe_gguf)
+    m = measurer.measure("cpu", PlacementPlan(n_ctx=2048), Workload((64, 256), decode_tokens=16))
+    assert m.ok, m.error
+    assert set(m.prefill_tps) == {64, 256} and all(v > 0 for v in m.prefill_tps.values())
+    assert m.decode_tps > 0 and m.ram_bytes > 0 and m.gpu_bytes == 0
+
+
+def test_a_placement_the_engine_cannot_load_is_reported_not_raised(engine: EngineClient,
+                                                                   tiny_moe_gguf: Path) -> None:
+    bad = PlacementPlan(n_ctx=2048, n_expert_used=99)  # more active experts than the model has
+    m = Measurer(engine, tiny_moe_gguf).measure("bad", bad, Workload(decode_tokens=4))
+    assert not m.ok and m.error and "expert" in m.error
+
+
+def test_autotune_measures_candidates_keeps_the_best_and_remembers_it(
+        engine: EngineClient, tiny_moe_gguf: Path, moedesk_home: Path) -> None:
+    model = read_model(tiny_moe_gguf)
+    seen: list[TuneProgress] = []
+    result = autotune(Measurer(engine, tiny_moe_gguf), model, PlacementPlan(n_ctx=2048), None,
+                      physical_cores=4, time_limit=120, workload=Workload((64,), 8), progress=seen.append)
+    assert result.best.ok and result.stopped is None
+    labels = [m.label for m in result.tried]
+    assert labels[0] == "advisor's plan" and "2 threads" in labels and "ubatch 1024" in labels
+    assert result.best.decode_tps == max(m.decode_tps for m in result.tried if m.ok) or any(
+        better(result.best, m) or m is result.best for m in result.tried)
+    assert seen[-1].label == "done" and seen[-1].done == len(result.tried)
+    key = tune_key(tiny_moe_gguf, "test machine", None)
+    assert remembered(key) is None
+    remember(key, result)
+    assert remembered(key) == result.best.plan
+    assert (moedesk_home / "cache" / "autotune.json").exists()
+    # another machine (or budget) has its own entry
+    assert remembered(tune_key(tiny_moe_gguf, "other machine", None)) is None
+
+
+def test_autotune_stops_when_cancelled_and_keeps_what_it_found(engine: EngineClient,
+                                                                tiny_moe_gguf: Path) -> None:
+    cancel = threading.Event()
+
+    def stop_after_two(p: TuneProgress) -> None:
+        if p.done >= 2:
+            cancel.set()
+
+    result = autotune(Measurer(engine, tiny_moe_gguf, cancel=cancel), read_model(tiny_moe_gguf),
+                      PlacementPlan(n_ctx=2048), None, physical_cores=4, workload=Workload((64,), 8),
+                      progress=stop_after_two)
+    assert result.stopped == "cancelled"
+    assert len(result.tried) == 2 and result.best.ok
+
+
+def test_a_damaged_autotune_store_counts_as_empty(moedesk_home: Path, tiny_moe_gguf: Path) -> None:
+    path = autotune_mod._store_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert remembered(tune_key(tiny_moe_gguf, "m", None)) is None
+
+
+def test_the_bench_report_measures_each_strategy_and_writes_csv_and_png(
+        engine: EngineClient, tiny_moe_gguf: Path, tmp_path: Path) -> None:
+    model = read_model(tiny_moe_gguf)
+    budget = Budget("CUDA0", 4 * GB)
+    rows, tuned = run_bench(Measurer(engine, tiny_moe_gguf), model, budget, PlacementPlan(n_ctx=8192),
+                            physical_cores=2, strategies=("classic", "experts-ram", "n-cpu-moe", "advisor"),
+                            tune_seconds=30, sweep_step=2, hardware=machine(None), say=lambda _line: None)
+    strategies = [row.strategy for row in rows]
+    assert strategies[:5] == ["classic", "experts-ram", "n-cpu-moe", "advisor", "autotuned"]
+    assert strategies.count("sweep") == 3  # N = 0, 2 and 4 of 4 layers
+    assert tuned is not None and rows[4].measurement.plan == tuned.best.plan
+    assert all(set(row.measurement.prefill_tps) == {512, 4096} for row in rows[:5])
+    assert all(row.measurement.decode_tps > 0 for row in rows)
+    lines = table_lines(rows, model.n_layer)
+    assert lines[0].split()[:2] == ["strategy", "placement"] and len(lines) == len(rows) + 1
+    assert any(line.startswith("autotuned decode / classic layer offload") for line in summary_lines(rows))
+
+    csv_path = tmp_path / "report" / "report.csv"
+    write_csv(rows, model.n_layer, csv_path)
+    table = read_csv(csv_path)
+    assert tuple(table[0]) == CSV_COLUMNS and len(table) == len(rows)
+    assert float(table[4]["decode_tps"]) == pytest.approx(rows[4].measurement.decode_tps, abs=0.05)
+
+    from app.ui.bench_chart import render_report_png
+
+    png = render_report_png(csv_path, tmp_path / "report" / "report.png", title="tiny")
+    assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
