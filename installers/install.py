@@ -85,13 +85,25 @@ def apply_patches(tree: Path) -> None:
             run(["patch", "-p1", "--forward", "-i", str(patch)], cwd=llama_cpp)
 
 
+def engine_cmake_args(requested: str) -> str:
+    """The CMake options the engine is built with, from the user's ``CMAKE_ARGS``."""
+    if "LLAVA_BUILD" not in requested:
+        requested = (requested + " -DLLAVA_BUILD=OFF").strip()  # multimodal: not used here
+    return requested
+
+
+def cached_wheel(cmake_args: str) -> Path | None:
+    """The engine wheel already built for these options, if any."""
+    wheels = sorted((cache_dir() / build_key(cmake_args)).glob("llama_cpp_python-*.whl"))
+    return wheels[0] if wheels else None
+
+
 def build_wheel(python: Path, sdist: Path | None, cmake_args: str, offline: bool) -> Path:
-    key = build_key(cmake_args)
-    cached = cache_dir() / key
-    wheels = sorted(cached.glob("llama_cpp_python-*.whl"))
-    if wheels:
-        print(f"using cached engine build {wheels[0]}")
-        return wheels[0]
+    cached = cache_dir() / build_key(cmake_args)
+    wheel = cached_wheel(cmake_args)
+    if wheel is not None:
+        print(f"using cached engine build {wheel}")
+        return wheel
     with tempfile.TemporaryDirectory(prefix="moedesk-build-") as tmp:
         work = Path(tmp)
         source = sdist or fetch_sdist(python, work / "download")
@@ -131,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                         "scikit-build-core and the engine's dependencies in place)")
     parser.add_argument("--engine-only", action="store_true",
                         help="build and install the patched engine only, not the app")
+    parser.add_argument("--no-editable", action="store_true",
+                        help="install a copy of the app, not a link to this checkout (for "
+                        "users: the checkout can then be moved or deleted)")
     args = parser.parse_args(argv)
 
     if args.venv == "-":
@@ -146,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.offline and args.sdist is None:
         parser.error("--offline needs --sdist")
 
-    cmake_args = os.environ.get("CMAKE_ARGS", "")
-    if "LLAVA_BUILD" not in cmake_args:
-        cmake_args = (cmake_args + " -DLLAVA_BUILD=OFF").strip()  # multimodal: not used here
+    cmake_args = engine_cmake_args(os.environ.get("CMAKE_ARGS", ""))
     wheel = build_wheel(python, args.sdist, cmake_args, args.offline)
     index = ["--no-index"] if args.offline else []
     run([str(python), "-m", "pip", "install", *index, "--force-reinstall", "--no-deps", str(wheel)])
@@ -158,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.engine_only:
         target = "." if args.no_dev else ".[dev]"
         deps = ["--no-deps"] if args.offline else []
-        run([str(python), "-m", "pip", "install", *index, *deps, "--quiet", "-e", target], cwd=REPO)
+        editable = [] if args.no_editable else ["-e"]
+        run([str(python), "-m", "pip", "install", *index, *deps, "--quiet", *editable, target],
+            cwd=REPO)
     print(f"\nMoE Desk is installed. Python: {python}")
     return 0
 
