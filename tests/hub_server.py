@@ -22,24 +22,32 @@ Hub, a gated repo's metadata and file list are public; only its files and auth-c
 Revisions are ``main`` and the repo's one commit sha. Only model repos; no uploads, no xet.
 
 For download tests, ``LocalHub.drop_after`` and ``LocalHub.corrupt`` make a file's next GETs end early
-or carry a wrong byte, and ``LocalHub.bytes_served`` counts the file bytes sent.
+or carry a wrong byte, ``LocalHub.bytes_per_s`` slows file bytes down (so a test can pause a download
+midway; set it to None to go full speed again), and ``LocalHub.bytes_served`` counts the file bytes sent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import keyring
 import pytest
+from keyring.backend import KeyringBackend
+from keyring.errors import PasswordDeleteError
 
 LFS_SUFFIXES = (".gguf", ".safetensors", ".bin")
 _CHUNK = 1 << 20
+_SLICE = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -158,8 +166,9 @@ class LocalHub:
         self.drop_after: dict[str, list[int]] = {}  # send this many bytes, then close the connection
         self.corrupt: dict[str, int] = {}  # this many more GETs serve the bytes with the first one flipped
         self.bytes_served = 0  # file bytes sent, over all GETs
+        self.bytes_per_s: float | None = None  # throttle for file bytes (per connection); None: full speed
         self._fault_lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server = _QuietServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -212,6 +221,42 @@ class LocalHub:
         return None
 
 
+def repo_of_files(files: dict[str, Path], **options: object) -> HubRepo:
+    """A repo whose files are copies of real files (GGUF models written by the tests)."""
+    return HubRepo({path: source.read_bytes() for path, source in files.items()}, **options)  # type: ignore[arg-type]
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring that keeps passwords in this process: the real ``keyring`` API, no system service."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passwords: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.passwords.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.passwords[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.passwords.pop((service, username), None) is None:
+            raise PasswordDeleteError("no such password")
+
+
+@pytest.fixture
+def memory_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryKeyring]:
+    """An in-memory keyring as the system keyring, and no HF_TOKEN in the environment."""
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    yield backend
+    keyring.set_keyring(previous)
+
+
 @pytest.fixture
 def local_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
     """An empty local Hub, running; add repos with ``local_hub.add(repo_id, HubRepo(...))``."""
@@ -219,6 +264,13 @@ def local_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)  # for child processes; in-process code passes endpoint=
         monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
         yield hub
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up (a cancelled or paused download) is normal here; others are not."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
@@ -424,7 +476,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             if corrupt:
                 self.hub.corrupt[blob.path] -= 1
         sent = 0
-        for chunk in blob.chunks(start, end):
+        for chunk in self._throttled(blob.chunks(start, end)):
             if corrupt and sent == 0:
                 chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
             if limit is not None:
@@ -437,6 +489,18 @@ class _HubHandler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self.close_connection = True  # a dropped connection: fewer bytes than Content-Length
                 return
+
+    def _throttled(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """The chunks, in slices of 16 KiB at ``hub.bytes_per_s`` while that is set."""
+        for chunk in chunks:
+            for offset in range(0, len(chunk), _SLICE):
+                rate = self.hub.bytes_per_s
+                if rate is None:
+                    yield chunk[offset:]
+                    break
+                piece = chunk[offset : offset + _SLICE]
+                time.sleep(len(piece) / rate)
+                yield piece
 
     def _json(self, body: object) -> None:
         self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"}, "GET")
