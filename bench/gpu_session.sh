@@ -5,7 +5,8 @@
 # CARRY must hold the llama-cpp-python source tree (unpacked sdist) and the pure-Python wheels
 # the machine lacks (gguf, diskcache, pytest, ...). Steps are skipped when their output exists,
 # so the script can be re-run after an interruption. Usage:
-#   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh [build|model|test|bench|all]
+#   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh [build|model|test|bench|tune|all]
+# tune: BUDGETS="12 24" (GB), SWEEP=4 (layers per sweep step), TUNE_SECONDS=150
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=${CARRY:-.carry}
@@ -44,10 +45,20 @@ step_bench() {
         2>&1 | tee "$OUT/bench.txt"
 }
 
+step_tune() {
+    # issue 6: llama.cpp's strategies, the advisor's plan and the autotuned plan at a budget
+    for budget in ${BUDGETS:-12}; do
+        python3 -m app.cli bench "$MODEL" --vram-budget "$budget" --threads "$THREADS" \
+            --tune-seconds "${TUNE_SECONDS:-150}" ${SWEEP:+--sweep "$SWEEP"} \
+            --out "$OUT/tune-${budget}gb" 2>&1 | tee "$OUT/tune-${budget}gb.txt"
+    done
+}
+
 case "${1:-all}" in
     build) step_build ;;
     model) step_model ;;
     test) step_test ;;
     bench) step_bench ;;
+    tune) step_tune ;;
     all) step_build; step_model; step_test; step_bench ;;
 esac

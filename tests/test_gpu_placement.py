@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from app.engine.client import EngineClient
+from app.engine.errors import OutOfMemoryError
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
 from app.engine.synthetic import SyntheticSpec, write_synthetic_model
-from app.gguf_info import read_model
+from app.gguf_info import kv_bytes_per_layer, read_model
+from app.tune.measure import Measurer, Workload
 
 pytestmark = pytest.mark.gpu
 
@@ -95,3 +97,30 @@ def test_vram_telemetry_sees_the_model_arrive(engine: EngineClient, gpu_name: st
     on_gpu = sum(p.bytes for p in result.placement if p.device == gpu_name)
     assert after.total == before.total > on_gpu
     assert after.used - before.used >= on_gpu  # weights, plus KV cache and compute buffers
+
+
+def test_a_kv_cache_that_fits_ram_and_vram_together_but_not_the_gpu_is_out_of_memory(
+        engine: EngineClient, gpu_name: str, real_shape_model: Path) -> None:
+    # The engine's own pre-flight check passes (RAM + VRAM could hold it), so this is
+    # llama.cpp's real CUDA allocation failing: the engine must say so and stay up.
+    gpu = next(d for d in engine.info().devices if d.name == gpu_name)
+    info = read_model(real_shape_model)
+    per_token = info.n_layer * kv_bytes_per_layer(info, 1, "f16", "f16")
+    n_ctx = (int(gpu.memory_total * 1.25 / per_token) // 256 + 1) * 256
+    assert n_ctx * per_token < sum(d.memory_total for d in engine.info().devices)
+    with pytest.raises(OutOfMemoryError) as failure:
+        engine.load(LoadParams(model=str(real_shape_model), placement=PlacementPlan(n_ctx=n_ctx)))
+    assert "memory" in str(failure.value).lower()
+    load(engine, real_shape_model, experts_in_ram="all")
+    chat(engine)  # the engine is still serving
+
+
+def test_a_measurement_over_the_vram_budget_is_marked_and_not_run(engine: EngineClient,
+                                                                  real_shape_model: Path) -> None:
+    # all on the GPU takes about 1.9 GB, with every routed expert in RAM about 0.55 GB
+    measurer = Measurer(engine, real_shape_model, gpu_budget=int(1.2e9))
+    over = measurer.measure("all on GPU", PlacementPlan(n_ctx=1024), Workload((64,), 8))
+    assert not over.fits and over.gpu_bytes > 1.2e9 and over.decode_tps == 0
+    inside = measurer.measure("experts in RAM", PlacementPlan(n_ctx=1024, experts_in_ram="all"),
+                              Workload((64,), 8))
+    assert inside.ok and 0 < inside.gpu_bytes < 1.2e9 and inside.decode_tps > 0
