@@ -1,0 +1,347 @@
+"""The Dashboard page: live plots of what the engine is doing, and the placement in use.
+
+Data comes in through the slots (``add_stats``, ``add_routing``, ``set_loaded``,
+``add_chat_result``), which only append to ring buffers; a timer redraws the plots at
+``REDRAW_HZ`` (nothing is drawn per event, however fast events come). Another timer samples
+this machine's CPU load. Pause freezes what is drawn but keeps collecting, so Resume (and the
+CSV export) shows everything that happened meanwhile.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine.protocol import ChatResult, EngineStats, LoadResult, RoutingSnapshot
+from app.ui.dashboard.placement_view import PlacementTableModel, format_size, placement_summary
+from app.ui.dashboard.plots import DashboardPlots, memory_series
+from app.ui.dashboard.series import RoutingWindow, SeriesStore
+
+REDRAW_HZ = 5
+CPU_SAMPLE_S = 1.0
+HISTORY_SAMPLES = 4 * 60 * 60  # per series: an hour of the engine's default 4 pushes a second
+WINDOWS_S = (10, 30, 60, 120, 300)  # choices for the heatmap's recent window
+
+
+class DashboardPage(QWidget):
+    """Live engine performance: throughput, memory, CPU, expert hit rate, routing heatmap."""
+
+    exported = Signal(str)  # path of a CSV or PNG file just written
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = SeriesStore(HISTORY_SAMPLES)
+        self.routing = RoutingWindow(window_s=30.0, max_window_s=max(WINDOWS_S))
+        self.redraws = 0  # how many times the plots were given new data
+        self._origin = time.monotonic()
+        self._dirty = True
+        self._paused = False
+        self._last_stats: EngineStats | None = None
+        self._last_answer: ChatResult | None = None
+
+        self.plots = DashboardPlots(self)
+        self.placement = PlacementTableModel(self)
+        self._build()
+
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setInterval(1000 // REDRAW_HZ)
+        self._redraw_timer.timeout.connect(self._on_redraw_timer)
+        self._redraw_timer.start()
+        psutil.cpu_percent(None)  # the first call only starts psutil's measuring interval
+        self._cpu_timer = QTimer(self)
+        self._cpu_timer.setInterval(int(CPU_SAMPLE_S * 1000))
+        self._cpu_timer.timeout.connect(lambda: self.add_cpu_sample(psutil.cpu_percent(None)))
+        self._cpu_timer.start()
+
+    def _build(self) -> None:
+        self.pause_button = QPushButton("Pause", self)
+        self.pause_button.setCheckable(True)
+        self.pause_button.setToolTip("Freeze the plots; data keeps being collected.")
+        self.pause_button.toggled.connect(self.set_paused)
+        self.reset_button = QPushButton("Reset", self)
+        self.reset_button.setToolTip("Clear every plot and start the series again.")
+        self.reset_button.clicked.connect(self.reset)
+        self.window_choice = QComboBox(self)
+        for seconds in WINDOWS_S:
+            self.window_choice.addItem(f"last {seconds} s", seconds)
+        self.window_choice.setCurrentIndex(WINDOWS_S.index(30))
+        self.window_choice.setToolTip("How much recent routing the heatmap sums.")
+        self.window_choice.currentIndexChanged.connect(
+            lambda i: self.set_routing_window(self.window_choice.itemData(i)))
+        csv_button = QPushButton("Export CSV…", self)
+        csv_button.clicked.connect(self._ask_export_csv)
+        png_button = QPushButton("Export PNG…", self)
+        png_button.clicked.connect(self._ask_export_png)
+        self.paused_label = QLabel("Paused: still collecting", self)
+        self.paused_label.setVisible(False)
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.pause_button)
+        bar.addWidget(self.reset_button)
+        bar.addWidget(self.paused_label)
+        bar.addStretch(1)
+        bar.addWidget(QLabel("Heatmap:", self))
+        bar.addWidget(self.window_choice)
+        bar.addWidget(csv_button)
+        bar.addWidget(png_button)
+
+        self.now_label = QLabel(self)
+        self.now_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.now_label.setWordWrap(True)
+        self.now_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        now_box = QGroupBox("Now", self)
+        QVBoxLayout(now_box).addWidget(self.now_label)
+
+        self.placement_label = QLabel("No model loaded.", self)
+        self.placement_label.setWordWrap(True)
+        self.placement_table = QTableView(self)
+        self.placement_table.setModel(self.placement)
+        self.placement_table.horizontalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents)
+        self.placement_table.verticalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents)
+        placement_box = QGroupBox("Placement in use", self)
+        placement_layout = QVBoxLayout(placement_box)
+        placement_layout.addWidget(self.placement_label)
+        placement_layout.addWidget(self.placement_table)
+        self.placement_table.setSizeAdjustPolicy(QTableView.SizeAdjustPolicy.AdjustToContents)
+
+        side = QWidget(self)
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addWidget(now_box)
+        side_layout.addWidget(placement_box)
+        side_layout.addStretch(1)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        splitter.addWidget(self.plots)
+        splitter.addWidget(side)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 1)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(splitter, 1)
+        self._show_now()
+
+    # --- data in (cheap: append, mark dirty) ----------------------------------------------
+
+    def _time(self, at: float | None) -> float:
+        """Seconds since the page's origin; ``at`` is a time.monotonic() value (recorded
+        data), else now."""
+        return (time.monotonic() if at is None else at) - self._origin
+
+    @Slot(object)
+    def add_stats(self, stats: EngineStats, at: float | None = None) -> None:
+        """An engine stats push. Speeds are plotted while the engine generates; when it is
+        idle its figures are those of the last answer, already marked by add_chat_result."""
+        generating = stats.state == "generating"
+        values = {
+            "decode_tps": stats.decode_tps if generating else math.nan,
+            "prefill_tps": stats.prefill_tps if generating else math.nan,
+            "tokens_generated": float(stats.tokens_generated),
+            "engine_rss_bytes": float(stats.rss),
+        }
+        for memory in stats.memory:
+            values[memory_series(memory.device)] = float(memory.used)
+        self.store.add(self._time(at), values)
+        self._last_stats = stats
+        self._dirty = True
+
+    @Slot(object)
+    def add_routing(self, snapshot: RoutingSnapshot, at: float | None = None) -> None:
+        """A cumulative routing snapshot: its difference from the last one feeds the heatmap."""
+        t = self._time(at)
+        self.routing.add(t, snapshot)
+        window_hit = self.routing.hit_rate()
+        self.store.add(t, {
+            "hit_rate": math.nan if snapshot.hit_rate is None else snapshot.hit_rate,
+            "hit_rate_window": math.nan if window_hit is None else window_hit,
+            "routed_tokens": float(snapshot.tokens),
+        })
+        self._dirty = True
+
+    @Slot(object)
+    def set_loaded(self, result: LoadResult | None) -> None:
+        """A model was loaded (routing counts restart at zero) or unloaded (None)."""
+        self.placement.set_result(result)
+        self.placement_label.setText(placement_summary(result) if result else "No model loaded.")
+        self.routing.restart(from_zero=result is not None)
+        self._dirty = True
+
+    @Slot(object)
+    def add_chat_result(self, result: ChatResult, at: float | None = None) -> None:
+        """A finished answer: its final speeds are marked on the throughput plot."""
+        self.store.add(self._time(at), {
+            "answer_decode_tps": result.decode_tps,
+            "answer_prefill_tps": result.prefill_tps,
+            "answer_tokens": float(result.completion_tokens),
+            "answer_ttft_s": result.ttft_s,
+        })
+        self._last_answer = result
+        self._dirty = True
+
+    @Slot(float)
+    def add_cpu_sample(self, percent: float, at: float | None = None) -> None:
+        """This machine's CPU load, all cores (the page's own timer calls it every second)."""
+        self.store.add(self._time(at), {"cpu_percent": percent})
+        self._dirty = True
+
+    # --- controls -------------------------------------------------------------------------
+
+    @Slot()
+    def reset(self) -> None:
+        """Clear every series and the routing window, and restart the time axis. The
+        placement stays: it describes the model still loaded."""
+        self.store.clear()
+        self.routing.restart(from_zero=False)
+        self.restart_clock()
+        self._last_stats = self._last_answer = None
+        self._dirty = True
+        self.redraw()  # even while paused: the user asked to see the plots cleared
+
+    def restart_clock(self, at: float | None = None) -> None:
+        """Make ``at`` (a time.monotonic() value; default now) time 0 of the plots."""
+        self._origin = time.monotonic() if at is None else at
+
+    @Slot(bool)
+    def set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        self.pause_button.setChecked(paused)
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.paused_label.setVisible(paused)
+        if not paused:
+            self.redraw()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def set_routing_window(self, seconds: float) -> None:
+        """Sum the heatmap over the last ``seconds`` (at most the longest choice)."""
+        self.routing.window_s = float(seconds)
+        index = self.window_choice.findData(seconds)
+        if index >= 0 and index != self.window_choice.currentIndex():
+            self.window_choice.setCurrentIndex(index)
+        self._dirty = True
+
+    # --- drawing --------------------------------------------------------------------------
+
+    def _on_redraw_timer(self) -> None:
+        if self._dirty and not self._paused:
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Give the plots the current data (the timer calls this; so may a test)."""
+        counts = self.routing.counts()
+        self.plots.redraw(self.store, counts, self.routing.layers, self.routing.layer_hit_rate,
+                          self.routing.window_s)
+        self._show_now(counts)
+        self._dirty = False
+        self.redraws += 1
+
+    def heatmap_counts(self) -> np.ndarray:
+        """The routing counts the heatmap shows now, [layer, expert]."""
+        image = self.plots.heatmap.image
+        return np.zeros((0, 0), dtype=np.int64) if image is None else np.asarray(image)
+
+    def _show_now(self, counts: np.ndarray | None = None) -> None:
+        lines = []
+        stats = self._last_stats
+        if stats is None:
+            lines.append("No engine figures yet.")
+        else:
+            lines.append(f"Engine: {stats.state}" + (f", {stats.model}" if stats.model else ""))
+            if stats.state == "generating":
+                lines.append(f"Decode {stats.decode_tps:.1f} t/s, prefill "
+                             f"{stats.prefill_tps:.1f} t/s, {stats.tokens_generated} tokens")
+            for memory in stats.memory:
+                name = "RAM" if memory.device == "RAM" else memory.device
+                lines.append(f"{name}: {format_size(memory.used)} of {format_size(memory.total)}")
+            lines.append(f"Engine RSS: {format_size(stats.rss)}")
+        cpu = self.store.last("cpu_percent")
+        if cpu is not None:
+            lines.append(f"CPU: {cpu:.0f}%")
+        hit = self.store.last("hit_rate")
+        window_hit = self.routing.hit_rate(counts)
+        if hit is not None and not math.isnan(hit):
+            recent = "" if window_hit is None else f", last {self.routing.window_s:g} s " \
+                                                   f"{window_hit:.0%}"
+            lines.append(f"Expert hit rate: {hit:.0%} since load{recent}")
+        elif hit is not None:
+            lines.append("Expert hit rate: no expert used yet")
+        answer = self._last_answer
+        if answer is not None:
+            lines.append(f"Last answer: {answer.completion_tokens} tokens, prefill "
+                         f"{answer.prefill_tps:.0f} t/s, decode {answer.decode_tps:.1f} t/s, "
+                         f"first token after {answer.ttft_s * 1000:.0f} ms")
+        self.now_label.setText("\n".join(lines))
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.PaletteChange:
+            self.plots.apply_palette(self.palette())
+        super().changeEvent(event)
+
+    # --- export ---------------------------------------------------------------------------
+
+    def export_csv(self, path: str | Path) -> int:
+        """Write every series to one CSV file (time_s, then a column per series); returns
+        the number of rows. The file appears whole or not at all."""
+        rows = self.store.write_csv(path)
+        self.exported.emit(str(path))
+        return rows
+
+    def export_png(self, path: str | Path) -> None:
+        """Save the plots as they are drawn now as a PNG image (written whole or not at all)."""
+        path = Path(path)
+        image = self.plots.grab()
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+        os.close(fd)
+        try:
+            if not image.save(temp, "PNG"):
+                raise OSError(f"could not write a PNG image to {path.parent}")
+            os.replace(temp, path)
+        finally:
+            Path(temp).unlink(missing_ok=True)
+        self.exported.emit(str(path))
+
+    def _ask_export_csv(self) -> None:
+        self._ask_export("Export the series as CSV", "moedesk-dashboard.csv",
+                         "CSV files (*.csv)", self.export_csv)
+
+    def _ask_export_png(self) -> None:
+        self._ask_export("Export the plots as PNG", "moedesk-dashboard.png",
+                         "PNG images (*.png)", self.export_png)
+
+    def _ask_export(self, title: str, name: str, filter_: str,
+                    write: Callable[[str], object]) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, title, str(Path.home() / name), filter_)
+        if not path:
+            return
+        try:
+            write(path)
+        except OSError as exc:
+            QMessageBox.warning(self, title, f"The file was not written: {exc.strerror or exc}."
+                                "\n\nChoose a folder you can write to, with free space.")
