@@ -6,12 +6,14 @@
 # the machine lacks (gguf, diskcache, pytest, ...). Steps are skipped when their output exists,
 # so the script can be re-run after an interruption. Usage:
 #   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh [build|model|test|bench|tune|all]
-# tune: BUDGETS="12 24" (GB), SWEEP=4 (layers per sweep step), TUNE_SECONDS=150
+# tune: BUDGETS="12 24" (GB), SWEEP=4 (layers per sweep step), TUNE_SECONDS=150,
+#       TUNE_MODEL=/tmp/moedesk-q235-20l.gguf (after the model235 step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=${CARRY:-.carry}
 OUT=${OUT:-/tmp/moedesk-out}
 MODEL=${MODEL:-/tmp/moedesk-q30.gguf}
+MODEL235=${MODEL235:-/tmp/moedesk-q235-20l.gguf}
 THREADS=${THREADS:-16}
 SITE=/tmp/moedesk-site
 mkdir -p "$OUT"
@@ -35,6 +37,12 @@ step_model() {
         2>&1 | tee "$OUT/synth.txt" | grep -v "^\s" || true
 }
 
+step_model235() {  # Qwen3-235B-A22B's real shapes, 20 of its 94 layers (29.6 GB, fits the disk)
+    [ -f "$MODEL235" ] && { echo "model exists"; return; }
+    python3 -m app.engine.synthetic "$MODEL235" --preset qwen3-235b-a22b --layers 20 \
+        2>&1 | tail -2 | tee "$OUT/synth235.txt"
+}
+
 step_test() {
     # only the files with GPU tests: the others may import Qt, which this machine lacks
     python3 -m pytest -m gpu -q -p no:cacheprovider $(grep -l "pytest.mark.gpu" tests/test_*.py) \
@@ -49,16 +57,20 @@ step_bench() {
 
 step_tune() {
     # issue 6: llama.cpp's strategies, the advisor's plan and the autotuned plan at a budget
+    # TUNE_MODEL=path picks the model (default $MODEL); its file name tags the output
+    local model=${TUNE_MODEL:-$MODEL} tag
+    tag=$(basename "$model" .gguf)
     for budget in ${BUDGETS:-12}; do
-        python3 -m app.cli bench "$MODEL" --vram-budget "$budget" --threads "$THREADS" \
+        python3 -m app.cli bench "$model" --vram-budget "$budget" --threads "$THREADS" \
             --tune-seconds "${TUNE_SECONDS:-150}" ${SWEEP:+--sweep "$SWEEP"} \
-            --out "$OUT/tune-${budget}gb" 2>&1 | tee "$OUT/tune-${budget}gb.txt"
+            --out "$OUT/tune-$tag-${budget}gb" 2>&1 | tee "$OUT/tune-$tag-${budget}gb.txt"
     done
 }
 
 case "${1:-all}" in
     build) step_build ;;
     model) step_model ;;
+    model235) step_model235 ;;
     test) step_test ;;
     bench) step_bench ;;
     tune) step_tune ;;
