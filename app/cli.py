@@ -103,16 +103,18 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from app import hardware
     from app.advisor import report
     from app.advisor.planner import plan_for
+    from app.hardware.bandwidth import ram_bandwidth
 
-    machine = hardware.detect()
+    machine, build, ram = hardware.detect(), report.build_info(), ram_bandwidth()
     target: str = args.model
     token = get_token()  # HF_TOKEN, else the keyring (moedesk-cli login)
     looks_local = Path(target).exists() or target.endswith(".gguf")
     if looks_local or target.startswith(("http://", "https://")):
         model = report.load_model_header(target, token)
-        lines = report.plan_lines(model, plan_for(model, machine, args.ctx))
+        lines = report.plan_lines(model, plan_for(model, machine, args.ctx, build=build, ram=ram))
     else:  # a Hub repo id, e.g. unsloth/Qwen3-30B-A3B-GGUF
-        lines = report.repo_lines(target, report.advise_repo(target, machine, args.ctx, token))
+        lines = report.repo_lines(target, report.advise_repo(target, machine, args.ctx, token,
+                                                                 build=build, ram=ram))
     print("\n".join(lines))
     return 0
 

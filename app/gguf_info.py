@@ -238,7 +238,16 @@ def attention_shape(model: GGUFModel) -> AttentionShape:
 
 
 def kv_bytes_per_layer(model: GGUFModel, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
-    """KV cache bytes of one attention layer for ``n_ctx`` cells (grouped-query attention)."""
+    """KV cache bytes of one attention layer for ``n_ctx`` cells.
+
+    Grouped-query attention caches K and V of every KV head. Multi-head latent attention
+    (DeepSeek-V2/V3, Kimi K2; GGUFs with ``attention.key_length_mla``) caches one compressed
+    latent per cell, ``kv_lora_rank`` values plus the ``rope.dimension_count`` RoPE'd key
+    values, in the K cache only: llama.cpp allocates no V cache for MLA (V is a view of K).
+    """
+    rank = model.arch_int("attention.kv_lora_rank")
+    if rank and model.arch_int("attention.key_length_mla"):
+        return int(n_ctx * (rank + model.arch_int("rope.dimension_count")) * CACHE_TYPE_BYTES[type_k])
     a = attention_shape(model)
     per_cell = a.n_head_kv * (a.key_length * CACHE_TYPE_BYTES[type_k]
                               + a.value_length * CACHE_TYPE_BYTES[type_v])

@@ -1,9 +1,12 @@
 """The planner: a placement that fits a machine, with a verdict and reasons in plain words.
 
-One GPU (the first): dense parts (attention, norms, router, shared experts, output) and the
-KV cache go to the GPU first; then routed experts, last layers first, so the plan is "routed
-experts of the first N layers in RAM" with the smallest N that fits the VRAM budget. What is
-in RAM must fit the RAM budget, or llama.cpp's mmap streams it from the SSD (slow).
+Dense parts (attention, norms, router, shared experts, output) and the KV cache go to the
+GPUs first; with several GPUs, llama.cpp's layer split spreads the layers over them in
+proportion to their usable VRAM. Then routed experts stay on each GPU layer by layer while
+its VRAM lasts, the first layers of its range going to RAM first; with one GPU that is
+"routed experts of the first N layers in RAM" with the smallest N that fits. What is in RAM
+must fit the RAM budget, or llama.cpp's mmap streams it from the SSD (slow). Only GPUs the
+installed llama.cpp build can drive are planned for (app/advisor/devices.py).
 """
 
 from __future__ import annotations
@@ -11,16 +14,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from app.advisor.memory import RAM_HEADROOM, VRAM_HEADROOM, DeviceMemory, memory_by_device
-from app.engine.placement import CPU_DEVICE, PlacementPlan
+from app.advisor.devices import PlanGpu, usable_gpus
+from app.advisor.memory import (
+    RAM_HEADROOM,
+    VRAM_HEADROOM,
+    DeviceMemory,
+    layer_devices,
+    memory_by_device,
+    tensor_device,
+)
+from app.advisor.speed import Prediction, predict
+from app.advisor.threads import thread_advice
+from app.engine.placement import (
+    CPU_DEVICE,
+    PlacementPlan,
+    TensorOverride,
+    expert_layer_pattern,
+    tensor_overrides,
+)
+from app.engine.protocol import BuildInfo
 from app.gguf_info import GGUFModel
-from app.hardware.model import Gpu, Hardware
+from app.hardware.bandwidth import RamBandwidth
+from app.hardware.model import Hardware
 
 Verdict = Literal["fits_on_gpu", "fits_with_expert_offload", "fits_in_ram", "fits_streaming_from_ssd",
                   "does_not_fit"]
 # Verdicts that run at full speed for the machine (no SSD reads on every token).
 FITTING: frozenset[str] = frozenset({"fits_on_gpu", "fits_with_expert_offload", "fits_in_ram"})
-GPU_BACKEND_PREFIX = {"nvidia": "CUDA", "apple": "Metal"}  # others: Vulkan
 
 
 @dataclass
@@ -30,115 +50,171 @@ class Plan:
     placement: PlacementPlan
     verdict: Verdict
     reasons: list[str]
-    memory: list[DeviceMemory]  # CPU first, then the GPU
-    experts_in_ram_layers: int = 0  # N: routed experts of the first N layers are in RAM
+    memory: list[DeviceMemory]  # CPU first, then each GPU
+    experts_in_ram_layers: int = 0  # how many MoE layers keep their routed experts in RAM
     warnings: list[str] = field(default_factory=list)
+    gpus: list[PlanGpu] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)  # threads, NUMA
+    speed: Prediction | None = None
 
     def device(self, name: str) -> DeviceMemory:
         return next(m for m in self.memory if m.device == name)
 
 
-def gpu_device_name(gpu: Gpu, index: int) -> str:
-    """The ggml device name llama.cpp would give this GPU ("CUDA0", "Metal", "Vulkan1")."""
-    prefix = GPU_BACKEND_PREFIX.get(gpu.vendor, "Vulkan")
-    return prefix if prefix == "Metal" else f"{prefix}{index}"
-
-
-def gb(n: int) -> str:
+def gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
-def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int,
-             base: PlacementPlan | None = None) -> Plan:
+def experts_in_ram_placement(base: PlacementPlan, in_ram: set[int], model: GGUFModel) -> PlacementPlan:
+    """``base`` with the routed experts of the layers ``in_ram`` in RAM: the shortcut when
+    they are those of the first N layers, else one override rule (after the user's own)."""
+    n = max(in_ram) + 1 if in_ram else 0
+    if in_ram == {layer for layer in model.moe_layers if layer < n}:
+        shortcut = "none" if n == 0 else "all" if in_ram == set(model.moe_layers) else n
+        return replace(base, n_gpu_layers=-1, experts_in_ram=shortcut)
+    rule = TensorOverride(expert_layer_pattern(sorted(in_ram)), CPU_DEVICE)
+    return replace(base, n_gpu_layers=-1, experts_in_ram="none", overrides=[*base.overrides, rule])
+
+
+def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int, base: PlacementPlan | None = None,
+             build: BuildInfo | None = None, ram: RamBandwidth | None = None,
+             predict_speed: bool = True) -> Plan:
     """The placement of ``model`` on ``hardware`` for a context of ``n_ctx`` tokens.
 
-    ``base`` carries the settings the planner does not choose (cache types, n_ubatch, ...).
+    ``base`` carries the settings the planner does not choose (cache types, n_ubatch, ...);
+    ``build`` (the engine's BuildInfo) limits the plan to the GPUs the build can use; ``ram``
+    (the RAM probe's figures) feeds the speed prediction.
     """
     base = replace(base or PlacementPlan(), n_ctx=n_ctx)
-    ram_budget = hardware.memory.available - RAM_HEADROOM if hardware.memory else None
-    gpu = _usable_gpu(hardware)
-    if gpu is None:
+    gpus, lost = usable_gpus(hardware, build)
+    if not gpus:
         placement = replace(base, n_gpu_layers=0, experts_in_ram="none")
-        memory = memory_by_device(model, placement, [])
-        verdict, reasons, warnings = _ram_verdict("fits_in_ram", memory[0], ram_budget)
-        reasons.insert(0, "no usable GPU: every layer runs from RAM")
-        return Plan(placement, verdict, reasons, memory, warnings=warnings)
-
-    name = gpu_device_name(gpu, hardware.gpus.index(gpu))
-    vram_budget = (gpu.vram_free or 0) - VRAM_HEADROOM
-    n_layer = model.n_layer
+        plan = evaluate(model, hardware, placement, [], ram, predict_speed)
+        plan.reasons[:0] = lost or ["no usable GPU: every layer runs from RAM"]
+        return plan
+    budgets = {g.device: g.free - VRAM_HEADROOM for g in gpus}
+    if len(gpus) > 1:
+        total = sum(max(b, 0) for b in budgets.values()) or 1
+        base = replace(base, split_mode="layer",
+                       tensor_split=[round(max(budgets[g.device], 0) / total, 3) for g in gpus])
+    names = [g.device for g in gpus]
     moe = model.moe_layers
+    everything = set(moe)
+    worst = memory_by_device(model, experts_in_ram_placement(base, everything, model), names)
+    for g in gpus:
+        need = _by(worst, g.device).total
+        if need > budgets[g.device]:
+            plan = evaluate(model, hardware, experts_in_ram_placement(base, everything, model),
+                            gpus, ram, predict_speed=False)
+            plan.verdict = "does_not_fit"
+            plan.reasons = [
+                f"even with every routed expert in RAM, {g.device} needs {gb(need)} (attention, "
+                f"shared weights, {gb(_by(worst, g.device).kv)} KV cache, "
+                f"{gb(_by(worst, g.device).compute)} compute) and {g.name} has "
+                f"{gb(max(budgets[g.device], 0))} usable ({gb(g.free)} free less "
+                f"{gb(VRAM_HEADROOM)} headroom)",
+                "lower the context size or use a q8_0 KV cache",
+            ]
+            return plan
+    # Each GPU's bytes depend only on its own layers: per GPU, the fewest of its MoE layers
+    # (from the start of its range) whose experts must go to RAM, by binary search.
+    owner = layer_devices(base, model.n_layer, names)
+    in_ram: set[int] = set()
+    for g in gpus:
+        mine = [layer for layer in moe if owner[layer] == g.device]
+        low, high = 0, len(mine)
+        while low < high:
+            mid = (low + high) // 2
+            trial = experts_in_ram_placement(base, in_ram | set(mine[:mid]), model)
+            if _by(memory_by_device(model, trial, names), g.device).total <= budgets[g.device]:
+                high = mid
+            else:
+                low = mid + 1
+        in_ram |= set(mine[:low])
+    placement = experts_in_ram_placement(base, in_ram, model)
+    return evaluate(model, hardware, placement, gpus, ram, predict_speed)
 
-    def layout(first_n: int) -> tuple[PlacementPlan, list[DeviceMemory]]:
-        shortcut = "none" if first_n == 0 else "all" if first_n >= n_layer else first_n
-        placement = replace(base, n_gpu_layers=-1, experts_in_ram=shortcut)
-        return placement, memory_by_device(model, placement, [name])
 
-    # GPU bytes fall as N grows: binary search for the smallest N whose GPU part fits.
-    low, high = 0, n_layer
-    if _gpu_total(layout(high)[1], name) > vram_budget:
-        placement, memory = layout(high)
-        need = _gpu_total(memory, name)
-        return Plan(placement, "does_not_fit", [
-            f"even with every routed expert in RAM, the GPU part needs {gb(need)} "
-            f"(attention, shared weights, output, {gb(_by(memory, name).kv)} KV cache, "
-            f"{gb(_by(memory, name).compute)} compute) and {gpu.name} has {gb(max(vram_budget, 0))} "
-            f"usable ({gb(gpu.vram_free or 0)} free less {gb(VRAM_HEADROOM)} headroom)",
-            "lower the context size or use a q8_0 KV cache",
-        ], memory, experts_in_ram_layers=n_layer)
-    while low < high:
-        mid = (low + high) // 2
-        if _gpu_total(layout(mid)[1], name) <= vram_budget:
-            high = mid
-        else:
-            low = mid + 1
-    placement, memory = layout(low)
-    in_ram = [layer for layer in moe if layer < low]
-    reasons = [f"GPU {gpu.name}: {gb(_gpu_total(memory, name))} of {gb(vram_budget)} usable "
-               f"(KV cache {gb(_by(memory, name).kv)} for {n_ctx:,} tokens)"]
-    if in_ram:
+def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
+             gpus: list[PlanGpu] | None = None, ram: RamBandwidth | None = None,
+             predict_speed: bool = True, build: BuildInfo | None = None) -> Plan:
+    """Memory, verdict, reasons, advice and speed of a given placement (the user's own, or
+    the planner's choice). ``gpus`` None: the usable GPUs of ``hardware`` (and ``build``)."""
+    if gpus is None:
+        gpus, _ = usable_gpus(hardware, build)
+    if placement.n_gpu_layers == 0:
+        gpus = []
+    names = [g.device for g in gpus]
+    memory = memory_by_device(model, placement, names)
+    in_ram = _expert_layers_in_ram(model, placement, names)
+    reasons: list[str] = []
+    over = []
+    for g in gpus:
+        m, budget = _by(memory, g.device), g.free - VRAM_HEADROOM
+        reasons.append(f"{g.device} ({g.name}): {gb(m.total)} of {gb(max(budget, 0))} usable "
+                       f"(KV cache {gb(m.kv)} for {placement.n_ctx:,} tokens)")
+        if m.total > budget:
+            over.append(f"{g.device} needs {gb(m.total)}, {gb(max(budget, 0))} usable: "
+                        "keep more routed experts in RAM, or lower the context size")
+    if not gpus:
+        first: Verdict = "fits_in_ram"
+    elif in_ram:
         expert_bytes = sum(t.n_bytes for t in model.tensors
-                           if t.tensor_class == "routed_experts" and t.layer is not None and t.layer < low)
-        reasons.append(f"routed experts of {len(in_ram)} of {len(moe)} layers in RAM ({gb(expert_bytes)})")
+                           if t.tensor_class == "routed_experts" and t.layer in in_ram)
+        reasons.append(f"routed experts of {len(in_ram)} of {len(model.moe_layers)} layers "
+                       f"in RAM ({gb(expert_bytes)})")
         first = "fits_with_expert_offload"
     else:
         reasons.append("every layer, routed experts included, is on the GPU")
         first = "fits_on_gpu"
+    ram_budget = hardware.memory.available - RAM_HEADROOM if hardware.memory else None
     verdict, more, warnings = _ram_verdict(first, memory[0], ram_budget)
-    return Plan(placement, verdict, reasons + more, memory, experts_in_ram_layers=low, warnings=warnings)
+    if over:
+        verdict, more = "does_not_fit", over + more
+    cpu_busy = not gpus or bool(in_ram) or 0 <= placement.n_gpu_layers <= model.n_layer
+    threads = thread_advice(hardware, memory[0].total, cpu_busy)
+    if not placement.n_threads:
+        placement = replace(placement, n_threads=threads.n_threads)
+    speed = None
+    if predict_speed:
+        speed = predict(model, placement, {g.device: g.gpu for g in gpus}, ram,
+                        hardware.cpu.physical_cores)
+    return Plan(placement, verdict, reasons + more, memory, experts_in_ram_layers=len(in_ram),
+                warnings=warnings, gpus=list(gpus), advice=threads.advice, speed=speed)
 
 
 def max_context(model: GGUFModel, hardware: Hardware, base: PlacementPlan | None = None,
-                step: int = 256, accept: frozenset[str] = FITTING) -> int:
+                step: int = 256, accept: frozenset[str] = FITTING,
+                build: BuildInfo | None = None) -> int:
     """The largest context (a multiple of ``step``, at most n_ctx_train) whose plan's verdict
     is in ``accept``; 0 when not even ``step`` tokens fit."""
+    def fits(n_ctx: int) -> bool:
+        return plan_for(model, hardware, n_ctx, base, build, predict_speed=False).verdict in accept
+
     limit = max(model.n_ctx_train, step) // step
-    if plan_for(model, hardware, step, base).verdict not in accept:
+    if not fits(step):
         return 0
     low, high = 1, limit  # in steps; low always fits
     while low < high:
         mid = (low + high + 1) // 2
-        if plan_for(model, hardware, mid * step, base).verdict in accept:
+        if fits(mid * step):
             low = mid
         else:
             high = mid - 1
     return low * step
 
 
-def _usable_gpu(hardware: Hardware) -> Gpu | None:
-    """The first GPU with known, separate VRAM (unified memory is planned as RAM for now)."""
-    for gpu in hardware.gpus:
-        if gpu.vram_free and not gpu.unified_memory:
-            return gpu
-    return None
+def _expert_layers_in_ram(model: GGUFModel, placement: PlacementPlan, gpus: list[str]) -> set[int]:
+    if not gpus:
+        return set(model.moe_layers)
+    devices = layer_devices(placement, model.n_layer, gpus)
+    rules = tensor_overrides(placement, model.n_layer)
+    return {t.layer for t in model.tensors if t.tensor_class == "routed_experts" and t.layer is not None
+            and tensor_device(t.name, t.layer, devices, rules) == CPU_DEVICE}
 
 
 def _by(memory: list[DeviceMemory], name: str) -> DeviceMemory:
     return next(m for m in memory if m.device == name)
-
-
-def _gpu_total(memory: list[DeviceMemory], name: str) -> int:
-    return _by(memory, name).total
 
 
 def _ram_verdict(verdict: Verdict, cpu: DeviceMemory, ram_budget: int | None

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.advisor.planner import Plan, gb, plan_for
+from app.engine.protocol import BuildInfo
 from app.gguf_info import GGUFModel, read_model
 from app.gguf_remote import read_remote_model
 from app.hardware import Hardware
+from app.hardware.bandwidth import RamBandwidth
 
 
 @dataclass
@@ -21,6 +23,19 @@ class QuantAdvice:
     size: int
     plan: Plan | None  # None: the quant is incomplete in the repo
     note: str = ""
+
+
+def build_info() -> BuildInfo | None:
+    """What the installed llama.cpp build can use, asked of a short-lived engine process;
+    None (plan for the detected GPUs) when the engine cannot start."""
+    from app.engine.client import EngineClient
+    from app.engine.errors import EngineError
+
+    try:
+        with EngineClient.spawn() as engine:
+            return engine.info()
+    except (EngineError, OSError):
+        return None
 
 
 def load_model_header(target: str, token: str | None = None) -> GGUFModel:
@@ -32,7 +47,8 @@ def load_model_header(target: str, token: str | None = None) -> GGUFModel:
 
 
 def advise_repo(repo_id: str, hardware: Hardware, n_ctx: int, token: str | None = None,
-                endpoint: str | None = None) -> list[QuantAdvice]:
+                endpoint: str | None = None, build: BuildInfo | None = None,
+                ram: RamBandwidth | None = None) -> list[QuantAdvice]:
     """A plan for every quantization of a Hub repo, from the headers of its first shards."""
     from huggingface_hub import hf_hub_url
 
@@ -47,7 +63,8 @@ def advise_repo(repo_id: str, hardware: Hardware, n_ctx: int, token: str | None 
             continue
         url = hf_hub_url(repo_id, quant.first_file, endpoint=endpoint)
         model = load_model_header(url, token)
-        advice.append(QuantAdvice(quant.name, quant.total_size, plan_for(model, hardware, n_ctx)))
+        plan = plan_for(model, hardware, n_ctx, build=build, ram=ram)
+        advice.append(QuantAdvice(quant.name, quant.total_size, plan))
     return advice
 
 
@@ -62,19 +79,32 @@ def plan_lines(model: GGUFModel, plan: Plan) -> list[str]:
     for m in plan.memory:
         lines.append(f"{m.device:8} {gb(m.weights):>10} {gb(m.kv):>10} {gb(m.compute):>10} "
                      f"{gb(m.total):>10}")
+    if plan.speed is not None:
+        s = plan.speed
+        lines.append(f"Predicted speed: decode {s.decode}, prefill {s.prefill}")
+        lines.append("  bytes read per token: " + ", ".join(
+            f"{device} {gb(n) if n >= 1e8 else f'{n / 1e6:.1f} MB'}" for device, n in s.decode_bytes.items()))
+        lines += [f"  ({note})" for note in s.notes]
+    lines += [f"Threads: {line}" for line in plan.advice[:1]]
+    lines += [f"  {line}" for line in plan.advice[1:]]
     p = plan.placement
     lines.append(f"Engine placement: context {p.n_ctx}, GPU layers {p.n_gpu_layers}, routed experts "
-                 f"in RAM: {p.experts_in_ram}")
+                 f"in RAM: {p.experts_in_ram}, threads {p.n_threads}"
+                 + (f", tensor split {p.tensor_split}" if p.tensor_split else ""))
+    lines += [f"  override {o.pattern}={o.device}" for o in p.overrides]
     return lines
 
 
 def repo_lines(repo_id: str, advice: list[QuantAdvice]) -> list[str]:
     """One row per quantization of a repo."""
-    lines = [f"{repo_id}:", f"{'quant':14} {'size':>9}  {'verdict':26} {'experts in RAM':>15}"]
+    lines = [f"{repo_id}:", f"{'quant':14} {'size':>9}  {'verdict':26} {'experts in RAM':>15}"
+                            f"  {'decode':>12}  {'prefill':>14}"]
     for a in advice:
         if a.plan is None:
             lines.append(f"{a.quant:14} {gb(a.size):>9}  incomplete: {a.note}")
             continue
+        speed = a.plan.speed
+        rates = f"  {speed.decode!s:>12}  {speed.prefill!s:>14}" if speed else ""
         lines.append(f"{a.quant:14} {gb(a.size):>9}  {a.plan.verdict.replace('_', ' '):26} "
-                     f"{a.plan.experts_in_ram_layers:>6} layers")
+                     f"{a.plan.experts_in_ram_layers:>8} layers{rates}")
     return lines

@@ -66,7 +66,21 @@ def _nvml_gpu(nvml, handle) -> Gpu:  # noqa: ANN001 - pynvml has no types
         pcie_width=optional(nvml.nvmlDeviceGetCurrPcieLinkWidth),
         pcie_gen_max=optional(nvml.nvmlDeviceGetMaxPcieLinkGeneration),
         pcie_width_max=optional(nvml.nvmlDeviceGetMaxPcieLinkWidth),
+        memory_bandwidth=_nvml_bandwidth(nvml, optional),
     )
+
+
+def _nvml_bandwidth(nvml, optional: Callable) -> float | None:  # noqa: ANN001
+    """Peak memory bandwidth: the max memory clock (MHz) x 2 transfers per clock x bus bytes.
+
+    NVML reports GDDR6X's and HBM's clocks so that this double-data-rate formula holds
+    (RTX 4090: 10501 MHz x 2 x 48 bytes = 1008 GB/s; H100 SXM: 2619 MHz x 2 x 640 = 3.35 TB/s).
+    """
+    clock = optional(lambda h: nvml.nvmlDeviceGetMaxClockInfo(h, nvml.NVML_CLOCK_MEM))
+    width = optional(nvml.nvmlDeviceGetMemoryBusWidth)
+    if not clock or not width:
+        return None
+    return clock * 1e6 * 2 * width / 8
 
 
 def drm_gpus(root: Path, notes: list[str]) -> tuple[list[Gpu], list[str]]:

@@ -48,6 +48,7 @@ class Gpu:
     pcie_gen_max: int | None = None
     pcie_width_max: int | None = None
     unified_memory: bool = False  # Apple silicon: the "VRAM" is the machine's RAM
+    memory_bandwidth: float | None = None  # bytes/s, NVML's max memory clock x bus width
 
 
 @dataclass
@@ -97,6 +98,8 @@ def _describe_gpu(gpu: Gpu) -> str:
     elif gpu.vram_total is not None:
         free = f" ({_gib(gpu.vram_free)} free)" if gpu.vram_free is not None else ""
         parts.append(f"{_gib(gpu.vram_total)} VRAM{free}")
+    if gpu.memory_bandwidth:
+        parts.append(f"{gpu.memory_bandwidth / 1e9:.0f} GB/s memory")
     if gpu.compute_capability:
         parts.append("compute capability {}.{}".format(*gpu.compute_capability))
     if gpu.pcie_gen and gpu.pcie_width:

@@ -1,0 +1,255 @@
+"""Speed prediction: decode and prefill tokens per second for a placement, as a range.
+
+Decode (one token at a time) is memory bound. Each token reads, on the device that holds
+them: every dense weight (attention, norms, router, shared experts, output), the chosen
+top-k routed experts of each MoE layer (k / n_expert of their bytes, routing assumed
+uniform), one row of the embeddings and the KV cache up to the current position. Time per
+token is the sum over devices of bytes / (bandwidth x efficiency), plus fixed latencies:
+each graph node costs a kernel launch (GPU) or a thread-pool barrier (CPU), counted per
+stage of a layer (attention, routing, routed experts) on the stage's device, and each hop
+between devices costs a small copy and a synchronisation.
+
+Prefill (a prompt, in ubatches of ``n_ubatch`` tokens) is compute bound on a GPU: FLOPs
+over the GPU's tensor peak x efficiency, where routed expert matmuls get only
+``u k / n_expert`` rows each and so fill a fraction of the matmul tiles. Routed experts in
+RAM are computed on the GPU all the same for ubatches of 32+ tokens (llama.cpp's op
+offload): their weights (the experts some token of the ubatch chose) are copied to the GPU
+for every ubatch, over PCIe from pinned memory (``use_mmap=False``) or through one staging
+memcpy from pageable memory (an mmapped file). On a CPU, prefill is compute bound against
+the measured BLAS FLOP/s.
+
+The bandwidths come from the RAM probe (app/hardware/bandwidth.py) and NVML or a table
+(app/advisor/gpu_specs.py); the efficiencies below are llama.cpp's, each a (low, high) pair
+that turns into the (pessimistic, optimistic) ends of the range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from app.advisor.gpu_specs import gpu_spec
+from app.advisor.memory import layer_devices, tensor_device
+from app.engine.placement import CPU_DEVICE, PlacementPlan, tensor_overrides
+from app.gguf_info import GGUFModel, attention_shape, kv_bytes_per_layer
+from app.hardware.bandwidth import RamBandwidth
+from app.hardware.model import Gpu
+
+Range = tuple[float, float]  # (pessimistic, optimistic)
+# Share of peak memory bandwidth llama.cpp's quantized matrix-vector kernels stream at batch 1.
+GPU_BW_EFFICIENCY: Range = (0.55, 0.80)
+# Share of the probe's read bandwidth llama.cpp's CPU dot-product kernels reach (the probe
+# is a pure streaming sum, the best case; the kernels also unpack quant blocks).
+CPU_BW_EFFICIENCY: Range = (0.55, 0.85)
+# Fixed latency per graph node and token: a small GPU kernel costs 2-3 us of launch and tail,
+# a CPU op 1.5-3 us of thread-pool barrier. A layer has ~13 nodes of attention (norm, Q/K/V,
+# Q/K norms, RoPE, cache writes, attention, output, residual), ~7 of routing (norm, router,
+# softmax, top-k, weights) and ~8 of routed experts (3 matmuls, GLU, weighting, sum).
+GPU_NODE_S: Range = (3e-6, 2e-6)
+CPU_NODE_S: Range = (3e-6, 1.5e-6)
+STAGE_NODES = (13, 7, 8)  # attention, dense FFN and routing, routed experts
+# A hop between devices: a small copy plus a stream synchronisation.
+HOP_S: Range = (40e-6, 15e-6)
+# Per token outside the graph: building or reusing it, sampling, the engine's loop and its
+# socket; per request: the chat template, tokenisation, the first sample.
+TOKEN_S: Range = (300e-6, 100e-6)
+REQUEST_S: Range = (3e-3, 1e-3)
+# Share of the GPU's fp16 tensor peak llama.cpp's quantized matmul (MMQ) reaches in prefill
+# of dense layers (pp512 figures of llama-bench on datacenter and desktop GPUs).
+GPU_FLOPS_EFFICIENCY: Range = (0.08, 0.20)
+MMQ_TILE = 128  # rows of the largest matmul tile: fewer rows per expert leave tiles part empty
+# CPU prefill: llama.cpp's int8 dot-product GEMM against numpy's float32 BLAS on the same cores.
+CPU_FLOPS_EFFICIENCY: Range = (0.4, 1.0)
+# Host-to-GPU copies: pinned memory reaches this share of the PCIe link; pageable memory
+# (mmap) goes through one staging memcpy, this share of the probe's one-thread copy rate.
+PINNED_EFFICIENCY: Range = (0.75, 0.90)
+PAGEABLE_EFFICIENCY: Range = (0.7, 1.0)
+OP_OFFLOAD_MIN_BATCH = 32  # ggml's scheduler offloads host-weight ops from this batch size
+# When RAM was not measured: a dual-channel DDR5 desktop (stated in the prediction's notes).
+TYPICAL_RAM = RamBandwidth(read_bw=60e9, read_bw_1=20e9, copy_bw_1=10e9, matmul_flops=500e9,
+                           threads=8, buffer_bytes=0, cpu="typical desktop")
+
+
+@dataclass
+class SpeedRange:
+    low: float
+    high: float
+
+    @property
+    def mid(self) -> float:
+        """The geometric middle: the range's ends are factors around it."""
+        return math.sqrt(self.low * self.high)
+
+    def __str__(self) -> str:
+        return f"{_fmt(self.low)}-{_fmt(self.high)} t/s"
+
+
+@dataclass
+class Prediction:
+    decode: SpeedRange
+    prefill: SpeedRange
+    decode_bytes: dict[str, int]  # bytes read per decoded token, per device
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeviceRates:
+    bandwidth: float  # bytes/s
+    flops: float  # FLOP/s peak
+    h2d_pinned: float = 0.0  # GPUs: host-to-device bytes/s, peak
+    source: str = ""
+
+
+def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None,
+                 n_threads: int, physical_cores: int) -> tuple[dict[str, DeviceRates], list[str]]:
+    """Rates of the CPU (with ``n_threads`` threads) and of each GPU device, and notes."""
+    notes = []
+    if ram is None:
+        ram = TYPICAL_RAM
+        notes.append("RAM speed not measured: a typical desktop's assumed")
+    threads = n_threads or physical_cores
+    cpu_bw = min(ram.read_bw, threads * ram.read_bw_1)
+    cpu_flops = ram.matmul_flops * min(1.0, threads / max(physical_cores, 1))
+    rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=f"{cpu_bw / 1e9:.0f} GB/s measured")}
+    for device, gpu in gpus.items():
+        spec = gpu_spec(gpu, device)
+        rates[device] = DeviceRates(spec.bandwidth, spec.flops, spec.pcie, spec.source)
+        if spec.source.startswith("guessed"):
+            notes.append(f"{device}: unknown GPU, its speed is guessed")
+    return rates, notes
+
+
+def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
+            ram: RamBandwidth | None = None, physical_cores: int = 1,
+            n_prompt: int = 512, n_gen: int = 128) -> Prediction:
+    """Decode and prefill t/s of ``model`` under ``plan`` on these devices.
+
+    ``gpus`` maps the plan's GPU device names (llama.cpp order) to the detected GPUs; an
+    empty map is a CPU-only run. Decode is taken at the middle of generating ``n_gen``
+    tokens after a prompt of ``n_prompt``, prefill over that prompt.
+    """
+    names = list(gpus)
+    rates, notes = device_rates(gpus, ram, plan.n_threads, physical_cores)
+    ram = ram or TYPICAL_RAM
+    work = _token_work(model, plan, names, n_prompt + n_gen // 2)
+    decode = [_decode_seconds(work, rates, end) for end in (0, 1)]
+    prefill = [_prefill_seconds(model, plan, names, rates, ram, n_prompt, end) for end in (0, 1)]
+    return Prediction(
+        decode=SpeedRange(1 / decode[0], 1 / decode[1]),
+        prefill=SpeedRange(n_prompt / prefill[0], n_prompt / prefill[1]),
+        decode_bytes={d: int(b) for d, b in work.bytes.items()},
+        notes=notes,
+    )
+
+
+@dataclass
+class _Work:
+    bytes: dict[str, float]  # bytes read per token, per device
+    nodes: dict[str, int]  # graph nodes per device, per token (fixed latency each)
+    hops: int  # device changes per token
+    weights: dict[str, float]  # all weight bytes, per device (a prefill ubatch reads them all)
+    flops: dict[str, float]  # FLOPs per prompt token, per device (prefill)
+    expert_flops: dict[str, float]  # of which routed experts (their own efficiency)
+    ram_experts: list[int] = field(default_factory=list)  # bytes of RAM experts, per MoE layer
+
+
+def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position: int) -> _Work:
+    n_layer = model.n_layer
+    devices = layer_devices(plan, n_layer, gpus)
+    rules = tensor_overrides(plan, n_layer) if gpus else []
+    k = plan.n_expert_used or model.n_expert_used or 1
+    share = k / model.n_expert if model.n_expert else 1.0
+    work = _Work({}, {}, 0, {}, {}, {})
+    # per layer: the device of its attention, of its dense FFN part, of its routed experts
+    path: dict[tuple[int, int], str] = {}
+    ram_experts: dict[int, float] = {}
+    for t in model.tensors:
+        device = tensor_device(t.name, t.layer, devices, rules) if gpus else CPU_DEVICE
+        cls = t.tensor_class
+        n_bytes: float = t.n_bytes
+        flops = 2.0 * math.prod(t.shape) if len(t.shape) >= 2 else 0.0
+        if cls == "routed_experts":
+            n_bytes *= share
+            flops *= share
+            work.expert_flops[device] = work.expert_flops.get(device, 0.0) + flops
+            if device == CPU_DEVICE and t.layer is not None:
+                ram_experts[t.layer] = ram_experts.get(t.layer, 0.0) + t.n_bytes
+        elif cls == "embeddings":
+            n_bytes /= max(t.shape[-1], 1)  # one row per token (shape: n_embd, n_vocab)
+            flops = 0.0
+        elif cls == "output":
+            flops = 0.0  # logits of the prompt's last token only
+        work.bytes[device] = work.bytes.get(device, 0.0) + n_bytes
+        work.weights[device] = work.weights.get(device, 0.0) + t.n_bytes
+        work.flops[device] = work.flops.get(device, 0.0) + flops
+        if t.layer is not None:
+            stage = 2 if cls == "routed_experts" else 0 if cls in ("attention", "norms") else 1
+            path.setdefault((t.layer, stage), device)
+    kv = kv_bytes_per_layer(model, position, plan.type_k, plan.type_v)
+    a = attention_shape(model)
+    attn_flops = 4.0 * a.n_head * a.key_length * position / 2  # QK and PV over half the prompt
+    for layer in range(n_layer):
+        work.bytes[devices[layer]] = work.bytes.get(devices[layer], 0.0) + kv
+        work.flops[devices[layer]] = work.flops.get(devices[layer], 0.0) + attn_flops
+    for (_, stage), device in path.items():
+        work.nodes[device] = work.nodes.get(device, 0) + STAGE_NODES[stage]
+    order = [path[key] for key in sorted(path)] + [devices[-1]]
+    work.hops = sum(1 for i in range(1, len(order)) if order[i] != order[i - 1])
+    work.ram_experts = [int(ram_experts[layer]) for layer in sorted(ram_experts)]
+    return work
+
+
+def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int) -> float:
+    seconds = TOKEN_S[end] + work.hops * HOP_S[end]
+    for device, n_bytes in work.bytes.items():
+        gpu = device != CPU_DEVICE
+        efficiency = (GPU_BW_EFFICIENCY if gpu else CPU_BW_EFFICIENCY)[end]
+        seconds += n_bytes / (rates[device].bandwidth * efficiency)
+        seconds += work.nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
+    return seconds
+
+
+def _prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
+                     rates: dict[str, DeviceRates], ram: RamBandwidth, n_prompt: int,
+                     end: int) -> float:
+    u = max(1, min(plan.n_ubatch, plan.n_batch))
+    seconds = REQUEST_S[end]
+    for start in range(0, n_prompt, u):
+        m = min(u, n_prompt - start)
+        work = _token_work(model, plan, gpus, start + m)  # attention over the prompt so far
+        offload = bool(gpus) and plan.op_offload and m >= OP_OFFLOAD_MIN_BATCH
+        target = gpus[0] if offload else CPU_DEVICE  # ggml offloads to the first GPU
+        flops = dict(work.flops)
+        experts = dict(work.expert_flops)
+        if offload and CPU_DEVICE in flops:  # host-weight matmuls run on the GPU
+            flops[target] = flops.get(target, 0.0) + flops.pop(CPU_DEVICE)
+            experts[target] = experts.get(target, 0.0) + experts.pop(CPU_DEVICE, 0.0)
+        k = plan.n_expert_used or model.n_expert_used or 1
+        rows = m * k / model.n_expert if model.n_expert else m
+        for device, total in flops.items():
+            routed = experts.get(device, 0.0)
+            if device == CPU_DEVICE:
+                seconds += m * total / (rates[device].flops * CPU_FLOPS_EFFICIENCY[end])
+                continue
+            peak = rates[device].flops * GPU_FLOPS_EFFICIENCY[end]
+            fill = min(1.0, rows / MMQ_TILE)
+            compute = m * ((total - routed) / peak + routed / (peak * fill))
+            # every weight on the GPU is read once per ubatch (all experts, at these sizes)
+            read = work.weights.get(device, 0.0) / (rates[device].bandwidth * GPU_BW_EFFICIENCY[end])
+            seconds += max(compute, read) + work.nodes.get(device, 0) * GPU_NODE_S[end]
+        if offload and work.ram_experts:
+            # the experts some token of this ubatch chose are copied to the GPU
+            used = 1 - (1 - k / model.n_expert) ** m
+            copied = sum(work.ram_experts) * used
+            if plan.use_mmap:
+                h2d = min(ram.copy_bw_1 * PAGEABLE_EFFICIENCY[end],
+                          rates[target].h2d_pinned * PINNED_EFFICIENCY[end])
+            else:
+                h2d = rates[target].h2d_pinned * PINNED_EFFICIENCY[end]
+            seconds += copied / h2d
+        seconds += work.hops * HOP_S[end]
+    return seconds
+
+
+def _fmt(tps: float) -> str:
+    return f"{tps:.0f}" if tps >= 10 else f"{tps:.1f}"

@@ -1,0 +1,144 @@
+"""How fast this machine moves bytes: a short measured RAM probe, cached, and GPU overrides.
+
+Decode speed with routed experts in RAM is set by how fast the CPU cores can stream those
+experts from memory, and prefill with experts in RAM by how fast the host can copy them to
+the GPU; so the advisor measures rather than guesses:
+
+* ``read_bw``: bytes/s that all physical cores together read (each thread sums its own slice
+  of a buffer far larger than any cache; numpy releases the GIL inside the reduction);
+* ``read_bw_1``: the same for one thread (decode with few threads is bound by this);
+* ``copy_bw_1``: bytes/s one thread copies (a CUDA copy from pageable memory, such as an
+  mmapped model, goes through one staging memcpy, so it cannot beat this);
+* ``matmul_flops``: float32 FLOP/s of a numpy (BLAS) matrix product over all cores, the CPU's
+  compute ceiling for prefill.
+
+The figures are cached in ``app.paths.cache_dir()/bandwidth.json`` for this CPU, so the probe
+runs once (about a second). The same file may carry measured GPU memory bandwidths under
+``"gpus"`` (bytes/s by GPU name), which then win over NVML's clock x bus width and the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app import paths
+
+CACHE_FILE = "bandwidth.json"
+# 512 MiB: far beyond the last-level cache of any desktop or server CPU (up to ~400 MiB)
+DEFAULT_BUFFER = 512 * 1024**2
+PROBE_VERSION = 1
+
+
+@dataclass
+class RamBandwidth:
+    """Measured memory figures of this machine's CPU (bytes/s, FLOP/s)."""
+
+    read_bw: float  # all threads together
+    read_bw_1: float  # one thread
+    copy_bw_1: float  # one thread copying
+    matmul_flops: float  # float32 matrix product over all cores
+    threads: int  # threads used for read_bw
+    buffer_bytes: int
+    cpu: str = ""  # which CPU it was measured on (the cache key)
+    version: int = PROBE_VERSION
+
+
+def measure_ram(threads: int | None = None, buffer_bytes: int = DEFAULT_BUFFER,
+                repeats: int = 3) -> RamBandwidth:
+    """Run the probe now (best of ``repeats``); ``threads`` defaults to the physical cores."""
+    threads = max(1, threads or _physical_cores())
+    n = buffer_bytes // 8
+    src = np.ones(n, dtype=np.float64)  # ones, not empty: every page must really exist
+    dst = np.empty_like(src)
+    slices = [src[i * n // threads:(i + 1) * n // threads] for i in range(threads)]
+
+    def best(run) -> float:  # noqa: ANN001 - a no-argument callable
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    read_1 = src.nbytes / best(src.sum)
+    copy_1 = src.nbytes / best(lambda: np.copyto(dst, src))
+    with ThreadPoolExecutor(threads) as pool:
+        read_all = src.nbytes / best(lambda: list(pool.map(np.sum, slices)))
+    a = np.ones((1024, 1024), dtype=np.float32)
+    flops = 2 * 1024**3 / best(lambda: a @ a)
+    return RamBandwidth(read_bw=max(read_all, read_1), read_bw_1=read_1, copy_bw_1=copy_1,
+                        matmul_flops=flops, threads=threads, buffer_bytes=src.nbytes,
+                        cpu=cpu_key())
+
+
+def ram_bandwidth(refresh: bool = False, cache: Path | None = None) -> RamBandwidth:
+    """This machine's figures: from the cache when it holds this CPU's, else measured now
+    (and cached). ``refresh`` measures again."""
+    cache = cache or paths.cache_dir() / CACHE_FILE
+    data = _read(cache)
+    ram = data.get("ram")
+    if not refresh and isinstance(ram, dict) and ram.get("cpu") == cpu_key() \
+            and ram.get("version") == PROBE_VERSION:
+        try:
+            return RamBandwidth(**ram)
+        except TypeError:
+            pass  # written by another version: measure again
+    measured = measure_ram()
+    data["ram"] = asdict(measured)
+    _write(cache, data)
+    return measured
+
+
+def measured_gpu_bandwidth(name: str, cache: Path | None = None) -> float | None:
+    """A measured memory bandwidth (bytes/s) recorded for the GPU called ``name``, if any."""
+    gpus = _read(cache or paths.cache_dir() / CACHE_FILE).get("gpus")
+    value = gpus.get(name) if isinstance(gpus, dict) else None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def record_gpu_bandwidth(name: str, bytes_per_s: float, cache: Path | None = None) -> None:
+    """Remember a measured memory bandwidth for the GPU called ``name`` (wins over estimates)."""
+    if bytes_per_s <= 0:
+        raise ValueError("a bandwidth must be positive")
+    cache = cache or paths.cache_dir() / CACHE_FILE
+    data = _read(cache)
+    gpus = data.get("gpus") if isinstance(data.get("gpus"), dict) else {}
+    gpus[name] = float(bytes_per_s)
+    data["gpus"] = gpus
+    _write(cache, data)
+
+
+def cpu_key() -> str:
+    """Which CPU the cached figures belong to: a probe of another machine must not be reused
+    (a home directory shared over NFS, a copied profile)."""
+    import platform
+
+    return f"{platform.node()}|{platform.processor() or platform.machine()}|{os.cpu_count()}"
+
+
+def _physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # missing or damaged: it is only a cache
+    return data if isinstance(data, dict) else {}
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)  # never a half-written cache

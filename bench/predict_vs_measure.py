@@ -1,0 +1,151 @@
+"""The advisor's speed prediction against the real engine, placement by placement.
+
+For each placement, the advisor predicts decode and prefill t/s as a range (app/advisor/
+speed.py, from the RAM probe and the GPU's figures); then the engine loads the model with
+that placement and runs chats (EOS ignored, greedy, a fresh prompt each run so no prefix is
+reused), and the table shows the prediction, the median measurement and the error of the
+range's middle. Run by hand; on the accelerator machine:
+
+    python -m app.cli synth /tmp/q30.gguf --preset qwen3-30b-a3b
+    python bench/predict_vs_measure.py --model /tmp/q30.gguf --threads 16 \\
+        --placement gpu --placement experts-ram --placement first-24
+
+and on a CPU, to see it work: ``--synth tiny`` writes the tiny model first.
+
+Placements: ``gpu`` (everything on the GPU), ``experts-ram`` (all routed experts in RAM),
+``first-N`` (routed experts of the first N layers in RAM), ``cpu`` (no GPU at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from app import hardware
+from app.advisor.planner import evaluate
+from app.advisor.speed import Prediction, predict
+from app.engine.client import EngineClient
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
+from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.gguf_info import read_model
+from app.hardware.bandwidth import ram_bandwidth
+
+WORDS = ("expert", "router", "layer", "token", "memory", "cache", "offload", "decode")
+
+
+@dataclass
+class Row:
+    placement: str
+    predicted: Prediction
+    decode: float
+    prefill: float
+    prompt_tokens: int
+
+
+def placement(name: str, base: PlacementPlan) -> PlacementPlan:
+    if name == "gpu":
+        return replace(base, experts_in_ram="none")
+    if name == "experts-ram":
+        return replace(base, experts_in_ram="all")
+    if name == "cpu":
+        return replace(base, n_gpu_layers=0, experts_in_ram="none")
+    if name.startswith("first-") and name[6:].isdigit():
+        return replace(base, experts_in_ram=int(name[6:]))
+    raise SystemExit(f"unknown placement {name!r}: use gpu, experts-ram, first-N or cpu")
+
+
+def prompt_text(n_words: int, run: int) -> str:
+    # a different first word each run, so the engine reuses no cached prompt prefix
+    return f"{run} Summarise: " + " ".join(WORDS[(i * 7) % len(WORDS)] for i in range(n_words))
+
+
+def measure(engine: EngineClient, model: str, plan: PlacementPlan, words: int, n_gen: int,
+            repeats: int) -> tuple[float, float, int]:
+    engine.load(LoadParams(model=model, placement=plan, telemetry=False))
+    decode, prefill, prompt_tokens = [], [], 0
+    for run in range(repeats + 1):  # the first is a warm-up
+        params = ChatParams(messages=[ChatMessage("user", prompt_text(words, run))],
+                            sampling=Sampling(temperature=0.0, top_k=1, max_tokens=n_gen,
+                                              ignore_eos=True, seed=0))
+        stream = engine.chat(params)
+        for _ in stream:
+            pass
+        result = stream.result
+        if run:
+            decode.append(result.decode_tps)
+            prefill.append(result.prefill_tps)
+            prompt_tokens = result.prompt_tokens - result.cached_tokens
+    engine.unload()
+    return statistics.median(decode), statistics.median(prefill), prompt_tokens
+
+
+def error(measured: float, low: float, high: float) -> str:
+    mid = (low * high) ** 0.5
+    inside = "in range" if low <= measured <= high else "outside"
+    return f"{(mid - measured) / measured:+.0%} ({inside})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="a GGUF model (written first with --synth)")
+    parser.add_argument("--synth", metavar="PRESET", help="write a synthetic model of this preset")
+    parser.add_argument("--placement", action="append", default=[])
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--ubatch", type=int, default=512)
+    parser.add_argument("--prompt-words", type=int, default=240, help="~2 tokens each")
+    parser.add_argument("--n-gen", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-mmap", action="store_true")
+    args = parser.parse_args(argv)
+    if args.synth:
+        args.model = args.model or Path(tempfile.mkdtemp()) / f"{args.synth}.gguf"
+        if not args.model.exists():
+            write_synthetic_model(args.model, SyntheticSpec.preset(args.synth))
+    if args.model is None:
+        parser.error("give --model, --synth, or both")
+    model = read_model(args.model)
+    machine = hardware.detect()
+    ram = ram_bandwidth()
+    print(f"RAM probe: read {ram.read_bw / 1e9:.1f} GB/s ({ram.threads} threads), one thread "
+          f"{ram.read_bw_1 / 1e9:.1f} GB/s, copy {ram.copy_bw_1 / 1e9:.1f} GB/s, matmul "
+          f"{ram.matmul_flops / 1e9:.0f} GFLOP/s", flush=True)
+    base = PlacementPlan(n_threads=args.threads, n_ctx=args.ctx, n_ubatch=args.ubatch,
+                         flash_attn="on", use_mmap=not args.no_mmap)
+    rows = []
+    with EngineClient.spawn() as engine:
+        build = engine.info()
+        print(f"build: {', '.join(build.backends)}; devices: "
+              f"{', '.join(d.name for d in build.devices)}", flush=True)
+        for name in args.placement or ["gpu", "experts-ram", f"first-{model.n_layer // 2}"]:
+            plan = placement(name, base)
+            plan_view = evaluate(model, machine, plan, ram=ram, predict_speed=False, build=build)
+            decode, prefill, n_prompt = measure(engine, str(args.model), plan_view.placement,
+                                                args.prompt_words, args.n_gen, args.repeats)
+            predicted = predict(model, plan_view.placement, {g.device: g.gpu for g in plan_view.gpus},
+                                ram, machine.cpu.physical_cores, n_prompt, args.n_gen)
+            rows.append(Row(name, predicted, decode, prefill, n_prompt))
+            print(f"{name}: decode {decode:.1f} t/s, prefill {prefill:.0f} t/s "
+                  f"({n_prompt} prompt tokens)", flush=True)
+    print(f"\n{model.name}, {args.n_gen} tokens after a {rows[0].prompt_tokens}-token prompt, "
+          f"threads {args.threads or machine.cpu.physical_cores}, ctx {args.ctx}, ubatch {args.ubatch}")
+    print("| placement | decode predicted | measured | error | prefill predicted | measured | error |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        p = r.predicted
+        decode_error = error(r.decode, p.decode.low, p.decode.high)
+        prefill_error = error(r.prefill, p.prefill.low, p.prefill.high)
+        print(f"| {r.placement} | {p.decode} | {r.decode:.1f} | {decode_error} "
+              f"| {p.prefill} | {r.prefill:.0f} | {prefill_error} |")
+    for note in {n for r in rows for n in r.predicted.notes}:
+        print(f"note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
