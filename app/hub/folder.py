@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from app.hub.errors import HubError
@@ -104,7 +104,7 @@ def mark_complete(root: Path, repo_id: str, quant: Quant) -> None:
     marker.setdefault("quants", {})[quant.name] = {
         "quant": quant.name,
         "files": _file_entries(quant),
-        "completed": datetime.now(UTC).isoformat(timespec="seconds"),
+        "completed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_marker(root, marker)
 

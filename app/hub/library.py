@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -204,8 +204,9 @@ class Library:
         read_model(first)  # raises ModelFileError / MissingShardError, with the fix
         index = self._read_index()
         taken = {m.name for m in self._downloads()} | {e["name"] for e in index}
+        added = datetime.now(timezone.utc).isoformat(timespec="seconds")
         entry = {"name": _unique(name or model_stem(first), taken), "path": str(first), "source": source,
-                 "repo": repo, "revision": revision, "added": datetime.now(UTC).isoformat(timespec="seconds")}
+                 "repo": repo, "revision": revision, "added": added}
         self._write_index([*index, entry])
         report.added.append(self._imported(entry))
 

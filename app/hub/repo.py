@@ -7,6 +7,7 @@ huggingface_hub's ~20 s of backoff; the caller decides whether to try again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from app.hub.quants import Quant, QuantFile, group_quants
 
 REQUEST_TIMEOUT_S = 20.0
 SearchSort = Literal["downloads", "likes", "last_modified", "trending_score", "created_at"]
+_REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _SORT_PARAM = {"last_modified": "lastModified", "trending_score": "trendingScore", "created_at": "createdAt"}
 
 
@@ -99,6 +101,25 @@ def search_gguf_repos(
         )
         for m in models
     ]
+
+
+def parse_repo_id(text: str) -> str | None:
+    """``owner/name`` from what a user pastes: the id itself or a Hub URL; None if it is neither.
+
+    Accepts ``https://huggingface.co/owner/name``, its ``/tree/main/Q4_K_M`` or ``/blob/...`` pages,
+    ``hf.co/owner/name``, and the same on another endpoint (``HF_ENDPOINT``).
+    """
+    text = text.strip().rstrip("/")
+    is_url = bool(re.match(r"^https?://", text)) or text.startswith(("huggingface.co/", "hf.co/"))
+    if is_url:
+        text = re.sub(r"^(https?://)?[^/]+/?", "", text)
+    parts = text.split("/")
+    if len(parts) < 2 or (len(parts) > 2 and not is_url):
+        return None
+    owner, name = parts[0], parts[1]
+    if not (_REPO_PART.fullmatch(owner) and _REPO_PART.fullmatch(name)):
+        return None
+    return f"{owner}/{name}"
 
 
 @contextmanager
