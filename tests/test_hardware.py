@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from app.hardware import Cpu, Gpu, Memory, NumaNode, detect
 
 RECORDED = Path(__file__).parent / "data" / "hardware"
@@ -151,3 +153,58 @@ def test_cli_prints_the_hardware_summary(tmp_path: Path) -> None:
     assert lines[:2] == expected[:2]  # CPU and instruction sets (RAM figures move)
     assert len(lines) == len(expected)
     assert any(line.startswith("RAM: ") for line in lines)
+
+
+def test_the_ram_probe_measures_once_and_then_reads_its_cache(tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from app.hardware.bandwidth import CACHE_FILE, ram_bandwidth
+
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
+    first = ram_bandwidth(buffer_bytes=64 * 2**20)
+    assert first.read_bw > 1e8 and first.read_bw_1 > 1e8 and first.copy_bw_1 > 1e8
+    assert first.matmul_flops > 1e8 and first.threads >= 1
+    cache = tmp_path / "cache" / CACHE_FILE
+    data = json.loads(cache.read_text())
+    assert data["ram"]["read_bw"] == first.read_bw
+    data["ram"]["read_bw"] = 123.0  # a figure no probe measures: proof it is read back
+    cache.write_text(json.dumps(data))
+    assert ram_bandwidth().read_bw == 123.0
+    assert ram_bandwidth(refresh=True, buffer_bytes=64 * 2**20).read_bw > 1e8
+    cache.write_text("{damaged")
+    assert ram_bandwidth(buffer_bytes=64 * 2**20).read_bw > 1e8  # a damaged cache is measured again
+
+
+def test_a_measured_gpu_bandwidth_wins_over_the_estimates(tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.advisor.gpu_specs import gpu_spec
+    from app.hardware.bandwidth import record_gpu_bandwidth
+
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
+    h100 = Gpu("nvidia", "NVIDIA H100 80GB HBM3", 80 * 2**30, 79 * 2**30, pcie_gen_max=5,
+               pcie_width_max=16, memory_bandwidth=3.35e12)
+    assert gpu_spec(h100).bandwidth == 3.35e12 and gpu_spec(h100).source.startswith("NVML")
+    assert gpu_spec(h100).pcie == 16 * 3.938e9
+    assert gpu_spec(Gpu("nvidia", "NVIDIA GeForce RTX 4090", None, None)).bandwidth == 1008e9
+    assert gpu_spec(Gpu("amd", "AMD GPU 0x744c", None, None, pci_device_id="0x744c")).bandwidth == 960e9
+    assert gpu_spec(Gpu("intel", "Mystery GPU", None, None)).source == "guessed (unknown GPU)"
+    record_gpu_bandwidth("NVIDIA H100 80GB HBM3", 2.9e12)
+    assert (gpu_spec(h100).bandwidth, gpu_spec(h100).source) == (2.9e12, "measured")
+
+
+def test_nvml_bandwidth_is_memory_clock_times_bus_width() -> None:
+    from app.hardware.gpus import _nvml_bandwidth
+
+    class Nvml:  # NVML needs an NVIDIA driver; these are an RTX 4090's answers
+        NVML_CLOCK_MEM = 2
+
+        @staticmethod
+        def nvmlDeviceGetMaxClockInfo(handle: object, clock: int) -> int:  # noqa: N802
+            return 10501 if clock == 2 else 0
+
+        @staticmethod
+        def nvmlDeviceGetMemoryBusWidth(handle: object) -> int:  # noqa: N802
+            return 384
+
+    assert _nvml_bandwidth(Nvml, lambda query: query(None)) == pytest.approx(1008.1e9, rel=1e-4)

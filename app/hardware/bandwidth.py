@@ -78,7 +78,8 @@ def measure_ram(threads: int | None = None, buffer_bytes: int = DEFAULT_BUFFER,
                         cpu=cpu_key())
 
 
-def ram_bandwidth(refresh: bool = False, cache: Path | None = None) -> RamBandwidth:
+def ram_bandwidth(refresh: bool = False, cache: Path | None = None,
+                  buffer_bytes: int = DEFAULT_BUFFER) -> RamBandwidth:
     """This machine's figures: from the cache when it holds this CPU's, else measured now
     (and cached). ``refresh`` measures again."""
     cache = cache or paths.cache_dir() / CACHE_FILE
@@ -90,7 +91,7 @@ def ram_bandwidth(refresh: bool = False, cache: Path | None = None) -> RamBandwi
             return RamBandwidth(**ram)
         except TypeError:
             pass  # written by another version: measure again
-    measured = measure_ram()
+    measured = measure_ram(buffer_bytes=buffer_bytes)
     data["ram"] = asdict(measured)
     _write(cache, data)
     return measured

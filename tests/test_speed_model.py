@@ -1,0 +1,98 @@
+"""The speed model: what each token reads where, and how the ranges move with the placement.
+
+Speed itself is measured in bench/predict_vs_measure.py (no timed assertions here); these
+tests check the model's accounting and its response to the machine's figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from app.advisor.speed import predict
+from app.engine.placement import PlacementPlan
+from app.gguf_info import kv_bytes_per_layer
+from app.hardware.bandwidth import RamBandwidth
+from tests.test_advisor import QWEN3_30B_Q4
+from tests.test_advisor_gpus import H100
+
+GB = 1e9
+SERVER_RAM = RamBandwidth(read_bw=80e9, read_bw_1=12e9, copy_bw_1=9e9, matmul_flops=1.5e12,
+                          threads=16, buffer_bytes=512 << 20)
+ON_GPU = {"CUDA0": H100}
+
+
+def plan(experts_in_ram: str | int = "none", **fields: object) -> PlacementPlan:
+    return dataclasses.replace(PlacementPlan(n_ctx=4096, n_threads=16, flash_attn="on",
+                                             experts_in_ram=experts_in_ram), **fields)
+
+
+def test_a_token_reads_the_top_k_experts_where_they_live() -> None:
+    model = QWEN3_30B_Q4
+    p = predict(model, plan("all"), ON_GPU, SERVER_RAM, 16, n_prompt=500, n_gen=100)
+    routed = sum(t.n_bytes for t in model.tensors if t.tensor_class == "routed_experts")
+    embedding_row = 2048 * 2  # one f16 row of token_embd
+    assert p.decode_bytes["CPU"] == int(routed * 8 / 128 + embedding_row)
+    dense = sum(t.n_bytes for t in model.tensors
+                if t.tensor_class not in ("routed_experts", "embeddings"))
+    kv = 48 * kv_bytes_per_layer(model, 550)  # the middle of generation: 500 + 100 / 2
+    assert p.decode_bytes["CUDA0"] == dense + kv
+
+
+def test_more_experts_in_ram_is_slower() -> None:
+    ranges = [predict(QWEN3_30B_Q4, plan(n), ON_GPU, SERVER_RAM, 16).decode
+              for n in ("none", 12, 24, 36, "all")]
+    for faster, slower in zip(ranges, ranges[1:], strict=False):
+        assert slower.high < faster.high and slower.low < faster.low
+    assert all(r.low < r.high for r in ranges)
+
+
+def test_ram_bandwidth_matters_only_for_what_is_in_ram() -> None:
+    fast_ram = dataclasses.replace(SERVER_RAM, read_bw=160e9, read_bw_1=24e9)
+    on_gpu = [predict(QWEN3_30B_Q4, plan("none"), ON_GPU, r, 16).decode for r in (SERVER_RAM, fast_ram)]
+    in_ram = [predict(QWEN3_30B_Q4, plan("all"), ON_GPU, r, 16).decode for r in (SERVER_RAM, fast_ram)]
+    # on the GPU only the embedding row (4 KB) is read from RAM
+    assert on_gpu[0].mid == pytest.approx(on_gpu[1].mid, rel=1e-4)
+    assert in_ram[1].mid > 1.5 * in_ram[0].mid
+
+
+def test_few_threads_read_ram_at_their_own_pace() -> None:
+    many = predict(QWEN3_30B_Q4, plan("all"), ON_GPU, SERVER_RAM, 16).decode
+    two = predict(QWEN3_30B_Q4, plan("all", n_threads=2), ON_GPU, SERVER_RAM, 16).decode
+    assert two.mid < 0.5 * many.mid  # 2 x 12 GB/s instead of 80 GB/s
+
+
+def test_prefill_with_experts_in_ram_copies_them_over_pcie_per_ubatch() -> None:
+    mmap = predict(QWEN3_30B_Q4, plan("all"), ON_GPU, SERVER_RAM, 16, n_prompt=512).prefill
+    pinned = predict(QWEN3_30B_Q4, plan("all", use_mmap=False), ON_GPU, SERVER_RAM, 16,
+                     n_prompt=512).prefill
+    # pageable memory goes through a 9 GB/s staging copy, pinned memory at PCIe 5 x16 speed
+    assert pinned.low > 3 * mmap.low
+    # a larger ubatch copies the experts once for more tokens
+    big = predict(QWEN3_30B_Q4, plan("all", n_ubatch=2048), ON_GPU, SERVER_RAM, 16,
+                  n_prompt=2048).prefill
+    assert big.mid > 3 * mmap.mid
+    gpu = predict(QWEN3_30B_Q4, plan("none"), ON_GPU, SERVER_RAM, 16, n_prompt=512).prefill
+    assert gpu.low > 10 * mmap.high
+
+
+def test_a_cpu_only_run_uses_the_cpu_figures() -> None:
+    p = predict(QWEN3_30B_Q4, plan(n_gpu_layers=0), {}, SERVER_RAM, 16)
+    assert set(p.decode_bytes) == {"CPU"}
+    double = predict(QWEN3_30B_Q4, plan(n_gpu_layers=0), {},
+                     dataclasses.replace(SERVER_RAM, matmul_flops=3e12), 16)
+    assert double.prefill.mid > 1.5 * p.prefill.mid  # prefill on a CPU is compute bound
+    assert p.notes == []
+    assert predict(QWEN3_30B_Q4, plan(n_gpu_layers=0), {}, None, 16).notes == [
+        "RAM speed not measured: a typical desktop's assumed"]
+
+
+@pytest.mark.parametrize("experts_in_ram, decode, prefill", [("none", 261.3, 6166)])
+def test_the_h100_measurements_fall_in_the_predicted_range(experts_in_ram: str, decode: float,
+                                                           prefill: float) -> None:
+    # docs/benchmarks.md: synthetic Qwen3-30B-A3B Q4_0, all on the H100, 488-token prompt,
+    # 128 tokens. GPU-only runs do not depend on the host's RAM figures.
+    p = predict(QWEN3_30B_Q4, plan(experts_in_ram), ON_GPU, SERVER_RAM, 16, n_prompt=488, n_gen=128)
+    assert p.decode.low <= decode <= p.decode.high
+    assert p.prefill.low <= prefill <= p.prefill.high
