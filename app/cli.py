@@ -25,6 +25,7 @@ from app.hub import cli as hub_cli
 from app.hub.errors import HubError
 from app.hub.token import get_token
 from app.paths import default_models_dir
+from app.serve import cli as serve_cli
 from app.tune import cli as tune_cli
 
 
@@ -245,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     synth.add_argument("synth_args", nargs=argparse.REMAINDER)
     tune_cli.add_subcommand(sub)
     hub_cli.add_subcommand(sub)  # library, login, logout
+    serve_cli.add_subcommand(sub)  # OpenAI-compatible server
     args = parser.parse_args(argv)
     commands = {"hardware": cmd_hardware, "advise": cmd_advise, "download": cmd_download,
                 "info": cmd_info, "chat": cmd_chat, "synth": cmd_synth}

@@ -62,7 +62,8 @@ class NoModelLoadedError(EngineError):
 
 
 class EngineBusyError(EngineError):
-    """The engine is already loading or generating and can run one such job at a time."""
+    """A load or unload while a job runs or chats wait (chats wait their turn instead), or
+    any job while the engine shuts down."""
 
     code = "busy"
 

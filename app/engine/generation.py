@@ -111,18 +111,22 @@ class Generator:
             return ""
         return self._piece_bytes(token, special).decode("utf-8", errors="replace")
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        """Tokens of ``text``; ``add_bos`` adds the model's BOS where it wants one (a chat
+        template writes its own)."""
         data = text.encode("utf-8")
         capacity = len(data) + 16
         tokens = (llama_cpp.llama_token * capacity)()
-        # the template already wrote any BOS; special tokens in it are parsed as such
-        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, capacity, False, True)
+        # special tokens in the text (a template's) are parsed as such
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, capacity, add_bos, True)
         if n < 0:
             tokens = (llama_cpp.llama_token * -n)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, -n, False, True)
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, -n, add_bos, True)
         return list(tokens[:n])
 
     def render(self, params: ChatParams) -> str:
+        if params.prompt is not None:  # a raw completion: the text as it is
+            return params.prompt
         messages = [{"role": m.role, "content": m.content} for m in params.messages]
         try:
             return self.formatter(messages=messages).prompt
@@ -175,7 +179,7 @@ class Generator:
 
     def chat(self, params: ChatParams, on_token: Callable[[Token], None],
              cancelled: threading.Event) -> ChatResult:
-        prompt = self.tokenize(self.render(params))
+        prompt = self.tokenize(self.render(params), add_bos=params.prompt is not None)
         if not prompt:
             raise EngineError("the chat rendered to an empty prompt", "Send a message with text.")
         budget = self.n_ctx - len(prompt)

@@ -109,6 +109,9 @@ class ChatParams:
     messages: list[ChatMessage]
     sampling: Sampling = field(default_factory=Sampling)
     stop: list[str] = field(default_factory=list)
+    # raw text to continue, without the chat template (OpenAI's /v1/completions); needs
+    # empty ``messages``
+    prompt: str | None = None
 
 
 @dataclass

@@ -351,6 +351,8 @@ class EngineServer:
 
     async def _on_chat(self, conn: Connection, request_id: int, params: Any) -> None:
         chat = from_wire(ChatParams, params)
+        if chat.prompt is not None and chat.messages:
+            raise ProtocolError("params: a chat has either messages or a raw prompt, not both")
         job = Job(request_id, "chat", conn)
         token = self._forwarder(job, "token")
         job.work = lambda: self.runtime.chat(chat, token, job.cancelled)

@@ -1,0 +1,359 @@
+"""The OpenAI-compatible HTTP server: other tools use the model the engine has loaded.
+
+    server = OpenAIServer(engine, port=8000, api_key="sk-local")   # engine: an EngineClient
+    server.start()            # serves on its own threads; returns at once
+    server.requests_in_flight # for a status bar
+    server.stop()
+
+Standard library only (``http.server``): one thread per HTTP connection, each blocking on its
+engine request. The server opens its own connection to the engine (``connect_again``), so in
+the engine's round-robin its requests, together, take turns with the GUI's chats. A client
+that disconnects, while its request waits or while it streams, cancels that request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from app.engine.client import ChatStream, EngineClient
+from app.engine.errors import (
+    EngineBusyError,
+    EngineDiedError,
+    EngineError,
+    NoModelLoadedError,
+)
+from app.serve import openai_api
+from app.serve.openai_api import ApiError, CompletionRequest
+
+log = logging.getLogger("moedesk.serve")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+MAX_BODY_BYTES = 2 * 1024 * 1024  # well under the engine's 4 MiB frame: an accepted body fits
+DISCONNECT_POLL_S = 0.2
+ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
+
+
+class OpenAIServer:
+    """OpenAI's /v1 API over an engine; ``start`` and ``stop`` from any thread."""
+
+    def __init__(self, engine: EngineClient, *, host: str = DEFAULT_HOST,
+                 port: int = DEFAULT_PORT, api_key: str | None = None,
+                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        """``port`` 0 picks a free one (see ``port`` after ``start``); ``api_key`` set: every
+        request must carry ``Authorization: Bearer <api_key>``."""
+        self.engine = engine
+        self.host = host
+        self.api_key = api_key or None
+        self.max_body_bytes = max_body_bytes
+        self._port = port
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connection: EngineClient | None = None
+        self._lock = threading.Lock()
+        self._streams: set[ChatStream] = set()
+        self._created = int(time.time())
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1] if self._httpd else self._port
+
+    @property
+    def url(self) -> str:
+        """The base URL an OpenAI client takes (``.../v1``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Completions started and not yet answered (running or waiting in the engine)."""
+        with self._lock:
+            return len(self._streams)
+
+    def start(self) -> None:
+        """Bind and serve on a background thread (OSError if the port is taken)."""
+        if self._httpd is not None:
+            return
+        connection = self.engine.connect_again("openai-server")
+        try:
+            httpd = _HTTPServer((self.host, self._port), _Handler, self)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection, self._httpd = connection, httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, name="openai-server",
+                                        daemon=True)
+        self._thread.start()
+        log.info("OpenAI-compatible server on %s", self.url)
+
+    def stop(self) -> None:
+        """Stop accepting, cancel the requests in flight, close; idempotent."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.cancel()
+        if self._thread is not None:
+            self._thread.join()
+        if self._connection is not None:
+            self._connection.close()  # a handler still waiting fails at once
+        self._connection = None
+
+    def __enter__(self) -> OpenAIServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- used by the handler ------------------------------------------------------------
+
+    def authorized(self, header: str | None) -> bool:
+        if self.api_key is None:
+            return True
+        scheme, _, key = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            key.strip().encode("utf-8", "surrogateescape"), self.api_key.encode("utf-8"))
+
+    def model_id(self) -> str | None:
+        """The loaded model's name (what requests name as ``model``), or None."""
+        return self._engine().stats().model
+
+    def model_list(self) -> dict[str, Any]:
+        return openai_api.model_list(self.model_id(), self._created)
+
+    def _engine(self) -> EngineClient:
+        if self._connection is None:
+            raise EngineDiedError("the server is stopping.")
+        return self._connection
+
+    @contextlib.contextmanager
+    def completion(self, request: CompletionRequest) -> Iterator[ChatStream]:
+        """Start a request on the engine; on the way out it is over or cancelled."""
+        model = self.model_id()
+        if model is None:
+            raise ApiError(503, "no model is loaded in MoE Desk; load one, then try again.",
+                           code="model_not_loaded", kind="server_error")
+        if request.model != model:
+            raise ApiError(404, f"The model '{request.model}' does not exist: this server "
+                           f"serves '{model}' (see GET /v1/models).", param="model",
+                           code="model_not_found")
+        stream = self._engine().chat(request.params)
+        with self._lock:
+            self._streams.add(stream)
+        try:
+            yield stream
+        finally:
+            stream.cancel()  # nothing if it has ended; else (a client gone) it stops now
+            with contextlib.suppress(EngineError):
+                stream.result  # noqa: B018 (drain its events, so its slot in the engine is free)
+            with self._lock:
+                self._streams.discard(stream)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 app: OpenAIServer) -> None:
+        self.app = app
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+
+class _ClientGone(Exception):
+    """The HTTP client closed its connection."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"  # keep-alive for JSON answers; streams close when done
+    server_version = "MoEDesk"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._serve(lambda: self._json(200, self.server.app.model_list())
+                    if self._path() in ("/v1/models", "/models") else self._not_found())
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve(self._post)
+
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0].rstrip("/")
+
+    def _serve(self, work: Any) -> None:
+        try:
+            if not self.server.app.authorized(self.headers.get("Authorization")):
+                raise ApiError(401, "Incorrect API key provided. Send it as 'Authorization: "
+                               "Bearer <key>' (the key MoE Desk's server was started with).",
+                               code="invalid_api_key")
+            work()
+        except ApiError as exc:
+            self._json(exc.status, exc.body())
+        except _ClientGone:
+            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except EngineError as exc:
+            self._json(*_engine_error(exc))
+
+    def _not_found(self) -> None:
+        raise ApiError(404, f"Unknown path {self.command} {self._path()}: this server has GET "
+                       "/v1/models, POST /v1/chat/completions and POST /v1/completions.",
+                       code="unknown_url")
+
+    def _post(self) -> None:
+        kind = ROUTES.get(self._path())
+        if kind is None:
+            self._not_found()
+            return
+        request = openai_api.parse_request(kind, self._body())  # type: ignore[arg-type]
+        with self.server.app.completion(request) as stream, self._watch(stream):
+            if request.stream:
+                self._stream(request, stream)
+            else:
+                result = stream.result
+                if result.finish_reason == "cancelled":
+                    raise EngineBusyError("the engine stopped this request.", "Try again.")
+                self._json(200, openai_api.response(request, openai_api.new_id(kind), result))
+
+    def _body(self) -> Any:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            raise ApiError(411, "send the request body with a Content-Length header.")
+        if int(length) > self.server.app.max_body_bytes:
+            self.close_connection = True  # the body is left unread
+            raise ApiError(413, f"the request body has {int(length):,} bytes; this server takes "
+                           f"at most {self.server.app.max_body_bytes:,}. Shorten the prompt.",
+                           code="request_too_large")
+        raw = self.rfile.read(int(length))
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, f"the request body is not valid JSON ({exc}).") from None
+
+    def _stream(self, request: CompletionRequest, stream: ChatStream) -> None:
+        """Server-sent events: one chunk per piece of text, the end, then ``[DONE]``. The
+        status line waits for the first piece, so an error before it is a proper error."""
+        request_id = openai_api.new_id(request.kind)
+        started = False
+        try:
+            for token in stream:
+                if not started:
+                    self._start_events()
+                    started = True
+                    if request.kind == "chat":
+                        self._event(openai_api.chunk(request, request_id, first=True))
+                self._event(openai_api.chunk(request, request_id, token.text))
+            result = stream.result
+        except EngineError as exc:
+            if not started:
+                raise
+            self._event(_engine_error(exc)[1])  # mid-stream: OpenAI clients raise this
+            return
+        if result.finish_reason == "cancelled" and not started:
+            raise EngineBusyError("the engine stopped this request.", "Try again.")
+        if not started:
+            self._start_events()
+            if request.kind == "chat":
+                self._event(openai_api.chunk(request, request_id, first=True))
+        self._event(openai_api.chunk(request, request_id, result=result))
+        if request.include_usage:
+            self._event(openai_api.chunk(request, request_id, result=result, usage_only=True))
+        self._write(b"data: [DONE]\n\n")
+
+    def _start_events(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")  # no length: the end of the stream says it
+        self.end_headers()
+        self.close_connection = True
+
+    def _event(self, data: dict[str, Any]) -> None:
+        self._write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            raise _ClientGone from None
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode()
+        if status >= 400:
+            self.close_connection = True  # its body may be unread: start afresh
+        try:
+            self.send_response(status, HTTPStatus(status).phrase)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True
+
+    @contextlib.contextmanager
+    def _watch(self, stream: ChatStream) -> Iterator[None]:
+        """Cancel ``stream`` when the client hangs up, also while the request still waits in
+        the engine (no write would notice then)."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                try:
+                    readable, _, _ = select.select([self.connection], [], [], DISCONNECT_POLL_S)
+                    if not readable:
+                        continue
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        stream.cancel()  # end of file: the client is gone
+                except (OSError, ValueError):  # reset, or the socket closed under us
+                    stream.cancel()
+                return  # gone, or it sent more (pipelining): either way, stop looking
+
+        threading.Thread(target=watch, name="openai-server-watch", daemon=True).start()
+        try:
+            yield
+        finally:
+            # not joined: it ends within a poll, and a late cancel of an ended stream is a no-op
+            done.set()
+
+
+def _engine_error(exc: EngineError) -> tuple[int, dict[str, Any]]:
+    """An engine failure as an HTTP status and an OpenAI error body."""
+    if isinstance(exc, NoModelLoadedError):
+        error = ApiError(503, str(exc), code="model_not_loaded", kind="server_error")
+    elif isinstance(exc, (EngineBusyError, EngineDiedError)):
+        error = ApiError(503, str(exc), code="engine_unavailable", kind="server_error")
+    elif type(exc) is EngineError and not exc.message.startswith("internal"):
+        # the request's own content: too long for the context, refused by the template
+        error = ApiError(400, str(exc))
+    else:
+        error = ApiError(500, str(exc), kind="server_error")
+    return error.status, error.body()
