@@ -38,7 +38,7 @@ FIRST_RUN_DONE = "first_run_done"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids never reused: views key widgets by id
     title TEXT NOT NULL,
     system_prompt TEXT NOT NULL DEFAULT '',
     preset TEXT NOT NULL DEFAULT 'balanced',
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids never reused: views key widgets by id
     conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
     role TEXT NOT NULL,
     content TEXT NOT NULL,

@@ -29,12 +29,8 @@ llama-server -m Qwen3-30B-A3B-Q4_K_M.gguf -ngl 99 --cpu-moe
 MoE Desk does this for you from the advisor's plan."""
 
 
-def demo_page() -> QWidget:
-    from app.engine.protocol import LoadResult, ModelInfo
-    from app.ui.chat.page import ChatPage
-
-    folder = Path(tempfile.mkdtemp(prefix="moedesk-demo-"))
-    store = Store(folder / "demo.sqlite3")
+def fill_demo_store(store: Store) -> None:
+    """Two conversations, one with a reasoning answer that has Markdown, code and stats."""
     store.create_conversation("Draft a release note", ChatDefaults())
     conv = store.create_conversation("Why are MoE models fast?", ChatDefaults(preset="precise"))
     store.add_message(conv.id, "user", "Why can a 30B MoE model run fast when its experts sit in RAM?")
@@ -42,6 +38,16 @@ def demo_page() -> QWidget:
     store.update_message(answer.id, DEMO_ANSWER, "complete", MessageStats(
         prompt_tokens=41, completion_tokens=187, prefill_tps=412.0, decode_tps=38.6, ttft_s=0.11,
         finish_reason="stop", model="Qwen3-30B-A3B Q4_K_M"))
+
+
+def demo_page() -> QWidget:
+    from app.engine.protocol import LoadResult, ModelInfo
+    from app.ui.chat.page import ChatPage
+
+    folder = Path(tempfile.mkdtemp(prefix="moedesk-demo-"))
+    store = Store(folder / "demo.sqlite3")
+    fill_demo_store(store)
+    conv = store.conversations()[0]
     page = ChatPage(store)
     page.set_engine_state("idle")
     page.set_model(LoadResult(
@@ -50,7 +56,6 @@ def demo_page() -> QWidget:
                         n_ctx_train=40960, n_params=30_500_000_000, size_bytes=18_600_000_000,
                         chat_template=True),
         placement=[], expert_layers_on_gpu=[], n_ctx=8192, load_seconds=4.2, telemetry=True))
-    page.compose.setPlainText("And what does the advisor's slider change?")
     page.open_conversation(conv.id)
     page.compose.setPlainText("And what does the advisor's slider change?")
     return page

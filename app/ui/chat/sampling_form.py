@@ -19,6 +19,7 @@ class SamplingForm(QWidget):
         self.system_prompt = QPlainTextEdit()
         self.system_prompt.setPlaceholderText("e.g. You are a concise assistant.")
         self.system_prompt.setTabChangesFocus(True)
+        self.system_prompt.setMaximumHeight(self.system_prompt.fontMetrics().lineSpacing() * 6)
         self.preset = QComboBox()
         for preset in PRESETS.values():
             self.preset.addItem(f"{preset.label}: {preset.description}", preset.name)

@@ -1,0 +1,270 @@
+"""The main window: side navigation over the pages, the engine's status bar, the died banner,
+and the wiring between the EngineController and the pages (docs: helper ui-contract).
+
+Pages other engineers build (Models, Advisor, Dashboard) are imported if their package is
+there; otherwise a placeholder says so and the rest of the app runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine.protocol import EngineStats, LoadParams, LoadResult
+from app.hardware import Hardware, detect
+from app.store import FIRST_RUN_DONE, LOAD_CONTEXT, Store
+from app.ui.chat import ChatPage
+from app.ui.engine_controller import EngineController
+from app.ui.settings import SettingsPage
+from app.ui.settings.page import DEFAULT_LOAD_CONTEXT
+from app.ui.widgets.background import run_in_background
+from app.ui.widgets.engine_status import DiedBanner, EngineStatus
+from app.ui.widgets.theme import apply_theme
+
+log = logging.getLogger("moedesk.ui")
+
+ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "moedesk.svg"
+# (navigation label, package, class) of the pages other engineers build
+PLUGGED_PAGES = {"Models": ("app.ui.models", "ModelsPage"),
+                 "Advisor": ("app.ui.advisor", "AdvisorPage"),
+                 "Dashboard": ("app.ui.dashboard", "DashboardPage")}
+PAGE_ORDER = ("Chat", "Models", "Advisor", "Dashboard", "Settings")
+
+
+def plan_load(path: Path, n_ctx: int, hardware: Hardware | None) -> tuple[LoadParams, Any]:
+    """The advisor's placement for ``path`` on this machine (blocking: run it off the UI thread)."""
+    from app.advisor.planner import plan_for
+    from app.gguf_info import read_model
+
+    model = read_model(path)
+    plan = plan_for(model, hardware or detect(), min(n_ctx, model.n_ctx_train or n_ctx))
+    return LoadParams(model=str(path), placement=plan.placement), plan
+
+
+def placeholder(name: str, why: str) -> QWidget:
+    page = QLabel(f"The {name} page is not installed in this build.\n\n{why}")
+    page.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    page.setWordWrap(True)
+    return page
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, store: Store, controller: EngineController | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.engine = controller or EngineController(self)
+        self.hardware: Hardware | None = None
+        self.setWindowTitle("MoE Desk")
+        if ICON.exists():
+            self.setWindowIcon(QIcon(str(ICON)))
+        self.chat = ChatPage(store)
+        self.settings = SettingsPage(store)
+        self.pages: dict[str, QWidget] = {"Chat": self.chat, "Settings": self.settings}
+        for name, (package, cls) in PLUGGED_PAGES.items():
+            self.pages[name] = self._plugged_page(name, package, cls)
+        self._build()
+        self._menus()
+        self._wire()
+        run_in_background(detect, self._hardware_found,
+                          lambda exc: log.warning("hardware detection failed: %s", exc))
+
+    # --- building -------------------------------------------------------------------------
+
+    def _plugged_page(self, name: str, package: str, cls: str) -> QWidget:
+        try:
+            return getattr(importlib.import_module(package), cls)()
+        except ImportError as exc:
+            return placeholder(name, f"({exc})")
+        except Exception as exc:  # a page that fails to build must not take the app down
+            log.exception("the %s page failed to build", name)
+            return placeholder(name, f"It failed to start: {exc}")
+
+    def _build(self) -> None:
+        self.nav = QListWidget()
+        self.nav.addItems(PAGE_ORDER)
+        self.nav.setFixedWidth(self.nav.fontMetrics().horizontalAdvance("Dashboard") * 2)
+        self.stack = QStackedWidget()
+        for name in PAGE_ORDER:
+            self.stack.addWidget(self.pages[name])
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.banner = DiedBanner()
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.banner)
+        right_layout.addWidget(self.stack, 1)
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.nav)
+        layout.addWidget(right, 1)
+        self.setCentralWidget(central)
+        self.status = EngineStatus()
+        self.statusBar().addPermanentWidget(self.status, 1)
+        self.show_page("Chat")
+        self.resize(1200, 780)
+
+    def _menus(self) -> None:
+        engine = self.menuBar().addMenu("&Engine")
+        self.start_action = engine.addAction("Start engine", self.engine.start)
+        engine.addAction("Load model file…", self._choose_model_file)
+        self.unload_action = engine.addAction("Unload model", self.engine.unload)
+        engine.addAction("Switch model…", lambda: self.show_page("Models"))
+        engine.addAction("Restart engine", self.engine.restart)
+        engine.addSeparator()
+        engine.addAction("Quit", QKeySequence.StandardKey.Quit, self.close)
+        chat = self.menuBar().addMenu("&Chat")
+        new_chat = QAction("New chat", self, shortcut=QKeySequence("Ctrl+N"))
+        new_chat.triggered.connect(self.new_chat)
+        chat.addAction(new_chat)
+        view = self.menuBar().addMenu("&View")
+        for i, name in enumerate(PAGE_ORDER, start=1):
+            action = QAction(name, self, shortcut=QKeySequence(f"Ctrl+{i}"))
+            action.triggered.connect(lambda _checked=False, n=name: self.show_page(n))
+            view.addAction(action)
+
+    def _wire(self) -> None:
+        e = self.engine
+        self.chat.attach(e)
+        e.state_changed.connect(self._state_changed)
+        e.load_progress.connect(self.status.set_progress)
+        e.model_loaded.connect(self._model_loaded)
+        e.model_unloaded.connect(lambda: self._model_loaded(None))
+        e.load_failed.connect(self._load_failed)
+        e.stats.connect(self._stats)
+        e.engine_died.connect(self.banner.show_death)
+        self.banner.restart_requested.connect(e.restart)
+        self.settings.theme_changed.connect(lambda theme: apply_theme(QApplication.instance(), theme))
+        self._call("Advisor", "set_build_info", signal=e.build_info)
+        self._call("Advisor", "show_load_progress", signal=e.load_progress)
+        self._call("Advisor", "show_loaded", signal=e.model_loaded)
+        self._call("Advisor", "show_load_failed", signal=e.load_failed)
+        self._call("Dashboard", "add_stats", signal=e.stats)
+        self._call("Dashboard", "add_routing", signal=e.routing)
+        self._call("Dashboard", "set_loaded", signal=e.model_loaded)
+        self._call("Dashboard", "add_chat_result", signal=self.chat.answer_finished)
+        models, advisor = self.pages["Models"], self.pages["Advisor"]
+        if hasattr(models, "load_requested"):
+            models.load_requested.connect(self.load_model_file)
+        if hasattr(advisor, "load_requested"):
+            advisor.load_requested.connect(self.engine.load)
+
+    def _call(self, page: str, method: str, signal: Any) -> None:
+        """Connect ``signal`` to ``pages[page].method`` if that page has it."""
+        slot = getattr(self.pages[page], method, None)
+        if callable(slot):
+            signal.connect(slot)
+
+    # --- actions --------------------------------------------------------------------------
+
+    def show_page(self, name: str) -> None:
+        self.nav.setCurrentRow(PAGE_ORDER.index(name))
+
+    def new_chat(self) -> None:
+        self.show_page("Chat")
+        self.chat.new_conversation()
+
+    def load_model_file(self, path: Path) -> None:
+        """Plan a load with the advisor (off the UI thread), then load it."""
+        path = Path(path)
+        n_ctx = int(self.store.setting(LOAD_CONTEXT, DEFAULT_LOAD_CONTEXT))
+        advisor = self.pages["Advisor"]
+        if hasattr(advisor, "set_model"):
+            advisor.set_model(path)
+        self.statusBar().showMessage(f"Planning {path.name}…", 5000)
+
+        def planned(result: tuple[LoadParams, Any]) -> None:
+            params, plan = result
+            if plan.verdict == "does_not_fit":
+                self._load_failed(f"{path.name} does not fit this machine: {'; '.join(plan.reasons)}.",
+                                  "Open the Advisor page to change the plan, or pick a smaller quant.")
+                return
+            self.engine.load(params)
+
+        run_in_background(lambda: plan_load(path, n_ctx, self.hardware), planned,
+                          lambda exc: self._load_failed(str(exc), ""))
+
+    def show_first_run(self) -> None:
+        """The welcome screen (non-modal); it marks the first run done when closed."""
+        from app.ui.first_run import FirstRunDialog
+
+        dialog = FirstRunDialog(self.store, self, hardware=self.hardware)
+        dialog.models_requested.connect(self._open_models_for)
+        dialog.open()
+        self.first_run_dialog = dialog
+
+    def maybe_show_first_run(self) -> None:
+        if not self.store.setting(FIRST_RUN_DONE, False):
+            self.show_first_run()
+
+    def _open_models_for(self, repo_id: str) -> None:
+        self.show_page("Models")
+        models = self.pages["Models"]
+        for method in ("show_repo", "search"):  # whichever the Models page offers
+            if repo_id and callable(getattr(models, method, None)):
+                getattr(models, method)(repo_id)
+                break
+
+    def _choose_model_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a model", str(self.store.models_folder()),
+                                              "GGUF models (*.gguf)")
+        if path:
+            self.load_model_file(Path(path))
+
+    # --- engine signals -------------------------------------------------------------------
+
+    def _hardware_found(self, hardware: Hardware) -> None:
+        self.hardware = hardware
+        for name in ("Models", "Advisor"):
+            setter = getattr(self.pages[name], "set_hardware", None)
+            if callable(setter):
+                setter(hardware)
+
+    def _state_changed(self, state: str) -> None:
+        self.status.set_state(state)
+        self.chat.set_engine_state(state)
+        if state != "died":
+            self.banner.hide()
+        self.start_action.setEnabled(state in ("stopped", "died"))
+        self.unload_action.setEnabled(self.engine.loaded is not None)
+
+    def _model_loaded(self, result: LoadResult | None) -> None:
+        self.status.set_model(result)
+        self.chat.set_model(result)
+        self.unload_action.setEnabled(result is not None)
+        if result is not None:
+            self.statusBar().showMessage(f"Loaded {result.model.name} in {result.load_seconds:.1f} s", 5000)
+
+    def _load_failed(self, message: str, hint: str) -> None:
+        self.status.set_model(None)
+        self.chat.set_model(None)
+        box = QMessageBox(QMessageBox.Icon.Warning, "The model did not load", message,
+                          QMessageBox.StandardButton.Ok, self)
+        box.setInformativeText(hint)
+        box.open()
+        self.load_error_box = box
+
+    def _stats(self, stats: EngineStats) -> None:
+        self.status.set_stats(stats)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.engine.shutdown()
+        super().closeEvent(event)
