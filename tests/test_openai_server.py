@@ -32,6 +32,8 @@ from app.serve import OpenAIServer
 DEADLINE_S = 60.0
 N_CTX = 65536  # an answer without max_tokens outlasts any test step
 ENDLESS = 60000  # max_tokens of answers that only a cancel ends within a test
+# greedy, and as long as asked: random weights may otherwise end an answer at any token
+EXACT: dict[str, Any] = {"temperature": 0, "extra_body": {"ignore_eos": True}}
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -97,7 +99,7 @@ def test_chat_answers_as_the_engine_does_with_usage_counts(
         client: openai.OpenAI, engine: EngineClient, model: str) -> None:
     answer = client.chat.completions.create(
         model=model, messages=[{"role": "system", "content": "Be brief."}, *user("Hello")],
-        max_tokens=8, temperature=0)
+        max_tokens=8, **EXACT)
     choice = answer.choices[0]
     assert answer.object == "chat.completion" and answer.model == model
     assert choice.message.role == "assistant" and choice.finish_reason == "length"
@@ -106,16 +108,16 @@ def test_chat_answers_as_the_engine_does_with_usage_counts(
     # the same greedy answer straight from the engine: the server added nothing, lost nothing
     direct = engine.chat(ChatParams(
         messages=[ChatMessage("system", "Be brief."), ChatMessage("user", "Hello")],
-        sampling=Sampling(temperature=0.0, max_tokens=8))).result
+        sampling=Sampling(temperature=0.0, max_tokens=8, ignore_eos=True))).result
     assert choice.message.content == direct.text
     assert answer.usage.prompt_tokens == direct.prompt_tokens
 
 
 def test_streamed_chat_is_the_whole_answer_in_pieces(client: openai.OpenAI, model: str) -> None:
     whole = client.chat.completions.create(model=model, messages=user("Tell a story"),
-                                           max_tokens=12, temperature=0)
+                                           max_tokens=12, **EXACT)
     chunks = list(client.chat.completions.create(
-        model=model, messages=user("Tell a story"), max_tokens=12, temperature=0, stream=True,
+        model=model, messages=user("Tell a story"), max_tokens=12, **EXACT, stream=True,
         stream_options={"include_usage": True}))
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -129,17 +131,17 @@ def test_streamed_chat_is_the_whole_answer_in_pieces(client: openai.OpenAI, mode
 def test_completions_continue_raw_text_and_stop_at_a_stop_string(
         client: openai.OpenAI, model: str) -> None:
     full = client.completions.create(model=model, prompt="Once upon a time", max_tokens=16,
-                                     temperature=0)
+                                     **EXACT)
     assert full.object == "text_completion" and full.choices[0].finish_reason == "length"
     text = full.choices[0].text
     assert full.usage is not None and full.usage.completion_tokens == 16
     # raw text: far fewer prompt tokens than the same words wrapped in the chat template
     chat = client.chat.completions.create(model=model, messages=user("Once upon a time"),
-                                          max_tokens=1, temperature=0)
+                                          max_tokens=1, **EXACT)
     assert chat.usage is not None and full.usage.prompt_tokens < chat.usage.prompt_tokens
     cut_at = text[len(text) // 2: len(text) // 2 + 3]
     streamed = client.completions.create(model=model, prompt="Once upon a time", max_tokens=16,
-                                         temperature=0, stop=[cut_at], stream=True)
+                                         **EXACT, stop=[cut_at], stream=True)
     chunks = list(streamed)
     assert "".join(c.choices[0].text for c in chunks) == text[: text.index(cut_at)]
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -164,7 +166,7 @@ def test_concurrent_requests_all_complete(client: openai.OpenAI, server: OpenAIS
     def ask(i: int) -> None:
         try:
             answers.put(client.chat.completions.create(
-                model=model, messages=user(f"Question {i}"), max_tokens=10, temperature=0))
+                model=model, messages=user(f"Question {i}"), max_tokens=10, **EXACT))
         except Exception as exc:  # reported below, not lost in the thread
             answers.put(exc)
 
@@ -183,7 +185,7 @@ def test_server_requests_and_the_guis_chats_take_turns(
         client: openai.OpenAI, engine: EngineClient, server: OpenAIServer, model: str) -> None:
     def open_stream(name: str) -> Any:
         return client.chat.completions.create(model=model, messages=user(name),
-                                              max_tokens=ENDLESS, temperature=0, stream=True)
+                                              max_tokens=ENDLESS, **EXACT, stream=True)
 
     first = open_stream("first")  # returns once it runs: its first piece is on its way
     next(iter(first))
@@ -218,14 +220,15 @@ def test_server_requests_and_the_guis_chats_take_turns(
 def test_a_client_that_hangs_up_mid_stream_frees_the_engine(
         client: openai.OpenAI, engine: EngineClient, model: str) -> None:
     stream = client.chat.completions.create(model=model, messages=user("Go on forever"),
-                                            max_tokens=ENDLESS, temperature=0, stream=True)
+                                            max_tokens=ENDLESS, **EXACT, stream=True)
     pieces = iter(stream)
     next(pieces), next(pieces)
     stream.close()
     wait_until(lambda: engine.stats().chats_running == 0, "the engine to be free")
     # it stopped near where the client left, far from the answer it was asked for
     assert engine.stats().tokens_generated < ENDLESS // 2
-    answer = client.chat.completions.create(model=model, messages=user("Next"), max_tokens=3)
+    answer = client.chat.completions.create(model=model, messages=user("Next"), max_tokens=3,
+                                            **EXACT)
     assert answer.usage is not None and answer.usage.completion_tokens == 3
 
 
@@ -259,11 +262,12 @@ def test_a_client_that_gives_up_while_waiting_never_runs(
     ({"model": "MODEL", "messages": user("hi"), "n": 2}, 400, "n"),
     ({"model": "MODEL", "messages": user("hi"), "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ({"model": "MODEL", "messages": user("hi"), "tools": [{"type": "function"}]}, 400, "tools"),
+    ({"model": "MODEL", "messages": user("hi"), "ignore_eos": "yes"}, 400, "ignore_eos"),
     ({"model": "gpt-4o", "messages": user("hi")}, 404, "model"),
     (b'{"model": "MODEL", "messages": [', 400, None),
     (b'["a list"]', 400, None),
 ], ids=["no messages", "no model", "empty messages", "bad role", "temperature", "max_tokens",
-        "n", "too many stops", "tools", "unknown model", "bad JSON", "not an object"])
+        "n", "too many stops", "tools", "ignore_eos", "unknown model", "bad JSON", "not an object"])
 def test_bad_requests_get_openai_style_errors(server: OpenAIServer, model: str,
                                              body: bytes | dict[str, Any], status: int,
                                              param: str | None) -> None:
@@ -312,7 +316,8 @@ def test_a_wrong_or_missing_api_key_is_refused(engine: EngineClient, model: str)
             status, reply = post(guarded, "/v1/chat/completions", body, headers)
             assert status == 401 and reply["error"]["code"] == "invalid_api_key"
         right = openai.OpenAI(base_url=guarded.url, api_key="sk-right", max_retries=0)
-        answer = right.chat.completions.create(model=model, messages=user("hi"), max_tokens=2)
+        answer = right.chat.completions.create(model=model, messages=user("hi"), max_tokens=2,
+                                               **EXACT)
         assert answer.usage is not None and answer.usage.completion_tokens == 2
 
 
@@ -340,7 +345,8 @@ def test_cli_serve_loads_serves_and_stops_on_sigterm(tiny_moe_gguf: Path) -> Non
         assert line.startswith("serving MoE Desk synthetic tiny at http://127.0.0.1:"), line
         client = openai.OpenAI(base_url=line.split()[-1], api_key="sk-from-env", max_retries=0)
         model = client.models.list().data[0].id
-        answer = client.chat.completions.create(model=model, messages=user("hi"), max_tokens=3)
+        answer = client.chat.completions.create(model=model, messages=user("hi"), max_tokens=3,
+                                                **EXACT)
         assert answer.usage is not None and answer.usage.completion_tokens == 3
         # a second server on the same port says why it cannot start
         port = line.split(":")[-1].split("/")[0]

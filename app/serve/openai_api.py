@@ -172,11 +172,15 @@ def parse_request(kind: Kind, body: Any) -> CompletionRequest:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise bad("'seed' must be an integer.", "seed")
+    ignore_eos = body.get("ignore_eos", False)  # llama.cpp server's extension (benchmarks)
+    if not isinstance(ignore_eos, bool):
+        raise bad("'ignore_eos' must be true or false.", "ignore_eos")
     sampling = Sampling(
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         seed=None if seed is None else seed % 2**32,  # llama.cpp takes a uint32 seed
         max_tokens=max_tokens or UNLIMITED_TOKENS,
+        ignore_eos=ignore_eos,
     )
     if kind == "chat":
         params = ChatParams(messages=_messages(body), sampling=sampling, stop=_stops(body))
