@@ -1,0 +1,170 @@
+"""The Advisor page: a user picks a model, sees the plan, moves the sliders, and loads it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from app.engine.client import EngineClient
+from app.engine.protocol import BuildInfo, LoadParams
+from app.engine.synthetic import SyntheticSpec
+from app.gguf_info import read_model
+from app.hardware import Hardware, detect
+from app.ui.advisor import AdvisorPage, demo_page
+from app.ui.advisor.controls import RuleError, parse_rules
+from app.ui.advisor.demo import write_model_header
+from tests.test_advisor import machine
+from tests.test_advisor_gpus import H100
+
+RECORDED = Path(__file__).parent / "data" / "hardware"
+
+
+@pytest.fixture
+def desktop() -> Hardware:
+    """A recorded desktop: Ryzen 9 7950X, 64 GB, Radeon RX 7900 XTX with 23 GiB free."""
+    return detect(RECORDED / "amd_gpu", nvml=False)
+
+
+@pytest.fixture(scope="module")
+def qwen3_30b_q8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Qwen3-30B-A3B shape in Q8_0 (32.8 GB), header only (the weights a sparse hole)."""
+    folder = tmp_path_factory.mktemp("qwen3")
+    return write_model_header(folder / "Qwen3-30B-A3B-Q8_0.gguf",
+                              SyntheticSpec.preset("qwen3-30b-a3b", quant="Q8_0"))
+
+
+def open_page(qtbot: QtBot, model: Path, hardware: Hardware, n_ctx: int = 2048) -> AdvisorPage:
+    page = AdvisorPage(hardware=hardware, measure=False, n_ctx=n_ctx)
+    qtbot.addWidget(page)
+    page.set_model(model)
+    qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+    return page
+
+
+def table(page: AdvisorPage) -> list[list[str]]:
+    m = page.table_model
+    return [[m.data(m.index(r, c)) for c in range(m.columnCount())] for r in range(m.rowCount())]
+
+
+def test_the_page_shows_the_plan_for_the_selected_model(qtbot: QtBot, tiny_moe_gguf: Path,
+                                                        desktop: Hardware) -> None:
+    page = open_page(qtbot, tiny_moe_gguf, desktop)
+    assert "qwen3moe, 4 layers, 8 experts (2 active)" in page.model_label.text()
+    assert page.verdict.text() == "Fits on the GPU"
+    assert [row[0] for row in table(page)] == ["CPU (RAM)", "ROCm0 (AMD GPU 0x744c)"]
+    assert page.speed.text().startswith("Predicted: decode ")
+    assert "RX" not in page.hardware_label.text() and "AMD Ryzen 9 7950X" in page.hardware_label.text()
+    assert page.load_button.isEnabled()
+
+
+def test_the_experts_slider_re_estimates_memory_and_speed_live(qtbot: QtBot, tiny_moe_gguf: Path,
+                                                               desktop: Hardware) -> None:
+    page = open_page(qtbot, tiny_moe_gguf, desktop)
+    on_gpu = page.plan
+    assert on_gpu is not None and page.controls.experts.value() == 0
+    page.controls.experts.setValue(4)  # what a drag to the right end does
+    in_ram = page.plan
+    assert in_ram.placement.experts_in_ram == "all"
+    assert page.verdict.text() == "Fits, with routed experts in RAM"
+    routed = sum(t.n_bytes for t in read_model(tiny_moe_gguf).tensors if t.tensor_class == "routed_experts")
+    assert in_ram.device("CPU").weights == on_gpu.device("CPU").weights + routed
+    assert in_ram.device("ROCm0").weights == on_gpu.device("ROCm0").weights - routed
+    # the hops between the GPU and the CPU cost time on every layer
+    assert in_ram.speed.decode.low < on_gpu.speed.decode.low
+    assert in_ram.speed.decode.high < on_gpu.speed.decode.high
+    assert page.controls.experts_label.text() == "all layers"
+    page.controls.experts.setValue(2)
+    assert page.plan.placement.experts_in_ram == 2
+    assert "routed experts in RAM: first 2 layers" in page.placement_label.text()
+    page.controls.replan.click()  # back to the advisor's choice
+    assert page.plan.placement.experts_in_ram == "none" and page.controls.experts.value() == 0
+
+
+def test_context_and_cache_type_change_the_plan(qtbot: QtBot, qwen3_30b_q8: Path) -> None:
+    page = open_page(qtbot, qwen3_30b_q8, machine(24), n_ctx=32768)
+    # the same answer as the planner's test: 18 layers' experts in RAM at 32k on 24 GB
+    assert page.plan.experts_in_ram_layers == 18 and page.controls.experts.value() == 18
+    # A q8_0 KV cache takes 34/64 of f16's 3.22 GB: the GPU's fixed part drops from 4.89 to
+    # 3.38 GB, and (24.70 - 3.38) / 0.642 GB = 33 layers keep their experts: 15 in RAM.
+    page.controls.cache.setCurrentText("q8_0")
+    assert page.plan.placement.type_k == page.plan.placement.type_v == "q8_0"
+    assert page.plan.experts_in_ram_layers == 15 and page.controls.experts.value() == 15
+    # At 4,096 tokens the KV cache is 0.21 GB: fixed part 1.88 GB, 35 layers on the GPU.
+    page.controls.ctx.setValue(4096)
+    assert page.plan.placement.n_ctx == 4096 and page.plan.experts_in_ram_layers == 13
+    page.controls.threads.setValue(3)
+    page.controls.active.setValue(4)
+    assert (page.plan.placement.n_threads, page.plan.placement.n_expert_used) == (3, 4)
+    # too few experts in RAM for this GPU: the page says so and will not load it
+    page.controls.experts.setValue(0)
+    assert page.verdict.text() == "Does not fit"
+    assert not page.load_button.isEnabled()
+    assert any("too much" in row[6] for row in table(page))
+
+
+def test_per_tensor_rules_come_first_and_bad_ones_are_explained(qtbot: QtBot, tiny_moe_gguf: Path,
+                                                                desktop: Hardware) -> None:
+    page = open_page(qtbot, tiny_moe_gguf, desktop)
+    page.controls.rules.setPlainText("blk\\.(=CPU")
+    assert page.controls.rules_error.text().startswith("line 1: 'blk\\\\.(' is not a valid regex")
+    assert not page.load_button.isEnabled()
+    page.controls.rules.setPlainText("# the output head in RAM\n^output\\.=CPU")
+    assert page.controls.rules_error.text() == ""
+    assert page.plan.placement.overrides[0].pattern == "^output\\."
+    output = sum(t.n_bytes for t in read_model(tiny_moe_gguf).tensors if t.name == "output.weight")
+    assert page.plan.device("CPU").weights >= output
+    with pytest.raises(RuleError, match="one device per rule"):
+        parse_rules("ffn_.*_exps=CUDA0,CUDA1")
+
+
+def test_a_gpu_the_build_cannot_drive_is_explained_and_the_plan_loads(
+        qtbot: QtBot, tiny_moe_gguf: Path, engine: EngineClient) -> None:
+    server = dataclasses.replace(detect(RECORDED / "numa_server", nvml=False), gpus=[H100])
+    page = open_page(qtbot, tiny_moe_gguf, server)
+    assert page.plan.gpus  # before the engine's word, the H100 is planned for
+    build: BuildInfo = engine.info()  # this machine's real CPU-only build
+    page.set_build_info(build)
+    assert page.verdict.text() == "Fits in RAM (runs on the CPU)"
+    assert "has no CUDA backend (it has: CPU)" in page.reasons.text()
+    assert 'CMAKE_ARGS="-DGGML_CUDA=on" python3 installers/install.py' in page.reasons.text()
+    assert "llama.cpp build: CPU (devices: CPU)" in page.hardware_label.text()
+    with qtbot.waitSignal(page.load_requested) as sent:
+        page.load_button.click()
+    params = sent.args[0]
+    assert isinstance(params, LoadParams) and params.model == str(tiny_moe_gguf)
+    assert params.placement == page.plan.placement and params.placement.n_gpu_layers == 0
+    page.show_load_progress(0.5)
+    assert not page.load_button.isEnabled() and page.progress.value() == 50
+    result = engine.load(params)  # the plan the page sent is one the engine loads
+    page.show_loaded(result)
+    assert page.status.text().startswith("Loaded MoE Desk synthetic tiny in ")
+    assert "routed experts: CPU" in page.status.text()
+    assert page.load_button.isEnabled() and page.progress.isHidden()
+    page.show_load_failed("not enough memory for the KV cache", "Lower the context size.")
+    assert page.status.text() == ("The model did not load: not enough memory for the KV cache\n"
+                                  "Lower the context size.")
+
+
+def test_a_file_that_is_not_a_model_says_why(qtbot: QtBot, tmp_path: Path, desktop: Hardware) -> None:
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("hello")
+    page = AdvisorPage(hardware=desktop, measure=False)
+    qtbot.addWidget(page)
+    page.set_model(bad)
+    qtbot.waitUntil(lambda: page.model_label.text().startswith("Cannot read"), timeout=10_000)
+    assert "is not a GGUF model" in page.model_label.text()
+    assert page.plan is None and not page.load_button.isEnabled()
+
+
+def test_the_demo_page_renders(qtbot: QtBot, tmp_path: Path) -> None:
+    page = demo_page()
+    qtbot.addWidget(page)
+    page.resize(1200, 780)
+    page.show()
+    qtbot.waitExposed(page)
+    assert page.plan is not None and page.plan.verdict == "fits_with_expert_offload"
+    shot = tmp_path / "advisor.png"
+    assert page.grab().save(str(shot)) and shot.stat().st_size > 10_000
