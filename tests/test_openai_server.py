@@ -248,6 +248,26 @@ def test_a_client_that_gives_up_while_waiting_never_runs(
     assert gui.result.finish_reason == "cancelled"
 
 
+def test_stopping_the_server_ends_its_streams_with_an_error_and_frees_the_engine(
+        engine: EngineClient, model: str) -> None:
+    server = OpenAIServer(engine, port=0)
+    server.start()
+    client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    stream = client.chat.completions.create(model=model, messages=user("Go on forever"),
+                                            max_tokens=ENDLESS, **EXACT, stream=True)
+    pieces = iter(stream)
+    next(pieces)
+    server.stop()  # as the GUI does when the user turns the server off
+    with pytest.raises(openai.APIError, match="shutting down"):
+        for _ in pieces:
+            pass
+    assert server.requests_in_flight == 0 and not server.running
+    wait_until(lambda: engine.stats().chats_running == 0, "the engine to be free")
+    assert engine.stats().tokens_generated < ENDLESS // 2
+    with pytest.raises(openai.APIConnectionError):
+        client.models.list()
+
+
 # --- refusals --------------------------------------------------------------------------------
 
 

@@ -42,6 +42,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 MAX_BODY_BYTES = 2 * 1024 * 1024  # well under the engine's 4 MiB frame: an accepted body fits
 DISCONNECT_POLL_S = 0.2
+STOP_DRAIN_S = 10.0  # how long stop() lets cancelled requests send their end
 ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 
 
@@ -61,7 +62,7 @@ class OpenAIServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connection: EngineClient | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._streams: set[ChatStream] = set()
         self._created = int(time.time())
 
@@ -112,6 +113,8 @@ class OpenAIServer:
             streams = list(self._streams)
         for stream in streams:
             stream.cancel()
+        with self._lock:  # let them tell their clients, before the engine connection goes
+            self._lock.wait_for(lambda: not self._streams, STOP_DRAIN_S)
         if self._thread is not None:
             self._thread.join()
         if self._connection is not None:
@@ -168,6 +171,7 @@ class OpenAIServer:
                 stream.result  # noqa: B018 (drain its events, so its slot in the engine is free)
             with self._lock:
                 self._streams.discard(stream)
+                self._lock.notify_all()
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -180,6 +184,12 @@ class _HTTPServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler)
+
+
+def _stopped() -> EngineBusyError:
+    """A request cancelled while its client is still there: the server or engine is stopping."""
+    return EngineBusyError("the engine stopped this request: MoE Desk's server or engine is "
+                           "shutting down.", "Try again when it is back.")
 
 
 class _ClientGone(Exception):
@@ -237,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 result = stream.result
                 if result.finish_reason == "cancelled":
-                    raise EngineBusyError("the engine stopped this request.", "Try again.")
+                    raise _stopped()
                 self._json(200, openai_api.response(request, openai_api.new_id(kind), result))
 
     def _body(self) -> Any:
@@ -270,13 +280,13 @@ class _Handler(BaseHTTPRequestHandler):
                         self._event(openai_api.chunk(request, request_id, first=True))
                 self._event(openai_api.chunk(request, request_id, token.text))
             result = stream.result
+            if result.finish_reason == "cancelled":
+                raise _stopped()
         except EngineError as exc:
             if not started:
                 raise
             self._event(_engine_error(exc)[1])  # mid-stream: OpenAI clients raise this
             return
-        if result.finish_reason == "cancelled" and not started:
-            raise EngineBusyError("the engine stopped this request.", "Try again.")
         if not started:
             self._start_events()
             if request.kind == "chat":
