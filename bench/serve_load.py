@@ -145,7 +145,9 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "app.cli", "serve", args.model, "--port", "0",
                "--ctx", str(args.ctx), "--threads", str(args.threads),
                "--experts-in-ram", args.experts_in_ram, "--gpu-layers", str(args.gpu_layers)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    root = str(Path(__file__).resolve().parents[1])  # the repo, before any site dir set
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert server.stdout is not None
     line = server.stdout.readline()  # "serving MODEL_ID at URL", once it serves
