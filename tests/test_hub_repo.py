@@ -12,7 +12,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import get_session
 
 from app.hub.errors import GatedRepoError, HubUnreachableError, RepoNotFoundError
-from app.hub.repo import check_download_access, list_gguf_quants, search_gguf_repos
+from app.hub.repo import check_download_access, list_gguf_quants, parse_repo_id, search_gguf_repos
 from tests import hub_server
 from tests.hub_server import HubRepo, LargeFile, LocalHub
 
@@ -210,3 +210,21 @@ def test_server_resolves_lfs_files_through_a_cdn_redirect_with_ranges(local_hub:
     assert hashlib.sha256(data).hexdigest() == head.headers["X-Linked-Etag"].strip('"')
     with pytest.raises(hf_errors.RemoteEntryNotFoundError):
         hf_hub_download("me/big-GGUF", "nope.gguf", endpoint=local_hub.url, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "repo_id"),
+    [
+        ("unsloth/Qwen3-30B-A3B-GGUF", "unsloth/Qwen3-30B-A3B-GGUF"),
+        ("  https://huggingface.co/unsloth/DeepSeek-R1-GGUF/tree/main/Q4_K_M  ", "unsloth/DeepSeek-R1-GGUF"),
+        ("https://huggingface.co/bartowski/m-GGUF/blob/main/m-Q4_K_M.gguf", "bartowski/m-GGUF"),
+        ("hf.co/unsloth/gpt-oss-120b-GGUF", "unsloth/gpt-oss-120b-GGUF"),
+        ("http://127.0.0.1:8080/owner/name/", "owner/name"),  # another endpoint (HF_ENDPOINT)
+        ("qwen3 moe", None),
+        ("owner/name/extra", None),
+        ("https://huggingface.co/unsloth", None),
+        ("own er/name", None),
+    ],
+)
+def test_a_repo_is_recognised_by_its_id_or_its_hub_url(text: str, repo_id: str | None) -> None:
+    assert parse_repo_id(text) == repo_id

@@ -351,4 +351,8 @@ def _disk_free(folder: Path) -> int:
 
 
 def _gib(count: int) -> str:
-    return f"{count / 2**30:.1f} GiB"
+    """Binary units, as disk tools show free space: 1.5 GiB, 812.0 MiB, 3.0 KiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(count) >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"

@@ -6,6 +6,7 @@ another repo are dropped (a generation number says which repo they were for).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,6 +84,7 @@ class FindPanel(QWidget):
         self.tasks, self.banner = tasks, banner
         self.models_dir, self.endpoint, self.hardware = models_dir, endpoint, hardware
         self.session_token: str | None = None  # entered when no keyring could keep it; memory only
+        self.free_space: Callable[[Path], int] | None = None  # free bytes of a folder (None: the disk's)
         self.repo_id: str | None = None
         self.job: DownloadJob | None = None
         self.token_dialog: TokenDialog | None = None
@@ -271,8 +273,10 @@ class FindPanel(QWidget):
                 if row.quant.complete:
                     self.quant_model.set_verdict(row.quant.name, None, "needs access to check")
             if isinstance(error, GatedRepoError):
-                retry = lambda: self.advise(self._generation, repo_id, quants)  # noqa: E731
-                self.banner.show_error(error, action=("Sign in…", lambda: self.ask_token(str(error), retry)))
+                # signing in reads the verdicts again (_after_sign_in)
+                self.banner.show_error(
+                    error, action=("Sign in…", lambda: self.ask_token(str(error), lambda: None))
+                )
             else:
                 self.banner.show_error(error)
 
@@ -300,7 +304,14 @@ class FindPanel(QWidget):
             return
         row = self.quant_model.rows[self.quant_model.row_of(quant.name)]
         self.job = DownloadJob(
-            self.tasks, self.repo_id, quant, self.models_dir, self._token, self.endpoint, self
+            self.tasks,
+            self.repo_id,
+            quant,
+            self.models_dir,
+            self._token,
+            self.endpoint,
+            self,
+            self._free_space,
         )
         self.job.state_changed.connect(lambda _s: self._update_buttons())
         self.job.state_changed.connect(self._job_state)
@@ -351,6 +362,9 @@ class FindPanel(QWidget):
             bool(quant and quant.complete and not busy and not (state and state.complete))
         )
 
+    def _free_space(self, folder: Path) -> int:
+        return self.free_space(folder) if self.free_space else shutil.disk_usage(folder).free
+
     # -- token ---------------------------------------------------------------------------------
     def _token(self) -> str | None:
         """Called on workers: the keyring may block while it asks to be unlocked."""
@@ -364,9 +378,16 @@ class FindPanel(QWidget):
         self.token_dialog.token_entered.connect(lambda token: self._save_token(token, then))
         self.token_dialog.open()
 
+    def _after_sign_in(self) -> None:
+        """Verdicts that needed access can be read now."""
+        rows = self.quant_model.rows
+        if self.repo_id and any(r.quant.complete and r.verdict is None for r in rows):
+            self.advise(self._generation, self.repo_id, [r.quant for r in rows])
+
     def _save_token(self, token: str, then: Callable[[], None]) -> None:
         def saved(where: object) -> None:
             self.session_token = None
+            self._after_sign_in()
             self.banner.show_message(
                 "info", "Signed in", f"The token is kept in the system keyring ({where})."
             )
@@ -375,6 +396,7 @@ class FindPanel(QWidget):
         def failed(error: Exception) -> None:
             if isinstance(error, hub_token.KeyringUnavailableError):
                 self.session_token = token.strip()  # this session only: never written anywhere
+                self._after_sign_in()
                 self.banner.show_message("warning", "Signed in until MoE Desk closes", f"{error}")
                 then()
             else:

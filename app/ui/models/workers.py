@@ -93,10 +93,11 @@ class DownloadJob(QObject):
         token: Callable[[], str | None],
         endpoint: str,
         parent: QObject | None = None,
+        free_space: Callable[[Path], int] | None = None,
     ) -> None:
         super().__init__(parent)
         self.tasks, self.repo_id, self.quant, self.dest_dir = tasks, repo_id, quant, dest_dir
-        self.token, self.endpoint = token, endpoint
+        self.token, self.endpoint, self.free_space = token, endpoint, free_space
         self.state = "idle"
         self.last: DownloadProgress | None = None
         self._cancel = threading.Event()
@@ -118,6 +119,7 @@ class DownloadJob(QObject):
                 endpoint=self.endpoint,
                 on_progress=self.progress.emit,
                 cancel=cancel,
+                free_space=self.free_space,
             ),
             self._done,
             self._stopped,
