@@ -133,7 +133,12 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     ram = ram or TYPICAL_RAM
     work = _token_work(model, plan, names, n_prompt + n_gen // 2)
     decode = [_decode_seconds(work, rates, end) for end in (0, 1)]
-    prefill = [_prefill_seconds(model, plan, names, rates, ram, n_prompt, end) for end in (0, 1)]
+    copies: list[float] = []  # seconds spent copying RAM experts to the GPU, per end
+    prefill = [_prefill_seconds(model, plan, names, rates, ram, n_prompt, end, copies) for end in (0, 1)]
+    if copies[0] > prefill[0] / 2:
+        notes.append("prefill is bound by copying the routed experts in RAM to the GPU for every "
+                     f"{plan.n_ubatch}-token ubatch; loading without mmap (pinned memory) or a "
+                     "larger ubatch makes it faster")
     return Prediction(
         decode=SpeedRange(1 / decode[0], 1 / decode[1]),
         prefill=SpeedRange(n_prompt / prefill[0], n_prompt / prefill[1]),
@@ -211,9 +216,10 @@ def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int) -> flo
 
 def _prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
                      rates: dict[str, DeviceRates], ram: RamBandwidth, n_prompt: int,
-                     end: int) -> float:
+                     end: int, copies: list[float]) -> float:
     u = max(1, min(plan.n_ubatch, plan.n_batch))
     seconds = REQUEST_S[end]
+    copy_seconds = 0.0
     for start in range(0, n_prompt, u):
         m = min(u, n_prompt - start)
         work = _token_work(model, plan, gpus, start + m)  # attention over the prompt so far
@@ -246,9 +252,10 @@ def _prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
                           rates[target].h2d_pinned * PINNED_EFFICIENCY[end])
             else:
                 h2d = rates[target].h2d_pinned * PINNED_EFFICIENCY[end]
-            seconds += copied / h2d
+            copy_seconds += copied / h2d
         seconds += work.hops * HOP_S[end]
-    return seconds
+    copies.append(copy_seconds)
+    return seconds + copy_seconds
 
 
 def _fmt(tps: float) -> str:
