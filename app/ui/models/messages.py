@@ -121,6 +121,7 @@ class TokenDialog(QDialog):
     def __init__(self, parent: QWidget | None, endpoint: str, reason: str, keyring_name: str) -> None:
         super().__init__(parent)
         self.setWindowTitle("Sign in to the Hugging Face Hub")
+        self.setMinimumWidth(self.fontMetrics().averageCharWidth() * 70)  # scales with the font (high DPI)
         why = QLabel(_escape(reason))
         why.setWordWrap(True)
         where = QLabel(
