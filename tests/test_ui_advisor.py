@@ -168,3 +168,26 @@ def test_the_demo_page_renders(qtbot: QtBot, tmp_path: Path) -> None:
     assert page.plan is not None and page.plan.verdict == "fits_with_expert_offload"
     shot = tmp_path / "advisor.png"
     assert page.grab().save(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_a_late_answer_from_a_worker_is_dropped(qtbot: QtBot, tiny_moe_gguf: Path, skewed_moe_gguf: Path,
+                                                desktop: Hardware, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from PySide6.QtCore import QThreadPool
+
+    page = AdvisorPage(hardware=desktop, measure=False)
+    qtbot.addWidget(page)
+    page.set_model(tiny_moe_gguf)
+    page.set_model(skewed_moe_gguf)  # the user picked another model before the first was read
+    qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+    QThreadPool.globalInstance().waitForDone(10_000)
+    qtbot.wait(50)
+    assert page.model is not None and page.model.shards == [skewed_moe_gguf]
+    # a page closed while its workers run (the RAM probe, hardware, a header): no errors later
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
+    closing = AdvisorPage(measure=True)
+    closing.set_model(tiny_moe_gguf)
+    closing.deleteLater()
+    qtbot.wait(50)
+    assert QThreadPool.globalInstance().waitForDone(30_000)
+    qtbot.wait(50)  # the workers' answers arrive here, for a page that is gone

@@ -7,8 +7,11 @@ answers come back through show_load_progress, show_loaded and show_load_failed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import shiboken6
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -83,11 +86,15 @@ class AdvisorPage(QWidget):
         self.loading = False
         self._n_ctx = n_ctx
         self._build_ui()
-        if measure and ram is None:
-            run_in_background(ram_bandwidth, self.set_ram, lambda exc: None)
+        if measure and ram is None:  # a probe that fails leaves the typical figures, noted
+            run_in_background(ram_bandwidth, self._alive(self.set_ram), lambda exc: None)
         if measure and hardware is None:
-            run_in_background(detect, self.set_hardware, lambda exc: None)
+            run_in_background(detect, self._alive(self.set_hardware), lambda exc: None)
         self._refresh()
+
+    def _alive(self, slot: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``slot``, skipped when a worker answers after the page was closed and deleted."""
+        return lambda value: slot(value) if shiboken6.isValid(self) else None
 
     # --- the contract -----------------------------------------------------------------------
 
@@ -111,7 +118,11 @@ class AdvisorPage(QWidget):
         self.model, self.planned, self.plan = None, None, None
         self.model_label.setText(f"Reading {self.path.name}…")
         self._refresh()
-        run_in_background(lambda: read_model(self.path), self._model_read, self._model_failed)
+        path = self.path
+        # a header read that ends after the user picked another model is dropped
+        run_in_background(lambda: read_model(path),
+                          self._alive(lambda model: self._model_read(model) if self.path == path else None),
+                          self._alive(lambda exc: self._model_failed(exc) if self.path == path else None))
 
     def show_load_progress(self, fraction: float) -> None:
         self.loading = True
