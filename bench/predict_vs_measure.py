@@ -14,6 +14,12 @@ and on a CPU, to see it work: ``--synth tiny`` writes the tiny model first.
 
 Placements: ``gpu`` (everything on the GPU), ``experts-ram`` (all routed experts in RAM),
 ``first-N`` (routed experts of the first N layers in RAM), ``cpu`` (no GPU at all).
+
+On the accelerator machine, after ``bench/gpu_session.sh build`` and ``model``:
+
+    PYTHONPATH="$PWD:/tmp/moedesk-site" MOEDESK_HOME=/tmp/moedesk-home python3 \
+        bench/predict_vs_measure.py --model /tmp/moedesk-q30.gguf --threads 16 \
+        --placement gpu --placement experts-ram --placement first-24 --placement first-36
 """
 
 from __future__ import annotations
@@ -52,8 +58,8 @@ def placement(name: str, base: PlacementPlan) -> PlacementPlan:
         return replace(base, experts_in_ram="none")
     if name == "experts-ram":
         return replace(base, experts_in_ram="all")
-    if name == "cpu":
-        return replace(base, n_gpu_layers=0, experts_in_ram="none")
+    if name == "cpu":  # no op offload either: a GPU build would still run big matmuls there
+        return replace(base, n_gpu_layers=0, experts_in_ram="none", op_offload=False)
     if name.startswith("first-") and name[6:].isdigit():
         return replace(base, experts_in_ram=int(name[6:]))
     raise SystemExit(f"unknown placement {name!r}: use gpu, experts-ram, first-N or cpu")
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--ubatch", type=int, default=512)
-    parser.add_argument("--prompt-words", type=int, default=240, help="~2 tokens each")
+    parser.add_argument("--prompt-words", type=int, default=170, help="170: a 488-token prompt")
     parser.add_argument("--n-gen", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-mmap", action="store_true")
