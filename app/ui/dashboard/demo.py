@@ -28,7 +28,7 @@ from app.ui.dashboard.page import DashboardPage
 # well under a second; skewed routing, so hot experts stand out as real MoE models' do.
 DEMO_SPEC = dataclasses.replace(SyntheticSpec.preset("tiny"), name="demo", n_layer=12,
                                 n_expert=32, n_expert_used=4, routing_skew=0.6)
-ANSWER_TOKENS = (600, 250, 1000, 400)
+ANSWER_TOKENS = (400, 150, 700, 300)
 
 
 @dataclass

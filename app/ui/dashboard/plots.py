@@ -91,16 +91,23 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
                                           interactive=False, width=12)
         self.colour_bar.setImageItem(self.heatmap, insert_in=self.heatmap_plot)
         self._heatmap_shape: tuple[int, int, int] | None = None
+        self._layers_shown: tuple[list[int], bytes] | None = None
         for col in (0, 1):
             self.ci.layout.setColumnStretchFactor(col, 1)
+        # Axes whose size follows their tick labels make the whole grid lay itself out again
+        # when a range grows a digit; fixed sizes keep a redraw to repainting the plots.
+        digits = self.fontMetrics().horizontalAdvance("0") * 6
+        for plot in (self.throughput, self.memory, self.cpu, self.hits, self.per_layer,
+                     self.heatmap_plot):
+            plot.getAxis("left").setWidth(digits + 2 * self.fontMetrics().height())
         self.apply_palette(self.palette())
 
     def _time_plot(self, row: int, col: int, title: str, unit: str) -> pg.PlotItem:
         plot = self.addPlot(row=row, col=col, title=title)
         plot.setLabel("left", unit)
-        plot.getAxis("left").enableAutoSIPrefix(False)  # GiB stay GiB, not "x0.001"
-        plot.setLabel("bottom", "time", units="s")
-        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.setLabel("bottom", "time (s)")
+        # no grid: pyqtgraph draws grid lines as axis ticks across the whole plot, and in
+        # Qt's software rasterizer they cost more than all the rest of a frame
         # long runs: draw only what is in view, one point per pixel (keeping the peaks)
         plot.setClipToView(True)
         plot.setDownsampling(auto=True, mode="peak")
@@ -141,9 +148,9 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self._curve(self.answer_decode, store, "answer_decode_tps")
         self._curve(self.answer_prefill, store, "answer_prefill_tps")
         self._curve(self.rss, store, "engine_rss_bytes", 1 / GiB)
-        for name in store.names():
-            if name.startswith("mem_used_"):
-                self._curve(self._memory_curve(name), store, name, 1 / GiB)
+        devices = [n for n in store.names() if n.startswith("mem_used_")]
+        for name in dict.fromkeys([*self.memory_curves, *devices]):  # emptied ones too
+            self._curve(self._memory_curve(name), store, name, 1 / GiB)
         self._curve(self.cpu_curve, store, "cpu_percent")
         self._curve(self.hit_total, store, "hit_rate", 100.0)
         self._curve(self.hit_window, store, "hit_rate_window", 100.0)
@@ -166,6 +173,10 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         return curve
 
     def _layers(self, layers: list[int], layer_hit_rate: np.ndarray) -> None:
+        shown = (layers, layer_hit_rate.tobytes())
+        if shown == self._layers_shown:
+            return  # bars redraw their whole picture: only when they change
+        self._layers_shown = shown
         known = ~np.isnan(layer_hit_rate)  # a layer no token has used yet gets no bar
         x = np.asarray(layers, dtype=float)[known]
         hits = layer_hit_rate[known] * 100.0

@@ -1,0 +1,295 @@
+"""The Dashboard page fed by a real engine generating with the tiny synthetic model.
+
+Engine pushes and chat results reach the page as the app delivers them: the client's
+callbacks (on its reader thread) emit Qt signals, queued to the UI thread's slots.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QImage, QPalette
+from pytestqt.qtbot import QtBot
+
+from app.engine.client import EngineClient
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import (
+    ChatMessage,
+    ChatParams,
+    ChatResult,
+    EngineStats,
+    LoadParams,
+    LoadResult,
+    RoutingSnapshot,
+    Sampling,
+    SubscribeParams,
+)
+from app.ui.dashboard import DashboardPage
+from app.ui.dashboard.feed import EngineFeed
+from app.ui.dashboard.series import Ring, RoutingWindow
+
+PUSH_INTERVAL_S = 0.1
+
+
+class Seen:
+    """What the page was given, recorded by slots on the same signals (so in step with it)."""
+
+    def __init__(self) -> None:
+        self.stats: list[EngineStats] = []
+        self.routing: list[RoutingSnapshot] = []
+        self.results: list[ChatResult] = []
+
+
+@pytest.fixture
+def page(qtbot: QtBot) -> DashboardPage:
+    page = DashboardPage()
+    qtbot.addWidget(page)
+    page.resize(1400, 860)
+    page.show()
+    return page
+
+
+@pytest.fixture
+def loaded(engine: EngineClient, tiny_moe_gguf: Path) -> LoadResult:
+    return engine.load(LoadParams(model=str(tiny_moe_gguf),
+                                  placement=PlacementPlan(n_ctx=4096, n_threads=2)))
+
+
+@pytest.fixture
+def feed(engine: EngineClient, page: DashboardPage, loaded: LoadResult) -> Iterator[Seen]:
+    """The page told of the load, then wired to the engine's pushes and chat results."""
+    page.set_loaded(loaded)
+    seen = Seen()
+    feed = EngineFeed()
+    for signal, slot, record in ((feed.stats, page.add_stats, seen.stats.append),
+                                 (feed.routing, page.add_routing, seen.routing.append),
+                                 (feed.chat_finished, page.add_chat_result, seen.results.append)):
+        signal.connect(slot)
+        signal.connect(record)
+    feed.subscribe(engine, PUSH_INTERVAL_S)
+    seen.feed = feed  # type: ignore[attr-defined]
+    yield seen
+    # stop the pushes before the feed object goes: they would be emitted on a dead QObject
+    engine.subscribe(SubscribeParams(stats=False, routing=False))
+
+
+def generate(qtbot: QtBot, engine: EngineClient, seen: Seen, tokens: int) -> ChatResult:
+    """One answer of exactly ``tokens`` tokens, streamed through the feed; returns when the
+    page has the result and the routing snapshots that count all of it."""
+    params = ChatParams(messages=[ChatMessage("user", "Tell me about routed experts")],
+                        sampling=Sampling(max_tokens=tokens, ignore_eos=True, seed=1))
+    feed: EngineFeed = seen.feed  # type: ignore[attr-defined]
+    with qtbot.waitSignal(feed.chat_finished, timeout=120_000):
+        feed.start_chat(engine, params)
+    after = len(seen.routing)
+    qtbot.waitUntil(lambda: len(seen.routing) >= after + 2, timeout=10_000)
+    return seen.results[-1]
+
+
+def curve_points(curve: object) -> np.ndarray:
+    """The y values a curve was given at its last redraw (NaN gaps included); what it
+    draws is these, clipped to the view and downsampled."""
+    _x, y = curve.getOriginalDataset()  # type: ignore[attr-defined]
+    return np.empty(0) if y is None else np.asarray(y)
+
+
+def stop_pushes(qtbot: QtBot, engine: EngineClient) -> None:
+    """End the subscription and let every queued event reach the page."""
+    engine.subscribe(SubscribeParams(stats=False, routing=False))
+    qtbot.wait(3 * int(PUSH_INTERVAL_S * 1000))
+
+
+def test_a_live_answer_shows_on_every_plot(qtbot: QtBot, engine: EngineClient,
+                                           page: DashboardPage, feed: Seen,
+                                           loaded: LoadResult) -> None:
+    result = generate(qtbot, engine, feed, tokens=400)
+    qtbot.waitUntil(lambda: page.store.last("cpu_percent") is not None, timeout=5_000)
+    page.redraw()
+
+    plots = page.plots
+    generating = [s for s in feed.stats if s.state == "generating"]
+    assert generating, "the engine pushed no stats while it generated"
+    decode = curve_points(plots.decode)
+    assert np.count_nonzero(np.isfinite(decode)) == len(generating)
+    assert list(curve_points(plots.answer_decode)) == [pytest.approx(result.decode_tps)]
+    assert list(curve_points(plots.answer_prefill)) == [pytest.approx(result.prefill_tps)]
+    ram = curve_points(plots.memory_curves["mem_used_RAM_bytes"])
+    assert len(ram) == len(feed.stats) and (ram > 0).all()
+    assert len(curve_points(plots.rss)) == len(feed.stats)
+    cpu = curve_points(plots.cpu_curve)
+    assert len(cpu) >= 1 and ((cpu >= 0) & (cpu <= 100)).all()
+
+    # the heatmap: every selection since the load (the page saw it), layer x expert
+    last = feed.routing[-1]
+    assert sum(map(sum, last.counts)) > 0
+    np.testing.assert_array_equal(page.heatmap_counts(), np.array(last.counts))
+    assert f"({sum(map(sum, last.counts)):,} in all)" in plots.heatmap_plot.titleLabel.text
+
+    # hit rate: no GPU here, so every expert is read from RAM, and the page says so
+    assert last.hit_rate == 0.0
+    assert "Expert hit rate: 0% since load, last 30 s 0%" in page.now_label.text()
+    hits = curve_points(plots.hit_total)
+    hits = hits[np.isfinite(hits)]  # no value (a gap) before the first expert is used
+    assert len(hits) and (hits == 0).all()
+    x, misses = plots.layer_misses.opts["x"], plots.layer_misses.opts["height"]
+    assert list(x) == last.layers and list(misses) == [100.0] * len(last.layers)
+    assert list(plots.layer_hits.opts["height"]) == [0.0] * len(last.layers)
+
+    assert f"Last answer: {result.completion_tokens} tokens" in page.now_label.text()
+    # the placement in use: routed experts first, all in RAM
+    model = page.placement
+    assert model.headerData(0, Qt.Orientation.Vertical) == "routed experts"
+    assert model.rowCount() == len({p.tensor_class for p in loaded.placement})
+    assert model.headerData(0, Qt.Orientation.Horizontal) == "RAM"
+    assert "all routed experts in RAM" in page.placement_label.text()
+
+
+def test_after_reset_the_heatmap_counts_only_new_routing(qtbot: QtBot, engine: EngineClient,
+                                                         page: DashboardPage, feed: Seen) -> None:
+    generate(qtbot, engine, feed, tokens=200)
+    page.reset()
+    assert page.heatmap_counts().size == 0 or not page.heatmap_counts().any()
+    assert len(curve_points(page.plots.decode)) == 0
+    assert len(curve_points(page.plots.memory_curves["mem_used_RAM_bytes"])) == 0
+    assert page.now_label.text().startswith("No engine figures yet")
+    baseline_index = len(feed.routing)  # the first snapshot after the reset is the baseline
+
+    generate(qtbot, engine, feed, tokens=300)
+    page.redraw()
+    baseline, last = feed.routing[baseline_index], feed.routing[-1]
+    difference = np.array(last.counts) - np.array(baseline.counts)
+    assert difference.sum() > 0
+    np.testing.assert_array_equal(page.heatmap_counts(), difference)
+
+
+def test_pause_freezes_the_plots_but_keeps_collecting(qtbot: QtBot, engine: EngineClient,
+                                                      page: DashboardPage, feed: Seen) -> None:
+    qtbot.waitUntil(lambda: len(curve_points(page.plots.rss)) >= 2, timeout=10_000)
+    page.pause_button.click()
+    assert page.paused and page.pause_button.text() == "Resume"
+    assert page.paused_label.isVisibleTo(page)
+    redraws, drawn = page.redraws, len(curve_points(page.plots.rss))
+    collected = len(page.store.data("engine_rss_bytes")[0])
+    qtbot.waitUntil(lambda: len(page.store.data("engine_rss_bytes")[0]) >= collected + 3,
+                    timeout=10_000)
+    qtbot.wait(2 * 1000 // 5)  # two redraw periods
+    assert page.redraws == redraws
+    assert len(curve_points(page.plots.rss)) == drawn
+
+    page.pause_button.click()
+    assert not page.paused and page.pause_button.text() == "Pause"
+    assert len(curve_points(page.plots.rss)) == len(page.store.data("engine_rss_bytes")[0])
+    assert page.redraws > redraws
+
+
+def test_export_writes_the_series_as_csv_and_the_plots_as_png(
+        qtbot: QtBot, engine: EngineClient, page: DashboardPage, feed: Seen,
+        tmp_path: Path) -> None:
+    result = generate(qtbot, engine, feed, tokens=300)
+    qtbot.waitUntil(lambda: page.store.last("cpu_percent") is not None, timeout=5_000)
+    stop_pushes(qtbot, engine)
+    page.redraw()
+
+    rows = page.export_csv(tmp_path / "series.csv")
+    with open(tmp_path / "series.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    header = list(table[0])
+    assert header[0] == "time_s"
+    for column in ("decode_tps", "prefill_tps", "tokens_generated", "engine_rss_bytes",
+                   "mem_used_RAM_bytes", "hit_rate", "hit_rate_window", "routed_tokens",
+                   "answer_decode_tps", "answer_tokens", "cpu_percent"):
+        assert column in header
+    n_cpu = len(page.store.data("cpu_percent")[0])
+    # a row per moment something arrived: each stats push, routing push, answer, CPU sample
+    assert rows == len(table) == len(feed.stats) + len(feed.routing) + 1 + n_cpu
+    times = [float(r["time_s"]) for r in table]
+    assert times == sorted(times)
+    assert sum(1 for r in table if r["tokens_generated"]) == len(feed.stats)
+    assert sum(1 for r in table if r["decode_tps"]) == \
+        sum(1 for s in feed.stats if s.state == "generating")
+    assert [int(r["answer_tokens"]) for r in table if r["answer_tokens"]] == \
+        [result.completion_tokens]
+    assert [r["routed_tokens"] for r in table if r["routed_tokens"]][-1] == \
+        str(feed.routing[-1].tokens)
+
+    page.export_png(tmp_path / "plots.png")
+    image = QImage(str(tmp_path / "plots.png"))
+    assert not image.isNull() and image.width() >= page.plots.width()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plots.png", "series.csv"]
+
+    # a folder that does not exist: a clear error, and nothing half-written anywhere
+    with pytest.raises(OSError):
+        page.export_csv(tmp_path / "missing" / "series.csv")
+    with pytest.raises(OSError):
+        page.export_png(tmp_path / "missing" / "plots.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plots.png", "series.csv"]
+
+
+def test_demo_page_shows_a_real_run(qtbot: QtBot, tmp_path: Path) -> None:
+    from app.ui.dashboard import demo_page
+
+    page = demo_page()
+    qtbot.addWidget(page)
+    page.resize(1400, 860)
+    page.show()
+    assert len(curve_points(page.plots.answer_decode)) == 4  # the demo's four answers
+    assert np.isfinite(curve_points(page.plots.decode)).any()
+    assert page.heatmap_counts().shape == (12, 32) and page.heatmap_counts().sum() > 0
+    assert page.placement.rowCount() > 0
+    page.grab().save(str(tmp_path / "dashboard.png"))
+    assert (tmp_path / "dashboard.png").stat().st_size > 0
+
+
+# --- the data structures, with hand-made snapshots (no engine needed) ---------------------
+
+
+def snapshot(counts: list[list[int]], hits: list[float | None]) -> RoutingSnapshot:
+    layers = list(range(len(counts)))
+    return RoutingSnapshot(n_layer=len(counts), n_expert=len(counts[0]), n_expert_used=1,
+                           layers=layers, counts=counts, tokens=0, hit_rate=None,
+                           layer_hit_rate=hits)
+
+
+def test_routing_window_sums_recent_differences_and_survives_a_reload() -> None:
+    window = RoutingWindow(window_s=2.0, max_window_s=10.0)
+    window.restart(from_zero=True)  # a load: the first snapshot's counts all count
+    window.add(0.5, snapshot([[3, 1], [0, 4]], [1.0, 0.0]))
+    window.add(1.5, snapshot([[5, 1], [0, 6]], [1.0, 0.0]))
+    np.testing.assert_array_equal(window.counts(), [[5, 1], [0, 6]])
+    assert window.hit_rate() == pytest.approx(6 / 12)  # layer 0's experts are on the GPU
+    window.add(2.9, snapshot([[5, 2], [0, 6]], [1.0, 0.0]))  # second 0 drops out of 2 s
+    np.testing.assert_array_equal(window.counts(), [[2, 1], [0, 2]])
+    window.window_s = 10.0  # bins up to max_window_s are kept, so a longer window has them
+    np.testing.assert_array_equal(window.counts(), [[5, 2], [0, 6]])
+    window.add(4.0, snapshot([[1, 0], [0, 0]], [1.0, None]))  # counts went back: reloaded
+    np.testing.assert_array_equal(window.counts(), [[1, 0], [0, 0]])
+    assert window.hit_rate() == 1.0
+
+    window.restart(from_zero=False)  # a reset: the next snapshot is only the baseline
+    window.add(5.0, snapshot([[9, 9], [9, 9]], [0.0, 0.0]))
+    assert window.counts().sum() == 0 and window.hit_rate() is None
+
+
+def test_ring_keeps_the_newest_samples_in_order() -> None:
+    ring = Ring(3)
+    for i in range(5):
+        ring.append(float(i), float(10 * i))
+    t, v = ring.data()
+    assert list(t) == [2.0, 3.0, 4.0] and list(v) == [20.0, 30.0, 40.0]
+    ring.clear()
+    assert len(ring) == 0 and len(ring.data()[0]) == 0
+
+
+def test_plots_follow_the_palette(page: DashboardPage) -> None:
+    dark = QPalette(page.palette())
+    dark.setColor(QPalette.ColorRole.Base, QColor("#202124"))
+    dark.setColor(QPalette.ColorRole.WindowText, QColor("#e8eaed"))
+    page.setPalette(dark)
+    assert page.plots.backgroundBrush().color() == QColor("#202124")
+    assert page.plots.throughput.getAxis("left").textPen().color() == QColor("#e8eaed")
+
