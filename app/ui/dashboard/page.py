@@ -42,7 +42,7 @@ from app.ui.dashboard.series import RoutingWindow, SeriesStore
 REDRAW_HZ = 5
 CPU_SAMPLE_S = 1.0
 HISTORY_SAMPLES = 4 * 60 * 60  # per series: an hour of the engine's default 4 pushes a second
-WINDOWS_S = (10, 30, 60, 120, 300)  # choices for the heatmap's recent window
+WINDOWS_S = (10, 30, 60, 120)  # heatmap windows; bins of the longest are kept (~11 MB at 94x128)
 
 
 class DashboardPage(QWidget):

@@ -105,6 +105,7 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
     def _time_plot(self, row: int, col: int, title: str, unit: str) -> pg.PlotItem:
         plot = self.addPlot(row=row, col=col, title=title)
         plot.setLabel("left", unit)
+        plot.getAxis("left").enableAutoSIPrefix(False)  # GiB stay GiB, never "x0.001"
         plot.setLabel("bottom", "time (s)")
         # no grid: pyqtgraph draws grid lines as axis ticks across the whole plot, and in
         # Qt's software rasterizer they cost more than all the rest of a frame
@@ -156,6 +157,9 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self._curve(self.hit_window, store, "hit_rate_window", 100.0)
         self._layers(layers, layer_hit_rate)
         self._heatmap(counts, layers, window_s)
+        # Fit the auto-ranged views now rather than in the coming paint: done there, the new
+        # ranges move the axes after the paint has begun, and Qt paints everything twice.
+        self.scene().prepareForPaint()
 
     def _curve(self, curve: pg.PlotDataItem, store: SeriesStore, name: str,
                scale: float = 1.0) -> None:
