@@ -1,9 +1,9 @@
-"""Chat generation on a loaded llama.cpp context: template, prefill, sampling, stop, cancel.
+"""One chat's generation: template, tokens, sampling, stop strings, UTF-8, its own figures.
 
-The loop is llama.cpp's own C API through llama-cpp-python's ctypes bindings: per token one
-``llama_decode``, one ``llama_sampler_sample`` and one detokenisation, nothing else, so the
-engine adds no measurable cost over bare llama-cpp-python. The KV cache of the previous turn
-is reused: only the part of the new prompt after the common prefix is prefilled.
+``ChatText`` turns a chat into prompt tokens and tokens back into bytes; a ``Sequence`` is
+one request on its way through the batch loop (``app.engine.batch_loop``): its sampler
+chain, stop strings, UTF-8 assembly, token budget and timings. The loop decides what goes
+into each ``llama_decode``; a Sequence decides what its sampled tokens mean.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ DEFAULT_TEMPLATE = (  # ChatML, for models whose GGUF carries no template
 
 @dataclass
 class LiveCounters:
-    """Figures of the running generation, read by ``stats`` from another thread."""
+    """Figures of the running generations (summed over them), read by ``stats`` from another
+    thread; after the last one ends they stay as they were at its end."""
 
-    prefill_tps: float = 0.0
+    prefill_tps: float = 0.0  # of the latest prompt prefilled
     decode_tps: float = 0.0
     tokens_generated: int = 0
 
@@ -74,17 +75,11 @@ class StopMatcher:
         return out
 
 
-class Generator:
-    """Runs chat requests on one llama context (sequence 0)."""
+class ChatText:
+    """A model's text side: its chat template, tokenizer and detokenizer."""
 
-    def __init__(self, model: int, ctx: int, chat_template: str | None) -> None:
-        self.model = model
-        self.ctx = ctx
+    def __init__(self, model: int, chat_template: str | None) -> None:
         self.vocab = llama_cpp.llama_model_get_vocab(model)
-        self.n_ctx = llama_cpp.llama_n_ctx(ctx)
-        self.n_batch = llama_cpp.llama_n_batch(ctx)
-        self.kv_tokens: list[int] = []  # tokens whose K/V sit in the cache, in order
-        self.live = LiveCounters()
         try:
             self.formatter = Jinja2ChatFormatter(
                 template=chat_template or DEFAULT_TEMPLATE,
@@ -96,9 +91,8 @@ class Generator:
             raise ModelFileError(f"the model's chat template does not parse: {exc}",
                                  TEMPLATE_HINT) from exc
 
-    # --- text <-> tokens ----------------------------------------------------------------
-
-    def _piece_bytes(self, token: int, special: bool = False) -> bytes:
+    def piece_bytes(self, token: int, special: bool = False) -> bytes:
+        """The bytes of one token (a piece of a UTF-8 character, possibly)."""
         buf = ctypes.create_string_buffer(256)
         n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
@@ -109,7 +103,11 @@ class Generator:
     def _piece(self, token: int, special: bool = False) -> str:
         if token < 0:
             return ""
-        return self._piece_bytes(token, special).decode("utf-8", errors="replace")
+        return self.piece_bytes(token, special).decode("utf-8", errors="replace")
+
+    def is_end(self, token: int) -> bool:
+        """End of generation (EOS, EOT, ...)."""
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
     def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
         """Tokens of ``text``; ``add_bos`` adds the model's BOS where it wants one (a chat
@@ -125,6 +123,7 @@ class Generator:
         return list(tokens[:n])
 
     def render(self, params: ChatParams) -> str:
+        """The prompt text of a chat: its messages through the template, or its raw prompt."""
         if params.prompt is not None:  # a raw completion: the text as it is
             return params.prompt
         messages = [{"role": m.role, "content": m.content} for m in params.messages]
@@ -134,111 +133,116 @@ class Generator:
             raise EngineError(f"the model's chat template refused this chat: {exc}",
                               TEMPLATE_HINT) from exc
 
-    # --- the loop -----------------------------------------------------------------------
-
-    def _decode(self, tokens: list[int]) -> None:
-        array = (llama_cpp.llama_token * len(tokens))(*tokens)
-        status = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(array, len(tokens)))
-        if status != 0:
-            raise EngineError(
-                f"llama.cpp could not evaluate the prompt (llama_decode returned {status}).",
-                "The context may be full or memory short; start a new chat or lower the context.",
-            )
-        self.kv_tokens.extend(tokens)
-
-    def _reuse_prefix(self, prompt: list[int]) -> int:
-        """Keep the cached K/V of the longest common prefix; returns its length."""
-        common = 0
-        for a, b in zip(self.kv_tokens, prompt, strict=False):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(prompt) - 1)  # the last prompt token must be evaluated
-        memory = llama_cpp.llama_get_memory(self.ctx)
-        if not llama_cpp.llama_memory_seq_rm(memory, 0, common, -1):
-            llama_cpp.llama_memory_clear(memory, True)
-            common = 0
-        del self.kv_tokens[common:]
-        return common
-
-    def _sampler(self, sampling: Sampling) -> int:
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        if sampling.repeat_penalty != 1.0:
-            add(chain, llama_cpp.llama_sampler_init_penalties(64, sampling.repeat_penalty, 0.0, 0.0))
-        if sampling.temperature <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
-        add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
-        add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
-
-    def chat(self, params: ChatParams, on_token: Callable[[Token], None],
-             cancelled: threading.Event) -> ChatResult:
+    def prompt_tokens(self, params: ChatParams, n_ctx: int) -> list[int]:
+        """The prompt of a chat as tokens; an EngineError if empty or longer than ``n_ctx``."""
         prompt = self.tokenize(self.render(params), add_bos=params.prompt is not None)
         if not prompt:
             raise EngineError("the chat rendered to an empty prompt", "Send a message with text.")
-        budget = self.n_ctx - len(prompt)
-        if budget <= 0:
+        if len(prompt) >= n_ctx:
             raise EngineError(
-                f"the conversation ({len(prompt)} tokens) does not fit the context of {self.n_ctx}.",
+                f"the conversation ({len(prompt)} tokens) does not fit the context of {n_ctx}.",
                 "Start a new chat, shorten it, or load the model with a larger context.",
             )
-        max_tokens = min(params.sampling.max_tokens, budget)
-        self.live = live = LiveCounters()
-        t_start = time.perf_counter()
-        cached = self._reuse_prefix(prompt)
-        todo = prompt[cached:]
-        for start in range(0, len(todo), self.n_batch):
-            if cancelled.is_set():
-                return ChatResult("", "cancelled", len(prompt), cached, 0, 0.0, 0.0, 0.0)
-            self._decode(todo[start:start + self.n_batch])
-        llama_cpp.llama_synchronize(self.ctx)  # decode is asynchronous on GPUs
-        t_prefilled = time.perf_counter()
-        live.prefill_tps = len(todo) / max(t_prefilled - t_start, 1e-9)
+        return prompt
 
-        sampler = self._sampler(params.sampling)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stop = StopMatcher(list(params.stop))
-        finish = "length"
-        ttft = 0.0
-        n_generated = 0
-        try:
-            while n_generated < max_tokens:
-                if cancelled.is_set():
-                    finish = "cancelled"
-                    break
-                token = llama_cpp.llama_sampler_sample(sampler, self.ctx, -1)
-                if llama_cpp.llama_vocab_is_eog(self.vocab, token) and not params.sampling.ignore_eos:
-                    finish = "stop"
-                    break
-                n_generated += 1
-                if n_generated == 1:
-                    ttft = time.perf_counter() - t_start
-                text, stopped = stop.feed(decoder.decode(self._piece_bytes(token)))
-                if text:
-                    on_token(Token(text=text, n=n_generated))
-                if stopped:
-                    finish = "stop"
-                    break
-                if n_generated < max_tokens:
-                    self._decode([token])
-                live.tokens_generated = n_generated
-                live.decode_tps = n_generated / max(time.perf_counter() - t_prefilled, 1e-9)
-        finally:
-            llama_cpp.llama_sampler_free(sampler)
-        tail = stop.flush() + decoder.decode(b"", final=True)
+
+def new_sampler(sampling: Sampling) -> int:
+    """A llama.cpp sampler chain for ``sampling`` (greedy at temperature 0); free it with
+    ``llama_sampler_free``. A null seed draws a fresh random one."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = llama_cpp.llama_sampler_chain_add
+    if sampling.repeat_penalty != 1.0:
+        add(chain, llama_cpp.llama_sampler_init_penalties(64, sampling.repeat_penalty, 0.0, 0.0))
+    if sampling.temperature <= 0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
+    add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+    add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
+    add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+class Sequence:
+    """One chat in the batch loop: prompt still to prefill, then one token per step.
+
+    Timings are its own: prefill from its admission to the end of its prompt, decode from
+    there, time to first token from its admission (not counting its wait for a slot).
+    """
+
+    def __init__(self, text: ChatText, params: ChatParams, prompt: list[int], cached: int,
+                 max_tokens: int, on_token: Callable[[Token], None],
+                 cancelled: threading.Event, t_start: float) -> None:
+        self.text = text
+        self.params = params
+        self.prompt = prompt
+        self.cached = cached
+        self.todo = prompt[cached:]  # prompt tokens not yet in the KV cache
+        self.max_tokens = max_tokens
+        self.on_token = on_token
+        self.cancelled = cancelled
+        self.t_start = t_start
+        self.t_prefilled = 0.0
+        self.ttft = 0.0
+        self.prefill_tps = 0.0
+        self.n_generated = 0
+        self.next_token: int | None = None  # sampled, to be decoded in the next step
+        self.sampler: int | None = new_sampler(params.sampling)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.stop = StopMatcher(list(params.stop))
+
+    @property
+    def prefilling(self) -> bool:
+        return bool(self.todo)
+
+    def prefilled(self, now: float, n_prefilled: int) -> None:
+        """Its whole prompt is in the KV cache now (``n_prefilled`` of it evaluated)."""
+        self.t_prefilled = now
+        self.prefill_tps = n_prefilled / max(now - self.t_start, 1e-9)
+
+    def decode_tps(self, now: float) -> float:
+        if not self.n_generated:
+            return 0.0
+        return self.n_generated / max(now - self.t_prefilled, 1e-9)
+
+    def sample(self, ctx: int, index: int) -> str | None:
+        """Sample its next token from the logits at batch position ``index``; streams the
+        text that is safe to show. Returns the finish reason if the answer ends here."""
+        token = llama_cpp.llama_sampler_sample(self.sampler, ctx, index)
+        if self.text.is_end(token) and not self.params.sampling.ignore_eos:
+            return "stop"
+        self.n_generated += 1
+        if self.n_generated == 1:
+            self.ttft = time.perf_counter() - self.t_start
+        piece, stopped = self.stop.feed(self.decoder.decode(self.text.piece_bytes(token)))
+        if piece:
+            self.on_token(Token(text=piece, n=self.n_generated))
+        if stopped:
+            return "stop"
+        if self.n_generated >= self.max_tokens:
+            return "length"  # the last token is never decoded: nothing would read its logits
+        self.next_token = token
+        return None
+
+    def close(self) -> None:
+        """Free its sampler chain (once; it samples no more)."""
+        if self.sampler is not None:
+            llama_cpp.llama_sampler_free(self.sampler)
+            self.sampler = None
+
+    def finish(self, reason: str) -> ChatResult:
+        """End it: stream the text held back, free the sampler, and say how it went."""
+        self.close()
+        if self.prefilling:  # cancelled before its prompt was in: as if it never started
+            return ChatResult("", "cancelled", len(self.prompt), self.cached, 0, 0.0, 0.0, 0.0)
+        tail = self.stop.flush() + self.decoder.decode(b"", final=True)
         if tail:
-            on_token(Token(text=tail, n=n_generated))
-        t_end = time.perf_counter()
-        live.tokens_generated = n_generated
-        live.decode_tps = n_generated / max(t_end - t_prefilled, 1e-9) if n_generated else 0.0
+            self.on_token(Token(text=tail, n=self.n_generated))
         return ChatResult(
-            text=stop.text, finish_reason=finish, prompt_tokens=len(prompt), cached_tokens=cached,
-            completion_tokens=n_generated, prefill_tps=live.prefill_tps,
-            decode_tps=live.decode_tps, ttft_s=ttft,
+            text=self.stop.text, finish_reason=reason,  # type: ignore[arg-type]
+            prompt_tokens=len(self.prompt), cached_tokens=self.cached,
+            completion_tokens=self.n_generated, prefill_tps=self.prefill_tps,
+            decode_tps=self.decode_tps(time.perf_counter()), ttft_s=self.ttft,
         )

@@ -23,6 +23,7 @@ GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q
               "iq4_nl": 20, "bf16": 30}
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
+MAX_PARALLEL = 256  # llama.cpp's LLAMA_MAX_SEQ
 # llama_load_mode: NONE 0, MMAP 1, MLOCK 2, MMAP_MLOCK 3
 LOAD_MODES = {(False, False): 0, (True, False): 1, (False, True): 2, (True, True): 3}
 
@@ -100,12 +101,26 @@ def context_params(plan: PlacementPlan) -> llama_cpp.llama_context_params:
         if name not in GGML_TYPES:
             raise PlacementError(f"unknown KV cache type {name!r}",
                                  f"Use one of {', '.join(GGML_TYPES)}.")
+    if not 1 <= plan.n_parallel <= MAX_PARALLEL:
+        raise PlacementError(f"{plan.n_parallel} parallel sequences asked for; llama.cpp "
+                             f"takes 1 to {MAX_PARALLEL}.",
+                             "Use 1 for one chat at a time, or N for N chats at once.")
+    if plan.n_parallel > plan.n_batch:
+        raise PlacementError(f"{plan.n_parallel} parallel sequences do not fit a batch of "
+                             f"{plan.n_batch} tokens (one token each per step).",
+                             "Raise n_batch, or lower the parallel sequences.")
     params = llama_cpp.llama_context_default_params()
     threads = plan.n_threads or default_threads()
-    params.n_ctx = plan.n_ctx
+    # n_ctx tokens for each sequence, in one unified KV cache: with a cache per sequence
+    # (kv_unified off) llama.cpp splits a batch into one ubatch per run of consecutive
+    # sequence ids, so a prompt chunk beside decoding tokens, or a free slot between busy
+    # ones, would cost extra passes over the experts. The engine keeps each sequence within
+    # its n_ctx, so the shared cache never overflows.
+    params.n_ctx = plan.n_ctx * plan.n_parallel
     params.n_batch = plan.n_batch
     params.n_ubatch = min(plan.n_ubatch, plan.n_batch)
-    params.n_seq_max = 1
+    params.n_seq_max = plan.n_parallel
+    params.kv_unified = plan.n_parallel > 1  # one sequence: the same cache either way
     params.n_threads = threads
     params.n_threads_batch = plan.n_threads_batch or threads
     params.type_k = GGML_TYPES[plan.type_k]

@@ -65,6 +65,10 @@ class PlacementPlan:
     flash_attn: FlashAttention = "auto"
     n_expert_used: int | None = None  # None: the model's own <arch>.expert_used_count
     op_offload: bool = True  # let llama.cpp run big-batch ops of host tensors on the GPU
+    # Chats decoded at once (llama.cpp's parallel sequences, llama-server's -np). Each gets
+    # n_ctx tokens of context: the KV cache holds n_ctx * n_parallel cells, in one buffer
+    # shared by the sequences (kv_unified), so one batch carries them all.
+    n_parallel: int = 1
 
 
 def expert_layer_pattern(layers: range | list[int]) -> str:

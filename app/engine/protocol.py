@@ -188,6 +188,7 @@ class LoadResult:
     load_seconds: float
     telemetry: bool
     allocations: list[Allocation] = field(default_factory=list)  # what llama.cpp really took
+    n_parallel: int = 1  # chats decoded at once, each with n_ctx tokens of context
 
 
 @dataclass
@@ -230,8 +231,9 @@ class EngineStats:
     tokens_generated: int
     memory: list[DeviceMemory]
     rss: int
-    chats_running: int = 0  # 0 or 1: the engine generates one chat at a time
-    chats_waiting: int = 0  # chats of all clients waiting their turn
+    chats_running: int = 0  # chats being generated now: 0 to n_parallel
+    chats_waiting: int = 0  # chats of all clients waiting their turn (for a free slot)
+    n_parallel: int = 1  # chats the loaded model decodes at once (its slots)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The engine's hold on llama.cpp: load a model with a placement, chat, report where things are.
 
-One model and one context at a time. ``load`` and ``chat`` block and run on the server's
-worker thread; ``stats`` and ``routing`` are cheap and safe to call from any thread meanwhile.
+One model and one context at a time, with ``n_parallel`` sequences. ``load``, ``unload`` and
+``run_chats`` block and run on the server's worker thread; ``admit`` (a chat for the batch
+loop), ``stats`` and ``routing`` are cheap and safe to call from any thread meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import llama_cpp
 
 from app import gguf_info
 from app.engine import ggml_backend, telemetry
+from app.engine.batch_loop import BatchLoop, ChatRequest
 from app.engine.errors import (
     EngineError,
     LoadCancelledError,
@@ -30,14 +32,12 @@ from app.engine.errors import (
     TelemetryUnavailableError,
     UnsupportedArchitectureError,
 )
-from app.engine.generation import Generator
+from app.engine.generation import ChatText
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import CPU_DEVICE, PlacementPlan
 from app.engine.protocol import (
     Allocation,
     BuildInfo,
-    ChatParams,
-    ChatResult,
     DeviceInfo,
     EngineStats,
     LoadParams,
@@ -46,7 +46,6 @@ from app.engine.protocol import (
     Progress,
     RoutingSnapshot,
     TensorClassPlacement,
-    Token,
 )
 
 log = logging.getLogger("moedesk.engine")
@@ -107,7 +106,7 @@ class LoadedModel:
     model: int
     ctx: int
     info: gguf_info.GGUFModel
-    generator: Generator
+    batch: BatchLoop
     expert_layers_on_gpu: set[int]
     telemetry: bool
     n_expert_used: int  # the model's own, or the plan's override
@@ -185,13 +184,13 @@ class Runtime:
             telemetry_on = False
             if params.telemetry and ggml_backend.has_routing_patch():
                 telemetry_on = ggml_backend.routing_enable(ctx, True)
-            generator = Generator(model, ctx, info.chat_template)
+            batch = BatchLoop(ctx, ChatText(model, info.chat_template), plan.n_parallel)
         except BaseException:
             llama_cpp.llama_free(ctx)
             llama_cpp.llama_model_free(model)
             raise
         n_expert_used = plan.n_expert_used or info.n_expert_used
-        self.loaded = LoadedModel(model=model, ctx=ctx, info=info, generator=generator,
+        self.loaded = LoadedModel(model=model, ctx=ctx, info=info, batch=batch,
                                   expert_layers_on_gpu=experts_on_gpu, telemetry=telemetry_on,
                                   n_expert_used=n_expert_used)
         on_progress(Progress(stage="ready", fraction=1.0))
@@ -204,8 +203,8 @@ class Runtime:
                 chat_template=info.chat_template is not None,
             ),
             placement=placement, expert_layers_on_gpu=sorted(experts_on_gpu),
-            n_ctx=llama_cpp.llama_n_ctx(ctx), load_seconds=time.perf_counter() - t0,
-            telemetry=telemetry_on, allocations=self._allocations(),
+            n_ctx=batch.n_ctx, load_seconds=time.perf_counter() - t0,
+            telemetry=telemetry_on, allocations=self._allocations(), n_parallel=batch.n_seq,
         )
 
     @staticmethod
@@ -226,13 +225,17 @@ class Runtime:
         the engine later. A clear refusal beats that.
         """
         plan = params.placement
-        need = info.n_layer * gguf_info.kv_bytes_per_layer(info, plan.n_ctx, plan.type_k, plan.type_v)
+        cells = plan.n_ctx * plan.n_parallel  # each parallel sequence has n_ctx of its own
+        need = info.n_layer * gguf_info.kv_bytes_per_layer(info, cells, plan.type_k, plan.type_v)
         capacity = sum(m.total for m in telemetry.device_memory())
         if need > capacity:
+            what = f"{plan.n_ctx:,} tokens" + (
+                f" for each of {plan.n_parallel} parallel sequences" if plan.n_parallel > 1 else "")
             raise OutOfMemoryError(
-                f"a context of {plan.n_ctx:,} tokens needs a {need / 2**30:.1f} GiB KV cache; "
+                f"a context of {what} needs a {need / 2**30:.1f} GiB KV cache; "
                 f"this machine has {capacity / 2**30:.1f} GiB of RAM and VRAM together.",
-                "Lower the context size, or use a quantized KV cache (q8_0).",
+                "Lower the context size or the parallel sequences, or use a quantized KV cache "
+                "(q8_0).",
             )
 
     def _allocations(self) -> list[Allocation]:
@@ -303,18 +306,37 @@ class Runtime:
         with self._ctx_lock:
             loaded, self.loaded = self.loaded, None
         if loaded is not None:
+            loaded.batch.close()
             llama_cpp.llama_free(loaded.ctx)
             llama_cpp.llama_model_free(loaded.model)
 
     # --- chat -----------------------------------------------------------------------------
 
-    def chat(self, params: ChatParams, on_token: Callable[[Token], None],
-             cancelled: threading.Event) -> ChatResult:
+    @property
+    def n_parallel(self) -> int:
+        """Chats the loaded model decodes at once (1 without a model)."""
+        loaded = self.loaded
+        return loaded.batch.n_seq if loaded is not None else 1
+
+    def admit(self, request: ChatRequest) -> None:
+        """Hand a chat to the loaded model's batch loop (any thread; it starts with the next
+        ``run_chats`` step that has a free slot). NoModelLoadedError without a model."""
+        self._require_model().batch.admit(request)
+
+    def chats_pending(self) -> bool:
+        """Chats admitted and not yet ended."""
+        loaded = self.loaded
+        return loaded is not None and loaded.batch.has_work()
+
+    def run_chats(self) -> None:
+        """Run the batch loop until every admitted chat has ended (the worker thread)."""
         with self._job_lock:
-            loaded = self._require_model()
+            loaded = self.loaded
+            if loaded is None:
+                return
             self.state = "generating"
             try:
-                return loaded.generator.chat(params, on_token, cancelled)
+                loaded.batch.run()
             finally:
                 self.state = "idle"
 
@@ -327,7 +349,7 @@ class Runtime:
 
     def stats(self) -> EngineStats:
         loaded = self.loaded
-        live = loaded.generator.live if loaded else None
+        live = loaded.batch.live if loaded else None
         return EngineStats(
             state=self.state,  # type: ignore[arg-type]
             model=loaded.info.name if loaded else None,
@@ -336,6 +358,7 @@ class Runtime:
             tokens_generated=live.tokens_generated if live else 0,
             memory=telemetry.device_memory(),
             rss=telemetry.process_rss(),
+            n_parallel=loaded.batch.n_seq if loaded else 1,
         )
 
     def routing(self) -> RoutingSnapshot:

@@ -2,11 +2,13 @@
 
 One asyncio loop on the main thread does all socket I/O for any number of connections and
 answers quick requests (info, stats, routing, cancel, subscribe) itself, at once, even while
-a model loads or generates. Long jobs (load, unload, chat) run one at a time on a single
-worker thread; their progress and tokens hop back to the loop with ``call_soon_threadsafe``
-and leave as events. Chats that arrive while a job runs wait their turn, round-robin over the
-connections that have chats waiting (``FairQueue``); a load or unload never waits: it is
-refused as ``busy`` while anything runs or waits. The protocol is in docs/protocol.md.
+a model loads or generates. Long work runs on a single worker thread: a load or unload job,
+or the batch loop that generates every running chat (up to the model's ``n_parallel`` at
+once, ``app.engine.batch_loop``); progress, tokens and ends hop back to the loop with
+``call_soon_threadsafe`` and leave as events. Chats that find every slot taken wait their
+turn, round-robin over the connections that have chats waiting (``FairQueue``), and join the
+batch loop between its steps as slots free; a load or unload never waits: it is refused as
+``busy`` while anything runs or waits. The protocol is in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.batch_loop import ChatRequest, unstarted_result
 from app.engine.errors import (
     AuthenticationError,
     EngineBusyError,
@@ -64,12 +67,13 @@ JOB_STOP_TIMEOUT_S = 30.0
 
 @dataclass(eq=False)
 class Job:
-    """A long request (load, unload or chat): waiting its turn, or running on the worker."""
+    """A long request (load, unload or chat): waiting its turn, or running."""
 
     request_id: int
     method: str
     connection: Connection
-    work: Callable[[], Any] = lambda: None  # what the worker thread runs; set before submit
+    work: Callable[[], Any] = lambda: None  # what the worker runs (load, unload)
+    chat: ChatRequest | None = None  # what the batch loop runs (chat)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -82,9 +86,11 @@ class EngineServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-job")
         self._connections: set[Connection] = set()
         self._count = 0
-        self.job: Job | None = None  # the running job
+        self.job: Job | None = None  # the running load or unload
+        self.chats: list[Job] = []  # the running chats, handed to the batch loop
         self.waiting: FairQueue[Connection, Job] = FairQueue()  # chats waiting their turn
         self._job_task: asyncio.Task[None] | None = None
+        self._batch_task: asyncio.Task[None] | None = None  # runs the batch loop while needed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._shutdown_requested = threading.Event()
@@ -139,15 +145,18 @@ class EngineServer:
             self._executor.shutdown(wait=False)
 
     async def _stop_job(self) -> None:
-        job, task = self.job, self._job_task
-        if job is None or task is None:
-            return
-        job.cancelled.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), JOB_STOP_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            log.error("the running %s did not stop within %.0f s", job.method, JOB_STOP_TIMEOUT_S)
-            self.job_stuck = True
+        """Cancel the running job and chats, and wait for their ends to be sent."""
+        for running in [self.job, *self.chats]:
+            if running is not None:
+                running.cancelled.set()
+        for task in (self._job_task, self._batch_task):
+            if task is None:
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(task), JOB_STOP_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.error("the running work did not stop within %.0f s", JOB_STOP_TIMEOUT_S)
+                self.job_stuck = True
 
     # --- one connection ---------------------------------------------------------------------
 
@@ -191,9 +200,10 @@ class EngineServer:
         dropped = self.waiting.forget(conn)  # nobody is left to receive their answers
         if dropped:
             log.info("connection %s: gone; dropped its %d waiting chat(s)", conn.name, len(dropped))
-        if self.job is not None and self.job.connection is conn:
-            log.info("connection %s: gone; cancelling its %s", conn.name, self.job.method)
-            self.job.cancelled.set()
+        for job in [self.job, *self.chats]:
+            if job is not None and job.connection is conn:
+                log.info("connection %s: gone; cancelling its %s", conn.name, job.method)
+                job.cancelled.set()
         conn.close()
         log.info("connection %s: closed", conn.name)
 
@@ -270,8 +280,7 @@ class EngineServer:
 
     def _stats(self) -> EngineStats:
         """The runtime's figures, with how many chats run and wait (the runtime cannot know)."""
-        running = self.job is not None and self.job.method == "chat"
-        return dataclasses.replace(self.runtime.stats(), chats_running=int(running),
+        return dataclasses.replace(self.runtime.stats(), chats_running=len(self.chats),
                                    chats_waiting=len(self.waiting))
 
     async def _on_routing(self, conn: Connection, request_id: int, params: Any) -> None:
@@ -281,19 +290,19 @@ class EngineServer:
         """The routing counts, never while a load or unload runs: those free the llama.cpp
         context the counts are read from. Jobs start only on this thread, so none can start
         during the read; a running chat keeps its context."""
-        if self.job is not None and self.job.method != "chat":
+        if self.job is not None:
             raise NoModelLoadedError(f"no model to count routing for while a {self.job.method} "
                                      "runs.", "Ask again when it has finished.")
         return self.runtime.routing()
 
     async def _on_cancel(self, conn: Connection, request_id: int, params: Any) -> None:
         target = from_wire(CancelParams, params).request
-        job = self.job
         # request ids belong to their connection: a client cancels only its own requests
-        running = job is not None and job.connection is conn and job.request_id == target
+        job = next((j for j in [self.job, *self.chats]
+                    if j is not None and j.connection is conn and j.request_id == target), None)
+        running = job is not None
         waiting = None if running else self.waiting.remove(conn, lambda j: j.request_id == target)
-        if running:
-            assert job is not None
+        if job is not None:
             job.cancelled.set()
             log.info("connection %s: cancel of %s request %d", conn.name, job.method, target)
         conn.reply(request_id, {"cancelled": running or waiting is not None})
@@ -354,8 +363,8 @@ class EngineServer:
         if chat.prompt is not None and chat.messages:
             raise ProtocolError("params: a chat has either messages or a raw prompt, not both")
         job = Job(request_id, "chat", conn)
-        token = self._forwarder(job, "token")
-        job.work = lambda: self.runtime.chat(chat, token, job.cancelled)
+        job.chat = ChatRequest(chat, self._forwarder(job, "token"), self._ender(job),
+                               job.cancelled)
         self._submit(job, may_wait=True)
 
     def _submit(self, job: Job, *, may_wait: bool) -> None:
@@ -364,34 +373,90 @@ class EngineServer:
         chats before it."""
         if self._stop is not None and self._stop.is_set():
             raise EngineBusyError("the engine is shutting down.", "Start a new engine.")
-        if not may_wait and (self.job is not None or len(self.waiting)):
-            doing = self.job.method if self.job is not None else "waiting chat"
+        if not may_wait and (self.job is not None or self.chats or len(self.waiting)):
+            doing = (self.job.method if self.job is not None
+                     else f"{len(self.chats)} running chat(s)" if self.chats else "waiting chat")
             raise EngineBusyError(
                 f"the engine is busy with a {doing} and loads or unloads only when no chat runs "
                 f"or waits ({len(self.waiting)} waiting).", "Wait for them to finish, or cancel them.")
         self.waiting.push(job.connection, job)
-        if self.job is not None:
+        if self.job is not None or len(self.chats) >= self.runtime.n_parallel:
             log.info("connection %s: %s request %d waits (%d waiting)", job.connection.name,
                      job.method, job.request_id, len(self.waiting))
         self._start_next()
 
     def _start_next(self) -> None:
-        """Start the next waiting job if the worker is free (round-robin over connections)."""
-        if self.job is not None or (self._stop is not None and self._stop.is_set()):
+        """Start waiting requests while there is room (round-robin over connections): a
+        load or unload when nothing else runs (only then is one queued), chats while the
+        loaded model has free slots."""
+        while self.job is None and not (self._stop is not None and self._stop.is_set()):
+            if len(self.chats) >= self.runtime.n_parallel:
+                return
+            entry = self.waiting.pop()
+            if entry is None:
+                return
+            job = entry[1]
+            if job.chat is None:
+                self.job = job
+                self._job_task = asyncio.get_running_loop().create_task(self._job_main(job))
+                return
+            self._start_chat(job)
+
+    def _start_chat(self, job: Job) -> None:
+        """Hand a chat to the batch loop, and run the loop if it is not running."""
+        assert job.chat is not None
+        try:
+            self.runtime.admit(job.chat)
+        except EngineError as exc:  # no model
+            job.connection.send(event("error", job.request_id, exc.to_wire()))
             return
-        entry = self.waiting.pop()
-        if entry is None:
-            return
-        self.job = entry[1]
-        self._job_task = asyncio.get_running_loop().create_task(self._job_main(self.job))
+        self.chats.append(job)
+        log.info("connection %s: chat request %d started (%d running)", job.connection.name,
+                 job.request_id, len(self.chats))
+        if self._batch_task is None:
+            self._batch_task = asyncio.get_running_loop().create_task(self._batch_main())
+
+    async def _batch_main(self) -> None:
+        """Run the batch loop on the worker while it has chats. A chat admitted after the
+        loop found none left is seen here, on this thread, before the task lets go."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self.runtime.chats_pending():
+                await loop.run_in_executor(self._executor, self.runtime.run_chats)
+        except Exception:
+            log.exception("the batch loop failed")
+        finally:
+            self._batch_task = None
+
+    def _ender(self, job: Job) -> Callable[[ChatResult | EngineError], None]:
+        """The batch loop's end-of-chat callback (worker thread): the chat's terminal event,
+        sent from the loop after its slot is counted free."""
+        loop = asyncio.get_running_loop()
+
+        def ended(outcome: ChatResult | EngineError) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
+                loop.call_soon_threadsafe(self._chat_ended, job, outcome)
+
+        return ended
+
+    def _chat_ended(self, job: Job, outcome: ChatResult | EngineError) -> None:
+        # free the slot before the client can see the end: its next request must not be busy
+        if job in self.chats:
+            self.chats.remove(job)
+        if isinstance(outcome, EngineError):
+            terminal = event("error", job.request_id, outcome.to_wire())
+        else:
+            terminal = event("done", job.request_id, outcome)
+        log.info("connection %s: chat request %d ended (%s)", job.connection.name,
+                 job.request_id, terminal["event"])
+        job.connection.send(terminal)
+        self._start_next()
 
     def _end_unstarted(self, job: Job) -> None:
         """End a chat that will never run (cancelled while waiting, or the engine stopping)
         the way a chat cancelled before its first token ends. Only chats wait."""
         assert job.method == "chat"
-        job.connection.send(event("done", job.request_id, ChatResult(
-            text="", finish_reason="cancelled", prompt_tokens=0, cached_tokens=0,
-            completion_tokens=0, prefill_tps=0.0, decode_tps=0.0, ttft_s=0.0)))
+        job.connection.send(event("done", job.request_id, unstarted_result()))
 
     def _forwarder(self, job: Job, name: str) -> Callable[[Any], None]:
         """A callback for the worker thread that sends each item as an event of ``job``."""
