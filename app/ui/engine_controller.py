@@ -152,7 +152,7 @@ class EngineController(QObject):
         if client is not None:
             client.close()
         self._cancels.shutdown(wait=False, cancel_futures=True)
-        self.state = "stopped"
+        self.state = "shut down"  # nothing more is delivered
 
     # --- worker-thread jobs ---------------------------------------------------------------
 
@@ -283,7 +283,8 @@ class EngineController(QObject):
 
     @Slot(object)
     def _run_delivered(self, fn: Callable[[], Any]) -> None:
-        fn()
+        if self.state != "shut down":  # after shutdown() the pages may be gone
+            fn()
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
         def run() -> None:

@@ -84,7 +84,7 @@ class MainWindow(QMainWindow):
         self._menus()
         self._wire()
         run_in_background(detect, self._hardware_found,
-                          lambda exc: log.warning("hardware detection failed: %s", exc))
+                          lambda exc: log.warning("hardware detection failed: %s", exc), owner=self)
 
     # --- building -------------------------------------------------------------------------
 
@@ -200,7 +200,7 @@ class MainWindow(QMainWindow):
             self.engine.load(params)
 
         run_in_background(lambda: plan_load(path, n_ctx, self.hardware), planned,
-                          lambda exc: self._load_failed(str(exc), ""))
+                          lambda exc: self._load_failed(str(exc), ""), owner=self)
 
     def show_first_run(self) -> None:
         """The welcome screen (non-modal); it marks the first run done when closed."""

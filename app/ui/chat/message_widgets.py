@@ -114,7 +114,8 @@ class CodeSegment(QFrame):
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.code.source_text)
         self.copy_button.setText("Copied")
-        QTimer.singleShot(1500, lambda: self.copy_button.setText("Copy"))
+        # the button as context: the timer is dropped if the message is deleted first
+        QTimer.singleShot(1500, self.copy_button, lambda: self.copy_button.setText("Copy"))
 
 
 class ThinkSegment(QFrame):

@@ -358,7 +358,8 @@ class ChatPage(QWidget):
         state = "partial" if answer.text else "error"
         self.store.update_message(answer.message_id, answer.text, state, error=message)
         self._end_answer()
-        self.notice.setText(f"{message} {hint}".strip().splitlines()[0])
+        if self.engine_state != "died":  # a death has its own notice and banner
+            self.notice.setText(f"{message} {hint}".strip().splitlines()[0])
 
     def answer_widget(self) -> MessageWidget | None:
         """The widget of the answer being generated, if its conversation is shown."""

@@ -59,7 +59,7 @@ class FirstRunDialog(QDialog):
         if hardware is not None:
             self.show_hardware(hardware)
         else:
-            run_in_background(detect, self.show_hardware, self._detect_failed)
+            run_in_background(detect, self.show_hardware, self._detect_failed, owner=self)
 
     def show_hardware(self, hardware: Hardware) -> None:
         gpus = ", ".join(g.name for g in hardware.gpus) or "no GPU found"

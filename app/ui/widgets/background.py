@@ -24,27 +24,37 @@ class _Job(QRunnable):
     @Slot()
     def run(self) -> None:
         try:
-            result = self.fn()
-        except Exception as exc:  # handed to on_error on the UI thread
-            self.relay.failed.emit(exc)
-        else:
-            self.relay.done.emit(result)
+            try:
+                result = self.fn()
+            except Exception as exc:  # handed to on_error on the UI thread
+                self.relay.failed.emit(exc)
+            else:
+                self.relay.done.emit(result)
+        except RuntimeError:  # the relay is gone: the app quit while this ran
+            pass
 
 
 _pending: set[_Relay] = set()  # relays alive until their job reports
 
 
 def run_in_background(fn: Callable[[], Any], on_done: Callable[[Any], None],
-                      on_error: Callable[[Exception], None] | None = None) -> None:
+                      on_error: Callable[[Exception], None] | None = None,
+                      owner: QObject | None = None) -> None:
     """Call ``fn()`` on Qt's global thread pool, then ``on_done(result)`` or
-    ``on_error(exception)`` on the UI thread (must be called from the UI thread)."""
+    ``on_error(exception)`` on the UI thread (must be called from the UI thread).
+
+    With ``owner`` (the widget whose slots the callbacks are), nothing is called if the owner
+    was destroyed in the meantime (a page closed while its work ran)."""
     relay = _Relay()
     _pending.add(relay)
+    owner_alive = [True]
+    if owner is not None:
+        owner.destroyed.connect(lambda: owner_alive.__setitem__(0, False))
 
     def finish(callback: Callable[[Any], None] | None, value: Any) -> None:
         _pending.discard(relay)
         relay.deleteLater()
-        if callback is not None:
+        if callback is not None and owner_alive[0]:
             callback(value)
 
     relay.done.connect(lambda value: finish(on_done, value))
