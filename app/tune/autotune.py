@@ -149,11 +149,17 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
 # --- remembered results --------------------------------------------------------------------
 
 
-def tune_key(model_path: Path, machine: str, budget: Budget | None) -> str:
-    """Identifies a (model file, machine, budget): a changed file or GPU budget tunes anew."""
+def machine_id(cpu_model: str, gpu: str | None) -> str:
+    """What a tuned plan is tied to on this machine: its CPU and the GPU it was measured on."""
+    return f"{cpu_model}|{gpu or 'no GPU'}"
+
+
+def tune_key(model_path: Path, machine: str, vram_budget: int | None) -> str:
+    """Identifies a (model file, machine, VRAM budget asked for; None: the whole GPU): a
+    changed file, machine or budget tunes anew."""
     st = Path(model_path).stat()
-    ident = f"{Path(model_path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{machine}|" + (
-        f"{budget.gpu}:{budget.vram}" if budget else "cpu")
+    budget = f"{round(vram_budget / 1e9)} GB" if vram_budget else "all"
+    ident = f"{Path(model_path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{machine}|{budget}"
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 

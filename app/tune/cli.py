@@ -58,7 +58,7 @@ def _budget(client: EngineClient, requested: int | None) -> tuple[Budget, list[s
 
 def run(args: argparse.Namespace) -> int:
     from app.hardware import detect
-    from app.tune.autotune import TuneProgress, autotune, remember, tune_key
+    from app.tune.autotune import TuneProgress, autotune, machine_id, remember, tune_key
     from app.tune.measure import Measurer
     from app.tune.strategies import advisor
 
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                 if not best.ok:
                     print(f"no placement could be measured: {best.error}")
                     return 1
-                remember(tune_key(args.model, hardware.cpu.model, budget), result)
+                remember(tune_key(args.model, machine_id(hardware.cpu.model, budget.gpu),
+                                  args.vram_budget), result)
                 print(f"best: {describe(best.plan, model.n_layer)}: decode {best.decode_tps:.1f} t/s, "
                       f"prefill {best.prefill:.1f} t/s ({len(result.tried)} runs, {result.seconds:.0f} s"
                       + (f", {result.stopped}" if result.stopped else "") + "); remembered for this machine")

@@ -43,7 +43,7 @@ from app.engine.protocol import (
 
 log = logging.getLogger("moedesk.ui.engine")
 
-STATES = ("stopped", "starting", "idle", "loading", "generating", "died")
+STATES = ("stopped", "starting", "idle", "loading", "generating", "tuning", "died")
 
 
 @dataclass
@@ -131,6 +131,15 @@ class EngineController(QObject):
         job.cancelled = True  # a job not yet started sees this and does not start
         if job.stream is not None:
             self._cancels.submit(job.stream.cancel)
+
+    def run_engine_job(self, job: Callable[[EngineClient], tuple[Any, LoadResult | None]],
+                       on_done: Callable[[Any], None], on_error: Callable[[str, str], None],
+                       state: str = "tuning") -> None:
+        """Run ``job(client)`` on the engine worker, in turn with loads and chats: work that
+        drives the engine itself (autotune, benchmarks). The job may load models; it returns
+        its result and the model it leaves loaded (None: none), which becomes the loaded one.
+        ``on_done(result)`` or ``on_error(message, hint)`` run on the UI thread."""
+        self._submit(self._engine_job, job, on_done, on_error, state)
 
     def restart(self) -> None:
         """Stop the engine (if it still runs) and start a fresh one; the last model is
@@ -250,6 +259,29 @@ class EngineController(QObject):
             return
         self._post(self._on_chat_finished, job.chat_id, result)
 
+    def _engine_job(self, job: Callable[[EngineClient], tuple[Any, LoadResult | None]],
+                    on_done: Callable[[Any], None], on_error: Callable[[str, str], None],
+                    state: str) -> None:
+        session = self._session
+        try:
+            client = self._ensure_client()
+            session = self._session
+            self._post(self._set_state, state)
+            self._model_ready = False  # the job may load and unload models
+            result, loaded = job(client)
+        except EngineDiedError as exc:
+            self._died(session, exc)
+            return
+        except EngineError as exc:
+            self._post(self._on_job_failed, on_error, exc.message, exc.hint)
+            return
+        except Exception as exc:  # a bug in the job must not leave the UI waiting
+            log.exception("engine job failed")
+            self._post(self._on_job_failed, on_error, f"{type(exc).__name__}: {exc}", "")
+            return
+        self._model_ready = loaded is not None
+        self._post(self._on_job_done, on_done, result, loaded)
+
     def _restart_job(self) -> None:
         self._close_current()
         try:
@@ -325,6 +357,21 @@ class EngineController(QObject):
         self.loaded = None
         self._set_state("idle")
         self.model_unloaded.emit()
+
+    def _on_job_done(self, on_done: Callable[[Any], None], result: Any, loaded: LoadResult | None) -> None:
+        self.loaded = loaded
+        self._set_state("idle")
+        if loaded is not None:
+            self.model_loaded.emit(loaded)
+        else:
+            self.model_unloaded.emit()
+        on_done(result)
+
+    def _on_job_failed(self, on_error: Callable[[str, str], None], message: str, hint: str) -> None:
+        self.loaded = None  # what the job left loaded is unknown: load again to chat
+        self._set_state("idle")
+        self.model_unloaded.emit()
+        on_error(message, hint)
 
     def _on_chat_finished(self, chat_id: int, result: ChatResult) -> None:
         self._chats.pop(chat_id, None)

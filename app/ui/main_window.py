@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.protocol import EngineStats, LoadParams, LoadResult
+from app.engine.protocol import BuildInfo, EngineStats, LoadParams, LoadResult
 from app.hardware import Hardware, detect
 from app.store import FIRST_RUN_DONE, LOAD_CONTEXT, Store
 from app.ui.chat import ChatPage
@@ -48,14 +48,23 @@ PLUGGED_PAGES = {"Models": ("app.ui.models", "ModelsPage"),
 PAGE_ORDER = ("Chat", "Models", "Advisor", "Dashboard", "Settings")
 
 
-def plan_load(path: Path, n_ctx: int, hardware: Hardware | None) -> tuple[LoadParams, Any]:
-    """The advisor's placement for ``path`` on this machine (blocking: run it off the UI thread)."""
+def plan_load(path: Path, n_ctx: int, hardware: Hardware | None,
+              build: BuildInfo | None = None) -> tuple[LoadParams, Any]:
+    """The placement for ``path`` on this machine (blocking: run it off the UI thread): the
+    autotuned one if this model was tuned here for this context, else the advisor's."""
     from app.advisor.planner import plan_for
     from app.gguf_info import read_model
+    from app.hardware.bandwidth import ram_bandwidth
+    from app.tune.autotune import machine_id, remembered, tune_key
 
     model = read_model(path)
-    plan = plan_for(model, hardware or detect(), min(n_ctx, model.n_ctx_train or n_ctx))
-    return LoadParams(model=str(path), placement=plan.placement), plan
+    hardware = hardware or detect()
+    n_ctx = min(n_ctx, model.n_ctx_train or n_ctx)
+    plan = plan_for(model, hardware, n_ctx, build=build, ram=ram_bandwidth())
+    gpu = next((d.name for d in build.devices if d.kind == "gpu"), None) if build else None
+    tuned = remembered(tune_key(path, machine_id(hardware.cpu.model, gpu), None))
+    placement = tuned if tuned is not None and tuned.n_ctx == n_ctx else plan.placement
+    return LoadParams(model=str(path), placement=placement), plan
 
 
 def placeholder(name: str, why: str) -> QWidget:
@@ -166,6 +175,11 @@ class MainWindow(QMainWindow):
             models.load_requested.connect(self.load_model_file)
         if hasattr(advisor, "load_requested"):
             advisor.load_requested.connect(self.engine.load)
+        if hasattr(advisor, "tune_requested"):
+            from app.ui.tune import TuneRunner
+
+            self.tuner = TuneRunner(self.engine, advisor.tune_panel)
+            advisor.tune_requested.connect(self.tuner.start)
 
     def _call(self, page: str, method: str, signal: Any) -> None:
         """Connect ``signal`` to ``pages[page].method`` if that page has it."""
@@ -199,7 +213,7 @@ class MainWindow(QMainWindow):
                 return
             self.engine.load(params)
 
-        run_in_background(lambda: plan_load(path, n_ctx, self.hardware), planned,
+        run_in_background(lambda: plan_load(path, n_ctx, self.hardware, self.engine.last_build_info), planned,
                           lambda exc: self._load_failed(str(exc), ""), owner=self)
 
     def show_first_run(self) -> None:

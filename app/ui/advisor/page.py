@@ -36,6 +36,7 @@ from app.hardware import Hardware, detect
 from app.hardware.bandwidth import RamBandwidth, ram_bandwidth
 from app.ui.advisor.controls import PlanControls, RuleError, base_placement, manual_placement
 from app.ui.advisor.memory_table import MemoryRow, MemoryTableModel
+from app.ui.tune.panel import TunePanel, TuneRequest
 from app.ui.widgets.background import run_in_background
 
 _OK, _WARN = QStyle.StandardPixmap.SP_DialogApplyButton, QStyle.StandardPixmap.SP_MessageBoxWarning
@@ -71,6 +72,7 @@ class AdvisorPage(QWidget):
     """Will the model fit, how fast will it run, and how to split it; Load loads that plan."""
 
     load_requested = Signal(object)  # LoadParams built from the plan the user settled on
+    tune_requested = Signal(object)  # TuneRequest: autotune, starting from the plan on screen
 
     def __init__(self, parent: QWidget | None = None, *, hardware: Hardware | None = None,
                  build: BuildInfo | None = None, ram: RamBandwidth | None = None,
@@ -184,6 +186,7 @@ class AdvisorPage(QWidget):
         self.progress = QProgressBar()
         self.progress.hide()
         self.status = wrapped()
+        self.tune_panel = TunePanel()
 
         verdict_row = QHBoxLayout()
         verdict_row.addWidget(self.verdict_icon)
@@ -207,6 +210,7 @@ class AdvisorPage(QWidget):
         right.addWidget(self.controls)
         right.addLayout(load_row)
         right.addWidget(self.status)
+        right.addWidget(self.tune_panel)
         right.addStretch(1)
         columns = QHBoxLayout()
         columns.addWidget(plan_box, 3)
@@ -217,6 +221,7 @@ class AdvisorPage(QWidget):
 
         self.controls.changed.connect(self._refresh)
         self.load_button.clicked.connect(self._load)
+        self.tune_panel.tune_requested.connect(self._tune)
 
     # --- behaviour ----------------------------------------------------------------------------
 
@@ -311,6 +316,7 @@ class AdvisorPage(QWidget):
     def _update_load_button(self) -> None:
         ok = self.plan is not None and self.plan.verdict != "does_not_fit" and not self.loading
         self.load_button.setEnabled(ok)
+        self.tune_panel.set_available(ok, "" if ok else "Choose a model and a placement that fits first")
         if self.plan is not None and self.plan.verdict == "does_not_fit":
             self.load_button.setToolTip("This placement does not fit; change the settings first")
         else:
@@ -321,3 +327,10 @@ class AdvisorPage(QWidget):
             return
         self.status.setText("Starting the load…")
         self.load_requested.emit(LoadParams(model=str(self.path), placement=self.plan.placement))
+
+    def _tune(self, request: TuneRequest) -> None:
+        if self.plan is None or self.path is None or self.model is None:
+            return
+        request.model, request.start = str(self.path), self.plan.placement
+        request.n_layer = self.model.n_layer
+        self.tune_requested.emit(request)

@@ -1,0 +1,66 @@
+"""Runs autotune on the app's own engine (through EngineController.run_engine_job), so the model
+is never loaded twice; progress crosses from the engine worker to the UI thread as a signal."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from app.engine.client import EngineClient
+from app.engine.protocol import LoadParams, LoadResult
+from app.gguf_info import read_model
+from app.hardware import detect
+from app.tune.autotune import TuneResult, autotune, machine_id, remember, tune_key
+from app.tune.measure import Measurer
+from app.tune.strategies import Budget
+from app.ui.engine_controller import EngineController
+from app.ui.tune.panel import TunePanel, TuneRequest
+
+
+class TuneRunner(QObject):
+    """Connects a TunePanel to the engine controller."""
+
+    _progress = Signal(object)  # TuneProgress, emitted on the engine worker (queued to the UI)
+
+    def __init__(self, controller: EngineController, panel: TunePanel) -> None:
+        super().__init__(panel)
+        self.controller = controller
+        self.panel = panel
+        self.cancel = threading.Event()
+        self.n_layer = 0
+        self._progress.connect(lambda p: self.panel.show_progress(p, self.n_layer))
+        panel.stop_requested.connect(self.cancel.set)
+
+    def start(self, request: TuneRequest) -> None:
+        """Tune ``request.model`` from ``request.start``; the winner is loaded at the end."""
+        self.cancel.clear()
+        self.n_layer = request.n_layer
+        self.panel.show_started()
+        self.controller.run_engine_job(lambda client: self._job(client, request),
+                                       self._done, self.panel.show_failed)
+
+    def _job(self, client: EngineClient, request: TuneRequest) -> tuple[TuneResult, LoadResult | None]:
+        path = Path(request.model)
+        model = read_model(path)
+        gpus = [d for d in client.info().devices if d.kind == "gpu"]
+        budget = Budget(gpus[0].name, request.vram_budget or gpus[0].memory_free) if gpus else None
+        hardware = detect(nvml=False)
+        measurer = Measurer(client, path, gpu_budget=budget.usable if budget else None, cancel=self.cancel)
+        result = autotune(measurer, model, request.start, budget,  # type: ignore[arg-type]
+                          physical_cores=hardware.cpu.physical_cores, time_limit=request.seconds,
+                          progress=self._progress.emit)
+        loaded = None
+        if result.best.ok:
+            gpu = budget.gpu if budget else None
+            remember(tune_key(path, machine_id(hardware.cpu.model, gpu), request.vram_budget), result)
+            loaded = client.load(LoadParams(model=str(path), placement=result.best.plan))
+        return result, loaded
+
+    def _done(self, result: TuneResult) -> None:
+        if result.best.ok:  # a restart loads the tuned plan again
+            self.controller.last_load = LoadParams(model=self.controller.loaded.model.path
+                                                   if self.controller.loaded else "",
+                                                   placement=result.best.plan)
+        self.panel.show_result(result, self.n_layer)

@@ -1,0 +1,69 @@
+"""Autotune from the Advisor page: the user presses Autotune, sees the runs go by, and ends with
+the fastest placement loaded in the app's own engine and remembered for the next load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from app.hardware import detect
+from app.tune.autotune import machine_id, remembered, tune_key
+from app.ui.advisor import AdvisorPage
+from app.ui.engine_controller import EngineController
+from app.ui.tune import TuneRunner
+
+
+@pytest.fixture
+def moedesk_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def app_parts(qtbot: QtBot, moedesk_home: Path, tiny_moe_gguf: Path):
+    controller = EngineController(log_path=moedesk_home / "engine.log")
+    page = AdvisorPage(hardware=detect(nvml=False), measure=False, n_ctx=2048)
+    qtbot.addWidget(page)
+    runner = TuneRunner(controller, page.tune_panel)
+    page.tune_requested.connect(runner.start)
+    page.set_model(tiny_moe_gguf)
+    qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+    yield controller, page
+    controller.shutdown()
+
+
+def test_autotune_loads_the_winner_and_remembers_it(qtbot: QtBot, app_parts, tiny_moe_gguf: Path) -> None:
+    controller, page = app_parts
+    panel = page.tune_panel
+    assert panel.start_button.isEnabled()
+    with qtbot.waitSignal(controller.model_loaded, timeout=120_000) as loaded:
+        qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+        assert panel.stop_button.isEnabled() and not panel.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not panel.running, timeout=10_000)
+    assert panel.status.text().startswith("Kept: "), panel.status.text()
+    assert "candidates ran" in panel.status.text()
+    assert controller.state == "idle" and controller.loaded is loaded.args[0]
+    key = tune_key(tiny_moe_gguf, machine_id(detect(nvml=False).cpu.model, None), None)
+    tuned = remembered(key)
+    assert tuned is not None and controller.last_load is not None
+    assert controller.last_load.placement == tuned
+    # the engine really has that model loaded: a chat runs
+    from app.engine.protocol import ChatMessage, ChatParams, Sampling
+
+    with qtbot.waitSignal(controller.chat_finished, timeout=30_000) as done:
+        controller.chat(ChatParams([ChatMessage("user", "hi")], Sampling(max_tokens=4, ignore_eos=True)))
+    assert done.args[1].completion_tokens == 4
+
+
+def test_stop_ends_autotune_early_keeping_the_best_so_far(qtbot: QtBot, app_parts) -> None:
+    controller, page = app_parts
+    panel = page.tune_panel
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.status.text().startswith("Run 2"), timeout=60_000)
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
+    assert "(cancelled)" in panel.status.text(), panel.status.text()
+    assert controller.loaded is not None  # the best so far is loaded
