@@ -1,17 +1,19 @@
 """How long the Qt event loop blocks while the Dashboard page follows a fast generation.
 
-A real engine generates answer after answer (EOS ignored) for ``--seconds``; every streamed
-token and every stats/routing push reaches the UI thread as a queued Qt signal, as in the
-app: tokens go to a text view (standing in for the chat view), pushes to the DashboardPage,
-which redraws its plots at its own fixed rate. A 5 ms heartbeat timer on the UI thread
-records the gap between its ticks: a gap well over 5 ms means the loop was blocked that long.
+A real engine, driven by the app's EngineController, generates answer after answer (EOS
+ignored) for ``--seconds``; every streamed token and every stats/routing push reaches the UI
+thread as the controller's queued Qt signals, as in the app: pushes go to the DashboardPage
+(wired as the main window wires it), which redraws its plots at its own fixed rate; tokens are
+collected (``--chat-view``: appended to a text view, a stand-in for the chat page). A 5 ms
+heartbeat timer on the UI thread records the gap between its ticks: a gap well over 5 ms means
+the loop was blocked that long.
 Target: the longest gap under 50 ms at 200+ t/s.
 
     python bench/ui_latency.py                    # tiny synthetic model (thousands of t/s)
     python bench/ui_latency.py --shape wide       # 48 layers x 128 experts: a big heatmap
     python bench/ui_latency.py --model some.gguf --threads 16
 
-Runs offscreen unless a display is set (QT_QPA_PLATFORM=offscreen is the default here).
+Runs offscreen unless QT_QPA_PLATFORM says otherwise (xcb, wayland: a real window).
 """
 
 from __future__ import annotations
@@ -31,18 +33,16 @@ import numpy as np  # noqa: E402
 from PySide6.QtCore import QCoreApplication, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QPlainTextEdit  # noqa: E402
 
-from app.engine.client import EngineClient  # noqa: E402
 from app.engine.placement import PlacementPlan  # noqa: E402
 from app.engine.protocol import (  # noqa: E402
     ChatMessage,
     ChatParams,
     LoadParams,
     Sampling,
-    SubscribeParams,
 )
 from app.engine.synthetic import SyntheticSpec, write_synthetic_model  # noqa: E402
 from app.ui.dashboard import DashboardPage  # noqa: E402
-from app.ui.dashboard.feed import EngineFeed  # noqa: E402
+from app.ui.engine_controller import EngineController  # noqa: E402
 
 SHAPES = {
     "tiny": SyntheticSpec.preset("tiny"),
@@ -58,22 +58,25 @@ class Heartbeat:
     def __init__(self, interval_ms: int) -> None:
         self.gaps: list[float] = []  # wall time between ticks
         self.busy: list[float] = []  # the UI thread's CPU time between ticks
-        self._last: tuple[float, float] | None = None
+        self.process: list[float] = []  # all this process's threads' CPU time between ticks
+        self._last: tuple[float, float, float] | None = None
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(interval_ms)
         self.timer.timeout.connect(self._tick)
 
     def _tick(self) -> None:
-        now = (time.perf_counter(), time.thread_time())
+        now = (time.perf_counter(), time.thread_time(), time.process_time())
         if self._last is not None:
             self.gaps.append(now[0] - self._last[0])
             self.busy.append(now[1] - self._last[1])
+            self.process.append(now[2] - self._last[2])
         self._last = now
 
     def start(self) -> None:
         self.gaps.clear()
         self.busy.clear()
+        self.process.clear()
         self._last = None
         self.timer.start()
 
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic model to write when no --model is given")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to measure")
     parser.add_argument("--tokens", type=int, default=3000, help="tokens per answer")
-    parser.add_argument("--threads", type=int, default=2, help="engine threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="engine threads (1 leaves a core to the UI on a small machine)")
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--push-interval", type=float, default=0.25,
                         help="engine stats/routing push interval, s (the app's default)")
@@ -102,16 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         if model is None:
             (model,) = write_synthetic_model(Path(folder) / f"{args.shape}.gguf",
                                              SHAPES[args.shape])
-        with EngineClient.spawn() as engine:
-            return measure(app, engine, model, args)
+        controller = EngineController(log_path=Path(folder) / "engine.log",
+                                      stats_interval_s=args.push_interval)
+        try:
+            return measure(app, controller, model, args)
+        finally:
+            controller.shutdown()
 
 
-def measure(app: QCoreApplication, engine: EngineClient, model: Path,
+def measure(app: QCoreApplication, controller: EngineController, model: Path,
             args: argparse.Namespace) -> int:
-    placement = PlacementPlan(n_ctx=args.n_ctx, n_threads=args.threads,
-                              n_gpu_layers=args.gpu_layers)
-    loaded = engine.load(LoadParams(model=str(model), placement=placement))
-
+    """Load, then generate answer after answer through the controller, as the app does."""
     page = DashboardPage()
     page.resize(1400, 860)
     page.show()
@@ -120,7 +125,6 @@ def measure(app: QCoreApplication, engine: EngineClient, model: Path,
         chat_view.resize(600, 800)
         chat_view.show()
     answer: list[str] = []  # without --chat-view the tokens are only collected
-    page.set_loaded(loaded)
 
     redraw_s: list[float] = []
     redraw = page.redraw
@@ -132,40 +136,49 @@ def measure(app: QCoreApplication, engine: EngineClient, model: Path,
 
     page.redraw = timed_redraw  # type: ignore[method-assign]  # the page's timer calls this
 
-    feed = EngineFeed()
-    feed.stats.connect(page.add_stats)
-    feed.routing.connect(page.add_routing)
-    feed.chat_finished.connect(page.add_chat_result)
-    counts = {"tokens": 0, "answers": 0, "stats": 0, "routing": 0}
+    # the main window's wiring, for the dashboard
+    controller.stats.connect(page.add_stats)
+    controller.routing.connect(page.add_routing)
+    controller.model_loaded.connect(page.set_loaded)
+    controller.chat_finished.connect(lambda _id, result: page.add_chat_result(result))
 
-    def on_token(text: str) -> None:
+    counts = {"tokens": 0, "answers": 0, "stats": 0, "routing": 0}
+    problems: list[str] = []
+
+    def on_token(_chat_id: int, text: str) -> None:
         counts["tokens"] += 1
         if chat_view is not None:
             chat_view.insertPlainText(text)
         else:
             answer.append(text)
 
-    feed.token.connect(on_token)
-    feed.stats.connect(lambda _s: counts.__setitem__("stats", counts["stats"] + 1))
-    feed.routing.connect(lambda _r: counts.__setitem__("routing", counts["routing"] + 1))
-    feed.chat_failed.connect(lambda message: print(f"chat failed: {message}", file=sys.stderr))
+    controller.chat_token.connect(on_token)
+    controller.stats.connect(lambda _s: counts.__setitem__("stats", counts["stats"] + 1))
+    controller.routing.connect(lambda _r: counts.__setitem__("routing", counts["routing"] + 1))
 
     params = ChatParams(messages=[ChatMessage("user", "Tell me everything about experts.")],
                         sampling=Sampling(max_tokens=args.tokens, ignore_eos=True))
-    running = {"on": True}
+    running = {"on": True, "chat": 0}
 
-    def next_answer(_result: object = None) -> None:
-        if _result is not None:
-            counts["answers"] += 1
+    def next_answer() -> None:
         if running["on"]:
             answer.clear()  # a new answer, as a new message would be
             if chat_view is not None:
                 chat_view.clear()
-            feed.start_chat(engine, params)
+            running["chat"] = controller.chat(params)
 
-    feed.chat_finished.connect(next_answer)
-    feed.chat_failed.connect(lambda _m: next_answer())
-    feed.subscribe(engine, args.push_interval)
+    def finished(_chat_id: int, _result: object) -> None:
+        counts["answers"] += 1
+        next_answer()
+
+    def give_up(message: str, hint: str = "") -> None:
+        problems.append(f"{message} {hint}".strip())
+        stop()
+
+    controller.chat_finished.connect(finished)
+    controller.chat_failed.connect(lambda _id, message, hint: give_up(message, hint))
+    controller.load_failed.connect(give_up)
+    controller.engine_died.connect(give_up)
 
     heartbeat = Heartbeat(args.heartbeat_ms)
     marks: dict[str, float | dict[str, int]] = {}
@@ -175,20 +188,30 @@ def measure(app: QCoreApplication, engine: EngineClient, model: Path,
         redraw_s.clear()
         marks["start"] = time.perf_counter()
         marks["counts"] = dict(counts)
+        QTimer.singleShot(int(args.seconds * 1000), stop)
 
     def stop() -> None:
         marks["end"] = time.perf_counter()
         marks["end_counts"] = dict(counts)
         heartbeat.timer.stop()
         running["on"] = False
+        controller.stop_chat(running["chat"])
         app.quit()
 
-    next_answer()
-    QTimer.singleShot(1000, start_measuring)
-    QTimer.singleShot(int(1000 + args.seconds * 1000), stop)
-    app.exec()
+    def loaded() -> None:
+        next_answer()
+        QTimer.singleShot(1000, start_measuring)
 
-    engine.subscribe(SubscribeParams(stats=False, routing=False))
+    controller.model_loaded.connect(lambda _result: loaded())
+    placement = PlacementPlan(n_ctx=args.n_ctx, n_threads=args.threads,
+                              n_gpu_layers=args.gpu_layers)
+    controller.load(LoadParams(model=str(model), placement=placement))
+    app.exec()
+    if problems or "counts" not in marks:
+        print("could not measure: " + ("; ".join(problems) or "the model did not load"),
+              file=sys.stderr)
+        return 2
+
     elapsed = float(marks["end"]) - float(marks["start"])  # type: ignore[arg-type]
     before, after = marks["counts"], marks["end_counts"]
     delta = {k: after[k] - before[k] for k in counts}  # type: ignore[index]
@@ -196,8 +219,9 @@ def measure(app: QCoreApplication, engine: EngineClient, model: Path,
     busy_ms = np.array(heartbeat.busy) * 1000.0
     redraw_ms = np.array(redraw_s) * 1000.0
     tps = delta["tokens"] / elapsed
-    print(f"model: {loaded.model.name} ({loaded.model.n_layer} layers, "
-          f"{loaded.model.n_expert} experts, top-{loaded.model.n_expert_used}); "
+    info = controller.loaded.model if controller.loaded else None
+    print(f"model: {info.name if info else model} ({info.n_layer if info else '?'} layers, "
+          f"{info.n_expert if info else '?'} experts, top-{info.n_expert_used if info else '?'}); "
           f"platform: {QApplication.platformName()}")
     print(f"measured {elapsed:.1f} s: {delta['tokens']} tokens streamed to the UI thread "
           f"({tps:.0f} t/s), {delta['answers']} answers, {delta['stats']} stats and "
@@ -210,6 +234,11 @@ def measure(app: QCoreApplication, engine: EngineClient, model: Path,
     print(f"UI thread CPU time within one gap: max {busy_ms.max():.1f} ms, p99 "
           f"{np.percentile(busy_ms, 99):.1f} ms; CPU cores {os.cpu_count()}, load average "
           f"{os.getloadavg()[0]:.1f}")
+    longest = int(gaps_ms.argmax())
+    print(f"the longest gap, {gaps_ms[longest]:.1f} ms: UI thread CPU "
+          f"{busy_ms[longest]:.1f} ms, all threads of this process "
+          f"{heartbeat.process[longest] * 1000:.1f} ms (the rest of the gap: the process did "
+          "not run)")
     print(f"dashboard redraws: {len(redraw_ms)} ({len(redraw_ms) / elapsed:.1f}/s), "
           f"max {redraw_ms.max():.1f} ms, mean {redraw_ms.mean():.1f} ms")
     ok = gaps_ms.max() < 50.0 and tps >= 200

@@ -31,6 +31,7 @@ from app.engine.protocol import (
 )
 from app.ui.dashboard import DashboardPage
 from app.ui.dashboard.feed import EngineFeed
+from app.ui.dashboard.plots import nice_ceiling
 from app.ui.dashboard.series import Ring, RoutingWindow
 
 PUSH_INTERVAL_S = 0.1
@@ -139,6 +140,11 @@ def test_a_live_answer_shows_on_every_plot(qtbot: QtBot, engine: EngineClient,
     x, misses = plots.layer_misses.opts["x"], plots.layer_misses.opts["height"]
     assert list(x) == last.layers and list(misses) == [100.0] * len(last.layers)
     assert list(plots.layer_hits.opts["height"]) == [0.0] * len(last.layers)
+
+    # the time plots follow the data: every point in view, from 0
+    (x0, x1), (y0, y1) = plots.throughput.viewRange()
+    assert x0 == 0 and x1 >= page.store.data("decode_tps")[0][-1]
+    assert y0 <= 0 and y1 >= np.nanmax(decode)
 
     assert f"Last answer: {result.completion_tokens} tokens" in page.now_label.text()
     # the placement in use: routed experts first, all in RAM
@@ -273,6 +279,11 @@ def test_routing_window_sums_recent_differences_and_survives_a_reload() -> None:
     window.restart(from_zero=False)  # a reset: the next snapshot is only the baseline
     window.add(5.0, snapshot([[9, 9], [9, 9]], [0.0, 0.0]))
     assert window.counts().sum() == 0 and window.hit_rate() is None
+
+
+def test_axis_ends_are_round_numbers() -> None:
+    assert [nice_ceiling(v) for v in (0.0, 0.7, 1.0, 1.2, 2.2, 3.0, 7.5, 1234.0)] == \
+        [1.0, 1.0, 1.0, 2.0, 2.5, 5.0, 10.0, 2000.0]
 
 
 def test_ring_keeps_the_newest_samples_in_order() -> None:

@@ -7,11 +7,13 @@ items, except a memory curve the first time a device shows up.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF
+from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QGraphicsItem, QWidget
 
 from app.ui.dashboard.series import SeriesStore
 
@@ -25,6 +27,23 @@ HIT_WINDOW = "#d62728"
 DEVICE_COLOURS = ("#17becf", "#e377c2", "#bcbd22", "#8c564b", "#7f7f7f", "#1f77b4")
 ON_GPU = "#2ca02c"
 IN_RAM = "#8c8c8c"
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k not below ``value`` (1 for nothing to show)."""
+    if not math.isfinite(value) or value <= 0:
+        return 1.0
+    base = 10.0 ** math.floor(math.log10(value))
+    return next(m * base for m in (1, 2, 2.5, 5, 10) if m * base >= value * (1 - 1e-12))
+
+
+def _top(curve: pg.PlotDataItem) -> float:
+    """The largest finite value a curve was given (0 for none)."""
+    _x, y = curve.getOriginalDataset()
+    if y is None or not len(y):
+        return 0.0
+    top = np.nanmax(y) if np.isfinite(y).any() else 0.0
+    return float(top)
 
 
 def memory_series(device: str) -> str:
@@ -51,7 +70,7 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
 
         self.memory = self._time_plot(0, 1, "Memory used", "GiB")
         self.rss = self.memory.plot(name="engine RSS", pen=pg.mkPen("#7f7f7f", width=2,
-                                                                    style=pg.QtCore.Qt.PenStyle.DashLine))
+                                                                    style=Qt.PenStyle.DashLine))
         self.memory_curves: dict[str, pg.PlotDataItem] = {}
 
         self.cpu = self._time_plot(1, 0, "CPU load (all cores)", "%")
@@ -64,8 +83,9 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self.hits.enableAutoRange(axis="y", enable=False)
         self.hit_total = self.hits.plot(name="since load", pen=pg.mkPen(HIT, width=2),
                                         connect="finite")
-        self.hit_window = self.hits.plot(name="recent window", pen=pg.mkPen(HIT_WINDOW, width=2),
-                                         connect="finite")
+        # dashed over the solid line: where both are equal, both still show
+        self.hit_window = self.hits.plot(name="recent window", connect="finite",
+                                         pen=pg.mkPen(HIT_WINDOW, width=2, style=Qt.PenStyle.DashLine))
 
         key = (f'<span style="color:{ON_GPU}">&#9632;</span> GPU memory &nbsp;'
                f'<span style="color:{IN_RAM}">&#9632;</span> RAM')
@@ -100,7 +120,22 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         for plot in (self.throughput, self.memory, self.cpu, self.hits, self.per_layer,
                      self.heatmap_plot):
             plot.getAxis("left").setWidth(digits + 2 * self.fontMetrics().height())
+            for name in ("left", "bottom"):
+                # drawn once into a pixmap, redrawn only when the axis itself changes: tick
+                # labels are most of what a frame costs in Qt's software rasterizer
+                plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # The time plots follow the data with axis ends that change rarely (1, 2, 2.5, 5 x
+        # 10^k), so their axes are not redrawn every frame, until the user zooms or pans one
+        # ("A", pyqtgraph's auto-range button, makes them follow again).
+        self.following = True
+        self._ranges: dict[str, tuple[float, float]] = {}
+        for plot in (self.throughput, self.memory, self.cpu, self.hits):
+            plot.enableAutoRange(x=False, y=False)
+            plot.vb.sigRangeChangedManually.connect(self._stop_following)
         self.apply_palette(self.palette())
+
+    def _stop_following(self, *_args: object) -> None:
+        self.following = False
 
     def _time_plot(self, row: int, col: int, title: str, unit: str) -> pg.PlotItem:
         plot = self.addPlot(row=row, col=col, title=title)
@@ -157,9 +192,37 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self._curve(self.hit_window, store, "hit_rate_window", 100.0)
         self._layers(layers, layer_hit_rate)
         self._heatmap(counts, layers, window_s)
+        self._follow(store)
         # Fit the auto-ranged views now rather than in the coming paint: done there, the new
         # ranges move the axes after the paint has begun, and Qt paints everything twice.
         self.scene().prepareForPaint()
+
+    def _follow(self, store: SeriesStore) -> None:
+        plots = (self.throughput, self.memory, self.cpu, self.hits)
+        if any(p.vb.autoRangeEnabled()[0] for p in plots):  # the user pressed "A"
+            self.following = True
+            for plot in plots:
+                plot.enableAutoRange(x=False, y=False)
+        if not self.following:
+            return
+        ends = [store.data(n)[0][-1] for n in store.names() if len(store.data(n)[0])]
+        self._set_range("x", self.throughput, nice_ceiling(max([5.0, *ends])))
+        self._set_range("throughput", self.throughput, nice_ceiling(1.05 * max(
+            [_top(c) for c in (self.decode, self.prefill, self.answer_decode,
+                              self.answer_prefill)])))
+        self._set_range("memory", self.memory, nice_ceiling(1.05 * max(
+            [_top(c) for c in (self.rss, *self.memory_curves.values())])))
+        self._set_range("cpu", self.cpu, 100.0)
+        self._set_range("hits", self.hits, 100.0)
+
+    def _set_range(self, key: str, plot: pg.PlotItem, top: float) -> None:
+        if self._ranges.get(key) == (0.0, top):
+            return
+        self._ranges[key] = (0.0, top)
+        if key == "x":
+            plot.setXRange(0.0, top, padding=0)  # the other time plots are linked to it
+        else:
+            plot.setYRange(0.0, top, padding=0.02)
 
     def _curve(self, curve: pg.PlotDataItem, store: SeriesStore, name: str,
                scale: float = 1.0) -> None:
