@@ -12,7 +12,9 @@ It follows llama.cpp's own rules (llama-model.cpp ``load_tensors``, llama-contex
   repacked copies of the quantized matrices (``CPU_REPACK``); the pages behind the copies
   are clean page cache the kernel drops, so they are not counted.
 * KV cache, per layer on that layer's device (llama.cpp's default ``offload_kqv``):
-  ``n_ctx * n_head_kv * (key_length * bytes(type_k) + value_length * bytes(type_v))``.
+  ``cells * n_head_kv * (key_length * bytes(type_k) + value_length * bytes(type_v))``, with
+  ``cells = n_ctx * n_parallel``: each parallel sequence has a context of n_ctx tokens, in
+  one unified cache (``app.engine.llama_params``).
 * Compute buffer: see ``compute_buffer_bytes``.
 """
 
@@ -90,6 +92,7 @@ def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan) -> int:
     ``op_offload``, a GPU may also stage one layer's experts for large batches.
     """
     u = min(plan.n_ubatch, plan.n_batch, plan.n_ctx)
+    n_ctx = plan.n_ctx * plan.n_parallel  # the cells a token's attention spans: all sequences'
     n_embd = model.arch_int("embedding_length")
     k = plan.n_expert_used or model.n_expert_used or 1
     n_ff = expert_ff_length(model) if model.n_expert else model.arch_int("feed_forward_length")
@@ -99,10 +102,10 @@ def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan) -> int:
     ffn = 4 * u * (3 * k * n_ff + k * n_embd + n_embd)
     if plan.flash_attn == "off":
         a = attention_shape(model)
-        scores = 4 * u * (plan.n_ctx * (a.n_head + 1) + 2 * n_embd + 2 * a.n_head * a.key_length)
-        return max(head, ffn + 4 * u * plan.n_ctx, scores)
+        scores = 4 * u * (n_ctx * (a.n_head + 1) + 2 * n_embd + 2 * a.n_head * a.key_length)
+        return max(head, ffn + 4 * u * n_ctx, scores)
     # "auto" turns flash attention on wherever the backend has it (CPU, CUDA, Metal)
-    return max(head, ffn + 2 * u * plan.n_ctx)
+    return max(head, ffn + 2 * u * n_ctx)
 
 
 def layer_devices(plan: PlacementPlan, n_layer: int, gpus: list[str]) -> list[str]:
@@ -166,7 +169,7 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
 
     for t in model.tensors:
         slot(tensor_device(t.name, t.layer, devices, rules)).weights += t.n_bytes
-    per_layer = kv_bytes_per_layer(model, plan.n_ctx, plan.type_k, plan.type_v)
+    per_layer = kv_bytes_per_layer(model, plan.n_ctx * plan.n_parallel, plan.type_k, plan.type_v)
     for layer in range(n_layer):
         slot(devices[layer]).kv += per_layer
     compute = compute_buffer_bytes(model, plan)

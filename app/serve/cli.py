@@ -1,6 +1,6 @@
 """``moedesk-cli serve MODEL``: load a model in a new engine and serve it over OpenAI's API.
 
-    moedesk-cli serve Qwen3-30B-A3B-Q4_K_M.gguf --port 8000 --experts-in-ram all
+    moedesk-cli serve Qwen3-30B-A3B-Q4_K_M.gguf --port 8000 --experts-in-ram all --parallel 4
 
 Prints one line on stdout once it serves: ``serving MODEL_ID at http://HOST:PORT/v1``
 (``--port 0`` picks a free port: read it there). Ctrl-C or SIGTERM stops it.
@@ -9,6 +9,7 @@ Prints one line on stdout once it serves: ``serving MODEL_ID at http://HOST:PORT
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -38,8 +39,22 @@ def add_subcommand(subparsers: Any) -> None:
     serve.add_argument("--api-key", default=None,
                        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, "
                        "which other users cannot read from the process list)")
+    serve.add_argument("--parallel", type=positive_int, default=1, metavar="N",
+                       help="requests generated at once, each with --ctx tokens of context "
+                       "(the KV cache grows N times); more wait their turn (default: 1)")
     add_placement_args(serve)
     serve.set_defaults(func=cmd_serve)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -54,7 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with EngineClient.spawn() as engine:
-        loaded = engine.load(LoadParams(model=args.model, placement=plan_from_args(args)),
+        plan = dataclasses.replace(plan_from_args(args), n_parallel=args.parallel)
+        loaded = engine.load(LoadParams(model=args.model, placement=plan),
                              on_progress=ProgressBar())
         print(file=sys.stderr)
         server = OpenAIServer(engine, host=args.host, port=args.port, api_key=api_key)
@@ -66,7 +82,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
         try:
             print(f"serving {loaded.model.name} at {server.url}", flush=True)
-            print(f"{loaded.model.architecture}, context {loaded.n_ctx}, loaded in "
+            parallel = (f" for each of {loaded.n_parallel} requests at once"
+                        if loaded.n_parallel > 1 else "")
+            print(f"{loaded.model.architecture}, context {loaded.n_ctx}{parallel}, loaded in "
                   f"{loaded.load_seconds:.1f} s; Ctrl-C stops.", file=sys.stderr)
             # wake now and then to notice an engine that died under us
             while not stop.wait(1.0):
