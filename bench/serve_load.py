@@ -4,15 +4,19 @@ Each level runs C clients at once, each sending --per-client streamed chat reque
 another (closed loop), every answer exactly --max-tokens long (``ignore_eos``). Per level it
 prints the aggregate output t/s (all completion tokens / wall time), the median decode t/s
 one client sees (tokens after the first / time after the first), time to first token and
-total latency (median, p90, max). The engine generates one chat at a time and gives turns
-round-robin, so aggregate t/s should stay near the single-stream figure while TTFT grows with
-the queue. Plain http.client (no SDK in the timings). Run by hand, e.g.:
+total latency (median, p90, max). With ``--parallel 1`` the engine generates one chat at a
+time and gives turns round-robin, so aggregate t/s stays near the single-stream figure while
+TTFT grows with the queue; with ``--parallel N`` it decodes up to N streams in one batch, so
+aggregate t/s should grow with the streams up to N. Plain http.client (no SDK in the
+timings). Run by hand, e.g.:
 
     python -m app.engine.synthetic /tmp/q30.gguf --preset qwen3-30b-a3b
     python bench/serve_load.py --model /tmp/q30.gguf --experts-in-ram all --threads 16
+    python bench/serve_load.py --model /tmp/q30.gguf --experts-in-ram all --parallel 4
     python bench/serve_load.py --url http://127.0.0.1:8000/v1   # a server already running
 
-With --model it starts ``moedesk-cli serve MODEL --port 0`` (placement options passed on).
+With --model it starts ``moedesk-cli serve MODEL --port 0`` (placement options and
+--parallel passed on; --ctx is per stream).
 """
 
 from __future__ import annotations
@@ -144,7 +148,8 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     """``moedesk-cli serve MODEL --port 0``; returns it and its base URL."""
     command = [sys.executable, "-m", "app.cli", "serve", args.model, "--port", "0",
                "--ctx", str(args.ctx), "--threads", str(args.threads),
-               "--experts-in-ram", args.experts_in_ram, "--gpu-layers", str(args.gpu_layers)]
+               "--experts-in-ram", args.experts_in_ram, "--gpu-layers", str(args.gpu_layers),
+               "--parallel", str(args.parallel)]
     root = str(Path(__file__).resolve().parents[1])  # the repo, before any site dir set
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
@@ -184,7 +189,9 @@ def main() -> int:
     group = parser.add_argument_group("placement (with --model)")
     group.add_argument("--experts-in-ram", default="all")
     group.add_argument("--gpu-layers", type=int, default=-1)
-    group.add_argument("--ctx", type=int, default=8192)
+    group.add_argument("--ctx", type=int, default=8192, help="context per stream")
+    group.add_argument("--parallel", type=int, default=1,
+                       help="streams the engine decodes at once (moedesk-cli serve --parallel)")
     group.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
 
@@ -195,7 +202,8 @@ def main() -> int:
     try:
         model = model_id(url, args.api_key)
         print(f"model {model} at {url}; {args.max_tokens} tokens per answer, "
-              f"{args.per_client} requests per client", file=sys.stderr)
+              f"{args.per_client} requests per client"
+              + (f", --parallel {args.parallel}" if args.model else ""), file=sys.stderr)
         stream_once(url, model, prompt(-1, args.prompt_words), 8, args.api_key)  # warm-up
         levels = []
         print(f"{'streams':>7} {'reqs':>5} {'wall s':>7} {'agg t/s':>8} {'stream t/s':>10} "
