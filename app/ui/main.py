@@ -6,12 +6,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.store import THEME, Store, StoreError
 from app.ui.engine_controller import EngineController
-from app.ui.main_window import ICON, MainWindow
+from app.ui.main_window import MainWindow, app_icon
 from app.ui.widgets.theme import apply_theme
 
 
@@ -20,8 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = QApplication(list(argv) if argv is not None else sys.argv)
     app.setApplicationName("MoE Desk")
     app.setDesktopFileName("moedesk")
-    if ICON.exists():
-        app.setWindowIcon(QIcon(str(ICON)))
+    app.setWindowIcon(app_icon())
     try:
         store = Store.open_default()
     except StoreError as exc:

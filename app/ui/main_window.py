@@ -41,6 +41,11 @@ from app.ui.widgets.theme import apply_theme
 log = logging.getLogger("moedesk.ui")
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "moedesk.svg"
+
+
+def app_icon() -> QIcon:
+    """The installed theme icon (a non-editable install has no checkout), else the repo's."""
+    return QIcon.fromTheme("moedesk", QIcon(str(ICON)) if ICON.exists() else QIcon())
 # (navigation label, package, class) of the pages other engineers build
 PLUGGED_PAGES = {"Models": ("app.ui.models", "ModelsPage"),
                  "Advisor": ("app.ui.advisor", "AdvisorPage"),
@@ -82,8 +87,7 @@ class MainWindow(QMainWindow):
         self.engine = controller or EngineController(self)
         self.hardware: Hardware | None = None
         self.setWindowTitle("MoE Desk")
-        if ICON.exists():
-            self.setWindowIcon(QIcon(str(ICON)))
+        self.setWindowIcon(app_icon())
         self.chat = ChatPage(store)
         self.settings = SettingsPage(store)
         self.pages: dict[str, QWidget] = {"Chat": self.chat, "Settings": self.settings}
