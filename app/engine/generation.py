@@ -237,7 +237,9 @@ class Sequence:
         self.close()
         if self.prefilling:  # cancelled before its prompt was in: as if it never started
             return ChatResult("", "cancelled", len(self.prompt), self.cached, 0, 0.0, 0.0, 0.0)
-        tail = self.stop.flush() + self.decoder.decode(b"", final=True)
+        # a character cut off at the end shows as U+FFFD, in the stream and the text alike
+        tail, _ = self.stop.feed(self.decoder.decode(b"", final=True))
+        tail += self.stop.flush()
         if tail:
             self.on_token(Token(text=tail, n=self.n_generated))
         return ChatResult(
