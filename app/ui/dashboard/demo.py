@@ -62,8 +62,10 @@ def record_run(model: Path, answer_tokens: tuple[int, ...] = ANSWER_TOKENS,
         with EngineClient.spawn() as engine:
             engine.subscribe(SubscribeParams(interval_s=interval_s),
                              on_stats=record("add_stats"), on_routing=record("add_routing"))
+            # one thread is plenty for this model; on a busy 2-core machine two llama.cpp
+            # threads were seen to crawl (a few t/s) after idle gaps between answers
             loaded = engine.load(LoadParams(model=str(model),
-                                            placement=PlacementPlan(n_ctx=4096, n_threads=2)))
+                                            placement=PlacementPlan(n_ctx=4096, n_threads=1)))
             record("set_loaded")(loaded)
             time.sleep(idle_s)
             for n, tokens in enumerate(answer_tokens):

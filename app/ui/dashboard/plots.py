@@ -73,12 +73,12 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
                                                                     style=Qt.PenStyle.DashLine))
         self.memory_curves: dict[str, pg.PlotDataItem] = {}
 
-        self.cpu = self._time_plot(1, 0, "CPU load (all cores)", "%")
+        self.cpu = self._time_plot(1, 0, "CPU load", "% of all cores")
         self.cpu.setYRange(0, 100)
         self.cpu.enableAutoRange(axis="y", enable=False)
         self.cpu_curve = self.cpu.plot(pen=pg.mkPen(CPU, width=2))
 
-        self.hits = self._time_plot(1, 1, "Expert hit rate (served from GPU memory)", "%")
+        self.hits = self._time_plot(1, 1, "Expert hit rate", "% served from GPU")
         self.hits.setYRange(0, 100)
         self.hits.enableAutoRange(axis="y", enable=False)
         self.hit_total = self.hits.plot(name="since load", pen=pg.mkPen(HIT, width=2),
@@ -87,9 +87,9 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self.hit_window = self.hits.plot(name="recent window", connect="finite",
                                          pen=pg.mkPen(HIT_WINDOW, width=2, style=Qt.PenStyle.DashLine))
 
-        key = (f'<span style="color:{ON_GPU}">&#9632;</span> GPU memory &nbsp;'
+        key = (f'<span style="color:{ON_GPU}">&#9632;</span> GPU &nbsp;'
                f'<span style="color:{IN_RAM}">&#9632;</span> RAM')
-        self.per_layer = self.addPlot(row=2, col=0, title=f"Expert uses per layer: {key}")
+        self.per_layer = self.addPlot(row=2, col=0, title=f"Expert uses: {key}")
         self.per_layer.setLabel("left", "% of uses")
         self.per_layer.setLabel("bottom", "layer")
         self.per_layer.setYRange(0, 100)
@@ -101,7 +101,7 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self.per_layer.addItem(self.layer_hits)
         self.per_layer.addItem(self.layer_misses)
 
-        self.heatmap_plot = self.addPlot(row=2, col=1, title="Routed selections (recent window)")
+        self.heatmap_plot = self.addPlot(row=2, col=1, title="Expert selections")
         self.heatmap_plot.setLabel("left", "layer")
         self.heatmap_plot.setLabel("bottom", "expert")
         self.heatmap_plot.invertY(True)  # layer 0 on top, as in a table
@@ -116,10 +116,10 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
             self.ci.layout.setColumnStretchFactor(col, 1)
         # Axes whose size follows their tick labels make the whole grid lay itself out again
         # when a range grows a digit; fixed sizes keep a redraw to repainting the plots.
-        digits = self.fontMetrics().horizontalAdvance("0") * 6
+        digits = self.fontMetrics().horizontalAdvance("0") * 5
         for plot in (self.throughput, self.memory, self.cpu, self.hits, self.per_layer,
                      self.heatmap_plot):
-            plot.getAxis("left").setWidth(digits + 2 * self.fontMetrics().height())
+            plot.getAxis("left").setWidth(digits + self.fontMetrics().height())
             for name in ("left", "bottom"):
                 # drawn once into a pixmap, redrawn only when the axis itself changes: tick
                 # labels are most of what a frame costs in Qt's software rasterizer
@@ -255,7 +255,7 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         levels = (0.0, max(top, 1.0))
         self.heatmap.setImage(counts, autoLevels=False, levels=levels)
         self.colour_bar.setLevels(levels)
-        title = f"Routed selections, last {window_s:g} s ({int(counts.sum()):,} in all)"
+        title = f"Expert selections, last {window_s:g} s: {int(counts.sum()):,}"
         if self.heatmap_plot.titleLabel.text != title:
             self.heatmap_plot.setTitle(title)
         if counts.size:
