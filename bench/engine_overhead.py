@@ -69,12 +69,20 @@ class BareLlama:
         self.process = context.Process(target=_bare_worker,
                                        args=(child, model, plan, n_layer, arch), daemon=True)
         self.process.start()
+        print("bare llama-cpp-python: loading...", flush=True)
         experts_at = self._receive()
         print(f"bare llama-cpp-python loaded; layer 0's routed experts in {experts_at}", flush=True)
 
-    def _receive(self) -> object:
-        if not self.pipe.poll(600):
-            raise RuntimeError("bare llama-cpp-python did not answer in 10 minutes")
+    def _receive(self, timeout: float = 600.0) -> object:
+        # poll in short steps: a child that crashed (a segfault in llama.cpp) never closes
+        # its end of the pipe while the parent holds the other, so only its exit tells
+        deadline = time.monotonic() + timeout
+        while not self.pipe.poll(2.0):
+            if not self.process.is_alive():
+                raise RuntimeError(f"bare llama-cpp-python died (exit {self.process.exitcode}); "
+                                   "its stderr above says why")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bare llama-cpp-python did not answer in {timeout:.0f} s")
         try:
             return self.pipe.recv()
         except EOFError:
