@@ -67,3 +67,35 @@ def test_stop_ends_autotune_early_keeping_the_best_so_far(qtbot: QtBot, app_part
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
     assert "(cancelled)" in panel.status.text(), panel.status.text()
     assert controller.loaded is not None  # the best so far is loaded
+
+
+RECORDED_REPORT = Path(__file__).parent / "data" / "bench" / "q30-12gb-h100.csv"
+
+
+def test_the_dashboard_shows_a_benchmark_report_from_the_gpu_machine(qtbot: QtBot,
+                                                                    moedesk_home: Path) -> None:
+    from app.ui.dashboard import DashboardPage
+
+    page = DashboardPage()
+    qtbot.addWidget(page)
+    dialog = page.open_report(RECORDED_REPORT)
+    assert dialog is not None
+    qtbot.addWidget(dialog)
+    assert dialog.table.rowCount() == 12
+    assert dialog.table.item(0, 0).text() == "classic" and dialog.table.item(0, 5).text() == "48.6"
+    assert not dialog.chart.pixmap().isNull() and dialog.chart.pixmap().width() > 500
+
+
+def test_a_file_that_is_not_a_report_is_explained(qtbot: QtBot, tmp_path: Path, monkeypatch) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.ui.dashboard import DashboardPage
+
+    warnings: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda _parent, _title, text: warnings.append(text))
+    page = DashboardPage()
+    qtbot.addWidget(page)
+    other = tmp_path / "prices.csv"
+    other.write_text("item,price\napple,1\n")
+    assert page.open_report(other) is None
+    assert warnings and "is not a report written by 'moedesk-cli bench'" in warnings[0]

@@ -173,6 +173,10 @@ class MainWindow(QMainWindow):
         self._call("Dashboard", "add_stats", signal=e.stats)
         self._call("Dashboard", "add_routing", signal=e.routing)
         self._call("Dashboard", "set_loaded", signal=e.model_loaded)
+        dashboard_loaded = getattr(self.pages["Dashboard"], "set_loaded", None)
+        if callable(dashboard_loaded):  # unloaded, or gone with the engine
+            e.model_unloaded.connect(lambda: dashboard_loaded(None))
+            e.engine_died.connect(lambda _message, _hint: dashboard_loaded(None))
         self._call("Dashboard", "add_chat_result", signal=self.chat.answer_finished)
         models, advisor = self.pages["Models"], self.pages["Advisor"]
         if hasattr(models, "load_requested"):

@@ -21,6 +21,7 @@ import psutil
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
+    QDialog,
     QFileDialog,
     QFrame,
     QGroupBox,
@@ -96,6 +97,9 @@ class DashboardPage(QWidget):
         csv_button.clicked.connect(self._ask_export_csv)
         png_button = QPushButton("Export PNG…", self)
         png_button.clicked.connect(self._ask_export_png)
+        report_button = QPushButton("Benchmark report…", self)
+        report_button.setToolTip("Show a report written by 'moedesk-cli bench' (its report.csv)")
+        report_button.clicked.connect(self._ask_open_report)
         self.paused_label = QLabel("Paused: still collecting", self)
         self.paused_label.setVisible(False)
 
@@ -108,6 +112,7 @@ class DashboardPage(QWidget):
         bar.addWidget(self.window_choice)
         bar.addWidget(csv_button)
         bar.addWidget(png_button)
+        bar.addWidget(report_button)
 
         self.now_label = QLabel(self)
         self.now_label.setTextFormat(Qt.TextFormat.PlainText)
@@ -353,3 +358,20 @@ class DashboardPage(QWidget):
         except OSError as exc:
             QMessageBox.warning(self, title, f"The file was not written: {exc.strerror or exc}."
                                 "\n\nChoose a folder you can write to, with free space.")
+
+    def _ask_open_report(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a benchmark report", "", "report.csv (*.csv)")
+        if path:
+            self.open_report(Path(path))
+
+    def open_report(self, csv_path: Path) -> QDialog | None:
+        """Show a ``moedesk-cli bench`` report (chart and table); a wrong file is explained."""
+        from app.ui.tune.report_dialog import BenchReportDialog, ReportError
+
+        try:
+            dialog = BenchReportDialog(csv_path, self)
+        except ReportError as exc:
+            QMessageBox.warning(self, "Not a benchmark report", str(exc))
+            return None
+        dialog.show()
+        return dialog

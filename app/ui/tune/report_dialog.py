@@ -1,0 +1,47 @@
+"""A benchmark report (``moedesk-cli bench``'s report.csv) shown in the app: the chart and the
+table, so a run made in a terminal, or on another machine, can be read on the dashboard."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import QDialog, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from app.tune.report import CSV_COLUMNS, read_csv
+from app.ui.bench_chart import render_report_png
+
+HEADERS = ("Strategy", "Placement", "GPU GB", "Prefill 512 t/s", "Prefill 4096 t/s", "Decode t/s",
+           "Fits", "Note")
+
+
+class ReportError(Exception):
+    """The file is not a benchmark report."""
+
+
+class BenchReportDialog(QDialog):
+    def __init__(self, csv_path: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        try:
+            rows = read_csv(csv_path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ReportError(f"{csv_path} could not be read: {exc}") from exc
+        if not rows or tuple(rows[0]) != CSV_COLUMNS:
+            raise ReportError(f"{csv_path.name} is not a report written by 'moedesk-cli bench' "
+                              f"(expected the columns {', '.join(CSV_COLUMNS)}).")
+        self.setWindowTitle(f"Benchmark report: {csv_path.parent.name}/{csv_path.name}")
+        with tempfile.TemporaryDirectory() as folder:
+            png = render_report_png(csv_path, Path(folder) / "chart.png", title=csv_path.parent.name)
+            self.chart = QLabel()
+            self.chart.setPixmap(QPixmap(str(png)))
+        self.table = QTableWidget(len(rows), len(CSV_COLUMNS))
+        self.table.setHorizontalHeaderLabels(HEADERS)
+        for r, row in enumerate(rows):
+            for c, key in enumerate(CSV_COLUMNS):
+                self.table.setItem(r, c, QTableWidgetItem(row[key]))
+        self.table.resizeColumnsToContents()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.chart)
+        layout.addWidget(self.table, 1)
+        self.resize(1040, 900)
