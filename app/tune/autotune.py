@@ -37,6 +37,7 @@ class TuneProgress:
     label: str  # the candidate being measured now
     best: Measurement | None
     elapsed: float
+    last: Measurement | None = None  # the run just finished
 
 
 @dataclass
@@ -110,7 +111,7 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
              physical_cores: int, time_limit: float = 240.0, workload: Workload | None = None,
              progress: Callable[[TuneProgress], None] | None = None) -> TuneResult:
     """Measure ``start`` and the candidates around it; the fastest that fits wins."""
-    workload = workload or Workload(prefill_tokens=(512,), decode_tokens=64)
+    workload = workload or Workload(prefill_tokens=(512,), decode_tokens=64, repeats=2)
     t0 = time.monotonic()
     tried: list[Measurement] = []
     best: Measurement | None = None
@@ -119,7 +120,8 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
     def run(label: str, plan: PlacementPlan) -> None:
         nonlocal best
         if progress:
-            progress(TuneProgress(len(tried), label, best, time.monotonic() - t0))
+            progress(TuneProgress(len(tried), label, best, time.monotonic() - t0,
+                                  tried[-1] if tried else None))
         m = measurer.measure(label, plan, workload)
         tried.append(m)
         if better(m, best):
@@ -142,7 +144,8 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
     if best is None:
         best = tried[0] if tried else Measurement("nothing measured", start, error="cancelled")
     if progress:
-        progress(TuneProgress(len(tried), "done", best, time.monotonic() - t0))
+        progress(TuneProgress(len(tried), "done", best, time.monotonic() - t0,
+                              tried[-1] if tried else None))
     return TuneResult(best, tried, time.monotonic() - t0, stopped)
 
 

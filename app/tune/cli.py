@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             if args.command == "tune":
                 def show(p: TuneProgress) -> None:
+                    if p.last is not None:
+                        print(f"    -> {p.last.summary()}", flush=True)
                     if p.label != "done":
                         print(f"  [{p.done + 1}] {p.label}", flush=True)
 

@@ -4,6 +4,7 @@ load stayed inside a VRAM budget by what llama.cpp really allocated."""
 from __future__ import annotations
 
 import itertools
+import statistics
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ class Workload:
 
     prefill_tokens: tuple[int, ...] = (512,)
     decode_tokens: int = 64
+    repeats: int = 1  # runs of each; the median counts (single runs scatter by 10-20% on a GPU)
 
 
 @dataclass
@@ -46,6 +48,13 @@ class Measurement:
     @property
     def ok(self) -> bool:
         return self.error is None and self.fits
+
+    def summary(self) -> str:
+        """One line: the speeds, or why there are none."""
+        if not self.ok:
+            return f"not measured: {self.error}"
+        return (f"decode {self.decode_tps:.1f} t/s, prefill {self.prefill:.0f} t/s, "
+                f"GPU {self.gpu_bytes / 1e9:.1f} GB")
 
     @property
     def prefill(self) -> float:
@@ -90,17 +99,18 @@ class Measurer:
             return result
         try:
             self._generate(8, 4)  # warm-up: first-use allocations, caches
+            runs = range(max(1, workload.repeats))
             for n in workload.prefill_tokens:
-                self._check_cancel()
-                result.prefill_tps[n] = self._generate(n, 1).prefill_tps
+                result.prefill_tps[n] = statistics.median(self._generate(n, 1).prefill_tps for _ in runs)
             if workload.decode_tokens:
-                self._check_cancel()
-                result.decode_tps = self._generate(16, workload.decode_tokens).decode_tps
+                result.decode_tps = statistics.median(
+                    self._generate(16, workload.decode_tokens).decode_tps for _ in runs)
         except EngineError as exc:
             result.error = exc.message
         return result
 
     def _generate(self, prompt_tokens: int, new_tokens: int):  # -> ChatResult
+        self._check_cancel()
         stream = self.client.chat(ChatParams(
             messages=[ChatMessage("user", self._prompt(prompt_tokens))],
             sampling=Sampling(temperature=0.0, max_tokens=new_tokens, ignore_eos=True, seed=1)))

@@ -16,8 +16,8 @@ from app.tune.autotune import TuneProgress, TuneResult, autotune
 from app.tune.measure import Measurement, Measurer, Workload
 from app.tune.strategies import Budget, describe, strategy_plans, with_experts_in_ram
 
-REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128)
-SWEEP_WORKLOAD = Workload(prefill_tokens=(512,), decode_tokens=128)
+REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128, repeats=3)
+SWEEP_WORKLOAD = Workload(prefill_tokens=(512,), decode_tokens=128, repeats=3)
 CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_4096_tps",
                "decode_tps", "fits", "note")
 
@@ -43,6 +43,8 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
     tuned: TuneResult | None = None
     if tune_seconds > 0:
         def show(p: TuneProgress) -> None:
+            if p.last is not None:
+                say(f"    -> {p.last.summary()}")
             if p.label != "done":
                 say(f"  autotune [{p.done + 1}] {p.label}")
 
