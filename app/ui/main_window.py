@@ -32,6 +32,7 @@ from app.hardware import Hardware, detect
 from app.store import FIRST_RUN_DONE, LOAD_CONTEXT, Store
 from app.ui.chat import ChatPage
 from app.ui.engine_controller import EngineController
+from app.ui.serve_control import ServeControl
 from app.ui.settings import SettingsPage
 from app.ui.settings.page import DEFAULT_LOAD_CONTEXT
 from app.ui.widgets.background import run_in_background
@@ -132,6 +133,8 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.status = EngineStatus()
         self.statusBar().addPermanentWidget(self.status, 1)
+        self.serve_status = QLabel()  # "API on :8000, 1 in flight"; empty while off
+        self.statusBar().addPermanentWidget(self.serve_status)
         self.show_page("Chat")
         self.resize(1200, 780)
 
@@ -165,6 +168,11 @@ class MainWindow(QMainWindow):
         e.stats.connect(self._stats)
         e.engine_died.connect(self.banner.show_death)
         self.banner.restart_requested.connect(e.restart)
+        self.serve = ServeControl(e, self)
+        self.serve.changed.connect(self._serve_changed)
+        self.settings.serve.config_changed.connect(self.serve.apply)
+        self.serve.apply(self.settings.serve.config())
+        self._serve_changed()
         self.settings.theme_changed.connect(lambda theme: apply_theme(QApplication.instance(), theme))
         self._call("Advisor", "set_build_info", signal=e.build_info)
         self._call("Advisor", "show_load_progress", signal=e.load_progress)
@@ -287,6 +295,22 @@ class MainWindow(QMainWindow):
     def _stats(self, stats: EngineStats) -> None:
         self.status.set_stats(stats)
 
+    def _serve_changed(self) -> None:
+        text = self.serve.status_text()
+        self.serve_status.setText(text)
+        self.serve_status.setVisible(bool(text))
+        self.serve_status.setToolTip(self.serve.error or (self.serve.server.url if self.serve.server else ""))
+        if self.serve.server is not None:
+            detail = f"Serving at {self.serve.server.url}, {self.serve.in_flight} requests in flight"
+        elif self.serve.error:
+            detail = self.serve.error
+        elif self.serve.config.enabled:
+            detail = "On; waiting for the engine to start"
+        else:
+            detail = "Off"
+        self.settings.serve.show_status(detail)
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.serve.shutdown()  # before the engine: its requests end cleanly
         self.engine.shutdown()
         super().closeEvent(event)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.store import LOAD_CONTEXT, MODEL_FOLDER, THEME, Store
 from app.ui.chat.sampling_form import SamplingForm
 from app.ui.settings import hub_token
+from app.ui.settings.serve_group import ServeGroup
 from app.ui.widgets.theme import THEMES
 
 DEFAULT_LOAD_CONTEXT = 8192
@@ -87,6 +88,8 @@ class SettingsPage(QWidget):
             lambda: self.store.set_chat_defaults(self.chat_defaults.values()))
         QVBoxLayout(defaults).addWidget(self.chat_defaults)
         column.addWidget(defaults)
+        self.serve = ServeGroup(store)
+        column.addWidget(self.serve)
         column.addStretch(1)
 
         scroll = QScrollArea(widgetResizable=True)
