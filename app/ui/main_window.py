@@ -301,7 +301,8 @@ class MainWindow(QMainWindow):
         self.serve_status.setVisible(bool(text))
         self.serve_status.setToolTip(self.serve.error or (self.serve.server.url if self.serve.server else ""))
         if self.serve.server is not None:
-            detail = f"Serving at {self.serve.server.url}, {self.serve.in_flight} requests in flight"
+            n = self.serve.in_flight
+            detail = f"Serving at {self.serve.server.url}, {n} request{'' if n == 1 else 's'} in flight"
         elif self.serve.error:
             detail = self.serve.error
         elif self.serve.config.enabled:
