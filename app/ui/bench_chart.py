@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QImage, QPainter
+from PySide6.QtWidgets import QApplication
 
 from app.tune.report import read_csv
 
@@ -27,7 +28,9 @@ def render_report_png(csv_path: Path, png_path: Path, title: str = "") -> Path:
     """Draw report.csv as two panels of bars (decode; prefill) and save it as ``png_path``."""
     if QGuiApplication.instance() is None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        QGuiApplication([])  # fonts need an application object; kept until exit
+        # fonts need an application object, kept until exit; a QApplication (not the lighter
+        # QGuiApplication) so that widgets can still be made in this process afterwards
+        QApplication([])
     rows = [r for r in read_csv(csv_path) if r["strategy"] != "sweep"] or read_csv(csv_path)
     width, height = 1000, 620
     image = QImage(width, height, QImage.Format.Format_ARGB32)
