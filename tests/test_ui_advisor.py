@@ -10,12 +10,11 @@ from pytestqt.qtbot import QtBot
 
 from app.engine.client import EngineClient
 from app.engine.protocol import BuildInfo, LoadParams
-from app.engine.synthetic import SyntheticSpec
+from app.engine.synthetic import SyntheticSpec, write_synthetic_header
 from app.gguf_info import read_model
 from app.hardware import Hardware, detect
 from app.ui.advisor import AdvisorPage, demo_page
 from app.ui.advisor.controls import RuleError, parse_rules
-from app.ui.advisor.demo import write_model_header
 from tests.test_advisor import machine
 from tests.test_advisor_gpus import H100
 
@@ -32,7 +31,7 @@ def desktop() -> Hardware:
 def qwen3_30b_q8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Qwen3-30B-A3B shape in Q8_0 (32.8 GB), header only (the weights a sparse hole)."""
     folder = tmp_path_factory.mktemp("qwen3")
-    return write_model_header(folder / "Qwen3-30B-A3B-Q8_0.gguf",
+    return write_synthetic_header(folder / "Qwen3-30B-A3B-Q8_0.gguf",
                               SyntheticSpec.preset("qwen3-30b-a3b", quant="Q8_0"))
 
 

@@ -214,6 +214,27 @@ def write_synthetic_model(
     return finals
 
 
+def write_synthetic_header(path: Path, spec: SyntheticSpec) -> Path:
+    """``spec``'s metadata and tensor table with the tensor data a sparse hole: to gguf_info
+    and the advisor the same as the real file, a few MB on disk even for a 200 GB shape.
+    llama.cpp could not run it (every weight is zero)."""
+    writer = gguf.GGUFWriter(path, spec.arch)
+    _add_metadata(writer, spec)
+    data_bytes = 0
+    for t in tensor_plan(spec):
+        writer.add_tensor_info(t.name, t.shape[::-1], np.dtype(np.float32), t.nbytes, t.qtype)
+        data_bytes += -(-t.nbytes // writer.data_alignment) * writer.data_alignment
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    fout = writer.fout[0]
+    writer.write_padding(fout, fout.tell())
+    fout.flush()
+    os.ftruncate(fout.fileno(), fout.tell() + data_bytes)
+    writer.close()
+    return path
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m app.engine.synthetic",

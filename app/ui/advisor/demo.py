@@ -15,46 +15,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import gguf
-import numpy as np
 from PySide6.QtWidgets import QWidget
 
-from app.engine.synthetic_spec import SyntheticSpec, tensor_plan
+from app.engine.synthetic import SyntheticSpec, write_synthetic_header
 from app.hardware import Hardware, detect
 
 RECORDED_DESKTOP = Path(__file__).resolve().parents[3] / "tests" / "data" / "hardware" / "amd_gpu"
-
-
-def write_model_header(path: Path, spec: SyntheticSpec) -> Path:
-    """A GGUF with ``spec``'s metadata and tensor table whose data is a sparse hole: to
-    gguf_info (and the advisor) the same as the real file, at a few hundred KB on disk.
-    llama.cpp could not run it (no tokenizer, zero weights)."""
-    writer = gguf.GGUFWriter(path, spec.arch)
-    writer.add_name(f"MoE Desk synthetic {spec.name}")
-    writer.add_context_length(spec.n_ctx_train)
-    writer.add_embedding_length(spec.n_embd)
-    writer.add_block_count(spec.n_layer)
-    writer.add_head_count(spec.n_head)
-    writer.add_head_count_kv(spec.n_head_kv)
-    writer.add_key_length(spec.head_dim)
-    writer.add_value_length(spec.head_dim)
-    writer.add_expert_count(spec.n_expert)
-    writer.add_expert_used_count(spec.n_expert_used)
-    writer.add_expert_feed_forward_length(spec.n_ff_exp)
-    writer.add_vocab_size(spec.n_vocab)
-    total = 0
-    for t in tensor_plan(spec):
-        writer.add_tensor_info(t.name, t.shape[::-1], np.dtype(np.float32), t.nbytes, t.qtype)
-        total += -(-t.nbytes // writer.data_alignment) * writer.data_alignment
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    fout = writer.fout[0]
-    writer.write_padding(fout, fout.tell())
-    fout.flush()
-    os.ftruncate(fout.fileno(), fout.tell() + total)
-    writer.close()
-    return path
 
 
 def recorded_desktop() -> Hardware:
@@ -66,7 +32,7 @@ def demo_page(parent: QWidget | None = None) -> QWidget:
     from app.ui.advisor.page import AdvisorPage
 
     folder = Path(tempfile.mkdtemp(prefix="moedesk-advisor-demo-"))
-    path = write_model_header(folder / "Qwen3-30B-A3B-Q8_0.gguf",
+    path = write_synthetic_header(folder / "Qwen3-30B-A3B-Q8_0.gguf",
                               SyntheticSpec.preset("qwen3-30b-a3b", quant="Q8_0"))
     page = AdvisorPage(parent, hardware=recorded_desktop(), measure=False, n_ctx=32768)
     page.set_model(path)
