@@ -5,7 +5,11 @@
 # CARRY must hold the llama-cpp-python source tree (unpacked sdist) and the pure-Python wheels
 # the machine lacks (gguf, diskcache, pytest, ...). Steps are skipped when their output exists,
 # so the script can be re-run after an interruption. Usage:
-#   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh [build|model|test|bench|tune|all]
+#   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh \
+#       [build|model|model235|test|bench|predict|serve|tune|all]
+# Name .carry in the device tool's `carry`. Seen on the H100 (2026-11-23): build 357 s, model
+# 14 s, model235 36 s, test 90 s, predict 120 s, tune at one budget with SWEEP=8 about 390 s,
+# serve (both placements, --parallel 1 and 8) about 300 s; bench hung once (its bare child).
 # tune: BUDGETS="12 24" (GB), SWEEP=4 (layers per sweep step), TUNE_SECONDS=150,
 #       TUNE_MODEL=/tmp/moedesk-q235-20l.gguf (after the model235 step)
 set -euo pipefail
@@ -55,6 +59,23 @@ step_bench() {
         2>&1 | tee "$OUT/bench.txt"
 }
 
+step_predict() {  # issue 3: the advisor's speed prediction against the engine
+    python3 bench/predict_vs_measure.py --model "$MODEL" --threads "$THREADS" --repeats 2 \
+        --placement gpu --placement experts-ram --placement first-24 --placement first-36 \
+        2>&1 | tee "$OUT/predict.txt"
+}
+
+step_serve() {  # issue 7: the OpenAI server under 1-8 streams, one at a time vs in one batch
+    for experts in none all; do
+        for n in 1 8; do
+            python3 bench/serve_load.py --model "$MODEL" --experts-in-ram "$experts" \
+                --threads "$THREADS" --ctx 4096 --parallel "$n" --concurrency 1 2 4 8 \
+                --per-client 1 --max-tokens 128 --json "$OUT/serve-$experts-p$n.json" \
+                2>&1 | grep -v '^loading' | tee "$OUT/serve-$experts-p$n.txt"
+        done
+    done
+}
+
 step_tune() {
     # issue 6: llama.cpp's strategies, the advisor's plan and the autotuned plan at a budget
     # TUNE_MODEL=path picks the model (default $MODEL); its file name tags the output
@@ -74,5 +95,7 @@ case "${1:-all}" in
     test) step_test ;;
     bench) step_bench ;;
     tune) step_tune ;;
+    predict) step_predict ;;
+    serve) step_serve ;;
     all) step_build; step_model; step_test; step_bench ;;
 esac
