@@ -124,3 +124,20 @@ def test_a_measurement_over_the_vram_budget_is_marked_and_not_run(engine: Engine
     inside = measurer.measure("experts in RAM", PlacementPlan(n_ctx=1024, experts_in_ram="all"),
                               Workload((64,), 8))
     assert inside.ok and 0 < inside.gpu_bytes < 1.2e9 and inside.decode_tps > 0
+
+
+def test_four_chats_decode_together_on_the_gpu_with_experts_in_ram(engine: EngineClient,
+                                                                  real_shape_model: Path) -> None:
+    # CUDA kernels see a batch of 4 sequences, the routed experts are computed on the CPU for
+    # all of them at once: every chat must still get all its tokens, with routing counted
+    engine.load(LoadParams(model=str(real_shape_model), placement=PlacementPlan(
+        n_ctx=1024, experts_in_ram="all", n_parallel=4)))
+    before = engine.routing().tokens
+    streams = [engine.chat(ChatParams(messages=[ChatMessage("user", f"question {i}")],
+                                      sampling=Sampling(temperature=0.0, max_tokens=48, ignore_eos=True)))
+               for i in range(4)]
+    results = [stream.result for stream in streams]
+    assert [r.completion_tokens for r in results] == [48] * 4
+    evaluated = sum(r.prompt_tokens - r.cached_tokens + r.completion_tokens - 1 for r in results)
+    assert engine.routing().tokens - before >= evaluated
+    assert engine.stats().n_parallel == 4
