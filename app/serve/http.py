@@ -40,6 +40,8 @@ log = logging.getLogger("moedesk.serve")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+LINGER_S = 5.0  # how long a refused body is drained before the connection closes
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 MAX_BODY_BYTES = 2 * 1024 * 1024  # well under the engine's 4 MiB frame: an accepted body fits
 DISCONNECT_POLL_S = 0.2
 STOP_DRAIN_S = 10.0  # how long stop() lets cancelled requests send their end
@@ -200,6 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"  # keep-alive for JSON answers; streams close when done
     server_version = "MoEDesk"
+    _unread_body = 0  # bytes of a refused request body still on their way
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
         log.debug("%s " + format, self.address_string(), *args)
@@ -230,6 +233,23 @@ class _Handler(BaseHTTPRequestHandler):
         except EngineError as exc:
             self._json(*_engine_error(exc))
 
+    def finish(self) -> None:
+        """A lingering close, as Apache and nginx make: a client refused with 413 is usually
+        still sending its body, and closing a socket with unread data makes the kernel reset
+        the connection, so the client would see a broken pipe instead of the answer. What
+        arrives is read and dropped, up to 64 MiB and for at most 5 seconds."""
+        if self._unread_body:
+            deadline = time.monotonic() + LINGER_S
+            left = min(self._unread_body, LINGER_MAX_BYTES)
+            with contextlib.suppress(OSError):
+                self.connection.settimeout(1.0)
+                while left > 0 and time.monotonic() < deadline:
+                    chunk = self.rfile.read1(min(left, 1 << 16))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+        super().finish()
+
     def _not_found(self) -> None:
         raise ApiError(404, f"Unknown path {self.command} {self._path()}: this server has GET "
                        "/v1/models, POST /v1/chat/completions and POST /v1/completions.",
@@ -256,7 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ApiError(411, "send the request body with a Content-Length header.")
         if int(length) > self.server.app.max_body_bytes:
-            self.close_connection = True  # the body is left unread
+            self.close_connection = True  # the body is not read: finish() discards it
+            self._unread_body = int(length)
             raise ApiError(413, f"the request body has {int(length):,} bytes; this server takes "
                            f"at most {self.server.app.max_body_bytes:,}. Shorten the prompt.",
                            code="request_too_large")
