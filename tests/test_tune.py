@@ -165,3 +165,20 @@ def test_the_bench_report_measures_each_strategy_and_writes_csv_and_png(
 
     png = render_report_png(csv_path, tmp_path / "report" / "report.png", title="tiny")
     assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_plan_tuned_from_the_cli_is_what_the_app_loads_next(tiny_moe_gguf: Path, moedesk_home: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+    from app.hardware import detect
+    from app.ui.main_window import plan_load
+
+    assert main(["tune", str(tiny_moe_gguf), "--ctx", "2048", "--tune-seconds", "30"]) == 0
+    assert "remembered for this machine" in capsys.readouterr().out
+    params, _plan = plan_load(tiny_moe_gguf, 2048, detect(nvml=False), build=None)
+    tuned = remembered(tune_key(tiny_moe_gguf, autotune_mod.machine_id(detect(nvml=False).cpu.model, None),
+                                None))
+    assert tuned is not None and params.placement == tuned
+    # another context size is planned afresh: the tuned plan was measured at 2048
+    other, _ = plan_load(tiny_moe_gguf, 1024, detect(nvml=False), build=None)
+    assert other.placement.n_ctx == 1024

@@ -43,20 +43,22 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=run)
 
 
-def _budget(client: EngineClient, requested: int | None) -> tuple[Budget, list[str]]:
+def _budget(client: EngineClient, requested: int | None) -> tuple[Budget, bool, list[str]]:
+    """The VRAM budget, whether this engine has a GPU at all, and notes for the user."""
     gpus = [d for d in client.info().devices if d.kind == "gpu"]
     notes = []
     if not gpus:
         notes.append("no GPU in this engine build: placements are planned for a GPU of the budget "
                      "but everything runs on the CPU")
-        return Budget("CUDA0", requested or int(24e9)), notes
+        return Budget("CUDA0", requested or int(24e9)), False, notes
     gpu = gpus[0]
     if requested and requested > gpu.memory_free:
         notes.append(f"the budget is more than {gpu.name}'s free memory ({gpu.memory_free / 1e9:.1f} GB)")
-    return Budget(gpu.name, requested or gpu.memory_free), notes
+    return Budget(gpu.name, requested or gpu.memory_free), True, notes
 
 
 def run(args: argparse.Namespace) -> int:
+    from app.advisor.planner import plan_for
     from app.hardware import detect
     from app.tune.autotune import TuneProgress, autotune, machine_id, remember, tune_key
     from app.tune.measure import Measurer
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     base = PlacementPlan(n_ctx=args.ctx, n_threads=args.threads)
     cancel = threading.Event()
     with EngineClient.spawn() as client:
-        budget, notes = _budget(client, args.vram_budget)
+        budget, has_gpu, notes = _budget(client, args.vram_budget)
         for note in notes:
             print(f"note: {note}")
         print(f"{args.model.name}: {model.n_layer} layers, budget {budget.vram / 1e9:.1f} GB on {budget.gpu}")
@@ -80,15 +82,20 @@ def run(args: argparse.Namespace) -> int:
                     if p.label != "done":
                         print(f"  [{p.done + 1}] {p.label}", flush=True)
 
-                result = autotune(measurer, model, advisor(model, budget, base, hardware), budget,
+                if has_gpu:
+                    start, tune_budget = advisor(model, budget, base, hardware), budget
+                else:  # tune what a CPU-only machine can change: threads, batch sizes
+                    start, tune_budget = plan_for(model, hardware, args.ctx, base).placement, None
+                result = autotune(measurer, model, start, tune_budget,
                                   physical_cores=hardware.cpu.physical_cores,
                                   time_limit=args.tune_seconds, progress=show)
                 best = result.best
                 if not best.ok:
                     print(f"no placement could be measured: {best.error}")
                     return 1
-                remember(tune_key(args.model, machine_id(hardware.cpu.model, budget.gpu),
-                                  args.vram_budget), result)
+                gpu = budget.gpu if has_gpu else None  # as the app's loads look it up
+                remember(tune_key(args.model, machine_id(hardware.cpu.model, gpu), args.vram_budget),
+                         result)
                 print(f"best: {describe(best.plan, model.n_layer)}: decode {best.decode_tps:.1f} t/s, "
                       f"prefill {best.prefill:.1f} t/s ({len(result.tried)} runs, {result.seconds:.0f} s"
                       + (f", {result.stopped}" if result.stopped else "") + "); remembered for this machine")
