@@ -7,7 +7,6 @@ converter writes) and leaves the tensor data a sparse hole: gguf_info reads head
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import gguf
@@ -17,6 +16,7 @@ import pytest
 from app.advisor.memory import memory_by_device
 from app.advisor.planner import plan_for
 from app.engine.placement import PlacementPlan
+from app.engine.synthetic import write_sparse_tensors
 from app.gguf_info import kv_bytes_per_layer, read_model
 from app.hardware.model import Cpu, Gpu, Hardware, Memory
 
@@ -93,19 +93,8 @@ def deepseek_v3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     writer.add_expert_shared_count(1)
     writer.add_expert_feed_forward_length(N_FF_EXP)
     writer.add_vocab_size(N_VOCAB)
-    total = 0
-    for name, shape, qtype in deepseek_v3_tensors():
-        size = nbytes(shape, qtype)
-        writer.add_tensor_info(name, shape[::-1], np.dtype(np.float32), size, qtype)
-        total += -(-size // writer.data_alignment) * writer.data_alignment
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    fout = writer.fout[0]
-    writer.write_padding(fout, fout.tell())
-    fout.flush()
-    os.ftruncate(fout.fileno(), fout.tell() + total)  # a sparse hole where the weights would be
-    writer.close()
+    write_sparse_tensors(writer, [(name, shape, qtype, nbytes(shape, qtype))
+                                  for name, shape, qtype in deepseek_v3_tensors()])
     return path
 
 

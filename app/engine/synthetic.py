@@ -220,10 +220,18 @@ def write_synthetic_header(path: Path, spec: SyntheticSpec) -> Path:
     llama.cpp could not run it (every weight is zero)."""
     writer = gguf.GGUFWriter(path, spec.arch)
     _add_metadata(writer, spec)
+    write_sparse_tensors(writer, [(t.name, t.shape, t.qtype, t.nbytes) for t in tensor_plan(spec)])
+    return path
+
+
+def write_sparse_tensors(writer: gguf.GGUFWriter,
+                         tensors: list[tuple[str, tuple[int, ...], gguf.GGMLQuantizationType, int]]) -> None:
+    """Finish ``writer``'s file (its metadata already added) with this tensor table,
+    (name, shape as gguf_info lists it, type, bytes), and a sparse hole for the data."""
     data_bytes = 0
-    for t in tensor_plan(spec):
-        writer.add_tensor_info(t.name, t.shape[::-1], np.dtype(np.float32), t.nbytes, t.qtype)
-        data_bytes += -(-t.nbytes // writer.data_alignment) * writer.data_alignment
+    for name, shape, qtype, nbytes in tensors:
+        writer.add_tensor_info(name, tuple(shape)[::-1], np.dtype(np.float32), nbytes, qtype)
+        data_bytes += -(-nbytes // writer.data_alignment) * writer.data_alignment
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -232,7 +240,6 @@ def write_synthetic_header(path: Path, spec: SyntheticSpec) -> Path:
     fout.flush()
     os.ftruncate(fout.fileno(), fout.tell() + data_bytes)
     writer.close()
-    return path
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
