@@ -8,10 +8,7 @@ for as long as a test step needs.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling, Token
 from app.gguf_info import read_model
 from tests.test_engine_queue import DEADLINE_S, endless, question, started, wait_until
+from tests.test_openai_server import cli_serve
 
 N_CTX = 32768  # per sequence: an endless answer outlasts any test step
 SAME_TOKENS = 24  # greedy tokens compared with the same chat run alone
@@ -216,14 +214,8 @@ def test_the_kv_cache_holds_n_ctx_for_each_sequence(tiny_moe_gguf: Path) -> None
 
 
 def test_cli_serve_parallel_answers_four_requests_two_at_a_time(tiny_moe_gguf: Path) -> None:
-    command = [sys.executable, "-m", "app.cli", "serve", str(tiny_moe_gguf), "--port", "0",
-               "--ctx", "2048", "--threads", "2", "--parallel", "2"]
-    env = {**os.environ, "MOEDESK_API_KEY": "sk-test"}
-    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env)
-    try:
-        assert serve.stdout is not None
-        line = serve.stdout.readline()  # "serving MODEL at URL", once it serves
+    options = ("--ctx", "2048", "--threads", "2", "--parallel", "2")
+    with cli_serve(tiny_moe_gguf, *options, api_key="sk-test") as (serve, line):
         assert line.startswith("serving "), line
         client = openai.OpenAI(base_url=line.split()[-1], api_key="sk-test", max_retries=0)
         model = client.models.list().data[0].id
@@ -263,7 +255,3 @@ def test_cli_serve_parallel_answers_four_requests_two_at_a_time(tiny_moe_gguf: P
         assert serve.wait(timeout=DEADLINE_S) == 0
         assert serve.stderr is not None
         assert "for each of 2 requests at once" in serve.stderr.read()
-    finally:
-        if serve.poll() is None:
-            serve.kill()
-            serve.wait()

@@ -8,6 +8,7 @@ running one streams.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -16,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,20 +28,12 @@ from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
 from app.serve import OpenAIServer
+from tests.test_engine_queue import DEADLINE_S, wait_until
 
-DEADLINE_S = 60.0
 N_CTX = 65536  # an answer without max_tokens outlasts any test step
 ENDLESS = 60000  # max_tokens of answers that only a cancel ends within a test
 # greedy, and as long as asked: random weights may otherwise end an answer at any token
 EXACT: dict[str, Any] = {"temperature": 0, "extra_body": {"ignore_eos": True}}
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -353,15 +345,26 @@ def test_without_a_model_requests_get_503(tiny_moe_gguf: Path) -> None:
 # --- the command ------------------------------------------------------------------------------
 
 
-def test_cli_serve_loads_serves_and_stops_on_sigterm(tiny_moe_gguf: Path) -> None:
-    command = [sys.executable, "-m", "app.cli", "serve", str(tiny_moe_gguf), "--port", "0",
-               "--ctx", "1024", "--threads", "2"]
-    env = {**os.environ, "MOEDESK_API_KEY": "sk-from-env"}
+@contextlib.contextmanager
+def cli_serve(model: Path, *options: str, api_key: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``moedesk-cli serve MODEL --port 0 OPTIONS`` in a subprocess (key from the environment),
+    once it serves: the process and the first line it printed ("serving MODEL at URL").
+    Killed at the end if it still runs."""
+    command = [sys.executable, "-m", "app.cli", "serve", str(model), "--port", "0", *options]
     serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env)
+                             env={**os.environ, "MOEDESK_API_KEY": api_key})
     try:
         assert serve.stdout is not None
-        line = serve.stdout.readline()  # "serving MODEL at URL", once it serves
+        yield serve, serve.stdout.readline()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+
+
+def test_cli_serve_loads_serves_and_stops_on_sigterm(tiny_moe_gguf: Path) -> None:
+    options = ("--ctx", "1024", "--threads", "2")
+    with cli_serve(tiny_moe_gguf, *options, api_key="sk-from-env") as (serve, line):
         assert line.startswith("serving MoE Desk synthetic tiny at http://127.0.0.1:"), line
         client = openai.OpenAI(base_url=line.split()[-1], api_key="sk-from-env", max_retries=0)
         model = client.models.list().data[0].id
@@ -370,12 +373,10 @@ def test_cli_serve_loads_serves_and_stops_on_sigterm(tiny_moe_gguf: Path) -> Non
         assert answer.usage is not None and answer.usage.completion_tokens == 3
         # a second server on the same port says why it cannot start
         port = line.split(":")[-1].split("/")[0]
-        taken = subprocess.run([*command[:5], "--port", port, *command[7:]], env=env,
+        taken = subprocess.run([sys.executable, "-m", "app.cli", "serve", str(tiny_moe_gguf),
+                                "--port", port, *options],
+                               env={**os.environ, "MOEDESK_API_KEY": "sk-from-env"},
                                capture_output=True, text=True, timeout=DEADLINE_S)
         assert taken.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=DEADLINE_S) == 0
-    finally:
-        if serve.poll() is None:
-            serve.kill()
-            serve.wait()
