@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import gc
-import multiprocessing
 import statistics
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
@@ -59,87 +57,57 @@ def plans(names: list[str], n_layer: int, base: PlacementPlan) -> dict[str, Plac
 
 
 class BareLlama:
-    """llama_cpp.Llama with the plan's placement, in a process of its own (spawned), so that
-    the engine processes and it share nothing but the page cache, and a crash of one is
-    reported instead of ending the benchmark."""
+    """llama_cpp.Llama with the plan's placement, in this process (the engines run in their own
+    processes; weights in RAM are shared through the page cache). It once ran in a spawned
+    child, which hung twice on the H100 before reporting its load; in-process, a hang shows
+    in the watchdog's stack dump (--watchdog)."""
 
-    def __init__(self, model: str, plan: PlacementPlan, n_layer: int, arch: str) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.pipe, child = context.Pipe()
-        self.process = context.Process(target=_bare_worker,
-                                       args=(child, model, plan, n_layer, arch), daemon=True)
-        self.process.start()
+    def __init__(self, model: str, plan: PlacementPlan, n_layer: int, arch: str,
+                 verbose: bool = False) -> None:
+        import llama_cpp
+        import llama_cpp.llama_cpp as llama_lib
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        from app.engine import ggml_backend
+        from app.engine.llama_params import FLASH_ATTN, model_params
+
         print("bare llama-cpp-python: loading...", flush=True)
-        experts_at = self._receive()
-        print(f"bare llama-cpp-python loaded; layer 0's routed experts in {experts_at}", flush=True)
-
-    def _receive(self, timeout: float = 600.0) -> object:
-        # poll in short steps: a child that crashed (a segfault in llama.cpp) never closes
-        # its end of the pipe while the parent holds the other, so only its exit tells
-        deadline = time.monotonic() + timeout
-        while not self.pipe.poll(2.0):
-            if not self.process.is_alive():
-                raise RuntimeError(f"bare llama-cpp-python died (exit {self.process.exitcode}); "
-                                   "its stderr above says why")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bare llama-cpp-python did not answer in {timeout:.0f} s")
+        llama_cpp.llama_backend_init()
+        # Llama() has no tensor_buft_overrides argument in this version: hand it our params
+        # through the function it calls for its defaults (looked up in llama_cpp.llama_cpp)
+        self._callback = llama_cpp.llama_progress_callback(lambda *_: True)
+        self._params = model_params(plan, n_layer, arch, self._callback)  # kept: C holds pointers
+        original = llama_lib.llama_model_default_params
+        llama_lib.llama_model_default_params = lambda: self._params.params  # type: ignore[assignment]
         try:
-            return self.pipe.recv()
-        except EOFError:
-            self.process.join(5)
-            raise RuntimeError(f"bare llama-cpp-python died (exit {self.process.exitcode})") from None
+            self.llm = llama_cpp.Llama(
+                model_path=model, n_gpu_layers=plan.n_gpu_layers, n_ctx=plan.n_ctx,
+                n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_threads=plan.n_threads or None,
+                flash_attn_type=FLASH_ATTN[plan.flash_attn], verbose=verbose)
+        finally:
+            llama_lib.llama_model_default_params = original
+        self.formatter = Jinja2ChatFormatter(
+            template=self.llm.metadata.get("tokenizer.chat_template"), eos_token="", bos_token="")
+        # where llama.cpp put layer 0's routed experts: proof that the placement took effect
+        where = ggml_backend.tensor_buffer_type(self.llm.model, "blk.0.ffn_up_exps.weight")
+        print(f"bare llama-cpp-python loaded; layer 0's routed experts in {where}", flush=True)
 
     def run(self, prompt: str, n_gen: int) -> Run:
-        self.pipe.send((prompt, n_gen))
-        return self._receive()  # type: ignore[return-value]
-
-    def close(self) -> None:
-        self.pipe.send(None)
-        self.process.join(30)
-
-
-def _bare_worker(pipe: Connection, model: str, plan: PlacementPlan, n_layer: int,
-                 arch: str) -> None:
-    faulthandler.enable()
-    import llama_cpp
-    import llama_cpp.llama_cpp as llama_lib
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    from app.engine.llama_params import FLASH_ATTN, model_params
-
-    llama_cpp.llama_backend_init()
-    # Llama() has no tensor_buft_overrides argument in this version: hand it our params
-    # through the function it calls for its defaults (looked up in llama_cpp.llama_cpp)
-    callback = llama_cpp.llama_progress_callback(lambda *_: True)
-    params = model_params(plan, n_layer, arch, callback)
-    original = llama_lib.llama_model_default_params
-    llama_lib.llama_model_default_params = lambda: params.params  # type: ignore[assignment]
-    try:
-        llm = llama_cpp.Llama(
-            model_path=model, n_gpu_layers=plan.n_gpu_layers, n_ctx=plan.n_ctx,
-            n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_threads=plan.n_threads or None,
-            flash_attn_type=FLASH_ATTN[plan.flash_attn], verbose=False)
-    finally:
-        llama_lib.llama_model_default_params = original
-    formatter = Jinja2ChatFormatter(template=llm.metadata.get("tokenizer.chat_template"),
-                                    eos_token="", bos_token="")
-    from app.engine import ggml_backend
-
-    # where llama.cpp put layer 0's routed experts: proof that the placement took effect
-    pipe.send(ggml_backend.tensor_buffer_type(llm.model, "blk.0.ffn_up_exps.weight"))
-    while (job := pipe.recv()) is not None:
-        prompt, n_gen = job
+        llm = self.llm
         llm.reset()  # the next eval drops the whole KV cache
         # timed from the chat text, as the engine's time to first token is
         t0 = time.perf_counter()
-        text = formatter(messages=[{"role": "user", "content": prompt}]).prompt
+        text = self.formatter(messages=[{"role": "user", "content": prompt}]).prompt
         tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
         times = []
         for i, _tok in enumerate(llm.generate(tokens, temp=0.0, top_k=1, reset=True)):
             times.append(time.perf_counter())
             if i + 1 >= n_gen:
                 break
-        pipe.send(Run(len(tokens) / (times[0] - t0), (len(times) - 1) / (times[-1] - times[0])))
+        return Run(len(tokens) / (times[0] - t0), (len(times) - 1) / (times[-1] - times[0]))
+
+    def close(self) -> None:
+        self.llm.close()
 
 
 class EngineRunner:
@@ -170,12 +138,12 @@ class EngineRunner:
 
 
 def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: str, n_gen: int,
-            repeats: int, bare: bool) -> dict[str, object]:
+            repeats: int, bare: bool, bare_verbose: bool = False) -> dict[str, object]:
     """All variants loaded side by side (weights in RAM are shared through the page cache),
     runs interleaved so that drift in clocks and memory bandwidth hits each alike."""
     runners: dict[str, BareLlama | EngineRunner] = {}
     if bare:
-        runners["bare"] = BareLlama(model, plan, n_layer, arch)
+        runners["bare"] = BareLlama(model, plan, n_layer, arch, verbose=bare_verbose)
     runners["engine"] = EngineRunner(model, plan, telemetry=False)
     runners["tele"] = EngineRunner(model, plan, telemetry=True)
     runs: dict[str, list[Run]] = {name: [] for name in runners}
@@ -220,7 +188,12 @@ def main() -> int:
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--bare-verbose", action="store_true", help="llama.cpp's load log of bare")
+    parser.add_argument("--watchdog", type=float, default=0, metavar="SECONDS",
+                        help="dump every thread's stack and exit if the run takes longer")
     args = parser.parse_args()
+    if args.watchdog:
+        faulthandler.dump_traceback_later(args.watchdog, exit=True)
 
     info = read_model(args.model)
     base = PlacementPlan(n_threads=args.threads, n_ctx=args.ctx, flash_attn="on")
@@ -228,7 +201,7 @@ def main() -> int:
     rows = []
     for name, plan in plans(args.placement or ["experts-ram"], info.n_layer, base).items():
         row = measure(args.model, plan, info.n_layer, info.architecture, prompt, args.gen,
-                      args.repeats, bare=not args.skip_bare)
+                      args.repeats, bare=not args.skip_bare, bare_verbose=args.bare_verbose)
         row["placement"] = name
         rows.append(row)
         print(row, flush=True)
@@ -236,16 +209,15 @@ def main() -> int:
     print(f"\nmodel {info.name} ({info.size_bytes / 1e9:.1f} GB), prompt ~{args.prompt_words} "
           f"tokens, {args.gen} generated, threads {args.threads or 'auto'}, median of "
           f"{args.repeats}\n")
-    print("| placement | bare pp t/s | bare tg t/s | engine pp t/s | engine tg t/s | engine "
-          "overhead (tg) | +telemetry tg t/s | telemetry cost (tg) | hit rate |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| placement | bare pp t/s | engine pp t/s | overhead (pp) | bare tg t/s | engine tg t/s "
+          "| overhead (tg) | +telemetry tg t/s | telemetry cost (tg) | hit rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        overhead = 1 - r["engine_tg"] / r["bare_tg"]
-        cost = 1 - r["tele_tg"] / r["engine_tg"]
         hit = "-" if r.get("hit") is None else f"{r['hit']:.0%}"
-        print(f"| {r['placement']} | {r['bare_pp']:.0f} | {r['bare_tg']:.1f} | "
-              f"{r['engine_pp']:.0f} | {r['engine_tg']:.1f} | {overhead:+.1%} | "
-              f"{r['tele_tg']:.1f} | {cost:+.1%} | {hit} |")
+        print(f"| {r['placement']} | {r['bare_pp']:.0f} | {r['engine_pp']:.0f} | "
+              f"{1 - r['engine_pp'] / r['bare_pp']:+.1%} | {r['bare_tg']:.1f} | {r['engine_tg']:.1f} | "
+              f"{1 - r['engine_tg'] / r['bare_tg']:+.1%} | {r['tele_tg']:.1f} | "
+              f"{1 - r['tele_tg'] / r['engine_tg']:+.1%} | {hit} |")
     return 0
 
 

@@ -53,9 +53,9 @@ step_test() {
         2>&1 | tee "$OUT/gpu-tests.txt"
 }
 
-step_bench() {
-    python3 bench/engine_overhead.py --model "$MODEL" --threads "$THREADS" \
-        --placement gpu --placement experts-ram --placement experts-ram-half \
+step_bench() {  # the watchdog dumps the stacks and exits if a load hangs (it did, twice)
+    python3 bench/engine_overhead.py --model "$MODEL" --threads "$THREADS" --repeats 3 \
+        --placement gpu --placement experts-ram --watchdog "${WATCHDOG:-300}" \
         2>&1 | tee "$OUT/bench.txt"
 }
 
@@ -66,8 +66,8 @@ step_predict() {  # issue 3: the advisor's speed prediction against the engine
 }
 
 step_serve() {  # issue 7: the OpenAI server under 1-8 streams, one at a time vs in one batch
-    for experts in none all; do
-        for n in 1 8; do
+    for experts in ${SERVE_EXPERTS:-none all}; do
+        for n in ${SERVE_PARALLEL:-1 8}; do
             python3 bench/serve_load.py --model "$MODEL" --experts-in-ram "$experts" \
                 --threads "$THREADS" --ctx 4096 --parallel "$n" --concurrency 1 2 4 8 \
                 --per-client 1 --max-tokens 128 --json "$OUT/serve-$experts-p$n.json" \
@@ -78,12 +78,16 @@ step_serve() {  # issue 7: the OpenAI server under 1-8 streams, one at a time vs
 
 step_tune() {
     # issue 6: llama.cpp's strategies, the advisor's plan and the autotuned plan at a budget
-    # TUNE_MODEL=path picks the model (default $MODEL); its file name tags the output
+    # TUNE_MODEL=path picks the model (default $MODEL); its file name tags the output.
+    # DEPTH=N adds decode after an N-token prompt (CTX must exceed it), STRATEGIES a subset,
+    # REPEATS the runs per figure, TUNE_SECONDS=0 skips the autotune search.
     local model=${TUNE_MODEL:-$MODEL} tag
-    tag=$(basename "$model" .gguf)
+    tag=$(basename "$model" .gguf)${DEPTH:+-d$DEPTH}
     for budget in ${BUDGETS:-12}; do
         python3 -m app.cli bench "$model" --vram-budget "$budget" --threads "$THREADS" \
             --tune-seconds "${TUNE_SECONDS:-150}" ${SWEEP:+--sweep "$SWEEP"} \
+            --ctx "${CTX:-8192}" --repeats "${REPEATS:-3}" ${DEPTH:+--decode-depth "$DEPTH"} \
+            ${STRATEGIES:+--strategies $STRATEGIES} \
             --out "$OUT/tune-$tag-${budget}gb" 2>&1 | tee "$OUT/tune-$tag-${budget}gb.txt"
     done
 }

@@ -71,6 +71,33 @@ def test_a_failed_or_over_budget_candidate_never_wins() -> None:
     assert better(tie_faster_prefill, good) and not better(slower, good)
 
 
+def deep_rows() -> list:
+    """A report's rows as a run with ``--decode-depth 16384`` leaves them (figures made up)."""
+    from app.tune.report import BenchRow
+
+    def row(strategy: str, decode: float, deep: float, plan: PlacementPlan) -> BenchRow:
+        return BenchRow(strategy, Measurement(strategy, plan, gpu_bytes=11 * GB, decode_tps=decode,
+                                              prefill_tps={512: 900.0, 4096: 800.0},
+                                              deep_decode_tps=deep, decode_depth=16384))
+
+    return [row("classic", 40.0, 10.0, PlacementPlan(n_gpu_layers=29)),
+            row("advisor", 50.0, 25.0, PlacementPlan(experts_in_ram=22))]
+
+
+def test_the_report_shows_decode_deep_in_the_context_against_classic(tmp_path: Path) -> None:
+    rows = deep_rows()
+    lines = table_lines(rows, 48)
+    assert "tg128@16384 t/s" in lines[0] and "25.0" in lines[2].split()
+    assert "decode at depth 16384 over classic layer offload: advisor 2.50x" in summary_lines(rows)
+    assert "decode over classic layer offload: advisor 1.25x" in summary_lines(rows)
+    write_csv(rows, 48, tmp_path / "report.csv")
+    table = read_csv(tmp_path / "report.csv")
+    assert (table[1]["decode_deep_tps"], table[1]["decode_depth"]) == ("25.0", "16384")
+    # without a deep measurement the table has no such column
+    assert "tg128@" not in table_lines([replace(r, measurement=replace(r.measurement, deep_decode_tps=0.0,
+                                                                       decode_depth=0)) for r in rows], 48)[0]
+
+
 # --- real runs through the engine with the tiny model ---------------------------------------
 
 
@@ -86,6 +113,26 @@ def test_a_measurement_runs_the_prompts_it_asks_for(engine: EngineClient, tiny_m
     assert m.ok, m.error
     assert set(m.prefill_tps) == {64, 256} and all(v > 0 for v in m.prefill_tps.values())
     assert m.decode_tps > 0 and m.ram_bytes > 0 and m.gpu_bytes == 0
+
+
+def test_decode_deep_in_the_context_prefills_the_context_once(engine: EngineClient,
+                                                               tiny_moe_gguf: Path) -> None:
+    measurer = Measurer(engine, tiny_moe_gguf)
+    m = measurer.measure("deep", PlacementPlan(n_ctx=2048), Workload((64,), decode_tokens=8, repeats=2,
+                                                                      decode_depth=1200))
+    assert m.ok, m.error
+    assert m.deep_decode_tps > 0 and m.decode_depth == 1200 and m.decode_tps > 0
+    # the next run at that depth finds the context in the engine's cache: only its tail is new
+    again = measurer._generate(0, 2, measurer._context(1200))
+    assert again.prompt_tokens > 1100 and again.cached_tokens > again.prompt_tokens - 20
+
+
+def test_decode_deeper_than_the_context_is_refused_with_the_reason(engine: EngineClient,
+                                                                   tiny_moe_gguf: Path) -> None:
+    m = Measurer(engine, tiny_moe_gguf).measure("deep", PlacementPlan(n_ctx=1024),
+                                                Workload((64,), decode_tokens=8, decode_depth=2000))
+    assert not m.ok and "needs a context of more than 2072 tokens" in (m.error or "")
+    assert "the placement has 1024" in (m.error or "")
 
 
 def test_a_placement_the_engine_cannot_load_is_reported_not_raised(engine: EngineClient,
@@ -182,3 +229,12 @@ def test_a_plan_tuned_from_the_cli_is_what_the_app_loads_next(tiny_moe_gguf: Pat
     # another context size is planned afresh: the tuned plan was measured at 2048
     other, _ = plan_load(tiny_moe_gguf, 1024, detect(nvml=False), build=None)
     assert other.placement.n_ctx == 1024
+
+
+def test_bench_refuses_a_context_too_small_for_its_runs(tiny_moe_gguf: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    assert main(["bench", str(tiny_moe_gguf), "--ctx", "4096", "--decode-depth", "6000",
+                 "--tune-seconds", "0"]) == 2
+    assert "use --ctx 7216 or more" in capsys.readouterr().out

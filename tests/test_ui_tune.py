@@ -86,6 +86,24 @@ def test_the_dashboard_shows_a_benchmark_report_from_the_gpu_machine(qtbot: QtBo
     assert not dialog.chart.pixmap().isNull() and dialog.chart.pixmap().width() > 500
 
 
+def test_a_report_with_decode_deep_in_the_context_shows_it(qtbot: QtBot, moedesk_home: Path,
+                                                           tmp_path: Path) -> None:
+    from app.tune.report import write_csv
+    from app.ui.dashboard import DashboardPage
+    from tests.test_tune import deep_rows
+
+    write_csv(deep_rows(), 48, tmp_path / "report.csv")
+    page = DashboardPage()
+    qtbot.addWidget(page)
+    dialog = page.open_report(tmp_path / "report.csv")
+    assert dialog is not None
+    qtbot.addWidget(dialog)
+    headers = [dialog.table.horizontalHeaderItem(c).text() for c in range(dialog.table.columnCount())]
+    assert headers[6:8] == ["Decode deep t/s", "Depth"]
+    assert dialog.table.item(1, 6).text() == "25.0" and dialog.table.item(1, 7).text() == "16384"
+    assert dialog.chart.pixmap().width() > 500
+
+
 def test_a_file_that_is_not_a_report_is_explained(qtbot: QtBot, tmp_path: Path, monkeypatch) -> None:
     from PySide6.QtWidgets import QMessageBox
 

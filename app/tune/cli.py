@@ -38,6 +38,11 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
             p.add_argument("--sweep", type=int, default=None, metavar="STEP",
                            help="also measure experts of the first 0, STEP, 2*STEP... layers in RAM")
+            p.add_argument("--decode-depth", type=int, default=0, metavar="TOKENS",
+                           help="also measure decode after a prompt of this many tokens (needs "
+                           "--ctx above it; classic offload keeps part of the KV cache in RAM)")
+            p.add_argument("--repeats", type=int, default=3,
+                           help="runs of each measurement, the median counts (default 3)")
             p.add_argument("--out", type=Path, default=Path("bench-report"),
                            help="folder for report.csv and report.png (default ./bench-report)")
         p.set_defaults(func=run)
@@ -64,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     from app.tune.measure import Measurer
     from app.tune.strategies import advisor
 
+    if args.command == "bench" and _report_workload(args).context_needed() > args.ctx:
+        print(f"the report's longest run needs a larger context: use --ctx "
+              f"{_report_workload(args).context_needed() + 1024} or more")
+        return 2
     model = read_model(args.model)
     hardware = detect(nvml=False)
     base = PlacementPlan(n_ctx=args.ctx, n_threads=args.threads)
@@ -107,12 +116,20 @@ def run(args: argparse.Namespace) -> int:
             return 130
 
 
+def _report_workload(args: argparse.Namespace):  # -> Workload
+    from dataclasses import replace
+
+    from app.tune.report import REPORT_WORKLOAD
+
+    return replace(REPORT_WORKLOAD, repeats=max(1, args.repeats), decode_depth=args.decode_depth)
+
+
 def _bench(args, measurer, model, budget, base, hardware) -> int:
     from app.tune.report import run_bench, summary_lines, table_lines, write_csv
 
     rows, _tuned = run_bench(measurer, model, budget, base, physical_cores=hardware.cpu.physical_cores,
                              strategies=tuple(args.strategies), tune_seconds=args.tune_seconds,
-                             sweep_step=args.sweep, hardware=hardware,
+                             sweep_step=args.sweep, hardware=hardware, workload=_report_workload(args),
                              say=lambda line: print(line, flush=True))
     print()
     print("\n".join(table_lines(rows, model.n_layer)))

@@ -24,11 +24,19 @@ class TuneCancelled(Exception):
 
 @dataclass
 class Workload:
-    """What one measurement runs: prefill of each prompt length, then ``decode_tokens``."""
+    """What one measurement runs: prefill of each prompt length, then ``decode_tokens`` after a
+    short prompt and, with ``decode_depth``, again after a prompt of that many tokens (decode
+    deep in a long context, where the KV cache's place starts to matter, llama-bench's ``-d``)."""
 
     prefill_tokens: tuple[int, ...] = (512,)
     decode_tokens: int = 64
     repeats: int = 1  # runs of each; the median counts (single runs scatter by 10-20% on a GPU)
+    decode_depth: int = 0  # 0: no deep decode
+
+    def context_needed(self) -> int:
+        """Tokens of context the longest run takes, with room for the chat template."""
+        longest = max((*self.prefill_tokens, self.decode_depth + self.decode_tokens, 16 + self.decode_tokens))
+        return longest + 64
 
 
 @dataclass
@@ -42,6 +50,8 @@ class Measurement:
     fits: bool = True  # gpu_bytes within the budget
     prefill_tps: dict[int, float] = field(default_factory=dict)  # prompt tokens -> t/s
     decode_tps: float = 0.0
+    deep_decode_tps: float = 0.0  # decode after ``decode_depth`` tokens (0: not measured)
+    decode_depth: int = 0
     load_seconds: float = 0.0
     error: str | None = None  # why it could not be measured (out of memory, over budget...)
 
@@ -97,6 +107,10 @@ class Measurer:
             result.error = (f"needs {result.gpu_bytes / 1e9:.1f} GB on the GPU, over the "
                             f"{self.gpu_budget / 1e9:.1f} GB budget")
             return result
+        if workload.context_needed() > plan.n_ctx:
+            result.error = (f"this measurement needs a context of more than "
+                            f"{workload.context_needed()} tokens; the placement has {plan.n_ctx}")
+            return result
         try:
             self._generate(8, 4)  # warm-up: first-use allocations, caches
             runs = range(max(1, workload.repeats))
@@ -105,14 +119,21 @@ class Measurer:
             if workload.decode_tokens:
                 result.decode_tps = statistics.median(
                     self._generate(16, workload.decode_tokens).decode_tps for _ in runs)
+            if workload.decode_tokens and workload.decode_depth:
+                context = self._context(workload.decode_depth)  # prefilled once, then cached
+                result.decode_depth = workload.decode_depth
+                result.deep_decode_tps = statistics.median(
+                    self._generate(0, workload.decode_tokens, context).decode_tps for _ in runs)
         except EngineError as exc:
             result.error = exc.message
         return result
 
-    def _generate(self, prompt_tokens: int, new_tokens: int):  # -> ChatResult
+    def _generate(self, prompt_tokens: int, new_tokens: int, context: str = ""):  # -> ChatResult
+        """``context`` (the same each time) goes before the fresh part of the prompt, so the
+        engine reuses its K/V and prefills only what follows."""
         self._check_cancel()
         stream = self.client.chat(ChatParams(
-            messages=[ChatMessage("user", self._prompt(prompt_tokens))],
+            messages=[ChatMessage("user", context + self._prompt(prompt_tokens))],
             sampling=Sampling(temperature=0.0, max_tokens=new_tokens, ignore_eos=True, seed=1)))
         for _token in stream:
             if self.cancel.is_set():
@@ -124,10 +145,18 @@ class Measurer:
     def _prompt(self, n_tokens: int) -> str:
         """A prompt of about ``n_tokens`` tokens, new each time (a fresh first word), so the
         engine's prompt cache cannot skip the prefill being measured."""
+        words = self._word_count(n_tokens)
+        return f"run{next(self._nonce)} " + " ".join(_WORDS[(i * 7) % len(_WORDS)] for i in range(words))
+
+    def _context(self, n_tokens: int) -> str:
+        """A fixed text of about ``n_tokens`` tokens."""
+        words = self._word_count(n_tokens)
+        return " ".join(_WORDS[(i * 5) % len(_WORDS)] for i in range(words)) + "\n"
+
+    def _word_count(self, n_tokens: int) -> int:
         if self._tokens_per_word is None:
             self._tokens_per_word = self._calibrate()
-        words = max(1, round(n_tokens / self._tokens_per_word))
-        return f"run{next(self._nonce)} " + " ".join(_WORDS[(i * 7) % len(_WORDS)] for i in range(words))
+        return max(1, round(n_tokens / self._tokens_per_word))
 
     def _calibrate(self) -> float:
         """Tokens per word of this model's tokenizer, from one short real prompt."""

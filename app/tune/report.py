@@ -7,7 +7,7 @@ import csv
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.engine.placement import PlacementPlan
@@ -17,9 +17,8 @@ from app.tune.measure import Measurement, Measurer, Workload
 from app.tune.strategies import Budget, describe, strategy_plans, with_experts_in_ram
 
 REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128, repeats=3)
-SWEEP_WORKLOAD = Workload(prefill_tokens=(512,), decode_tokens=128, repeats=3)
 CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_4096_tps",
-               "decode_tps", "fits", "note")
+               "decode_tps", "decode_deep_tps", "decode_depth", "fits", "note")
 
 
 @dataclass
@@ -30,16 +29,17 @@ class BenchRow:
 
 def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: PlacementPlan, *,
               physical_cores: int, strategies: tuple[str, ...], tune_seconds: float = 240.0,
-              sweep_step: int | None = None, hardware=None,
+              sweep_step: int | None = None, hardware=None, workload: Workload = REPORT_WORKLOAD,
               say: Callable[[str], None] = print) -> tuple[list[BenchRow], TuneResult | None]:
     """Measure each strategy at ``budget``; then autotune from the advisor's plan; then, with
-    ``sweep_step``, every "experts of the first N layers in RAM" for N = 0, step, 2*step..."""
+    ``sweep_step``, every "experts of the first N layers in RAM" for N = 0, step, 2*step...
+    The sweep measures decode as ``workload`` does and prefill of its shortest prompt only."""
     plans = strategy_plans(model, budget, base, hardware)
     rows: list[BenchRow] = []
     for name in strategies:
         plan = plans[name]
         say(f"{name}: {describe(plan, model.n_layer)}")
-        rows.append(BenchRow(name, measurer.measure(name, plan, REPORT_WORKLOAD)))
+        rows.append(BenchRow(name, measurer.measure(name, plan, workload)))
     tuned: TuneResult | None = None
     if tune_seconds > 0:
         def show(p: TuneProgress) -> None:
@@ -52,12 +52,13 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
                          time_limit=tune_seconds, progress=show)
         say(f"autotuned: {describe(tuned.best.plan, model.n_layer)} after {len(tuned.tried)} runs "
             f"in {tuned.seconds:.0f} s" + (f" ({tuned.stopped})" if tuned.stopped else ""))
-        rows.append(BenchRow("autotuned", measurer.measure("autotuned", tuned.best.plan, REPORT_WORKLOAD)))
+        rows.append(BenchRow("autotuned", measurer.measure("autotuned", tuned.best.plan, workload)))
     if sweep_step:
+        sweep_workload = replace(workload, prefill_tokens=workload.prefill_tokens[:1])
         for n in list(range(0, model.n_layer, sweep_step)) + [model.n_layer]:
             plan = with_experts_in_ram(plans["n-cpu-moe"], n, model.n_layer)
             say(f"sweep: experts of {n} layers in RAM")
-            rows.append(BenchRow("sweep", measurer.measure(f"sweep {n}", plan, SWEEP_WORKLOAD)))
+            rows.append(BenchRow("sweep", measurer.measure(f"sweep {n}", plan, sweep_workload)))
     return rows, tuned
 
 
@@ -67,13 +68,19 @@ def _cells(row: BenchRow, n_layer: int) -> list[str]:
         return f"{value:.1f}" if value else "-"
     return [row.strategy, describe(m.plan, n_layer), f"{m.gpu_bytes / 1e9:.1f}",
             tps(m.prefill_tps.get(512)), tps(m.prefill_tps.get(4096)), tps(m.decode_tps),
+            tps(m.deep_decode_tps), str(m.decode_depth) if m.deep_decode_tps else "-",
             "yes" if m.fits else "no", m.error or ""]
 
 
 def table_lines(rows: list[BenchRow], n_layer: int) -> list[str]:
-    """The report as an aligned text table."""
-    header = ["strategy", "placement", "GPU GB", "pp512 t/s", "pp4096 t/s", "tg128 t/s", "fits", "note"]
-    body = [_cells(row, n_layer) for row in rows]
+    """The report as an aligned text table; decode deep in the context gets a column when it
+    was measured (the depth is in its header, so not in a column of its own)."""
+    depth = max((row.measurement.decode_depth for row in rows), default=0)
+    header = ["strategy", "placement", "GPU GB", "pp512 t/s", "pp4096 t/s", "tg128 t/s",
+              f"tg128@{depth} t/s", "depth", "fits", "note"]
+    keep = [i for i, name in enumerate(header) if name != "depth" and (depth or "@" not in name)]
+    header = [header[i] for i in keep]
+    body = [[cells[i] for i in keep] for cells in (_cells(row, n_layer) for row in rows)]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
             for r in [header, *body]]
@@ -83,7 +90,7 @@ def summary_lines(rows: list[BenchRow]) -> list[str]:
     """The issue's targets, read off the rows: autotuned vs classic, vs the sweep's best, and
     prefill vs llama.cpp's default (n-cpu-moe) placement."""
     by = {row.strategy: row.measurement for row in rows if row.strategy != "sweep"}
-    lines = []
+    lines = _versus_classic(by)
     tuned = by.get("autotuned")
     if tuned and tuned.ok:
         classic = by.get("classic")
@@ -100,6 +107,23 @@ def summary_lines(rows: list[BenchRow]) -> list[str]:
             for n in sorted(set(tuned.prefill_tps) & set(default.prefill_tps)):
                 lines.append(f"autotuned prefill {n} / llama.cpp default (n-cpu-moe): "
                              f"{tuned.prefill_tps[n] / default.prefill_tps[n]:.2f}x")
+    return lines
+
+
+def _versus_classic(by: dict[str, Measurement]) -> list[str]:
+    """Each strategy's decode over classic layer offload's, short and deep in the context."""
+    classic = by.get("classic")
+    if classic is None or not classic.ok:
+        return []
+    lines = []
+    for what, speed in (("decode", lambda m: m.decode_tps),
+                        (f"decode at depth {classic.decode_depth}", lambda m: m.deep_decode_tps)):
+        if not speed(classic):
+            continue
+        ratios = [f"{name} {speed(m) / speed(classic):.2f}x" for name, m in by.items()
+                  if name != "classic" and m.ok and speed(m)]
+        if ratios:
+            lines.append(f"{what} over classic layer offload: {', '.join(ratios)}")
     return lines
 
 

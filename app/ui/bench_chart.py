@@ -12,9 +12,10 @@ from PySide6.QtWidgets import QApplication
 
 from app.tune.report import read_csv
 
-SERIES = (("decode_tps", "decode t/s (128 tokens)", "#2f7ed8"),
-          ("prefill_512_tps", "prefill t/s (512)", "#8bbc21"),
-          ("prefill_4096_tps", "prefill t/s (4096)", "#f28f43"))
+DECODE = (("decode_tps", "decode t/s (128 tokens)", "#2f7ed8"),
+          ("decode_deep_tps", "decode t/s, deep in the context", "#7b4fb0"))
+PREFILL = (("prefill_512_tps", "prefill t/s (512)", "#8bbc21"),
+           ("prefill_4096_tps", "prefill t/s (4096)", "#f28f43"))
 
 
 def _value(text: str) -> float:
@@ -39,7 +40,11 @@ def render_report_png(csv_path: Path, png_path: Path, title: str = "") -> Path:
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     painter.setFont(QFont("Sans", 11))
     painter.drawText(QRectF(0, 8, width, 24), Qt.AlignmentFlag.AlignCenter, title or csv_path.stem)
-    panels = ((SERIES[:1], QRectF(70, 50, width - 100, 220)), (SERIES[1:], QRectF(70, 330, width - 100, 220)))
+    # a series only where some row has it (reports from before deep decode lack the column)
+    decode = tuple((key, _deep_label(rows) if key == "decode_deep_tps" else label, colour)
+                   for key, label, colour in DECODE if any(_value(r.get(key, "")) for r in rows))
+    decode = decode or DECODE[:1]
+    panels = ((decode, QRectF(70, 50, width - 100, 220)), (PREFILL, QRectF(70, 330, width - 100, 220)))
     for series, area in panels:
         _panel(painter, rows, series, area)
     painter.end()
@@ -49,6 +54,11 @@ def render_report_png(csv_path: Path, png_path: Path, title: str = "") -> Path:
         raise OSError(f"could not write {tmp}")
     os.replace(tmp, png_path)
     return png_path
+
+
+def _deep_label(rows: list[dict[str, str]]) -> str:
+    depth = max((int(r["decode_depth"]) for r in rows if r.get("decode_depth", "-").isdigit()), default=0)
+    return f"decode t/s after {depth} tokens"
 
 
 def _panel(painter: QPainter, rows: list[dict[str, str]], series: tuple, area: QRectF) -> None:
@@ -62,7 +72,7 @@ def _panel(painter: QPainter, rows: list[dict[str, str]], series: tuple, area: Q
     for i, row in enumerate(rows):
         x0 = area.left() + i * group + group * 0.15
         for j, (key, _label, colour) in enumerate(series):
-            value = _value(row[key])
+            value = _value(row.get(key, ""))
             h = area.height() * value / top
             rect = QRectF(x0 + j * bar, area.bottom() - h, bar * 0.95, h)
             painter.fillRect(rect, QColor(colour))

@@ -12,8 +12,10 @@ from PySide6.QtWidgets import QDialog, QLabel, QTableWidget, QTableWidgetItem, Q
 from app.tune.report import CSV_COLUMNS, read_csv
 from app.ui.bench_chart import render_report_png
 
-HEADERS = ("Strategy", "Placement", "GPU GB", "Prefill 512 t/s", "Prefill 4096 t/s", "Decode t/s",
-           "Fits", "Note")
+HEADERS = dict(zip(CSV_COLUMNS, ("Strategy", "Placement", "GPU GB", "Prefill 512 t/s", "Prefill 4096 t/s",
+                                  "Decode t/s", "Decode deep t/s", "Depth", "Fits", "Note"), strict=True))
+# reports written before deep decode was measured lack its two columns; they still open
+REQUIRED = tuple(c for c in CSV_COLUMNS if c not in ("decode_deep_tps", "decode_depth"))
 
 
 class ReportError(Exception):
@@ -27,18 +29,19 @@ class BenchReportDialog(QDialog):
             rows = read_csv(csv_path)
         except (OSError, UnicodeDecodeError) as exc:
             raise ReportError(f"{csv_path} could not be read: {exc}") from exc
-        if not rows or tuple(rows[0]) != CSV_COLUMNS:
+        if not rows or not set(REQUIRED) <= set(rows[0]):
             raise ReportError(f"{csv_path.name} is not a report written by 'moedesk-cli bench' "
-                              f"(expected the columns {', '.join(CSV_COLUMNS)}).")
+                              f"(expected the columns {', '.join(REQUIRED)}).")
+        columns = [c for c in CSV_COLUMNS if c in rows[0]]
         self.setWindowTitle(f"Benchmark report: {csv_path.parent.name}/{csv_path.name}")
         with tempfile.TemporaryDirectory() as folder:
             png = render_report_png(csv_path, Path(folder) / "chart.png", title=csv_path.parent.name)
             self.chart = QLabel()
             self.chart.setPixmap(QPixmap(str(png)))
-        self.table = QTableWidget(len(rows), len(CSV_COLUMNS))
-        self.table.setHorizontalHeaderLabels(HEADERS)
+        self.table = QTableWidget(len(rows), len(columns))
+        self.table.setHorizontalHeaderLabels([HEADERS[c] for c in columns])
         for r, row in enumerate(rows):
-            for c, key in enumerate(CSV_COLUMNS):
+            for c, key in enumerate(columns):
                 self.table.setItem(r, c, QTableWidgetItem(row[key]))
         self.table.resizeColumnsToContents()
         layout = QVBoxLayout(self)
