@@ -27,6 +27,10 @@ import statistics
 import time
 from dataclasses import dataclass
 
+# llama.cpp's libraries before numpy's (gguf imports numpy): the other way round, loading a
+# model on the CUDA build segfaults (seen on the H100 with llama-cpp-python 0.3.36)
+import llama_cpp  # noqa: F401, I001
+
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
@@ -64,7 +68,6 @@ class BareLlama:
 
     def __init__(self, model: str, plan: PlacementPlan, n_layer: int, arch: str,
                  verbose: bool = False) -> None:
-        import llama_cpp
         import llama_cpp.llama_cpp as llama_lib
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -73,19 +76,22 @@ class BareLlama:
 
         print("bare llama-cpp-python: loading...", flush=True)
         llama_cpp.llama_backend_init()
-        # Llama() has no tensor_buft_overrides argument in this version: hand it our params
-        # through the function it calls for its defaults (looked up in llama_cpp.llama_cpp)
-        self._callback = llama_cpp.llama_progress_callback(lambda *_: True)
-        self._params = model_params(plan, n_layer, arch, self._callback)  # kept: C holds pointers
-        original = llama_lib.llama_model_default_params
-        llama_lib.llama_model_default_params = lambda: self._params.params  # type: ignore[assignment]
-        try:
-            self.llm = llama_cpp.Llama(
-                model_path=model, n_gpu_layers=plan.n_gpu_layers, n_ctx=plan.n_ctx,
-                n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_threads=plan.n_threads or None,
-                flash_attn_type=FLASH_ATTN[plan.flash_attn], verbose=verbose)
-        finally:
-            llama_lib.llama_model_default_params = original
+        kwargs = dict(model_path=model, n_gpu_layers=plan.n_gpu_layers, n_ctx=plan.n_ctx,
+                      n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_threads=plan.n_threads or None,
+                      flash_attn_type=FLASH_ATTN[plan.flash_attn], verbose=verbose)
+        self._params = model_params(plan, n_layer, arch, llama_cpp.llama_progress_callback(0))
+        if not self._params.overrides:  # plain Llama(), as a user of llama-cpp-python writes it
+            self.llm = llama_cpp.Llama(**kwargs)
+        else:
+            # Llama() has no tensor_buft_overrides argument in this version: hand it our params
+            # through the function it calls for its defaults (looked up in llama_cpp.llama_cpp),
+            # without a progress callback (a Python one segfaulted Llama()'s load on CUDA)
+            original = llama_lib.llama_model_default_params
+            llama_lib.llama_model_default_params = lambda: self._params.params  # type: ignore[assignment]
+            try:
+                self.llm = llama_cpp.Llama(**kwargs)
+            finally:
+                llama_lib.llama_model_default_params = original
         self.formatter = Jinja2ChatFormatter(
             template=self.llm.metadata.get("tokenizer.chat_template"), eos_token="", bos_token="")
         # where llama.cpp put layer 0's routed experts: proof that the placement took effect

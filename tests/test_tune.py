@@ -17,7 +17,15 @@ from app.tune import autotune as autotune_mod
 from app.tune.autotune import TuneProgress, autotune, better, remember, remembered, tune_key
 from app.tune.measure import Measurement, Measurer, Workload
 from app.tune.report import CSV_COLUMNS, read_csv, run_bench, summary_lines, table_lines, write_csv
-from app.tune.strategies import Budget, classic, first_n_in_ram, gpu_bytes, n_cpu_moe, strategy_plans
+from app.tune.strategies import (
+    Budget,
+    classic,
+    first_n_in_ram,
+    gpu_bytes,
+    n_cpu_moe,
+    one_layer_less,
+    strategy_plans,
+)
 from tests.test_advisor import machine, model_from_spec
 
 GB = 10**9
@@ -69,6 +77,40 @@ def test_a_failed_or_over_budget_candidate_never_wins() -> None:
     slower = Measurement("d", plan, decode_tps=25.0, prefill_tps={512: 5000.0})
     assert better(good, None) and not better(over, good)
     assert better(tie_faster_prefill, good) and not better(slower, good)
+
+
+def test_one_layer_less_moves_one_layer_of_the_same_strategy_off_the_gpu() -> None:
+    assert one_layer_less(PlacementPlan(n_gpu_layers=8), 20) == PlacementPlan(n_gpu_layers=7)
+    assert one_layer_less(PlacementPlan(n_gpu_layers=0), 20) is None
+    assert one_layer_less(PlacementPlan(experts_in_ram=5), 20).experts_in_ram == 6
+    assert one_layer_less(PlacementPlan(), 20).experts_in_ram == 1  # all on the GPU
+    assert one_layer_less(PlacementPlan(experts_in_ram=19), 20).experts_in_ram == "all"
+    assert one_layer_less(PlacementPlan(experts_in_ram="all"), 20) is None
+
+
+class OverBudgetOnce:
+    """Stands in for a GPU whose real allocations exceed the memory model's by a little: the
+    first placement measured comes back over the budget (no GPU here to allocate for real;
+    the real path ran on the H100: Qwen3-235B-shaped, classic 8 layers needed 11.0 of 10.9 GB)."""
+
+    def __init__(self) -> None:
+        self.plans: list[PlacementPlan] = []
+
+    def measure(self, label: str, plan: PlacementPlan, workload: Workload) -> Measurement:
+        self.plans.append(plan)
+        if len(self.plans) == 1:
+            return Measurement(label, plan, gpu_bytes=11 * GB, fits=False, error="needs 11.0 GB")
+        return Measurement(label, plan, gpu_bytes=9 * GB, decode_tps=20.0, prefill_tps={512: 200.0})
+
+
+def test_the_report_steps_a_strategy_down_a_layer_when_llama_cpp_needs_more_than_planned() -> None:
+    measurer = OverBudgetOnce()
+    rows, _ = run_bench(measurer, QWEN3_30B, Budget("CUDA0", 12 * GB), BASE, physical_cores=16,  # type: ignore[arg-type]
+                        strategies=("classic",), tune_seconds=0, hardware=machine(None, ram_gib=128),
+                        say=lambda _line: None)
+    first, second = measurer.plans
+    assert second.n_gpu_layers == first.n_gpu_layers - 1
+    assert len(rows) == 1 and rows[0].measurement.ok and rows[0].measurement.plan == second
 
 
 def deep_rows() -> list:

@@ -25,6 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# llama.cpp's libraries before numpy's: the other way round, loading a model on the CUDA
+# build segfaults (seen on the H100 with llama-cpp-python 0.3.36, numpy imported first)
+import llama_cpp  # noqa: F401, I001
+
 from app.engine.protocol import PROTOCOL_VERSION
 from app.engine.transport import (
     HAS_UNIX_SOCKETS,

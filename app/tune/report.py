@@ -14,7 +14,7 @@ from app.engine.placement import PlacementPlan
 from app.gguf_info import GGUFModel
 from app.tune.autotune import TuneProgress, TuneResult, autotune
 from app.tune.measure import Measurement, Measurer, Workload
-from app.tune.strategies import Budget, describe, strategy_plans, with_experts_in_ram
+from app.tune.strategies import Budget, describe, one_layer_less, strategy_plans, with_experts_in_ram
 
 REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128, repeats=3)
 CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_4096_tps",
@@ -37,9 +37,14 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
     plans = strategy_plans(model, budget, base, hardware)
     rows: list[BenchRow] = []
     for name in strategies:
-        plan = plans[name]
-        say(f"{name}: {describe(plan, model.n_layer)}")
-        rows.append(BenchRow(name, measurer.measure(name, plan, workload)))
+        plan: PlacementPlan | None = plans[name]
+        while plan is not None:  # the memory model can be a little short of llama.cpp's allocations
+            say(f"{name}: {describe(plan, model.n_layer)}")
+            measured = measurer.measure(name, plan, workload)
+            plan = None if measured.fits else one_layer_less(plan, model.n_layer)
+            if plan is not None:
+                say(f"  {measured.error}: one layer less")
+        rows.append(BenchRow(name, measured))
     tuned: TuneResult | None = None
     if tune_seconds > 0:
         def show(p: TuneProgress) -> None:

@@ -100,6 +100,19 @@ def with_experts_in_ram(base: PlacementPlan, n: int, n_layer: int) -> PlacementP
     return replace(base, n_gpu_layers=-1, experts_in_ram=shortcut, overrides=[])  # type: ignore[arg-type]
 
 
+def one_layer_less(plan: PlacementPlan, n_layer: int) -> PlacementPlan | None:
+    """The same kind of placement with one layer less on the GPU: one whole layer (classic)
+    or one more layer's routed experts in RAM; None when nothing is left to move."""
+    if plan.overrides:
+        return None
+    if plan.experts_in_ram == "none" and plan.n_gpu_layers >= 0:  # classic layer offload
+        return replace(plan, n_gpu_layers=plan.n_gpu_layers - 1) if plan.n_gpu_layers > 0 else None
+    n = 0 if plan.experts_in_ram == "none" else plan.experts_in_ram
+    if isinstance(n, int) and n < n_layer:
+        return with_experts_in_ram(plan, n + 1, n_layer)
+    return None
+
+
 def n_cpu_moe(model: GGUFModel, budget: Budget, base: PlacementPlan) -> PlacementPlan:
     """llama.cpp's ``--n-cpu-moe N`` at its default batch sizes, N as small as fits."""
     defaults = replace(base, n_batch=2048, n_ubatch=512, use_mmap=True, op_offload=True)
