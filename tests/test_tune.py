@@ -140,6 +140,15 @@ def test_the_report_shows_decode_deep_in_the_context_against_classic(tmp_path: P
                                                                        decode_depth=0)) for r in rows], 48)[0]
 
 
+def test_deep_in_the_context_decode_ranks_placements_when_it_was_measured() -> None:
+    plan = PlacementPlan()
+    short_fast = Measurement("a", plan, decode_tps=50.0, deep_decode_tps=10.0, decode_depth=8192)
+    deep_fast = Measurement("b", plan, decode_tps=45.0, deep_decode_tps=40.0, decode_depth=8192)
+    assert better(deep_fast, short_fast) and not better(short_fast, deep_fast)
+    # without a deep measurement the short one decides
+    assert better(Measurement("c", plan, decode_tps=50.0), Measurement("d", plan, decode_tps=45.0))
+
+
 # --- real runs through the engine with the tiny model ---------------------------------------
 
 
@@ -280,3 +289,4 @@ def test_bench_refuses_a_context_too_small_for_its_runs(tiny_moe_gguf: Path,
     assert main(["bench", str(tiny_moe_gguf), "--ctx", "4096", "--decode-depth", "6000",
                  "--tune-seconds", "0"]) == 2
     assert "use --ctx 7216 or more" in capsys.readouterr().out
+    assert main(["tune", str(tiny_moe_gguf), "--ctx", "4096", "--decode-depth", "6000"]) == 2

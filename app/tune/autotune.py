@@ -29,6 +29,7 @@ from app.tune.measure import Measurement, Measurer, TuneCancelled, Workload
 from app.tune.strategies import Budget, first_n_in_ram, with_experts_in_ram
 
 DECODE_TOLERANCE = 0.02  # decode within 2% counts as a tie, decided by prefill
+TUNE_WORKLOAD = Workload(prefill_tokens=(512,), decode_tokens=64, repeats=2)
 
 
 @dataclass
@@ -49,15 +50,16 @@ class TuneResult:
 
 
 def better(candidate: Measurement, best: Measurement | None) -> bool:
-    """Whether ``candidate`` should replace ``best``: faster decode, or a decode tie with
-    faster prefill. Candidates that failed or broke the budget never win."""
+    """Whether ``candidate`` should replace ``best``: faster decode (deep in the context when
+    the workload measured it), or a decode tie with faster prefill. Candidates that failed or
+    broke the budget never win."""
     if not candidate.ok:
         return False
     if best is None or not best.ok:
         return True
-    if candidate.decode_tps > best.decode_tps * (1 + DECODE_TOLERANCE):
+    if candidate.decode > best.decode * (1 + DECODE_TOLERANCE):
         return True
-    return (candidate.decode_tps >= best.decode_tps * (1 - DECODE_TOLERANCE)
+    return (candidate.decode >= best.decode * (1 - DECODE_TOLERANCE)
             and candidate.prefill > best.prefill * (1 + DECODE_TOLERANCE))
 
 
@@ -111,7 +113,7 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
              physical_cores: int, time_limit: float = 240.0, workload: Workload | None = None,
              progress: Callable[[TuneProgress], None] | None = None) -> TuneResult:
     """Measure ``start`` and the candidates around it; the fastest that fits wins."""
-    workload = workload or Workload(prefill_tokens=(512,), decode_tokens=64, repeats=2)
+    workload = workload or TUNE_WORKLOAD
     t0 = time.monotonic()
     tried: list[Measurement] = []
     best: Measurement | None = None

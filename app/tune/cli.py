@@ -34,13 +34,14 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--threads", type=int, default=0, help="CPU threads (0: physical cores)")
         p.add_argument("--tune-seconds", type=float, default=240.0,
                        help="time limit of the autotune search (default 240; 0 skips it in bench)")
+        p.add_argument("--decode-depth", type=int, default=0, metavar="TOKENS",
+                       help="also measure decode after a prompt of this many tokens, and rank "
+                       "placements by it (needs --ctx above it; classic offload keeps part of "
+                       "the KV cache in RAM)")
         if name == "bench":
             p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
             p.add_argument("--sweep", type=int, default=None, metavar="STEP",
                            help="also measure experts of the first 0, STEP, 2*STEP... layers in RAM")
-            p.add_argument("--decode-depth", type=int, default=0, metavar="TOKENS",
-                           help="also measure decode after a prompt of this many tokens (needs "
-                           "--ctx above it; classic offload keeps part of the KV cache in RAM)")
             p.add_argument("--repeats", type=int, default=3,
                            help="runs of each measurement, the median counts (default 3)")
             p.add_argument("--out", type=Path, default=Path("bench-report"),
@@ -69,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from app.tune.measure import Measurer
     from app.tune.strategies import advisor
 
-    if args.command == "bench" and _report_workload(args).context_needed() > args.ctx:
-        print(f"the report's longest run needs a larger context: use --ctx "
-              f"{_report_workload(args).context_needed() + 1024} or more")
+    workload = _workload(args)
+    if workload.context_needed() > args.ctx:
+        print(f"the longest run needs a larger context: use --ctx "
+              f"{workload.context_needed() + 1024} or more")
         return 2
     model = read_model(args.model)
     hardware = detect(nvml=False)
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                     start, tune_budget = plan_for(model, hardware, args.ctx, base).placement, None
                 result = autotune(measurer, model, start, tune_budget,
                                   physical_cores=hardware.cpu.physical_cores,
-                                  time_limit=args.tune_seconds, progress=show)
+                                  time_limit=args.tune_seconds, progress=show, workload=workload)
                 best = result.best
                 if not best.ok:
                     print(f"no placement could be measured: {best.error}")
@@ -105,31 +107,37 @@ def run(args: argparse.Namespace) -> int:
                 gpu = budget.gpu if has_gpu else None  # as the app's loads look it up
                 remember(tune_key(args.model, machine_id(hardware.cpu.model, gpu), args.vram_budget),
                          result)
-                print(f"best: {describe(best.plan, model.n_layer)}: decode {best.decode_tps:.1f} t/s, "
+                deep = (f" ({best.deep_decode_tps:.1f} at depth {best.decode_depth})"
+                        if best.decode_depth else "")
+                print(f"best: {describe(best.plan, model.n_layer)}: decode {best.decode_tps:.1f} t/s{deep}, "
                       f"prefill {best.prefill:.1f} t/s ({len(result.tried)} runs, {result.seconds:.0f} s"
                       + (f", {result.stopped}" if result.stopped else "") + "); remembered for this machine")
                 return 0
-            return _bench(args, measurer, model, budget, base, hardware)
+            return _bench(args, measurer, model, budget, base, hardware, workload)
         except KeyboardInterrupt:
             cancel.set()
             print("\nstopped")
             return 130
 
 
-def _report_workload(args: argparse.Namespace):  # -> Workload
+def _workload(args: argparse.Namespace):  # -> Workload
+    """What each measurement runs: the report's workload for bench, autotune's for tune."""
     from dataclasses import replace
 
+    from app.tune.autotune import TUNE_WORKLOAD
     from app.tune.report import REPORT_WORKLOAD
 
+    if args.command == "tune":
+        return replace(TUNE_WORKLOAD, decode_depth=args.decode_depth)
     return replace(REPORT_WORKLOAD, repeats=max(1, args.repeats), decode_depth=args.decode_depth)
 
 
-def _bench(args, measurer, model, budget, base, hardware) -> int:
+def _bench(args, measurer, model, budget, base, hardware, workload) -> int:
     from app.tune.report import run_bench, summary_lines, table_lines, write_csv
 
     rows, _tuned = run_bench(measurer, model, budget, base, physical_cores=hardware.cpu.physical_cores,
                              strategies=tuple(args.strategies), tune_seconds=args.tune_seconds,
-                             sweep_step=args.sweep, hardware=hardware, workload=_report_workload(args),
+                             sweep_step=args.sweep, hardware=hardware, workload=workload,
                              say=lambda line: print(line, flush=True))
     print()
     print("\n".join(table_lines(rows, model.n_layer)))

@@ -63,8 +63,15 @@ class Measurement:
         """One line: the speeds, or why there are none."""
         if not self.ok:
             return f"not measured: {self.error}"
-        return (f"decode {self.decode_tps:.1f} t/s, prefill {self.prefill:.0f} t/s, "
+        deep = f" ({self.deep_decode_tps:.1f} at depth {self.decode_depth})" if self.decode_depth else ""
+        return (f"decode {self.decode_tps:.1f} t/s{deep}, prefill {self.prefill:.0f} t/s, "
                 f"GPU {self.gpu_bytes / 1e9:.1f} GB")
+
+    @property
+    def decode(self) -> float:
+        """The decode figure that ranks placements: deep in the context when that was
+        measured (a long chat is where placements differ most), else after a short prompt."""
+        return self.deep_decode_tps if self.decode_depth else self.decode_tps
 
     @property
     def prefill(self) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.engine.placement import PlacementPlan
 from app.gguf_info import GGUFModel
-from app.tune.autotune import TuneProgress, TuneResult, autotune
+from app.tune.autotune import TUNE_WORKLOAD, TuneProgress, TuneResult, autotune
 from app.tune.measure import Measurement, Measurer, Workload
 from app.tune.strategies import Budget, describe, one_layer_less, strategy_plans, with_experts_in_ram
 
@@ -54,7 +54,8 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
                 say(f"  autotune [{p.done + 1}] {p.label}")
 
         tuned = autotune(measurer, model, plans["advisor"], budget, physical_cores=physical_cores,
-                         time_limit=tune_seconds, progress=show)
+                         time_limit=tune_seconds, progress=show,
+                         workload=replace(TUNE_WORKLOAD, decode_depth=workload.decode_depth))
         say(f"autotuned: {describe(tuned.best.plan, model.n_layer)} after {len(tuned.tried)} runs "
             f"in {tuned.seconds:.0f} s" + (f" ({tuned.stopped})" if tuned.stopped else ""))
         rows.append(BenchRow("autotuned", measurer.measure("autotuned", tuned.best.plan, workload)))
@@ -104,9 +105,10 @@ def summary_lines(rows: list[BenchRow]) -> list[str]:
             lines.append(f"autotuned decode / classic layer offload: {ratio:.2f}x")
         sweep = [row.measurement for row in rows if row.strategy == "sweep" and row.measurement.ok]
         if sweep:
-            top = max(sweep, key=lambda m: m.decode_tps)
-            lines.append(f"autotuned decode / best of the sweep ({top.label}): "
-                         f"{100 * tuned.decode_tps / top.decode_tps:.1f}%")
+            top = max(sweep, key=lambda m: m.decode)  # deep in the context when measured
+            where = f" at depth {tuned.decode_depth}" if tuned.decode_depth else ""
+            lines.append(f"autotuned decode{where} / best of the sweep ({top.label}): "
+                         f"{100 * tuned.decode / top.decode:.1f}%")
         default = by.get("n-cpu-moe")
         if default and default.ok:
             for n in sorted(set(tuned.prefill_tps) & set(default.prefill_tps)):
