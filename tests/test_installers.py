@@ -309,3 +309,17 @@ def test_a_bundle_program_named_cli_is_the_cli() -> None:
                      "raise SystemExit(entry.main(['--help']))")
     assert done.returncode == 0, done.stderr
     assert "usage: moedesk-cli" in done.stdout
+
+
+def test_the_engine_command_from_source_and_from_each_bundle() -> None:
+    from app.engine.process import engine_command
+
+    python = "/usr/bin/python3"
+    assert engine_command(python, frozen=False, windows=False) == ([python, "-m", "app.engine"], True)
+    # a Linux or macOS bundle answers -m app.engine itself (the test above)
+    assert engine_command("/opt/MoEDesk/MoEDesk", frozen=True, windows=False) == (
+        ["/opt/MoEDesk/MoEDesk", "-m", "app.engine"], False)
+    # Windows: the windowed MoEDesk.exe has no dependable stdin/stdout; the console program
+    # beside it runs the engine (its --engine prefix is the test above's)
+    command, needs_path = engine_command(r"C:\Program Files\MoEDesk\MoEDesk.exe", frozen=True, windows=True)
+    assert command == [r"C:\Program Files\MoEDesk\moedesk-cli.exe", "--engine"] and not needs_path

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import IO
 
 from app.engine.errors import EngineDiedError
@@ -28,6 +28,22 @@ log = logging.getLogger("moedesk.client")
 # The folder holding the ``app`` package: the engine is started as ``-m app.engine`` from it.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOG_TAIL_LINES = 20
+
+
+def engine_command(executable: str | None = None, frozen: bool | None = None,
+                   windows: bool | None = None) -> tuple[list[str], bool]:
+    """The command that runs the engine, and whether it needs the checkout on PYTHONPATH.
+
+    From source: this Python with ``-m app.engine``. In a PyInstaller bundle the bundle's own
+    program answers ``-m app.engine`` (installers/pyinstaller/entry.py), except on Windows,
+    where the desktop app is the windowed MoEDesk.exe, whose standard handles cannot carry the
+    engine's token and ready line: the console program beside it, moedesk-cli.exe, runs it."""
+    executable = executable or sys.executable
+    frozen = getattr(sys, "frozen", False) if frozen is None else frozen
+    windows = os.name == "nt" if windows is None else windows
+    if frozen and windows:
+        return [str(PureWindowsPath(executable).with_name("moedesk-cli.exe")), "--engine"], False
+    return [executable, "-m", "app.engine"], not frozen
 
 
 class EngineProcess:
@@ -48,20 +64,23 @@ class EngineProcess:
         run_dir = Path(tempfile.mkdtemp(prefix="moedesk-"))  # 0700, ours alone
         log_file = Path(log_path) if log_path is not None else run_dir / "engine.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "app.engine", "--child"]
+        command, needs_path = engine_command()
+        command.append("--child")
         if tcp or not HAS_UNIX_SOCKETS:
             command.append("--tcp")
         else:
             command += ["--socket", str(run_dir / SOCKET_NAME)]
         environ = {**os.environ, **(env or {})}
-        environ["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(PROJECT_ROOT), environ.get("PYTHONPATH", "")) if p)
+        if needs_path:
+            environ["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(PROJECT_ROOT), environ.get("PYTHONPATH", "")) if p)
         token = new_token()
         with open(log_file, "ab") as log_out:
             log_start = log_out.tell()
             # the caller's working directory stays: relative model paths mean the same there
             popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=log_out, env=environ)
+                                     stderr=log_out, env=environ,
+                                     creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         process = cls(popen, log_file, log_start, run_dir)
         try:
             assert popen.stdin is not None

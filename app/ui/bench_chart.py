@@ -58,7 +58,7 @@ def render_report_png(csv_path: Path, png_path: Path, title: str = "") -> Path:
 
 def _deep_label(rows: list[dict[str, str]]) -> str:
     depth = max((int(r["decode_depth"]) for r in rows if r.get("decode_depth", "-").isdigit()), default=0)
-    return f"decode t/s after {depth} tokens"
+    return f"decode t/s at depth {depth}"
 
 
 def _panel(painter: QPainter, rows: list[dict[str, str]], series: tuple, area: QRectF) -> None:
@@ -82,6 +82,6 @@ def _panel(painter: QPainter, rows: list[dict[str, str]], series: tuple, area: Q
         painter.drawText(QRectF(area.left() + i * group, area.bottom() + 4, group, 16),
                          Qt.AlignmentFlag.AlignCenter, row["strategy"])
     for j, (_key, label, colour) in enumerate(series):  # legend
-        x = area.left() + j * 230
+        x = area.left() + j * 330
         painter.fillRect(QRectF(x, area.bottom() + 26, 12, 12), QColor(colour))
-        painter.drawText(QRectF(x + 18, area.bottom() + 24, 210, 16), Qt.AlignmentFlag.AlignLeft, label)
+        painter.drawText(QRectF(x + 18, area.bottom() + 24, 310, 16), Qt.AlignmentFlag.AlignLeft, label)
