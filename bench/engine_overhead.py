@@ -144,7 +144,7 @@ class EngineRunner:
 
 
 def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: str, n_gen: int,
-            repeats: int, bare: bool, bare_verbose: bool = False) -> dict[str, object]:
+            repeats: int, bare: bool, bare_verbose: bool = False, gap: float = 0.5) -> dict[str, object]:
     """All variants loaded side by side (weights in RAM are shared through the page cache),
     runs interleaved so that drift in clocks and memory bandwidth hits each alike."""
     runners: dict[str, BareLlama | EngineRunner] = {}
@@ -153,10 +153,14 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
     runners["engine"] = EngineRunner(model, plan, telemetry=False)
     runners["tele"] = EngineRunner(model, plan, telemetry=True)
     runs: dict[str, list[Run]] = {name: [] for name in runners}
+    names = list(runners)
     for i in range(repeats + 1):
-        for name, runner in runners.items():
+        # each round in another order, and a pause before each run: the previous runner's
+        # ggml threads spin for a while after its last token, and whoever runs next pays
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            time.sleep(gap)
             # a different first word each run, so no prompt prefix is reused from the cache
-            run = runner.run(f"{i} {prompt}", n_gen)
+            run = runners[name].run(f"{i} {prompt}", n_gen)
             if i > 0:  # the first round warms up
                 runs[name].append(run)
     row: dict[str, object] = {}
@@ -194,6 +198,8 @@ def main() -> int:
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--gap", type=float, default=0.5, metavar="SECONDS",
+                        help="pause before each run (default 0.5)")
     parser.add_argument("--bare-verbose", action="store_true", help="llama.cpp's load log of bare")
     parser.add_argument("--watchdog", type=float, default=0, metavar="SECONDS",
                         help="dump every thread's stack and exit if the run takes longer")
@@ -207,7 +213,8 @@ def main() -> int:
     rows = []
     for name, plan in plans(args.placement or ["experts-ram"], info.n_layer, base).items():
         row = measure(args.model, plan, info.n_layer, info.architecture, prompt, args.gen,
-                      args.repeats, bare=not args.skip_bare, bare_verbose=args.bare_verbose)
+                      args.repeats, bare=not args.skip_bare, bare_verbose=args.bare_verbose,
+                      gap=args.gap)
         row["placement"] = name
         rows.append(row)
         print(row, flush=True)
