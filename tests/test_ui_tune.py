@@ -58,6 +58,19 @@ def test_autotune_loads_the_winner_and_remembers_it(qtbot: QtBot, app_parts, tin
     assert done.args[1].completion_tokens == 4
 
 
+def test_autotune_for_long_chats_ranks_by_decode_deep_in_the_context(qtbot: QtBot, app_parts) -> None:
+    controller, page = app_parts
+    panel = page.tune_panel
+    assert panel.depth.maximum() == 1024  # the page's context of 2048, less room to decode in
+    panel.depth.setValue(5000)
+    assert panel.depth.value() == 1024
+    panel.minutes.setValue(1)
+    with qtbot.waitSignal(controller.model_loaded, timeout=120_000):
+        qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running, timeout=10_000)
+    assert "at depth 1,024)" in panel.status.text(), panel.status.text()
+
+
 def test_stop_ends_autotune_early_keeping_the_best_so_far(qtbot: QtBot, app_parts) -> None:
     controller, page = app_parts
     panel = page.tune_panel

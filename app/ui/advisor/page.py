@@ -317,6 +317,8 @@ class AdvisorPage(QWidget):
         ok = self.plan is not None and self.plan.verdict != "does_not_fit" and not self.loading
         self.load_button.setEnabled(ok)
         self.tune_panel.set_available(ok, "" if ok else "Choose a model and a placement that fits first")
+        if self.plan is not None:
+            self.tune_panel.set_context(self.plan.placement.n_ctx)
         if self.plan is not None and self.plan.verdict == "does_not_fit":
             self.load_button.setToolTip("This placement does not fit; change the settings first")
         else:

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.tune.autotune import TuneProgress, TuneResult
+from app.tune.measure import Measurement
 from app.tune.strategies import describe
 
 
@@ -31,6 +32,7 @@ class TuneRequest:
     vram_budget: int | None  # bytes; None: the GPU's free memory
     seconds: float
     n_layer: int
+    decode_depth: int = 0  # rank by decode after this many tokens of context (0: a short prompt)
 
 
 class TunePanel(QGroupBox):
@@ -51,6 +53,14 @@ class TunePanel(QGroupBox):
         self.budget.setSuffix(" GB")
         self.budget.setSpecialValueText("all free VRAM")
         self.budget.setToolTip("Tune for a smaller GPU than this one (e.g. 12 or 24 GB)")
+        self.depth = QSpinBox()
+        self.depth.setRange(0, 0)
+        self.depth.setSingleStep(1024)
+        self.depth.setSuffix(" tokens")
+        self.depth.setSpecialValueText("a short prompt")
+        self.depth.setToolTip("Rank placements by decode speed this deep into a chat: offloading "
+                              "whole layers keeps part of the KV cache on the CPU, which slows "
+                              "down as a chat grows. Up to the context size less 1024.")
         self.start_button = QPushButton("Autotune")
         self.start_button.setToolTip("Load a few candidate placements and settings, run each "
                                      "briefly, and keep the fastest that fits")
@@ -64,6 +74,7 @@ class TunePanel(QGroupBox):
         form = QFormLayout()
         form.addRow("Time limit", self.minutes)
         form.addRow("VRAM budget", self.budget)
+        form.addRow("Decode measured after", self.depth)
         buttons = QHBoxLayout()
         buttons.addWidget(self.progress, 1)
         buttons.addWidget(self.start_button)
@@ -78,7 +89,12 @@ class TunePanel(QGroupBox):
 
     def _start(self) -> None:
         budget = int(self.budget.value() * 1e9) or None
-        self.tune_requested.emit(TuneRequest("", None, budget, self.minutes.value() * 60.0, 0))
+        self.tune_requested.emit(TuneRequest("", None, budget, self.minutes.value() * 60.0, 0,
+                                             self.depth.value()))
+
+    def set_context(self, n_ctx: int) -> None:
+        """The plan's context size: a deep decode needs room for the measured tokens after it."""
+        self.depth.setMaximum(max(0, (n_ctx - 1024) // 1024 * 1024))
 
     def set_available(self, available: bool, why: str = "") -> None:
         """Whether a tune can start now (a model chosen, no load running)."""
@@ -96,8 +112,7 @@ class TunePanel(QGroupBox):
         best = progress.best
         lines = [f"Run {progress.done + 1}: {progress.label} ({progress.elapsed:.0f} s)"]
         if best is not None and best.ok:
-            lines.append(f"Best so far: decode {best.decode_tps:.1f} t/s, prefill {best.prefill:.0f} t/s "
-                         f"— {describe(best.plan, n_layer)}")
+            lines.append(f"Best so far: {_speeds(best)} — {describe(best.plan, n_layer)}")
         self.status.setText("\n".join(lines))
 
     def show_result(self, result: TuneResult, n_layer: int) -> None:
@@ -109,8 +124,8 @@ class TunePanel(QGroupBox):
         tried = sum(1 for m in result.tried if m.ok)
         ended = f" ({result.stopped})" if result.stopped else ""
         self.status.setText(
-            f"Kept: {describe(best.plan, n_layer)}\ndecode {best.decode_tps:.1f} t/s, prefill "
-            f"{best.prefill:.0f} t/s; {tried} of {len(result.tried)} candidates ran in "
+            f"Kept: {describe(best.plan, n_layer)}\n{_speeds(best)}; {tried} of {len(result.tried)} "
+            f"candidates ran in "
             f"{result.seconds:.0f} s{ended}. Loaded, and remembered for this machine.")
 
     def show_failed(self, message: str, hint: str) -> None:
@@ -122,3 +137,8 @@ class TunePanel(QGroupBox):
         self.progress.hide()
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+
+
+def _speeds(m: Measurement) -> str:
+    deep = f" ({m.deep_decode_tps:.1f} at depth {m.decode_depth:,})" if m.decode_depth else ""
+    return f"decode {m.decode_tps:.1f} t/s{deep}, prefill {m.prefill:.0f} t/s"

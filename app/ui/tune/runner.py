@@ -4,6 +4,7 @@ is never loaded twice; progress crosses from the engine worker to the UI thread 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -12,7 +13,7 @@ from app.engine.client import EngineClient
 from app.engine.protocol import LoadParams, LoadResult
 from app.gguf_info import read_model
 from app.hardware import detect
-from app.tune.autotune import TuneResult, autotune, machine_id, remember, tune_key
+from app.tune.autotune import TUNE_WORKLOAD, TuneResult, autotune, machine_id, remember, tune_key
 from app.tune.measure import Measurer
 from app.tune.strategies import Budget
 from app.ui.engine_controller import EngineController
@@ -50,7 +51,8 @@ class TuneRunner(QObject):
         measurer = Measurer(client, path, gpu_budget=budget.usable if budget else None, cancel=self.cancel)
         result = autotune(measurer, model, request.start, budget,  # type: ignore[arg-type]
                           physical_cores=hardware.cpu.physical_cores, time_limit=request.seconds,
-                          progress=self._progress.emit)
+                          progress=self._progress.emit,
+                          workload=replace(TUNE_WORKLOAD, decode_depth=request.decode_depth))
         loaded = None
         if result.best.ok:
             gpu = budget.gpu if budget else None
