@@ -102,6 +102,10 @@ class Measurer:
         """Load ``plan``, check its GPU allocations against the budget, then run ``workload``."""
         result = Measurement(label, plan)
         self._check_cancel()
+        if workload.context_needed() > plan.n_ctx:
+            result.error = (f"this measurement needs a context of more than "
+                            f"{workload.context_needed()} tokens; the placement has {plan.n_ctx}")
+            return result
         try:
             loaded = self.client.load(LoadParams(model=str(self.model), placement=plan, telemetry=False))
         except EngineError as exc:
@@ -113,10 +117,6 @@ class Measurer:
             result.fits = False
             result.error = (f"needs {result.gpu_bytes / 1e9:.1f} GB on the GPU, over the "
                             f"{self.gpu_budget / 1e9:.1f} GB budget")
-            return result
-        if workload.context_needed() > plan.n_ctx:
-            result.error = (f"this measurement needs a context of more than "
-                            f"{workload.context_needed()} tokens; the placement has {plan.n_ctx}")
             return result
         try:
             self._generate(8, 4)  # warm-up: first-use allocations, caches
