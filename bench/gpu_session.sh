@@ -7,9 +7,11 @@
 # so the script can be re-run after an interruption. Usage:
 #   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh \
 #       [build|model|model235|test|bench|predict|serve|tune|all]
-# Name .carry in the device tool's `carry`. Seen on the H100 (2026-11-23): build 357 s, model
-# 14 s, model235 36 s, test 90 s, predict 120 s, tune at one budget with SWEEP=8 about 390 s,
-# serve (both placements, --parallel 1 and 8) about 300 s; bench hung once (its bare child).
+# Name .carry in the device tool's `carry`. Seen on the H100 (2026-11-23, two sessions): build
+# 310-357 s, model 14 s, model235 21-36 s, test 66-90 s, predict 120 s, bench (two placements,
+# --repeats 9) 240 s, serve with SERVE_EXPERTS=none 41 s (both placements about 300 s), tune at
+# one budget with SWEEP=8 about 390 s; tune with DEPTH, two strategies, no autotune: Qwen3-30B
+# shape (REPEATS=2, DEPTH=16384) about 170 s, the 235B shape (REPEATS=1, DEPTH=8192) 85 s a budget.
 # tune: BUDGETS="12 24" (GB), SWEEP=4 (layers per sweep step), TUNE_SECONDS=150,
 #       TUNE_MODEL=/tmp/moedesk-q235-20l.gguf (after the model235 step)
 set -euo pipefail
