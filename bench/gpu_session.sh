@@ -56,7 +56,7 @@ step_test() {
 }
 
 step_bench() {  # the watchdog dumps the stacks and exits if a load hangs (it did, twice)
-    python3 bench/engine_overhead.py --model "$MODEL" --threads "$THREADS" --repeats 3 \
+    python3 bench/engine_overhead.py --model "$MODEL" --threads "$THREADS" --repeats "${REPEATS:-9}" \
         --placement gpu --placement experts-ram --watchdog "${WATCHDOG:-300}" \
         2>&1 | tee "$OUT/bench.txt"
 }
