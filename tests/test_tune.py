@@ -113,6 +113,17 @@ def test_the_report_steps_a_strategy_down_a_layer_when_llama_cpp_needs_more_than
     assert len(rows) == 1 and rows[0].measurement.ok and rows[0].measurement.plan == second
 
 
+def test_the_report_sets_gpu_allocations_beside_the_memory_model() -> None:
+    from app.tune.report import memory_line
+
+    plan = PlacementPlan(n_ctx=8192, experts_in_ram=22)
+    m = Measurement("advisor", plan, gpu_by_kind={"weights": 9_570_000_000, "kv_cache": 805_306_368,
+                                                   "compute": 310_000_000, "output": 600_000})
+    line = memory_line(QWEN3_30B, plan, Budget("CUDA0", 12 * GB), m)
+    assert line.startswith("GPU GB allocated: weights 9.57 (model 9.5")
+    assert "kv_cache 0.81 (model 0.81)" in line and "output 0.00 (model 0.00)" in line
+
+
 def deep_rows() -> list:
     """A report's rows as a run with ``--decode-depth 16384`` leaves them (figures made up)."""
     from app.tune.report import BenchRow

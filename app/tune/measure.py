@@ -46,6 +46,7 @@ class Measurement:
     label: str
     plan: PlacementPlan
     gpu_bytes: int = 0  # llama.cpp's own allocations on GPUs: weights, KV cache, compute
+    gpu_by_kind: dict[str, int] = field(default_factory=dict)  # "weights", "kv_cache", ... -> bytes
     ram_bytes: int = 0
     fits: bool = True  # gpu_bytes within the budget
     prefill_tps: dict[int, float] = field(default_factory=dict)  # prompt tokens -> t/s
@@ -86,6 +87,15 @@ def allocated_bytes(result: LoadResult) -> tuple[int, int]:
     return gpu, host
 
 
+def gpu_bytes_by_kind(result: LoadResult) -> dict[str, int]:
+    """GPU bytes per kind of buffer (weights, kv_cache, compute, ...) llama.cpp allocated."""
+    kinds: dict[str, int] = {}
+    for a in result.allocations:
+        if a.device != CPU_DEVICE:
+            kinds[a.kind] = kinds.get(a.kind, 0) + a.bytes
+    return kinds
+
+
 class Measurer:
     """Measures placements of one model on one engine; reuses the engine between loads."""
 
@@ -112,6 +122,7 @@ class Measurer:
             result.error = exc.message
             return result
         result.gpu_bytes, result.ram_bytes = allocated_bytes(loaded)
+        result.gpu_by_kind = gpu_bytes_by_kind(loaded)
         result.load_seconds = loaded.load_seconds
         if self.gpu_budget is not None and result.gpu_bytes > self.gpu_budget:
             result.fits = False

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from app.advisor.memory import memory_by_device
 from app.engine.placement import PlacementPlan
 from app.gguf_info import GGUFModel
 from app.tune.autotune import TUNE_WORKLOAD, TuneProgress, TuneResult, autotune
@@ -41,6 +42,8 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
         while plan is not None:  # the memory model can be a little short of llama.cpp's allocations
             say(f"{name}: {describe(plan, model.n_layer)}")
             measured = measurer.measure(name, plan, workload)
+            if measured.gpu_by_kind:
+                say("  " + memory_line(model, plan, budget, measured))
             plan = None if measured.fits else one_layer_less(plan, model.n_layer)
             if plan is not None:
                 say(f"  {measured.error}: one layer less")
@@ -66,6 +69,16 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
             say(f"sweep: experts of {n} layers in RAM")
             rows.append(BenchRow("sweep", measurer.measure(f"sweep {n}", plan, sweep_workload)))
     return rows, tuned
+
+
+def memory_line(model: GGUFModel, plan: PlacementPlan, budget: Budget, m: Measurement) -> str:
+    """What llama.cpp allocated on the GPU, by kind, beside what the memory model expected:
+    the data that calibrates app/advisor/memory.py for a new model shape."""
+    expected = next(d for d in memory_by_device(model, plan, [budget.gpu]) if d.device == budget.gpu)
+    model_kinds = {"weights": expected.weights, "kv_cache": expected.kv, "compute": expected.compute}
+    parts = [f"{kind} {m.gpu_by_kind.get(kind, 0) / 1e9:.2f} (model {model_kinds.get(kind, 0) / 1e9:.2f})"
+             for kind in dict.fromkeys([*model_kinds, *m.gpu_by_kind])]
+    return f"GPU GB allocated: {', '.join(parts)}"
 
 
 def _cells(row: BenchRow, n_layer: int) -> list[str]:
