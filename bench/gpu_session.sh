@@ -6,7 +6,7 @@
 # the machine lacks (gguf, diskcache, pytest, ...). Steps are skipped when their output exists,
 # so the script can be re-run after an interruption. Usage:
 #   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh \
-#       [build|model|model235|test|bench|predict|serve|tune|all]
+#       [build|pack|model|model235|test|bench|predict|serve|tune|all]
 # Name .carry in the device tool's `carry`. Seen on the H100 (2026-11-23, two sessions): build
 # 310-357 s, model 14 s, model235 21-36 s, test 66-90 s, predict 120 s, bench (two placements,
 # --repeats 9) 240 s, serve with SERVE_EXPERTS=none 41 s (both placements about 300 s), tune at
@@ -31,10 +31,24 @@ sys.exit(0 if 'CUDA' in g.backends() and g.has_routing_patch() else 1)" 2>/dev/n
         echo "engine already built"; return
     fi
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$CARRY"/*.whl
+    if [ -f "$CARRY/llama-cuda.txz" ]; then  # a build packed by the pack step of a session before
+        tar xJf "$CARRY/llama-cuda.txz" -C "$SITE"
+        python3 -m app.cli info | tee "$OUT/info.txt"
+        return
+    fi
     CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=16 \
         python3 installers/install.py --venv - --offline --engine-only \
         --sdist "$CARRY"/llama_cpp_python-*/
     python3 -m app.cli info | tee "$OUT/info.txt"
+}
+
+step_pack() {  # the CUDA build in 15 MiB pieces under $OUT, to carry next time instead of a build:
+    # here, `cat llama-cuda.txz.* > .carry/llama-cuda.txz` (and the sdist may then stay behind)
+    local pkg
+    pkg=$(python3 -c "import llama_cpp, os; print(os.path.dirname(os.path.dirname(llama_cpp.__file__)))")
+    tar cJf /tmp/llama-cuda.txz -C "$pkg" llama_cpp
+    ls -l /tmp/llama-cuda.txz
+    split -b 15M /tmp/llama-cuda.txz "$OUT/llama-cuda.txz."
 }
 
 step_model() {
@@ -96,6 +110,7 @@ step_tune() {
 
 case "${1:-all}" in
     build) step_build ;;
+    pack) step_pack ;;
     model) step_model ;;
     model235) step_model235 ;;
     test) step_test ;;
