@@ -45,6 +45,8 @@ def test_routing_counts_every_token_of_every_layer(engine: EngineClient,
     assert snapshot.tokens == evaluated
     assert snapshot.layers == [0, 1, 2, 3] and snapshot.n_expert == 8
     assert [sum(row) for row in snapshot.counts] == [evaluated * 2] * 3 + [decode_calls * 2]
+    # two distinct experts a token: none counted more often than tokens were routed
+    assert all(max(row) <= evaluated for row in snapshot.counts)
     assert snapshot.hit_rate == 0.0  # no GPU here: every expert is read from RAM
     assert snapshot.layer_hit_rate == [0.0] * 4
 
@@ -54,6 +56,14 @@ def test_routing_counts_every_token_of_every_layer(engine: EngineClient,
     assert second.cached_tokens > 0  # the first turn's prompt stayed in the KV cache
     evaluated += second.prompt_tokens - second.cached_tokens + second.completion_tokens - 1
     assert engine.routing().tokens == evaluated
+
+
+def test_routing_capture_changes_no_answer(engine: EngineClient, tiny_moe_gguf: Path) -> None:
+    answers = []
+    for telemetry in (False, True, False):
+        load(engine, tiny_moe_gguf, telemetry=telemetry)
+        answers.append(ask(engine, "Does counting experts change the answer?", max_tokens=24)[0])
+    assert answers[0] == answers[1] == answers[2]
 
 
 @pytest.mark.parametrize("active", [1, 4])

@@ -125,7 +125,13 @@ def test_two_chats_stream_at_once_each_as_it_would_alone(engine: EngineClient,
     # every token was evaluated once, in batches shared with the other chat: the whole
     # prompt, then each generated token but the last (sampled, never decoded)
     evaluated = sum(r.prompt_tokens + r.completion_tokens - 1 for r in results.values())
-    assert engine.routing().tokens == evaluated
+    routing = engine.routing()
+    assert routing.tokens == evaluated
+    # each of those tokens' experts counted in every layer (two of eight per token), whether
+    # a step's ids were copied out (prompt batches) or written in place (two decoding chats);
+    # the last layer only for the tokens sampled from, one per answer token
+    sampled = sum(r.completion_tokens for r in results.values())
+    assert [sum(row) for row in routing.counts] == [evaluated * 2] * 3 + [sampled * 2]
 
 
 def test_each_conversation_finds_its_own_cached_turn(engine: EngineClient,

@@ -141,3 +141,30 @@ def test_four_chats_decode_together_on_the_gpu_with_experts_in_ram(engine: Engin
     evaluated = sum(r.prompt_tokens - r.cached_tokens + r.completion_tokens - 1 for r in results)
     assert engine.routing().tokens - before == evaluated
     assert engine.stats().n_parallel == 4
+
+
+@pytest.mark.parametrize("experts_in_ram", ["none", "all"])
+def test_routing_counts_on_the_gpu_are_exact_and_leave_the_answer_alone(
+        engine: EngineClient, real_shape_model: Path, experts_in_ram: str) -> None:
+    # Decoding, the router's argsort writes its ids straight into the routing buffer on the
+    # GPU (CUDA's fused top-k MoE kernel); prompts copy them. Both must count each token's
+    # 8 distinct experts in every layer, and change nothing the model computes.
+    def answer(telemetry: bool) -> str:
+        engine.load(LoadParams(model=str(real_shape_model), telemetry=telemetry,
+                               placement=PlacementPlan(n_ctx=1024, experts_in_ram=experts_in_ram)))
+        stream = engine.chat(ChatParams(
+            messages=[ChatMessage(role="user", content="Count the experts of every layer")],
+            sampling=Sampling(temperature=0.0, max_tokens=24, ignore_eos=True)))
+        text = "".join(token.text for token in stream)
+        result = stream.result
+        if telemetry:
+            snapshot = engine.routing()
+            evaluated = result.prompt_tokens + result.completion_tokens - 1
+            assert snapshot.tokens == evaluated
+            assert [sum(row) for row in snapshot.counts] == [evaluated * 8] * 3 + [result.completion_tokens * 8]
+            # distinct experts per token: no expert more often than tokens were routed (ids
+            # never written would read as expert 0, 8 times a token)
+            assert all(max(row) <= evaluated for row in snapshot.counts)
+        return text
+
+    assert answer(telemetry=True) == answer(telemetry=False)
