@@ -11,7 +11,9 @@ and run in turn (interleaved repeats, so drift hits all three alike):
 
 Times are taken where a user sees them: prefill t/s = prompt tokens / time to first token,
 decode t/s = (tokens - 1) / (last token - first token). Medians of --repeats runs after one
-warm-up. Run by hand, e.g. on the accelerator machine:
+warm-up. Beside them, prefill as each side times it inside (bare: llama.cpp's own prompt eval
+timer; engine: from admitting the chat to the end of its prefill), to tell time spent in
+llama_decode from time spent around it. Run by hand, e.g. on the accelerator machine:
 
     python -m app.engine.synthetic /tmp/q30.gguf --preset qwen3-30b-a3b
     python bench/engine_overhead.py --model /tmp/q30.gguf --threads 16 \
@@ -43,6 +45,7 @@ PROMPT_WORDS = ("expert", "router", "layer", "token", "memory", "cache", "offloa
 class Run:
     prefill_tps: float
     decode_tps: float
+    prefill_inner_tps: float  # as timed inside (see the module docstring)
 
 
 def prompt_text(n_words: int) -> str:
@@ -101,6 +104,7 @@ class BareLlama:
     def run(self, prompt: str, n_gen: int) -> Run:
         llm = self.llm
         llm.reset()  # the next eval drops the whole KV cache
+        llama_cpp.llama_perf_context_reset(llm.ctx)
         # timed from the chat text, as the engine's time to first token is
         t0 = time.perf_counter()
         text = self.formatter(messages=[{"role": "user", "content": prompt}]).prompt
@@ -110,7 +114,9 @@ class BareLlama:
             times.append(time.perf_counter())
             if i + 1 >= n_gen:
                 break
-        return Run(len(tokens) / (times[0] - t0), (len(times) - 1) / (times[-1] - times[0]))
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+        return Run(len(tokens) / (times[0] - t0), (len(times) - 1) / (times[-1] - times[0]),
+                   perf.n_p_eval / max(perf.t_p_eval_ms / 1000, 1e-9))
 
     def close(self) -> None:
         self.llm.close()
@@ -134,7 +140,7 @@ class EngineRunner:
             times.append(time.perf_counter())
         result = stream.result
         return Run(result.prompt_tokens / (times[0] - t0),
-                   (result.completion_tokens - 1) / (times[-1] - times[0]))
+                   (result.completion_tokens - 1) / (times[-1] - times[0]), result.prefill_tps)
 
     def close(self) -> float | None:
         hit = self.client.routing().hit_rate if self.telemetry else None
@@ -176,6 +182,8 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
     for label in ("bare", "engine", "tele"):
         row[f"{label}_pp"] = median(runs[label], "prefill_tps") if runs.get(label) else float("nan")
         row[f"{label}_tg"] = median(runs[label], "decode_tps") if runs.get(label) else float("nan")
+        row[f"{label}_pp_in"] = (median(runs[label], "prefill_inner_tps") if runs.get(label)
+                                 else float("nan"))
     return row
 
 
@@ -231,6 +239,14 @@ def main() -> int:
               f"{1 - r['engine_pp'] / r['bare_pp']:+.1%} | {r['bare_tg']:.1f} | {r['engine_tg']:.1f} | "
               f"{1 - r['engine_tg'] / r['bare_tg']:+.1%} | {r['tele_tg']:.1f} | "
               f"{1 - r['tele_tg'] / r['engine_tg']:+.1%} | {hit} |")
+    print("\nprefill as timed inside: bare = llama.cpp's prompt eval timer, engine = admission to "
+          "end of prefill\n")
+    print("| placement | bare pp inside | engine pp inside | engine+telemetry pp inside | "
+          "overhead inside (pp) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['placement']} | {r['bare_pp_in']:.0f} | {r['engine_pp_in']:.0f} | "
+              f"{r['tele_pp_in']:.0f} | {1 - r['engine_pp_in'] / r['bare_pp_in']:+.1%} |")
     return 0
 
 

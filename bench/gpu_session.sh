@@ -6,7 +6,7 @@
 # the machine lacks (gguf, diskcache, pytest, ...). Steps are skipped when their output exists,
 # so the script can be re-run after an interruption. Usage:
 #   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh \
-#       [build|pack|model|model235|test|bench|predict|serve|tune|all]
+#       [build|pack|model|model235|test|bench|predict|serve|tune|all]...
 # Name .carry in the device tool's `carry`. Seen on the H100 (2026-11-23, two sessions): build
 # 310-357 s, model 14 s, model235 21-36 s, test 66-90 s, predict 120 s, bench (two placements,
 # --repeats 9) 240 s, serve with SERVE_EXPERTS=none 41 s (both placements about 300 s), tune at
@@ -46,7 +46,7 @@ step_pack() {  # the CUDA build in 15 MiB pieces under $OUT, to carry next time 
     # here, `cat llama-cuda.txz.* > .carry/llama-cuda.txz` (and the sdist may then stay behind)
     local pkg
     pkg=$(python3 -c "import llama_cpp, os; print(os.path.dirname(os.path.dirname(llama_cpp.__file__)))")
-    tar cJf /tmp/llama-cuda.txz -C "$pkg" llama_cpp
+    XZ_OPT="-T0 -6" tar cJf /tmp/llama-cuda.txz -C "$pkg" llama_cpp
     ls -l /tmp/llama-cuda.txz
     split -b 15M /tmp/llama-cuda.txz "$OUT/llama-cuda.txz."
 }
@@ -108,15 +108,20 @@ step_tune() {
     done
 }
 
-case "${1:-all}" in
-    build) step_build ;;
-    pack) step_pack ;;
-    model) step_model ;;
-    model235) step_model235 ;;
-    test) step_test ;;
-    bench) step_bench ;;
-    tune) step_tune ;;
-    predict) step_predict ;;
-    serve) step_serve ;;
-    all) step_build; step_model; step_test; step_bench ;;
-esac
+[ $# -gt 0 ] || set -- all
+for step in "$@"; do  # several steps in one call, in order: build pack model test
+    echo "=== $step ($(date +%T))"
+    case "$step" in
+        build) step_build ;;
+        pack) step_pack ;;
+        model) step_model ;;
+        model235) step_model235 ;;
+        test) step_test ;;
+        bench) step_bench ;;
+        tune) step_tune ;;
+        predict) step_predict ;;
+        serve) step_serve ;;
+        all) step_build; step_model; step_test; step_bench ;;
+        *) echo "unknown step $step"; exit 2 ;;
+    esac
+done
