@@ -16,12 +16,21 @@ from app.gguf_info import read_model
 from app.tune import autotune as autotune_mod
 from app.tune.autotune import TuneProgress, autotune, better, remember, remembered, tune_key
 from app.tune.measure import Measurement, Measurer, Workload
-from app.tune.report import CSV_COLUMNS, read_csv, run_bench, summary_lines, table_lines, write_csv
+from app.tune.report import (
+    AT_LLAMA_SETTINGS,
+    CSV_COLUMNS,
+    read_csv,
+    run_bench,
+    summary_lines,
+    table_lines,
+    write_csv,
+)
 from app.tune.strategies import (
     Budget,
     classic,
     first_n_in_ram,
     gpu_bytes,
+    llama_cpp_settings,
     n_cpu_moe,
     one_layer_less,
     strategy_plans,
@@ -77,6 +86,39 @@ def test_a_failed_or_over_budget_candidate_never_wins() -> None:
     slower = Measurement("d", plan, decode_tps=25.0, prefill_tps={512: 5000.0})
     assert better(good, None) and not better(over, good)
     assert better(tie_faster_prefill, good) and not better(slower, good)
+
+
+def test_no_decode_gain_wins_at_the_cost_of_the_start_plans_prefill() -> None:
+    plan = PlacementPlan()
+    start = Measurement("start", plan, decode_tps=30.0, prefill_tps={512: 1000.0})
+    # e.g. op offload off: decode the same within noise, prefill far slower
+    no_offload = Measurement("no op offload", plan, decode_tps=31.0, prefill_tps={512: 200.0})
+    faster = Measurement("more experts on the GPU", plan, decode_tps=40.0, prefill_tps={512: 1100.0})
+    floor = start.prefill * 0.98
+    assert better(no_offload, start) and not better(no_offload, start, floor)
+    assert better(faster, start, floor)
+
+
+def test_the_prefill_target_compares_with_the_same_placement_at_llama_cpp_settings() -> None:
+    from app.tune.report import AT_LLAMA_SETTINGS, BenchRow
+
+    tuned = replace(PlacementPlan(experts_in_ram=20, n_threads=16), n_ubatch=2048, op_offload=True)
+    yardstick = llama_cpp_settings(tuned, PlacementPlan(n_threads=16))
+    assert (yardstick.experts_in_ram, yardstick.n_ubatch, yardstick.n_batch) == (20, 512, 2048)
+    assert llama_cpp_settings(yardstick, PlacementPlan(n_threads=16)) == yardstick
+
+    def row(strategy: str, plan: PlacementPlan, decode: float, prefill: float) -> BenchRow:
+        return BenchRow(strategy, Measurement(strategy, plan, decode_tps=decode,
+                                              prefill_tps={512: prefill, 4096: prefill}))
+
+    rows = [row("classic", PlacementPlan(n_gpu_layers=20), 20.0, 500.0),
+            row("autotuned", tuned, 50.0, 900.0), row(AT_LLAMA_SETTINGS, yardstick, 49.0, 1000.0)]
+    lines = summary_lines(rows)
+    assert "decode over classic layer offload: autotuned 2.50x" in lines  # once, and without
+    assert not any(AT_LLAMA_SETTINGS in line for line in lines)          # the yardstick's row
+    assert "autotuned prefill 512 / its placement at llama.cpp's settings: 0.90x" in lines
+    # autotuned at llama.cpp's own settings is its own yardstick
+    assert "autotuned prefill 4096 / its placement at llama.cpp's settings: 1.00x" in summary_lines(rows[:2])
 
 
 def test_one_layer_less_moves_one_layer_of_the_same_strategy_off_the_gpu() -> None:
@@ -256,13 +298,19 @@ def test_the_bench_report_measures_each_strategy_and_writes_csv_and_png(
                             tune_seconds=30, sweep_step=2, hardware=machine(None), say=lambda _line: None)
     strategies = [row.strategy for row in rows]
     assert strategies[:5] == ["classic", "experts-ram", "n-cpu-moe", "advisor", "autotuned"]
+    assert tuned is not None
+    if llama_cpp_settings(tuned.best.plan, PlacementPlan(n_ctx=8192)) != tuned.best.plan:
+        assert strategies[5] == AT_LLAMA_SETTINGS and rows[5].measurement.ok
     assert strategies.count("sweep") == 3  # N = 0, 2 and 4 of 4 layers
     assert tuned is not None and rows[4].measurement.plan == tuned.best.plan
     assert all(set(row.measurement.prefill_tps) == {512, 4096} for row in rows[:5])
     assert all(row.measurement.decode_tps > 0 for row in rows)
     lines = table_lines(rows, model.n_layer)
     assert lines[0].split()[:2] == ["strategy", "placement"] and len(lines) == len(rows) + 1
-    assert any(line.startswith("autotuned decode / classic layer offload") for line in summary_lines(rows))
+    summary = summary_lines(rows)
+    assert any(line.startswith("decode over classic layer offload") and "autotuned" in line
+               for line in summary)
+    assert any(line.startswith("autotuned prefill 4096 / its placement") for line in summary)
 
     csv_path = tmp_path / "report" / "report.csv"
     write_csv(rows, model.n_layer, csv_path)

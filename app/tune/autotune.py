@@ -7,7 +7,9 @@ the KV cache type (q8_0 frees VRAM for more experts), CPU threads (the RAM-resid
 are multiplied on the CPU), then the prefill knobs (a larger ubatch amortises the copy of RAM
 experts to the GPU that llama.cpp's op offload makes per ubatch; pinned memory without mmap
 speeds that copy; op offload itself), then flash attention. Decode t/s decides; a candidate
-that keeps decode within 2% and prefills faster also wins. Bounded by a time limit and
+that keeps decode within 2% and prefills faster also wins; none wins that prefills more than 2%
+slower than the start plan (decode gains within noise must not cost prefill, e.g. turning op
+offload off leaves decode alone and slows prefill several-fold). Bounded by a time limit and
 cancellable; a cancelled run keeps what it found so far.
 """
 
@@ -49,11 +51,11 @@ class TuneResult:
     stopped: str | None = None  # "time limit" or "cancelled" when the search ended early
 
 
-def better(candidate: Measurement, best: Measurement | None) -> bool:
+def better(candidate: Measurement, best: Measurement | None, prefill_floor: float = 0.0) -> bool:
     """Whether ``candidate`` should replace ``best``: faster decode (deep in the context when
-    the workload measured it), or a decode tie with faster prefill. Candidates that failed or
-    broke the budget never win."""
-    if not candidate.ok:
+    the workload measured it), or a decode tie with faster prefill. Candidates that failed,
+    broke the budget or prefill slower than ``prefill_floor`` never win."""
+    if not candidate.ok or candidate.prefill < prefill_floor:
         return False
     if best is None or not best.ok:
         return True
@@ -118,16 +120,19 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
     tried: list[Measurement] = []
     best: Measurement | None = None
     stopped: str | None = None
+    prefill_floor = 0.0  # the start plan's prefill, less the tolerance
 
     def run(label: str, plan: PlacementPlan) -> None:
-        nonlocal best
+        nonlocal best, prefill_floor
         if progress:
             progress(TuneProgress(len(tried), label, best, time.monotonic() - t0,
                                   tried[-1] if tried else None))
         m = measurer.measure(label, plan, workload)
         tried.append(m)
-        if better(m, best):
+        if better(m, best, prefill_floor):
             best = m
+        if len(tried) == 1 and m.ok:
+            prefill_floor = m.prefill * (1 - DECODE_TOLERANCE)
 
     try:
         run("advisor's plan", start)

@@ -15,8 +15,17 @@ from app.engine.placement import PlacementPlan
 from app.gguf_info import GGUFModel
 from app.tune.autotune import TUNE_WORKLOAD, TuneProgress, TuneResult, autotune
 from app.tune.measure import Measurement, Measurer, Workload
-from app.tune.strategies import Budget, describe, one_layer_less, strategy_plans, with_experts_in_ram
+from app.tune.strategies import (
+    Budget,
+    describe,
+    llama_cpp_settings,
+    one_layer_less,
+    strategy_plans,
+    with_experts_in_ram,
+)
 
+# the autotuned placement at llama.cpp's default settings: the prefill target's yardstick
+AT_LLAMA_SETTINGS = "autotuned@llama.cpp"
 REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128, repeats=3)
 CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_4096_tps",
                "decode_tps", "decode_deep_tps", "decode_depth", "fits", "note")
@@ -24,7 +33,8 @@ CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_40
 
 @dataclass
 class BenchRow:
-    strategy: str  # "classic", "experts-ram", "n-cpu-moe", "advisor", "autotuned", "sweep"
+    # "classic", "experts-ram", "n-cpu-moe", "advisor", "autotuned", AT_LLAMA_SETTINGS, "sweep"
+    strategy: str
     measurement: Measurement
 
 
@@ -62,6 +72,11 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
         say(f"autotuned: {describe(tuned.best.plan, model.n_layer)} after {len(tuned.tried)} runs "
             f"in {tuned.seconds:.0f} s" + (f" ({tuned.stopped})" if tuned.stopped else ""))
         rows.append(BenchRow("autotuned", measurer.measure("autotuned", tuned.best.plan, workload)))
+        yardstick = llama_cpp_settings(tuned.best.plan, base)
+        if yardstick != tuned.best.plan:  # for prefill: no decode deep in the context
+            say(f"{AT_LLAMA_SETTINGS}: {describe(yardstick, model.n_layer)}")
+            rows.append(BenchRow(AT_LLAMA_SETTINGS, measurer.measure(
+                AT_LLAMA_SETTINGS, yardstick, replace(workload, decode_depth=0))))
     if sweep_step:
         sweep_workload = replace(workload, prefill_tokens=workload.prefill_tokens[:1])
         for n in list(range(0, model.n_layer, sweep_step)) + [model.n_layer]:
@@ -106,26 +121,23 @@ def table_lines(rows: list[BenchRow], n_layer: int) -> list[str]:
 
 
 def summary_lines(rows: list[BenchRow]) -> list[str]:
-    """The issue's targets, read off the rows: autotuned vs classic, vs the sweep's best, and
-    prefill vs llama.cpp's default (n-cpu-moe) placement."""
+    """The issue's targets, read off the rows: each strategy (autotuned too) vs classic, the
+    autotuned plan vs the sweep's best, and its prefill vs the same placement at llama.cpp's
+    default settings (the same row when the autotuned settings are those)."""
     by = {row.strategy: row.measurement for row in rows if row.strategy != "sweep"}
-    lines = _versus_classic(by)
+    lines = _versus_classic({k: m for k, m in by.items() if k != AT_LLAMA_SETTINGS})
     tuned = by.get("autotuned")
     if tuned and tuned.ok:
-        classic = by.get("classic")
-        if classic and classic.ok and classic.decode_tps:
-            ratio = tuned.decode_tps / classic.decode_tps
-            lines.append(f"autotuned decode / classic layer offload: {ratio:.2f}x")
         sweep = [row.measurement for row in rows if row.strategy == "sweep" and row.measurement.ok]
         if sweep:
             top = max(sweep, key=lambda m: m.decode)  # deep in the context when measured
             where = f" at depth {tuned.decode_depth}" if tuned.decode_depth else ""
             lines.append(f"autotuned decode{where} / best of the sweep ({top.label}): "
                          f"{100 * tuned.decode / top.decode:.1f}%")
-        default = by.get("n-cpu-moe")
-        if default and default.ok:
+        default = by.get(AT_LLAMA_SETTINGS, tuned)
+        if default.ok:
             for n in sorted(set(tuned.prefill_tps) & set(default.prefill_tps)):
-                lines.append(f"autotuned prefill {n} / llama.cpp default (n-cpu-moe): "
+                lines.append(f"autotuned prefill {n} / its placement at llama.cpp's settings: "
                              f"{tuned.prefill_tps[n] / default.prefill_tps[n]:.2f}x")
     return lines
 

@@ -113,9 +113,17 @@ def one_layer_less(plan: PlacementPlan, n_layer: int) -> PlacementPlan | None:
     return None
 
 
+def llama_cpp_settings(plan: PlacementPlan, base: PlacementPlan) -> PlacementPlan:
+    """``plan``'s placement (layers, experts, KV cache type) at llama.cpp's default batch sizes,
+    mmap and op offload, with ``base``'s threads and flash attention (what the user set)."""
+    return replace(plan, n_batch=2048, n_ubatch=512, use_mmap=True, op_offload=True,
+                   n_threads=base.n_threads, n_threads_batch=base.n_threads_batch,
+                   flash_attn=base.flash_attn)
+
+
 def n_cpu_moe(model: GGUFModel, budget: Budget, base: PlacementPlan) -> PlacementPlan:
     """llama.cpp's ``--n-cpu-moe N`` at its default batch sizes, N as small as fits."""
-    defaults = replace(base, n_batch=2048, n_ubatch=512, use_mmap=True, op_offload=True)
+    defaults = llama_cpp_settings(base, base)
     return with_experts_in_ram(defaults, first_n_in_ram(model, budget, defaults), model.n_layer)
 
 
