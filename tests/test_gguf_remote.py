@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from app.engine.errors import MissingShardError, ModelFileError
+from app.gguf_header import read_header_file
 from app.gguf_info import GGUFModel, read_model
-from app.gguf_remote import read_header_file, read_remote_model, shard_urls
+from app.gguf_remote import read_remote_model, shard_urls
 
 RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
