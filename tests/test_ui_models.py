@@ -249,9 +249,10 @@ def test_a_gated_repo_asks_for_a_token_keeps_it_in_the_keyring_and_downloads(
 
     select_quant(page, "Q4_0")
     qtbot.mouseClick(page.find.download_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: page.find.token_dialog is not None and page.find.token_dialog.isVisible(),
+    sign_in = page.find.sign_in
+    qtbot.waitUntil(lambda: sign_in.token_dialog is not None and sign_in.token_dialog.isVisible(),
                     timeout=WAIT_MS)
-    dialog = page.find.token_dialog
+    dialog = sign_in.token_dialog
     assert "gated" in dialog.findChildren(type(page.banner.text))[0].text()  # type: ignore[union-attr]
     dialog.token_edit.setText(SECRET)  # type: ignore[union-attr]
     with qtbot.waitSignal(page.find.downloaded, timeout=WAIT_MS):

@@ -1,7 +1,8 @@
 """Find and download: search the Hub, open a repo, see its quants with this machine's verdicts, download.
 
 Every Hub and disk call runs on the page's thread pool; answers that arrive after the user opened
-another repo are dropped (a generation number says which repo they were for).
+another repo are dropped (a generation number says which repo they were for). The Hub token those
+calls send, and the dialog that asks for one, are ``HubSignIn``'s (hub_sign_in.py).
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ from pathlib import Path
 from huggingface_hub import hf_hub_url
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -30,14 +28,14 @@ from app.advisor.planner import plan_for
 from app.advisor.report import load_model_header
 from app.engine.errors import EngineError
 from app.hardware import Hardware
-from app.hub import token as hub_token
 from app.hub.errors import GatedRepoError
 from app.hub.folder import local_state
 from app.hub.quants import Quant
 from app.hub.repo import check_download_access, list_gguf_quants, parse_repo_id, search_gguf_repos
 from app.ui.models.download_bar import DownloadBar
-from app.ui.models.messages import MessageBanner, TokenDialog
-from app.ui.models.tables import QuantTableModel, SearchResultsModel
+from app.ui.models.hub_sign_in import HubSignIn
+from app.ui.models.messages import MessageBanner
+from app.ui.models.tables import QuantTableModel, SearchResultsModel, table_view
 from app.ui.models.workers import DownloadJob, Tasks
 
 SORTS = (
@@ -47,21 +45,6 @@ SORTS = (
     ("Trending", "trending_score"),
 )
 DEFAULT_CTX = 8192  # the context the verdicts plan for, as `moedesk-cli advise` does
-
-
-def table_view(model: object, stretch: int = 0) -> QTableView:
-    """A read-only, row-selecting table; column ``stretch`` takes the spare width."""
-    view = QTableView()
-    view.setModel(model)  # type: ignore[arg-type]
-    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    view.verticalHeader().hide()
-    header = view.horizontalHeader()
-    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
-    view.setAlternatingRowColors(True)
-    return view
 
 
 class FindPanel(QWidget):
@@ -83,11 +66,11 @@ class FindPanel(QWidget):
         super().__init__(parent)
         self.tasks, self.banner = tasks, banner
         self.models_dir, self.endpoint, self.hardware = models_dir, endpoint, hardware
-        self.session_token: str | None = None  # entered when no keyring could keep it; memory only
         self.free_space: Callable[[Path], int] | None = None  # free bytes of a folder (None: the disk's)
         self.repo_id: str | None = None
         self.job: DownloadJob | None = None
-        self.token_dialog: TokenDialog | None = None
+        self.sign_in = HubSignIn(tasks, banner, endpoint, self)
+        self.sign_in.signed_in.connect(self._after_sign_in)
         self._generation = 0
         self._verdict.connect(self._show_verdict)
         self._build()
@@ -109,7 +92,7 @@ class FindPanel(QWidget):
         self.sign_in_button = QPushButton("Hub token…")
         self.sign_in_button.setToolTip("Sign in for gated and private repos (kept in the system keyring)")
         self.sign_in_button.clicked.connect(
-            lambda: self.ask_token("Sign in to download gated or private models.", lambda: None)
+            lambda: self.sign_in.ask("Sign in to download gated or private models.", lambda: None)
         )
         top = QHBoxLayout()
         top.addWidget(self.search_edit, 1)
@@ -179,7 +162,7 @@ class FindPanel(QWidget):
             self.banner.show_error(error, action=("Retry", lambda: self.search(query)))
 
         self.tasks.run(
-            lambda: search_gguf_repos(query, sort=sort, token=self._token(), endpoint=self.endpoint),
+            lambda: search_gguf_repos(query, sort=sort, token=self.sign_in.token(), endpoint=self.endpoint),
             done,
             failed,
         )
@@ -225,7 +208,7 @@ class FindPanel(QWidget):
         self.tasks.run(lambda: self._list(repo_id), listed, failed)
 
     def _list(self, repo_id: str) -> tuple[list[Quant], dict]:
-        quants = list_gguf_quants(repo_id, token=self._token(), endpoint=self.endpoint)
+        quants = list_gguf_quants(repo_id, token=self.sign_in.token(), endpoint=self.endpoint)
         return quants, {q.name: local_state(repo_id, q, self.models_dir) for q in quants}
 
     def _reopen(self, repo_id: str) -> None:
@@ -244,7 +227,7 @@ class FindPanel(QWidget):
             from app import hardware as hw
 
             machine = self.hardware or hw.detect(models_dir=self.models_dir)
-            token = self._token()
+            token = self.sign_in.token()
             check_download_access(repo_id, token, self.endpoint)  # gated: ask for a token first
             for quant in quants:
                 if generation != self._generation:
@@ -275,7 +258,7 @@ class FindPanel(QWidget):
             if isinstance(error, GatedRepoError):
                 # signing in reads the verdicts again (_after_sign_in)
                 self.banner.show_error(
-                    error, action=("Sign in…", lambda: self.ask_token(str(error), lambda: None))
+                    error, action=("Sign in…", lambda: self.sign_in.ask(str(error), lambda: None))
                 )
             else:
                 self.banner.show_error(error)
@@ -285,6 +268,12 @@ class FindPanel(QWidget):
     def _show_verdict(self, generation: int, name: str, verdict: object, note: str) -> None:
         if generation == self._generation:
             self.quant_model.set_verdict(name, verdict, note)  # type: ignore[arg-type]
+
+    def _after_sign_in(self) -> None:
+        """Verdicts that needed access can be read now."""
+        rows = self.quant_model.rows
+        if self.repo_id and any(r.quant.complete and r.verdict is None for r in rows):
+            self.advise(self._generation, self.repo_id, [r.quant for r in rows])
 
     # -- download ------------------------------------------------------------------------------
     def selected_quant(self) -> Quant | None:
@@ -308,7 +297,7 @@ class FindPanel(QWidget):
             self.repo_id,
             quant,
             self.models_dir,
-            self._token,
+            self.sign_in.token,
             self.endpoint,
             self,
             self._free_space,
@@ -329,7 +318,7 @@ class FindPanel(QWidget):
     def _job_failed(self, error: Exception) -> None:
         job = self.job
         if isinstance(error, GatedRepoError) and job is not None:
-            self.ask_token(str(error), job.start)
+            self.sign_in.ask(str(error), job.start)
         elif job is not None:
             self.banner.show_error(error, action=("Resume", job.start))
 
@@ -364,42 +353,3 @@ class FindPanel(QWidget):
 
     def _free_space(self, folder: Path) -> int:
         return self.free_space(folder) if self.free_space else shutil.disk_usage(folder).free
-
-    # -- token ---------------------------------------------------------------------------------
-    def _token(self) -> str | None:
-        """Called on workers: the keyring may block while it asks to be unlocked."""
-        return hub_token.get_token() or self.session_token
-
-    def ask_token(self, reason: str, then: Callable[[], None]) -> None:
-        """Ask for a Hub token, keep it in the keyring, then run ``then`` (a retry)."""
-        if self.token_dialog is not None and self.token_dialog.isVisible():
-            return
-        self.token_dialog = TokenDialog(self, self.endpoint, reason, hub_token.keyring_name())
-        self.token_dialog.token_entered.connect(lambda token: self._save_token(token, then))
-        self.token_dialog.open()
-
-    def _after_sign_in(self) -> None:
-        """Verdicts that needed access can be read now."""
-        rows = self.quant_model.rows
-        if self.repo_id and any(r.quant.complete and r.verdict is None for r in rows):
-            self.advise(self._generation, self.repo_id, [r.quant for r in rows])
-
-    def _save_token(self, token: str, then: Callable[[], None]) -> None:
-        def saved(where: object) -> None:
-            self.session_token = None
-            self._after_sign_in()
-            self.banner.show_message(
-                "info", "Signed in", f"The token is kept in the system keyring ({where})."
-            )
-            then()
-
-        def failed(error: Exception) -> None:
-            if isinstance(error, hub_token.KeyringUnavailableError):
-                self.session_token = token.strip()  # this session only: never written anywhere
-                self._after_sign_in()
-                self.banner.show_message("warning", "Signed in until MoE Desk closes", f"{error}")
-                then()
-            else:
-                self.banner.show_error(error)
-
-        self.tasks.run(lambda: hub_token.save_token(token), saved, failed)

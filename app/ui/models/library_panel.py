@@ -16,9 +16,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.hub.library import ImportReport, Library, LocalModel, reveal
-from app.ui.models.find_panel import table_view
 from app.ui.models.messages import MessageBanner
-from app.ui.models.tables import LibraryTableModel, human_size
+from app.ui.models.tables import LibraryTableModel, human_size, table_view
 from app.ui.models.workers import Tasks
 
 

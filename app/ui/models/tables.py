@@ -1,7 +1,8 @@
-"""Table models of the Models page: Hub search hits, a repo's quantizations, the local library.
+"""Tables of the Models page: Hub search hits, a repo's quantizations, the local library.
 
-Thin QAbstractTableModels over plain data (``RepoSummary``, ``Quant``, ``LocalModel``); the views
-stay dumb. Sizes are decimal (GB), as the Hub shows them.
+Thin QAbstractTableModels over plain data (``RepoSummary``, ``Quant``, ``LocalModel``), and
+``table_view``, the read-only view each is shown in; the views stay dumb. Sizes are decimal
+(GB), as the Hub shows them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 from app.advisor.planner import FITTING
 from app.hub.folder import LocalState
@@ -238,3 +240,18 @@ class LibraryTableModel(_Table):
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return self._align(index.column())
         return None
+
+
+def table_view(model: object, stretch: int = 0) -> QTableView:
+    """A read-only, row-selecting table; column ``stretch`` takes the spare width."""
+    view = QTableView()
+    view.setModel(model)  # type: ignore[arg-type]
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    view.verticalHeader().hide()
+    header = view.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+    view.setAlternatingRowColors(True)
+    return view
