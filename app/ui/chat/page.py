@@ -1,5 +1,9 @@
 """The Chat page: conversations on the left, the open one on the right, a compose box below.
 
+The page wires its parts together and keeps the state: ``ConversationList`` (the left pane),
+``ConversationHeader`` (title, preset, settings), ``MessageView`` (the messages); what is sent
+for an answer and what streams back are ``answer.py``'s plain data.
+
 The page talks to the engine only through the EngineController it is attached to
 (``attach``): ``chat(ChatParams) -> id`` and ``stop_chat(id)`` out, ``chat_token`` /
 ``chat_finished`` / ``chat_failed`` back. An answer is written to the store as it streams
@@ -9,20 +13,13 @@ The page talks to the engine only through the EngineController it is attached to
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QPalette, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QHBoxLayout,
     QLabel,
-    QListView,
-    QMenu,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -30,30 +27,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadResult
-from app.store import ChatDefaults, Conversation, MessageStats, Store
-from app.ui.chat.conversation_model import ID_ROLE, ConversationListModel
+from app.engine.protocol import ChatParams, ChatResult, LoadResult
+from app.store import Conversation, MessageStats, Store
+from app.ui.chat.answer import StreamingAnswer, history_for
+from app.ui.chat.conversation_header import ConversationHeader
+from app.ui.chat.conversation_list import ConversationList
+from app.ui.chat.conversation_model import ConversationListModel
 from app.ui.chat.message_view import MessageView
 from app.ui.chat.message_widgets import MessageWidget
-from app.ui.chat.presets import CUSTOM, PRESETS, sampling_for
-from app.ui.chat.sampling_form import SamplingForm
-from app.ui.chat.segments import split_thinking
+from app.ui.chat.presets import sampling_for
+from app.ui.chat.settings_dialog import ChatSettingsDialog
 
 SAVE_EVERY_S = 0.5
 REDRAW_MS = 80
 NEW_TITLE = "New chat"
-
-
-@dataclass
-class _Answer:
-    """The answer being generated."""
-
-    chat_id: int
-    conversation_id: int
-    message_id: int
-    text: str = ""
-    saved_at: float = 0.0
-    tokens: int = 0
 
 
 class ChatPage(QWidget):
@@ -68,7 +55,7 @@ class ChatPage(QWidget):
         self.model: LoadResult | None = None
         self.engine_state = "stopped"
         self.conversation: Conversation | None = None
-        self.answer: _Answer | None = None
+        self.answer: StreamingAnswer | None = None
         self._editing: int | None = None  # the user message being edited (edit-and-resend)
         self._redraw = QTimer(self, singleShot=True, interval=REDRAW_MS)
         self._redraw.timeout.connect(self._redraw_answer)
@@ -83,40 +70,14 @@ class ChatPage(QWidget):
 
     def _build(self) -> None:
         self.conversations = ConversationListModel(self.store, self)
-        self.list = QListView()
-        self.list.setModel(self.conversations)
-        self.list.setEditTriggers(QAbstractItemView.EditTrigger.EditKeyPressed
-                                  | QAbstractItemView.EditTrigger.DoubleClicked)
-        self.list.clicked.connect(self._list_clicked)
-        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.list.customContextMenuRequested.connect(self._list_menu)
-        self.new_button = QPushButton("New chat")
-        self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
-        self.new_button.clicked.connect(self.new_conversation)
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(self.new_button)
-        left_layout.addWidget(self.list)
+        self.conversation_list = ConversationList(self.conversations)
+        self.conversation_list.new_requested.connect(self.new_conversation)
+        self.conversation_list.open_requested.connect(self.open_conversation)
+        self.conversation_list.delete_requested.connect(self.delete_conversation)
 
-        self.title = QLabel()
-        font = self.title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.2)
-        font.setBold(True)
-        self.title.setFont(font)
-        self.preset = QComboBox()
-        self.preset.setToolTip("Sampling preset of this conversation")
-        for preset in PRESETS.values():
-            self.preset.addItem(preset.label, preset.name)
-        self.preset.addItem("Custom", CUSTOM)
-        self.preset.activated.connect(self._preset_chosen)
-        self.settings_button = QPushButton("Chat settings…")
-        self.settings_button.setToolTip("System prompt, sampling and length of this conversation")
-        self.settings_button.clicked.connect(self.edit_chat_settings)
-        top = QHBoxLayout()
-        top.addWidget(self.title, 1)
-        top.addWidget(self.preset)
-        top.addWidget(self.settings_button)
+        self.header = ConversationHeader()
+        self.header.preset_chosen.connect(self._preset_chosen)
+        self.header.settings_requested.connect(self.edit_chat_settings)
 
         self.view = MessageView()
         self.view.edit_requested.connect(self.start_edit)
@@ -153,14 +114,14 @@ class ChatPage(QWidget):
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addLayout(top)
+        right_layout.addWidget(self.header)
         right_layout.addWidget(self.view, 1)
         right_layout.addWidget(self.notice)
         right_layout.addWidget(self.editing_bar)
         right_layout.addLayout(compose_row)
 
         splitter = QSplitter()
-        splitter.addWidget(left)
+        splitter.addWidget(self.conversation_list)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([220, 780])
@@ -202,24 +163,24 @@ class ChatPage(QWidget):
     def open_conversation(self, conversation_id: int) -> None:
         self.cancel_edit()
         self.conversation = self.store.conversation(conversation_id)
-        self.title.setText(self.conversation.title)
-        self.preset.setCurrentIndex(max(self.preset.findData(self.conversation.preset), 0))
+        self.header.set_title(self.conversation.title)
+        self.header.set_preset(self.conversation.preset)
         self.view.set_messages(self.store.messages(conversation_id))
         answer = self.answer
         if answer is not None and answer.conversation_id == conversation_id:
             widget = self.view.widget_for(answer.message_id)
             if widget is not None:
                 widget.show_streaming(answer.text)
-        self._select_row(conversation_id)
+        self.conversation_list.select(conversation_id)
         self._update_controls()
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         self.store.update_conversation(conversation_id, title=title)
         self.conversations.refresh()
-        self._select_row(self.conversation.id if self.conversation else None)
+        self.conversation_list.select(self.conversation.id if self.conversation else None)
         if self.conversation and self.conversation.id == conversation_id:
             self.conversation = self.store.conversation(conversation_id)
-            self.title.setText(title)
+            self.header.set_title(title)
 
     def delete_conversation(self, conversation_id: int) -> None:
         if self.answer is not None and self.answer.conversation_id == conversation_id:
@@ -229,7 +190,7 @@ class ChatPage(QWidget):
         self.conversations.refresh()
         if self.conversation is not None and self.conversation.id == conversation_id:
             self.conversation = None
-            self.title.clear()
+            self.header.set_title("")
             self.view.set_messages([])
             if self.conversations.rowCount():
                 self.open_conversation(self.conversations.conversation_at(0).id)
@@ -240,23 +201,15 @@ class ChatPage(QWidget):
         if self.conversation is None:
             self.new_conversation()
         assert self.conversation is not None
-        c = self.conversation
-        dialog = QDialog(self, windowTitle=f"Chat settings: {c.title}")
-        form = SamplingForm(dialog)
-        form.set_values(ChatDefaults(c.system_prompt, c.preset, c.temperature, c.top_p, c.max_tokens))
-        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        box.accepted.connect(dialog.accept)
-        box.rejected.connect(dialog.reject)
-        layout = QVBoxLayout(dialog)
-        layout.addWidget(form)
-        layout.addWidget(box)
+        conversation_id = self.conversation.id
+        dialog = ChatSettingsDialog(self.conversation, self)
 
         def save() -> None:
-            v = form.values()
+            v = dialog.values()
             self.conversation = self.store.update_conversation(
-                c.id, system_prompt=v.system_prompt, preset=v.preset, temperature=v.temperature,
+                conversation_id, system_prompt=v.system_prompt, preset=v.preset, temperature=v.temperature,
                 top_p=v.top_p, max_tokens=v.max_tokens)
-            self.preset.setCurrentIndex(max(self.preset.findData(v.preset), 0))
+            self.header.set_preset(v.preset)
 
         dialog.accepted.connect(save)
         dialog.open()
@@ -278,7 +231,7 @@ class ChatPage(QWidget):
         if self.conversation.title == NEW_TITLE:
             self.conversation = self.store.update_conversation(self.conversation.id,
                                                                title=_title_from(text))
-            self.title.setText(self.conversation.title)
+            self.header.set_title(self.conversation.title)
         self.compose.clear()
         self._generate()
 
@@ -312,16 +265,10 @@ class ChatPage(QWidget):
     def _generate(self) -> None:
         assert self.conversation is not None and self.engine is not None
         conversation = self.store.conversation(self.conversation.id)
-        history = [ChatMessage("system", conversation.system_prompt)] if conversation.system_prompt else []
-        for message in self.store.messages(conversation.id):
-            if message.role == "user":
-                history.append(ChatMessage("user", message.content))
-            elif message.role == "assistant" and message.content:
-                # earlier thinking is not sent back (reasoning models' chat templates drop it too)
-                history.append(ChatMessage("assistant", split_thinking(message.content)[2]))
+        history = history_for(conversation, self.store.messages(conversation.id))
         placeholder = self.store.add_message(conversation.id, "assistant", "", state="partial")
         chat_id = self.engine.chat(ChatParams(messages=history, sampling=sampling_for(conversation)))
-        self.answer = _Answer(chat_id, conversation.id, placeholder.id, saved_at=time.monotonic())
+        self.answer = StreamingAnswer(chat_id, conversation.id, placeholder.id, saved_at=time.monotonic())
         self.conversations.refresh()
         self.open_conversation(conversation.id)
 
@@ -391,7 +338,7 @@ class ChatPage(QWidget):
         self.send_button.setEnabled(not busy and self._can_answer()
                                     and bool(self.compose.toPlainText().strip()))
         self.stop_button.setEnabled(busy)
-        self.preset.setEnabled(self.conversation is not None)
+        self.header.preset.setEnabled(self.conversation is not None)
         self.view.set_busy(busy)
         if busy:
             self.notice.clear()
@@ -405,27 +352,9 @@ class ChatPage(QWidget):
         elif self.notice.text().startswith(("No model", "The model is loading", "The engine stopped")):
             self.notice.clear()
 
-    def _preset_chosen(self) -> None:
+    def _preset_chosen(self, preset: str) -> None:
         if self.conversation is not None:
-            self.conversation = self.store.update_conversation(self.conversation.id,
-                                                               preset=self.preset.currentData())
-
-    def _select_row(self, conversation_id: int | None) -> None:
-        row = self.conversations.row_of(conversation_id) if conversation_id is not None else -1
-        if row >= 0:
-            self.list.setCurrentIndex(self.conversations.index(row))
-
-    def _list_clicked(self, index: QModelIndex) -> None:
-        self.open_conversation(index.data(ID_ROLE))
-
-    def _list_menu(self, position: Any) -> None:
-        index = self.list.indexAt(position)
-        if not index.isValid():
-            return
-        menu = QMenu(self)
-        menu.addAction("Rename", lambda: self.list.edit(index))
-        menu.addAction("Delete", lambda: self.delete_conversation(index.data(ID_ROLE)))
-        menu.popup(self.list.viewport().mapToGlobal(position))
+            self.conversation = self.store.update_conversation(self.conversation.id, preset=preset)
 
 
 def _title_from(text: str, limit: int = 40) -> str:
