@@ -72,7 +72,7 @@ def expert_ff_length(model: GGUFModel) -> int:
     return model.arch_int("expert_feed_forward_length") or model.arch_int("feed_forward_length")
 
 
-def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan) -> int:
+def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan, staged: int = 0) -> int:
     """llama.cpp's compute buffer for one ubatch: the peak of the graph allocator (f32).
 
     The peak is at one of two places of the graph (u = n_ubatch, all activations f32):
@@ -81,15 +81,17 @@ def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan) -> int:
       ``4 u (n_vocab + 2 n_embd)``;
     * a MoE layer: gate, up and SiLU(gate)*up of the chosen experts, their down outputs and
       the residual, ``4 u (3 k n_ff_exp + k n_embd + n_embd)`` (k = experts used), plus the
-      attention mask, f16 ``2 u n_ctx`` with flash attention (f32 without);
+      attention mask, f16 ``2 u n_ctx`` with flash attention (f32 without), plus ``staged``:
+      on a GPU, the host-resident weight that op offload copies in for a large-batch matmul
+      (see ``staged_weight_bytes``);
     * without flash attention, also the attention itself: f32 scores of all heads and the
       mask, Q and the residual, ``4 u (n_ctx (n_head + 1) + 2 n_embd + 2 n_head key_length)``.
 
     Calibrated on CPU against llama.cpp's logged buffers (tests/test_advisor_calibration.py):
     within 1% for Qwen3-30B- and Mixtral-shaped layers with flash attention (llama.cpp's
     "auto" on CPU and CUDA), within 7% without it; tiny test shapes, whose attention is wider
-    than their residual stream, within 15%. Not modelled: with routed experts in RAM and
-    ``op_offload``, a GPU may also stage one layer's experts for large batches.
+    than their residual stream, within 15%. With ``staged`` on an H100: within 5% for the
+    Qwen3-235B-A22B shape (real 0.59-0.62 GB, 0.33 without it; docs/benchmarks.md).
     """
     u = min(plan.n_ubatch, plan.n_batch, plan.n_ctx)
     n_ctx = plan.n_ctx * plan.n_parallel  # the cells a token's attention spans: all sequences'
@@ -99,7 +101,7 @@ def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan) -> int:
     if not model.n_expert:
         k = 1
     head = 4 * u * (n_vocab(model) + 2 * n_embd)
-    ffn = 4 * u * (3 * k * n_ff + k * n_embd + n_embd)
+    ffn = 4 * u * (3 * k * n_ff + k * n_embd + n_embd) + staged
     if plan.flash_attn == "off":
         a = attention_shape(model)
         scores = 4 * u * (n_ctx * (a.n_head + 1) + 2 * n_embd + 2 * a.n_head * a.key_length)
@@ -139,6 +141,20 @@ def layer_devices(plan: PlacementPlan, n_layer: int, gpus: list[str]) -> list[st
     return devices
 
 
+OP_OFFLOAD_MIN_BATCH = 32  # ggml-cuda's offload_op: batches of at least this many tokens
+
+
+def staged_weight_bytes(host_weights: list[int], plan: PlacementPlan) -> int:
+    """What a GPU's compute buffer holds of host-resident weights: with op offload, llama.cpp
+    computes a large-batch matmul whose weight lives in RAM (routed experts in RAM, whole
+    layers in classic offload) on the GPU, copying the weight in as the op's input, one op at
+    a time. So the largest such matrix (one layer's ffn_up_exps: 0.45 GB for the
+    Qwen3-235B-A22B shape). ``host_weights``: bytes of each matrix in RAM."""
+    if not plan.op_offload or min(plan.n_ubatch, plan.n_batch) < OP_OFFLOAD_MIN_BATCH:
+        return 0
+    return max(host_weights, default=0)
+
+
 def tensor_device(name: str, layer: int | None, devices: list[str], rules: list) -> str:
     """Where llama.cpp puts tensor ``name``: an override first, then its layer's device."""
     override = first_matching_device(name, rules)
@@ -167,16 +183,21 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
     def slot(device: str) -> DeviceMemory:
         return result.setdefault(device, DeviceMemory(device))
 
+    host_matrices = []  # weights in RAM that a GPU would stage for a large batch
     for t in model.tensors:
-        slot(tensor_device(t.name, t.layer, devices, rules)).weights += t.n_bytes
+        device = tensor_device(t.name, t.layer, devices, rules)
+        slot(device).weights += t.n_bytes
+        if device == CPU_DEVICE and len(t.shape) >= 2 and not t.name.startswith("token_embd."):
+            host_matrices.append(t.n_bytes)
     per_layer = kv_bytes_per_layer(model, plan.n_ctx * plan.n_parallel, plan.type_k, plan.type_v)
     for layer in range(n_layer):
         slot(devices[layer]).kv += per_layer
     compute = compute_buffer_bytes(model, plan)
     on_gpu = [d for d in dict.fromkeys(devices) if d != CPU_DEVICE]
     if on_gpu:
+        gpu_compute = compute_buffer_bytes(model, plan, staged_weight_bytes(host_matrices, plan))
         for device in on_gpu:
-            slot(device).compute += compute
+            slot(device).compute += gpu_compute
         # host-side staging of inputs and outputs (CUDA_Host): small next to the rest
         slot(CPU_DEVICE).compute += 4 * plan.n_ubatch * (model.arch_int("embedding_length") + n_vocab(model))
     else:
