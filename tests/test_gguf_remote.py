@@ -75,8 +75,10 @@ def _handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 try:
                     while left > 0:
                         piece = fh.read(min(left, 64 << 10))
-                        self.wfile.write(piece)
+                        # counted before it goes out: the client may read it and the test
+                        # check the count before this thread runs again
                         server.count(len(piece))
+                        self.wfile.write(piece)
                         left -= len(piece)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client had what it needed and hung up
