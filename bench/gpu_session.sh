@@ -7,8 +7,8 @@
 # so the script can be re-run after an interruption. Usage:
 #   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh \
 #       [build|pack|model|model235|test|bench|predict|serve|tune|all]...
-# Name .carry in the device tool's `carry`. Seen on the H100 (2026-11-23, two sessions): build
-# 310-357 s, model 14 s, model235 21-36 s, test 66-90 s, predict 120 s, bench (two placements,
+# Name .carry in the device tool's `carry`. Seen on the H100 (2026-11-23, four sessions): build
+# 310-357 s (build pack model test in one call: 425 s), model 14 s, model235 21-36 s, test 66-90 s, predict 120 s, bench (two placements,
 # --repeats 9) 240 s, serve with SERVE_EXPERTS=none 41 s (both placements about 300 s), tune at
 # one budget with SWEEP=8 about 390 s; tune with DEPTH, two strategies, no autotune: Qwen3-30B
 # shape (REPEATS=2, DEPTH=16384) about 170 s, the 235B shape (REPEATS=1, DEPTH=8192) 85 s a budget.
@@ -43,7 +43,9 @@ sys.exit(0 if 'CUDA' in g.backends() and g.has_routing_patch() else 1)" 2>/dev/n
 }
 
 step_pack() {  # the CUDA build in 15 MiB pieces under $OUT, to carry next time instead of a build:
-    # here, `cat llama-cuda.txz.* > .carry/llama-cuda.txz` (and the sdist may then stay behind)
+    # here, `cat llama-cuda.txz.* > .carry/llama-cuda.txz` (and the sdist may then stay behind).
+    # The H100 build (sm_90 only) packed to 121 MB: over the 64 MiB a call may carry, and only
+    # the first 4 pieces came back. Kept for a smaller build (e.g. a trimmed GGML_CUDA config).
     local pkg
     pkg=$(python3 -c "import llama_cpp, os; print(os.path.dirname(os.path.dirname(llama_cpp.__file__)))")
     XZ_OPT="-T0 -6" tar cJf /tmp/llama-cuda.txz -C "$pkg" llama_cpp
