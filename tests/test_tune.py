@@ -34,6 +34,7 @@ from app.tune.strategies import (
     n_cpu_moe,
     one_layer_less,
     strategy_plans,
+    with_experts_in_ram,
 )
 from tests.test_advisor import machine, model_from_spec
 
@@ -349,3 +350,17 @@ def test_bench_refuses_a_context_too_small_for_its_runs(tiny_moe_gguf: Path,
                  "--tune-seconds", "0"]) == 2
     assert "use --ctx 7216 or more" in capsys.readouterr().out
     assert main(["tune", str(tiny_moe_gguf), "--ctx", "4096", "--decode-depth", "6000"]) == 2
+
+
+def test_the_sweep_skips_only_plans_the_memory_model_puts_far_over_the_budget() -> None:
+    from app.tune.report import far_over_budget
+
+    budget = Budget("CUDA0", 12 * GB)
+    base = n_cpu_moe(QWEN3_30B, budget, BASE)
+    everything = far_over_budget(QWEN3_30B, with_experts_in_ram(base, 0, 48), budget, "sweep 0")
+    assert everything is not None and not everything.fits and not everything.ok
+    assert "not loaded" in (everything.error or "") and everything.gpu_bytes > 1.1 * budget.usable
+    # one layer's experts over what the model says fits: close enough to be measured
+    n = first_n_in_ram(QWEN3_30B, budget, base)
+    assert far_over_budget(QWEN3_30B, with_experts_in_ram(base, n - 1, 48), budget, "sweep") is None
+    assert far_over_budget(QWEN3_30B, with_experts_in_ram(base, 48, 48), budget, "sweep") is None

@@ -18,6 +18,7 @@ from app.tune.measure import Measurement, Measurer, Workload
 from app.tune.strategies import (
     Budget,
     describe,
+    gpu_bytes,
     llama_cpp_settings,
     one_layer_less,
     strategy_plans,
@@ -82,8 +83,26 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
         for n in list(range(0, model.n_layer, sweep_step)) + [model.n_layer]:
             plan = with_experts_in_ram(plans["n-cpu-moe"], n, model.n_layer)
             say(f"sweep: experts of {n} layers in RAM")
-            rows.append(BenchRow("sweep", measurer.measure(f"sweep {n}", plan, sweep_workload)))
+            rows.append(BenchRow("sweep", far_over_budget(model, plan, budget, f"sweep {n}")
+                                 or measurer.measure(f"sweep {n}", plan, sweep_workload)))
     return rows, tuned
+
+
+# how far over the budget the memory model must put a plan for it to go unmeasured: beyond
+# its error (within 5% of llama.cpp's allocations on the H100), so no plan that might fit is
+# skipped; loading a 30 GB model only to see it over budget costs a sweep 10-20 s a point
+CLEARLY_OVER = 1.10
+
+
+def far_over_budget(model: GGUFModel, plan: PlacementPlan, budget: Budget, label: str) -> Measurement | None:
+    """A "does not fit" measurement without loading, when the memory model puts ``plan``
+    clearly over the budget; else None (measure it)."""
+    predicted = gpu_bytes(model, plan, budget)
+    if predicted <= CLEARLY_OVER * budget.usable:
+        return None
+    return Measurement(label, plan, gpu_bytes=predicted, fits=False,
+                       error=f"the memory model puts {predicted / 1e9:.1f} GB on the GPU, far over "
+                             f"the {budget.usable / 1e9:.1f} GB budget (not loaded)")
 
 
 def memory_line(model: GGUFModel, plan: PlacementPlan, budget: Budget, m: Measurement) -> str:
