@@ -4,7 +4,7 @@ results arrive as Qt signals on the UI thread.
 It owns one ``EngineClient`` (and so one engine process) at a time, through an
 ``EngineWorker`` (engine_worker.py): every blocking call runs on one worker thread, in order
 (start, load, chat, unload, restart), and cancels go out on a second thread. Workers never emit
-the public signals themselves: they hand a callable to the UI thread (``_deliver``), which runs
+the public signals themselves: they hand a callable to the UI thread (``UiThreadPost``), which runs
 one of this controller's ``on_*`` methods to update the state and emit, so every slot connected
 to this controller runs on the UI thread whatever kind of callable it is.
 
@@ -15,13 +15,12 @@ fresh engine and loads the last model again.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, Signal
 
 from app import paths
 from app.engine.client import EngineClient
@@ -35,6 +34,7 @@ from app.engine.protocol import (
     RoutingSnapshot,
 )
 from app.ui.engine_worker import ChatJob, EngineJob, EngineWorker
+from app.ui.ui_thread import UiThreadPost
 
 STATES = ("stopped", "starting", "idle", "loading", "generating", "tuning", "died")
 
@@ -55,13 +55,14 @@ class EngineController(QObject):
     chat_failed = Signal(int, str, str)  # chat id, message, hint
     engine_died = Signal(str, str)  # message (how it ended), hint
 
-    _deliver = Signal(object)  # a callable, run on the UI thread
 
     def __init__(self, parent: QObject | None = None, *, log_path: Path | None = None,
                  stats_interval_s: float = 0.25) -> None:
         super().__init__(parent)
-        self._deliver.connect(self._run_delivered)
-        self._worker = EngineWorker(self, self._post, log_path=log_path or paths.cache_dir() / "engine.log",
+        # after shutdown() nothing more is delivered: the pages may be gone
+        self._ui = UiThreadPost(self, still_wanted=lambda: self.state != "shut down")
+        self._worker = EngineWorker(self, self._ui.post,
+                                    log_path=log_path or paths.cache_dir() / "engine.log",
                                     stats_interval_s=stats_interval_s)
         self._reported_deaths: set[int] = set()
         self._chat_ids = itertools.count(1)
@@ -142,15 +143,6 @@ class EngineController(QObject):
         self.state = "shut down"  # nothing more is delivered
 
     # --- back on the UI thread ------------------------------------------------------------
-
-    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the controller is gone (app exit)
-            self._deliver.emit(lambda: fn(*args))
-
-    @Slot(object)
-    def _run_delivered(self, fn: Callable[[], Any]) -> None:
-        if self.state != "shut down":  # after shutdown() the pages may be gone
-            fn()
 
     def _set_state(self, state: str) -> None:
         if state != self.state:

@@ -27,6 +27,7 @@ from app.serve.cli import LOOPBACK
 from app.serve.http import DEFAULT_HOST, DEFAULT_PORT, OpenAIServer
 from app.store import Store
 from app.ui.engine_controller import EngineController
+from app.ui.ui_thread import UiThreadPost
 
 log = logging.getLogger("moedesk.ui.serve")
 
@@ -122,7 +123,6 @@ class ServeControl(QObject):
     """Runs the OpenAI server over the engine the controller holds now."""
 
     changed = Signal()  # running / port / error / in-flight changed: read status_text, error
-    _deliver = Signal(object)  # a callable, run on the UI thread
 
     def __init__(self, engine: EngineController, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -134,7 +134,7 @@ class ServeControl(QObject):
         self.in_flight = 0
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openai-serve")
         self._generation = 0  # bumped whenever what should run changes: late results are dropped
-        self._deliver.connect(self._run_delivered)
+        self._ui = UiThreadPost(self)
         self._poll = QTimer(self, interval=POLL_MS)
         self._poll.timeout.connect(self._poll_in_flight)
         engine.state_changed.connect(self._engine_state)
@@ -234,16 +234,9 @@ class ServeControl(QObject):
             try:
                 result = fn()
             except Exception as exc:
-                self._post(on_error, exc)
+                self._ui.post(on_error, exc)
                 return
-            self._post(on_done, result)
+            self._ui.post(on_done, result)
         with contextlib.suppress(RuntimeError):  # after shutdown()
             self._worker.submit(run)
 
-    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the QObject is gone (app exit)
-            self._deliver.emit(lambda: fn(*args))
-
-    @Slot(object)
-    def _run_delivered(self, fn: Callable[[], Any]) -> None:
-        fn()
