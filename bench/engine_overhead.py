@@ -12,8 +12,10 @@ and run in turn (interleaved repeats, so drift hits all three alike):
 Times are taken where a user sees them: prefill t/s = prompt tokens / time to first token,
 decode t/s = (tokens - 1) / (last token - first token). Medians of --repeats runs after one
 warm-up. Beside them, prefill as each side times it inside (bare: llama.cpp's own prompt eval
-timer; engine: from admitting the chat to the end of its prefill), to tell time spent in
-llama_decode from time spent around it. Run by hand, e.g. on the accelerator machine:
+timer; engine: from admitting the chat to the end of its prefill), and the time to first
+token in ms (the engine's own in brackets: from admission to its first sample), to tell time
+spent in llama_decode from time spent around it and in getting a request and a token across.
+Run by hand, e.g. on the accelerator machine:
 
     python -m app.engine.synthetic /tmp/q30.gguf --preset qwen3-30b-a3b
     python bench/engine_overhead.py --model /tmp/q30.gguf --threads 16 \
@@ -46,6 +48,8 @@ class Run:
     prefill_tps: float
     decode_tps: float
     prefill_inner_tps: float  # as timed inside (see the module docstring)
+    ttft_ms: float = 0.0  # time to first token where the user sees it
+    ttft_inner_ms: float = 0.0  # the engine's own: from admitting the chat to its first sample
 
 
 def prompt_text(n_words: int) -> str:
@@ -116,7 +120,7 @@ class BareLlama:
                 break
         perf = llama_cpp.llama_perf_context(llm.ctx)
         return Run(len(tokens) / (times[0] - t0), (len(times) - 1) / (times[-1] - times[0]),
-                   perf.n_p_eval / max(perf.t_p_eval_ms / 1000, 1e-9))
+                   perf.n_p_eval / max(perf.t_p_eval_ms / 1000, 1e-9), 1000 * (times[0] - t0))
 
     def close(self) -> None:
         self.llm.close()
@@ -140,7 +144,8 @@ class EngineRunner:
             times.append(time.perf_counter())
         result = stream.result
         return Run(result.prompt_tokens / (times[0] - t0),
-                   (result.completion_tokens - 1) / (times[-1] - times[0]), result.prefill_tps)
+                   (result.completion_tokens - 1) / (times[-1] - times[0]), result.prefill_tps,
+                   1000 * (times[0] - t0), 1000 * result.ttft_s)
 
     def close(self) -> float | None:
         hit = self.client.routing().hit_rate if self.telemetry else None
@@ -182,8 +187,9 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
     for label in ("bare", "engine", "tele"):
         row[f"{label}_pp"] = median(runs[label], "prefill_tps") if runs.get(label) else float("nan")
         row[f"{label}_tg"] = median(runs[label], "decode_tps") if runs.get(label) else float("nan")
-        row[f"{label}_pp_in"] = (median(runs[label], "prefill_inner_tps") if runs.get(label)
-                                 else float("nan"))
+        for key, attr in (("pp_in", "prefill_inner_tps"), ("ttft", "ttft_ms"),
+                          ("ttft_in", "ttft_inner_ms")):
+            row[f"{label}_{key}"] = median(runs[label], attr) if runs.get(label) else float("nan")
     return row
 
 
@@ -242,11 +248,12 @@ def main() -> int:
     print("\nprefill as timed inside: bare = llama.cpp's prompt eval timer, engine = admission to "
           "end of prefill\n")
     print("| placement | bare pp inside | engine pp inside | engine+telemetry pp inside | "
-          "overhead inside (pp) |")
-    print("|---|---|---|---|---|")
+          "overhead inside (pp) | bare TTFT ms | engine TTFT ms (its own) |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['placement']} | {r['bare_pp_in']:.0f} | {r['engine_pp_in']:.0f} | "
-              f"{r['tele_pp_in']:.0f} | {1 - r['engine_pp_in'] / r['bare_pp_in']:+.1%} |")
+              f"{r['tele_pp_in']:.0f} | {1 - r['engine_pp_in'] / r['bare_pp_in']:+.1%} | "
+              f"{r['bare_ttft']:.1f} | {r['engine_ttft']:.1f} ({r['engine_ttft_in']:.1f}) |")
     return 0
 
 
