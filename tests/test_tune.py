@@ -294,9 +294,12 @@ def test_the_bench_report_measures_each_strategy_and_writes_csv_and_png(
         engine: EngineClient, tiny_moe_gguf: Path, tmp_path: Path) -> None:
     model = read_model(tiny_moe_gguf)
     budget = Budget("CUDA0", 4 * GB)
+    written: list[int] = []  # rows so far, each time the report could be saved
     rows, tuned = run_bench(Measurer(engine, tiny_moe_gguf), model, budget, PlacementPlan(n_ctx=8192),
                             physical_cores=2, strategies=("classic", "experts-ram", "n-cpu-moe", "advisor"),
-                            tune_seconds=30, sweep_step=2, hardware=machine(None), say=lambda _line: None)
+                            tune_seconds=30, sweep_step=2, hardware=machine(None), say=lambda _line: None,
+                            on_rows=lambda so_far: written.append(len(so_far)))
+    assert written == list(range(1, len(rows) + 1))
     strategies = [row.strategy for row in rows]
     assert strategies[:5] == ["classic", "experts-ram", "n-cpu-moe", "advisor", "autotuned"]
     assert tuned is not None

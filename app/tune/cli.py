@@ -135,16 +135,16 @@ def _workload(args: argparse.Namespace):  # -> Workload
 def _bench(args, measurer, model, budget, base, hardware, workload) -> int:
     from app.tune.report import run_bench, summary_lines, table_lines, write_csv
 
+    csv_path = args.out / "report.csv"
     rows, _tuned = run_bench(measurer, model, budget, base, physical_cores=hardware.cpu.physical_cores,
                              strategies=tuple(args.strategies), tune_seconds=args.tune_seconds,
                              sweep_step=args.sweep, hardware=hardware, workload=workload,
-                             say=lambda line: print(line, flush=True))
+                             say=lambda line: print(line, flush=True),
+                             on_rows=lambda so_far: write_csv(so_far, model.n_layer, csv_path))
     print()
     print("\n".join(table_lines(rows, model.n_layer)))
     for line in summary_lines(rows):
         print(line)
-    csv_path = args.out / "report.csv"
-    write_csv(rows, model.n_layer, csv_path)
     print(f"wrote {csv_path}")
     try:
         from app.ui.bench_chart import render_report_png

@@ -42,12 +42,21 @@ class BenchRow:
 def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: PlacementPlan, *,
               physical_cores: int, strategies: tuple[str, ...], tune_seconds: float = 240.0,
               sweep_step: int | None = None, hardware=None, workload: Workload = REPORT_WORKLOAD,
-              say: Callable[[str], None] = print) -> tuple[list[BenchRow], TuneResult | None]:
+              say: Callable[[str], None] = print,
+              on_rows: Callable[[list[BenchRow]], None] | None = None,
+              ) -> tuple[list[BenchRow], TuneResult | None]:
     """Measure each strategy at ``budget``; then autotune from the advisor's plan; then, with
     ``sweep_step``, every "experts of the first N layers in RAM" for N = 0, step, 2*step...
-    The sweep measures decode as ``workload`` does and prefill of its shortest prompt only."""
+    The sweep measures decode as ``workload`` does and prefill of its shortest prompt only.
+    ``on_rows`` gets the rows so far after each one (a report cut short keeps them)."""
     plans = strategy_plans(model, budget, base, hardware)
     rows: list[BenchRow] = []
+
+    def add(row: BenchRow) -> None:
+        rows.append(row)
+        if on_rows:
+            on_rows(rows)
+
     for name in strategies:
         plan: PlacementPlan | None = plans[name]
         while plan is not None:  # the memory model can be a little short of llama.cpp's allocations
@@ -58,7 +67,7 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
             plan = None if measured.fits else one_layer_less(plan, model.n_layer)
             if plan is not None:
                 say(f"  {measured.error}: one layer less")
-        rows.append(BenchRow(name, measured))
+        add(BenchRow(name, measured))
     tuned: TuneResult | None = None
     if tune_seconds > 0:
         def show(p: TuneProgress) -> None:
@@ -72,19 +81,19 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
                          workload=replace(TUNE_WORKLOAD, decode_depth=workload.decode_depth))
         say(f"autotuned: {describe(tuned.best.plan, model.n_layer)} after {len(tuned.tried)} runs "
             f"in {tuned.seconds:.0f} s" + (f" ({tuned.stopped})" if tuned.stopped else ""))
-        rows.append(BenchRow("autotuned", measurer.measure("autotuned", tuned.best.plan, workload)))
+        add(BenchRow("autotuned", measurer.measure("autotuned", tuned.best.plan, workload)))
         yardstick = llama_cpp_settings(tuned.best.plan, base)
         if yardstick != tuned.best.plan:  # for prefill: no decode deep in the context
             say(f"{AT_LLAMA_SETTINGS}: {describe(yardstick, model.n_layer)}")
-            rows.append(BenchRow(AT_LLAMA_SETTINGS, measurer.measure(
+            add(BenchRow(AT_LLAMA_SETTINGS, measurer.measure(
                 AT_LLAMA_SETTINGS, yardstick, replace(workload, decode_depth=0))))
     if sweep_step:
         sweep_workload = replace(workload, prefill_tokens=workload.prefill_tokens[:1])
         for n in list(range(0, model.n_layer, sweep_step)) + [model.n_layer]:
             plan = with_experts_in_ram(plans["n-cpu-moe"], n, model.n_layer)
             say(f"sweep: experts of {n} layers in RAM")
-            rows.append(BenchRow("sweep", far_over_budget(model, plan, budget, f"sweep {n}")
-                                 or measurer.measure(f"sweep {n}", plan, sweep_workload)))
+            add(BenchRow("sweep", far_over_budget(model, plan, budget, f"sweep {n}")
+                         or measurer.measure(f"sweep {n}", plan, sweep_workload)))
     return rows, tuned
 
 
