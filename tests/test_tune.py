@@ -367,3 +367,36 @@ def test_the_sweep_skips_only_plans_the_memory_model_puts_far_over_the_budget() 
     n = first_n_in_ram(QWEN3_30B, budget, base)
     assert far_over_budget(QWEN3_30B, with_experts_in_ram(base, n - 1, 48), budget, "sweep") is None
     assert far_over_budget(QWEN3_30B, with_experts_in_ram(base, 48, 48), budget, "sweep") is None
+
+
+class BudgetedMeasurer:
+    """Stands in for the engine where only a GPU could answer: which plans fit a VRAM budget.
+    Plans with fewer than ``min_in_ram`` layers' experts in RAM (``q8_min_in_ram`` with a q8_0
+    KV cache) are over the budget; decode grows with the experts kept on the GPU."""
+
+    def __init__(self, min_in_ram: int, q8_min_in_ram: int) -> None:
+        self.min_in_ram = {"f16": min_in_ram, "q8_0": q8_min_in_ram}
+        self.labels: list[str] = []
+
+    def measure(self, label: str, plan: PlacementPlan, workload: Workload) -> Measurement:
+        self.labels.append(label)
+        n = autotune_mod._experts_in_ram_layers(plan, 48)
+        if n < self.min_in_ram[plan.type_k]:
+            return Measurement(label, plan, fits=False, error="over budget")
+        return Measurement(label, plan, decode_tps=100.0 - n, prefill_tps={512: 500.0})
+
+
+def test_autotune_tries_a_setting_again_one_layer_less_when_the_memory_model_was_short() -> None:
+    budget = Budget("CUDA0", 12 * GB)
+    start = n_cpu_moe(QWEN3_30B, budget, replace(BASE, n_ctx=32768))
+    n = start.experts_in_ram
+    q8_n = first_n_in_ram(QWEN3_30B, budget, replace(start, type_k="q8_0", type_v="q8_0", flash_attn="on"))
+    assert isinstance(n, int) and q8_n + 1 < n  # a q8_0 cache frees VRAM for experts (29 -> 24)
+    # for real, the q8_0 plan the memory model chose is one layer's experts over the budget
+    measurer = BudgetedMeasurer(min_in_ram=n, q8_min_in_ram=q8_n + 1)
+    result = autotune(measurer, QWEN3_30B, start, budget, physical_cores=16, time_limit=60)
+    assert "q8_0 KV cache" in measurer.labels
+    assert measurer.labels[measurer.labels.index("q8_0 KV cache") + 1] == "q8_0 KV cache, one layer less"
+    assert result.best.plan.type_k == "q8_0" and result.best.plan.experts_in_ram == q8_n + 1
+    # a retry is tried once: never "one layer less, one layer less"
+    assert not any(label.count("one layer less") > 1 for label in measurer.labels)

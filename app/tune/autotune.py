@@ -28,7 +28,7 @@ from app.engine.protocol import from_wire, to_wire
 from app.gguf_info import GGUFModel
 from app.paths import cache_dir
 from app.tune.measure import Measurement, Measurer, TuneCancelled, Workload
-from app.tune.strategies import Budget, first_n_in_ram, with_experts_in_ram
+from app.tune.strategies import Budget, first_n_in_ram, one_layer_less, with_experts_in_ram
 
 DECODE_TOLERANCE = 0.02  # decode within 2% counts as a tie, decided by prefill
 TUNE_WORKLOAD = Workload(prefill_tokens=(512,), decode_tokens=64, repeats=2)
@@ -109,6 +109,9 @@ def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
 
 
 STAGES = ("layers", "kv", "threads", "prefill", "flash")
+# stages whose candidates re-fit the experts to the budget with the memory model: one that
+# turns out over the budget is worth one more try with a layer's experts less on the GPU
+REFIT_STAGES = ("kv", "prefill")
 
 
 def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget: Budget | None, *,
@@ -139,11 +142,19 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
         for stage in STAGES:
             if best is None or not best.ok:
                 break  # nothing to build on: the start plan itself failed
-            for label, plan in list(candidates(model, best.plan, budget, physical_cores, stage)):
+            queue = [(label, plan, stage in REFIT_STAGES)
+                     for label, plan in candidates(model, best.plan, budget, physical_cores, stage)]
+            while queue:
                 if time.monotonic() - t0 > time_limit:
                     stopped = "time limit"
                     break
+                label, plan, may_refit = queue.pop(0)
                 run(label, plan)
+                retry = one_layer_less(plan, model.n_layer) if may_refit else None
+                if not tried[-1].fits and retry is not None and retry != best.plan:
+                    # the memory model put one layer's experts too many on the GPU for this
+                    # setting (it is within 5%, not exact): the setting may still pay off
+                    queue.insert(0, (f"{label}, one layer less", retry, False))
             if stopped:
                 break
     except TuneCancelled:
