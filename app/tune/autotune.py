@@ -9,8 +9,10 @@ experts to the GPU that llama.cpp's op offload makes per ubatch; pinned memory w
 speeds that copy; op offload itself), then flash attention. Decode t/s decides; a candidate
 that keeps decode within 2% and prefills faster also wins; none wins that prefills more than 2%
 slower than the start plan (decode gains within noise must not cost prefill, e.g. turning op
-offload off leaves decode alone and slows prefill several-fold). Bounded by a time limit and
-cancellable; a cancelled run keeps what it found so far.
+offload off leaves decode alone and slows prefill several-fold). A candidate that re-fits the
+experts to the budget (q8_0 KV cache, larger ubatch) and turns out over it for real is tried
+once more with one layer's experts less on the GPU. Bounded by a time limit and cancellable;
+a cancelled run keeps what it found so far.
 """
 
 from __future__ import annotations
