@@ -72,9 +72,12 @@ step_test() {
 }
 
 step_bench() {  # the watchdog dumps the stacks and exits if a load hangs (it did, twice)
+    # PLACEMENTS="gpu experts-ram" (default), BENCH_TAG=name: bench-name.txt (variants in one call)
+    local placement args=()
+    for placement in ${PLACEMENTS:-gpu experts-ram}; do args+=(--placement "$placement"); done
     python3 bench/engine_overhead.py --model "$MODEL" --threads "$THREADS" --repeats "${REPEATS:-9}" \
-        --placement gpu --placement experts-ram --watchdog "${WATCHDOG:-300}" \
-        2>&1 | tee "$OUT/bench.txt"
+        "${args[@]}" --watchdog "${WATCHDOG:-300}" \
+        2>&1 | tee "$OUT/bench${BENCH_TAG:+-$BENCH_TAG}.txt"
 }
 
 step_predict() {  # issue 3: the advisor's speed prediction against the engine
