@@ -13,8 +13,11 @@ Times are taken where a user sees them: prefill t/s = prompt tokens / time to fi
 decode t/s = (tokens - 1) / (last token - first token). Medians of --repeats runs after one
 warm-up. Beside them, prefill as each side times it inside (bare: llama.cpp's own prompt eval
 timer; engine: from admitting the chat to the end of its prefill), and the time to first
-token in ms (the engine's own in brackets: from admission to its first sample), to tell time
-spent in llama_decode from time spent around it and in getting a request and a token across.
+token in ms split three ways (the engine's wait before admitting the chat: template and
+tokenizer; its own time to first token, from admission to its first sample; the rest: the
+request and the token across the socket and between threads), and the round trip of a
+request the engine's event loop answers at once (cancelling a request that does not exist),
+idle and while it decodes, to tell time spent in llama_decode from time spent around it.
 Run by hand, e.g. on the accelerator machine:
 
     python -m app.engine.synthetic /tmp/q30.gguf --preset qwen3-30b-a3b
@@ -50,6 +53,7 @@ class Run:
     prefill_inner_tps: float  # as timed inside (see the module docstring)
     ttft_ms: float = 0.0  # time to first token where the user sees it
     ttft_inner_ms: float = 0.0  # the engine's own: from admitting the chat to its first sample
+    queued_ms: float = 0.0  # the engine's, before admitting it: template and tokenizer
 
 
 def prompt_text(n_words: int) -> str:
@@ -85,6 +89,8 @@ class BareLlama:
         llama_cpp.llama_backend_init()
         kwargs = dict(model_path=model, n_gpu_layers=plan.n_gpu_layers, n_ctx=plan.n_ctx,
                       n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_threads=plan.n_threads or None,
+                      # Llama() would take every logical CPU for prompts; the engine takes n_threads
+                      n_threads_batch=plan.n_threads_batch or plan.n_threads or None,
                       flash_attn_type=FLASH_ATTN[plan.flash_attn], verbose=verbose)
         self._params = model_params(plan, n_layer, arch, llama_cpp.llama_progress_callback(0))
         if not self._params.overrides:  # plain Llama(), as a user of llama-cpp-python writes it
@@ -145,7 +151,32 @@ class EngineRunner:
         result = stream.result
         return Run(result.prompt_tokens / (times[0] - t0),
                    (result.completion_tokens - 1) / (times[-1] - times[0]), result.prefill_tps,
-                   1000 * (times[0] - t0), 1000 * result.ttft_s)
+                   1000 * (times[0] - t0), 1000 * result.ttft_s, 1000 * result.queued_s)
+
+    def round_trips_ms(self, prompt: str, n_gen: int, pings: int = 20) -> tuple[float, float, float]:
+        """Median round trip of a request the event loop answers at once (cancelling an id
+        that does not exist), idle, then while a chat decodes; and the largest of the latter.
+        Each crosses the socket both ways and wakes the engine's loop and this client's reader,
+        as a token does."""
+        def ping() -> float:
+            t = time.perf_counter()
+            self.client.cancel(10**9)
+            return 1000 * (time.perf_counter() - t)
+
+        idle = [ping() for _ in range(pings)]
+        stream = self.client.chat(ChatParams(
+            messages=[ChatMessage(role="user", content=prompt)],
+            sampling=Sampling(temperature=0.0, max_tokens=4 * n_gen, ignore_eos=True)))
+        tokens = iter(stream)
+        next(tokens)  # decoding from here (longer than the pings take; cancelled after them)
+        busy = []
+        for _ in range(pings):
+            busy.append(ping())
+            time.sleep(0.005)
+        stream.cancel()
+        for _token in tokens:
+            pass
+        return statistics.median(idle), statistics.median(busy), max(busy)
 
     def close(self) -> float | None:
         hit = self.client.routing().hit_rate if self.telemetry else None
@@ -175,6 +206,9 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
             if i > 0:  # the first round warms up
                 runs[name].append(run)
     row: dict[str, object] = {}
+    engine = runners["engine"]
+    assert isinstance(engine, EngineRunner)
+    row["rtt_idle"], row["rtt_busy"], row["rtt_busy_max"] = engine.round_trips_ms(prompt, n_gen)
     for runner in runners.values():
         if isinstance(runner, EngineRunner):
             hit = runner.close()
@@ -188,7 +222,7 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
         row[f"{label}_pp"] = median(runs[label], "prefill_tps") if runs.get(label) else float("nan")
         row[f"{label}_tg"] = median(runs[label], "decode_tps") if runs.get(label) else float("nan")
         for key, attr in (("pp_in", "prefill_inner_tps"), ("ttft", "ttft_ms"),
-                          ("ttft_in", "ttft_inner_ms")):
+                          ("ttft_in", "ttft_inner_ms"), ("queued", "queued_ms")):
             row[f"{label}_{key}"] = median(runs[label], attr) if runs.get(label) else float("nan")
     return row
 
@@ -248,12 +282,21 @@ def main() -> int:
     print("\nprefill as timed inside: bare = llama.cpp's prompt eval timer, engine = admission to "
           "end of prefill\n")
     print("| placement | bare pp inside | engine pp inside | engine+telemetry pp inside | "
-          "overhead inside (pp) | bare TTFT ms | engine TTFT ms (its own) |")
-    print("|---|---|---|---|---|---|---|")
+          "overhead inside (pp) | bare TTFT ms | engine TTFT ms | = queued | + own | + socket "
+          "and threads |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        around = r['engine_ttft'] - r['engine_queued'] - r['engine_ttft_in']
         print(f"| {r['placement']} | {r['bare_pp_in']:.0f} | {r['engine_pp_in']:.0f} | "
               f"{r['tele_pp_in']:.0f} | {1 - r['engine_pp_in'] / r['bare_pp_in']:+.1%} | "
-              f"{r['bare_ttft']:.1f} | {r['engine_ttft']:.1f} ({r['engine_ttft_in']:.1f}) |")
+              f"{r['bare_ttft']:.1f} | {r['engine_ttft']:.1f} | {r['engine_queued']:.1f} | "
+              f"{r['engine_ttft_in']:.1f} | {around:.1f} |")
+    print("\nround trip of a request the engine's event loop answers at once (ms)\n")
+    print("| placement | idle | while decoding (median) | while decoding (max) |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['placement']} | {r['rtt_idle']:.2f} | {r['rtt_busy']:.2f} | "
+              f"{r['rtt_busy_max']:.2f} |")
     return 0
 
 

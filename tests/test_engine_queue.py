@@ -99,6 +99,26 @@ def test_waiting_chats_take_turns_round_robin_over_clients(engine: EngineClient,
     assert engine.stats().chats_running == 0
 
 
+def test_a_chat_that_waited_for_a_slot_says_how_long_apart_from_its_first_token(
+        engine: EngineClient, other: EngineClient) -> None:
+    running = engine.chat(endless())
+    started(running)
+    sent = time.perf_counter()
+    waiting = other.chat(question("after you", max_tokens=4))
+    wait_until(lambda: engine.stats().chats_waiting == 1, "the chat to wait")
+    time.sleep(0.3)
+    running.cancel()
+    received = []
+    for _token in waiting:
+        received.append(time.perf_counter())
+    result = waiting.result
+    assert result.queued_s >= 0.3  # the slot was taken for at least that long
+    assert 0 < result.ttft_s < result.queued_s
+    # the client's time to first token holds both, and the way across the socket
+    assert received[0] - sent >= result.queued_s + result.ttft_s
+    alone = other.chat(question("no wait", max_tokens=2)).result
+    assert 0 < alone.queued_s < 0.3  # only the template and the tokenizer
+
 def test_a_chat_cancelled_while_waiting_never_runs(engine: EngineClient,
                                                    other: EngineClient) -> None:
     running = engine.chat(endless())

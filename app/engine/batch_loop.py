@@ -39,6 +39,7 @@ class ChatRequest:
     on_token: Callable[[Token], None]  # called on the loop's thread
     on_end: Callable[[ChatResult | EngineError], None]  # exactly once, on the loop's thread
     cancelled: threading.Event = field(default_factory=threading.Event)
+    received: float = field(default_factory=time.perf_counter)  # when the engine read it
 
 
 def unstarted_result() -> ChatResult:
@@ -179,7 +180,8 @@ class BatchLoop:
             slot, cached = self.slots.take(prompt)
             max_tokens = min(request.params.sampling.max_tokens, self.n_ctx - len(prompt))
             seq = Sequence(self.text, request.params, prompt, cached, max_tokens,
-                           request.on_token, request.cancelled, t_start)
+                           request.on_token, request.cancelled, t_start,
+                           queued_s=t_start - request.received)
             self.running.append(Running(request, seq, slot))
 
     def _fill(self) -> list[Entry]:

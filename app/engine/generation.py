@@ -174,7 +174,7 @@ class Sequence:
 
     def __init__(self, text: ChatText, params: ChatParams, prompt: list[int], cached: int,
                  max_tokens: int, on_token: Callable[[Token], None],
-                 cancelled: threading.Event, t_start: float) -> None:
+                 cancelled: threading.Event, t_start: float, queued_s: float = 0.0) -> None:
         self.text = text
         self.params = params
         self.prompt = prompt
@@ -184,6 +184,7 @@ class Sequence:
         self.on_token = on_token
         self.cancelled = cancelled
         self.t_start = t_start
+        self.queued_s = queued_s  # before t_start: a wait for a slot, template, tokenizer
         self.t_prefilled = 0.0
         self.ttft = 0.0
         self.prefill_tps = 0.0
@@ -236,7 +237,8 @@ class Sequence:
         """End it: stream the text held back, free the sampler, and say how it went."""
         self.close()
         if self.prefilling:  # cancelled before its prompt was in: as if it never started
-            return ChatResult("", "cancelled", len(self.prompt), self.cached, 0, 0.0, 0.0, 0.0)
+            return ChatResult("", "cancelled", len(self.prompt), self.cached, 0, 0.0, 0.0, 0.0,
+                              self.queued_s)
         # a character cut off at the end shows as U+FFFD, in the stream and the text alike
         tail, _ = self.stop.feed(self.decoder.decode(b"", final=True))
         tail += self.stop.flush()
@@ -247,4 +249,5 @@ class Sequence:
             prompt_tokens=len(self.prompt), cached_tokens=self.cached,
             completion_tokens=self.n_generated, prefill_tps=self.prefill_tps,
             decode_tps=self.decode_tps(time.perf_counter()), ttft_s=self.ttft,
+            queued_s=self.queued_s,
         )

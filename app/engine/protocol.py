@@ -213,6 +213,7 @@ class ChatResult:
     prefill_tps: float
     decode_tps: float
     ttft_s: float
+    queued_s: float = 0.0  # from the engine reading the request to taking a slot (not in ttft_s)
 
 
 @dataclass
