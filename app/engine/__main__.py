@@ -25,13 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-# libgomp (llama.cpp's CPU threads, OpenMP builds) reads this once, when it is loaded: after
-# each llama_decode its workers spin ~3 ms by default (up to 5x that where `pause` is slow),
-# so with as many threads as cores they hold every core while the GPU works, and the engine's
-# own threads (socket, event loop) wait for a core to pass on each token. A tenth of that
-# still spans the gaps between a decode step's CPU parts (experts in RAM). A user's setting wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "30000")
-
 # llama.cpp's libraries before numpy's: the other way round, loading a model on the CUDA
 # build segfaults (seen on the H100 with llama-cpp-python 0.3.36, numpy imported first)
 import llama_cpp  # noqa: F401, I001
