@@ -151,9 +151,10 @@ def test_the_report_steps_a_strategy_down_a_layer_when_llama_cpp_needs_more_than
     rows, _ = run_bench(measurer, QWEN3_30B, Budget("CUDA0", 12 * GB), BASE, physical_cores=16,  # type: ignore[arg-type]
                         strategies=("classic",), tune_seconds=0, hardware=machine(None, ram_gib=128),
                         say=lambda _line: None)
-    first, second = measurer.plans
+    first, second, *later_rounds = measurer.plans
     assert second.n_gpu_layers == first.n_gpu_layers - 1
     assert len(rows) == 1 and rows[0].measurement.ok and rows[0].measurement.plan == second
+    assert later_rounds == [second, second]  # rounds 2 and 3 (three by default) load the one that fits
 
 
 def test_the_report_sets_gpu_allocations_beside_the_memory_model() -> None:
@@ -299,7 +300,10 @@ def test_the_bench_report_measures_each_strategy_and_writes_csv_and_png(
                             physical_cores=2, strategies=("classic", "experts-ram", "n-cpu-moe", "advisor"),
                             tune_seconds=30, sweep_step=2, hardware=machine(None), say=lambda _line: None,
                             on_rows=lambda so_far: written.append(len(so_far)))
-    assert written == list(range(1, len(rows) + 1))
+    # each row as its first round measured it, then all of them after each later run
+    assert written[:len(rows)] == list(range(1, len(rows) + 1))
+    assert len(written) > len(rows) and set(written[len(rows):]) == {len(rows)}
+    assert all(row.measurement.runs == 3 for row in rows if row.measurement.ok)  # 3 rounds
     strategies = [row.strategy for row in rows]
     assert strategies[:5] == ["classic", "experts-ram", "n-cpu-moe", "advisor", "autotuned"]
     assert tuned is not None
@@ -312,6 +316,7 @@ def test_the_bench_report_measures_each_strategy_and_writes_csv_and_png(
     lines = table_lines(rows, model.n_layer)
     assert lines[0].split()[:2] == ["strategy", "placement"] and len(lines) == len(rows) + 1
     summary = summary_lines(rows)
+    assert summary[0].startswith("each figure: the median of 3 rounds")
     assert any(line.startswith("decode over classic layer offload") and "autotuned" in line
                for line in summary)
     assert any(line.startswith("autotuned prefill 4096 / its placement") for line in summary)

@@ -43,7 +43,8 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--sweep", type=int, default=None, metavar="STEP",
                            help="also measure experts of the first 0, STEP, 2*STEP... layers in RAM")
             p.add_argument("--repeats", type=int, default=3,
-                           help="runs of each measurement, the median counts (default 3)")
+                           help="rounds: each placement loaded and measured once a round, "
+                           "rounds interleaved, the medians count (default 3)")
             p.add_argument("--out", type=Path, default=Path("bench-report"),
                            help="folder for report.csv and report.png (default ./bench-report)")
         p.set_defaults(func=run)

@@ -55,6 +55,7 @@ class Measurement:
     decode_depth: int = 0
     load_seconds: float = 0.0
     error: str | None = None  # why it could not be measured (out of memory, over budget...)
+    runs: int = 1  # loads whose figures these are the medians of (app.tune.rounds)
 
     @property
     def ok(self) -> bool:

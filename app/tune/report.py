@@ -15,6 +15,7 @@ from app.engine.placement import PlacementPlan
 from app.gguf_info import GGUFModel
 from app.tune.autotune import TUNE_WORKLOAD, TuneProgress, TuneResult, autotune
 from app.tune.measure import Measurement, Measurer, Workload
+from app.tune.rounds import Entry, measure_in_rounds
 from app.tune.strategies import (
     Budget,
     describe,
@@ -27,6 +28,7 @@ from app.tune.strategies import (
 
 # the autotuned placement at llama.cpp's default settings: the prefill target's yardstick
 AT_LLAMA_SETTINGS = "autotuned@llama.cpp"
+# repeats: interleaved rounds (app.tune.rounds), each placement loaded once a round
 REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128, repeats=3)
 CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_4096_tps",
                "decode_tps", "decode_deep_tps", "decode_depth", "fits", "note")
@@ -45,29 +47,13 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
               say: Callable[[str], None] = print,
               on_rows: Callable[[list[BenchRow]], None] | None = None,
               ) -> tuple[list[BenchRow], TuneResult | None]:
-    """Measure each strategy at ``budget``; then autotune from the advisor's plan; then, with
-    ``sweep_step``, every "experts of the first N layers in RAM" for N = 0, step, 2*step...
-    The sweep measures decode as ``workload`` does and prefill of its shortest prompt only.
-    ``on_rows`` gets the rows so far after each one (a report cut short keeps them)."""
+    """Autotune from the advisor's plan; then measure each strategy at ``budget``, the
+    autotuned plan and, with ``sweep_step``, every "experts of the first N layers in RAM" for
+    N = 0, step, 2*step... The rows are measured in ``workload.repeats`` interleaved rounds,
+    each distinct placement once a round (``app.tune.rounds``); the sweep measures decode as
+    ``workload`` does and prefill of its shortest prompt only. ``on_rows`` gets the rows so far
+    after each run (a report cut short keeps them)."""
     plans = strategy_plans(model, budget, base, hardware)
-    rows: list[BenchRow] = []
-
-    def add(row: BenchRow) -> None:
-        rows.append(row)
-        if on_rows:
-            on_rows(rows)
-
-    for name in strategies:
-        plan: PlacementPlan | None = plans[name]
-        while plan is not None:  # the memory model can be a little short of llama.cpp's allocations
-            say(f"{name}: {describe(plan, model.n_layer)}")
-            measured = measurer.measure(name, plan, workload)
-            if measured.gpu_by_kind:
-                say("  " + memory_line(model, plan, budget, measured))
-            plan = None if measured.fits else one_layer_less(plan, model.n_layer)
-            if plan is not None:
-                say(f"  {measured.error}: one layer less")
-        add(BenchRow(name, measured))
     tuned: TuneResult | None = None
     if tune_seconds > 0:
         def show(p: TuneProgress) -> None:
@@ -76,25 +62,41 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
             if p.label != "done":
                 say(f"  autotune [{p.done + 1}] {p.label}")
 
+        say("autotune from the advisor's plan")
         tuned = autotune(measurer, model, plans["advisor"], budget, physical_cores=physical_cores,
                          time_limit=tune_seconds, progress=show,
                          workload=replace(TUNE_WORKLOAD, decode_depth=workload.decode_depth))
         say(f"autotuned: {describe(tuned.best.plan, model.n_layer)} after {len(tuned.tried)} runs "
             f"in {tuned.seconds:.0f} s" + (f" ({tuned.stopped})" if tuned.stopped else ""))
-        add(BenchRow("autotuned", measurer.measure("autotuned", tuned.best.plan, workload)))
+
+    def step_down(plan: PlacementPlan) -> PlacementPlan | None:
+        # the memory model can be a little short of llama.cpp's allocations
+        return one_layer_less(plan, model.n_layer)
+
+    entries = [Entry(name, plans[name], workload, step_down) for name in strategies]
+    if tuned is not None:
+        entries.append(Entry("autotuned", tuned.best.plan, workload))
         yardstick = llama_cpp_settings(tuned.best.plan, base)
         if yardstick != tuned.best.plan:  # for prefill: no decode deep in the context
-            say(f"{AT_LLAMA_SETTINGS}: {describe(yardstick, model.n_layer)}")
-            add(BenchRow(AT_LLAMA_SETTINGS, measurer.measure(
-                AT_LLAMA_SETTINGS, yardstick, replace(workload, decode_depth=0))))
+            entries.append(Entry(AT_LLAMA_SETTINGS, yardstick, replace(workload, decode_depth=0)))
     if sweep_step:
         sweep_workload = replace(workload, prefill_tokens=workload.prefill_tokens[:1])
         for n in list(range(0, model.n_layer, sweep_step)) + [model.n_layer]:
             plan = with_experts_in_ram(plans["n-cpu-moe"], n, model.n_layer)
-            say(f"sweep: experts of {n} layers in RAM")
-            add(BenchRow("sweep", far_over_budget(model, plan, budget, f"sweep {n}")
-                         or measurer.measure(f"sweep {n}", plan, sweep_workload)))
-    return rows, tuned
+            entries.append(Entry(f"sweep {n}", plan, sweep_workload,
+                                 fixed=far_over_budget(model, plan, budget, f"sweep {n}")))
+
+    def rows_of(measured: list[Measurement | None]) -> list[BenchRow]:
+        return [BenchRow("sweep" if e.label.startswith("sweep ") else e.label, m)
+                for e, m in zip(entries, measured, strict=True) if m is not None]
+
+    def detail(m: Measurement) -> str | None:
+        return memory_line(model, m.plan, budget, m) if m.gpu_by_kind else None
+
+    measured = measure_in_rounds(
+        measurer, entries, max(1, workload.repeats), describe=lambda p: describe(p, model.n_layer),
+        say=say, detail=detail, on_result=(lambda so_far: on_rows(rows_of(so_far))) if on_rows else None)
+    return rows_of(list(measured)), tuned
 
 
 # how far over the budget the memory model must put a plan for it to go unmeasured: beyond
@@ -153,7 +155,12 @@ def summary_lines(rows: list[BenchRow]) -> list[str]:
     autotuned plan vs the sweep's best, and its prefill vs the same placement at llama.cpp's
     default settings (the same row when the autotuned settings are those)."""
     by = {row.strategy: row.measurement for row in rows if row.strategy != "sweep"}
-    lines = _versus_classic({k: m for k, m in by.items() if k != AT_LLAMA_SETTINGS})
+    lines = []
+    rounds = max((row.measurement.runs for row in rows), default=1)
+    if rounds > 1:
+        lines.append(f"each figure: the median of {rounds} rounds, each placement loaded once a "
+                     "round, in another order each round")
+    lines += _versus_classic({k: m for k, m in by.items() if k != AT_LLAMA_SETTINGS})
     tuned = by.get("autotuned")
     if tuned and tuned.ok:
         sweep = [row.measurement for row in rows if row.strategy == "sweep" and row.measurement.ok]
