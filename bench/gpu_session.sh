@@ -12,6 +12,9 @@
 # --repeats 9) 240 s, serve with SERVE_EXPERTS=none 41 s (both placements about 300 s), tune at
 # one budget with SWEEP=8 about 390 s; tune with DEPTH, two strategies, no autotune: Qwen3-30B
 # shape (REPEATS=2, DEPTH=16384) about 170 s, the 235B shape (REPEATS=1, DEPTH=8192) 85 s a budget.
+# Fifth session: bench (two placements, --repeats 9) 270 s, one placement 60 s; tune of the 235B
+# shape with autotune (60 s) and SWEEP=5, REPEATS=1: 540 s at 12 GB, 470 s at 24 GB.
+# Longer than the 10 minutes of one call: bench/device_job.sh with a job file (bench/jobs/).
 # tune: BUDGETS="12 24" (GB), SWEEP=4 (layers per sweep step), TUNE_SECONDS=150,
 #       TUNE_MODEL=/tmp/moedesk-q235-20l.gguf (after the model235 step)
 set -euo pipefail
