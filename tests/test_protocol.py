@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from app.engine.protocol import (
     ChatMessage,
     ChatParams,
     LoadParams,
+    Sampling,
     decode_body,
     encode_frame,
     from_wire,
@@ -460,3 +462,40 @@ def test_engine_started_by_hand_serves_then_shuts_down_cleanly(tmp_path: Path) -
     assert not socket_path.exists()
     log = running.log_path.read_text()
     assert running.token not in log  # the secret never reaches the log
+
+
+def test_an_answer_its_client_does_not_read_yet_arrives_whole_and_in_order(
+        tmp_path: Path, tiny_moe_gguf: Path) -> None:
+    """Tokens go from the batch loop's thread straight into the socket; when its buffer is full
+    the rest waits in the event loop's transport, and later tokens queue behind it."""
+    running = start_engine(tmp_path / "run" / "engine.sock", tmp_path / "engine.log")
+    n = 4_000  # ~280 kB of small frames: a Unix socket holds a few hundred (each costs ~1 kB)
+    try:
+        with Raw(running.address) as reader, Raw(running.address) as other:
+            reader.hello(running.token)
+            other.hello(running.token)
+            loaded = reader.call("load", to_wire(LoadParams(model=str(tiny_moe_gguf), placement=PlacementPlan(
+                n_ctx=32768, n_threads=2))))
+            assert loaded["event"] == "done", loaded
+            reader.send({"id": 99, "method": "chat", "params": to_wire(ChatParams(
+                messages=[ChatMessage(role="user", content="Go on")],
+                sampling=Sampling(temperature=0.0, max_tokens=n, ignore_eos=True)))})
+            # nothing read meanwhile: the engine finishes the answer and answers others
+            deadline = time.monotonic() + 120
+            while (stats := other.call("stats")["data"])["tokens_generated"] < n \
+                    or stats["state"] != "idle":
+                assert time.monotonic() < deadline, stats
+                time.sleep(0.1)
+            numbers, text, sent = [], [], 0
+            while (message := reader.recv()) is not None and message["event"] == "token":
+                assert message["request"] == 99
+                numbers.append(message["data"]["n"])
+                text.append(message["data"]["text"])
+                sent += HEADER.size + len(json.dumps(message))
+            assert message is not None and message["event"] == "done", message
+            assert sent > 200_000
+            assert numbers == sorted(set(numbers)) and numbers[-1] == n  # none lost, none swapped
+            assert "".join(text) == message["data"]["text"]
+            assert reader.still_serves()  # and the connection serves on
+    finally:
+        stop_engine(running)

@@ -105,8 +105,8 @@ class Jobs:
     chats (in the batch loop, up to the model's ``n_parallel``) and those waiting their turn.
 
     One worker thread runs a load or unload alone, or the runtime's batch loop while chats
-    run. Results and tokens hop back from it with ``call_soon_threadsafe``; every method here
-    runs on the loop's thread.
+    run. Results hop back from it with ``call_soon_threadsafe`` (tokens and progress go
+    straight to the socket, see ``forwarder``); every method here runs on the loop's thread.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -269,13 +269,12 @@ def end_unstarted(job: Job) -> None:
 
 
 def forwarder(job: Job, name: str) -> Callable[[Any], None]:
-    """A callback for the worker thread that sends each item as an event of ``job``."""
-    loop = asyncio.get_running_loop()
+    """A callback for the worker thread that sends each item as an event of ``job``, from
+    that thread (``Connection.send`` is thread-safe: a token skips the event loop)."""
     conn = job.connection
 
     def forward(item: Any) -> None:
         if not conn.closed:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
-                loop.call_soon_threadsafe(conn.send, event(name, job.request_id, item))
+            conn.send(event(name, job.request_id, item))
 
     return forward

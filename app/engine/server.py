@@ -4,8 +4,9 @@ One asyncio loop on the main thread does all socket I/O for any number of connec
 answers quick requests (info, stats, routing, cancel, subscribe) itself, at once, even while
 a model loads or generates. Long work runs on a single worker thread: a load or unload job,
 or the batch loop that generates every running chat (up to the model's ``n_parallel`` at
-once, ``app.engine.batch_loop``); progress, tokens and ends hop back to the loop with
-``call_soon_threadsafe`` and leave as events. Chats that find every slot taken wait their
+once, ``app.engine.batch_loop``); its progress and tokens go from that thread straight into
+the socket (``Connection.send``), its ends hop back to the loop with ``call_soon_threadsafe``
+and leave as events after them. Chats that find every slot taken wait their
 turn, round-robin over the connections that have chats waiting (``FairQueue``), and join the
 batch loop between its steps as slots free; a load or unload never waits: it is refused as
 ``busy`` while anything runs or waits. The protocol is in docs/protocol.md.

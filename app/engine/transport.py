@@ -17,6 +17,7 @@ import socket
 import stat
 import struct
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -145,7 +146,7 @@ def peer_uid(sock: socket.socket) -> int | None:
     return uid
 
 
-# --- one client, as the server sees it (asyncio, loop thread only) ---------------------------
+# --- one client, as the server sees it (reads on the event loop, sends from any thread) -----
 
 
 class Answered:
@@ -156,7 +157,16 @@ ANSWERED = Answered()
 
 
 class Connection:
-    """One client of the server: framed reads with size limits, bounded non-blocking sends."""
+    """One client of the server: framed reads with size limits (event loop thread), and
+    bounded non-blocking sends from any thread.
+
+    A frame goes straight into the socket from the thread that sends it (a token from the
+    batch loop's thread: no hop to the event loop, whose wake-up waits for a core while
+    llama.cpp's threads hold them). Only when the socket's buffer is full does the rest go
+    through asyncio's transport, in order, and so does every frame after it until the
+    transport has sent them all. The direct sends use a duplicate of the socket's descriptor,
+    so a descriptor the transport closes is never written to. On Windows' proactor loop
+    every frame goes through the transport, as frames of other threads hop to the loop."""
 
     def __init__(self, number: int, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
@@ -166,6 +176,14 @@ class Connection:
         self.authenticated = False
         self.closed = False
         self.subscription: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._lock = threading.Lock()  # the fields below, and each direct send
+        self._direct = _duplicate_socket(writer) if isinstance(
+            self._loop, asyncio.SelectorEventLoop) else None
+        self._via_loop = self._direct is None  # frames go through the transport, in order
+        self._queued = 0  # frames handed to the loop thread and not yet given to the transport
+        self._watching = False  # a _back_to_direct check is scheduled
 
     async def read_message(self) -> dict[str, Any] | Answered | None:
         """The next message; ANSWERED for a bad frame already answered with an error;
@@ -208,25 +226,71 @@ class Connection:
             remaining -= len(chunk)
 
     def send(self, message: dict[str, Any]) -> bool:
-        """Queue one message without waiting; False if the connection is gone or dropped."""
-        if self.closed or self.writer.transport.is_closing():
-            return False
+        """Send one message without waiting (any thread); False if the connection is gone."""
         try:
             frame = encode_frame(message)
         except MessageTooLargeError as exc:
             log.error("connection %s: a reply exceeded the frame limit: %s", self.name, exc)
             frame = encode_frame(event("error", message.get("request"), EngineError(
                 "the engine's reply was too large to send.", "Report this as a bug.").to_wire()))
-        if self.writer.transport.get_write_buffer_size() + len(frame) > SEND_BUFFER_LIMIT:
-            log.warning("connection %s: the client stopped reading; dropping it", self.name)
-            self.abort()
+        in_loop = threading.get_ident() == self._loop_thread
+        with self._lock:
+            if self.closed or self.writer.transport.is_closing():
+                return False
+            if not self._via_loop:
+                assert self._direct is not None
+                try:
+                    sent = self._direct.send(frame)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:  # the client is gone; the reading side drops the connection
+                    return False
+                if sent == len(frame):
+                    return True
+                frame, self._via_loop = frame[sent:], True
+            if in_loop and not self._queued:
+                return self._give_transport(frame)
+            self._queued += 1
+        try:
+            self._loop.call_soon_threadsafe(self._from_queue, frame)
+        except RuntimeError:  # the loop closed: nobody to send to
             return False
-        self.writer.write(frame)
         return True
 
+    def _from_queue(self, frame: bytes) -> None:
+        """A frame another thread queued (loop thread), after every frame queued before it."""
+        with self._lock:
+            self._queued -= 1
+            if not self.writer.transport.is_closing():
+                self._give_transport(frame)
+
+    def _give_transport(self, frame: bytes) -> bool:
+        """Hand a frame to asyncio's transport (loop thread, lock held); once it has sent
+        everything and nothing waits in the queue, frames go straight to the socket again."""
+        if self.writer.transport.get_write_buffer_size() + len(frame) > SEND_BUFFER_LIMIT:
+            log.warning("connection %s: the client stopped reading; dropping it", self.name)
+            self._abort_locked()
+            return False
+        self.writer.write(frame)
+        if self._direct is not None and not self._watching:
+            self._watching = True
+            self._loop.call_soon(self._back_to_direct)
+        return True
+
+    def _back_to_direct(self) -> None:
+        with self._lock:
+            if self._direct is None or self.closed:
+                self._watching = False
+            elif self._queued or self.writer.transport.get_write_buffer_size():
+                self._loop.call_later(0.005, self._back_to_direct)  # the client reads slowly
+            else:
+                self._via_loop = self._watching = False
+
     def backlogged(self) -> bool:
-        """Whether earlier messages still wait in our buffer (the client reads slowly)."""
-        return self.writer.transport.get_write_buffer_size() > 0
+        """Whether earlier messages still wait to be sent (the client reads slowly)."""
+        with self._lock:
+            return self._via_loop and (bool(self._queued) or
+                                       self.writer.transport.get_write_buffer_size() > 0)
 
     def reply(self, request_id: int | None, data: Any = None) -> None:
         self.send(event("done", request_id, data))
@@ -235,15 +299,44 @@ class Connection:
         self.send(event("error", request_id, error.to_wire()))
 
     def close(self) -> None:
-        """Close after what is queued has been sent."""
-        self.closed = True
+        """Close after what is queued has been sent (loop thread)."""
+        with self._lock:
+            self.closed = True
+            self._close_direct()
+        # after the frames other threads queued before this: FIFO
+        self._loop.call_soon(self._close_transport)
+
+    def _close_transport(self) -> None:
         if not self.writer.transport.is_closing():
             self.writer.close()
 
     def abort(self) -> None:
         """Close at once, dropping what is queued."""
+        with self._lock:
+            self._abort_locked()
+
+    def _abort_locked(self) -> None:
         self.closed = True
+        self._close_direct()
         self.writer.transport.abort()
+
+    def _close_direct(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
+
+
+def _duplicate_socket(writer: asyncio.StreamWriter) -> socket.socket | None:
+    """A second descriptor of the transport's socket, for direct sends; None if unavailable."""
+    transport_socket = writer.get_extra_info("socket")
+    if transport_socket is None:
+        return None
+    try:
+        duplicate = socket.socket(fileno=os.dup(transport_socket.fileno()))
+    except OSError:
+        return None
+    duplicate.setblocking(False)
+    return duplicate
 
 
 # --- connecting and blocking frame I/O (client side) ---------------------------------------
