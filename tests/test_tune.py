@@ -405,3 +405,37 @@ def test_autotune_tries_a_setting_again_one_layer_less_when_the_memory_model_was
     assert result.best.plan.type_k == "q8_0" and result.best.plan.experts_in_ram == q8_n + 1
     # a retry is tried once: never "one layer less, one layer less"
     assert not any(label.count("one layer less") > 1 for label in measurer.labels)
+
+
+class Scripted:
+    """Stands in for runs whose figures scatter: each placement's decode t/s, run after run,
+    as given (a lucky first run, then its true speed); every placement fits."""
+
+    def __init__(self, decode_by_layers: dict[int, list[float]]) -> None:
+        self.decode_by_layers = {n: list(speeds) for n, speeds in decode_by_layers.items()}
+        self.labels: list[str] = []
+
+    def measure(self, label: str, plan: PlacementPlan, workload: Workload) -> Measurement:
+        self.labels.append(label)
+        n = autotune_mod._experts_in_ram_layers(plan, 48)
+        speeds = self.decode_by_layers.get(n, [30.0])
+        speed = speeds.pop(0) if len(speeds) > 1 else speeds[0]
+        return Measurement(label, plan, decode_tps=speed, prefill_tps={512: 500.0})
+
+
+def test_a_lucky_run_does_not_win_the_search_but_a_real_gain_does() -> None:
+    budget = Budget("CUDA0", 12 * GB)
+    start = n_cpu_moe(QWEN3_30B, budget, BASE)
+    n = start.experts_in_ram
+    assert isinstance(n, int)
+    # one layer's experts more on the GPU: 45 t/s once, by luck, then 30 like the start plan;
+    # two more: truly faster (40), and measured so each time
+    measurer = Scripted({n: [30.0], n - 1: [45.0, 30.0], n - 2: [40.0]})
+    result = autotune(measurer, QWEN3_30B, start, budget, physical_cores=16, time_limit=60)
+    assert measurer.labels[:4] == ["advisor's plan", f"experts of {n - 1} layers in RAM",
+                                   "advisor's plan, again", f"experts of {n - 1} layers in RAM, again"]
+    assert measurer.labels[4:7] == [f"experts of {n - 2} layers in RAM", "advisor's plan, again",
+                                    f"experts of {n - 2} layers in RAM, again"]
+    # the lucky one lost the second time (30 against 30); the faster one won twice
+    assert result.best.plan.experts_in_ram == n - 2 and result.best.decode_tps == 40.0
+    assert result.best.runs == 2

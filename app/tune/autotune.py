@@ -11,8 +11,12 @@ that keeps decode within 2% and prefills faster also wins; none wins that prefil
 slower than the start plan (decode gains within noise must not cost prefill, e.g. turning op
 offload off leaves decode alone and slows prefill several-fold). A candidate that re-fits the
 experts to the budget (q8_0 KV cache, larger ubatch) and turns out over it for real is tried
-once more with one layer's experts less on the GPU. Bounded by a time limit and cancellable;
-a cancelled run keeps what it found so far.
+once more with one layer's experts less on the GPU. A candidate that beats the best plan so
+far is measured again, and so is the best plan, right before it (candidate, best, candidate):
+it wins only if it wins again, so that a lucky run (one run of a placement scatters by up to
++-50% on the H100 with experts in RAM) does not steer the search; the figures kept are the
+medians of each placement's runs. Bounded by a time limit
+(a confirmation under way finishes) and cancellable; a cancelled run keeps what it found.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from app.engine.protocol import from_wire, to_wire
 from app.gguf_info import GGUFModel
 from app.paths import cache_dir
 from app.tune.measure import Measurement, Measurer, TuneCancelled, Workload
+from app.tune.rounds import median_measurement, plan_key
 from app.tune.strategies import Budget, first_n_in_ram, one_layer_less, with_experts_in_ram
 
 DECODE_TOLERANCE = 0.02  # decode within 2% counts as a tie, decided by prefill
@@ -126,18 +131,35 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
     best: Measurement | None = None
     stopped: str | None = None
     prefill_floor = 0.0  # the start plan's prefill, less the tolerance
+    runs: dict[str, list[Measurement]] = {}  # each placement's runs, by plan_key
 
-    def run(label: str, plan: PlacementPlan) -> None:
-        nonlocal best, prefill_floor
+    def measure(label: str, plan: PlacementPlan) -> Measurement:
         if progress:
             progress(TuneProgress(len(tried), label, best, time.monotonic() - t0,
                                   tried[-1] if tried else None))
         m = measurer.measure(label, plan, workload)
         tried.append(m)
-        if better(m, best, prefill_floor):
-            best = m
-        if len(tried) == 1 and m.ok:
-            prefill_floor = m.prefill * (1 - DECODE_TOLERANCE)
+        runs.setdefault(plan_key(plan), []).append(m)
+        return m
+
+    def pooled(m: Measurement) -> Measurement:
+        return median_measurement(runs[plan_key(m.plan)], m.label)
+
+    def run(label: str, plan: PlacementPlan) -> None:
+        nonlocal best, prefill_floor
+        m = measure(label, plan)
+        if best is None or not best.ok:
+            if better(m, best):
+                best = m
+                prefill_floor = m.prefill * (1 - DECODE_TOLERANCE) if len(tried) == 1 else 0.0
+            return
+        if not better(m, best, prefill_floor):
+            return
+        # it must win twice: here, and against the best plan measured again right before it
+        incumbent = best
+        incumbent_again = measure(f"{incumbent.label}, again", incumbent.plan)
+        again = measure(f"{label}, again", plan)
+        best = pooled(m) if better(again, incumbent_again, prefill_floor) else pooled(incumbent)
 
     try:
         run("advisor's plan", start)
