@@ -467,7 +467,8 @@ def test_engine_started_by_hand_serves_then_shuts_down_cleanly(tmp_path: Path) -
 def test_an_answer_its_client_does_not_read_yet_arrives_whole_and_in_order(
         tmp_path: Path, tiny_moe_gguf: Path) -> None:
     """Tokens go from the batch loop's thread straight into the socket; when its buffer is full
-    the rest waits in the event loop's transport, and later tokens queue behind it."""
+    the rest waits in the event loop's transport, and later tokens queue behind it. Stats
+    pushed from the event loop's thread meanwhile come whole, between tokens."""
     running = start_engine(tmp_path / "run" / "engine.sock", tmp_path / "engine.log")
     n = 4_000  # ~280 kB of small frames: a Unix socket holds a few hundred (each costs ~1 kB)
     try:
@@ -477,6 +478,8 @@ def test_an_answer_its_client_does_not_read_yet_arrives_whole_and_in_order(
             loaded = reader.call("load", to_wire(LoadParams(model=str(tiny_moe_gguf), placement=PlacementPlan(
                 n_ctx=32768, n_threads=2))))
             assert loaded["event"] == "done", loaded
+            subscribed = reader.call("subscribe", {"stats": True, "routing": False, "interval_s": 0.05})
+            assert subscribed["event"] == "done", subscribed
             reader.send({"id": 99, "method": "chat", "params": to_wire(ChatParams(
                 messages=[ChatMessage(role="user", content="Go on")],
                 sampling=Sampling(temperature=0.0, max_tokens=n, ignore_eos=True)))})
@@ -486,13 +489,17 @@ def test_an_answer_its_client_does_not_read_yet_arrives_whole_and_in_order(
                     or stats["state"] != "idle":
                 assert time.monotonic() < deadline, stats
                 time.sleep(0.1)
-            numbers, text, sent = [], [], 0
-            while (message := reader.recv()) is not None and message["event"] == "token":
+            numbers, text, sent, pushed = [], [], 0, 0
+            while (message := reader.recv()) is not None and message["event"] in ("token", "stats"):
+                if message["event"] == "stats":
+                    pushed += 1
+                    continue
                 assert message["request"] == 99
                 numbers.append(message["data"]["n"])
                 text.append(message["data"]["text"])
                 sent += HEADER.size + len(json.dumps(message))
             assert message is not None and message["event"] == "done", message
+            assert pushed >= 2  # frames of two threads, each whole
             assert sent > 200_000
             assert numbers == sorted(set(numbers)) and numbers[-1] == n  # none lost, none swapped
             assert "".join(text) == message["data"]["text"]
