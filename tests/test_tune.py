@@ -325,6 +325,7 @@ def test_the_bench_report_measures_each_strategy_and_writes_csv_and_png(
     write_csv(rows, model.n_layer, csv_path)
     table = read_csv(csv_path)
     assert tuple(table[0]) == CSV_COLUMNS and len(table) == len(rows)
+    assert table[0]["runs"] == "3"  # the figures are medians of three loads
     assert float(table[4]["decode_tps"]) == pytest.approx(rows[4].measurement.decode_tps, abs=0.05)
 
     from app.ui.bench_chart import render_report_png

@@ -112,7 +112,7 @@ def test_a_report_with_decode_deep_in_the_context_shows_it(qtbot: QtBot, moedesk
     assert dialog is not None
     qtbot.addWidget(dialog)
     headers = [dialog.table.horizontalHeaderItem(c).text() for c in range(dialog.table.columnCount())]
-    assert headers[6:8] == ["Decode deep t/s", "Depth"]
+    assert headers[6:9] == ["Decode deep t/s", "Depth", "Runs"]
     assert dialog.table.item(1, 6).text() == "25.0" and dialog.table.item(1, 7).text() == "16384"
     assert dialog.chart.pixmap().width() > 500
 

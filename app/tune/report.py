@@ -31,7 +31,7 @@ AT_LLAMA_SETTINGS = "autotuned@llama.cpp"
 # repeats: interleaved rounds (app.tune.rounds), each placement loaded once a round
 REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128, repeats=3)
 CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_4096_tps",
-               "decode_tps", "decode_deep_tps", "decode_depth", "fits", "note")
+               "decode_tps", "decode_deep_tps", "decode_depth", "runs", "fits", "note")
 
 
 @dataclass
@@ -133,7 +133,7 @@ def _cells(row: BenchRow, n_layer: int) -> list[str]:
     return [row.strategy, describe(m.plan, n_layer), f"{m.gpu_bytes / 1e9:.1f}",
             tps(m.prefill_tps.get(512)), tps(m.prefill_tps.get(4096)), tps(m.decode_tps),
             tps(m.deep_decode_tps), str(m.decode_depth) if m.deep_decode_tps else "-",
-            "yes" if m.fits else "no", m.error or ""]
+            str(m.runs) if m.ok else "-", "yes" if m.fits else "no", m.error or ""]
 
 
 def table_lines(rows: list[BenchRow], n_layer: int) -> list[str]:
@@ -141,7 +141,7 @@ def table_lines(rows: list[BenchRow], n_layer: int) -> list[str]:
     was measured (the depth is in its header, so not in a column of its own)."""
     depth = max((row.measurement.decode_depth for row in rows), default=0)
     header = ["strategy", "placement", "GPU GB", "pp512 t/s", "pp4096 t/s", "tg128 t/s",
-              f"tg128@{depth} t/s", "depth", "fits", "note"]
+              f"tg128@{depth} t/s", "depth", "runs", "fits", "note"]
     keep = [i for i, name in enumerate(header) if name != "depth" and (depth or "@" not in name)]
     header = [header[i] for i in keep]
     body = [[cells[i] for i in keep] for cells in (_cells(row, n_layer) for row in rows)]

@@ -13,9 +13,10 @@ from app.tune.report import CSV_COLUMNS, read_csv
 from app.ui.bench_chart import render_report_png
 
 HEADERS = dict(zip(CSV_COLUMNS, ("Strategy", "Placement", "GPU GB", "Prefill 512 t/s", "Prefill 4096 t/s",
-                                  "Decode t/s", "Decode deep t/s", "Depth", "Fits", "Note"), strict=True))
-# reports written before deep decode was measured lack its two columns; they still open
-REQUIRED = tuple(c for c in CSV_COLUMNS if c not in ("decode_deep_tps", "decode_depth"))
+                                  "Decode t/s", "Decode deep t/s", "Depth", "Runs", "Fits", "Note"),
+                   strict=True))
+# reports written before deep decode was measured, or before rounds, lack those columns; they open
+REQUIRED = tuple(c for c in CSV_COLUMNS if c not in ("decode_deep_tps", "decode_depth", "runs"))
 
 
 class ReportError(Exception):
