@@ -15,8 +15,8 @@ once more with one layer's experts less on the GPU. A candidate that beats the b
 far is measured again, and so is the best plan, right before it (candidate, best, candidate):
 it wins only if it wins again, so that a lucky run (one run of a placement scatters by up to
 +-50% on the H100 with experts in RAM) does not steer the search; the figures kept are the
-medians of each placement's runs. Bounded by a time limit
-(a confirmation under way finishes) and cancellable; a cancelled run keeps what it found.
+medians of each placement's runs. Bounded by a time limit (a confirmation under way
+finishes) and cancellable; a cancelled run keeps what it found.
 """
 
 from __future__ import annotations
@@ -145,21 +145,22 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
     def pooled(m: Measurement) -> Measurement:
         return median_measurement(runs[plan_key(m.plan)], m.label)
 
-    def run(label: str, plan: PlacementPlan) -> None:
+    def run(label: str, plan: PlacementPlan) -> Measurement:
+        """Measure a candidate and make it the best if it wins (twice); its first run."""
         nonlocal best, prefill_floor
         m = measure(label, plan)
-        if best is None or not best.ok:
-            if better(m, best):
-                best = m
-                prefill_floor = m.prefill * (1 - DECODE_TOLERANCE) if len(tried) == 1 else 0.0
-            return
+        if best is None:  # the start plan: the search builds on it only if it ran
+            best = m
+            prefill_floor = m.prefill * (1 - DECODE_TOLERANCE) if m.ok else 0.0
+            return m
         if not better(m, best, prefill_floor):
-            return
+            return m
         # it must win twice: here, and against the best plan measured again right before it
         incumbent = best
         incumbent_again = measure(f"{incumbent.label}, again", incumbent.plan)
         again = measure(f"{label}, again", plan)
         best = pooled(m) if better(again, incumbent_again, prefill_floor) else pooled(incumbent)
+        return m
 
     try:
         run("advisor's plan", start)
@@ -173,9 +174,9 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
                     stopped = "time limit"
                     break
                 label, plan, may_refit = queue.pop(0)
-                run(label, plan)
+                measured = run(label, plan)
                 retry = one_layer_less(plan, model.n_layer) if may_refit else None
-                if not tried[-1].fits and retry is not None and retry != best.plan:
+                if not measured.fits and retry is not None and retry != best.plan:
                     # the memory model put one layer's experts too many on the GPU for this
                     # setting (it is within 5%, not exact): the setting may still pay off
                     queue.insert(0, (f"{label}, one layer less", retry, False))
