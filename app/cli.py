@@ -204,7 +204,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             result = stream.result
             print()
             print(f"[{result.completion_tokens} tokens, prefill {result.prefill_tps:.1f} t/s, "
-                  f"decode {result.decode_tps:.1f} t/s, first token {result.ttft_s:.2f} s, "
+                  f"decode {result.decode_tps:.1f} t/s, first token {result.first_token_s:.2f} s, "
                   f"{result.finish_reason}]", file=sys.stderr)
             history.append(ChatMessage(role="assistant", content=result.text))
     return 0

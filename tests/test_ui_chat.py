@@ -67,10 +67,16 @@ def wait_answered(qtbot: QtBot, chat: ChatPage) -> Message:
 
 
 def test_send_streams_an_answer_and_keeps_it_with_its_stats(qtbot: QtBot, page: ChatPage) -> None:
-    send(qtbot, page, "Tell me about experts")
-    assert page.answer is not None  # Ctrl+Enter sent it
-    assert page.compose.toPlainText() == ""
+    with qtbot.waitSignal(page.answer_finished, timeout=WAIT_MS) as finished:
+        send(qtbot, page, "Tell me about experts")
+        assert page.answer is not None  # Ctrl+Enter sent it
+        assert page.compose.toPlainText() == ""
     answer = wait_answered(qtbot, page)
+    result = finished.args[0]
+    # the first token as the user waited for it: template and tokenizer (and any wait for the
+    # engine) before the engine's own time to first token
+    assert result.queued_s > 0 and answer.stats is not None
+    assert answer.stats.ttft_s == pytest.approx(result.queued_s + result.ttft_s)
     user = page.store.messages(answer.conversation_id)[0]
     assert (user.role, user.content) == ("user", "Tell me about experts")
     assert answer.role == "assistant" and answer.state == "complete" and answer.content

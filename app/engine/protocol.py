@@ -215,6 +215,12 @@ class ChatResult:
     ttft_s: float
     queued_s: float = 0.0  # from the engine reading the request to taking a slot (not in ttft_s)
 
+    @property
+    def first_token_s(self) -> float:
+        """The time to first token its client waited, less the way across the socket: a wait
+        for a slot (another chat, the OpenAI server's), template and tokenizer, then ttft_s."""
+        return self.queued_s + self.ttft_s
+
 
 @dataclass
 class DeviceMemory:

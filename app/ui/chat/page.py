@@ -290,7 +290,7 @@ class ChatPage(QWidget):
         if answer is None or answer.chat_id != chat_id:
             return
         stats = MessageStats(result.prompt_tokens, result.completion_tokens, result.prefill_tps,
-                             result.decode_tps, result.ttft_s, result.finish_reason,
+                             result.decode_tps, result.first_token_s, result.finish_reason,
                              self.model.model.name if self.model else "")
         state = "partial" if result.finish_reason == "cancelled" else "complete"
         self.store.update_message(answer.message_id, result.text, state, stats)

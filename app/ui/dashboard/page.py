@@ -211,7 +211,7 @@ class DashboardPage(QWidget):
             "answer_decode_tps": result.decode_tps,
             "answer_prefill_tps": result.prefill_tps,
             "answer_tokens": float(result.completion_tokens),
-            "answer_ttft_s": result.ttft_s,
+            "answer_ttft_s": result.first_token_s,
         })
         self._last_answer = result
         self._dirty = True
@@ -309,7 +309,7 @@ class DashboardPage(QWidget):
         if answer is not None:
             lines.append(f"Last answer: {answer.completion_tokens} tokens, prefill "
                          f"{answer.prefill_tps:.0f} t/s, decode {answer.decode_tps:.1f} t/s, "
-                         f"first token after {answer.ttft_s * 1000:.0f} ms")
+                         f"first token after {answer.first_token_s * 1000:.0f} ms")
         self.now_label.setText("\n".join(lines))
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt's name)
