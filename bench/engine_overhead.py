@@ -144,14 +144,15 @@ class EngineRunner:
         params = ChatParams(messages=[ChatMessage(role="user", content=prompt)],
                             sampling=Sampling(temperature=0.0, max_tokens=n_gen, ignore_eos=True))
         t0 = time.perf_counter()
-        times = []
+        arrived: dict[int, float] = {}  # when each token's event came (one a token)
         stream = self.client.chat(params)
-        for _token in stream:
-            times.append(time.perf_counter())
+        for token in stream:
+            arrived.setdefault(token.n, time.perf_counter())
         result = stream.result
-        return Run(result.prompt_tokens / (times[0] - t0),
-                   (result.completion_tokens - 1) / (times[-1] - times[0]), result.prefill_tps,
-                   1000 * (times[0] - t0), 1000 * result.ttft_s, 1000 * result.queued_s)
+        first, last = arrived[1], arrived[result.completion_tokens]
+        return Run(result.prompt_tokens / (first - t0),
+                   (result.completion_tokens - 1) / (last - first), result.prefill_tps,
+                   1000 * (first - t0), 1000 * result.ttft_s, 1000 * result.queued_s)
 
     def round_trips_ms(self, prompt: str, n_gen: int, pings: int = 20) -> tuple[float, float, float]:
         """Median round trip of a request the event loop answers at once (cancelling an id

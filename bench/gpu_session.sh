@@ -39,7 +39,7 @@ sys.exit(0 if 'CUDA' in g.backends() and g.has_routing_patch() else 1)" 2>/dev/n
         python3 -m app.cli info | tee "$OUT/info.txt"
         return
     fi
-    CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=16 \
+    CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
         python3 installers/install.py --venv - --offline --engine-only \
         --sdist "$CARRY"/llama_cpp_python-*/
     python3 -m app.cli info | tee "$OUT/info.txt"

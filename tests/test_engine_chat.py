@@ -114,6 +114,23 @@ def test_streamed_tokens_are_the_answer_and_stop_strings_cut_it(engine: EngineCl
     assert cut.text == full.text[: full.text.index(cut_at)] == streamed
 
 
+def test_every_token_is_an_event_when_sampled_also_one_without_text(
+        engine: EngineClient, tiny_moe_gguf: Path) -> None:
+    load(engine, tiny_moe_gguf)
+    stream = engine.chat(ChatParams(
+        messages=[ChatMessage(role="user", content="Write a long story")],
+        sampling=Sampling(temperature=0.0, max_tokens=40, ignore_eos=True)))
+    tokens = list(stream)
+    result = stream.result
+    # one event a token, counted from 1 (then perhaps the held-back tail, with the last count)
+    assert [t.n for t in tokens][:40] == list(range(1, 41)) and len(tokens) in (40, 41)
+    assert all(t.n == 40 for t in tokens[40:])
+    assert "".join(t.text for t in tokens) == result.text
+    # this answer has tokens that make no text of their own (a character's first bytes,
+    # special tokens): their events come anyway, empty, so the first event is the first token
+    assert any(t.text == "" for t in tokens)
+
+
 def test_stop_matcher_holds_back_a_partial_stop_string() -> None:
     matcher = StopMatcher(["</answer>"])
     assert matcher.feed("The result is 4</ans") == ("The result is 4", False)

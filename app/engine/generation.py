@@ -218,8 +218,10 @@ class Sequence:
         if self.n_generated == 1:
             self.ttft = time.perf_counter() - self.t_start
         piece, stopped = self.stop.feed(self.decoder.decode(self.text.piece_bytes(token)))
-        if piece:
-            self.on_token(Token(text=piece, n=self.n_generated))
+        # an event for every token, also one with no text yet (part of a character, a possible
+        # start of a stop string, a special token): the client sees the first token when it is
+        # sampled, as its time to first token and its token count assume
+        self.on_token(Token(text=piece, n=self.n_generated))
         if stopped:
             return "stop"
         if self.n_generated >= self.max_tokens:

@@ -299,7 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
                     started = True
                     if request.kind == "chat":
                         self._event(openai_api.chunk(request, request_id, first=True))
-                self._event(openai_api.chunk(request, request_id, token.text))
+                if token.text:
+                    self._event(openai_api.chunk(request, request_id, token.text))
             result = stream.result
             if result.finish_reason == "cancelled":
                 raise _stopped()

@@ -218,7 +218,8 @@ class EngineWorker:
                 job.stream.cancel()
             self._post(self._events.on_state, "generating")
             for token in job.stream:
-                self._post(self._events.on_chat_token, job.chat_id, token.text)
+                if token.text:
+                    self._post(self._events.on_chat_token, job.chat_id, token.text)
             result = job.stream.result
         except EngineDiedError as exc:
             if session in self._closing_sessions:

@@ -38,7 +38,8 @@ class EngineFeed(QObject):
             try:
                 stream = client.chat(params)
                 for token in stream:
-                    self.token.emit(token.text)
+                    if token.text:
+                        self.token.emit(token.text)
                 self.chat_finished.emit(stream.result)
             except EngineError as exc:
                 self.chat_failed.emit(str(exc))
