@@ -7,7 +7,10 @@ and run in turn (interleaved repeats, so drift hits all three alike):
 * bare: llama_cpp.Llama in this process (its own eval/sample loop), placement applied through
   the same tensor_buft_overrides;
 * engine: the MoE Desk engine process over its socket, routing telemetry off;
-* engine+telemetry: the same with routing telemetry on.
+* engine+telemetry: the same with routing telemetry on;
+* bare+capture: bare's own Llama with the engine's llama.cpp patch capturing routing (toggled
+  between its runs): the patch's cost within one process, free of the spread between two
+  processes of the same code (engine against engine+telemetry), which was +-5% in some runs.
 
 Times are taken where a user sees them: prefill t/s = prompt tokens / time to first token,
 decode t/s = (tokens - 1) / (last token - first token). Medians of --repeats runs after one
@@ -111,8 +114,13 @@ class BareLlama:
         where = ggml_backend.tensor_buffer_type(self.llm.model, "blk.0.ffn_up_exps.weight")
         print(f"bare llama-cpp-python loaded; layer 0's routed experts in {where}", flush=True)
 
-    def run(self, prompt: str, n_gen: int) -> Run:
+    def run(self, prompt: str, n_gen: int, capture: bool = False) -> Run:
+        from app.engine import ggml_backend
+
         llm = self.llm
+        # the patch's routing capture on or off (a no-op when asking for off on an unpatched build)
+        if ggml_backend.routing_enable(llm.ctx, capture) != capture:
+            raise SystemExit("routing capture needs MoE Desk's patched llama.cpp (--skip-capture)")
         llm.reset()  # the next eval drops the whole KV cache
         llama_cpp.llama_perf_context_reset(llm.ctx)
         # timed from the chat text, as the engine's time to first token is
@@ -130,6 +138,16 @@ class BareLlama:
 
     def close(self) -> None:
         self.llm.close()
+
+
+class CapturingBare:
+    """The bare Llama again, with routing capture on for its runs."""
+
+    def __init__(self, bare: BareLlama) -> None:
+        self.bare = bare
+
+    def run(self, prompt: str, n_gen: int) -> Run:
+        return self.bare.run(prompt, n_gen, capture=True)
 
 
 class EngineRunner:
@@ -187,12 +205,15 @@ class EngineRunner:
 
 
 def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: str, n_gen: int,
-            repeats: int, bare: bool, bare_verbose: bool = False, gap: float = 0.5) -> dict[str, object]:
+            repeats: int, bare: bool, bare_verbose: bool = False, gap: float = 0.5,
+            capture: bool = True) -> dict[str, object]:
     """All variants loaded side by side (weights in RAM are shared through the page cache),
     runs interleaved so that drift in clocks and memory bandwidth hits each alike."""
-    runners: dict[str, BareLlama | EngineRunner] = {}
+    runners: dict[str, BareLlama | CapturingBare | EngineRunner] = {}
     if bare:
         runners["bare"] = BareLlama(model, plan, n_layer, arch, verbose=bare_verbose)
+        if capture:
+            runners["bare_cap"] = CapturingBare(runners["bare"])
     runners["engine"] = EngineRunner(model, plan, telemetry=False)
     runners["tele"] = EngineRunner(model, plan, telemetry=True)
     runs: dict[str, list[Run]] = {name: [] for name in runners}
@@ -211,6 +232,8 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
     assert isinstance(engine, EngineRunner)
     row["rtt_idle"], row["rtt_busy"], row["rtt_busy_max"] = engine.round_trips_ms(prompt, n_gen)
     for runner in runners.values():
+        if isinstance(runner, CapturingBare):
+            continue
         if isinstance(runner, EngineRunner):
             hit = runner.close()
             if runner.telemetry:
@@ -219,7 +242,7 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
             runner.close()
     runners.clear()
     gc.collect()
-    for label in ("bare", "engine", "tele"):
+    for label in ("bare", "bare_cap", "engine", "tele"):
         row[f"{label}_pp"] = median(runs[label], "prefill_tps") if runs.get(label) else float("nan")
         row[f"{label}_tg"] = median(runs[label], "decode_tps") if runs.get(label) else float("nan")
         for key, attr in (("pp_in", "prefill_inner_tps"), ("ttft", "ttft_ms"),
@@ -247,6 +270,8 @@ def main() -> int:
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--skip-capture", action="store_true",
+                        help="no bare+capture runs (a llama.cpp without MoE Desk's patch)")
     parser.add_argument("--gap", type=float, default=0.5, metavar="SECONDS",
                         help="pause before each run (default 0.5)")
     parser.add_argument("--bare-verbose", action="store_true", help="llama.cpp's load log of bare")
@@ -263,7 +288,7 @@ def main() -> int:
     for name, plan in plans(args.placement or ["experts-ram"], info.n_layer, base).items():
         row = measure(args.model, plan, info.n_layer, info.architecture, prompt, args.gen,
                       args.repeats, bare=not args.skip_bare, bare_verbose=args.bare_verbose,
-                      gap=args.gap)
+                      gap=args.gap, capture=not args.skip_capture)
         row["placement"] = name
         rows.append(row)
         print(row, flush=True)
@@ -280,6 +305,15 @@ def main() -> int:
               f"{1 - r['engine_pp'] / r['bare_pp']:+.1%} | {r['bare_tg']:.1f} | {r['engine_tg']:.1f} | "
               f"{1 - r['engine_tg'] / r['bare_tg']:+.1%} | {r['tele_tg']:.1f} | "
               f"{1 - r['tele_tg'] / r['engine_tg']:+.1%} | {hit} |")
+    print("\nrouting capture within one process (bare's Llama, the patch's capture toggled "
+          "between runs)\n")
+    print("| placement | bare pp t/s | +capture pp t/s | cost (pp) | bare tg t/s | +capture tg t/s "
+          "| cost (tg) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['placement']} | {r['bare_pp']:.0f} | {r['bare_cap_pp']:.0f} | "
+              f"{1 - r['bare_cap_pp'] / r['bare_pp']:+.1%} | {r['bare_tg']:.1f} | "
+              f"{r['bare_cap_tg']:.1f} | {1 - r['bare_cap_tg'] / r['bare_tg']:+.1%} |")
     print("\nprefill as timed inside: bare = llama.cpp's prompt eval timer, engine = admission to "
           "end of prefill\n")
     print("| placement | bare pp inside | engine pp inside | engine+telemetry pp inside | "

@@ -36,7 +36,10 @@ def real_shape_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def load(engine: EngineClient, model: Path, **plan: object) -> LoadResult:
-    return engine.load(LoadParams(model=str(model), placement=PlacementPlan(n_ctx=1024, **plan)))
+    # one GPU (the main one) also on a machine with several, where llama.cpp would split the
+    # layers over all of them (tests/test_gpu_multi.py covers that)
+    placement = PlacementPlan(**{"n_ctx": 1024, "split_mode": "none", **plan})  # type: ignore[arg-type]
+    return engine.load(LoadParams(model=str(model), placement=placement))
 
 
 def bytes_on(result: LoadResult, tensor_class: str, device: str) -> int:
@@ -109,7 +112,8 @@ def test_a_kv_cache_that_fits_ram_and_vram_together_but_not_the_gpu_is_out_of_me
     n_ctx = (int(gpu.memory_total * 1.25 / per_token) // 256 + 1) * 256
     assert n_ctx * per_token < sum(d.memory_total for d in engine.info().devices)
     with pytest.raises(OutOfMemoryError) as failure:
-        engine.load(LoadParams(model=str(real_shape_model), placement=PlacementPlan(n_ctx=n_ctx)))
+        engine.load(LoadParams(model=str(real_shape_model),
+                               placement=PlacementPlan(n_ctx=n_ctx, split_mode="none")))
     assert "memory" in str(failure.value).lower()
     load(engine, real_shape_model, experts_in_ram="all")
     chat(engine)  # the engine is still serving
