@@ -10,7 +10,9 @@ and run in turn (interleaved repeats, so drift hits all three alike):
 * engine+telemetry: the same with routing telemetry on;
 * bare+capture: bare's own Llama with the engine's llama.cpp patch capturing routing (toggled
   between its runs): the patch's cost within one process, free of the spread between two
-  processes of the same code (engine against engine+telemetry), which was +-5% in some runs.
+  processes of the same code (engine against engine+telemetry), which was +-5% in some runs;
+* with --control, engine2: a second engine process without telemetry, to show that spread
+  (engine2 against engine: the same code in two processes).
 
 Times are taken where a user sees them: prefill t/s = prompt tokens / time to first token,
 decode t/s = (tokens - 1) / (last token - first token). Medians of --repeats runs after one
@@ -45,6 +47,15 @@ from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
 from app.gguf_info import read_model
+
+_watchdog_s = 0.0  # --watchdog: the longest one load or one run may take
+
+
+def rearm_watchdog() -> None:
+    """A step (a load, a run) begins: dump every thread's stack and exit if it hangs."""
+    if _watchdog_s:
+        faulthandler.dump_traceback_later(_watchdog_s, exit=True)
+
 
 PROMPT_WORDS = ("expert", "router", "layer", "token", "memory", "cache", "offload", "decode")
 
@@ -206,16 +217,22 @@ class EngineRunner:
 
 def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: str, n_gen: int,
             repeats: int, bare: bool, bare_verbose: bool = False, gap: float = 0.5,
-            capture: bool = True) -> dict[str, object]:
+            capture: bool = True, control: bool = False) -> dict[str, object]:
     """All variants loaded side by side (weights in RAM are shared through the page cache),
     runs interleaved so that drift in clocks and memory bandwidth hits each alike."""
     runners: dict[str, BareLlama | CapturingBare | EngineRunner] = {}
+    rearm_watchdog()
     if bare:
         runners["bare"] = BareLlama(model, plan, n_layer, arch, verbose=bare_verbose)
         if capture:
             runners["bare_cap"] = CapturingBare(runners["bare"])
+    rearm_watchdog()
     runners["engine"] = EngineRunner(model, plan, telemetry=False)
+    rearm_watchdog()
     runners["tele"] = EngineRunner(model, plan, telemetry=True)
+    if control:
+        rearm_watchdog()
+        runners["engine2"] = EngineRunner(model, plan, telemetry=False)
     runs: dict[str, list[Run]] = {name: [] for name in runners}
     names = list(runners)
     for i in range(repeats + 1):
@@ -223,10 +240,12 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
         # ggml threads spin for a while after its last token, and whoever runs next pays
         for name in names[i % len(names):] + names[:i % len(names)]:
             time.sleep(gap)
+            rearm_watchdog()
             # a different first word each run, so no prompt prefix is reused from the cache
             run = runners[name].run(f"{i} {prompt}", n_gen)
             if i > 0:  # the first round warms up
                 runs[name].append(run)
+    rearm_watchdog()
     row: dict[str, object] = {}
     engine = runners["engine"]
     assert isinstance(engine, EngineRunner)
@@ -242,7 +261,7 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
             runner.close()
     runners.clear()
     gc.collect()
-    for label in ("bare", "bare_cap", "engine", "tele"):
+    for label in ("bare", "bare_cap", "engine", "tele", "engine2"):
         row[f"{label}_pp"] = median(runs[label], "prefill_tps") if runs.get(label) else float("nan")
         row[f"{label}_tg"] = median(runs[label], "decode_tps") if runs.get(label) else float("nan")
         for key, attr in (("pp_in", "prefill_inner_tps"), ("ttft", "ttft_ms"),
@@ -270,16 +289,19 @@ def main() -> int:
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--control", action="store_true",
+                        help="a second engine without telemetry: the spread between processes")
     parser.add_argument("--skip-capture", action="store_true",
                         help="no bare+capture runs (a llama.cpp without MoE Desk's patch)")
     parser.add_argument("--gap", type=float, default=0.5, metavar="SECONDS",
                         help="pause before each run (default 0.5)")
     parser.add_argument("--bare-verbose", action="store_true", help="llama.cpp's load log of bare")
     parser.add_argument("--watchdog", type=float, default=0, metavar="SECONDS",
-                        help="dump every thread's stack and exit if the run takes longer")
+                        help="dump every thread's stack and exit if one load or one run "
+                        "takes longer")
     args = parser.parse_args()
-    if args.watchdog:
-        faulthandler.dump_traceback_later(args.watchdog, exit=True)
+    global _watchdog_s
+    _watchdog_s = args.watchdog
 
     info = read_model(args.model)
     base = PlacementPlan(n_threads=args.threads, n_ctx=args.ctx, flash_attn="on")
@@ -288,7 +310,7 @@ def main() -> int:
     for name, plan in plans(args.placement or ["experts-ram"], info.n_layer, base).items():
         row = measure(args.model, plan, info.n_layer, info.architecture, prompt, args.gen,
                       args.repeats, bare=not args.skip_bare, bare_verbose=args.bare_verbose,
-                      gap=args.gap, capture=not args.skip_capture)
+                      gap=args.gap, capture=not args.skip_capture, control=args.control)
         row["placement"] = name
         rows.append(row)
         print(row, flush=True)
@@ -314,6 +336,16 @@ def main() -> int:
         print(f"| {r['placement']} | {r['bare_pp']:.0f} | {r['bare_cap_pp']:.0f} | "
               f"{1 - r['bare_cap_pp'] / r['bare_pp']:+.1%} | {r['bare_tg']:.1f} | "
               f"{r['bare_cap_tg']:.1f} | {1 - r['bare_cap_tg'] / r['bare_tg']:+.1%} |")
+    if args.control:
+        print("\nthe same engine in two processes, telemetry off in both (engine2 against "
+              "engine)\n")
+        print("| placement | engine pp t/s | engine2 pp t/s | spread (pp) | engine tg t/s | "
+              "engine2 tg t/s | spread (tg) |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['placement']} | {r['engine_pp']:.0f} | {r['engine2_pp']:.0f} | "
+                  f"{1 - r['engine2_pp'] / r['engine_pp']:+.1%} | {r['engine_tg']:.1f} | "
+                  f"{r['engine2_tg']:.1f} | {1 - r['engine2_tg'] / r['engine_tg']:+.1%} |")
     print("\nprefill as timed inside: bare = llama.cpp's prompt eval timer, engine = admission to "
           "end of prefill\n")
     print("| placement | bare pp inside | engine pp inside | engine+telemetry pp inside | "
