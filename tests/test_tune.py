@@ -122,6 +122,27 @@ def test_the_prefill_target_compares_with_the_same_placement_at_llama_cpp_settin
     assert "autotuned prefill 4096 / its placement at llama.cpp's settings: 1.00x" in summary_lines(rows[:2])
 
 
+def test_the_sweep_comparison_says_whether_the_rounds_tell_the_two_apart() -> None:
+    from app.tune.report import BenchRow
+
+    def row(strategy: str, label: str, n: int, deep: float, low: float, high: float) -> BenchRow:
+        return BenchRow(strategy, Measurement(label, PlacementPlan(experts_in_ram=n), decode_tps=40.0,
+                                              deep_decode_tps=deep, decode_depth=8192, runs=2,
+                                              deep_decode_range=(low, high)))
+
+    tuned = row("autotuned", "autotuned", 14, 33.6, 31.0, 36.2)
+    close = [tuned, row("sweep", "sweep 15", 15, 34.8, 33.9, 35.7)]
+    assert ("autotuned decode at depth 8192 / best of the sweep (sweep 15): 96.6% (rounds: "
+            "autotuned 31.0-36.2, sweep 15 33.9-35.7 t/s; the ranges overlap: the rounds cannot "
+            "tell them apart)") in summary_lines(close)
+    apart = [tuned, row("sweep", "sweep 10", 10, 45.0, 44.0, 46.0)]
+    assert any(line.endswith("sweep 10 44.0-46.0 t/s; the ranges do not overlap)")
+               for line in summary_lines(apart))
+    # one run each: no ranges to compare, the ratio alone
+    single = [BenchRow(r.strategy, replace(r.measurement, runs=1, deep_decode_range=None)) for r in close]
+    assert "autotuned decode at depth 8192 / best of the sweep (sweep 15): 96.6%" in summary_lines(single)
+
+
 def test_one_layer_less_moves_one_layer_of_the_same_strategy_off_the_gpu() -> None:
     assert one_layer_less(PlacementPlan(n_gpu_layers=8), 20) == PlacementPlan(n_gpu_layers=7)
     assert one_layer_less(PlacementPlan(n_gpu_layers=0), 20) is None

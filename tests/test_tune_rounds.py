@@ -61,6 +61,9 @@ def test_rows_sharing_a_placement_share_its_runs_and_each_round_starts_further_a
     assert workloads["advisor"] == merged_workload([FULL, FULL])
     assert workloads["sweep 36"] == replace(SHORT, repeats=1)
     assert results[1].deep_decode_tps == 20.0 and results[3].deep_decode_tps == 0.0
+    # and the spread of those runs, for telling rows apart (the ranked figure: deep if measured)
+    assert results[0].decode_range == (10.0, 80.0) and results[0].deep_decode_range == (5.0, 40.0)
+    assert results[1].decode_spread == (10.0, 45.0) and results[3].decode_spread == (30.0, 70.0)
 
 
 def test_a_placement_over_the_budget_steps_down_in_round_one_and_only_the_fitting_one_repeats() -> None:

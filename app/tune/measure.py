@@ -56,6 +56,8 @@ class Measurement:
     load_seconds: float = 0.0
     error: str | None = None  # why it could not be measured (out of memory, over budget...)
     runs: int = 1  # loads whose figures these are the medians of (app.tune.rounds)
+    decode_range: tuple[float, float] | None = None  # lowest and highest of those runs
+    deep_decode_range: tuple[float, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +76,11 @@ class Measurement:
         """The decode figure that ranks placements: deep in the context when that was
         measured (a long chat is where placements differ most), else after a short prompt."""
         return self.deep_decode_tps if self.decode_depth else self.decode_tps
+
+    @property
+    def decode_spread(self) -> tuple[float, float] | None:
+        """Lowest and highest of ``decode`` over the runs it is the median of (None: one run)."""
+        return self.deep_decode_range if self.decode_depth else self.decode_range
 
     @property
     def prefill(self) -> float:

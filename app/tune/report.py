@@ -168,13 +168,24 @@ def summary_lines(rows: list[BenchRow]) -> list[str]:
             top = max(sweep, key=lambda m: m.decode)  # deep in the context when measured
             where = f" at depth {tuned.decode_depth}" if tuned.decode_depth else ""
             lines.append(f"autotuned decode{where} / best of the sweep ({top.label}): "
-                         f"{100 * tuned.decode / top.decode:.1f}%")
+                         f"{100 * tuned.decode / top.decode:.1f}%{_spreads(tuned, top)}")
         default = by.get(AT_LLAMA_SETTINGS, tuned)
         if default.ok:
             for n in sorted(set(tuned.prefill_tps) & set(default.prefill_tps)):
                 lines.append(f"autotuned prefill {n} / its placement at llama.cpp's settings: "
                              f"{tuned.prefill_tps[n] / default.prefill_tps[n]:.2f}x")
     return lines
+
+
+def _spreads(tuned: Measurement, top: Measurement) -> str:
+    """Whether the rounds tell the two apart: their runs' ranges, and if these overlap."""
+    a, b = tuned.decode_spread, top.decode_spread
+    if a is None or b is None or tuned.plan == top.plan:
+        return ""
+    verdict = ("the ranges overlap: the rounds cannot tell them apart" if a[0] <= b[1] and b[0] <= a[1]
+               else "the ranges do not overlap")
+    return (f" (rounds: autotuned {a[0]:.1f}-{a[1]:.1f}, {top.label} {b[0]:.1f}-{b[1]:.1f} t/s; "
+            f"{verdict})")
 
 
 def _versus_classic(by: dict[str, Measurement]) -> list[str]:

@@ -56,11 +56,16 @@ def median_measurement(runs: list[Measurement], label: str) -> Measurement:
         values = [v for v in values if v]
         return statistics.median(values) if values else 0.0
 
+    def span(values: list[float]) -> tuple[float, float] | None:
+        values = [v for v in values if v]
+        return (min(values), max(values)) if len(values) > 1 else None
+
     prompts = sorted({n for m in ok for n in m.prefill_tps})
+    decode, deep = [m.decode_tps for m in ok], [m.deep_decode_tps for m in ok]
     return replace(first, label=label,
                    prefill_tps={n: mid([m.prefill_tps.get(n, 0.0) for m in ok]) for n in prompts},
-                   decode_tps=mid([m.decode_tps for m in ok]),
-                   deep_decode_tps=mid([m.deep_decode_tps for m in ok]),
+                   decode_tps=mid(decode), deep_decode_tps=mid(deep),
+                   decode_range=span(decode), deep_decode_range=span(deep),
                    gpu_bytes=max(m.gpu_bytes for m in ok), runs=len(ok))
 
 
