@@ -14,6 +14,9 @@
 # shape (REPEATS=2, DEPTH=16384) about 170 s, the 235B shape (REPEATS=1, DEPTH=8192) 85 s a budget.
 # Fifth session: bench (two placements, --repeats 9) 270 s, one placement 60 s; tune of the 235B
 # shape with autotune (60 s) and SWEEP=5, REPEATS=1: 540 s at 12 GB, 470 s at 24 GB.
+# Sixth: nvidia-h200-x2 (32 cores) build 150 s, test 125 s; H100 bench with bare+capture
+# (four runners, --repeats 7) over 300 s for two placements; 235B tune at 12 GB with REPEATS=2
+# and autotune 120 s: 700 s.
 # Longer than the 10 minutes of one call: bench/device_job.sh with a job file (bench/jobs/).
 # tune: BUDGETS="12 24" (GB), SWEEP=4 (layers per sweep step), TUNE_SECONDS=150,
 #       TUNE_MODEL=/tmp/moedesk-q235-20l.gguf (after the model235 step)
@@ -75,11 +78,12 @@ step_test() {
 }
 
 step_bench() {  # the watchdog dumps the stacks and exits if a load hangs (it did, twice)
-    # PLACEMENTS="gpu experts-ram" (default), BENCH_TAG=name: bench-name.txt (variants in one call)
+    # PLACEMENTS="gpu experts-ram" (default), BENCH_TAG=name: bench-name.txt (variants in one call),
+    # BENCH_ARGS: more options (e.g. --control)
     local placement args=()
     for placement in ${PLACEMENTS:-gpu experts-ram}; do args+=(--placement "$placement"); done
     python3 bench/engine_overhead.py --model "$MODEL" --threads "$THREADS" --repeats "${REPEATS:-9}" \
-        "${args[@]}" --watchdog "${WATCHDOG:-300}" \
+        "${args[@]}" --watchdog "${WATCHDOG:-300}" ${BENCH_ARGS:-} \
         2>&1 | tee "$OUT/bench${BENCH_TAG:+-$BENCH_TAG}.txt"
 }
 
