@@ -104,7 +104,9 @@ def test_search_sorts_and_opening_a_repo_shows_quants_with_verdicts(qtbot: QtBot
 
     find.results_view.selectRow(1)  # the user clicks the repo
     qtbot.waitUntil(lambda: find.repo_id == REPO and len(find.quant_model.rows) == 2, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: all(r.verdict for r in find.quant_model.rows), timeout=WAIT_MS)
+    # the recommendation comes once the advisor's worker has finished, after its last verdict
+    qtbot.waitUntil(lambda: all(r.verdict for r in find.quant_model.rows)
+                    and any(r.recommended for r in find.quant_model.rows), timeout=WAIT_MS)
     rows = visible_rows(find.quant_model)
     assert [(r[0], r[2], r[3]) for r in rows] == [
         ("Q8_0", "1", "fits on GPU"),
