@@ -120,6 +120,15 @@ def test_streamed_chat_is_the_whole_answer_in_pieces(client: openai.OpenAI, mode
     assert chunks[-1].usage.completion_tokens == 12
 
 
+def test_a_stream_has_no_empty_pieces(client: openai.OpenAI, model: str) -> None:
+    # the engine sends an event for every token, some with no text yet (the tiny model's answer
+    # has such tokens); a client sees pieces of text only, after the first chunk's role
+    chunks = list(client.chat.completions.create(model=model, messages=user("Write a long story"),
+                                                 max_tokens=40, **EXACT, stream=True))
+    middle = [c for c in chunks[1:] if c.choices and c.choices[0].finish_reason is None]
+    assert len(middle) > 10 and all(c.choices[0].delta.content for c in middle)
+
+
 def test_completions_continue_raw_text_and_stop_at_a_stop_string(
         client: openai.OpenAI, model: str) -> None:
     full = client.completions.create(model=model, prompt="Once upon a time", max_tokens=16,
