@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# H100, about 26 min held with the build (keep it under the 30 a machine may be held): the engine bench for both placements with the
-# within-process capture figure and a second engine without telemetry (--control: how far two
-# processes of the same code differ), then the 235B shape's report at 24 GB in two rounds.
+# H100, about 26 min held with the build (a machine goes back after 30 min held): the engine
+# bench for both placements with the within-process capture figure and a second engine without
+# telemetry (--control: how far two processes of the same code differ), then the 235B shape's
+# report at 24 GB in two rounds.
 S=bench/gpu_session.sh
 bash $S build model model235
 REPEATS=5 BENCH_TAG=control BENCH_ARGS=--control bash $S bench
