@@ -195,8 +195,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
             history.append(ChatMessage(role="user", content=line))
             stream = engine.chat(ChatParams(messages=list(history), sampling=sampling))
             try:
-                for token in stream:
-                    print(token.text, end="", flush=True)
+                for text in stream.texts():
+                    print(text, end="", flush=True)
             except KeyboardInterrupt:
                 stream.cancel()
                 for _ in stream:

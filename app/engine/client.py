@@ -120,12 +120,17 @@ class RequestStream(Generic[ItemT, ResultT]):
 
 
 class ChatStream(RequestStream[Token, ChatResult]):
-    """A chat's tokens as they are generated. After ``cancel()`` it ends normally, with
-    ``result.finish_reason == "cancelled"`` and the text generated so far."""
+    """A chat's tokens as they are generated (one each, some with no text yet). After
+    ``cancel()`` it ends normally, with ``result.finish_reason == "cancelled"`` and the text
+    generated so far."""
 
     item_event = "token"
     item_type = Token
     result_type = ChatResult
+
+    def texts(self) -> Iterator[str]:
+        """The answer's pieces of text as they come, without the tokens that make none yet."""
+        return (token.text for token in self if token.text)
 
 
 class LoadStream(RequestStream[Progress, LoadResult]):

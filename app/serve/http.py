@@ -293,14 +293,13 @@ class _Handler(BaseHTTPRequestHandler):
         request_id = openai_api.new_id(request.kind)
         started = False
         try:
-            for token in stream:
+            for text in stream.texts():
                 if not started:
                     self._start_events()
                     started = True
                     if request.kind == "chat":
                         self._event(openai_api.chunk(request, request_id, first=True))
-                if token.text:
-                    self._event(openai_api.chunk(request, request_id, token.text))
+                self._event(openai_api.chunk(request, request_id, text))
             result = stream.result
             if result.finish_reason == "cancelled":
                 raise _stopped()

@@ -217,9 +217,8 @@ class EngineWorker:
             if job.cancelled:  # stop pressed while the request went out
                 job.stream.cancel()
             self._post(self._events.on_state, "generating")
-            for token in job.stream:
-                if token.text:
-                    self._post(self._events.on_chat_token, job.chat_id, token.text)
+            for text in job.stream.texts():
+                self._post(self._events.on_chat_token, job.chat_id, text)
             result = job.stream.result
         except EngineDiedError as exc:
             if session in self._closing_sessions:

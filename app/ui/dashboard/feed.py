@@ -37,9 +37,8 @@ class EngineFeed(QObject):
         def run() -> None:
             try:
                 stream = client.chat(params)
-                for token in stream:
-                    if token.text:
-                        self.token.emit(token.text)
+                for text in stream.texts():
+                    self.token.emit(text)
                 self.chat_finished.emit(stream.result)
             except EngineError as exc:
                 self.chat_failed.emit(str(exc))
