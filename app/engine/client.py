@@ -3,8 +3,8 @@
     with EngineClient.spawn() as engine:
         engine.load(LoadParams(model="model.gguf"))
         stream = engine.chat(ChatParams(messages=[ChatMessage("user", "Hello")]))
-        for token in stream:
-            print(token.text, end="")
+        for text in stream.texts():  # pieces of the answer (iterating it: every token)
+            print(text, end="")
         print(stream.result.decode_tps)
 
 Calls block the calling thread (the GUI calls them from a worker thread). One reader thread
