@@ -13,7 +13,7 @@ from app.engine.client import EngineClient
 from app.engine.errors import TelemetryUnavailableError
 from app.engine.generation import StopMatcher
 from app.engine.placement import PlacementPlan
-from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling
+from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling, Token
 
 
 def load(engine: EngineClient, model: Path, telemetry: bool = True, **plan: object) -> None:
@@ -117,18 +117,23 @@ def test_streamed_tokens_are_the_answer_and_stop_strings_cut_it(engine: EngineCl
 def test_every_token_is_an_event_when_sampled_also_one_without_text(
         engine: EngineClient, tiny_moe_gguf: Path) -> None:
     load(engine, tiny_moe_gguf)
-    stream = engine.chat(ChatParams(
-        messages=[ChatMessage(role="user", content="Write a long story")],
-        sampling=Sampling(temperature=0.0, max_tokens=40, ignore_eos=True)))
-    tokens = list(stream)
-    result = stream.result
+
+    def chat(stop: list[str]) -> tuple[list[Token], ChatResult]:
+        stream = engine.chat(ChatParams(
+            messages=[ChatMessage(role="user", content="Write a long story")], stop=stop,
+            sampling=Sampling(temperature=0.0, max_tokens=40, ignore_eos=True)))
+        return list(stream), stream.result
+
+    tokens, result = chat([])
     # one event a token, counted from 1 (then perhaps the held-back tail, with the last count)
     assert [t.n for t in tokens][:40] == list(range(1, 41)) and len(tokens) in (40, 41)
     assert all(t.n == 40 for t in tokens[40:])
     assert "".join(t.text for t in tokens) == result.text
-    # this answer has tokens that make no text of their own (a character's first bytes,
-    # special tokens): their events come anyway, empty, so the first event is the first token
-    assert any(t.text == "" for t in tokens)
+    # a stop string that the first token's text begins holds that text back: its event still
+    # comes, empty, so the first event is the first token (the text follows with a later one)
+    held, again = chat([tokens[0].text + "\x01"])
+    assert (held[0].n, held[0].text) == (1, "")
+    assert "".join(t.text for t in held) == again.text == result.text
 
 
 def test_stop_matcher_holds_back_a_partial_stop_string() -> None:
