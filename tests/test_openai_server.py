@@ -121,12 +121,18 @@ def test_streamed_chat_is_the_whole_answer_in_pieces(client: openai.OpenAI, mode
 
 
 def test_a_stream_has_no_empty_pieces(client: openai.OpenAI, model: str) -> None:
-    # the engine sends an event for every token, some with no text yet (the tiny model's answer
-    # has such tokens); a client sees pieces of text only, after the first chunk's role
+    # the engine sends an event for every token, also one with no text yet: here the first,
+    # whose text a stop string it begins holds back; a client sees pieces of text only, after
+    # the first chunk's role
+    first = client.chat.completions.create(model=model, messages=user("Write a long story"),
+                                           max_tokens=1, **EXACT).choices[0].message.content
+    assert first
     chunks = list(client.chat.completions.create(model=model, messages=user("Write a long story"),
-                                                 max_tokens=40, **EXACT, stream=True))
+                                                 max_tokens=40, stop=[first + "\x01"], **EXACT,
+                                                 stream=True))
     middle = [c for c in chunks[1:] if c.choices and c.choices[0].finish_reason is None]
     assert len(middle) > 10 and all(c.choices[0].delta.content for c in middle)
+    assert "".join(c.choices[0].delta.content for c in middle).startswith(first)
 
 
 def test_completions_continue_raw_text_and_stop_at_a_stop_string(
