@@ -274,6 +274,21 @@ def median(runs: list[Run], attr: str) -> float:
     return statistics.median(getattr(r, attr) for r in runs)
 
 
+def print_pair_table(rows: list[dict[str, object]], heading: str, base: tuple[str, str],
+                     other: tuple[str, str], effect: str) -> None:
+    """Prefill and decode of two runners side by side, and how much slower ``other`` is.
+    ``base`` and ``other`` are (row key prefix, column name)."""
+    (b, b_name), (o, o_name) = base, other
+    print(f"\n{heading}\n")
+    print(f"| placement | {b_name} pp t/s | {o_name} pp t/s | {effect} (pp) | {b_name} tg t/s | "
+          f"{o_name} tg t/s | {effect} (tg) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        bp, op, bt, ot = (float(r[k]) for k in (f"{b}_pp", f"{o}_pp", f"{b}_tg", f"{o}_tg"))  # type: ignore[arg-type]
+        print(f"| {r['placement']} | {bp:.0f} | {op:.0f} | {1 - op / bp:+.1%} | {bt:.1f} | "
+              f"{ot:.1f} | {1 - ot / bt:+.1%} |")
+
+
 def main() -> int:
     faulthandler.enable()
     parser = argparse.ArgumentParser(description=__doc__,
@@ -327,25 +342,11 @@ def main() -> int:
               f"{1 - r['engine_pp'] / r['bare_pp']:+.1%} | {r['bare_tg']:.1f} | {r['engine_tg']:.1f} | "
               f"{1 - r['engine_tg'] / r['bare_tg']:+.1%} | {r['tele_tg']:.1f} | "
               f"{1 - r['tele_tg'] / r['engine_tg']:+.1%} | {hit} |")
-    print("\nrouting capture within one process (bare's Llama, the patch's capture toggled "
-          "between runs)\n")
-    print("| placement | bare pp t/s | +capture pp t/s | cost (pp) | bare tg t/s | +capture tg t/s "
-          "| cost (tg) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['placement']} | {r['bare_pp']:.0f} | {r['bare_cap_pp']:.0f} | "
-              f"{1 - r['bare_cap_pp'] / r['bare_pp']:+.1%} | {r['bare_tg']:.1f} | "
-              f"{r['bare_cap_tg']:.1f} | {1 - r['bare_cap_tg'] / r['bare_tg']:+.1%} |")
+    print_pair_table(rows, "routing capture within one process (bare's Llama, the patch's capture "
+                     "toggled between runs)", ("bare", "bare"), ("bare_cap", "+capture"), "cost")
     if args.control:
-        print("\nthe same engine in two processes, telemetry off in both (engine2 against "
-              "engine)\n")
-        print("| placement | engine pp t/s | engine2 pp t/s | spread (pp) | engine tg t/s | "
-              "engine2 tg t/s | spread (tg) |")
-        print("|---|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['placement']} | {r['engine_pp']:.0f} | {r['engine2_pp']:.0f} | "
-                  f"{1 - r['engine2_pp'] / r['engine_pp']:+.1%} | {r['engine_tg']:.1f} | "
-                  f"{r['engine2_tg']:.1f} | {1 - r['engine2_tg'] / r['engine_tg']:+.1%} |")
+        print_pair_table(rows, "the same engine in two processes, telemetry off in both (engine2 "
+                         "against engine)", ("engine", "engine"), ("engine2", "engine2"), "spread")
     print("\nprefill as timed inside: bare = llama.cpp's prompt eval timer, engine = admission to "
           "end of prefill\n")
     print("| placement | bare pp inside | engine pp inside | engine+telemetry pp inside | "
