@@ -17,8 +17,11 @@ python3 -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSI
 tar xzf "$TMP"/llama_cpp_python-"$VERSION".tar.gz -C "$CARRY"
 vendor="$CARRY/llama_cpp_python-$VERSION/vendor/llama.cpp"
 rm -rf "$vendor"/{models,docs,media,benches,tests,examples,gguf-py,conversion,tools/ui}
-rm -rf "$CARRY/llama_cpp_python-$VERSION/.git"  # the sdist carries a 39 MB git history
+# the sdist carries its git history (39 MB), and a gitlink in llama.cpp that then points nowhere
+rm -rf "$CARRY/llama_cpp_python-$VERSION/.git" "$vendor/.git"
 
 python3 -m pip download -q --no-deps --only-binary :all: --python-version 3.12 --platform any \
-    -d "$CARRY" gguf diskcache pytest pluggy iniconfig pytest-timeout platformdirs packaging
+    -d "$CARRY" gguf diskcache pytest pluggy iniconfig pytest-timeout platformdirs packaging \
+    keyring jaraco.classes jaraco.functools jaraco.context more-itertools \
+    backports.tarfile  # (jaraco.context needs it below Python 3.12)
 du -sh "$CARRY"
