@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Make .carry/: what the accelerator machine (no network) needs beside this working tree to run
 # bench/gpu_session.sh: the llama-cpp-python sdist, trimmed under the 64 MiB a call may carry
-# (its git history and its vendored llama.cpp's models, docs, tests, examples and tools/ui are not needed to build),
+# (its git history and its vendored llama.cpp's models, docs, tests, examples and tools/ui
+# are not needed to build),
 # and Python 3.12 wheels of the pure-Python packages that machine's image lacks.
-# Run here, once per fresh checkout (about 30 s); .carry/ is git-ignored.
+# Run here, once per fresh checkout (about 10 s); .carry/ is git-ignored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=$(python3 -c "import re; print(re.search(r'LLAMA_CPP_PYTHON_VERSION = \"(.+?)\"', \
