@@ -264,6 +264,9 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
     for label in ("bare", "bare_cap", "engine", "tele", "engine2"):
         row[f"{label}_pp"] = median(runs[label], "prefill_tps") if runs.get(label) else float("nan")
         row[f"{label}_tg"] = median(runs[label], "decode_tps") if runs.get(label) else float("nan")
+        # the rounds' scatter, so that a difference of medians can be read against it
+        tgs = [r.decode_tps for r in runs.get(label, [])]
+        row[f"{label}_tg_range"] = f"{min(tgs):.1f}-{max(tgs):.1f}" if tgs else "-"
         for key, attr in (("pp_in", "prefill_inner_tps"), ("ttft", "ttft_ms"),
                           ("ttft_in", "ttft_inner_ms"), ("queued", "queued_ms")):
             row[f"{label}_{key}"] = median(runs[label], attr) if runs.get(label) else float("nan")
@@ -281,12 +284,12 @@ def print_pair_table(rows: list[dict[str, object]], heading: str, base: tuple[st
     (b, b_name), (o, o_name) = base, other
     print(f"\n{heading}\n")
     print(f"| placement | {b_name} pp t/s | {o_name} pp t/s | {effect} (pp) | {b_name} tg t/s | "
-          f"{o_name} tg t/s | {effect} (tg) |")
-    print("|---|---|---|---|---|---|---|")
+          f"{o_name} tg t/s | {effect} (tg) | {b_name} tg rounds | {o_name} tg rounds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         bp, op, bt, ot = (float(r[k]) for k in (f"{b}_pp", f"{o}_pp", f"{b}_tg", f"{o}_tg"))  # type: ignore[arg-type]
         print(f"| {r['placement']} | {bp:.0f} | {op:.0f} | {1 - op / bp:+.1%} | {bt:.1f} | "
-              f"{ot:.1f} | {1 - ot / bt:+.1%} |")
+              f"{ot:.1f} | {1 - ot / bt:+.1%} | {r[f'{b}_tg_range']} | {r[f'{o}_tg_range']} |")
 
 
 def main() -> int:
