@@ -9,9 +9,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import llama_cpp
 import pytest
 from gguf import GGUFReader
 
+from app.engine import ggml_backend
 from app.engine.client import EngineClient
 from app.engine.errors import (
     EngineError,
@@ -23,6 +25,7 @@ from app.engine.errors import (
 )
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress
+from app.engine.runtime import device_of_buffer_type
 from app.engine.synthetic import SyntheticSpec, write_synthetic_model
 
 
@@ -57,6 +60,17 @@ def test_load_reports_model_progress_and_where_every_byte_landed(
     assert {"routed_experts", "attention", "router", "embeddings", "norms"} <= classes
     assert {p.device for p in result.placement} == {"CPU"}
     assert result.expert_layers_on_gpu == []
+
+
+def test_weights_repacked_for_the_cpu_count_as_cpu_memory() -> None:
+    # On CPUs with AMX, llama.cpp puts weights in a buffer type named just "AMX"
+    build = llama_cpp.llama_print_system_info().decode()
+    repacked = ggml_backend.host_buffer_types()
+    assert ("CPU_REPACK" in repacked) == ("REPACK = 1" in build)
+    assert ("AMX" in repacked) == ("AMX_INT8 = 1" in build)
+    for buft in repacked | {"CPU", "CPU_Mapped"}:
+        assert device_of_buffer_type(buft, {"CPU"}) == "CPU"
+    assert device_of_buffer_type("CUDA0", {"CPU", "CUDA0"}) == "CUDA0"
 
 
 def test_split_model_loads_from_its_first_shard(engine: EngineClient,

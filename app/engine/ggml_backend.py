@@ -53,6 +53,10 @@ def _ggml() -> ctypes.CDLL:
         "ggml_backend_dev_type": ([vp], ctypes.c_int),
         "ggml_backend_dev_memory": ([vp, ctypes.POINTER(sz), ctypes.POINTER(sz)], None),
         "ggml_backend_dev_buffer_type": ([vp], vp),
+        "ggml_backend_dev_host_buffer_type": ([vp], vp),
+        "ggml_backend_dev_backend_reg": ([vp], vp),
+        "ggml_backend_reg_get_proc_address": ([vp, cp], vp),
+        "ggml_backend_buft_name": ([vp], cp),
     }
     for fn, (argtypes, restype) in signatures.items():
         func = getattr(lib, fn)
@@ -115,6 +119,35 @@ def buffer_type(device_name: str) -> int:
         if device.name == device_name:
             return int(_ggml().ggml_backend_dev_buffer_type(device.handle))
     raise KeyError(device_name)
+
+
+# The CPU backend's optional "ggml_backend_dev_get_extra_bufts": a NULL-terminated array.
+_ExtraBuftsFn = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)
+
+
+@functools.cache
+def host_buffer_types() -> frozenset[str]:
+    """Names of the buffer types whose memory is the host's RAM though their name does not say
+    so: each device's pinned host buffer type ("CUDA_Host") and the extra buffer types that hold
+    repacked weights for a device's kernels ("CPU_REPACK", and "AMX" on CPUs with AMX)."""
+    lib = _ggml()
+    names: set[str] = set()
+    for device in devices():
+        host = lib.ggml_backend_dev_host_buffer_type(device.handle)
+        if host:
+            names.add(lib.ggml_backend_buft_name(host).decode())
+        if device.kind != "cpu":
+            continue
+        reg = lib.ggml_backend_dev_backend_reg(device.handle)
+        address = lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
+        if not address:
+            continue
+        extra = _ExtraBuftsFn(address)(device.handle)
+        index = 0
+        while extra and extra[index]:
+            names.add(lib.ggml_backend_buft_name(extra[index]).decode())
+            index += 1
+    return frozenset(names)
 
 
 # --- the patch's functions ----------------------------------------------------------------

@@ -380,10 +380,10 @@ class Runtime:
 
 def device_of_buffer_type(buft: str, device_names: set[str]) -> str:
     """The device a buffer type's memory belongs to: "CPU" for all host memory
-    (CPU, CPU_Mapped, CPU_REPACK, CUDA_Host pinned), else the GPU's own name."""
+    (CPU, CPU_Mapped, CPU_REPACK, AMX, CUDA_Host pinned), else the GPU's own name."""
     if buft in device_names and buft != CPU_DEVICE:
         return buft
-    if buft.startswith("CPU") or buft.endswith("_Host"):
+    if buft.startswith("CPU") or buft in ggml_backend.host_buffer_types():
         return CPU_DEVICE
     return buft
 
