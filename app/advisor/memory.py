@@ -9,7 +9,7 @@ It follows llama.cpp's own rules (llama-model.cpp ``load_tensors``, llama-contex
   the plan's tensor overrides, first match wins, move single tensors (routed experts to RAM).
   "Weights" are the bytes each tensor holds, counted once: what must be resident for
   inference. On a CPU, llama.cpp also logs the mmapped file span (``CPU_Mapped``) next to
-  repacked copies of the quantized matrices (``CPU_REPACK``); the pages behind the copies
+  repacked copies of the quantized matrices (``CPU_REPACK``, ``AMX``); the pages behind the copies
   are clean page cache the kernel drops, so they are not counted.
 * KV cache, per layer on that layer's device (llama.cpp's default ``offload_kqv``):
   ``cells * n_head_kv * (key_length * bytes(type_k) + value_length * bytes(type_v))``, with
