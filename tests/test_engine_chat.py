@@ -114,6 +114,16 @@ def test_streamed_tokens_are_the_answer_and_stop_strings_cut_it(engine: EngineCl
     assert cut.text == full.text[: full.text.index(cut_at)] == streamed
 
 
+def test_decode_speed_counts_decode_steps_not_tokens(engine: EngineClient,
+                                                   tiny_moe_gguf: Path) -> None:
+    load(engine, tiny_moe_gguf)
+    # the only token comes from the prefill's logits: nothing was decoded, so no decode speed
+    _, one = ask(engine, "Hi", max_tokens=1)
+    assert one.completion_tokens == 1 and one.prefill_tps > 0 and one.decode_tps == 0.0
+    _, two = ask(engine, "Hi again", max_tokens=2)
+    assert two.completion_tokens == 2 and two.decode_tps > 0
+
+
 def test_every_token_is_an_event_when_sampled_also_one_without_text(
         engine: EngineClient, tiny_moe_gguf: Path) -> None:
     load(engine, tiny_moe_gguf)

@@ -16,7 +16,13 @@ from app.engine.placement import PlacementPlan
 from app.engine.protocol import LoadParams
 from app.store import ChatDefaults, Message, MessageStats, Store
 from app.ui.chat import ChatPage
-from app.ui.chat.message_widgets import CodeSegment, MessageWidget, TextSegment, ThinkSegment
+from app.ui.chat.message_widgets import (
+    CodeSegment,
+    MessageWidget,
+    TextSegment,
+    ThinkSegment,
+    stats_line,
+)
 from app.ui.chat.segments import segments
 from app.ui.engine_controller import EngineController
 
@@ -167,6 +173,14 @@ def test_message_shows_markdown_code_with_copy_and_collapsed_thinking(qtbot: QtB
     code.copy_button.click()
     assert QGuiApplication.clipboard().text() == "print('hi')"
     assert widget.stats.text().startswith("20 tokens · prefill 300 t/s · decode 42.0 t/s")
+
+
+def test_stats_of_a_one_token_answer_leave_out_decode_speed() -> None:
+    message = Message(id=1, conversation_id=1, role="assistant", content="Yes", stats=MessageStats(
+        prompt_tokens=5, completion_tokens=1, prefill_tps=300.0, decode_tps=0.0, ttft_s=0.1,
+        finish_reason="length", model="tiny"))
+    assert stats_line(message) == ("1 token · prefill 300 t/s · first token 0.10 s · tiny · "
+                                   "hit the token limit")
 
 
 def test_streaming_redraw_keeps_finished_segments(qtbot: QtBot) -> None:

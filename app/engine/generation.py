@@ -185,8 +185,8 @@ class Sequence:
         self.cancelled = cancelled
         self.t_start = t_start
         self.queued_s = queued_s  # before t_start: a wait for a slot, template, tokenizer
-        self.t_prefilled = 0.0
         self.ttft = 0.0
+        self.t_first_token = 0.0
         self.prefill_tps = 0.0
         self.n_generated = 0
         self.next_token: int | None = None  # sampled, to be decoded in the next step
@@ -200,13 +200,13 @@ class Sequence:
 
     def prefilled(self, now: float, n_prefilled: int) -> None:
         """Its whole prompt is in the KV cache now (``n_prefilled`` of it evaluated)."""
-        self.t_prefilled = now
         self.prefill_tps = n_prefilled / max(now - self.t_start, 1e-9)
 
     def decode_tps(self, now: float) -> float:
-        if not self.n_generated:
+        # the first token is sampled from the prefill's logits: n tokens took n - 1 decode steps
+        if self.n_generated < 2:
             return 0.0
-        return self.n_generated / max(now - self.t_prefilled, 1e-9)
+        return (self.n_generated - 1) / max(now - self.t_first_token, 1e-9)
 
     def sample(self, ctx: int, index: int) -> str | None:
         """Sample its next token from the logits at batch position ``index``; streams the
@@ -216,7 +216,8 @@ class Sequence:
             return "stop"
         self.n_generated += 1
         if self.n_generated == 1:
-            self.ttft = time.perf_counter() - self.t_start
+            self.t_first_token = time.perf_counter()
+            self.ttft = self.t_first_token - self.t_start
         piece, stopped = self.stop.feed(self.decoder.decode(self.text.piece_bytes(token)))
         # an event for every token, also one with no text yet (part of a character, a possible
         # start of a stop string, a special token): the client sees the first token when it is

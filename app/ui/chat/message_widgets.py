@@ -32,8 +32,11 @@ def stats_line(message: Message) -> str:
     s = message.stats
     if s is None:
         return ""
-    parts = [f"{s.completion_tokens} tokens", f"prefill {s.prefill_tps:.0f} t/s",
-             f"decode {s.decode_tps:.1f} t/s", f"first token {s.ttft_s:.2f} s"]
+    tokens = f"{s.completion_tokens} token" + ("" if s.completion_tokens == 1 else "s")
+    parts = [tokens, f"prefill {s.prefill_tps:.0f} t/s"]
+    if s.decode_tps > 0:  # a one-token answer decoded nothing
+        parts.append(f"decode {s.decode_tps:.1f} t/s")
+    parts.append(f"first token {s.ttft_s:.2f} s")
     if s.model:
         parts.append(s.model)
     if s.finish_reason == "cancelled":
