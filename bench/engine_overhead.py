@@ -16,8 +16,9 @@ and run in turn (interleaved repeats, so drift hits all three alike):
 
 Times are taken where a user sees them: prefill t/s = prompt tokens / time to first token,
 decode t/s = (tokens - 1) / (last token - first token). Medians of --repeats runs after one
-warm-up. Beside them, prefill as each side times it inside (bare: llama.cpp's own prompt eval
-timer; engine: from admitting the chat to the end of its prefill), and the time to first
+warm-up. Beside them, prefill and decode as each side times it inside (bare: llama.cpp's own
+prompt eval and eval timers; engine: from admitting the chat to the end of its prefill, and
+from its first token to its last), and the time to first
 token in ms split three ways (the engine's wait before admitting the chat: template and
 tokenizer; its own time to first token, from admission to its first sample; the rest: the
 request and the token across the socket and between threads), and the round trip of a
@@ -68,6 +69,7 @@ class Run:
     ttft_ms: float = 0.0  # time to first token where the user sees it
     ttft_inner_ms: float = 0.0  # the engine's own: from admitting the chat to its first sample
     queued_ms: float = 0.0  # the engine's, before admitting it: template and tokenizer
+    decode_inner_tps: float = 0.0  # as timed inside (see the module docstring)
 
 
 def prompt_text(n_words: int) -> str:
@@ -145,7 +147,8 @@ class BareLlama:
                 break
         perf = llama_cpp.llama_perf_context(llm.ctx)
         return Run(len(tokens) / (times[0] - t0), (len(times) - 1) / (times[-1] - times[0]),
-                   perf.n_p_eval / max(perf.t_p_eval_ms / 1000, 1e-9), 1000 * (times[0] - t0))
+                   perf.n_p_eval / max(perf.t_p_eval_ms / 1000, 1e-9), 1000 * (times[0] - t0),
+                   decode_inner_tps=perf.n_eval / max(perf.t_eval_ms / 1000, 1e-9))
 
     def close(self) -> None:
         self.llm.close()
@@ -181,7 +184,8 @@ class EngineRunner:
         first, last = arrived[1], arrived[result.completion_tokens]
         return Run(result.prompt_tokens / (first - t0),
                    (result.completion_tokens - 1) / (last - first), result.prefill_tps,
-                   1000 * (first - t0), 1000 * result.ttft_s, 1000 * result.queued_s)
+                   1000 * (first - t0), 1000 * result.ttft_s, 1000 * result.queued_s,
+                   result.decode_tps)
 
     def round_trips_ms(self, prompt: str, n_gen: int, pings: int = 20) -> tuple[float, float, float]:
         """Median round trip of a request the event loop answers at once (cancelling an id
@@ -267,7 +271,8 @@ def measure(model: str, plan: PlacementPlan, n_layer: int, arch: str, prompt: st
         # the rounds' scatter, so that a difference of medians can be read against it
         tgs = [r.decode_tps for r in runs.get(label, [])]
         row[f"{label}_tg_range"] = f"{min(tgs):.1f}-{max(tgs):.1f}" if tgs else "-"
-        for key, attr in (("pp_in", "prefill_inner_tps"), ("ttft", "ttft_ms"),
+        for key, attr in (("pp_in", "prefill_inner_tps"), ("tg_in", "decode_inner_tps"),
+                          ("ttft", "ttft_ms"),
                           ("ttft_in", "ttft_inner_ms"), ("queued", "queued_ms")):
             row[f"{label}_{key}"] = median(runs[label], attr) if runs.get(label) else float("nan")
     return row
@@ -290,6 +295,23 @@ def print_pair_table(rows: list[dict[str, object]], heading: str, base: tuple[st
         bp, op, bt, ot = (float(r[k]) for k in (f"{b}_pp", f"{o}_pp", f"{b}_tg", f"{o}_tg"))  # type: ignore[arg-type]
         print(f"| {r['placement']} | {bp:.0f} | {op:.0f} | {1 - op / bp:+.1%} | {bt:.1f} | "
               f"{ot:.1f} | {1 - ot / bt:+.1%} | {r[f'{b}_tg_range']} | {r[f'{o}_tg_range']} |")
+
+
+def print_decode_inside(rows: list[dict[str, object]], control: bool) -> None:
+    """Decode t/s as each side times it: free of how this process's threads see the tokens
+    arrive, and for bare with capture, of its Python loop (llama_decode alone)."""
+    print("\ndecode as timed inside: bare = llama.cpp's eval timer (llama_decode alone), engine = "
+          "its own (its loop and sampling included)\n")
+    labels = [("bare", "bare"), ("bare_cap", "+capture"), ("engine", "engine"),
+              ("tele", "engine+telemetry")] + ([("engine2", "engine2")] if control else [])
+    print("| placement | " + " | ".join(f"{name} tg inside" for _, name in labels)
+          + " | capture cost inside | telemetry cost inside |")
+    print("|---|" + "---|" * (len(labels) + 2))
+    for r in rows:
+        speed = {key: float(r[f"{key}_tg_in"]) for key, _ in labels}  # type: ignore[arg-type]
+        print(f"| {r['placement']} | " + " | ".join(f"{speed[k]:.1f}" for k, _ in labels)
+              + f" | {1 - speed['bare_cap'] / speed['bare']:+.1%} | "
+              f"{1 - speed['tele'] / speed['engine']:+.1%} |")
 
 
 def main() -> int:
@@ -362,6 +384,7 @@ def main() -> int:
               f"{r['tele_pp_in']:.0f} | {1 - r['engine_pp_in'] / r['bare_pp_in']:+.1%} | "
               f"{r['bare_ttft']:.1f} | {r['engine_ttft']:.1f} | {r['engine_queued']:.1f} | "
               f"{r['engine_ttft_in']:.1f} | {around:.1f} |")
+    print_decode_inside(rows, args.control)
     print("\nround trip of a request the engine's event loop answers at once (ms)\n")
     print("| placement | idle | while decoding (median) | while decoding (max) |")
     print("|---|---|---|---|")
