@@ -76,6 +76,16 @@ def test_first_layers_experts_in_ram_land_in_ram_and_the_rest_on_the_gpu(
     assert 0.5 < snapshot.hit_rate < 0.75
 
 
+def test_pinned_host_buffers_count_as_cpu_memory(gpu_name: str) -> None:
+    from app.engine import ggml_backend
+    from app.engine.runtime import device_of_buffer_type
+
+    pinned = {name for name in ggml_backend.host_buffer_types() if name.endswith("_Host")}
+    assert pinned  # CUDA_Host on a CUDA build
+    for name in pinned:
+        assert device_of_buffer_type(name, {"CPU", gpu_name}) == "CPU"
+
+
 @pytest.mark.parametrize(("experts_in_ram", "hit_rate"), [("all", 0.0), ("none", 1.0)])
 def test_hit_rate_follows_where_experts_are(engine: EngineClient, real_shape_model: Path,
                                             experts_in_ram: str, hit_rate: float) -> None:
