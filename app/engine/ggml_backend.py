@@ -127,9 +127,9 @@ _ExtraBuftsFn = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_
 
 @functools.cache
 def host_buffer_types() -> frozenset[str]:
-    """Names of the buffer types whose memory is the host's RAM though their name does not say
-    so: each device's pinned host buffer type ("CUDA_Host") and the extra buffer types that hold
-    repacked weights for a device's kernels ("CPU_REPACK", and "AMX" on CPUs with AMX)."""
+    """Names of the buffer types, beside the CPU's own, whose memory is the host's RAM: each
+    device's pinned host buffer type ("CUDA_Host") and the CPU's extra buffer types that hold
+    weights repacked for its kernels ("CPU_REPACK", and "AMX" on CPUs with AMX)."""
     lib = _ggml()
     names: set[str] = set()
     for device in devices():
