@@ -62,6 +62,9 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-type", default="f16", choices=typing.get_args(CacheType),
                        help="KV cache type (default: f16)")
     group.add_argument("--no-mmap", action="store_true", help="read the model into RAM")
+    group.add_argument("--no-repack", action="store_true",
+                       help="keep CPU weights as in the file (llama.cpp's --no-repack): slower "
+                            "CPU kernels, but the OS can page them from the SSD")
 
 
 def plan_from_args(args: argparse.Namespace) -> PlacementPlan:
@@ -70,6 +73,7 @@ def plan_from_args(args: argparse.Namespace) -> PlacementPlan:
         overrides=list(args.override), n_ctx=args.ctx, n_threads=args.threads,
         n_expert_used=args.experts_used, flash_attn=args.flash_attn,
         type_k=args.cache_type, type_v=args.cache_type, use_mmap=not args.no_mmap,
+        repack=not args.no_repack,
     )
 
 

@@ -154,10 +154,11 @@ def test_stop_matcher_holds_back_a_partial_stop_string() -> None:
     assert StopMatcher(["STOP"]).feed("no stop here") == ("no stop here", False)
 
 
-def test_cli_chat_answers_and_prints_speed(tiny_moe_gguf: Path) -> None:
+@pytest.mark.parametrize("placement", [[], ["--no-repack"]])
+def test_cli_chat_answers_and_prints_speed(tiny_moe_gguf: Path, placement: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "chat", "--model", str(tiny_moe_gguf), "--ctx", "512",
-         "--threads", "2", "--max-tokens", "8", "--temp", "0"],
+         "--threads", "2", "--max-tokens", "8", "--temp", "0", *placement],
         input="Hello there\nWhat now?\n\n", capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr

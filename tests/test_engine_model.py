@@ -24,7 +24,7 @@ from app.engine.errors import (
     UnsupportedArchitectureError,
 )
 from app.engine.placement import PlacementPlan, TensorOverride
-from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
 from app.engine.runtime import device_of_buffer_type
 from app.engine.synthetic import SyntheticSpec, write_synthetic_model
 
@@ -187,6 +187,21 @@ def test_load_reports_what_llama_cpp_allocated(engine: EngineClient, tiny_moe_gg
     weights = sum(int(t.n_bytes) for t in GGUFReader(tiny_moe_gguf).tensors)
     assert by_kind["weights"] >= weights * 0.99  # mapped file, plus repacked copies
     assert by_kind["compute"] > 0
+
+
+def test_no_repack_keeps_every_weight_in_the_mapped_file(engine: EngineClient,
+                                                        tiny_moe_gguf: Path) -> None:
+    def weight_buffers(**plan: object) -> set[str]:
+        result = load(engine, tiny_moe_gguf, **plan)
+        return {a.buffer_type for a in result.allocations  # type: ignore[attr-defined]
+                if a.kind == "weights"}
+
+    # an x86 CPU with AVX2 (or an ARM one with NEON) gets its Q4_0 experts repacked
+    assert "CPU_REPACK" in weight_buffers()
+    assert weight_buffers(repack=False) == {"CPU_Mapped"}
+    stream = engine.chat(ChatParams(messages=[ChatMessage(role="user", content="hi")],
+                                    sampling=Sampling(max_tokens=4, ignore_eos=True)))
+    assert stream.result.completion_tokens == 4
 
 
 def test_allocations_are_reported_for_a_model_with_many_layers(engine: EngineClient,

@@ -169,6 +169,11 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
         first = "fits_on_gpu"
     ram_budget = hardware.memory.available - RAM_HEADROOM if hardware.memory else None
     verdict, more, warnings = _ram_verdict(first, memory[0], ram_budget)
+    if verdict == "fits_streaming_from_ssd" and placement.repack:
+        # the OS can drop and re-read only pages of the mapped file, not repacked copies
+        placement = replace(placement, repack=False)
+        warnings.append("llama.cpp's weight repacking is off (--no-repack): its copies would "
+                        "have to fit in RAM, and only weights left in the file stream from the SSD")
     if over:
         verdict, more = "does_not_fit", over + more
     cpu_busy = not gpus or bool(in_ram) or 0 <= placement.n_gpu_layers <= model.n_layer

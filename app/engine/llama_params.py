@@ -55,6 +55,7 @@ def model_params(plan: PlacementPlan, n_layer: int, architecture: str,
     params.split_mode = SPLIT_MODES[plan.split_mode]
     params.main_gpu = plan.main_gpu
     params.load_mode = LOAD_MODES[(plan.use_mmap, plan.use_mlock)]
+    params.use_extra_bufts = plan.repack
     params.progress_callback = progress
 
     if plan.tensor_split:
