@@ -57,10 +57,11 @@ class PlacementPlan:
     n_threads_batch: int = 0  # 0: same as n_threads
     use_mmap: bool = True
     use_mlock: bool = False
-    # llama.cpp copies CPU weights into layouts its kernels read faster (CPU_REPACK; AMX on
-    # Xeons that have it): copies in RAM, which the OS cannot drop and read again from the
-    # file. False is llama.cpp's --no-repack: weights stay in the mapped file, as streaming
-    # a model larger than RAM from the SSD needs.
+    # Without a GPU host buffer (which llama.cpp prefers for weights in RAM), llama.cpp copies
+    # CPU weights into layouts its kernels read faster (CPU_REPACK; AMX on Xeons that have
+    # it): copies in RAM, which the OS cannot drop and read again from the file. False is
+    # llama.cpp's --no-repack: weights stay in the mapped file, as streaming a model larger
+    # than RAM from the SSD needs.
     repack: bool = True
     n_ctx: int = 4096
     n_batch: int = 2048
