@@ -97,9 +97,15 @@ def test_too_little_ram_streams_the_experts_from_the_ssd() -> None:
     plan = plan_for(QWEN3_30B_Q8, machine(8, ram_gib=16), 8192)
     assert plan.verdict == "fits_streaming_from_ssd"
     assert plan.warnings and "SSD" in plan.warnings[0]
-    # repacked copies of the experts would need the RAM that is missing
+    assert plan.placement.repack is True  # with a GPU, llama.cpp repacks no weight in RAM
+
+
+def test_without_a_gpu_streaming_from_the_ssd_turns_repacking_off() -> None:
+    plan = plan_for(QWEN3_30B_Q8, machine(None, ram_gib=16), 8192)
+    assert plan.verdict == "fits_streaming_from_ssd"
+    # repacked copies of the weights would need the RAM that is missing
     assert plan.placement.repack is False and "--no-repack" in plan.warnings[1]
-    assert plan_for(QWEN3_30B_Q8, machine(8, ram_gib=64), 8192).placement.repack is True
+    assert plan_for(QWEN3_30B_Q8, machine(None, ram_gib=64), 8192).placement.repack is True
 
 
 def test_a_tiny_gpu_that_cannot_hold_even_attention_does_not_fit() -> None:

@@ -169,8 +169,9 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
         first = "fits_on_gpu"
     ram_budget = hardware.memory.available - RAM_HEADROOM if hardware.memory else None
     verdict, more, warnings = _ram_verdict(first, memory[0], ram_budget)
-    if verdict == "fits_streaming_from_ssd" and placement.repack:
-        # the OS can drop and re-read only pages of the mapped file, not repacked copies
+    if verdict == "fits_streaming_from_ssd" and placement.repack and not gpus:
+        # the OS can drop and re-read only pages of the mapped file, not repacked copies (with
+        # a GPU, llama.cpp keeps weights in RAM in the file or in pinned memory, never repacked)
         placement = replace(placement, repack=False)
         warnings.append("llama.cpp's weight repacking is off (--no-repack): its copies would "
                         "have to fit in RAM, and only weights left in the file stream from the SSD")
