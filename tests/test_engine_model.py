@@ -6,10 +6,12 @@ up: the same engine then loads a good model.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import llama_cpp
+import psutil
 import pytest
 from gguf import GGUFReader
 
@@ -26,7 +28,8 @@ from app.engine.errors import (
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
 from app.engine.runtime import device_of_buffer_type
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.engine.synthetic import SyntheticSpec, write_synthetic_header, write_synthetic_model
+from app.gguf_info import read_model
 
 
 def load(engine: EngineClient, model: Path | str, **plan: object) -> object:
@@ -132,6 +135,29 @@ def test_a_context_that_cannot_fit_is_refused_before_allocating(engine: EngineCl
     with pytest.raises(OutOfMemoryError) as err:
         load(engine, tiny_moe_gguf, n_ctx=2**31 - 1)
     assert "KV cache" in str(err.value) and "context" in err.value.hint
+    assert_still_serves(engine, tiny_moe_gguf)
+
+
+def test_weights_larger_than_ram_load_only_if_they_can_stream_from_the_ssd(
+        engine: EngineClient, tmp_path: Path, tiny_moe_gguf: Path) -> None:
+    # the 235B shape in Q8_0 with enough layers to outgrow this machine's RAM and swap, header
+    # only (the weights a sparse hole: the refusal comes before llama.cpp reads any)
+    capacity = psutil.virtual_memory().total + psutil.swap_memory().total
+    spec = SyntheticSpec.preset("qwen3-235b-a22b", quant="Q8_0")
+
+    def size(n_layer: int) -> int:
+        shape = dataclasses.replace(spec, n_layer=n_layer)
+        return read_model(write_synthetic_header(tmp_path / f"{n_layer}.gguf", shape)).size_bytes
+
+    per_layer = size(2) - size(1)
+    big = write_synthetic_header(tmp_path / "big.gguf",
+                                 dataclasses.replace(spec, n_layer=capacity // per_layer + 1))
+    assert read_model(big).size_bytes > capacity
+    with pytest.raises(OutOfMemoryError) as err:
+        load(engine, big)  # the CPU build repacks every weight into RAM
+    assert "repacked" in str(err.value) and "--no-repack" in err.value.hint
+    with pytest.raises(OutOfMemoryError, match="mmap is off"):
+        load(engine, big, repack=False, use_mmap=False)
     assert_still_serves(engine, tiny_moe_gguf)
 
 

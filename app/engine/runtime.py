@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import llama_cpp
+import psutil
 
 from app import gguf_info
 from app.engine import ggml_backend, telemetry
@@ -160,6 +161,7 @@ class Runtime:
         plan = params.placement
         self._check_expert_count(info, plan)
         self._check_kv_fits(info, params)
+        self._check_weights_fit(info, plan)
 
         def progress(fraction: float, _user: ctypes.c_void_p) -> bool:
             on_progress(Progress(stage="load", fraction=float(fraction)))
@@ -237,6 +239,31 @@ class Runtime:
                 "Lower the context size or the parallel sequences, or use a quantized KV cache "
                 "(q8_0).",
             )
+
+    @staticmethod
+    def _check_weights_fit(info: gguf_info.GGUFModel, plan: PlacementPlan) -> None:
+        """Refuse a load without a GPU whose weights would all be copied into too little RAM.
+
+        Without a GPU, llama.cpp repacks the weights for its CPU kernels (or, without mmap,
+        reads them in): copies the OS cannot page back from the file, so a model larger than
+        RAM and swap cannot run that way; only weights left in the mapped file stream from the
+        SSD. Overcommit would let the copying start and the OOM killer end the engine later.
+        (With a GPU, llama.cpp keeps weights in RAM in the mapped file or pinned memory.)
+        """
+        if any(d.kind in ("gpu", "igpu") for d in ggml_backend.devices()):
+            return
+        if plan.use_mmap and not plan.repack:
+            return
+        capacity = psutil.virtual_memory().total + psutil.swap_memory().total
+        if info.size_bytes <= capacity:
+            return
+        how = "repacked for the CPU's kernels" if plan.use_mmap else "read in (mmap is off)"
+        raise OutOfMemoryError(
+            f"the model's {info.size_bytes / 2**30:.1f} GiB of weights would be copied into "
+            f"memory ({how}), and this machine has {capacity / 2**30:.1f} GiB of RAM and swap.",
+            "Load it with mmap on and repacking off (--no-repack; the advisor's plan does this) "
+            "to stream the weights from the SSD, or pick a smaller quant.",
+        )
 
     def _allocations(self) -> list[Allocation]:
         """The buffers llama.cpp reported allocating since the load began."""
