@@ -1,18 +1,17 @@
 """What a model file is: its shards, metadata, tensors and their classes.
 
-Reads GGUF headers with the ``gguf`` package (memory-mapped, so even a 400 GB model is read
-in milliseconds) and checks what llama.cpp would otherwise fail on with a terse log line:
-a missing shard, a file that is not a GGUF, a truncated file.
+Reads GGUF headers with ``app.gguf_header`` (the parser the advisor uses on the Hub too; it
+skips token arrays instead of building them, so a 150k-token vocabulary costs milliseconds,
+where the ``gguf`` package's reader took seconds) and checks what llama.cpp would otherwise
+fail on with a terse log line: a missing shard, a file that is not a GGUF, a truncated file.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-from gguf import GGUFReader, GGUFValueType
 
 from app.engine.errors import MissingShardError, ModelFileError
 from app.engine.placement import CACHE_TYPE_BYTES
@@ -173,21 +172,13 @@ def _check_header(path: Path) -> None:
         )
 
 
-def _field_value(reader: GGUFReader, key: str) -> object:
-    fld = reader.fields[key]
-    if not fld.types:
-        return None
-    if fld.types[0] == GGUFValueType.ARRAY:
-        # token lists are huge and not needed here: keep only their length
-        return len(fld.data)
-    return fld.contents()
-
-
 def read_model(path: Path | str) -> GGUFModel:
     """Read the headers of every shard of the model at ``path`` (no tensor data is read).
 
     Raises ModelFileError (not a GGUF, truncated, unreadable) or MissingShardError.
     """
+    from app.gguf_header import read_header_file  # it builds this module's TensorEntry
+
     first = Path(path).expanduser()
     _check_header(first)
     shards = shard_paths(first)
@@ -195,28 +186,21 @@ def read_model(path: Path | str) -> GGUFModel:
     for index, shard in enumerate(shards):
         _check_header(shard)
         try:
-            reader = GGUFReader(shard, "r")
-        except (ValueError, OSError, IndexError) as exc:
-            raise ModelFileError(
-                f"{shard.name} is damaged: its GGUF header cannot be read ({exc}).",
-                "The file is probably incomplete; download it again.",
-            ) from exc
+            with shard.open("rb") as fh:
+                header = read_header_file(fh, shard.name)
+        except OSError as exc:
+            raise ModelFileError(f"{shard.name} cannot be read ({exc}).",
+                                 "Check the file's permissions and the disk.") from exc
         if index == 0:
-            model.metadata = {key: _field_value(reader, key) for key in reader.fields
-                              if not key.startswith("GGUF.")}
+            model.metadata = header.metadata  # arrays (token lists) as their length
         file_size = shard.stat().st_size
-        for t in reader.tensors:
-            end = t.data_offset + t.n_bytes
-            if end > file_size:
-                raise ModelFileError(
-                    f"{shard.name} is truncated: it has {file_size:,} bytes, its tensors need "
-                    f"{end:,}.",
-                    "The download was cut short; download this file again.",
-                )
-            model.tensors.append(TensorEntry(
-                name=t.name, shape=[int(d) for d in t.shape], type_name=t.tensor_type.name,
-                n_bytes=int(t.n_bytes), shard=index,
-            ))
+        if header.data_end > file_size:
+            raise ModelFileError(
+                f"{shard.name} is truncated: it has {file_size:,} bytes, its tensors need "
+                f"{header.data_end:,}.",
+                "The download was cut short; download this file again.",
+            )
+        model.tensors += [replace(t, shard=index) for t in header.tensors]
     return model
 
 

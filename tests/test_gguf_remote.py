@@ -13,10 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from gguf import GGUFReader, GGUFValueType
 
 from app.engine.errors import MissingShardError, ModelFileError
 from app.gguf_header import read_header_file
-from app.gguf_info import GGUFModel, read_model
+from app.gguf_info import GGUFModel, TensorEntry, read_model
 from app.gguf_remote import read_remote_model, shard_urls
 
 RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
@@ -118,30 +119,48 @@ def assert_same_model(remote: GGUFModel, local: GGUFModel) -> None:
 # --- the parser on local files --------------------------------------------------------------
 
 
-def test_local_header_agrees_with_read_model(tiny_moe_gguf: Path) -> None:
-    local = read_model(tiny_moe_gguf)
+def gguf_package_view(shard: Path, index: int) -> tuple[dict[str, object], list[TensorEntry]]:
+    """A shard's metadata (arrays as their length) and tensors as the ``gguf`` package's own
+    reader sees them: an independent parser to hold ours against."""
+    reader = GGUFReader(shard, "r")
+    metadata: dict[str, object] = {}
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF."):  # the reader's own entries for the file's preamble
+            continue
+        metadata[key] = len(fld.data) if fld.types[0] == GGUFValueType.ARRAY else fld.contents()
+    tensors = [TensorEntry(name=t.name, shape=[int(d) for d in t.shape], type_name=t.tensor_type.name,
+                           n_bytes=int(t.n_bytes), shard=index) for t in reader.tensors]
+    return metadata, tensors
+
+
+def test_local_header_agrees_with_the_gguf_package(tiny_moe_gguf: Path) -> None:
+    metadata, tensors = gguf_package_view(tiny_moe_gguf, 0)
     with tiny_moe_gguf.open("rb") as fh:
         header = read_header_file(fh, tiny_moe_gguf.name, first_chunk=1024)
     assert header.version == 3 and header.alignment == 32
-    assert header.metadata == local.metadata
+    assert header.metadata == metadata
+    assert [type(v) for v in header.metadata.values()] == [type(v) for v in metadata.values()]
     assert header.metadata["tokenizer.ggml.tokens"] == 512  # arrays are replaced by their length
-    assert header.tensors == local.tensors
+    assert header.tensors == tensors
+    model = read_model(tiny_moe_gguf)  # the same parser, for a local model
+    assert (model.metadata, model.tensors) == (metadata, tensors)
     assert header.data_end == tiny_moe_gguf.stat().st_size
     # only the header was read, in doublings from 1 KiB: at most twice its size
     assert header.data_offset < header.header_bytes_fetched <= 2 * header.data_offset
 
 
-def test_local_headers_of_every_shard_agree_with_read_model(split_moe_gguf: list[Path]) -> None:
+def test_local_headers_of_every_shard_agree_with_the_gguf_package(split_moe_gguf: list[Path]) -> None:
     local = read_model(split_moe_gguf[0])
     tensors = []
     for index, shard in enumerate(split_moe_gguf):
+        metadata, shard_tensors = gguf_package_view(shard, index)
         with shard.open("rb") as fh:
             header = read_header_file(fh, shard.name)
         if index == 0:
-            assert header.metadata == local.metadata
+            assert header.metadata == local.metadata == metadata
         assert header.metadata["split.no"] == index
-        tensors += [t.name for t in header.tensors]
-    assert tensors == [t.name for t in local.tensors]
+        tensors += shard_tensors
+    assert tensors == local.tensors
 
 
 def test_local_file_that_is_not_gguf(tmp_path: Path) -> None:
