@@ -2,9 +2,11 @@
 
 The parser reads GGUF v2/v3 through a ``ByteSource`` (a local file object here, an HTTP URL in
 ``app.http_range``) and fetches only what the header needs: a first chunk, then twice as much
-each time it runs past what it has, up to a cap. It agrees exactly with
-``app.gguf_info.read_model``: array values are replaced by their length, ``general.*`` and the
-other keys keep their types, tensor sizes come from the ggml type's block size and type size.
+each time it runs past what it has, up to a cap. ``app.gguf_info.read_model`` uses it for
+local files. It agrees exactly with the ``gguf`` package's reader (the tests hold them
+together), except that array values are replaced by their length instead of being built:
+``general.*`` and the other keys keep their types, tensor sizes come from the ggml type's block
+size and type size.
 """
 
 from __future__ import annotations
