@@ -183,8 +183,7 @@ def read_model(path: Path | str) -> GGUFModel:
     _check_header(first)
     shards = shard_paths(first)
     model = GGUFModel(shards=shards, metadata={})
-    for index, shard in enumerate(shards):
-        _check_header(shard)
+    for index, shard in enumerate(shards):  # shard_paths found them all; the parser checks magic
         try:
             with shard.open("rb") as fh:
                 header = read_header_file(fh, shard.name)
