@@ -281,6 +281,18 @@ def test_routing_window_sums_recent_differences_and_survives_a_reload() -> None:
     assert window.counts().sum() == 0 and window.hit_rate() is None
 
 
+def test_a_one_token_answer_has_no_decode_speed_to_show(page: DashboardPage) -> None:
+    page.add_chat_result(ChatResult(text="Yes", finish_reason="length", prompt_tokens=5,
+                                    cached_tokens=0, completion_tokens=1, prefill_tps=300.0,
+                                    decode_tps=0.0, ttft_s=0.1), at=1.0)
+    page.redraw()
+    (line,) = [t for t in page.now_label.text().splitlines() if t.startswith("Last answer")]
+    assert line.endswith("prefill 300 t/s, first token after 100 ms") and "decode" not in line
+    _, marks = page.store.data("answer_decode_tps")
+    assert len(marks) == 0  # no marker at 0 t/s
+    assert page.store.last("answer_tokens") == 1.0
+
+
 def test_axis_ends_are_round_numbers() -> None:
     assert [nice_ceiling(v) for v in (0.0, 0.7, 1.0, 1.2, 2.2, 3.0, 7.5, 1234.0)] == \
         [1.0, 1.0, 1.0, 2.0, 2.5, 5.0, 10.0, 2000.0]

@@ -207,12 +207,14 @@ class DashboardPage(QWidget):
     @Slot(object)
     def add_chat_result(self, result: ChatResult, at: float | None = None) -> None:
         """A finished answer: its final speeds are marked on the throughput plot."""
-        self.store.add(self._time(at), {
-            "answer_decode_tps": result.decode_tps,
+        values = {
             "answer_prefill_tps": result.prefill_tps,
             "answer_tokens": float(result.completion_tokens),
             "answer_ttft_s": result.first_token_s,
-        })
+        }
+        if result.decode_tps > 0:  # a one-token answer decoded nothing: no marker at 0 t/s
+            values["answer_decode_tps"] = result.decode_tps
+        self.store.add(self._time(at), values)
         self._last_answer = result
         self._dirty = True
 
@@ -307,8 +309,9 @@ class DashboardPage(QWidget):
             lines.append("Expert hit rate: no expert used yet")
         answer = self._last_answer
         if answer is not None:
+            decode = f"decode {answer.decode_tps:.1f} t/s, " if answer.decode_tps > 0 else ""
             lines.append(f"Last answer: {answer.completion_tokens} tokens, prefill "
-                         f"{answer.prefill_tps:.0f} t/s, decode {answer.decode_tps:.1f} t/s, "
+                         f"{answer.prefill_tps:.0f} t/s, {decode}"
                          f"first token after {answer.first_token_s * 1000:.0f} ms")
         self.now_label.setText("\n".join(lines))
 
