@@ -14,6 +14,7 @@ from app.advisor.memory import (
     memory_by_device,
 )
 from app.advisor.planner import max_context, plan_for
+from app.advisor.report import plan_lines
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.synthetic import SyntheticSpec, tensor_plan
 from app.gguf_info import GGUFModel, TensorEntry
@@ -105,7 +106,9 @@ def test_without_a_gpu_streaming_from_the_ssd_turns_repacking_off() -> None:
     assert plan.verdict == "fits_streaming_from_ssd"
     # repacked copies of the weights would need the RAM that is missing
     assert plan.placement.repack is False and "--no-repack" in plan.warnings[1]
-    assert plan_for(QWEN3_30B_Q8, machine(None, ram_gib=64), 8192).placement.repack is True
+    assert plan_lines(QWEN3_30B_Q8, plan)[-1].endswith(", weights not repacked")
+    fits = plan_for(QWEN3_30B_Q8, machine(None, ram_gib=64), 8192)
+    assert fits.placement.repack is True and "repacked" not in plan_lines(QWEN3_30B_Q8, fits)[-1]
 
 
 def test_a_tiny_gpu_that_cannot_hold_even_attention_does_not_fit() -> None:

@@ -90,7 +90,8 @@ def plan_lines(model: GGUFModel, plan: Plan) -> list[str]:
     p = plan.placement
     lines.append(f"Engine placement: context {p.n_ctx}, GPU layers {p.n_gpu_layers}, routed experts "
                  f"in RAM: {p.experts_in_ram}, threads {p.n_threads}"
-                 + (f", tensor split {p.tensor_split}" if p.tensor_split else ""))
+                 + (f", tensor split {p.tensor_split}" if p.tensor_split else "")
+                 + ("" if p.repack else ", weights not repacked"))
     lines += [f"  override {o.pattern}={o.device}" for o in p.overrides]
     return lines
 

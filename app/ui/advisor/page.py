@@ -58,6 +58,8 @@ def placement_text(p: PlacementPlan) -> str:
             f"{experts}, threads {p.n_threads or 'auto'}")
     if p.tensor_split:
         text += f", tensor split {' : '.join(f'{x:g}' for x in p.tensor_split)}"
+    if not p.repack:
+        text += ", weights not repacked"
     return text + "".join(f"\n  rule {o.pattern} = {o.device}" for o in p.overrides)
 
 
