@@ -28,7 +28,12 @@ from app.engine.errors import (
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
 from app.engine.runtime import device_of_buffer_type
-from app.engine.synthetic import SyntheticSpec, write_synthetic_header, write_synthetic_model
+from app.engine.synthetic import (
+    SyntheticSpec,
+    tensor_plan,
+    write_synthetic_header,
+    write_synthetic_model,
+)
 from app.gguf_info import read_model
 
 
@@ -146,8 +151,7 @@ def test_weights_larger_than_ram_load_only_if_they_can_stream_from_the_ssd(
     spec = SyntheticSpec.preset("qwen3-235b-a22b", quant="Q8_0")
 
     def size(n_layer: int) -> int:
-        shape = dataclasses.replace(spec, n_layer=n_layer)
-        return read_model(write_synthetic_header(tmp_path / f"{n_layer}.gguf", shape)).size_bytes
+        return sum(t.nbytes for t in tensor_plan(dataclasses.replace(spec, n_layer=n_layer)))
 
     per_layer = size(2) - size(1)
     big = write_synthetic_header(tmp_path / "big.gguf",
