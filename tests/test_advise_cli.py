@@ -22,7 +22,7 @@ def test_advise_a_local_model(tiny_moe_gguf: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "qwen3moe, 4 layers, 8 experts (2 active)" in done.stdout
     assert "Verdict: fits in ram" in done.stdout  # no GPU on this machine
-    assert "Engine placement: context 2048" in done.stdout
+    assert "Engine placement: context 2,048, GPU layers 0" in done.stdout
 
 
 def test_advise_every_quant_of_a_hub_repo_from_headers(local_hub: LocalHub, tiny_moe_gguf: Path,

@@ -61,3 +61,13 @@ def test_bad_regex_and_negative_count_are_refused() -> None:
         tensor_overrides(PlacementPlan(overrides=[TensorOverride("blk.(1", "CPU")]), n_layer=4)
     with pytest.raises(ValueError, match="layer count"):
         tensor_overrides(PlacementPlan(experts_in_ram=-3), n_layer=4)
+
+
+def test_the_placement_sentence_names_what_differs_from_llama_cpps_defaults() -> None:
+    streaming = PlacementPlan(n_gpu_layers=0, n_threads=8, repack=False)
+    assert streaming.describe() == ("context 4,096, GPU layers 0, routed experts in RAM: none, "
+                                    "threads 8, weights not repacked")
+    split = PlacementPlan(experts_in_ram=12, tensor_split=[3, 1],
+                          overrides=[TensorOverride(r"blk\.3\.", "CPU")])
+    assert split.describe() == ("context 4,096, GPU layers all, routed experts in RAM: first 12 "
+                                "layers, threads auto, tensor split 3 : 1\n  rule blk\\.3\\. = CPU")

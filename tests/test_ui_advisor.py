@@ -9,14 +9,12 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from app.engine.client import EngineClient
-from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams
 from app.engine.synthetic import SyntheticSpec, write_synthetic_header
 from app.gguf_info import read_model
 from app.hardware import Hardware, detect
 from app.ui.advisor import AdvisorPage, demo_page
 from app.ui.advisor.controls import RuleError, parse_rules
-from app.ui.advisor.page import placement_text
 from tests.test_advisor import machine
 from tests.test_advisor_gpus import H100
 
@@ -192,9 +190,3 @@ def test_a_late_answer_from_a_worker_is_dropped(qtbot: QtBot, tiny_moe_gguf: Pat
     qtbot.wait(50)
     assert QThreadPool.globalInstance().waitForDone(30_000)
     qtbot.wait(50)  # the workers' answers arrive here, for a page that is gone
-
-
-def test_the_placement_sentence_says_when_weights_are_not_repacked() -> None:
-    streaming = PlacementPlan(n_gpu_layers=0, n_threads=8, repack=False)
-    assert placement_text(streaming).endswith("threads 8, weights not repacked")
-    assert "repacked" not in placement_text(PlacementPlan())

@@ -87,12 +87,7 @@ def plan_lines(model: GGUFModel, plan: Plan) -> list[str]:
         lines += [f"  ({note})" for note in s.notes]
     lines += [f"Threads: {line}" for line in plan.advice[:1]]
     lines += [f"  {line}" for line in plan.advice[1:]]
-    p = plan.placement
-    lines.append(f"Engine placement: context {p.n_ctx}, GPU layers {p.n_gpu_layers}, routed experts "
-                 f"in RAM: {p.experts_in_ram}, threads {p.n_threads}"
-                 + (f", tensor split {p.tensor_split}" if p.tensor_split else "")
-                 + ("" if p.repack else ", weights not repacked"))
-    lines += [f"  override {o.pattern}={o.device}" for o in p.overrides]
+    lines += f"Engine placement: {plan.placement.describe()}".splitlines()
     return lines
 
 

@@ -76,6 +76,19 @@ class PlacementPlan:
     # shared by the sequences (kv_unified), so one batch carries them all.
     n_parallel: int = 1
 
+    def describe(self) -> str:
+        """The placement in a sentence for people (advisor page, CLI), override rules one per line."""
+        experts = {"none": "none", "all": "all"}.get(str(self.experts_in_ram),
+                                                     f"first {self.experts_in_ram} layers")
+        layers = "all" if self.n_gpu_layers < 0 else self.n_gpu_layers
+        text = (f"context {self.n_ctx:,}, GPU layers {layers}, routed experts in RAM: {experts}, "
+                f"threads {self.n_threads or 'auto'}")
+        if self.tensor_split:
+            text += f", tensor split {' : '.join(f'{x:g}' for x in self.tensor_split)}"
+        if not self.repack:
+            text += ", weights not repacked"
+        return text + "".join(f"\n  rule {o.pattern} = {o.device}" for o in self.overrides)
+
 
 def expert_layer_pattern(layers: range | list[int]) -> str:
     """A regex matching the routed expert tensors of the given layers."""

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
 
 from app.advisor.memory import RAM_HEADROOM, VRAM_HEADROOM
 from app.advisor.planner import Plan, evaluate, gb, plan_for
-from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams, LoadResult
 from app.gguf_info import GGUFModel, read_model
 from app.hardware import Hardware, detect
@@ -48,19 +47,6 @@ VERDICTS = {
     "does_not_fit": ("Does not fit", QStyle.StandardPixmap.SP_MessageBoxCritical),
 }
 DEFAULT_CONTEXT = 8192
-
-
-def placement_text(p: PlacementPlan) -> str:
-    """The engine placement in a sentence, with the override rules one per line."""
-    experts = {"none": "none", "all": "all"}.get(str(p.experts_in_ram), f"first {p.experts_in_ram} layers")
-    layers = "all" if p.n_gpu_layers < 0 else p.n_gpu_layers
-    text = (f"Engine placement: context {p.n_ctx:,}, GPU layers {layers}, routed experts in RAM: "
-            f"{experts}, threads {p.n_threads or 'auto'}")
-    if p.tensor_split:
-        text += f", tensor split {' : '.join(f'{x:g}' for x in p.tensor_split)}"
-    if not p.repack:
-        text += ", weights not repacked"
-    return text + "".join(f"\n  rule {o.pattern} = {o.device}" for o in p.overrides)
 
 
 def wrapped(text: str = "") -> QLabel:
@@ -291,7 +277,7 @@ class AdvisorPage(QWidget):
             self.speed.setText(f"Predicted: decode {s.decode}, prefill {s.prefill}")
             read = ", ".join(f"{d} {n / 1e9:.2f} GB" for d, n in s.decode_bytes.items() if n >= 1e7)
             self.speed_detail.setText("\n".join(([f"Each token reads {read}"] if read else []) + s.notes))
-        self.placement_label.setText(placement_text(plan.placement))
+        self.placement_label.setText(f"Engine placement: {plan.placement.describe()}")
         self._update_load_button()
 
     def _memory_rows(self, plan: Plan) -> list[MemoryRow]:
