@@ -162,6 +162,11 @@ def test_weights_larger_than_ram_load_only_if_they_can_stream_from_the_ssd(
     assert "repacked" in str(err.value) and "--no-repack" in err.value.hint
     with pytest.raises(OutOfMemoryError, match="mmap is off"):
         load(engine, big, repack=False, use_mmap=False)
+    # mapped and not repacked it loads, and nothing of it is read yet: llama.cpp would prefetch
+    # the whole file through the page cache (MAP_POPULATE) if patch 0003 did not stop it for
+    # files larger than the memory available
+    load(engine, big, repack=False, n_ctx=512)
+    assert psutil.Process(engine.pid).memory_info().rss < 2 * 2**30
     assert_still_serves(engine, tiny_moe_gguf)
 
 
