@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from app.store import Message
 from app.ui.chat.segments import Segment, segments
+from app.ui.widgets.counts import count_text
 
 
 def stats_line(message: Message) -> str:
@@ -32,8 +33,7 @@ def stats_line(message: Message) -> str:
     s = message.stats
     if s is None:
         return ""
-    tokens = f"{s.completion_tokens} token" + ("" if s.completion_tokens == 1 else "s")
-    parts = [tokens, f"prefill {s.prefill_tps:.0f} t/s"]
+    parts = [count_text(s.completion_tokens, "token"), f"prefill {s.prefill_tps:.0f} t/s"]
     if s.decode_tps > 0:  # a one-token answer decoded nothing
         parts.append(f"decode {s.decode_tps:.1f} t/s")
     parts.append(f"first token {s.ttft_s:.2f} s")

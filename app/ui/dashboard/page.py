@@ -41,6 +41,7 @@ from app.engine.protocol import ChatResult, EngineStats, LoadResult, RoutingSnap
 from app.ui.dashboard.placement_view import PlacementTableModel, format_size, placement_summary
 from app.ui.dashboard.plots import DashboardPlots, memory_series
 from app.ui.dashboard.series import RoutingWindow, SeriesStore
+from app.ui.widgets.counts import count_text
 
 REDRAW_HZ = 5
 CPU_SAMPLE_S = 1.0
@@ -310,7 +311,7 @@ class DashboardPage(QWidget):
         answer = self._last_answer
         if answer is not None:
             decode = f"decode {answer.decode_tps:.1f} t/s, " if answer.decode_tps > 0 else ""
-            lines.append(f"Last answer: {answer.completion_tokens} tokens, prefill "
+            lines.append(f"Last answer: {count_text(answer.completion_tokens, 'token')}, prefill "
                          f"{answer.prefill_tps:.0f} t/s, {decode}"
                          f"first token after {answer.first_token_s * 1000:.0f} ms")
         self.now_label.setText("\n".join(lines))
