@@ -6,24 +6,36 @@ each time it runs past what it has, up to a cap. ``app.gguf_info.read_model`` us
 local files. It agrees exactly with the ``gguf`` package's reader (the tests hold them
 together), except that array values are replaced by their length instead of being built:
 ``general.*`` and the other keys keep their types, tensor sizes come from the ggml type's block
-size and type size.
+size and type size. What llama.cpp itself would refuse while reading a header (an array of
+arrays, a tensor of more than four dimensions, rows that do not fill whole quant blocks, tensor
+data out of place) is refused here, with the checks of ``app.gguf_validate``.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from app.engine.errors import ModelFileError
 from app.gguf_info import GGUF_MAGIC, TensorEntry
+from app.gguf_validate import (
+    check_tensor_dims,
+    check_tensor_offsets,
+    check_tensor_shape,
+    nested_array_error,
+)
 
 FIRST_CHUNK = 64 << 10  # holds a small header whole; real ones (~5-10 MB of vocab) take ~8 doublings
 MAX_HEADER_BYTES = 64 << 20  # the largest known headers (250k-token vocabularies) are ~15 MB
 DEFAULT_ALIGNMENT = 32
 SUPPORTED_VERSIONS = (2, 3)
+# Numeric arrays up to this long keep their values (``GGUFHeader.arrays``): per-layer
+# hyperparameters (expert_used_count, head_count) that validation needs; llama.cpp reads
+# per-layer arrays of at most LLAMA_MAX_LAYERS entries.
+SMALL_ARRAY = 512
 
 _SCALAR_FORMATS: dict[GGUFValueType, str] = {
     GGUFValueType.UINT8: "B", GGUFValueType.INT8: "b",
@@ -56,6 +68,8 @@ class GGUFHeader:
     data_offset: int  # where tensor data starts: the aligned end of the header
     data_end: int  # where the last tensor's data ends (the file must be at least this long)
     header_bytes_fetched: int  # bytes the source transferred to parse it
+    # values of the numeric arrays of at most SMALL_ARRAY items (``metadata`` has their length)
+    arrays: dict[str, list[int | float | bool]] = field(default_factory=dict)
 
 
 class FileSource:
@@ -149,30 +163,31 @@ def _value_type(cur: _Cursor, raw: int) -> GGUFValueType:
                              "The file is probably incomplete or corrupt; download it again.") from None
 
 
-def _read_value(cur: _Cursor, vtype: GGUFValueType) -> object:
+def _read_value(cur: _Cursor, vtype: GGUFValueType, key: str,
+                arrays: dict[str, list[int | float | bool]]) -> object:
     if vtype == GGUFValueType.STRING:
         return cur.string()
     if vtype == GGUFValueType.ARRAY:
         # token lists are huge and not needed here: keep only their length, as read_model does
-        return _skip_array(cur, _value_type(cur, cur.u32()), cur.u64())
-    return cur.unpack(_SCALAR_FORMATS[vtype])[0]
-
-
-def _skip_array(cur: _Cursor, item_type: GGUFValueType, count: int) -> int:
-    """Skip an array; return its length (nested arrays count their items, as GGUFReader does)."""
-    if item_type == GGUFValueType.STRING:
-        for _ in range(count):
-            cur.skip(cur.u64())
+        item_type, count = _value_type(cur, cur.u32()), cur.u64()
+        if item_type == GGUFValueType.ARRAY:
+            raise nested_array_error(cur.source.label, key)
+        if item_type == GGUFValueType.STRING:
+            for _ in range(count):
+                cur.skip(cur.u64())
+        elif count <= SMALL_ARRAY:
+            arrays[key] = list(cur.unpack(f"{count}{_SCALAR_FORMATS[item_type]}"))
+        else:
+            cur.skip(count * struct.calcsize(_SCALAR_FORMATS[item_type]))
         return count
-    if item_type == GGUFValueType.ARRAY:
-        return sum(_skip_array(cur, _value_type(cur, cur.u32()), cur.u64()) for _ in range(count))
-    cur.skip(count * struct.calcsize(_SCALAR_FORMATS[item_type]))
-    return count
+    return cur.unpack(_SCALAR_FORMATS[vtype])[0]
 
 
 def _read_tensor_info(cur: _Cursor) -> tuple[TensorEntry, int]:
     name = cur.string()
-    shape = [cur.u64() for _ in range(cur.u32())]
+    n_dims = cur.u32()
+    check_tensor_dims(cur.source.label, name, n_dims)  # before reading that many numbers
+    shape = [cur.u64() for _ in range(n_dims)]
     raw_type, offset = cur.u32(), cur.u64()
     try:
         ggml_type = GGMLQuantizationType(raw_type)
@@ -180,6 +195,7 @@ def _read_tensor_info(cur: _Cursor) -> tuple[TensorEntry, int]:
     except (ValueError, KeyError):
         raise ModelFileError(f"{cur.source.label}: tensor {name} has ggml type {raw_type}, unknown to "
                              "this version of the gguf package.", "Update the gguf package.") from None
+    check_tensor_shape(cur.source.label, name, shape, ggml_type.name, block_size)
     n_elements = 1
     for dim in shape:
         n_elements *= dim
@@ -212,11 +228,12 @@ def read_header(source: ByteSource, *, first_chunk: int = FIRST_CHUNK,
     n_tensors, n_kv = cur.u64(), cur.u64()
 
     metadata: dict[str, object] = {}
+    arrays: dict[str, list[int | float | bool]] = {}
     alignment = DEFAULT_ALIGNMENT
     for _ in range(n_kv):
         key = cur.string()
         vtype = _value_type(cur, cur.u32())
-        value = _read_value(cur, vtype)
+        value = _read_value(cur, vtype, key, arrays)
         if key in metadata:
             raise ModelFileError(f"{source.label} is damaged: the key {key} appears twice.",
                                  "Download the file again.")
@@ -234,10 +251,11 @@ def read_header(source: ByteSource, *, first_chunk: int = FIRST_CHUNK,
     if len({t.name for t in tensors}) != len(tensors):
         raise ModelFileError(f"{source.label} is damaged: a tensor name appears twice.",
                              "Download the file again.")
+    check_tensor_offsets(source.label, [(t.name, offset, t.n_bytes) for t, offset in infos], alignment)
     data_end = max((data_offset + offset + t.n_bytes for t, offset in infos), default=data_offset)
     return GGUFHeader(version=version, metadata=metadata, tensors=tensors, alignment=alignment,
                       data_offset=data_offset, data_end=data_end,
-                      header_bytes_fetched=source.bytes_fetched)
+                      header_bytes_fetched=source.bytes_fetched, arrays=arrays)
 
 
 def read_header_file(fh: BinaryIO, label: str = "the file", **limits: int) -> GGUFHeader:

@@ -4,10 +4,13 @@ Reads GGUF headers with ``app.gguf_header`` (the parser the advisor uses on the 
 skips token arrays instead of building them, so a 150k-token vocabulary costs milliseconds,
 where the ``gguf`` package's reader took seconds) and checks what llama.cpp would otherwise
 fail on with a terse log line: a missing shard, a file that is not a GGUF, a truncated file.
+Every model it returns has passed ``app.gguf_validate.check_model`` (llama.cpp's limits, a
+consistent split set), so callers may size lists from its counts.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -70,6 +73,9 @@ class GGUFModel:
     shards: list[Path]
     metadata: dict[str, object]
     tensors: list[TensorEntry] = field(default_factory=list)
+    # values of shard 1's small numeric arrays (``metadata`` holds every array's length):
+    # per-layer hyperparameters such as a per-layer expert_used_count
+    arrays: dict[str, list[int | float | bool]] = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -79,8 +85,11 @@ class GGUFModel:
         return self.metadata.get(f"{self.architecture}.{key}", default)
 
     def arch_int(self, key: str, default: int = 0) -> int:
-        """An integer key of the architecture (``<arch>.<key>``); ``default`` if absent."""
+        """An integer key of the architecture (``<arch>.<key>``); ``default`` if absent (or not
+        a finite number: ``check_model`` refuses such a value of the keys llama.cpp reads)."""
         value = self.arch_value(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            return default
         return int(value) if isinstance(value, (int, float)) else default
 
     @property
@@ -97,6 +106,11 @@ class GGUFModel:
 
     @property
     def n_expert_used(self) -> int:
+        """Active experts per token; of a per-layer list (an array), the largest, as llama.cpp
+        sizes its buffers."""
+        per_layer = self.arrays.get(f"{self.architecture}.expert_used_count")
+        if per_layer:
+            return max(int(v) for v in per_layer)
         return self.arch_int("expert_used_count")
 
     @property
@@ -140,16 +154,32 @@ def shard_names(prefix: str, count: int) -> list[str]:
     return [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
 
 
+def split_numbers(name: str) -> tuple[str, int, int] | None:
+    """(prefix, shard number, shard count) of a split model's file name, None if not split.
+
+    Raises ModelFileError for a name that cannot be a shard (``-00000-of-00003``,
+    ``-00004-of-00003``): llama.cpp would not find the set from it.
+    """
+    match = SHARD_NAME.match(name)
+    if not match:
+        return None
+    number, count = int(match.group("no")), int(match.group("count"))
+    if not 1 <= number <= count:
+        raise ModelFileError(f"{name} is named as shard {number} of {count} of a split model, "
+                             "which cannot be.", "Rename the shards as they were downloaded "
+                             "(NAME-00001-of-00003.gguf and so on).")
+    return match.group("prefix"), number, count
+
+
 def shard_paths(path: Path) -> list[Path]:
     """All shards of the model ``path`` belongs to (just ``path`` if it is not split).
 
     Raises MissingShardError naming every absent shard.
     """
-    match = SHARD_NAME.match(path.name)
-    if not match:
+    numbers = split_numbers(path.name)
+    if numbers is None:
         return [path]
-    count = int(match.group("count"))
-    prefix = match.group("prefix")
+    prefix, _, count = numbers
     shards = [path.with_name(name) for name in shard_names(prefix, count)]
     missing = [s.name for s in shards if not s.is_file()]
     if missing:
@@ -161,10 +191,16 @@ def shard_paths(path: Path) -> list[Path]:
 
 
 def _check_header(path: Path) -> None:
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file.",
+                             "Pick the .gguf file (for a split model, any of its shards).")
     if not path.is_file():
         raise ModelFileError(f"{path} does not exist.", "Check the path, or pick the file again.")
-    with path.open("rb") as fh:
-        magic = fh.read(4)
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
     if magic != GGUF_MAGIC:
         raise ModelFileError(
             f"{path.name} is not a GGUF model (it starts with {magic!r}, not b'GGUF').",
@@ -178,21 +214,24 @@ def read_model(path: Path | str) -> GGUFModel:
     Raises ModelFileError (not a GGUF, truncated, unreadable) or MissingShardError.
     """
     from app.gguf_header import read_header_file  # it builds this module's TensorEntry
+    from app.gguf_validate import check_model
 
     first = Path(path).expanduser()
     _check_header(first)
     shards = shard_paths(first)
     model = GGUFModel(shards=shards, metadata={})
+    shard_metadata: list[dict[str, object]] = []
+    tensor_counts: list[int] = []
     for index, shard in enumerate(shards):  # shard_paths found them all; the parser checks magic
         try:
             with shard.open("rb") as fh:
                 header = read_header_file(fh, shard.name)
+            file_size = shard.stat().st_size
         except OSError as exc:
-            raise ModelFileError(f"{shard.name} cannot be read ({exc}).",
-                                 "Check the file's permissions and the disk.") from exc
+            raise _unreadable(shard, exc) from exc
         if index == 0:
             model.metadata = header.metadata  # arrays (token lists) as their length
-        file_size = shard.stat().st_size
+            model.arrays = header.arrays
         if header.data_end > file_size:
             raise ModelFileError(
                 f"{shard.name} is truncated: it has {file_size:,} bytes, its tensors need "
@@ -200,7 +239,16 @@ def read_model(path: Path | str) -> GGUFModel:
                 "The download was cut short; download this file again.",
             )
         model.tensors += [replace(t, shard=index) for t in header.tensors]
+        shard_metadata.append(header.metadata)
+        tensor_counts.append(len(header.tensors))
+    check_model(model, shard_metadata, tensor_counts, [s.name for s in shards])
     return model
+
+
+def _unreadable(path: Path, exc: OSError) -> ModelFileError:
+    return ModelFileError(f"{path.name} cannot be read ({exc.strerror or exc}).",
+                          f"Check that {path} is readable by you (its permissions) and that "
+                          "the disk is healthy.")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from app.engine.errors import MissingShardError, ModelFileError
 from app.gguf_header import FIRST_CHUNK, MAX_HEADER_BYTES, GGUFHeader, read_header
-from app.gguf_info import SHARD_NAME, GGUFModel, shard_names
+from app.gguf_info import GGUFModel, shard_names, split_numbers
+from app.gguf_validate import check_model
 from app.http_range import HttpSource, RemoteNotFoundError
 
 
@@ -41,10 +42,10 @@ def shard_urls(url: str) -> list[str]:
     """
     parts = urlsplit(url)
     folder, _, quoted_name = parts.path.rpartition("/")
-    match = SHARD_NAME.match(unquote(quoted_name))
-    if not match:
+    numbers = split_numbers(unquote(quoted_name))  # ModelFileError: shard 4 of 3
+    if numbers is None:
         return [url]
-    count, prefix = int(match.group("count")), match.group("prefix")
+    prefix, _, count = numbers
     return [urlunsplit(parts._replace(path=f"{folder}/{quote(name)}"))
             for name in shard_names(prefix, count)]
 
@@ -55,8 +56,9 @@ def read_remote_model(url: str, *, headers: Mapping[str, str] | None = None, tim
 
     ``url`` may name any shard of a split model; metadata comes from shard 1, tensors from all.
     ``headers`` go with every request (e.g. ``Authorization: Bearer <token>`` for gated repos).
-    Raises ModelFileError (not found, not a GGUF, damaged, header too large, unreachable) or
-    MissingShardError (another shard of a split model is not on the server).
+    Raises ModelFileError (not found, not a GGUF, damaged, header too large, unreachable, a
+    value llama.cpp cannot load: ``app.gguf_validate``) or MissingShardError (another shard of a
+    split model is not on the server).
     """
     urls = shard_urls(url)
     headers_read: list[GGUFHeader] = []
@@ -82,11 +84,14 @@ def read_remote_model(url: str, *, headers: Mapping[str, str] | None = None, tim
         raise MissingShardError(f"{len(missing)} of {len(urls)} shards are missing on the server: {names}",
                                 f"The model is incomplete at {urls[0].rpartition('/')[0]}; "
                                 "pick another upload of it.")
-    model = GGUFModel(shards=[Path(_file_name(u)) for u in urls], metadata=headers_read[0].metadata)
+    model = GGUFModel(shards=[Path(_file_name(u)) for u in urls], metadata=headers_read[0].metadata,
+                      arrays=headers_read[0].arrays)
     for index, header in enumerate(headers_read):
         for tensor in header.tensors:
             tensor.shard = index
             model.tensors.append(tensor)
+    check_model(model, [h.metadata for h in headers_read], [len(h.tensors) for h in headers_read],
+                urls)
     return RemoteModel(urls=urls, model=model, bytes_fetched=fetched, file_sizes=sizes)
 
 

@@ -10,9 +10,18 @@ from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from app.engine.client import EngineClient  # noqa: E402
 from app.engine.synthetic import SyntheticSpec, write_synthetic_model  # noqa: E402
+
+# Property-based tests (Hypothesis) of hostile input: the same examples on every run and every
+# machine (derandomized, no example database), a few seconds each; a test may lower
+# max_examples further. A slow shared CI machine must not turn them into flakes: no deadline.
+settings.register_profile("moedesk", derandomize=True, database=None, deadline=None,
+                          max_examples=60, print_blob=False,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("moedesk")
 
 
 @pytest.fixture(scope="module")

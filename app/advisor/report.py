@@ -21,8 +21,8 @@ from app.hardware.bandwidth import RamBandwidth
 class QuantAdvice:
     quant: str
     size: int
-    plan: Plan | None  # None: the quant is incomplete in the repo
-    note: str = ""
+    plan: Plan | None  # None: the quant is incomplete in the repo, or its header is refused
+    note: str = ""  # why there is no plan
 
 
 def build_info() -> BuildInfo | None:
@@ -49,9 +49,13 @@ def load_model_header(target: str, token: str | None = None) -> GGUFModel:
 def advise_repo(repo_id: str, hardware: Hardware, n_ctx: int, token: str | None = None,
                 endpoint: str | None = None, build: BuildInfo | None = None,
                 ram: RamBandwidth | None = None) -> list[QuantAdvice]:
-    """A plan for every quantization of a Hub repo, from the headers of its first shards."""
+    """A plan for every quantization of a Hub repo, from the headers of its first shards.
+
+    A quant whose header cannot be loaded (damaged, values llama.cpp refuses) gets no plan and
+    a note saying why; the other quants are still planned."""
     from huggingface_hub import hf_hub_url
 
+    from app.engine.errors import ModelFileError
     from app.hub.repo import list_gguf_quants
 
     endpoint = endpoint or os.environ.get("HF_ENDPOINT")
@@ -59,10 +63,16 @@ def advise_repo(repo_id: str, hardware: Hardware, n_ctx: int, token: str | None 
     for quant in list_gguf_quants(repo_id, token=token, endpoint=endpoint):
         if not quant.complete:
             advice.append(QuantAdvice(quant.name, quant.total_size, None,
-                                      f"shards {', '.join(map(str, quant.missing_shards))} missing"))
+                                      f"incomplete: shards {', '.join(map(str, quant.missing_shards))} "
+                                      "missing"))
             continue
         url = hf_hub_url(repo_id, quant.first_file, endpoint=endpoint)
-        model = load_model_header(url, token)
+        try:
+            model = load_model_header(url, token)
+        except ModelFileError as error:
+            advice.append(QuantAdvice(quant.name, quant.total_size, None,
+                                      f"cannot be loaded: {error.message}"))
+            continue
         plan = plan_for(model, hardware, n_ctx, build=build, ram=ram)
         advice.append(QuantAdvice(quant.name, quant.total_size, plan))
     return advice
@@ -97,7 +107,7 @@ def repo_lines(repo_id: str, advice: list[QuantAdvice]) -> list[str]:
                             f"  {'decode':>12}  {'prefill':>14}"]
     for a in advice:
         if a.plan is None:
-            lines.append(f"{a.quant:14} {gb(a.size):>9}  incomplete: {a.note}")
+            lines.append(f"{a.quant:14} {gb(a.size):>9}  {a.note}")
             continue
         speed = a.plan.speed
         rates = f"  {speed.decode!s:>12}  {speed.prefill!s:>14}" if speed else ""

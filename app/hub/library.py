@@ -26,7 +26,7 @@ from typing import Literal
 
 from app import paths
 from app.engine.errors import MissingShardError, ModelFileError
-from app.gguf_info import SHARD_NAME, read_model, shard_names, shard_paths
+from app.gguf_info import SHARD_NAME, read_model, shard_names, shard_paths, split_numbers
 from app.hub.folder import MARKER_NAME, part, read_marker, remove_empty_folders, repo_folder, write_marker
 from app.hub.hf_cache import HfCacheQuant, hf_cache_quants
 from app.hub.quants import is_model_gguf, quant_name
@@ -226,18 +226,28 @@ class Library:
         return [e for e in data["imports"] if isinstance(e, dict) and {"name", "path", "source"} <= e.keys()]
 
     def _write_index(self, imports: list[dict]) -> None:
-        self.index_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.index_path.with_name(self.index_path.name + ".tmp")
-        tmp.write_text(json.dumps({"version": INDEX_VERSION, "imports": imports}, indent=2))
-        tmp.replace(self.index_path)  # atomic: a crash leaves the old index or the new one
+        try:
+            paths.private_file(tmp)  # which models a user has is theirs to know
+            tmp.write_text(json.dumps({"version": INDEX_VERSION, "imports": imports}, indent=2))
+            tmp.replace(self.index_path)  # atomic: a crash leaves the old index or the new one
+        except OSError as error:
+            raise LibraryError(f"The library index {self.index_path} cannot be written "
+                               f"({error.strerror or error}). Free some disk space, or check that "
+                               "the folder is writable by you.") from error
 
 
 def first_shard(path: Path) -> Path:
-    """The first shard of the split model ``path`` belongs to (``path`` itself if it is not split)."""
-    match = SHARD_NAME.match(path.name)
-    if not match:
+    """The first shard of the split model ``path`` belongs to (``path`` itself if it is not split,
+    or if its name cannot be a shard's: reading it then says why)."""
+    try:
+        numbers = split_numbers(path.name)
+    except ModelFileError:
         return path
-    return path.with_name(shard_names(match["prefix"], int(match["count"]))[0])
+    if numbers is None:
+        return path
+    prefix, _, count = numbers
+    return path.with_name(shard_names(prefix, count)[0])
 
 
 def model_stem(first: Path) -> str:

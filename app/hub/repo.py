@@ -132,6 +132,10 @@ def hub_errors(endpoint: str, repo_id: str | None, token: str | None) -> Iterato
         raise GatedRepoError(name, f"{endpoint}/{name}", had_token=bool(token)) from error
     except hf_errors.RepositoryNotFoundError as error:
         raise RepoNotFoundError(repo_id or "?") from error
+    except hf_errors.HFValidationError as error:  # before any request: the name cannot be a repo
+        raise HubError(f"'{repo_id}' is not a Hub repository id: they look like owner/model, e.g. "
+                       "unsloth/Qwen3-30B-A3B-GGUF (a local model file must exist under that "
+                       "path).") from error
     except (httpx2.TransportError, hf_errors.OfflineModeIsEnabled) as error:
         raise HubUnreachableError(endpoint, error) from error
     except hf_errors.HfHubHTTPError as error:
