@@ -11,15 +11,18 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path, PureWindowsPath
 from typing import IO
 
+from app import paths
 from app.engine.errors import EngineDiedError
 from app.engine.transport import HAS_UNIX_SOCKETS, SOCKET_NAME, Address, new_token
 
@@ -28,6 +31,7 @@ log = logging.getLogger("moedesk.client")
 # The folder holding the ``app`` package: the engine is started as ``-m app.engine`` from it.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOG_TAIL_LINES = 20
+KEPT_LOGS = 10  # logs of engines that ended badly, kept in paths.logs_dir(); older ones go
 
 
 def engine_command(executable: str | None = None, frozen: bool | None = None,
@@ -63,7 +67,7 @@ class EngineProcess:
         """Start ``python -m app.engine``, hand it a fresh token on stdin, wait for "ready"."""
         run_dir = Path(tempfile.mkdtemp(prefix="moedesk-"))  # 0700, ours alone
         log_file = Path(log_path) if log_path is not None else run_dir / "engine.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        paths.private_file(log_file)  # errors name model paths: the user's alone
         command, needs_path = engine_command()
         command.append("--child")
         if tcp or not HAS_UNIX_SOCKETS:
@@ -159,7 +163,29 @@ class EngineProcess:
             return ""
         return "\n".join(text.rstrip().splitlines()[-max_lines:])
 
+    def keep_log(self) -> Path:
+        """Move a temporary log (one nobody asked to keep, in the run folder ``cleanup`` removes)
+        to ``paths.logs_dir()``, so that an error naming it still points at a file after the
+        client closes; return where the log is now."""
+        if self.log_path.parent != self._run_dir or not self.log_path.exists():
+            return self.log_path
+        folder = paths.private_dir(paths.logs_dir())
+        kept = folder / f"engine-{time.strftime('%Y%m%d-%H%M%S')}-{self.popen.pid}.log"
+        try:
+            paths.private_file(kept)
+            shutil.copyfile(self.log_path, kept)  # the run folder is often on another file system
+        except OSError:
+            log.warning("could not keep the engine log in %s", folder, exc_info=True)
+            return self.log_path
+        self.log_path.unlink(missing_ok=True)
+        self.log_path = kept
+        for old in sorted(folder.glob("engine-*.log"))[:-KEPT_LOGS]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+        return kept
+
     def _log_hint(self, prefix: str) -> str:
+        self.keep_log()
         tail = self.log_tail()
         if not tail:
             return f"{prefix} ({self.log_path}) is empty."

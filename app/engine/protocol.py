@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import reprlib
 import struct
 import types
 import typing
@@ -64,6 +65,9 @@ def decode_body(body: bytes) -> dict[str, Any]:
         message = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"malformed message: {exc}", "Send UTF-8 JSON objects.") from exc
+    except RecursionError:  # a few KB of "[[[[..." nest deeper than Python's parser goes
+        raise ProtocolError("malformed message: JSON nested too deeply",
+                            "Send UTF-8 JSON objects of ordinary depth.") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")
     return message
@@ -302,11 +306,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         for arg in args:
             with contextlib.suppress(ProtocolError):
                 return _convert(arg, value, where)
-        raise ProtocolError(f"{where}: {value!r} fits none of the allowed types")
+        raise ProtocolError(f"{where}: {reprlib.repr(value)} fits none of the allowed types")
     if origin is Literal:
         if value in args and type(value) is type(args[args.index(value)]):
             return value
-        raise ProtocolError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        raise ProtocolError(f"{where}: {reprlib.repr(value)} is not one of {', '.join(map(repr, args))}")
     if origin is list:
         if not isinstance(value, list):
             raise ProtocolError(f"{where}: expected a list")

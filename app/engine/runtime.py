@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import llama_cpp
 import psutil
 
-from app import gguf_info
+from app import gguf_info, gguf_validate
 from app.engine import ggml_backend, telemetry
 from app.engine.batch_loop import BatchLoop, ChatRequest
 from app.engine.errors import (
@@ -157,8 +157,11 @@ class Runtime:
     def _load_locked(self, params: LoadParams, on_progress: Callable[[Progress], None],
                      cancelled: threading.Event) -> LoadResult:
         t0 = time.perf_counter()
-        info = gguf_info.read_model(params.model)  # ModelFileError / MissingShardError
         plan = params.placement
+        self._check_plan_numbers(plan)
+        # ModelFileError / MissingShardError, and every header value llama.cpp would abort on
+        # (app.gguf_validate)
+        info = gguf_info.read_model(params.model)
         self._check_expert_count(info, plan)
         self._check_kv_fits(info, params)
         self._check_weights_fit(info, plan)
@@ -210,11 +213,30 @@ class Runtime:
         )
 
     @staticmethod
+    def _check_plan_numbers(plan: PlacementPlan) -> None:
+        """Sizes llama.cpp takes as 32-bit numbers: a negative one would wrap to billions and
+        fail deep in llama.cpp, where it reads as a damaged model file."""
+        for name, least in (("n_ctx", 0), ("n_batch", 1), ("n_ubatch", 1), ("n_threads", 0),
+                            ("n_threads_batch", 0)):
+            value = getattr(plan, name)
+            if not least <= value <= 2**31 - 1:
+                meaning = " (0: the model's own)" if name == "n_ctx" else " (0: automatic)" \
+                    if least == 0 else ""
+                raise PlacementError(f"the placement's {name} is {value:,}; it must be a whole "
+                                     f"number from {least}{meaning} to {2**31 - 1:,}.",
+                                     "Choose a positive number.")
+
+    @staticmethod
     def _check_expert_count(info: gguf_info.GGUFModel, plan: PlacementPlan) -> None:
         """llama.cpp aborts the process (GGML_ASSERT) on an active-expert count outside
-        1..n_expert, so it is checked here, before llama.cpp sees it."""
+        1..n_expert, so it is checked here, before llama.cpp sees it: the model's own count by
+        read_model (app.gguf_validate), a placement's override with the same rule here."""
         used = plan.n_expert_used
-        if used is not None and info.n_expert and not 1 <= used <= info.n_expert:
+        if used is not None and gguf_validate.expert_count_problem(info.n_expert, used):
+            if not info.n_expert:
+                raise PlacementError(f"{used} active experts per token asked for, but this "
+                                     "model has no routed experts.",
+                                     "Leave the active experts at the model's own.")
             raise PlacementError(
                 f"{used} active experts per token asked for, but this model has {info.n_expert} "
                 "experts per layer.",

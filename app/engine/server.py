@@ -21,6 +21,7 @@ import hmac
 import logging
 import math
 import os
+import reprlib
 import signal
 import socket
 import threading
@@ -188,7 +189,7 @@ class EngineServer:
             return
         handler = self._handlers.get(method) if isinstance(method, str) else None
         if handler is None:
-            conn.fail(request_id, ProtocolError(f"unknown method {method!r}",
+            conn.fail(request_id, ProtocolError(f"unknown method {reprlib.repr(method)}",
                                                 f"Known methods: {', '.join(METHODS)}."))
             return
         log.debug("connection %s: %s request %d", conn.name, method, request_id)
@@ -218,7 +219,7 @@ class EngineServer:
         version = params.get("protocol") if isinstance(params, dict) else None
         if version != PROTOCOL_VERSION:
             conn.fail(request_id, VersionMismatchError(
-                f"the client speaks protocol {version!r}, this engine speaks {PROTOCOL_VERSION}.",
+                f"the client speaks protocol {reprlib.repr(version)}, this engine speaks {PROTOCOL_VERSION}.",
                 "Use the client and the engine of the same MoE Desk installation."))
             conn.close()
             return
