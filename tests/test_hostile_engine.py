@@ -70,11 +70,11 @@ def raw_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
     stop_engine(running)
 
 
+KEYS = st.sampled_from(["id", "method", "params", "model", "messages", "request", "role"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["id", "method", "params", "model", "messages", "request", "role"]) | st.text(max_size=4),
-        inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(KEYS | st.text(max_size=4), inner, max_size=4),
     max_leaves=20)
 
 
