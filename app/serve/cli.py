@@ -39,6 +39,10 @@ def add_subcommand(subparsers: Any) -> None:
     serve.add_argument("--api-key", default=None,
                        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, "
                        "which other users cannot read from the process list)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests whose Host header is NAME (repeatable); by "
+                       "default only the address it listens on (and localhost on 127.0.0.1) is "
+                       "accepted, so a web page cannot reach the server through DNS rebinding")
     serve.add_argument("--parallel", type=positive_int, default=1, metavar="N",
                        help="requests generated at once, each with --ctx tokens of context "
                        "(the KV cache grows N times); more wait their turn (default: 1)")
@@ -73,7 +77,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loaded = engine.load(LoadParams(model=args.model, placement=plan),
                              on_progress=ProgressBar())
         print(file=sys.stderr)
-        server = OpenAIServer(engine, host=args.host, port=args.port, api_key=api_key)
+        server = OpenAIServer(engine, host=args.host, port=args.port, api_key=api_key,
+                              allowed_hosts=args.allow_host)
         try:
             server.start()
         except OSError as exc:

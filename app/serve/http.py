@@ -9,19 +9,26 @@ Standard library only (``http.server``): one thread per HTTP connection, each bl
 engine request. The server opens its own connection to the engine (``connect_again``), so in
 the engine's round-robin its requests, together, take turns with the GUI's chats. A client
 that disconnects, while its request waits or while it streams, cancels that request.
+
+Every request gets an HTTP status and an OpenAI-shaped error body when it fails, also one
+http.server itself refuses (a malformed request line, an unsupported method) and one that hits
+a bug (500, the traceback in the log). A browser page cannot use the server through DNS
+rebinding: the Host header must name an address the server is bound to (or a name allowed
+with ``allowed_hosts``). A client that stalls mid-request is dropped after ``READ_TIMEOUT_S``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +52,10 @@ LINGER_MAX_BYTES = 64 * 1024 * 1024
 MAX_BODY_BYTES = 2 * 1024 * 1024  # well under the engine's 4 MiB frame: an accepted body fits
 DISCONNECT_POLL_S = 0.2
 STOP_DRAIN_S = 10.0  # how long stop() lets cancelled requests send their end
+# A client silent this long while the server waits for its request line, headers or body (or
+# for it to read the answer) is dropped: a stalled upload must not hold a thread for ever.
+READ_TIMEOUT_S = 30.0
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 
 
@@ -53,13 +64,18 @@ class OpenAIServer:
 
     def __init__(self, engine: EngineClient, *, host: str = DEFAULT_HOST,
                  port: int = DEFAULT_PORT, api_key: str | None = None,
-                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = MAX_BODY_BYTES, allowed_hosts: Iterable[str] = (),
+                 read_timeout_s: float = READ_TIMEOUT_S) -> None:
         """``port`` 0 picks a free one (see ``port`` after ``start``); ``api_key`` set: every
-        request must carry ``Authorization: Bearer <api_key>``."""
+        request must carry ``Authorization: Bearer <api_key>``. ``allowed_hosts``: names besides
+        the bound addresses that requests may give as their Host (a name this machine has on
+        the network, a reverse proxy's)."""
         self.engine = engine
         self.host = host
         self.api_key = api_key or None
         self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = {h.strip().lower().strip("[]") for h in allowed_hosts if h.strip()}
+        self.read_timeout_s = read_timeout_s
         self._port = port
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -132,6 +148,35 @@ class OpenAIServer:
 
     # --- used by the handler ------------------------------------------------------------
 
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's Host header names this server, not a name a web page's DNS
+        pointed here (DNS rebinding: the browser would send it the page's own Host).
+
+        Allowed: the bound address; loopback names when bound to loopback; this machine's
+        addresses and names when bound to every interface; ``allowed_hosts``. A request without
+        a Host header is from no browser (they always send one), so it passes.
+        """
+        if header is None:
+            return True
+        name = _host_name(header)
+        if name is None:
+            return False
+        bound = self.host.strip().lower().strip("[]")
+        if name == bound or name in self.allowed_hosts:
+            return True
+        if _is_loopback(bound):
+            return name in LOOPBACK_NAMES or _is_loopback(name)
+        if bound in ("0.0.0.0", "::", ""):
+            return name in LOOPBACK_NAMES or name in _machine_names()
+        return False
+
+    def host_refusal(self, header: str | None) -> ApiError:
+        return ApiError(403, f"This server does not answer requests for the host {header!r}: it "
+                        f"answers to {self.host} (the address it listens on). To reach it under "
+                        "another name, allow that name (moedesk-cli serve --allow-host NAME, or "
+                        "Settings > OpenAI-compatible server > Allowed host names).",
+                        code="host_not_allowed")
+
     def authorized(self, header: str | None) -> bool:
         if self.api_key is None:
             return True
@@ -176,6 +221,38 @@ class OpenAIServer:
                 self._lock.notify_all()
 
 
+def _host_name(header: str) -> str | None:
+    """The host of a Host header ("example.com:8000", "[::1]:8000"), lower-case, or None if it
+    is not one."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        name, sep, rest = text[1:].partition("]")
+        return name if sep and (not rest or rest[1:].isdigit() and rest[0] == ":") else None
+    name, _, port = text.partition(":")
+    if port and not (port.isascii() and port.isdigit()):
+        return None
+    return name or None
+
+
+def _is_loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost"
+
+
+def _machine_names() -> set[str]:
+    """This machine's addresses and names, for a server bound to every interface."""
+    import psutil
+
+    names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family in (socket.AF_INET, socket.AF_INET6):
+                names.add(address.address.split("%")[0].lower())
+    return names
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -186,6 +263,10 @@ class _HTTPServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failure outside a request's own handling (socketserver would print it): the log."""
+        log.exception("OpenAI server: connection from %s failed", client_address)
 
 
 def _stopped() -> EngineBusyError:
@@ -203,9 +284,33 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive for JSON answers; streams close when done
     server_version = "MoEDesk"
     _unread_body = 0  # bytes of a refused request body still on their way
+    error_content_type = "application/json"
+    # a request line without a version is HTTP/0.9 to http.server, whose answers have no status
+    # line; every answer here has one
+    default_request_version = "HTTP/1.0"
+
+    def setup(self) -> None:
+        self.timeout = self.server.app.read_timeout_s  # StreamRequestHandler sets it on the socket
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
         log.debug("%s " + format, self.address_string(), *args)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, headers too long, a method
+        this server has not) as OpenAI-shaped errors, like the rest."""
+        self.close_connection = True
+        error = ApiError(code, explain or message or HTTPStatus(code).phrase,
+                         code="unsupported_method" if code == 501 else None)
+        if code == 501:
+            error.message = (f"{self.command} is not supported: this server has GET /v1/models, "
+                             "POST /v1/chat/completions and POST /v1/completions.")
+        self._json(code, error.body())
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self.send_error(501)
+
+    do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_PUT  # noqa: N815
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._serve(lambda: self._json(200, self.server.app.model_list())
@@ -219,6 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, work: Any) -> None:
         try:
+            if not self.server.app.host_allowed(self.headers.get("Host")):
+                raise self.server.app.host_refusal(self.headers.get("Host"))
             if not self.server.app.authorized(self.headers.get("Authorization")):
                 raise ApiError(401, "Incorrect API key provided. Send it as 'Authorization: "
                                "Bearer <key>' (the key MoE Desk's server was started with).",
@@ -232,6 +339,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except EngineError as exc:
             self._json(*_engine_error(exc))
+        except TimeoutError:
+            self._json(408, ApiError(408, f"the request was not sent within "
+                                     f"{self.server.app.read_timeout_s:g} s; send it whole.",
+                                     code="request_timeout").body())
+        except Exception:  # a bug: an answer for the client, the traceback for the log
+            log.exception("OpenAI server: %s %s failed", self.command, self._path())
+            self._json(500, ApiError(500, "MoE Desk's server failed on this request (a bug; "
+                                     "the details are in its log).", kind="server_error").body())
 
     def finish(self) -> None:
         """A lingering close, as Apache and nginx make: a client refused with 413 is usually
@@ -272,7 +387,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> Any:
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²" or "٣", which int() refuses or reads
+        if length is None or not (length.isascii() and length.isdigit()):
             self.close_connection = True
             raise ApiError(411, "send the request body with a Content-Length header.")
         if int(length) > self.server.app.max_body_bytes:
@@ -282,10 +398,16 @@ class _Handler(BaseHTTPRequestHandler):
                            f"at most {self.server.app.max_body_bytes:,}. Shorten the prompt.",
                            code="request_too_large")
         raw = self.rfile.read(int(length))
+        if len(raw) < int(length):
+            self.close_connection = True
+            raise ApiError(400, f"the request body ended after {len(raw):,} of the "
+                           f"{int(length):,} bytes its Content-Length announced.")
         try:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, f"the request body is not valid JSON ({exc}).") from None
+        except RecursionError:
+            raise ApiError(400, "the request body nests JSON too deeply to read.") from None
 
     def _stream(self, request: CompletionRequest, stream: ChatStream) -> None:
         """Server-sent events: one chunk per piece of text, the end, then ``[DONE]``. The

@@ -67,7 +67,8 @@ def _number(body: dict[str, Any], name: str, default: float, low: float, high: f
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or isinstance(value, float) and not math.isfinite(value):
         raise bad(f"'{name}' must be a number.", name)
     if not low <= value <= high:
         raise bad(f"'{name}' must be between {low:g} and {high:g}; got {value}.", name)
@@ -128,12 +129,19 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
         where = f"messages[{i}]"
         if not isinstance(message, dict):
             raise bad(f"'{where}' must be an object with 'role' and 'content'.", where)
-        role = ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        given = message.get("role")
+        role = ROLES.get(given) if isinstance(given, str) else None
         if role is None:
             raise bad(f"'{where}.role' must be one of {', '.join(ROLES)}; got "
-                      f"{message.get('role')!r} (tool calls are not supported).", f"{where}.role")
+                      f"{_short(given)} (tool calls are not supported).", f"{where}.role")
         out.append(ChatMessage(role=role, content=_content(message, where)))  # type: ignore[arg-type]
     return out
+
+
+def _short(value: Any) -> str:
+    """A client's value in an error message, cut short: it may be megabytes."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _prompt(body: dict[str, Any]) -> str:

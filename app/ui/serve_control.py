@@ -32,6 +32,7 @@ from app.ui.ui_thread import UiThreadPost
 log = logging.getLogger("moedesk.ui.serve")
 
 SERVE_ENABLED, SERVE_HOST, SERVE_PORT = "openai_server_enabled", "openai_server_host", "openai_server_port"
+SERVE_ALLOWED_HOSTS = "openai_server_allowed_hosts"  # Host names besides the bound address
 KEYRING_SERVICE, KEYRING_USER = "moedesk", "openai-api-key"
 POLL_MS = 500  # the status bar's in-flight count, twice a second
 ENGINE_GONE = ("starting", "stopped", "died")  # the client the server used is closing
@@ -45,6 +46,8 @@ class ServeConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     api_key: str | None = None
+    # names the server also answers to (its Host header check refuses others: DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def exposed(self) -> bool:
@@ -69,7 +72,8 @@ class ServeConfig:
 def load_config(store: Store, api_key: str | None) -> ServeConfig:
     return ServeConfig(enabled=bool(store.setting(SERVE_ENABLED, False)),
                        host=str(store.setting(SERVE_HOST, DEFAULT_HOST)),
-                       port=int(store.setting(SERVE_PORT, DEFAULT_PORT)), api_key=api_key)
+                       port=int(store.setting(SERVE_PORT, DEFAULT_PORT)), api_key=api_key,
+                       allowed_hosts=tuple(str(h) for h in store.setting(SERVE_ALLOWED_HOSTS, [])))
 
 
 def save_config(store: Store, config: ServeConfig) -> None:
@@ -77,6 +81,7 @@ def save_config(store: Store, config: ServeConfig) -> None:
     store.set_setting(SERVE_ENABLED, config.enabled)
     store.set_setting(SERVE_HOST, config.host)
     store.set_setting(SERVE_PORT, config.port)
+    store.set_setting(SERVE_ALLOWED_HOSTS, list(config.allowed_hosts))
 
 
 class KeyringUnavailable(RuntimeError):
@@ -188,7 +193,7 @@ class ServeControl(QObject):
         if self.server is None and self._starting is None and self._should_run():
             client, config = self.engine.client, self.config
             server = OpenAIServer(client, host=config.host.strip(), port=config.port,  # type: ignore[arg-type]
-                                  api_key=config.api_key)
+                                  api_key=config.api_key, allowed_hosts=config.allowed_hosts)
             generation, self._starting = self._generation, server
             self._submit(server.start, lambda _: self._started(generation, server),
                          lambda exc: self._failed(generation, config, exc))

@@ -62,6 +62,13 @@ class ServeGroup(QGroupBox):
         self.port.setValue(saved.port)
         self.port.editingFinished.connect(self._changed)
         form.addRow("Port", self.port)
+        self.allowed_hosts = QLineEdit(", ".join(saved.allowed_hosts),
+                                       placeholderText="e.g. mybox.local (comma-separated)")
+        self.allowed_hosts.setToolTip(
+            "Requests must name the server by its address (the Host header); web pages that "
+            "point another name at it are refused. Names listed here are allowed too.")
+        self.allowed_hosts.editingFinished.connect(self._changed)
+        form.addRow("Allowed host names", self.allowed_hosts)
         self.key = QLineEdit(echoMode=QLineEdit.EchoMode.Password,
                              placeholderText="optional; clients send it as 'Authorization: Bearer KEY'")
         self.save_key, self.remove_key = QPushButton("Save key"), QPushButton("Remove key")
@@ -90,7 +97,9 @@ class ServeGroup(QGroupBox):
     def config(self) -> ServeConfig:
         """What the form says now (with the saved key)."""
         return ServeConfig(enabled=self.enabled.isChecked(), host=self.host.text().strip(),
-                           port=self.port.value(), api_key=self._saved_key or self._session_key)
+                           port=self.port.value(), api_key=self._saved_key or self._session_key,
+                           allowed_hosts=tuple(h.strip() for h in self.allowed_hosts.text().split(",")
+                                               if h.strip()))
 
     def show_status(self, text: str) -> None:
         """ServeControl's state: running with its counts, waiting, or why it is off."""
