@@ -13,29 +13,49 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 
+from app import crash_log
 from app.engine.errors import EngineError
 from app.engine.placement import CacheType, PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
 from app.hub import cli as hub_cli
 from app.hub.errors import HubError
+from app.hub.library import LibraryError
 from app.hub.token import get_token
 from app.paths import default_models_dir
 from app.serve import cli as serve_cli
+from app.store import StoreError
 from app.tune import cli as tune_cli
+
+EXIT_UNEXPECTED = 70  # sysexits.h's EX_SOFTWARE: an internal error, reported with its log
 
 
 def experts_in_ram(value: str) -> str | int:
     if value in ("all", "none"):
         return value
     try:
-        return int(value)
+        layers = int(value)
     except ValueError:
+        layers = -1
+    if layers < 0:
         raise argparse.ArgumentTypeError("expected 'all', 'none' or a layer count") from None
+    return layers
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, not {text!r}")
+    return value
 
 
 def tensor_override(value: str) -> TensorOverride:
@@ -54,9 +74,11 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--override", type=tensor_override, action="append", default=[],
                        metavar="REGEX=DEVICE", help="send matching tensors to a device "
                        "(like llama.cpp's -ot); repeatable, first match wins")
-    group.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
-    group.add_argument("--threads", type=int, default=0, help="CPU threads (0: physical cores)")
-    group.add_argument("--experts-used", type=int, default=None,
+    group.add_argument("--ctx", type=serve_cli.positive_int, default=4096,
+                       help="context size in tokens")
+    group.add_argument("--threads", type=non_negative_int, default=0,
+                       help="CPU threads (0: physical cores)")
+    group.add_argument("--experts-used", type=serve_cli.positive_int, default=None,
                        help="active experts per token (default: the model's own)")
     group.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto")
     group.add_argument("--cache-type", default="f16", choices=typing.get_args(CacheType),
@@ -110,14 +132,15 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from app.advisor.planner import plan_for
     from app.hardware.bandwidth import ram_bandwidth
 
-    machine, build, ram = hardware.detect(), report.build_info(), ram_bandwidth()
     target: str = args.model
     token = get_token()  # HF_TOKEN, else the keyring (moedesk-cli login)
-    looks_local = Path(target).exists() or target.endswith(".gguf")
+    looks_local = os.path.exists(target) or target.endswith(".gguf")
     if looks_local or target.startswith(("http://", "https://")):
-        model = report.load_model_header(target, token)
+        model = report.load_model_header(target, token)  # a refused file fails before detection
+        machine, build, ram = hardware.detect(), report.build_info(), ram_bandwidth()
         lines = report.plan_lines(model, plan_for(model, machine, args.ctx, build=build, ram=ram))
     else:  # a Hub repo id, e.g. unsloth/Qwen3-30B-A3B-GGUF
+        machine, build, ram = hardware.detect(), report.build_info(), ram_bandwidth()
         lines = report.repo_lines(target, report.advise_repo(target, machine, args.ctx, token,
                                                                  build=build, ram=ram))
     print("\n".join(lines))
@@ -230,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     advise = sub.add_parser("advise", help="plan a model for this machine: a .gguf file, a URL, "
                             "or a Hub repo id (reads headers only)")
     advise.add_argument("model", help="path, http(s) URL of a .gguf, or owner/repo on the Hub")
-    advise.add_argument("--ctx", type=int, default=8192, help="context size to plan for")
+    advise.add_argument("--ctx", type=serve_cli.positive_int, default=8192,
+                        help="context size to plan for")
     download = sub.add_parser("download", help="download a quant of a Hub GGUF repo (HF_TOKEN for "
                               "gated repos)")
     download.add_argument("repo", help="owner/repo, e.g. unsloth/Qwen3-30B-A3B-GGUF")
@@ -257,11 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # subcommands defined in their own modules set func
         return (getattr(args, "func", None) or commands[args.command])(args)
-    except (EngineError, HubError) as exc:
+    except (EngineError, HubError, LibraryError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the top-level guard: one line here, the traceback in the log
+        print(f"error: {crash_log.describe(exc, 'moedesk-cli')}", file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":

@@ -123,7 +123,17 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # the user's alone: SQLite gives its -wal and -shm files the database's mode
+            paths.private_file(self.path)
+            for extra in ("-wal", "-shm"):
+                if self.path.with_name(self.path.name + extra).exists():
+                    paths.private_file(self.path.with_name(self.path.name + extra))
+        except OSError as exc:
+            raise StoreError(f"cannot create the conversation database {self.path} "
+                             f"({exc.strerror or exc}).",
+                             "Check that the folder is writable by you, or set MOEDESK_HOME to "
+                             "another folder.") from exc
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; explicit txns
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -14,6 +14,7 @@ host a resolve URL redirects to; the ``Range`` header goes to both.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import threading
@@ -59,6 +60,23 @@ class DiskFullError(HubError):
             f"{_gib(free)} is free. Free {_gib(needed - free)} or choose a folder on another disk."
         )
         self.folder, self.needed, self.free = folder, needed, free
+
+
+class DiskWriteError(HubError):
+    """Writing the download failed: the disk filled up after the space check (another program
+    took the space), or the folder is not writable. The bytes written so far are kept."""
+
+    def __init__(self, folder: Path, error: OSError) -> None:
+        full = error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        what = "the disk is full" if full else (error.strerror or str(error))
+        on = f" (writing {error.filename})" if error.filename else ""
+        fix = ("Free some space, or choose a folder on another disk" if full
+               else "Check that the folder is writable by you and the disk is healthy")
+        super().__init__(
+            f"Cannot write the download into {folder}: {what}{on}. {fix}, then start the same "
+            "download again: it continues from the bytes already written."
+        )
+        self.folder, self.error = folder, error
 
 
 class ChecksumError(HubError):
@@ -117,14 +135,28 @@ def download_quant(
     ``ChecksumError`` for a shard corrupt twice, ``GatedRepoError``/``RepoNotFoundError``/``HubError``
     as the Hub answers. Connection errors and HTTP 5xx/429 are retried ``max_retries`` times with
     exponential backoff from ``retry_delay_s``; each retry resumes from the bytes already written.
-    ``free_space(folder)`` defaults to ``shutil.disk_usage(folder).free``.
+    ``free_space(folder)`` defaults to ``shutil.disk_usage(folder).free``. A write that fails
+    (the disk filled up after all, a folder not writable) raises ``DiskWriteError``.
     """
+    root = repo_folder(dest_dir, repo_id)
+    try:
+        return _download(repo_id, quant, root, token, endpoint, on_progress, cancel, max_workers,
+                         max_retries, retry_delay_s, free_space)
+    except OSError as error:
+        if isinstance(error, httpx2.HTTPError):  # the Hub's HTTP errors are OSErrors too
+            raise
+        raise DiskWriteError(root, error) from error
+
+
+def _download(repo_id: str, quant: Quant, root: Path, token: str | None, endpoint: str | None,
+              on_progress: ProgressCallback | None, cancel: threading.Event | None,
+              max_workers: int, max_retries: int, retry_delay_s: float,
+              free_space: Callable[[Path], int] | None) -> list[Path]:
     if not quant.complete:
         raise HubError(
             f"'{repo_id}' lacks shard(s) {list(quant.missing_shards)} of {quant.name}: llama.cpp cannot "
             "load it. Choose another quant, or ask the repo's publisher to upload the missing shards."
         )
-    root = repo_folder(dest_dir, repo_id)
     targets = [target(root, file) for file in quant.files]
     if already_complete(root, quant, targets):
         return targets

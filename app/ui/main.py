@@ -4,14 +4,52 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Sequence
+from types import TracebackType
 
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from app import crash_log
 from app.store import THEME, Store, StoreError
 from app.ui.engine_controller import EngineController
 from app.ui.main_window import MainWindow, app_icon
+from app.ui.ui_thread import UiThreadPost
 from app.ui.widgets.theme import apply_theme
+
+
+def install_guard(app: QApplication) -> UiThreadPost:
+    """The top-level guard: an exception nothing else caught (a slot, a worker thread) is told
+    in one dialog line, its traceback in the log the line names; the app goes on."""
+    to_ui = UiThreadPost(app)
+
+    shown: set[QMessageBox] = set()  # a parentless dialog lives while Python holds it
+
+    def show(message: str) -> None:  # not modal: the app goes on behind it
+        box = QMessageBox(QMessageBox.Icon.Warning, "MoE Desk: something went wrong",
+                          message[:1].upper() + message[1:])
+        shown.add(box)
+        box.finished.connect(lambda _result: shown.discard(box))
+        box.show()
+
+    def report(exc: BaseException, where: str) -> None:
+        message = crash_log.describe(exc, "moedesk")
+        logging.getLogger("moedesk.ui").error("unexpected failure in %s: %s", where, message)
+        to_ui.post(show, message)  # on the UI thread, whichever thread failed
+
+    def on_ui(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        report(exc.with_traceback(tb), "the user interface")
+
+    def on_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            report(args.exc_value, f"thread {args.thread.name if args.thread else '?'}")
+
+    sys.excepthook = on_ui
+    threading.excepthook = on_thread
+    return to_ui
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setApplicationName("MoE Desk")
     app.setDesktopFileName("moedesk")
     app.setWindowIcon(app_icon())
+    install_guard(app)
     try:
         store = Store.open_default()
     except StoreError as exc:
