@@ -5,6 +5,10 @@ weights, so that placement and speed can be measured without downloading a model
 weights are written as random but valid Q4_0/Q8_0 blocks (no float quantization), generated
 chunk by chunk on all cores and streamed to disk, so a 16 GB model never sits in memory.
 
+Routing is uniform by default; ``--routing-skew`` favours a fixed hot set per layer, and
+``--routing realistic`` routes like Qwen3's routers (skewed per layer, local from token to token;
+see app/engine/synthetic_routing.py).
+
 Usage: ``python -m app.engine.synthetic OUT.gguf --preset qwen3-30b-a3b --split 4``
 """
 
@@ -26,6 +30,7 @@ import numpy as np
 from app.engine.synthetic_spec import (  # noqa: F401 - the public API lives on here too
     PRESETS,
     QUANT_TYPES,
+    ROUTING_MODES,
     Job,
     Q,
     Shard,
@@ -129,6 +134,7 @@ def _add_metadata(writer: gguf.GGUFWriter, spec: SyntheticSpec) -> None:
     writer.add_string("moedesk.synthetic.preset", spec.name)
     writer.add_uint32("moedesk.synthetic.seed", spec.seed)
     writer.add_float32("moedesk.synthetic.routing_skew", spec.routing_skew)
+    writer.add_string("moedesk.synthetic.routing", spec.routing)
     writer.add_array("moedesk.synthetic.hot_experts", [e for h in hot_experts(spec) for e in h])
     add_tokenizer(writer, build_vocab(spec.n_vocab))
 
@@ -254,6 +260,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--experts-used", type=int, help="experts chosen per token")
     parser.add_argument("--quant", choices=sorted(QUANT_TYPES), help="type of the big matrices")
     parser.add_argument("--routing-skew", type=float, help="0 = uniform routing; 1 = strong")
+    parser.add_argument("--routing", choices=ROUTING_MODES,
+                        help="realistic: skewed and local from token to token like Qwen3's "
+                        "routers (top-25%% of experts ~60%% of selections, ~40%% repeat)")
     parser.add_argument("--split", type=int, help="number of shards (llama.cpp split format)")
     parser.add_argument("--seed", type=int)
     return parser.parse_args(argv)
@@ -268,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         n_expert_used=args.experts_used,
         quant=args.quant,
         routing_skew=args.routing_skew,
+        routing=args.routing,
         split=args.split,
         seed=args.seed,
     )
@@ -286,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     print(f"writing {spec.name} ({spec.arch}, {spec.n_layer} layers, {spec.n_expert} experts, "
-          f"top-{spec.n_expert_used}, {spec.quant}): {size / 1e9:.2f} GB", flush=True)  # fmt: skip
+          f"top-{spec.n_expert_used}, {spec.quant}, {spec.routing} routing): "
+          f"{size / 1e9:.2f} GB", flush=True)  # fmt: skip
     start = last_shown = time.perf_counter()
     interactive = sys.stdout.isatty()
 

@@ -14,8 +14,13 @@ import gguf
 Q = gguf.GGMLQuantizationType  # short: the tensor plan names many types
 Shape = tuple[int, ...]  # ggml order: row length (ne0) first
 QUANT_TYPES = {"Q4_0": Q.Q4_0, "Q8_0": Q.Q8_0, "F16": Q.F16}
-# The first _CHANNEL_DIMS dims of the hidden state are the routing channel (see _router).
+# The first _CHANNEL_DIMS dims of the hidden state are the routing channel (see _router); with
+# realistic routing the next SIGNATURE_DIMS hold each token's position code (synthetic_routing).
 _CHANNEL_DIMS = 32
+SIGNATURE_DIMS = 128
+# "uniform": routers blind to the token (routing_skew may add a hot set); "realistic": skewed
+# and local from token to token like Qwen3's routers (see app/engine/synthetic_routing.py)
+ROUTING_MODES = ("uniform", "realistic")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class SyntheticSpec:
     rms_eps: float = 1e-6
     quant: str = "Q4_0"
     routing_skew: float = 0.0  # 0: roughly uniform routing; 1: hot experts take most tokens
+    routing: str = "uniform"  # or "realistic" (see ROUTING_MODES)
     split: int = 1
     seed: int = 0
 
@@ -54,6 +60,11 @@ class SyntheticSpec:
         rows = (self.n_embd, self.n_ff_exp, self.n_head * self.head_dim)
         if any(n % 32 for n in rows) or self.n_embd <= _CHANNEL_DIMS:
             problems.append("n_embd, n_ff_exp and n_head*head_dim must be multiples of 32")
+        if self.routing not in ROUTING_MODES:
+            problems.append(f"routing {self.routing!r} is not one of {', '.join(ROUTING_MODES)}")
+        elif self.routing == "realistic" and self.n_embd < self.closed_dims + 96:
+            # the router's per-token term and the head's random logits need ordinary dims
+            problems.append(f"realistic routing needs n_embd >= {self.closed_dims + 96}")
         if self.routing_skew < 0 or self.seed < 0 or not 1 <= self.split <= 2 * self.n_layer:
             problems.append("need routing_skew >= 0, seed >= 0 and 1 <= split <= 2*n_layer")
         if problems:
@@ -65,6 +76,11 @@ class SyntheticSpec:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return dataclasses.replace(PRESETS[name], **overrides)  # type: ignore[arg-type]
+
+    @property
+    def closed_dims(self) -> int:
+        """Leading hidden-state dims no attention or expert matrix reads or writes."""
+        return _CHANNEL_DIMS + (SIGNATURE_DIMS if self.routing == "realistic" else 0)
 
     @property
     def n_hot(self) -> int:
@@ -84,6 +100,11 @@ _MIXTRAL_8X7B = SyntheticSpec(
 PRESETS: dict[str, SyntheticSpec] = {
     "tiny": SyntheticSpec(),
     "tiny-mixtral": SyntheticSpec(name="tiny-mixtral", arch="llama", rope_freq_base=10000.0),
+    # Qwen3's routing shape (128 experts, top-8) and realistic routing at small widths
+    "tiny-realistic": SyntheticSpec(
+        name="tiny-realistic", n_embd=256, n_head=4, head_dim=64, n_expert=128, n_expert_used=8,
+        n_ff_exp=32, routing="realistic",
+    ),
     "qwen3-30b-a3b": _QWEN3_30B,
     "qwen3-235b-a22b": dataclasses.replace(
         _QWEN3_30B, name="qwen3-235b-a22b", n_layer=94, n_embd=4096, n_head=64, n_ff_exp=1536

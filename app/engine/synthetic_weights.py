@@ -1,7 +1,8 @@
 """The random but valid weights of a synthetic MoE model, chunk by chunk.
 
 Quantized matrices are random Q4_0/Q8_0 blocks (no float quantization); the router rows and a
-fixed "routing channel" in the hidden state make routing skew real (see _router).
+fixed "routing channel" in the hidden state make routing skew real (see _router); realistic
+routing adds a position code next to it (see app/engine/synthetic_routing.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import gguf
 import numpy as np
 
+from app.engine import synthetic_routing
 from app.engine.synthetic_spec import _CHANNEL_DIMS, Q, SyntheticSpec, TensorPlan
 from app.engine.synthetic_tokenizer import build_vocab
 
@@ -51,29 +53,32 @@ def _router(spec: SyntheticSpec, layer: int, rng: np.random.Generator) -> np.nda
     same ±1 pattern ``c`` there and no attention or expert matrix reads or writes them, so ``c``
     reaches each router unchanged but for RMS norm. Random rows, blind to the channel, give the
     logits a spread near 1; a hot expert's row holds ``k*c/|c|^2`` on the channel, which adds
-    about ``k`` to its logit for every token.
+    about ``k`` to its logit for every token. Realistic routing then adds its own terms.
     """
     w = rng.standard_normal((spec.n_expert, spec.n_embd), dtype=np.float32)
     w /= math.sqrt(spec.n_embd)
-    w[:, :_CHANNEL_DIMS] = 0.0
+    w[:, : spec.closed_dims] = 0.0
     advantage = _SKEW_LOGITS * spec.routing_skew
     if advantage > 0:
         pattern = _channel_pattern(spec)
         w[hot_experts(spec)[layer], :_CHANNEL_DIMS] = advantage / _CHANNEL_DIMS * pattern
+    if spec.routing == "realistic":
+        synthetic_routing.router_rows(spec, layer, w, _channel_pattern(spec))
     return w
 
 
-def _close_channel(t: TensorPlan, row0: int, rows: np.ndarray) -> None:
-    """Zero the weights that would read or write the routing channel (see _router).
+def _close_channel(spec: SyntheticSpec, t: TensorPlan, row0: int, rows: np.ndarray) -> None:
+    """Zero the weights that would read or write the routing channel (see _router) and, with
+    realistic routing, the position code after it (``spec.closed_dims`` in all).
 
     ``rows`` is (rows, 32-value blocks, values or block bytes); an all-zero block is a valid
     zero in every type.
     """
     if t.kind in ("reader", "head"):
-        rows[:, : _CHANNEL_DIMS // 32] = 0
+        rows[:, : spec.closed_dims // 32] = 0
     elif t.kind == "writer":
         out_dim = (row0 + np.arange(len(rows))) % t.shape[1]
-        rows[out_dim < _CHANNEL_DIMS] = 0
+        rows[out_dim < spec.closed_dims] = 0
 
 
 @functools.lru_cache(maxsize=4)
@@ -121,9 +126,11 @@ def _random_rows(
         rows = values.reshape(n_rows, -1, 32)
     else:
         rows = _random_quant_blocks(rng, t, n_rows)
-    _close_channel(t, row0, rows)
+    _close_channel(spec, t, row0, rows)
     if t.kind == "head":
         _mute_unused_tokens(spec, t, row0, rows)
+        if spec.routing == "realistic":
+            synthetic_routing.head_rows(spec, t.qtype, row0, rows)
     return rows.view(np.uint8).reshape(-1)
 
 
@@ -158,6 +165,8 @@ def _chunk(spec: SyntheticSpec, index: int, t: TensorPlan, row0: int, n_rows: in
     elif t.kind == "embd":
         data = _f16_levels(1.0)[_random_bytes(rng, n_rows * t.shape[0])].reshape(n_rows, -1)
         data[:, :_CHANNEL_DIMS] = _channel_pattern(spec)
+        if spec.routing == "realistic":
+            synthetic_routing.embedding_rows(spec, row0, data)
     else:
         return _random_rows(spec, rng, t, row0, n_rows)
     return data.view(np.uint8).reshape(-1)
