@@ -82,6 +82,34 @@ def _patched() -> ctypes.CDLL | None:
     return lib
 
 
+@functools.cache
+def _cache_patched() -> ctypes.CDLL | None:
+    """Patch 0004 (expert cache, routing repeats), or None on a build without it."""
+    lib = _patched()
+    if lib is None or not hasattr(lib, "llama_moe_cache_init"):
+        return None
+    vp, u64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)
+    i32, i32p = ctypes.c_int32, ctypes.POINTER(ctypes.c_int32)
+    lib.llama_moe_routing_repeats.argtypes = [vp, u64p, u64p, i32]
+    lib.llama_moe_routing_repeats.restype = ctypes.c_bool
+    lib.llama_moe_cache_init.argtypes = [vp, i32p, i32, ctypes.c_bool]
+    lib.llama_moe_cache_init.restype = ctypes.c_int64
+    lib.llama_moe_cache_set_experts.argtypes = [vp, i32, i32p, i32]
+    lib.llama_moe_cache_set_experts.restype = ctypes.c_bool
+    lib.llama_moe_cache_set_policy.argtypes = [vp, i32, i32, i32]
+    lib.llama_moe_cache_set_policy.restype = None
+    lib.llama_moe_cache_stats.argtypes = [vp, u64p, u64p, ctypes.POINTER(ctypes.c_uint8), i32]
+    lib.llama_moe_cache_stats.restype = ctypes.c_int64
+    lib.llama_moe_cache_free.argtypes = [vp]
+    lib.llama_moe_cache_free.restype = None
+    return lib
+
+
+def has_cache_patch() -> bool:
+    """Whether this engine build can keep hot experts in VRAM (patch 0004)."""
+    return _cache_patched() is not None
+
+
 def has_routing_patch() -> bool:
     return _patched() is not None
 
@@ -176,3 +204,70 @@ def tensor_buffer_type(model: int, name: str) -> str | None:
         return None
     value = lib.llama_model_tensor_buft_name(model, name.encode())
     return value.decode() if value else None
+
+
+def routing_repeats(ctx: int, n_layer: int) -> tuple[list[int], list[int]] | None:
+    """Per layer: selections the token before had made too, and the tokens compared (patch
+    0004); None without the patch or before routing capture was enabled."""
+    lib = _cache_patched()
+    if lib is None:
+        return None
+    repeats, rows = (ctypes.c_uint64 * n_layer)(), (ctypes.c_uint64 * n_layer)()
+    if not lib.llama_moe_routing_repeats(ctx, repeats, rows, n_layer):
+        return None
+    return list(repeats), list(rows)
+
+
+def cache_init(ctx: int, slots_per_layer: list[int], allow_host: bool = False) -> int:
+    """Keep slots_per_layer[il] experts of each RAM layer in VRAM: the bytes it holds (0: no
+    layer could be cached, -1: no routed experts). Needs has_cache_patch()."""
+    lib = _cache_patched()
+    assert lib is not None, "engine build without the expert cache patch"
+    array = (ctypes.c_int32 * len(slots_per_layer))(*slots_per_layer)
+    return int(lib.llama_moe_cache_init(ctx, array, len(slots_per_layer), allow_host))
+
+
+def cache_set_experts(ctx: int, layer: int, experts: list[int]) -> bool:
+    """Make ``experts`` (most wanted first) the experts of ``layer`` held in VRAM."""
+    lib = _cache_patched()
+    assert lib is not None
+    array = (ctypes.c_int32 * max(len(experts), 1))(*experts)
+    return bool(lib.llama_moe_cache_set_experts(ctx, layer, array, len(experts)))
+
+
+def cache_set_policy(ctx: int, max_uploads: int, admit_after: int = 2, window: int = 64) -> None:
+    """Refresh the resident experts from routing (max_uploads per ubatch; 0: static)."""
+    lib = _cache_patched()
+    assert lib is not None
+    lib.llama_moe_cache_set_policy(ctx, max_uploads, admit_after, window)
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    hits: list[int]  # per layer: selections served from VRAM by the cache
+    misses: list[int]  # per layer: selections of cached layers served from RAM
+    resident: list[list[int]]  # per layer: the experts held now
+    uploads: int
+
+
+def cache_stats(ctx: int, n_layer: int, n_expert: int) -> CacheStats | None:
+    """The cache's counters, or None without a cache."""
+    lib = _cache_patched()
+    if lib is None:
+        return None
+    hits, misses = (ctypes.c_uint64 * n_layer)(), (ctypes.c_uint64 * n_layer)()
+    resident = (ctypes.c_uint8 * (n_layer * n_expert))()
+    uploads = lib.llama_moe_cache_stats(ctx, hits, misses, resident, n_layer)
+    if uploads < 0:
+        return None
+    flags = list(resident)
+    return CacheStats(
+        hits=list(hits), misses=list(misses), uploads=int(uploads),
+        resident=[[e for e in range(n_expert) if flags[il * n_expert + e]] for il in range(n_layer)],
+    )
+
+
+def cache_free(ctx: int) -> None:
+    lib = _cache_patched()
+    if lib is not None:
+        lib.llama_moe_cache_free(ctx)

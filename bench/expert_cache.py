@@ -1,0 +1,274 @@
+"""Hot experts in VRAM (engine patch 0004) against llama.cpp's best placement at one budget.
+
+A budget is a share of the model's routed-expert bytes that VRAM has room for (what is left
+after the rest of the model, the KV cache and compute buffers): 0.125 is what a 24 GB GPU
+leaves for the full Qwen3-235B-A22B at Q4_K_M, 0.25 a 48 GB one. At that budget:
+
+* n-cpu-moe N: llama.cpp's --n-cpu-moe: the routed experts of the first N layers in RAM, the
+  other layers' on the GPU; N_min is the fewest layers in RAM that fit the budget, and
+  N_min+1, N_min+2 are measured too (fewer expert bytes in VRAM: never faster, measured anyway);
+* cache static: every layer's experts in RAM, plus a VRAM cache of the same bytes spread over
+  the layers (slots per layer), filled with each layer's most chosen experts of a warm-up run;
+* cache dynamic: the same, refreshed after every token from routing (patch 0004's policy);
+* cache+layers: half the budget as whole expert layers on the GPU, half as a cache on the rest;
+* ram: every layer's experts in RAM, no cache (the floor).
+
+Each placement is loaded once a round and measured in --repeats interleaved rounds: prefill
+of a --prompt-token prompt (random tokens), then --tokens greedy decode steps; decode t/s =
+(tokens - 1) / time from the first to the last token. The first round also checks that greedy
+output with the cache equals the output without it (same model, experts in RAM) and reports
+the largest logit difference. Run on the accelerator machine (bench/jobs/expert-cache-h200.sh):
+
+    python bench/expert_cache.py --model /tmp/q30-real.gguf --budget 0.125 --budget 0.25
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import time
+from dataclasses import dataclass, field
+
+# llama.cpp's libraries before numpy's (gguf imports numpy): see bench/engine_overhead.py
+import llama_cpp  # noqa: I001
+
+import numpy as np
+
+from app.engine import ggml_backend
+from app.engine.llama_params import context_params, model_params
+from app.engine.placement import PlacementPlan
+from app.gguf_info import read_model
+
+
+@dataclass
+class Placement:
+    name: str
+    experts_in_ram: int  # first N layers' experts in RAM
+    cache_slots: int = 0  # per RAM layer
+    dynamic: bool = False
+    vram_expert_bytes: int = 0
+
+
+@dataclass
+class Result:
+    prefill: list[float] = field(default_factory=list)
+    decode: list[float] = field(default_factory=list)
+    hit_rate: float | None = None
+    uploads: int = 0
+    tokens: list[int] = field(default_factory=list)
+    logits: np.ndarray | None = None
+
+
+def layer_expert_bytes(model_path: str) -> tuple[int, int, int, int]:
+    """(n_layer, n_expert, bytes of one layer's routed experts, of one expert)."""
+    info = read_model(model_path)
+    per_layer = [0] * info.n_layer
+    for t in info.tensors:
+        if t.tensor_class == "routed_experts" and t.layer is not None:
+            per_layer[t.layer] += t.n_bytes
+    layer_bytes = max(per_layer)
+    return info.n_layer, info.n_expert, layer_bytes, layer_bytes // info.n_expert
+
+
+class Loaded:
+    def __init__(self, path: str, placement: Placement, n_layer: int, threads: int, n_ctx: int,
+                 profile: list[list[int]] | None, allow_host: bool = False) -> None:
+        plan = PlacementPlan(experts_in_ram=placement.experts_in_ram, n_threads=threads,
+                             n_ctx=n_ctx, n_batch=512, n_ubatch=512, flash_attn="on",
+                             repack=not allow_host)
+        callback = llama_cpp.llama_progress_callback(lambda _f, _u: True)
+        self._mparams = model_params(plan, n_layer, read_model(path).architecture, callback)
+        self.model = llama_cpp.llama_model_load_from_file(path.encode(), self._mparams.params)
+        assert self.model, "load failed"
+        self.ctx = llama_cpp.llama_init_from_model(self.model, context_params(plan))
+        assert self.ctx, "context failed"
+        ggml_backend.routing_enable(self.ctx, True)
+        self.n_layer = n_layer
+        self.n_expert = read_model(path).n_expert
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
+        self.batch = llama_cpp.llama_batch_init(512, 0, 1)
+        self.placement = placement
+        if placement.cache_slots:
+            slots = [placement.cache_slots if il < placement.experts_in_ram else 0 for il in range(n_layer)]
+            held = ggml_backend.cache_init(self.ctx, slots, allow_host)
+            assert held > 0, f"cache init failed ({held})"
+            self.cache_bytes = held
+            assert profile is not None
+            for il in range(placement.experts_in_ram):
+                ranked = sorted(range(len(profile[il])), key=lambda e: -profile[il][e])
+                ggml_backend.cache_set_experts(self.ctx, il, ranked[:placement.cache_slots])
+            if placement.dynamic:
+                ggml_backend.cache_set_policy(self.ctx, max_uploads=16, admit_after=2, window=64)
+
+    def _decode(self, tokens: list[int], pos0: int, want_logits: bool) -> np.ndarray | None:
+        b = self.batch
+        for start in range(0, len(tokens), 512):
+            chunk = tokens[start:start + 512]
+            b.n_tokens = len(chunk)
+            for i, t in enumerate(chunk):
+                b.token[i] = t
+                b.pos[i] = pos0 + start + i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = 0
+                b.logits[i] = start + i == len(tokens) - 1
+            assert llama_cpp.llama_decode(self.ctx, b) == 0, "decode failed"
+        ptr = llama_cpp.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy() if want_logits else None
+
+    def run(self, prompt: list[int], n_gen: int, keep: bool) -> tuple[float, float, list[int], np.ndarray]:
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
+        t0 = time.perf_counter()
+        logits = self._decode(prompt, 0, True)
+        t1 = time.perf_counter()
+        out, kept = [], []
+        first = last = t1
+        for i in range(n_gen):
+            token = int(np.argmax(logits))
+            out.append(token)
+            if keep:
+                kept.append(logits)
+            if i == 0:
+                first = time.perf_counter()
+            logits = self._decode([token], len(prompt) + i, True)
+            last = time.perf_counter()
+        prefill = len(prompt) / (t1 - t0)
+        decode = (n_gen - 1) / (last - first) if n_gen > 1 else 0.0
+        return prefill, decode, out, np.array(kept)
+
+    def hit_rate(self) -> tuple[float | None, int]:
+        stats = ggml_backend.cache_stats(self.ctx, self.n_layer, self.n_expert)
+        if stats is None:
+            return None, 0
+        served = sum(stats.hits) + sum(stats.misses)
+        return (sum(stats.hits) / served if served else None), stats.uploads
+
+    def counts(self, n_expert: int) -> list[list[int]]:
+        return ggml_backend.routing_counts(self.ctx, self.n_layer, n_expert)[1]
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self.batch)
+        llama_cpp.llama_free(self.ctx)
+        llama_cpp.llama_model_free(self.model)
+
+
+def routing_report(counts: list[list[int]], repeats: tuple[list[int], list[int]] | None, k: int) -> str:
+    shares = []
+    for row in counts:
+        total = sum(row)
+        if total:
+            top = sorted(row, reverse=True)[: max(1, len(row) // 4)]
+            shares.append(sum(top) / total)
+    text = f"top-25% experts' share of selections: {statistics.mean(shares):.1%} (mean over layers)"
+    if repeats:
+        rep, rows = repeats
+        if sum(rows):
+            text += f"; repeat share from the previous token: {sum(rep) / (sum(rows) * k):.1%}"
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--budget", type=float, action="append", help="share of expert bytes (0.125)")
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--prefill-tokens", type=int, default=512)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=0, help="decode after a prompt this long instead")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sweep", type=int, default=2, help="n-cpu-moe points past N_min")
+    parser.add_argument("--modes", default="ram,sweep,static,dynamic,mix")
+    parser.add_argument("--allow-host", action="store_true",
+                        help="without a GPU: cache packs in RAM, weights not repacked (checks the split only)")
+    args = parser.parse_args()
+
+    n_layer, n_expert, layer_bytes, expert_bytes = layer_expert_bytes(args.model)
+    k = read_model(args.model).n_expert_used
+    print(f"model {args.model}: {n_layer} layers, {n_expert} experts (top-{k}), "
+          f"{layer_bytes / 2**20:.0f} MiB of routed experts a layer, {expert_bytes / 2**20:.2f} MiB an expert")
+    n_prompt = args.depth or args.prompt_tokens
+    n_ctx = max(2048, n_prompt + args.tokens + 64, args.prefill_tokens + 64)
+    modes = set(args.modes.split(","))
+
+    # the warm-up profile: routing counts of a different prompt and its continuation
+    ram = Placement("ram", n_layer)
+    warm = Loaded(args.model, ram, n_layer, args.threads, n_ctx, None, args.allow_host)
+    rng = np.random.default_rng(7)
+    top = min(30000, warm.n_vocab)
+    prompt = [int(x) for x in rng.integers(1, top, n_prompt)]
+    warmup_prompt = [int(x) for x in rng.integers(1, top, 64)]
+    long_prompt = [int(x) for x in rng.integers(1, top, args.prefill_tokens)]
+    warm.run(warmup_prompt, 64, keep=False)
+    profile = warm.counts(n_expert)
+    warm.close()
+
+    for budget in args.budget or [0.125]:
+        room = budget * layer_bytes * n_layer
+        n_min = n_layer - int(room // layer_bytes)
+        slots = int(room // (expert_bytes * n_layer))
+        placements: list[Placement] = []
+        if "ram" in modes:
+            placements.append(Placement("ram (no cache)", n_layer))
+        if "sweep" in modes:
+            for n in range(n_min, min(n_layer, n_min + args.sweep) + 1):
+                placements.append(Placement(f"n-cpu-moe {n}", n, vram_expert_bytes=(n_layer - n) * layer_bytes))
+        if "static" in modes and slots:
+            placements.append(Placement(f"cache static {slots}/layer", n_layer, slots,
+                                        vram_expert_bytes=slots * expert_bytes * n_layer))
+        if "dynamic" in modes and slots:
+            placements.append(Placement(f"cache dynamic {slots}/layer", n_layer, slots, dynamic=True,
+                                        vram_expert_bytes=slots * expert_bytes * n_layer))
+        if "mix" in modes:
+            gpu_layers = int(room / 2 // layer_bytes)
+            in_ram = n_layer - gpu_layers
+            mix_slots = int((room - gpu_layers * layer_bytes) // (expert_bytes * in_ram))
+            if gpu_layers and mix_slots:
+                placements.append(Placement(f"{gpu_layers} layers + cache {mix_slots}/layer", in_ram,
+                                            mix_slots, dynamic=True,
+                                            vram_expert_bytes=gpu_layers * layer_bytes + mix_slots * expert_bytes * in_ram))
+        print(f"\n=== budget {budget:g} of the expert bytes: {room / 2**30:.2f} GiB "
+              f"(n-cpu-moe >= {n_min}; cache {slots} experts a layer)")
+        results = {p.name: Result() for p in placements}
+        reference: Result | None = None
+        for round_ in range(args.repeats):
+            for p in placements:
+                loaded = Loaded(args.model, p, n_layer, args.threads, n_ctx, profile, args.allow_host)
+                loaded.run(prompt[:16], 8, keep=False)  # first-touch costs (page faults, kernels) out of the figures
+                prefill, _, _, _ = loaded.run(long_prompt, 2, keep=False)
+                _, decode, tokens, logits = loaded.run(prompt, args.tokens, keep=round_ == 0)
+                r = results[p.name]
+                r.prefill.append(prefill)
+                r.decode.append(decode)
+                r.hit_rate, r.uploads = loaded.hit_rate()
+                if round_ == 0:
+                    r.tokens, r.logits = tokens, logits
+                    if p.name.startswith("ram"):
+                        reference = r
+                        print("routing during decode:", routing_report(
+                            loaded.counts(n_expert), ggml_backend.routing_repeats(loaded.ctx, n_layer), k))
+                loaded.close()
+        best_sweep = max((r for name, r in results.items() if name.startswith("n-cpu-moe")),
+                         key=lambda r: statistics.median(r.decode), default=None)
+        print(f"| placement | VRAM for experts GiB | prefill t/s | decode t/s | vs best n-cpu-moe | "
+              f"cache hit rate | uploads | greedy output = ram | max logit diff |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for p in placements:
+            r = results[p.name]
+            dec = statistics.median(r.decode)
+            ratio = f"{dec / statistics.median(best_sweep.decode):.2f}x" if best_sweep else "-"
+            same = diff = "-"
+            if reference is not None and r is not reference and r.logits is not None and len(r.tokens):
+                # logits compared while both followed the same tokens
+                upto = next((i for i, (a, b) in enumerate(zip(r.tokens, reference.tokens)) if a != b),
+                            min(len(r.tokens), len(reference.tokens)))
+                same = "yes" if r.tokens == reference.tokens else f"first {upto} tokens"
+                diff = f"{np.abs(r.logits[:max(upto, 1)] - reference.logits[:max(upto, 1)]).max():.3g}"
+            hit = f"{r.hit_rate:.1%}" if r.hit_rate is not None else "-"
+            print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
+                  f"{dec:.2f} | {ratio} | {hit} | {r.uploads} | {same} | {diff} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
