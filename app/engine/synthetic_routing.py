@@ -43,7 +43,16 @@ SEED_RING, SEED_FREQS, SEED_BIAS, SEED_SLOW = 0x72696E67, 0x66726571, 0x62696173
 
 @dataclass(frozen=True)
 class RealisticRouting:
-    """The logit scales of realistic routing, in units of the router's random-noise term."""
+    """The logit scales of realistic routing, in units of the router's random-noise term.
+
+    Calibrated in numpy (logits = bias + locality*slow(p) + noise*n, top-8 of 128, a walk along
+    the ring): long-run top-25% share 0.56, repeat share 0.40, median reuse distance 2 tokens.
+    In llama.cpp the hidden state's own noise is a little smoother from token to token, and a
+    128-token window is more concentrated than the long run (finite counts plus locality).
+    Measured by the routing telemetry, greedy decoding, 4 layers, per 128 tokens / pooled over
+    2-4 prompts: Qwen3-30B-A3B shape 0.70 / 0.64 top-25% share, 0.42 repeat share; tiny-realistic
+    0.70 / 0.64, 0.41. Uniform routing: 0.06 repeat share (chance 0.0625).
+    """
 
     bias_spread: float = 0.8  # std of the per-expert bias drawn per layer: the skew
     locality: float = 1.35  # std of the slowly varying term: shared by neighbouring tokens
