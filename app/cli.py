@@ -21,7 +21,7 @@ from pathlib import Path
 
 from app import crash_log
 from app.engine.errors import EngineError
-from app.engine.placement import CacheType, PlacementPlan, TensorOverride
+from app.engine.placement import CacheType, ExpertCacheMode, PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
 from app.hub import cli as hub_cli
 from app.hub.errors import HubError
@@ -58,6 +58,21 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def expert_cache_size(text: str) -> tuple[int, int]:
+    """argparse type: (experts a layer, 0) for "32", (0, bytes) for "4GiB" / "4G" / "4GB"."""
+    value = text.strip()
+    number = value.rstrip("GgIiBb")
+    try:
+        amount = float(number) if number != value else int(value)
+    except ValueError:
+        amount = -1
+    if amount <= 0:
+        raise argparse.ArgumentTypeError(f"expected experts a layer (32) or a size (4GiB), not {text!r}")
+    if number == value:
+        return int(amount), 0
+    return 0, int(amount * 2**30)
+
+
 def tensor_override(value: str) -> TensorOverride:
     pattern, sep, device = value.rpartition("=")
     if not sep or not pattern or not device:
@@ -87,6 +102,13 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-repack", action="store_true",
                        help="keep CPU weights as in the file (llama.cpp's --no-repack): slower "
                             "CPU kernels, but the OS can page them from the SSD")
+    group.add_argument("--expert-cache", choices=typing.get_args(ExpertCacheMode), default="off",
+                       help="keep the hottest routed experts of RAM layers in VRAM (needs a GPU): "
+                            "static (each layer's most chosen), dynamic (refreshed as it decodes)")
+    group.add_argument("--expert-cache-size", type=expert_cache_size, default=(0, 0), metavar="N|GiB",
+                       help="experts a layer (e.g. 32) or VRAM for the cache (e.g. 4GiB)")
+    group.add_argument("--expert-cache-uploads", type=serve_cli.positive_int, default=4,
+                       help="dynamic: experts copied into VRAM per token, at most (default 4)")
 
 
 def plan_from_args(args: argparse.Namespace) -> PlacementPlan:
@@ -95,7 +117,9 @@ def plan_from_args(args: argparse.Namespace) -> PlacementPlan:
         overrides=list(args.override), n_ctx=args.ctx, n_threads=args.threads,
         n_expert_used=args.experts_used, flash_attn=args.flash_attn,
         type_k=args.cache_type, type_v=args.cache_type, use_mmap=not args.no_mmap,
-        repack=not args.no_repack,
+        repack=not args.no_repack, expert_cache=args.expert_cache,
+        expert_cache_slots=args.expert_cache_size[0], expert_cache_bytes=args.expert_cache_size[1],
+        expert_cache_uploads=args.expert_cache_uploads,
     )
 
 
@@ -206,6 +230,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
               f"{loaded.load_seconds:.1f} s", file=sys.stderr)
         for p in loaded.placement:
             print(f"  {p.tensor_class:15} {p.device:8} {p.bytes / 2**20:10.1f} MiB", file=sys.stderr)
+        if loaded.expert_cache is not None:
+            print(f"  {loaded.expert_cache.describe()}", file=sys.stderr)
         print("Type a message; an empty line or Ctrl-D quits, Ctrl-C stops an answer.",
               file=sys.stderr)
         history: list[ChatMessage] = []

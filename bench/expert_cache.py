@@ -25,20 +25,21 @@ the largest logit difference. Run on the accelerator machine (bench/jobs/expert-
 from __future__ import annotations
 
 import argparse
-import ctypes
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
 
 # llama.cpp's libraries before numpy's (gguf imports numpy): see bench/engine_overhead.py
 import llama_cpp  # noqa: I001
-
 import numpy as np
 
 from app.engine import ggml_backend
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
 from app.gguf_info import read_model
+
+UPLOADS = 4  # dynamic: experts copied into VRAM per token at most (the engine's default)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Placement:
     cache_slots: int = 0  # per RAM layer
     dynamic: bool = False
     vram_expert_bytes: int = 0
+    overlap: bool = True  # VRAM experts computed while the CPU computes (LLAMA_MOE_CACHE_OVERLAP)
 
 
 @dataclass
@@ -91,6 +93,7 @@ class Loaded:
         self.placement = placement
         if placement.cache_slots:
             slots = [placement.cache_slots if il < placement.experts_in_ram else 0 for il in range(n_layer)]
+            os.environ["LLAMA_MOE_CACHE_OVERLAP"] = "1" if placement.overlap else "0"
             held = ggml_backend.cache_init(self.ctx, slots, allow_host)
             assert held > 0, f"cache init failed ({held})"
             self.cache_bytes = held
@@ -99,7 +102,7 @@ class Loaded:
                 ranked = sorted(range(len(profile[il])), key=lambda e: -profile[il][e])
                 ggml_backend.cache_set_experts(self.ctx, il, ranked[:placement.cache_slots])
             if placement.dynamic:
-                ggml_backend.cache_set_policy(self.ctx, max_uploads=16, admit_after=2, window=64)
+                ggml_backend.cache_set_policy(self.ctx, max_uploads=UPLOADS, admit_after=2, window=64)
 
     def _decode(self, tokens: list[int], pos0: int, want_logits: bool) -> np.ndarray | None:
         b = self.batch
@@ -167,8 +170,78 @@ def routing_report(counts: list[list[int]], repeats: tuple[list[int], list[int]]
     return text
 
 
+@dataclass
+class Shape:
+    n_layer: int
+    n_expert: int
+    layer_bytes: int  # one layer's routed experts
+    expert_bytes: int  # one expert
+
+
+def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> list[Placement]:
+    """What the budget (a share of the expert bytes) allows, for each mode asked for."""
+    n_layer, layer_bytes, expert_bytes = shape.n_layer, shape.layer_bytes, shape.expert_bytes
+    room = budget * layer_bytes * n_layer
+    n_min = n_layer - int(room // layer_bytes)
+    slots = int(room // (expert_bytes * n_layer))
+    cache_bytes = slots * expert_bytes * n_layer
+    found: list[Placement] = []
+    if "ram" in modes:
+        found.append(Placement("ram (no cache)", n_layer))
+    if "sweep" in modes:
+        for n in range(n_min, min(n_layer, n_min + sweep) + 1):
+            found.append(Placement(f"n-cpu-moe {n}", n, vram_expert_bytes=(n_layer - n) * layer_bytes))
+    if slots and "static" in modes:
+        found.append(Placement(f"cache static {slots}/layer", n_layer, slots, vram_expert_bytes=cache_bytes))
+    if slots and "serial" in modes:
+        found.append(Placement(f"cache static {slots}/layer, no overlap", n_layer, slots,
+                               vram_expert_bytes=cache_bytes, overlap=False))
+    if slots and "dynamic" in modes:
+        found.append(Placement(f"cache dynamic {slots}/layer", n_layer, slots, dynamic=True,
+                               vram_expert_bytes=cache_bytes))
+    if "mix" in modes:
+        gpu_layers = int(room / 2 // layer_bytes)
+        in_ram = n_layer - gpu_layers
+        mix_slots = int((room - gpu_layers * layer_bytes) // (expert_bytes * in_ram))
+        if gpu_layers and mix_slots:
+            found.append(Placement(f"{gpu_layers} layers + cache {mix_slots}/layer", in_ram, mix_slots,
+                                   dynamic=True, vram_expert_bytes=gpu_layers * layer_bytes
+                                   + mix_slots * expert_bytes * in_ram))
+    print(f"\n=== budget {budget:g} of the expert bytes: {room / 2**30:.2f} GiB "
+          f"(n-cpu-moe >= {n_min}; cache {slots} experts a layer)")
+    return found
+
+
+def agreement(r: Result, reference: Result | None) -> tuple[str, str]:
+    """(greedy output the same as without the cache?, largest logit difference while it is)."""
+    if reference is None or r is reference or r.logits is None or reference.logits is None or not r.tokens:
+        return "-", "-"
+    pairs = list(zip(r.tokens, reference.tokens, strict=False))
+    upto = next((i for i, (a, b) in enumerate(pairs) if a != b), len(pairs))
+    same = "yes" if r.tokens == reference.tokens else f"first {upto} tokens"
+    n = max(upto, 1)
+    return same, f"{np.abs(r.logits[:n] - reference.logits[:n]).max():.3g}"
+
+
+def print_table(placements: list[Placement], results: dict[str, Result], reference: Result | None) -> None:
+    best_sweep = max((r for name, r in results.items() if name.startswith("n-cpu-moe")),
+                     key=lambda r: statistics.median(r.decode), default=None)
+    print("| placement | VRAM for experts GiB | prefill t/s | decode t/s | vs best n-cpu-moe | "
+          "cache hit rate | uploads | greedy output = ram | max logit diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for p in placements:
+        r = results[p.name]
+        dec = statistics.median(r.decode)
+        ratio = f"{dec / statistics.median(best_sweep.decode):.2f}x" if best_sweep else "-"
+        same, diff = agreement(r, reference)
+        hit = f"{r.hit_rate:.1%}" if r.hit_rate is not None else "-"
+        print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
+              f"{dec:.2f} | {ratio} | {hit} | {r.uploads} | {same} | {diff} |")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--budget", type=float, action="append", help="share of expert bytes (0.125)")
     parser.add_argument("--threads", type=int, default=16)
@@ -178,22 +251,22 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=0, help="decode after a prompt this long instead")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sweep", type=int, default=2, help="n-cpu-moe points past N_min")
-    parser.add_argument("--modes", default="ram,sweep,static,dynamic,mix")
+    parser.add_argument("--modes", default="ram,sweep,static,serial,dynamic,mix")
     parser.add_argument("--allow-host", action="store_true",
-                        help="without a GPU: cache packs in RAM, weights not repacked (checks the split only)")
+                        help="without a GPU: cache packs in RAM, weights not repacked (checks the split)")
     args = parser.parse_args()
 
-    n_layer, n_expert, layer_bytes, expert_bytes = layer_expert_bytes(args.model)
+    shape = Shape(*layer_expert_bytes(args.model))
+    n_layer, n_expert = shape.n_layer, shape.n_expert
     k = read_model(args.model).n_expert_used
     print(f"model {args.model}: {n_layer} layers, {n_expert} experts (top-{k}), "
-          f"{layer_bytes / 2**20:.0f} MiB of routed experts a layer, {expert_bytes / 2**20:.2f} MiB an expert")
+          f"{shape.layer_bytes / 2**20:.0f} MiB of routed experts a layer, "
+          f"{shape.expert_bytes / 2**20:.2f} MiB an expert")
     n_prompt = args.depth or args.prompt_tokens
     n_ctx = max(2048, n_prompt + args.tokens + 64, args.prefill_tokens + 64)
-    modes = set(args.modes.split(","))
 
     # the warm-up profile: routing counts of a different prompt and its continuation
-    ram = Placement("ram", n_layer)
-    warm = Loaded(args.model, ram, n_layer, args.threads, n_ctx, None, args.allow_host)
+    warm = Loaded(args.model, Placement("ram", n_layer), n_layer, args.threads, n_ctx, None, args.allow_host)
     rng = np.random.default_rng(7)
     top = min(30000, warm.n_vocab)
     prompt = [int(x) for x in rng.integers(1, top, n_prompt)]
@@ -204,37 +277,13 @@ def main() -> int:
     warm.close()
 
     for budget in args.budget or [0.125]:
-        room = budget * layer_bytes * n_layer
-        n_min = n_layer - int(room // layer_bytes)
-        slots = int(room // (expert_bytes * n_layer))
-        placements: list[Placement] = []
-        if "ram" in modes:
-            placements.append(Placement("ram (no cache)", n_layer))
-        if "sweep" in modes:
-            for n in range(n_min, min(n_layer, n_min + args.sweep) + 1):
-                placements.append(Placement(f"n-cpu-moe {n}", n, vram_expert_bytes=(n_layer - n) * layer_bytes))
-        if "static" in modes and slots:
-            placements.append(Placement(f"cache static {slots}/layer", n_layer, slots,
-                                        vram_expert_bytes=slots * expert_bytes * n_layer))
-        if "dynamic" in modes and slots:
-            placements.append(Placement(f"cache dynamic {slots}/layer", n_layer, slots, dynamic=True,
-                                        vram_expert_bytes=slots * expert_bytes * n_layer))
-        if "mix" in modes:
-            gpu_layers = int(room / 2 // layer_bytes)
-            in_ram = n_layer - gpu_layers
-            mix_slots = int((room - gpu_layers * layer_bytes) // (expert_bytes * in_ram))
-            if gpu_layers and mix_slots:
-                placements.append(Placement(f"{gpu_layers} layers + cache {mix_slots}/layer", in_ram,
-                                            mix_slots, dynamic=True,
-                                            vram_expert_bytes=gpu_layers * layer_bytes + mix_slots * expert_bytes * in_ram))
-        print(f"\n=== budget {budget:g} of the expert bytes: {room / 2**30:.2f} GiB "
-              f"(n-cpu-moe >= {n_min}; cache {slots} experts a layer)")
+        placements = placements_at(budget, shape, set(args.modes.split(",")), args.sweep)
         results = {p.name: Result() for p in placements}
         reference: Result | None = None
         for round_ in range(args.repeats):
             for p in placements:
                 loaded = Loaded(args.model, p, n_layer, args.threads, n_ctx, profile, args.allow_host)
-                loaded.run(prompt[:16], 8, keep=False)  # first-touch costs (page faults, kernels) out of the figures
+                loaded.run(prompt[:16], 8, keep=False)  # first-touch costs (page faults) out of the figures
                 prefill, _, _, _ = loaded.run(long_prompt, 2, keep=False)
                 _, decode, tokens, logits = loaded.run(prompt, args.tokens, keep=round_ == 0)
                 r = results[p.name]
@@ -248,25 +297,7 @@ def main() -> int:
                         print("routing during decode:", routing_report(
                             loaded.counts(n_expert), ggml_backend.routing_repeats(loaded.ctx, n_layer), k))
                 loaded.close()
-        best_sweep = max((r for name, r in results.items() if name.startswith("n-cpu-moe")),
-                         key=lambda r: statistics.median(r.decode), default=None)
-        print(f"| placement | VRAM for experts GiB | prefill t/s | decode t/s | vs best n-cpu-moe | "
-              f"cache hit rate | uploads | greedy output = ram | max logit diff |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for p in placements:
-            r = results[p.name]
-            dec = statistics.median(r.decode)
-            ratio = f"{dec / statistics.median(best_sweep.decode):.2f}x" if best_sweep else "-"
-            same = diff = "-"
-            if reference is not None and r is not reference and r.logits is not None and len(r.tokens):
-                # logits compared while both followed the same tokens
-                upto = next((i for i, (a, b) in enumerate(zip(r.tokens, reference.tokens)) if a != b),
-                            min(len(r.tokens), len(reference.tokens)))
-                same = "yes" if r.tokens == reference.tokens else f"first {upto} tokens"
-                diff = f"{np.abs(r.logits[:max(upto, 1)] - reference.logits[:max(upto, 1)]).max():.3g}"
-            hit = f"{r.hit_rate:.1%}" if r.hit_rate is not None else "-"
-            print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
-                  f"{dec:.2f} | {ratio} | {hit} | {r.uploads} | {same} | {diff} |")
+        print_table(placements, results, reference)
     return 0
 
 

@@ -197,6 +197,13 @@ def routing_counts(ctx: int, n_layer: int, n_expert: int) -> tuple[int, list[lis
     return int(tokens), [flat[i * n_expert:(i + 1) * n_expert] for i in range(n_layer)]
 
 
+def routing_reset(ctx: int) -> None:
+    """Set the routing counts back to zero."""
+    lib = _patched()
+    if lib is not None:
+        lib.llama_moe_routing_reset(ctx)
+
+
 def tensor_buffer_type(model: int, name: str) -> str | None:
     """Name of the buffer type holding a model tensor ("CUDA0", "CPU_REPACK", ...)."""
     lib = _patched()

@@ -24,6 +24,9 @@ CPU_DEVICE = "CPU"
 FlashAttention = Literal["auto", "on", "off"]
 SplitMode = Literal["none", "layer", "row"]
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+# Hot experts in VRAM (engine patch 0004): off; a fixed set per layer from a routing profile;
+# or that set refreshed from routing as tokens are decoded.
+ExpertCacheMode = Literal["off", "static", "dynamic"]
 # Bytes per cached value of each KV cache type (ggml blocks of 32 values with their scales).
 CACHE_TYPE_BYTES: dict[str, float] = {
     "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
@@ -75,6 +78,14 @@ class PlacementPlan:
     # n_ctx tokens of context: the KV cache holds n_ctx * n_parallel cells, in one buffer
     # shared by the sequences (kv_unified), so one batch carries them all.
     n_parallel: int = 1
+    # Hot experts in VRAM for the layers whose routed experts are in RAM: per such layer, its
+    # most chosen experts are copied into VRAM and the tokens routed to them computed there
+    # (the rest on the CPU). Size: expert_cache_slots experts a layer, or, when that is 0,
+    # as many as expert_cache_bytes of VRAM holds over those layers.
+    expert_cache: ExpertCacheMode = "off"
+    expert_cache_slots: int = 0
+    expert_cache_bytes: int = 0
+    expert_cache_uploads: int = 4  # dynamic: experts copied into VRAM per decoded token, at most
 
     def describe(self) -> str:
         """The placement in a sentence for people (advisor page, CLI), override rules one per line."""
@@ -87,6 +98,10 @@ class PlacementPlan:
             text += f", tensor split {' : '.join(f'{x:g}' for x in self.tensor_split)}"
         if not self.repack:
             text += ", weights not repacked"
+        if self.expert_cache != "off":
+            size = (f"{self.expert_cache_slots} experts a layer" if self.expert_cache_slots
+                    else f"{self.expert_cache_bytes / 2**30:.1f} GiB")
+            text += f", hot experts in VRAM: {size} ({self.expert_cache})"
         return text + "".join(f"\n  rule {o.pattern} = {o.device}" for o in self.overrides)
 
 

@@ -88,6 +88,10 @@ class LoadParams:
     model: str  # path to a .gguf file, or to any shard of a split model
     placement: PlacementPlan = field(default_factory=PlacementPlan)
     telemetry: bool = True  # count routed expert selections (needs the patched build)
+    # With placement.expert_cache on: routing counts [layer][expert] of an earlier run of this
+    # model (LoadResult.expert_cache.profile), ranking each layer's experts for the cache; None:
+    # the engine makes them with a short warm-up prefill at load.
+    expert_profile: list[list[int]] | None = None
 
 
 @dataclass
@@ -184,6 +188,28 @@ class Allocation:
 
 
 @dataclass
+class ExpertCacheInfo:
+    """The hot-expert VRAM cache as loaded (engine patch 0004)."""
+
+    mode: Literal["static", "dynamic"]
+    available: bool
+    reason: str = ""  # why not, when unavailable (the model then runs without it)
+    slots: int = 0  # experts held in VRAM per cached layer
+    layers: list[int] = field(default_factory=list)  # the cached layers (routed experts in RAM)
+    bytes: int = 0  # VRAM the cache holds
+    profile_source: Literal["given", "warm-up", ""] = ""
+    profile: list[list[int]] = field(default_factory=list)  # the counts that ranked the experts
+
+    def describe(self) -> str:
+        """One line for people (CLI, logs)."""
+        if not self.available:
+            return f"hot experts in VRAM: unavailable ({self.reason})"
+        return (f"hot experts in VRAM ({self.mode}): {self.slots} experts in each of "
+                f"{len(self.layers)} RAM layers, {self.bytes / 2**30:.2f} GiB, ranked by "
+                f"{'the given profile' if self.profile_source == 'given' else 'a warm-up prefill'}")
+
+
+@dataclass
 class LoadResult:
     model: ModelInfo
     placement: list[TensorClassPlacement]  # where tensors actually landed, by class and device
@@ -193,6 +219,7 @@ class LoadResult:
     telemetry: bool
     allocations: list[Allocation] = field(default_factory=list)  # what llama.cpp really took
     n_parallel: int = 1  # chats decoded at once, each with n_ctx tokens of context
+    expert_cache: ExpertCacheInfo | None = None  # None: not asked for
 
 
 @dataclass
@@ -259,6 +286,9 @@ class RoutingSnapshot:
     tokens: int  # token evaluations counted
     hit_rate: float | None  # share of expert uses served from device memory (None: no uses)
     layer_hit_rate: list[float | None]
+    # per MoE layer (as ``layers``): experts the hot-expert cache holds in VRAM now (empty
+    # lists without a cache). hit_rate and layer_hit_rate count its hits as served from VRAM.
+    cached: list[list[int]] = field(default_factory=list)
 
 
 # --- dataclass <-> JSON -------------------------------------------------------------------

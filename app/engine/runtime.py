@@ -21,7 +21,7 @@ import llama_cpp
 import psutil
 
 from app import gguf_info, gguf_validate
-from app.engine import ggml_backend, telemetry
+from app.engine import expert_cache, ggml_backend, telemetry
 from app.engine.batch_loop import BatchLoop, ChatRequest
 from app.engine.errors import (
     EngineError,
@@ -187,8 +187,14 @@ class Runtime:
         try:
             placement, experts_on_gpu = self._placement_report(model, info)
             telemetry_on = False
-            if params.telemetry and ggml_backend.has_routing_patch():
+            # the expert cache counts its hits and refreshes itself from routing capture
+            if (params.telemetry or plan.expert_cache != "off") and ggml_backend.has_routing_patch():
                 telemetry_on = ggml_backend.routing_enable(ctx, True)
+            cache = None
+            if plan.expert_cache != "off":
+                cache = expert_cache.setup(ctx, model, info, plan, experts_on_gpu, params.expert_profile)
+                if not cache.available:
+                    log.warning("hot experts in VRAM unavailable: %s", cache.reason)
             batch = BatchLoop(ctx, ChatText(model, info.chat_template), plan.n_parallel)
         except BaseException:
             llama_cpp.llama_free(ctx)
@@ -210,6 +216,7 @@ class Runtime:
             placement=placement, expert_layers_on_gpu=sorted(experts_on_gpu),
             n_ctx=batch.n_ctx, load_seconds=time.perf_counter() - t0,
             telemetry=telemetry_on, allocations=self._allocations(), n_parallel=batch.n_seq,
+            expert_cache=cache,
         )
 
     @staticmethod
@@ -421,9 +428,10 @@ class Runtime:
                 )
             tokens, counts = ggml_backend.routing_counts(loaded.ctx, loaded.info.n_layer,
                                                          loaded.info.n_expert)
+            cache = ggml_backend.cache_stats(loaded.ctx, loaded.info.n_layer, loaded.info.n_expert)
         return telemetry.routing_snapshot(
             counts, tokens, loaded.n_expert_used, loaded.info.moe_layers,
-            loaded.expert_layers_on_gpu,
+            loaded.expert_layers_on_gpu, cache,
         )
 
 

@@ -91,6 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         if loaded.n_parallel > 1 else "")
             print(f"{loaded.model.architecture}, context {loaded.n_ctx}{parallel}, loaded in "
                   f"{loaded.load_seconds:.1f} s; Ctrl-C stops.", file=sys.stderr)
+            if loaded.expert_cache is not None:
+                print(loaded.expert_cache.describe(), file=sys.stderr)
             # wake now and then to notice an engine that died under us
             while not stop.wait(1.0):
                 if engine.process is not None and engine.process.popen.poll() is not None:

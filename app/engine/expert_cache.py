@@ -1,0 +1,127 @@
+"""Hot experts in VRAM: set up engine patch 0004's cache for a loaded model.
+
+For each MoE layer whose routed experts llama.cpp placed in RAM, the patch keeps a pack of
+``slots`` experts in VRAM and computes the tokens routed to them there (the rest on the CPU).
+Which experts: each layer's most chosen ones in a routing profile (counts per layer and
+expert), either given by the client (remembered from an earlier run of the model) or made here
+by a short warm-up prefill of a built-in text. "dynamic" then lets the patch refresh the set
+from routing as tokens are decoded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import llama_cpp
+
+from app import gguf_info
+from app.engine import ggml_backend
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import ExpertCacheInfo
+
+# Tests only: without a GPU, keep the packs in RAM (no gain; exercises the split on a CPU).
+HOST_PACKS_ENV = "MOEDESK_EXPERT_CACHE_HOST"
+# A misses-before-admission count and a window (decode steps) for the dynamic policy: one
+# miss is often a one-off, two within 64 tokens mark an expert coming into use.
+ADMIT_AFTER, WINDOW = 2, 64
+WARMUP_CHUNK = 64  # tokens per warm-up ubatch (each at least 32: the prefill path, not the cache's)
+
+# Varied prose, code and numbers: the warm-up prefill's routing stands in for a chat's.
+WARMUP_TEXT = (
+    "The committee met on Tuesday to review the budget for the new library. After a long "
+    "discussion about heating costs, they agreed to postpone the decision until spring.\n"
+    "def merge(a, b):\n    out = []\n    while a and b:\n        out.append(a.pop(0) if a[0] < b[0] "
+    "else b.pop(0))\n    return out + a + b\n"
+    "Question: a train leaves at 9:40 and arrives at 13:05. How long is the trip? Answer: 3 "
+    "hours and 25 minutes. Photosynthesis turns light, water and carbon dioxide into sugar and "
+    "oxygen. In 1969, Apollo 11 landed on the Moon; Armstrong and Aldrin walked on its surface."
+)
+
+
+def expert_bytes(info: gguf_info.GGUFModel, layer: int) -> int:
+    """Bytes of one routed expert of ``layer`` (its up, gate and down slices)."""
+    total = sum(t.n_bytes for t in info.tensors if t.tensor_class == "routed_experts" and t.layer == layer)
+    return total // max(info.n_expert, 1)
+
+
+def slots_per_layer(plan: PlacementPlan, info: gguf_info.GGUFModel, ram_layers: list[int]) -> int:
+    """Experts a layer the plan asks for: its own count, or what its byte budget holds."""
+    if plan.expert_cache_slots:
+        return min(plan.expert_cache_slots, info.n_expert)
+    per_expert = max((expert_bytes(info, il) for il in ram_layers), default=0)
+    if not per_expert or not ram_layers:
+        return 0
+    return min(info.n_expert, plan.expert_cache_bytes // (per_expert * len(ram_layers)))
+
+
+def unavailable(plan: PlacementPlan, reason: str) -> ExpertCacheInfo:
+    return ExpertCacheInfo(mode=plan.expert_cache, available=False, reason=reason)  # type: ignore[arg-type]
+
+
+def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
+          experts_on_gpu: set[int], profile: list[list[int]] | None) -> ExpertCacheInfo:
+    """Set the cache up on a fresh context with routing capture on. When it cannot be (no GPU,
+    a build without the patch, no layer in RAM), the model runs as it would without it and
+    the result says why."""
+    if not ggml_backend.has_cache_patch():
+        return unavailable(plan, "this engine build lacks MoE Desk's expert cache patch (0004); "
+                                 "reinstall with installers/install.py")
+    has_gpu = any(d.kind in ("gpu", "igpu") for d in ggml_backend.devices())
+    allow_host = os.environ.get(HOST_PACKS_ENV) == "1"
+    if not has_gpu and not allow_host:
+        return unavailable(plan, "the expert cache needs a GPU; without one every expert is read "
+                                 "from RAM anyway")
+    ram_layers = [il for il in info.moe_layers if il not in experts_on_gpu]
+    if not ram_layers:
+        return unavailable(plan, "every layer's routed experts are already in VRAM")
+    slots = slots_per_layer(plan, info, ram_layers)
+    if slots <= 0:
+        return unavailable(plan, "the cache size holds no expert; give it more room")
+    per_layer = [slots if il in ram_layers else 0 for il in range(info.n_layer)]
+    held = ggml_backend.cache_init(ctx, per_layer, allow_host)
+    if held <= 0:
+        return unavailable(plan, "llama.cpp could not set up the cache (no VRAM for it, or the "
+                                 "experts are not in RAM in the file's layout); see the engine log")
+    source = "given"
+    if profile is None or len(profile) != info.n_layer:
+        profile, source = warmup_profile(ctx, model, info), "warm-up"
+    for il in ram_layers:
+        row = profile[il]
+        ranked = sorted(range(len(row)), key=lambda e: -row[e])
+        ggml_backend.cache_set_experts(ctx, il, ranked[:slots])
+    if plan.expert_cache == "dynamic":
+        ggml_backend.cache_set_policy(ctx, max(1, plan.expert_cache_uploads), ADMIT_AFTER, WINDOW)
+    return ExpertCacheInfo(mode=plan.expert_cache, available=True, slots=slots,  # type: ignore[arg-type]
+                           layers=ram_layers, bytes=held, profile_source=source, profile=profile)
+
+
+def warmup_profile(ctx: int, model: int, info: gguf_info.GGUFModel) -> list[list[int]]:
+    """Routing counts of a prefill of WARMUP_TEXT; the context is left empty and the counts
+    at zero again.
+
+    Every token asks for its logits: llama.cpp runs the last layer only for the tokens whose
+    logits are wanted, which would leave that layer's profile one token long. Chunks of
+    WARMUP_CHUNK tokens keep the logits buffer small (a 152k vocabulary: 39 MB).
+    """
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    text = WARMUP_TEXT.encode()
+    ids = (llama_cpp.llama_token * (len(text) + 8))()
+    n = llama_cpp.llama_tokenize(vocab, text, len(text), ids, len(ids), True, False)
+    n = max(0, min(n, llama_cpp.llama_n_ctx(ctx)))
+    chunk = min(WARMUP_CHUNK, llama_cpp.llama_n_batch(ctx))
+    batch = llama_cpp.llama_batch_init(chunk, 0, 1)
+    try:
+        for start in range(0, n, chunk):
+            piece = ids[start:min(start + chunk, n)]
+            batch.n_tokens = len(piece)
+            for i, token in enumerate(piece):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
+                batch.seq_id[i][0], batch.logits[i] = 0, True
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                break  # counts so far rank the experts; none at all: by index
+    finally:
+        llama_cpp.llama_batch_free(batch)
+    _, counts = ggml_backend.routing_counts(ctx, info.n_layer, info.n_expert)
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+    ggml_backend.routing_reset(ctx)
+    return counts

@@ -1,0 +1,141 @@
+"""Hot experts in VRAM (engine patch 0004), driven through the real engine on a CPU.
+
+Without a GPU the cache is unavailable to users. The engine's test switch
+(MOEDESK_EXPERT_CACHE_HOST=1) puts the packs in RAM instead, which gains nothing but runs the
+same split of each MoE layer (cold selections on the CPU from the model's tensors, hot ones
+from the pack, summed), so the answer, the hit counting and the refresh are checked here;
+tests/test_gpu_expert_cache.py checks them on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app import cli
+from app.engine import ggml_backend, telemetry
+from app.engine.client import EngineClient
+from app.engine.expert_cache import HOST_PACKS_ENV
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
+from app.gguf_info import read_model
+
+PROMPT = "Tell me about the experts of this model, one by one, with their habits"
+
+
+@pytest.fixture(scope="module")
+def host_engine() -> Iterator[EngineClient]:
+    """An engine allowed to keep the cache's packs in RAM (no GPU here)."""
+    with EngineClient.spawn(env={HOST_PACKS_ENV: "1"}) as client:
+        yield client
+
+
+def load(engine: EngineClient, model: Path, profile: list[list[int]] | None = None,
+         **cache: object) -> LoadResult:
+    # weights as in the file: the pack is copied from the expert tensors' own layout
+    plan = PlacementPlan(n_ctx=512, experts_in_ram="all", repack=False, n_threads=2, **cache)  # type: ignore[arg-type]
+    return engine.load(LoadParams(model=str(model), placement=plan, expert_profile=profile))
+
+
+def answer(engine: EngineClient, tokens: int = 24) -> str:
+    stream = engine.chat(ChatParams(messages=[ChatMessage(role="user", content=PROMPT)],
+                                    sampling=Sampling(temperature=0.0, max_tokens=tokens,
+                                                      ignore_eos=True)))
+    return "".join(token.text for token in stream)
+
+
+def test_the_engine_build_has_the_expert_cache_patch() -> None:
+    # CI builds the engine from app/engine/patches: a missing 0004 would silently leave the
+    # cache unavailable everywhere
+    assert ggml_backend.has_cache_patch()
+
+
+def test_hot_experts_serve_a_share_of_selections_and_the_answer_stays_the_same(
+        host_engine: EngineClient, realistic_moe_gguf: Path) -> None:
+    info = read_model(realistic_moe_gguf)
+    load(host_engine, realistic_moe_gguf)
+    plain = answer(host_engine)
+
+    loaded = load(host_engine, realistic_moe_gguf, expert_cache="static", expert_cache_slots=32)
+    cache = loaded.expert_cache
+    assert cache is not None and cache.available, cache
+    assert cache.slots == 32 and cache.layers == info.moe_layers
+    assert cache.profile_source == "warm-up" and len(cache.profile) == info.n_layer
+    assert cache.bytes > 0
+    assert answer(host_engine) == plain  # the same greedy answer with the split
+
+    routing = host_engine.routing()
+    assert all(len(experts) == 32 for experts in routing.cached)
+    # realistic routing: a quarter of the experts, ranked by the warm-up, take a good share
+    assert routing.hit_rate is not None and 0.25 < routing.hit_rate < 1.0
+    assert all(rate is not None and rate > 0 for rate in routing.layer_hit_rate)
+
+
+def test_a_given_profile_decides_which_experts_are_held(
+        host_engine: EngineClient, realistic_moe_gguf: Path) -> None:
+    info = read_model(realistic_moe_gguf)
+    # the profile of an earlier run, as the app remembers it: here experts 100.. rank first
+    profile = [[e if e >= 100 else 0 for e in range(info.n_expert)] for _ in range(info.n_layer)]
+    loaded = load(host_engine, realistic_moe_gguf, profile, expert_cache="static", expert_cache_slots=8)
+    assert loaded.expert_cache is not None and loaded.expert_cache.profile_source == "given"
+    answer(host_engine, tokens=8)
+    assert host_engine.routing().cached == [list(range(120, 128))] * len(info.moe_layers)
+
+
+def test_dynamic_takes_in_the_experts_routing_asks_for(
+        host_engine: EngineClient, realistic_moe_gguf: Path) -> None:
+    info = read_model(realistic_moe_gguf)
+    # start from the least chosen experts of a warm-up, so the set has to move
+    warm = load(host_engine, realistic_moe_gguf, expert_cache="static", expert_cache_slots=16)
+    assert warm.expert_cache is not None
+    coldest = [[-c for c in row] for row in warm.expert_cache.profile]
+
+    load(host_engine, realistic_moe_gguf, coldest, expert_cache="static", expert_cache_slots=16)
+    answer(host_engine, tokens=48)
+    static = host_engine.routing()
+
+    load(host_engine, realistic_moe_gguf, coldest, expert_cache="dynamic", expert_cache_slots=16,
+         expert_cache_uploads=8)
+    before = host_engine.routing().cached
+    answer(host_engine, tokens=48)
+    dynamic = host_engine.routing()
+    assert dynamic.cached != before  # experts came in
+    assert len(dynamic.cached) == len(info.moe_layers)
+    assert static.hit_rate is not None and dynamic.hit_rate is not None
+    assert dynamic.hit_rate > static.hit_rate + 0.05
+
+
+def test_without_a_gpu_the_cache_is_unavailable_and_the_model_runs_as_before(
+        engine: EngineClient, tiny_moe_gguf: Path) -> None:
+    loaded = load(engine, tiny_moe_gguf, expert_cache="static", expert_cache_slots=2)
+    assert loaded.expert_cache is not None and not loaded.expert_cache.available
+    assert "GPU" in loaded.expert_cache.reason
+    assert "unavailable" in loaded.expert_cache.describe()
+    assert answer(engine, tokens=4)
+    assert engine.routing().cached == [[]] * len(read_model(tiny_moe_gguf).moe_layers)
+
+
+def test_cli_cache_size_is_experts_a_layer_or_gibibytes() -> None:
+    assert cli.expert_cache_size("32") == (32, 0)
+    assert cli.expert_cache_size("4GiB") == (0, 4 * 2**30)
+    assert cli.expert_cache_size("1.5G") == (0, int(1.5 * 2**30))
+    for bad in ("0", "-3", "lots", "GiB"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.expert_cache_size(bad)
+    plan = PlacementPlan(expert_cache="dynamic", expert_cache_slots=32)
+    assert "hot experts in VRAM: 32 experts a layer (dynamic)" in plan.describe()
+
+
+def test_hit_rate_counts_cache_hits_as_served_from_vram() -> None:
+    counts = [[6, 2], [5, 3], [4, 4]]  # three MoE layers, two experts, 8 selections each
+    cache = ggml_backend.CacheStats(hits=[0, 5, 8], misses=[0, 3, 0], resident=[[], [0], [0, 1]],
+                                    uploads=3)
+    snapshot = telemetry.routing_snapshot(counts, 8, 1, [0, 1, 2], expert_layers_on_gpu={0}, cache=cache)
+    # layer 0 wholly on the GPU; layer 1: 5 of 8 from the cache; layer 2: 8 reported, but only
+    # 8 selections counted since the routing counts were read (never above 1)
+    assert snapshot.layer_hit_rate == [1.0, 5 / 8, 1.0]
+    assert snapshot.hit_rate == pytest.approx((8 + 5 + 8) / 24)
+    assert snapshot.cached == [[], [0], [0, 1]]

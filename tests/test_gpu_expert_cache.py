@@ -1,0 +1,75 @@
+"""Hot experts in VRAM on a real GPU (engine patch 0004): the pack lands in VRAM, serves a share
+of the selections of layers whose experts are in RAM, and a dynamic cache takes experts in.
+
+Run on the accelerator machine: ``pytest -m gpu``. tests/test_expert_cache.py checks the same
+split on a CPU; bench/expert_cache.py measures its speed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.engine.client import EngineClient
+from app.engine.expert_cache import expert_bytes
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
+from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.gguf_info import read_model
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def realistic_q30(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Qwen3-30B-A3B's real layer shapes, 4 layers, routing like Qwen3's (about 2.2 GB)."""
+    folder = tmp_path_factory.mktemp("q30r")
+    (path,) = write_synthetic_model(folder / "q30-4l-realistic.gguf",
+                                    SyntheticSpec.preset("qwen3-30b-a3b", n_layer=4, routing="realistic"))
+    return path
+
+
+def load(engine: EngineClient, model: Path, **plan: object) -> LoadResult:
+    placement = PlacementPlan(**{"n_ctx": 1024, "split_mode": "none", "experts_in_ram": "all", **plan})  # type: ignore[arg-type]
+    return engine.load(LoadParams(model=str(model), placement=placement))
+
+
+def decode(engine: EngineClient, tokens: int = 48) -> str:
+    stream = engine.chat(ChatParams(
+        messages=[ChatMessage(role="user", content="Route me through the experts")],
+        sampling=Sampling(temperature=0.0, max_tokens=tokens, ignore_eos=True)))
+    return "".join(token.text for token in stream)
+
+
+def test_a_static_cache_lands_in_vram_and_serves_the_hot_experts(
+        engine: EngineClient, realistic_q30: Path) -> None:
+    info = read_model(realistic_q30)
+    loaded = load(engine, realistic_q30, expert_cache="static", expert_cache_slots=32)
+    cache = loaded.expert_cache
+    assert cache is not None and cache.available, cache
+    assert cache.layers == info.moe_layers and cache.slots == 32
+    packs = 32 * sum(expert_bytes(info, il) for il in info.moe_layers)
+    assert packs <= cache.bytes <= packs * 1.01 + 2**20  # the packs, plus maps and alignment
+    assert decode(engine)
+    routing = engine.routing()
+    assert all(len(held) == 32 for held in routing.cached)
+    # a quarter of the experts, ranked by the warm-up, under routing like Qwen3's
+    assert routing.hit_rate is not None and routing.hit_rate > 0.35
+    assert all(rate is not None and rate > 0.2 for rate in routing.layer_hit_rate)
+
+
+def test_a_dynamic_cache_takes_experts_in_as_it_decodes(engine: EngineClient, realistic_q30: Path) -> None:
+    info = read_model(realistic_q30)
+    # start from the experts the warm-up chose least
+    warm = load(engine, realistic_q30, expert_cache="static", expert_cache_slots=16)
+    assert warm.expert_cache is not None and warm.expert_cache.available
+    coldest = [[-c for c in row] for row in warm.expert_cache.profile]
+    placement = PlacementPlan(n_ctx=1024, split_mode="none", experts_in_ram="all",
+                              expert_cache="dynamic", expert_cache_slots=16, expert_cache_uploads=8)
+    engine.load(LoadParams(model=str(realistic_q30), placement=placement, expert_profile=coldest))
+    before = engine.routing().cached
+    assert decode(engine, tokens=96)
+    after = engine.routing()
+    assert after.cached != before and len(after.cached) == len(info.moe_layers)
+    assert after.hit_rate is not None and after.hit_rate > 0.2
