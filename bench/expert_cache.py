@@ -37,6 +37,7 @@ import numpy as np
 from app.engine import ggml_backend
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
+from app.engine.routing_stats import routing_counters, routing_stats
 from app.gguf_info import read_model
 
 UPLOADS = 4  # dynamic: experts copied into VRAM per token at most (the engine's default)
@@ -124,6 +125,7 @@ class Loaded:
         t0 = time.perf_counter()
         logits = self._decode(prompt, 0, True)
         t1 = time.perf_counter()
+        self.before_decode = routing_counters(self.ctx, self.n_layer, self.n_expert)
         out, kept = [], []
         first = last = t1
         for i in range(n_gen):
@@ -149,25 +151,15 @@ class Loaded:
     def counts(self, n_expert: int) -> list[list[int]]:
         return ggml_backend.routing_counts(self.ctx, self.n_layer, n_expert)[1]
 
+    def decode_routing(self, n_expert_used: int) -> str:
+        """Skew and locality of the routing of the last run's decode (its prompt left out)."""
+        counted = routing_counters(self.ctx, self.n_layer, self.n_expert) - self.before_decode
+        return routing_stats(counted, n_expert_used).describe()
+
     def close(self) -> None:
         llama_cpp.llama_batch_free(self.batch)
         llama_cpp.llama_free(self.ctx)
         llama_cpp.llama_model_free(self.model)
-
-
-def routing_report(counts: list[list[int]], repeats: tuple[list[int], list[int]] | None, k: int) -> str:
-    shares = []
-    for row in counts:
-        total = sum(row)
-        if total:
-            top = sorted(row, reverse=True)[: max(1, len(row) // 4)]
-            shares.append(sum(top) / total)
-    text = f"top-25% experts' share of selections: {statistics.mean(shares):.1%} (mean over layers)"
-    if repeats:
-        rep, rows = repeats
-        if sum(rows):
-            text += f"; repeat share from the previous token: {sum(rep) / (sum(rows) * k):.1%}"
-    return text
 
 
 @dataclass
@@ -294,8 +286,7 @@ def main() -> int:
                     r.tokens, r.logits = tokens, logits
                     if p.name.startswith("ram"):
                         reference = r
-                        print("routing during decode:", routing_report(
-                            loaded.counts(n_expert), ggml_backend.routing_repeats(loaded.ctx, n_layer), k))
+                        print("routing during the decode:", loaded.decode_routing(k))
                 loaded.close()
         print_table(placements, results, reference)
     return 0

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from app import cli
+from app.advisor.memory import memory_by_device
 from app.engine import ggml_backend, telemetry
 from app.engine.client import EngineClient
-from app.engine.expert_cache import HOST_PACKS_ENV
+from app.engine.expert_cache import HOST_PACKS_ENV, expert_bytes
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
 from app.gguf_info import read_model
@@ -72,6 +74,28 @@ def test_hot_experts_serve_a_share_of_selections_and_the_answer_stays_the_same(
     # realistic routing: a quarter of the experts, ranked by the warm-up, take a good share
     assert routing.hit_rate is not None and 0.25 < routing.hit_rate < 1.0
     assert all(rate is not None and rate > 0 for rate in routing.layer_hit_rate)
+
+
+def test_the_memory_model_counts_the_cache_as_the_engine_allocates_it(
+        host_engine: EngineClient, realistic_moe_gguf: Path) -> None:
+    info = read_model(realistic_moe_gguf)
+    plan = PlacementPlan(n_ctx=512, experts_in_ram="all", repack=False, expert_cache="static",
+                         expert_cache_bytes=2**20)
+    on_gpu = {d.device: d.weights for d in memory_by_device(info, plan, ["CUDA0"])}
+    off = replace(plan, expert_cache="off")
+    without = {d.device: d.weights for d in memory_by_device(info, off, ["CUDA0"])}
+    packs = on_gpu["CUDA0"] - without["CUDA0"]
+    assert packs > 0 and on_gpu["CPU"] == without["CPU"]  # the experts stay in RAM too
+
+    loaded = load(host_engine, realistic_moe_gguf, expert_cache="static", expert_cache_bytes=2**20)
+    cache = loaded.expert_cache
+    assert cache is not None and cache.available
+    assert packs == cache.slots * sum(expert_bytes(info, il) for il in cache.layers)
+    assert packs <= cache.bytes <= packs + 64 * 1024  # plus its maps and alignment
+    assert cache.bytes <= 2**20  # the size asked for holds it
+
+    no_gpu = {d.device: d.weights for d in memory_by_device(info, plan, [])}
+    assert no_gpu["CPU"] == without["CPU"] + without["CUDA0"]  # no GPU: no cache, all in RAM
 
 
 def test_a_given_profile_decides_which_experts_are_held(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from app.engine import ggml_backend, synthetic
-from app.engine.routing_stats import RoutingSnapshot, routing_snapshot, routing_stats
+from app.engine.routing_stats import RoutingCounters, routing_counters, routing_stats
 from app.engine.synthetic import SyntheticSpec, estimate_size_bytes, write_synthetic_model
 from app.engine.synthetic_routing import ring_positions
 
@@ -323,7 +323,7 @@ def test_routing_skew_concentrates_selections_on_the_hot_experts(
 
 def _decode_routing(
     path: Path, prompts: list[list[int]], n_gen: int
-) -> tuple[RoutingSnapshot, list[list[int]]]:
+) -> tuple[RoutingCounters, list[list[int]]]:
     """Greedy-decode ``n_gen`` tokens after each prompt (a fresh context each) and return the
     routing counted over the decoded tokens only, pooled, and the tokens each run chose."""
     model_params = llama_cpp.llama_model_default_params()
@@ -332,7 +332,7 @@ def _decode_routing(
     n_layer = llama_cpp.llama_model_n_layer(model)
     n_expert = _field(gguf.GGUFReader(path), "qwen3moe.expert_count")
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
-    pooled: RoutingSnapshot | None = None
+    pooled: RoutingCounters | None = None
     outputs = []
     try:
         for prompt in prompts:
@@ -346,14 +346,14 @@ def _decode_routing(
                 ggml_backend.routing_enable(ctx, True)
                 tokens = (llama_cpp.llama_token * len(prompt))(*prompt)
                 assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, len(prompt))) == 0
-                before = routing_snapshot(ctx, n_layer, n_expert)
+                before = routing_counters(ctx, n_layer, n_expert)
                 out: list[int] = []
                 for _ in range(n_gen):
                     logits = llama_cpp.llama_get_logits_ith(ctx, -1)
                     out.append(int(np.argmax(np.ctypeslib.as_array(logits, shape=(n_vocab,)))))
                     token = (llama_cpp.llama_token * 1)(out[-1])
                     assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(token, 1)) == 0
-                run = routing_snapshot(ctx, n_layer, n_expert) - before
+                run = routing_counters(ctx, n_layer, n_expert) - before
             finally:
                 llama_cpp.llama_free(ctx)
             pooled = run if pooled is None else pooled + run

@@ -16,6 +16,9 @@ It follows llama.cpp's own rules (llama-model.cpp ``load_tensors``, llama-contex
   ``cells = n_ctx * n_parallel``: each parallel sequence has a context of n_ctx tokens, in
   one unified cache (``app.engine.llama_params``).
 * Compute buffer: see ``compute_buffer_bytes``.
+* Hot experts in VRAM (``plan.expert_cache``, engine patch 0004): per MoE layer whose routed
+  experts are in RAM, ``slots`` experts copied to the GPU of the layer (the first GPU for a
+  layer on the CPU), counted as weights there; its maps are a few KiB.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from app.engine.placement import (
     CPU_DEVICE,
     PlacementPlan,
+    expert_cache_slots,
     first_matching_device,
     tensor_overrides,
 )
@@ -167,6 +171,17 @@ def tensor_device(name: str, layer: int | None, devices: list[str], rules: list)
     return devices[min(layer, len(devices) - 1)]
 
 
+def expert_cache_packs(model: GGUFModel, plan: PlacementPlan, ram_experts: dict[int, int],
+                       gpus: list[str]) -> dict[int, int]:
+    """VRAM bytes of the hot-expert cache's pack per layer (none without a GPU or when off).
+    ``ram_experts``: bytes of routed experts in RAM per layer."""
+    if not gpus or not ram_experts or plan.expert_cache == "off" or not model.n_expert:
+        return {}
+    per_expert = max(ram_experts.values()) // model.n_expert
+    slots = expert_cache_slots(plan, model.n_expert, per_expert, len(ram_experts))
+    return {layer: slots * (size // model.n_expert) for layer, size in ram_experts.items() if slots}
+
+
 def memory_by_device(model: GGUFModel, plan: PlacementPlan,
                      gpus: list[str] | None = None) -> list[DeviceMemory]:
     """Bytes per device for ``model`` loaded with ``plan``: CPU first, then each GPU.
@@ -184,11 +199,17 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
         return result.setdefault(device, DeviceMemory(device))
 
     host_matrices = []  # weights in RAM that a GPU would stage for a large batch
+    ram_experts: dict[int, int] = {}  # layer -> bytes of its routed experts in RAM
     for t in model.tensors:
         device = tensor_device(t.name, t.layer, devices, rules)
         slot(device).weights += t.n_bytes
         if device == CPU_DEVICE and len(t.shape) >= 2 and not t.name.startswith("token_embd."):
             host_matrices.append(t.n_bytes)
+        if device == CPU_DEVICE and t.tensor_class == "routed_experts" and t.layer is not None:
+            ram_experts[t.layer] = ram_experts.get(t.layer, 0) + t.n_bytes
+    for layer, pack in expert_cache_packs(model, plan, ram_experts, gpus).items():
+        device = devices[layer] if devices[layer] != CPU_DEVICE else gpus[0]
+        slot(device).weights += pack
     per_layer = kv_bytes_per_layer(model, plan.n_ctx * plan.n_parallel, plan.type_k, plan.type_v)
     for layer in range(n_layer):
         slot(devices[layer]).kv += per_layer

@@ -16,7 +16,7 @@ import llama_cpp
 
 from app import gguf_info
 from app.engine import ggml_backend
-from app.engine.placement import PlacementPlan
+from app.engine.placement import PlacementPlan, expert_cache_slots
 from app.engine.protocol import ExpertCacheInfo
 
 # Tests only: without a GPU, keep the packs in RAM (no gain; exercises the split on a CPU).
@@ -46,12 +46,8 @@ def expert_bytes(info: gguf_info.GGUFModel, layer: int) -> int:
 
 def slots_per_layer(plan: PlacementPlan, info: gguf_info.GGUFModel, ram_layers: list[int]) -> int:
     """Experts a layer the plan asks for: its own count, or what its byte budget holds."""
-    if plan.expert_cache_slots:
-        return min(plan.expert_cache_slots, info.n_expert)
     per_expert = max((expert_bytes(info, il) for il in ram_layers), default=0)
-    if not per_expert or not ram_layers:
-        return 0
-    return min(info.n_expert, plan.expert_cache_bytes // (per_expert * len(ram_layers)))
+    return expert_cache_slots(plan, info.n_expert, per_expert, len(ram_layers))
 
 
 def unavailable(plan: PlacementPlan, reason: str) -> ExpertCacheInfo:

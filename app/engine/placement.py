@@ -105,6 +105,19 @@ class PlacementPlan:
         return text + "".join(f"\n  rule {o.pattern} = {o.device}" for o in self.overrides)
 
 
+def expert_cache_slots(plan: PlacementPlan, n_expert: int, expert_bytes: int, n_ram_layers: int) -> int:
+    """Experts a layer the plan's hot-expert cache holds: its own count, or what its bytes hold
+    spread over the ``n_ram_layers`` layers whose experts are in RAM (``expert_bytes``: one
+    expert's up, gate and down slices). 0 when off."""
+    if plan.expert_cache == "off" or n_ram_layers <= 0:
+        return 0
+    if plan.expert_cache_slots:
+        return min(plan.expert_cache_slots, n_expert)
+    if expert_bytes <= 0:
+        return 0
+    return min(n_expert, plan.expert_cache_bytes // (expert_bytes * n_ram_layers))
+
+
 def expert_layer_pattern(layers: range | list[int]) -> str:
     """A regex matching the routed expert tensors of the given layers."""
     ids = sorted(set(layers))

@@ -11,9 +11,9 @@ of real models report (Qwen3-30B-A3B, Qwen3-235B-A22B: about 0.60 and 0.45):
 
 Usage, around the tokens to measure (capture on with ``ggml_backend.routing_enable``)::
 
-    before = routing_snapshot(ctx, n_layer, n_expert)
+    before = routing_counters(ctx, n_layer, n_expert)
     ...decode...
-    stats = routing_stats(routing_snapshot(ctx, n_layer, n_expert) - before, n_expert_used)
+    stats = routing_stats(routing_counters(ctx, n_layer, n_expert) - before, n_expert_used)
 
 Snapshots of several runs add up (``a + b``) to pool their counts.
 """
@@ -32,7 +32,7 @@ class RoutingTelemetryError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RoutingSnapshot:
+class RoutingCounters:
     """Cumulative routing counters of a context at one moment."""
 
     tokens: int
@@ -40,12 +40,12 @@ class RoutingSnapshot:
     repeats: np.ndarray  # [layer] selections the row before had made too
     rows: np.ndarray  # [layer] rows compared with the row before
 
-    def __sub__(self, other: RoutingSnapshot) -> RoutingSnapshot:
-        return RoutingSnapshot(self.tokens - other.tokens, self.counts - other.counts,
+    def __sub__(self, other: RoutingCounters) -> RoutingCounters:
+        return RoutingCounters(self.tokens - other.tokens, self.counts - other.counts,
                                self.repeats - other.repeats, self.rows - other.rows)  # fmt: skip
 
-    def __add__(self, other: RoutingSnapshot) -> RoutingSnapshot:
-        return RoutingSnapshot(self.tokens + other.tokens, self.counts + other.counts,
+    def __add__(self, other: RoutingCounters) -> RoutingCounters:
+        return RoutingCounters(self.tokens + other.tokens, self.counts + other.counts,
                                self.repeats + other.repeats, self.rows + other.rows)  # fmt: skip
 
 
@@ -85,7 +85,7 @@ def top_quarter_share(counts: np.ndarray) -> float:
     return float(np.sort(counts)[-quarter:].sum() / total)
 
 
-def routing_snapshot(ctx: int, n_layer: int, n_expert: int) -> RoutingSnapshot:
+def routing_counters(ctx: int, n_layer: int, n_expert: int) -> RoutingCounters:
     """The context's routing counters now. Needs the engine's routing telemetry with repeat
     counts (patch 0004) and capture enabled on ``ctx``."""
     if not ggml_backend.has_cache_patch():
@@ -99,12 +99,12 @@ def routing_snapshot(ctx: int, n_layer: int, n_expert: int) -> RoutingSnapshot:
         raise RoutingTelemetryError(
             "routing capture is off for this context: call ggml_backend.routing_enable first"
         )
-    return RoutingSnapshot(tokens, np.array(counts, dtype=np.int64).reshape(n_layer, n_expert),
+    return RoutingCounters(tokens, np.array(counts, dtype=np.int64).reshape(n_layer, n_expert),
                            np.array(repeats[0], dtype=np.int64),
                            np.array(repeats[1], dtype=np.int64))  # fmt: skip
 
 
-def routing_stats(snapshot: RoutingSnapshot, n_expert_used: int) -> RoutingStats:
+def routing_stats(snapshot: RoutingCounters, n_expert_used: int) -> RoutingStats:
     """Per-layer top-quarter share and repeat share of the routing counted in ``snapshot``."""
     with np.errstate(invalid="ignore", divide="ignore"):
         repeat = snapshot.repeats / (snapshot.rows * n_expert_used)
