@@ -16,7 +16,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage, QPalette
 from pytestqt.qtbot import QtBot
 
+from app.engine import synthetic
 from app.engine.client import EngineClient
+from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import (
     ChatMessage,
@@ -29,7 +31,9 @@ from app.engine.protocol import (
     Sampling,
     SubscribeParams,
 )
+from app.engine.synthetic import SyntheticSpec
 from app.ui.dashboard import DashboardPage
+from app.ui.dashboard.demo import record_run, replay
 from app.ui.dashboard.feed import EngineFeed
 from app.ui.dashboard.plots import nice_ceiling
 from app.ui.dashboard.series import Ring, RoutingWindow
@@ -316,3 +320,25 @@ def test_plots_follow_the_palette(page: DashboardPage) -> None:
     assert page.plots.backgroundBrush().color() == QColor("#202124")
     assert page.plots.throughput.getAxis("left").textPen().color() == QColor("#e8eaed")
 
+
+
+def test_the_heatmap_marks_the_experts_the_cache_holds_in_vram(page: DashboardPage,
+                                                                skewed_moe_gguf: Path) -> None:
+    # a real run with a dynamic hot-expert cache (packs in RAM: no GPU here), replayed
+    placement = PlacementPlan(n_ctx=1024, n_threads=1, experts_in_ram="all", repack=False,
+                              expert_cache="dynamic", expert_cache_slots=2, expert_cache_uploads=2)
+    events = record_run(skewed_moe_gguf, (40,), idle_s=0.1, interval_s=0.1, placement=placement,
+                        engine_env={HOST_PACKS_ENV: "1"})
+    replay(page, events)
+    routing = [e.data for e in events if e.kind == "add_routing"]
+    assert routing and all(len(held) == 2 for held in routing[-1].cached)
+    x, y = page.plots.cached_marks.getData()
+    marked = sorted(zip(y.astype(int).tolist(), x.astype(int).tolist(), strict=True))
+    assert marked == sorted((layer, e) for layer, held in zip(routing[-1].layers, routing[-1].cached,
+                                                               strict=True) for e in held)
+    assert "held in VRAM" in page.plots.heatmap_plot.titleLabel.text
+    # the skewed model's two hot experts a layer are what a cache of two holds
+    hot = synthetic.hot_experts(SyntheticSpec.preset("tiny", routing_skew=1.0))
+    held_hot = [set(held) == set(hot[layer])
+                for layer, held in zip(routing[-1].layers, routing[-1].cached, strict=True)]
+    assert all(held_hot), held_hot

@@ -41,7 +41,9 @@ class Recorded:
 
 
 def record_run(model: Path, answer_tokens: tuple[int, ...] = ANSWER_TOKENS,
-               idle_s: float = 0.5, interval_s: float = 0.25) -> list[Recorded]:
+               idle_s: float = 0.5, interval_s: float = 0.25,
+               placement: PlacementPlan | None = None,
+               engine_env: dict[str, str] | None = None) -> list[Recorded]:
     """Start an engine, load ``model``, generate answers of the given lengths with idle
     gaps between them, and return everything the dashboard would have been given."""
     events: list[Recorded] = []  # list.append is atomic: callbacks and threads share it
@@ -59,13 +61,13 @@ def record_run(model: Path, answer_tokens: tuple[int, ...] = ANSWER_TOKENS,
     sampler = threading.Thread(target=sample_cpu, daemon=True)
     sampler.start()
     try:
-        with EngineClient.spawn() as engine:
+        with EngineClient.spawn(env=engine_env) as engine:
             engine.subscribe(SubscribeParams(interval_s=interval_s),
                              on_stats=record("add_stats"), on_routing=record("add_routing"))
             # one thread is plenty for this model; on a busy 2-core machine two llama.cpp
             # threads were seen to crawl (a few t/s) after idle gaps between answers
-            loaded = engine.load(LoadParams(model=str(model),
-                                            placement=PlacementPlan(n_ctx=4096, n_threads=1)))
+            plan = placement or PlacementPlan(n_ctx=4096, n_threads=1)
+            loaded = engine.load(LoadParams(model=str(model), placement=plan))
             record("set_loaded")(loaded)
             time.sleep(idle_s)
             for n, tokens in enumerate(answer_tokens):

@@ -273,7 +273,7 @@ class DashboardPage(QWidget):
         """Give the plots the current data (the timer calls this; so may a test)."""
         counts = self.routing.counts()
         self.plots.redraw(self.store, counts, self.routing.layers, self.routing.layer_hit_rate,
-                          self.routing.window_s)
+                          self.routing.window_s, self.routing.cached)
         self._show_now(counts)
         self._dirty = False
         self.redraws += 1

@@ -27,6 +27,7 @@ HIT_WINDOW = "#d62728"
 DEVICE_COLOURS = ("#17becf", "#e377c2", "#bcbd22", "#8c564b", "#7f7f7f", "#1f77b4")
 ON_GPU = "#2ca02c"
 IN_RAM = "#8c8c8c"
+CACHED = "#ff4040"  # marks on the heatmap: experts held in VRAM by the cache
 
 
 def nice_ceiling(value: float) -> float:
@@ -107,6 +108,11 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self.heatmap_plot.invertY(True)  # layer 0 on top, as in a table
         self.heatmap = pg.ImageItem(axisOrder="row-major")  # image[layer, expert]
         self.heatmap_plot.addItem(self.heatmap)
+        # experts the hot-expert cache holds in VRAM: an outlined square on their cell
+        self.cached_marks = pg.ScatterPlotItem(symbol="s", size=7, brush=None,
+                                               pen=pg.mkPen(CACHED, width=1.5), pxMode=True)
+        self.heatmap_plot.addItem(self.cached_marks)
+        self._cached_shown: tuple[tuple[int, ...], ...] | None = None
         self.colour_bar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"),
                                           interactive=False, width=12)
         self.colour_bar.setImageItem(self.heatmap, insert_in=self.heatmap_plot)
@@ -177,7 +183,8 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
     # --- the timer's work -----------------------------------------------------------------
 
     def redraw(self, store: SeriesStore, counts: np.ndarray, layers: list[int],
-               layer_hit_rate: np.ndarray, window_s: float) -> None:
+               layer_hit_rate: np.ndarray, window_s: float,
+               cached: list[list[int]] | None = None) -> None:
         """Show the store's series and the routing window (copies: the rings move on)."""
         self._curve(self.decode, store, "decode_tps")
         self._curve(self.prefill, store, "prefill_tps")
@@ -191,7 +198,7 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self._curve(self.hit_total, store, "hit_rate", 100.0)
         self._curve(self.hit_window, store, "hit_rate_window", 100.0)
         self._layers(layers, layer_hit_rate)
-        self._heatmap(counts, layers, window_s)
+        self._heatmap(counts, layers, window_s, cached or [])
         self._follow(store)
         # Fit the auto-ranged views now rather than in the coming paint: done there, the new
         # ranges move the axes after the paint has begun, and Qt paints everything twice.
@@ -250,12 +257,15 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self.layer_hits.setOpts(x=x, height=hits)
         self.layer_misses.setOpts(x=x, y0=hits, height=100.0 - hits)
 
-    def _heatmap(self, counts: np.ndarray, layers: list[int], window_s: float) -> None:
+    def _heatmap(self, counts: np.ndarray, layers: list[int], window_s: float,
+                 cached: list[list[int]]) -> None:
         top = float(counts.max()) if counts.size else 0.0
         levels = (0.0, max(top, 1.0))
         self.heatmap.setImage(counts, autoLevels=False, levels=levels)
         self.colour_bar.setLevels(levels)
-        title = f"Expert selections, last {window_s:g} s: {int(counts.sum()):,}"
+        held = sum(len(experts) for experts in cached)
+        title = f"Expert selections, last {window_s:g} s: {int(counts.sum()):,}" + (
+            f"; {held:,} held in VRAM (squares)" if held else "")
         if self.heatmap_plot.titleLabel.text != title:
             self.heatmap_plot.setTitle(title)
         if counts.size:
@@ -266,3 +276,13 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
                 self._heatmap_shape = shape
                 self.heatmap.setRect(QRectF(-0.5, first - 0.5, counts.shape[1], counts.shape[0]))
                 self.heatmap_plot.autoRange()
+            self._cached(cached, first)
+
+    def _cached(self, cached: list[list[int]], first: int) -> None:
+        shown = tuple(tuple(experts) for experts in cached)
+        if shown == self._cached_shown:
+            return  # the marks change only when the cache takes experts in
+        self._cached_shown = shown
+        x = [expert for experts in cached for expert in experts]
+        y = [first + row for row, experts in enumerate(cached) for _ in experts]
+        self.cached_marks.setData(x=x, y=y)

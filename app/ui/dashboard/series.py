@@ -156,6 +156,7 @@ class RoutingWindow:
         self.window_s = window_s
         self.layers: list[int] = []
         self.layer_hit_rate = EMPTY  # of the newest snapshot; NaN where a layer had no uses
+        self.cached: list[list[int]] = []  # per layer: experts the hot-expert cache holds now
         self._bins: dict[int, np.ndarray] = {}  # bin number -> [layer, expert] selections
         self._previous: np.ndarray | None = None
         self._from_zero = False
@@ -180,6 +181,7 @@ class RoutingWindow:
         self._from_zero = from_zero
         self.layers = []
         self.layer_hit_rate = EMPTY
+        self.cached = []
 
     def add(self, t: float, snapshot: RoutingSnapshot) -> None:
         counts = np.asarray(snapshot.counts, dtype=np.int64).reshape(
@@ -196,6 +198,7 @@ class RoutingWindow:
             difference = counts - previous
         self._previous, self._from_zero = counts, False
         self.layers = list(snapshot.layers)
+        self.cached = [list(held) for held in snapshot.cached]
         self.layer_hit_rate = np.array(
             [np.nan if h is None else h for h in snapshot.layer_hit_rate], dtype=float)
         number = math.floor(t / self.bin_s)
