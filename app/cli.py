@@ -102,6 +102,9 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-repack", action="store_true",
                        help="keep CPU weights as in the file (llama.cpp's --no-repack): slower "
                             "CPU kernels, but the OS can page them from the SSD")
+    group.add_argument("--no-host", action="store_true",
+                       help="with a GPU, CPU weights in the CPU's repacked layouts (llama.cpp's "
+                            "no_host): faster decode from RAM, slower prefill")
     group.add_argument("--expert-cache", choices=typing.get_args(ExpertCacheMode), default="off",
                        help="keep the hottest routed experts of RAM layers in VRAM (needs a GPU): "
                             "static (each layer's most chosen), dynamic (refreshed as it decodes)")
@@ -117,7 +120,7 @@ def plan_from_args(args: argparse.Namespace) -> PlacementPlan:
         overrides=list(args.override), n_ctx=args.ctx, n_threads=args.threads,
         n_expert_used=args.experts_used, flash_attn=args.flash_attn,
         type_k=args.cache_type, type_v=args.cache_type, use_mmap=not args.no_mmap,
-        repack=not args.no_repack, expert_cache=args.expert_cache,
+        repack=not args.no_repack, no_host=args.no_host, expert_cache=args.expert_cache,
         expert_cache_slots=args.expert_cache_size[0], expert_cache_bytes=args.expert_cache_size[1],
         expert_cache_uploads=args.expert_cache_uploads,
     )

@@ -71,3 +71,16 @@ def test_the_placement_sentence_names_what_differs_from_llama_cpps_defaults() ->
                           overrides=[TensorOverride(r"blk\.3\.", "CPU")])
     assert split.describe() == ("context 4,096, GPU layers all, routed experts in RAM: first 12 "
                                 "layers, threads auto, tensor split 3 : 1\n  rule blk\\.3\\. = CPU")
+
+
+def test_no_host_reaches_llama_cpp_only_with_repacking_on() -> None:
+    import llama_cpp
+
+    from app.engine.llama_params import model_params
+
+    progress = llama_cpp.llama_progress_callback(lambda _f, _u: True)
+    for plan, expected in ((PlacementPlan(no_host=True), True),
+                           (PlacementPlan(no_host=True, repack=False), False),
+                           (PlacementPlan(), False)):
+        assert model_params(plan, 4, "qwen3moe", progress).params.no_host is expected
+    assert "CPU weights repacked for the CPU (no_host)" in PlacementPlan(no_host=True).describe()

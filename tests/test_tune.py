@@ -461,3 +461,24 @@ def test_a_lucky_run_does_not_win_the_search_but_a_real_gain_does() -> None:
     # the lucky one lost the second time (30 against 30); the faster one won twice
     assert result.best.plan.experts_in_ram == n - 2 and result.best.decode_tps == 40.0
     assert result.best.runs == 2
+
+
+def test_autotune_tries_the_cpus_repacked_layouts_when_experts_are_in_ram() -> None:
+    model = model_from_spec(SyntheticSpec.preset("qwen3-30b-a3b"))
+    in_ram = PlacementPlan(experts_in_ram=24)
+    tried = dict(autotune_mod.candidates(model, in_ram, None, 16, "prefill"))
+    assert tried["CPU weights repacked (no_host)"] == replace(in_ram, no_host=True)
+    # nothing of the model in RAM, or repacking off: nothing to repack
+    for plan in (PlacementPlan(experts_in_ram="none"), replace(in_ram, repack=False)):
+        assert "CPU weights repacked (no_host)" not in dict(
+            autotune_mod.candidates(model, plan, None, 16, "prefill"))
+
+
+def test_the_advisor_explains_no_host_where_experts_are_in_ram_beside_a_gpu() -> None:
+    from app.advisor.planner import NO_HOST_ADVICE, plan_for
+
+    model = model_from_spec(SyntheticSpec.preset("qwen3-30b-a3b"))
+    small_gpu = plan_for(model, machine(vram_gib=8), 4096)
+    assert small_gpu.experts_in_ram_layers > 0 and NO_HOST_ADVICE in small_gpu.advice
+    big_gpu = plan_for(model, machine(vram_gib=80), 4096)
+    assert big_gpu.experts_in_ram_layers == 0 and NO_HOST_ADVICE not in big_gpu.advice

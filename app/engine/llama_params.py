@@ -56,6 +56,7 @@ def model_params(plan: PlacementPlan, n_layer: int, architecture: str,
     params.main_gpu = plan.main_gpu
     params.load_mode = LOAD_MODES[(plan.use_mmap, plan.use_mlock)]
     params.use_extra_bufts = plan.repack
+    params.no_host = plan.no_host and plan.repack  # repacked layouts need the extra buffers
     params.progress_callback = progress
 
     if plan.tensor_split:

@@ -110,6 +110,9 @@ def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
             yield "no mmap (pinned host memory)", replace(best, use_mmap=False)
         if n > 0:
             yield "no op offload", replace(best, op_offload=not best.op_offload)
+        if n > 0 and best.repack and not best.no_host:
+            # decode from RAM against prefill: the prefill floor decides
+            yield "CPU weights repacked (no_host)", replace(best, no_host=True)
     elif stage == "flash":
         yield f"flash attention {'off' if best.flash_attn != 'off' else 'on'}", replace(
             best, flash_attn="off" if best.flash_attn != "off" else "on")
