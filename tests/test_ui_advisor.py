@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
+from app.advisor.memory import memory_by_device
 from app.engine.client import EngineClient
 from app.engine.protocol import BuildInfo, LoadParams
 from app.engine.synthetic import SyntheticSpec, write_synthetic_header
@@ -190,3 +191,24 @@ def test_a_late_answer_from_a_worker_is_dropped(qtbot: QtBot, tiny_moe_gguf: Pat
     qtbot.wait(50)
     assert QThreadPool.globalInstance().waitForDone(30_000)
     qtbot.wait(50)  # the workers' answers arrive here, for a page that is gone
+
+
+def test_hot_experts_in_vram_take_vram_the_plan_makes_room_for(qtbot: QtBot, qwen3_30b_q8: Path) -> None:
+    page = open_page(qtbot, qwen3_30b_q8, machine(24), n_ctx=32768)
+    assert page.plan.experts_in_ram_layers == 18 and not page.controls.hot_slots.isEnabled()
+    # 16 experts of each RAM layer in VRAM: 16/128 of a layer's 0.642 GB = 0.080 GB a layer;
+    # the plan puts more layers' experts in RAM to hold them, and the memory model counts them
+    page.controls.hot_experts.setCurrentText("static")
+    assert page.controls.hot_slots.isEnabled() and page.controls.hot_slots.value() == 16
+    plan = page.plan
+    assert plan.placement.expert_cache == "static" and plan.placement.expert_cache_slots == 16
+    assert plan.experts_in_ram_layers > 18
+    gpu = next(d for d in plan.memory if d.device != "CPU")
+    packs = 16 * plan.experts_in_ram_layers * 0.642e9 / 128
+    off = dataclasses.replace(plan.placement, expert_cache="off")
+    gpu_off = next(d for d in memory_by_device(read_model(qwen3_30b_q8), off, [gpu.device])
+                   if d.device != "CPU")
+    assert gpu.weights - gpu_off.weights == pytest.approx(packs, rel=0.01)
+    assert "hot experts in VRAM: 16 experts a layer (static)" in plan.placement.describe()
+    page.controls.hot_experts.setCurrentText("off")
+    assert page.plan.experts_in_ram_layers == 18 and page.plan.placement.expert_cache == "off"

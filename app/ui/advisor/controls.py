@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.placement import CacheType, PlacementPlan, TensorOverride
+from app.engine.placement import CacheType, ExpertCacheMode, PlacementPlan, TensorOverride
 from app.gguf_info import GGUFModel
 
 
@@ -66,13 +66,17 @@ class Settings:
     n_expert_used: int | None  # None: the model's own
     cache_type: str
     rules: list[TensorOverride]
+    expert_cache: ExpertCacheMode = "off"  # hot experts in VRAM (engine patch 0004)
+    expert_cache_slots: int = 0  # experts a layer
 
 
 def base_placement(settings: Settings) -> PlacementPlan:
     """The settings the planner does not choose; the user's rules come first, so they win."""
     return PlacementPlan(n_ctx=settings.n_ctx, n_threads=settings.n_threads,
                          n_expert_used=settings.n_expert_used, type_k=settings.cache_type,
-                         type_v=settings.cache_type, overrides=list(settings.rules))
+                         type_v=settings.cache_type, overrides=list(settings.rules),
+                         expert_cache=settings.expert_cache,
+                         expert_cache_slots=settings.expert_cache_slots)
 
 
 def manual_placement(base: PlacementPlan, first_n: int, n_layer: int, planned: PlacementPlan | None
@@ -109,6 +113,17 @@ class PlanControls(QGroupBox):
         self.cache = QComboBox()
         self.cache.addItems(list(typing.get_args(CacheType)))
         self.cache.setCurrentText("f16")
+        self.hot_experts = QComboBox()
+        self.hot_experts.addItems(list(typing.get_args(ExpertCacheMode)))
+        self.hot_experts.setToolTip("Keep the most chosen experts of each layer whose experts are "
+                                    "in RAM in VRAM (needs a GPU; experimental: not yet faster "
+                                    "than the plan on every model). static: ranked at load; "
+                                    "dynamic: refreshed as it decodes")
+        self.hot_slots = QSpinBox()
+        self.hot_slots.setRange(1, 512)
+        self.hot_slots.setValue(16)
+        self.hot_slots.setSuffix(" experts a layer")
+        self.hot_slots.setEnabled(False)
         self.rules = QPlainTextEdit()
         self.rules.setPlaceholderText("one REGEX=DEVICE per line, first match wins, e.g.\n"
                                       r"blk\.(4[0-7])\.ffn_.*_exps=CPU")
@@ -127,6 +142,10 @@ class PlanControls(QGroupBox):
         form.addRow("Threads", self.threads)
         form.addRow("Active experts", self.active)
         form.addRow("KV cache type", self.cache)
+        hot_row = QHBoxLayout()
+        hot_row.addWidget(self.hot_experts)
+        hot_row.addWidget(self.hot_slots, 1)
+        form.addRow("Hot experts in VRAM", hot_row)
         form.addRow("Per-tensor rules", self.rules)
         form.addRow("", self.rules_error)
         layout = QVBoxLayout(self)
@@ -140,6 +159,8 @@ class PlanControls(QGroupBox):
         for spin in (self.threads, self.active):
             spin.valueChanged.connect(self._changed)
         self.cache.currentTextChanged.connect(self._changed)
+        self.hot_experts.currentTextChanged.connect(self._hot_experts_changed)
+        self.hot_slots.valueChanged.connect(self._changed)
         self.rules.textChanged.connect(self._changed)
         self.replan.clicked.connect(self.plan_for_me)
 
@@ -151,6 +172,8 @@ class PlanControls(QGroupBox):
             self.experts.setRange(0, model.n_layer)
             self.active.setRange(0, max(model.n_expert, 0))
             self.active.setValue(0)
+        with _quiet(self.hot_slots):
+            self.hot_slots.setRange(1, max(model.n_expert, 1))
 
     @property
     def manual(self) -> bool:
@@ -182,6 +205,8 @@ class PlanControls(QGroupBox):
             n_expert_used=self.active.value() or None,
             cache_type=self.cache.currentText(),
             rules=parse_rules(self.rules.toPlainText()),
+            expert_cache=typing.cast(ExpertCacheMode, self.hot_experts.currentText()),
+            expert_cache_slots=self.hot_slots.value(),
         )
 
     def _slider_moved(self) -> None:
@@ -190,6 +215,10 @@ class PlanControls(QGroupBox):
         self.changed.emit()
 
     def _changed(self) -> None:
+        self.changed.emit()
+
+    def _hot_experts_changed(self) -> None:
+        self.hot_slots.setEnabled(self.hot_experts.currentText() != "off")
         self.changed.emit()
 
     def plan_for_me(self) -> None:
