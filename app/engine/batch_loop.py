@@ -172,16 +172,23 @@ class BatchLoop:
                 request.on_end(unstarted_result())
                 continue
             try:
-                prompt = self.text.prompt_tokens(request.params, self.n_ctx)
-            except EngineError as exc:
+                prompt, opened = self.text.prompt(request.params, self.n_ctx)
+                sampler = self.text.new_sampler(request.params, self.n_ctx)
+            except EngineError as exc:  # the template, the context, the grammar refused it
                 request.on_end(exc)
+                continue
+            except Exception as exc:  # a bug: this chat hears of it (it is in no slot yet)
+                log.exception("admitting a chat failed")
+                request.on_end(EngineError(f"internal engine error: {exc!r}",
+                                           "Report this as a bug, with the engine log."))
                 continue
             t_start = time.perf_counter()
             slot, cached = self.slots.take(prompt)
-            max_tokens = min(request.params.sampling.max_tokens, self.n_ctx - len(prompt))
+            room = self.n_ctx - len(prompt)  # no max_tokens: until the context is full
+            max_tokens = min(request.params.sampling.max_tokens or room, room)
             seq = Sequence(self.text, request.params, prompt, cached, max_tokens,
                            request.on_token, request.cancelled, t_start,
-                           queued_s=t_start - request.received)
+                           queued_s=t_start - request.received, sampler=sampler, opened=opened)
             self.running.append(Running(request, seq, slot))
 
     def _fill(self) -> list[Entry]:

@@ -100,6 +100,19 @@ class LoadCancelledError(EngineError):
     code = "cancelled"
 
 
+class GrammarError(EngineError):
+    """A chat's grammar or JSON schema (constrained output) that llama.cpp cannot use."""
+
+    code = "grammar"
+
+
+class ChatTemplateError(EngineError):
+    """The model's chat template cannot express this chat (tools it has no place for, turns
+    in an order it refuses)."""
+
+    code = "chat_template"
+
+
 class EngineDiedError(EngineError):
     """The engine process ended (crash, out of memory, killed) while the client used it."""
 
@@ -125,6 +138,8 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
         EngineBusyError,
         TelemetryUnavailableError,
         LoadCancelledError,
+        GrammarError,
+        ChatTemplateError,
         ProtocolError,
         MessageTooLargeError,
         AuthenticationError,

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import random
+import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import jinja2
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from app.engine.errors import EngineError, ModelFileError
-from app.engine.protocol import ChatParams, ChatResult, Sampling, Token
+from app.engine.errors import ChatTemplateError, EngineError, GrammarError, ModelFileError
+from app.engine.protocol import ChatMessage, ChatParams, ChatResult, Sampling, Token
+from app.engine.sampling import ModelSampling, grammar_text, new_sampler
+from app.engine.tool_calls import ToolFormat, call_schema, detect_format
 
 TEMPLATE_HINT = ("Some templates accept only alternating user/assistant turns or one system "
                  "message first; otherwise use a GGUF with a working template.")
@@ -29,6 +32,11 @@ DEFAULT_TEMPLATE = (  # ChatML, for models whose GGUF carries no template
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# what the engine gives every template itself; template_kwargs cannot replace them
+RESERVED_TEMPLATE_NAMES = frozenset({"messages", "tools", "add_generation_prompt", "bos_token",
+                                     "eos_token", "raise_exception", "tool_choice", "functions",
+                                     "function_call", "strftime_now"})
+THINK_OPEN = "<think>"
 
 
 @dataclass
@@ -80,9 +88,12 @@ class ChatText:
 
     def __init__(self, model: int, chat_template: str | None) -> None:
         self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.template = chat_template or DEFAULT_TEMPLATE
+        self.tool_format = detect_format(self.template)
+        self.model_sampling = ModelSampling.read(model)
         try:
             self.formatter = Jinja2ChatFormatter(
-                template=chat_template or DEFAULT_TEMPLATE,
+                template=self.template,
                 eos_token=self._piece(llama_cpp.llama_vocab_eos(self.vocab), special=True),
                 bos_token=self._piece(llama_cpp.llama_vocab_bos(self.vocab), special=True),
                 add_generation_prompt=True,
@@ -126,16 +137,74 @@ class ChatText:
         """The prompt text of a chat: its messages through the template, or its raw prompt."""
         if params.prompt is not None:  # a raw completion: the text as it is
             return params.prompt
-        messages = [{"role": m.role, "content": m.content} for m in params.messages]
+        reserved = sorted(RESERVED_TEMPLATE_NAMES & set(params.template_kwargs))
+        if reserved:
+            raise ChatTemplateError(f"template_kwargs may not set {', '.join(reserved)}.",
+                                    "Pass messages and tools as such; template_kwargs is for "
+                                    "other variables (enable_thinking, reasoning_effort, ...).")
+        tools = params.tools if params.tools and params.tool_choice != "none" else None
+        if tools and "tools" not in self.template:
+            raise ChatTemplateError(
+                "this model's chat template has no place for tools, so the model cannot be "
+                "told about them.", "Send the request without tools, or load a model whose "
+                "template supports tool calling (Qwen3, DeepSeek, GLM-4.5, gpt-oss...).")
+        messages = [_template_message(m) for m in params.messages]
         try:
-            return self.formatter(messages=messages).prompt
-        except (jinja2.TemplateError, ValueError) as exc:  # ValueError: raise_exception()
-            raise EngineError(f"the model's chat template refused this chat: {exc}",
-                              TEMPLATE_HINT) from exc
+            return self.formatter(messages=messages, tools=tools,
+                                  **params.template_kwargs).prompt
+        except (jinja2.TemplateError, ValueError, TypeError) as exc:  # ValueError: raise_exception()
+            raise ChatTemplateError(f"the model's chat template refused this chat: {exc}",
+                                    TEMPLATE_HINT) from exc
+
+    def sampling(self, params: ChatParams) -> Sampling:
+        """The chat's sampling with the model's defaults filled in, and, for a tool_choice of
+        "required" or a function's name, a grammar that makes the answer one call."""
+        sampling = self.model_sampling.resolve(params.sampling)
+        if not params.tools or params.tool_choice in ("auto", "none"):
+            return sampling
+        if self.tool_format is not ToolFormat.QWEN:
+            raise ChatTemplateError(
+                f"tool_choice {params.tool_choice!r} is not supported for this model's "
+                "tool-call format (only for Qwen3-style <tool_call> JSON so far).",
+                'Use tool_choice "auto": the model decides whether to call a tool.')
+        if sampling.grammar is not None or sampling.json_schema is not None:
+            raise GrammarError("a chat that must call a tool cannot also have a grammar or "
+                               "a response format.", "Leave one of them out.")
+        name = None if params.tool_choice == "required" else params.tool_choice
+        try:
+            schema = call_schema(params.tools, name)
+        except ValueError as exc:
+            raise ChatTemplateError(f"tool_choice names {name!r}, which is not among the "
+                                    "tools given.", "Name one of the tools, or use "
+                                    '"required" or "auto".') from exc
+        call = grammar_text(replace(sampling, json_schema=json.dumps(schema)))
+        assert call is not None
+        # the schema's grammar is the call's JSON; the call is that JSON inside Qwen's markers
+        rules = call.replace("root ::=", "tool-call-json ::=", 1)
+        grammar = f'root ::= "<tool_call>\\n" tool-call-json "\\n</tool_call>"\n{rules}'
+        return replace(sampling, grammar=grammar, json_schema=None)
+
+    def new_sampler(self, params: ChatParams, n_ctx: int) -> int:
+        """A sampler chain for a chat (free it with ``llama_sampler_free``)."""
+        return new_sampler(self.sampling(params), self.vocab, n_ctx)
+
+    @staticmethod
+    def opened_text(prompt: str) -> str:
+        """What a prompt's generation part already opened for the answer: ``<think>\\n`` when
+        the template starts the reasoning itself (DeepSeek-R1, Qwen3 thinking models)."""
+        tail = prompt.rstrip()
+        return THINK_OPEN + "\n" if tail.endswith(THINK_OPEN) else ""
 
     def prompt_tokens(self, params: ChatParams, n_ctx: int) -> list[int]:
         """The prompt of a chat as tokens; an EngineError if empty or longer than ``n_ctx``."""
-        prompt = self.tokenize(self.render(params), add_bos=params.prompt is not None)
+        return self.prompt(params, n_ctx)[0]
+
+    def prompt(self, params: ChatParams, n_ctx: int) -> tuple[list[int], str]:
+        """The prompt of a chat as tokens and the answer text it opened (``opened_text``); an
+        EngineError if empty or longer than ``n_ctx``."""
+        rendered = self.render(params)
+        opened = "" if params.prompt is not None else self.opened_text(rendered)
+        prompt = self.tokenize(rendered, add_bos=params.prompt is not None)
         if not prompt:
             raise EngineError("the chat rendered to an empty prompt", "Send a message with text.")
         if len(prompt) >= n_ctx:
@@ -143,26 +212,29 @@ class ChatText:
                 f"the conversation ({len(prompt)} tokens) does not fit the context of {n_ctx}.",
                 "Start a new chat, shorten it, or load the model with a larger context.",
             )
-        return prompt
+        return prompt, opened
 
 
-def new_sampler(sampling: Sampling) -> int:
-    """A llama.cpp sampler chain for ``sampling`` (greedy at temperature 0); free it with
-    ``llama_sampler_free``. A null seed draws a fresh random one."""
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    add = llama_cpp.llama_sampler_chain_add
-    if sampling.repeat_penalty != 1.0:
-        add(chain, llama_cpp.llama_sampler_init_penalties(64, sampling.repeat_penalty, 0.0, 0.0))
-    if sampling.temperature <= 0:
-        add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
-    seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
-    add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
-    add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-    add(chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
-    add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
-    add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    return chain
+def _template_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as chat templates read it (Hugging Face's shape: arguments as an object,
+    which templates iterate or dump with tojson)."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        calls = []
+        for call in message.tool_calls:
+            try:
+                arguments: Any = json.loads(call.arguments)
+            except json.JSONDecodeError:
+                arguments = call.arguments
+            calls.append({"id": call.id, "type": "function",
+                          "function": {"name": call.name, "arguments": arguments},
+                          "name": call.name, "arguments": arguments})
+        out["tool_calls"] = calls
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    if message.name:
+        out["name"] = message.name
+    return out
 
 
 class Sequence:
@@ -174,7 +246,11 @@ class Sequence:
 
     def __init__(self, text: ChatText, params: ChatParams, prompt: list[int], cached: int,
                  max_tokens: int, on_token: Callable[[Token], None],
-                 cancelled: threading.Event, t_start: float, queued_s: float = 0.0) -> None:
+                 cancelled: threading.Event, t_start: float, queued_s: float = 0.0,
+                 sampler: int = 0, opened: str = "") -> None:
+        """``sampler``: its chain (``text.new_sampler``), owned from here on. ``opened``:
+        answer text the chat template already wrote (a ``<think>`` its generation prompt
+        opens), which leads the answer so that clients see where the reasoning ends."""
         self.text = text
         self.params = params
         self.prompt = prompt
@@ -190,7 +266,8 @@ class Sequence:
         self.prefill_tps = 0.0
         self.n_generated = 0
         self.next_token: int | None = None  # sampled, to be decoded in the next step
-        self.sampler: int | None = new_sampler(params.sampling)
+        self.sampler: int | None = sampler
+        self.opened = opened
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stop = StopMatcher(list(params.stop))
 
@@ -218,7 +295,10 @@ class Sequence:
         if self.n_generated == 1:
             self.t_first_token = time.perf_counter()
             self.ttft = self.t_first_token - self.t_start
-        piece, stopped = self.stop.feed(self.decoder.decode(self.text.piece_bytes(token)))
+        piece = self.decoder.decode(self.text.piece_bytes(token))
+        if self.n_generated == 1:
+            piece = self.opened + piece
+        piece, stopped = self.stop.feed(piece)
         # an event for every token, also one with no text yet (part of a character, a possible
         # start of a stop string, a special token): the client sees the first token when it is
         # sampled, as its time to first token and its token count assume

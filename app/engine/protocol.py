@@ -95,21 +95,44 @@ class LoadParams:
 
 
 @dataclass
+class ToolCall:
+    """A function call an assistant made (OpenAI's ``tool_calls`` entry)."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI carries it
+
+
+@dataclass
 class ChatMessage:
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)  # an assistant's calls
+    tool_call_id: str = ""  # a tool message: the call whose result it carries
+    name: str = ""  # a tool message: the function's name (some templates show it)
 
 
 @dataclass
 class Sampling:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
+    """How each token is picked. A field left None takes the model's own default (its GGUF's
+    ``general.sampling.*`` keys), else MoE Desk's (``app.engine.sampling.FALLBACK``)."""
+
+    temperature: float | None = None  # 0: greedy
+    top_p: float | None = None
+    top_k: int | None = None  # 0: off
+    min_p: float | None = None
+    typical_p: float | None = None  # 1: off
+    repeat_penalty: float | None = None  # 1: off
+    repeat_last_n: int | None = None  # tokens the penalties look back at (-1: the context)
+    frequency_penalty: float = 0.0  # OpenAI's: minus this times a token's count so far
+    presence_penalty: float = 0.0  # OpenAI's: minus this for a token seen at all
     seed: int | None = None  # None: a fresh random seed per request
-    max_tokens: int = 512
+    max_tokens: int | None = None  # None: until the end of the answer or of the context
     ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks)
+    # Constrained output (llama.cpp grammars): GBNF text with a rule "root", or a JSON schema
+    # (as JSON text) the engine turns into one; at most one of them.
+    grammar: str | None = None
+    json_schema: str | None = None
 
 
 @dataclass
@@ -120,6 +143,14 @@ class ChatParams:
     # raw text to continue, without the chat template (OpenAI's /v1/completions); needs
     # empty ``messages``
     prompt: str | None = None
+    # OpenAI's tool objects ({"type": "function", "function": {name, description,
+    # parameters}}), given to the chat template as ``tools``; the template must use them
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    # "auto", "none", "required" or a function's name: "required" and a name make the engine
+    # constrain the answer to a call in the model's own tool-call format
+    tool_choice: str = "auto"
+    # more variables for the chat template: enable_thinking, reasoning_effort, ...
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -14,7 +14,12 @@ Every request gets an HTTP status and an OpenAI-shaped error body when it fails,
 http.server itself refuses (a malformed request line, an unsupported method) and one that hits
 a bug (500, the traceback in the log). A browser page cannot use the server through DNS
 rebinding: the Host header must name an address the server is bound to (or a name allowed
-with ``allowed_hosts``). A client that stalls mid-request is dropped after ``READ_TIMEOUT_S``.
+with ``allowed_hosts``). Browser pages may use it (CORS, with OPTIONS preflights) from
+loopback origins, and from others only as ``allowed_origins`` says. A client that stalls
+mid-request is dropped after ``READ_TIMEOUT_S``.
+
+Routes work with and without ``/v1`` (clients differ in the base URL they take); any
+``model`` name is served by the loaded model (clients with fixed names work).
 """
 
 from __future__ import annotations
@@ -35,13 +40,16 @@ from typing import Any
 
 from app.engine.client import ChatStream, EngineClient
 from app.engine.errors import (
+    ChatTemplateError,
     EngineBusyError,
     EngineDiedError,
     EngineError,
+    GrammarError,
     NoModelLoadedError,
 )
-from app.serve import openai_api
-from app.serve.openai_api import ApiError, CompletionRequest
+from app.serve import openai_api, openai_responses
+from app.serve.errors import ApiError
+from app.serve.openai_api import CompletionRequest
 
 log = logging.getLogger("moedesk.serve")
 
@@ -56,7 +64,13 @@ STOP_DRAIN_S = 10.0  # how long stop() lets cancelled requests send their end
 # for it to read the answer) is dropped: a stalled upload must not hold a thread for ever.
 READ_TIMEOUT_S = 30.0
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# every route also answers without its /v1 (clients differ in the base URL they take)
 ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
+GET_ROUTES = ("/v1/models", "/v1/health")
+ENDPOINTS = ("GET /v1/models, GET /health, POST /v1/chat/completions and POST "
+             "/v1/completions (each also without /v1)")
+CORS_MAX_AGE_S = 600
+ALLOW_HEADERS = "Authorization, Content-Type"
 
 
 class OpenAIServer:
@@ -65,17 +79,22 @@ class OpenAIServer:
     def __init__(self, engine: EngineClient, *, host: str = DEFAULT_HOST,
                  port: int = DEFAULT_PORT, api_key: str | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, allowed_hosts: Iterable[str] = (),
-                 read_timeout_s: float = READ_TIMEOUT_S) -> None:
+                 read_timeout_s: float = READ_TIMEOUT_S,
+                 allowed_origins: Iterable[str] = ()) -> None:
         """``port`` 0 picks a free one (see ``port`` after ``start``); ``api_key`` set: every
         request must carry ``Authorization: Bearer <api_key>``. ``allowed_hosts``: names besides
         the bound addresses that requests may give as their Host (a name this machine has on
-        the network, a reverse proxy's)."""
+        the network, a reverse proxy's). ``allowed_origins``: web origins
+        (``https://app.example``, or ``*`` for any) whose pages may call the server from a
+        browser, besides loopback ones (``http://localhost:3000``...)."""
         self.engine = engine
         self.host = host
         self.api_key = api_key or None
         self.max_body_bytes = max_body_bytes
         self.allowed_hosts = {h.strip().lower().strip("[]") for h in allowed_hosts if h.strip()}
         self.read_timeout_s = read_timeout_s
+        self.allowed_origins = {o.strip().rstrip("/").lower() for o in allowed_origins
+                                if o.strip()}
         self._port = port
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -177,6 +196,26 @@ class OpenAIServer:
                         "Settings > OpenAI-compatible server > Allowed host names).",
                         code="host_not_allowed")
 
+    def origin_allowed(self, origin: str) -> bool:
+        """Whether a browser page from ``origin`` may use the server (CORS). Loopback pages
+        (a tool's web UI on this machine) may; others only when allowed by name or ``*``:
+        a page from the web could otherwise use the model of anyone who opens it."""
+        text = origin.strip().rstrip("/").lower()
+        if "*" in self.allowed_origins or text in self.allowed_origins:
+            return True
+        scheme, sep, rest = text.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            return False  # "null" (a file, a sandboxed frame), or not an origin
+        name = _host_name(rest)
+        return name is not None and _is_loopback(name)
+
+    def origin_refusal(self, origin: str) -> ApiError:
+        return ApiError(403, f"This server does not answer web pages from {origin!r} (only from "
+                        "this machine's own, http://localhost...). To let that site use it, "
+                        "allow its origin (moedesk-cli serve --allow-origin ORIGIN, or Settings "
+                        "> OpenAI-compatible server > Allowed web origins).",
+                        code="origin_not_allowed")
+
     def authorized(self, header: str | None) -> bool:
         if self.api_key is None:
             return True
@@ -189,29 +228,32 @@ class OpenAIServer:
         return self._engine().stats().model
 
     def model_list(self) -> dict[str, Any]:
-        return openai_api.model_list(self.model_id(), self._created)
+        return openai_responses.model_list(self.model_id(), self._created)
 
     def _engine(self) -> EngineClient:
         if self._connection is None:
             raise EngineDiedError("the server is stopping.")
         return self._connection
 
-    @contextlib.contextmanager
-    def completion(self, request: CompletionRequest) -> Iterator[ChatStream]:
-        """Start a request on the engine; on the way out it is over or cancelled."""
+    def loaded_model(self) -> str:
+        """The loaded model's name; a 503 if none is loaded."""
         model = self.model_id()
         if model is None:
             raise ApiError(503, "no model is loaded in MoE Desk; load one, then try again.",
                            code="model_not_loaded", kind="server_error")
-        if request.model != model:
-            raise ApiError(404, f"The model '{request.model}' does not exist: this server "
-                           f"serves '{model}' (see GET /v1/models).", param="model",
-                           code="model_not_found")
+        return model
+
+    @contextlib.contextmanager
+    def completion(self, request: CompletionRequest) -> Iterator[tuple[ChatStream, str]]:
+        """Start a request on the engine (whatever model it names: one is loaded, and clients
+        with a fixed model name must work); yields the stream and the loaded model's name. On
+        the way out it is over or cancelled."""
+        model = self.loaded_model()
         stream = self._engine().chat(request.params)
         with self._lock:
             self._streams.add(stream)
         try:
-            yield stream
+            yield stream, model
         finally:
             stream.cancel()  # nothing if it has ended; else (a client gone) it stops now
             with contextlib.suppress(EngineError):
@@ -284,6 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive for JSON answers; streams close when done
     server_version = "MoEDesk"
     _unread_body = 0  # bytes of a refused request body still on their way
+    _cors_origin: str | None = None  # an allowed browser origin: answers carry CORS headers
     error_content_type = "application/json"
     # a request line without a version is HTTP/0.9 to http.server, whose answers have no status
     # line; every answer here has one
@@ -303,30 +346,46 @@ class _Handler(BaseHTTPRequestHandler):
         error = ApiError(code, explain or message or HTTPStatus(code).phrase,
                          code="unsupported_method" if code == 501 else None)
         if code == 501:
-            error.message = (f"{self.command} is not supported: this server has GET /v1/models, "
-                             "POST /v1/chat/completions and POST /v1/completions.")
+            error.message = f"{self.command} is not supported: this server has {ENDPOINTS}."
         self._json(code, error.body())
 
     def do_PUT(self) -> None:  # noqa: N802
         self.send_error(501)
 
-    do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_PUT  # noqa: N815
+    do_DELETE = do_PATCH = do_HEAD = do_PUT  # noqa: N815
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._serve(lambda: self._json(200, self.server.app.model_list())
-                    if self._path() in ("/v1/models", "/models") else self._not_found())
+        path = self._path()
+        if path == "/v1/health":  # for load balancers and launchers: no API key needed
+            self._serve(self._health, public=True)
+        else:
+            self._serve(lambda: self._json(200, self.server.app.model_list())
+                        if path == "/v1/models" else self._not_found())
 
     def do_POST(self) -> None:  # noqa: N802
         self._serve(self._post)
 
-    def _path(self) -> str:
-        return self.path.split("?", 1)[0].rstrip("/")
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        """A browser's CORS preflight: which methods and headers a page may use. It carries
+        no API key (browsers never send one here), so it needs none."""
+        self._serve(self._preflight, public=True)
 
-    def _serve(self, work: Any) -> None:
+    def _path(self) -> str:
+        """The request's path without query and trailing slash, with /v1 in front: routes
+        answer with and without it."""
+        path = self.path.split("?", 1)[0].rstrip("/")
+        return path if path.startswith("/v1/") or path == "/v1" else "/v1" + path
+
+    def _serve(self, work: Any, public: bool = False) -> None:
         try:
             if not self.server.app.host_allowed(self.headers.get("Host")):
                 raise self.server.app.host_refusal(self.headers.get("Host"))
-            if not self.server.app.authorized(self.headers.get("Authorization")):
+            origin = self.headers.get("Origin")
+            if origin is not None:  # a browser page: allowed origins only
+                if not self.server.app.origin_allowed(origin):
+                    raise self.server.app.origin_refusal(origin)
+                self._cors_origin = origin
+            if not public and not self.server.app.authorized(self.headers.get("Authorization")):
                 raise ApiError(401, "Incorrect API key provided. Send it as 'Authorization: "
                                "Bearer <key>' (the key MoE Desk's server was started with).",
                                code="invalid_api_key")
@@ -366,9 +425,38 @@ class _Handler(BaseHTTPRequestHandler):
         super().finish()
 
     def _not_found(self) -> None:
-        raise ApiError(404, f"Unknown path {self.command} {self._path()}: this server has GET "
-                       "/v1/models, POST /v1/chat/completions and POST /v1/completions.",
-                       code="unknown_url")
+        raise ApiError(404, f"Unknown path {self.command} {self.path.split('?', 1)[0]}: this "
+                       f"server has {ENDPOINTS}.", code="unknown_url")
+
+    def _health(self) -> None:
+        """200 with the model's name while one is loaded, else 503 (llama-server's rule)."""
+        self._json(200, {"status": "ok", "model": self.server.app.loaded_model()})
+
+    def _preflight(self) -> None:
+        asked = self.headers.get("Access-Control-Request-Headers", "")
+        # echo the headers asked for when they are plain header names (a page may send its
+        # own, e.g. the openai library's x-stainless-*); anything else gets the usual two
+        names = [h.strip() for h in asked.split(",") if h.strip()]
+        ok = names and all(h.isascii() and h.replace("-", "").replace("_", "").isalnum()
+                           for h in names)
+        headers = {"Allow": "GET, POST, OPTIONS",
+                   "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                   "Access-Control-Allow-Headers": ", ".join(names) if ok else ALLOW_HEADERS,
+                   "Access-Control-Max-Age": str(CORS_MAX_AGE_S)}
+        if self._cors_origin is not None and self.headers.get(
+                "Access-Control-Request-Private-Network", "").lower() == "true":
+            headers["Access-Control-Allow-Private-Network"] = "true"  # Chrome's PNA preflight
+        self.send_response(204)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self._cors_headers()
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _cors_headers(self) -> None:
+        if self._cors_origin is not None:
+            self.send_header("Access-Control-Allow-Origin", self._cors_origin)
+            self.send_header("Vary", "Origin")
 
     def _post(self) -> None:
         kind = ROUTES.get(self._path())
@@ -376,14 +464,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._not_found()
             return
         request = openai_api.parse_request(kind, self._body())  # type: ignore[arg-type]
-        with self.server.app.completion(request) as stream, self._watch(stream):
+        with self.server.app.completion(request) as (stream, model), self._watch(stream):
             if request.stream:
-                self._stream(request, stream)
+                self._stream(request, stream, model)
             else:
                 result = stream.result
                 if result.finish_reason == "cancelled":
                     raise _stopped()
-                self._json(200, openai_api.response(request, openai_api.new_id(kind), result))
+                self._json(200, openai_responses.response(
+                    request, openai_responses.new_id(kind), model, result))
 
     def _body(self) -> Any:
         length = self.headers.get("Content-Length")
@@ -409,19 +498,31 @@ class _Handler(BaseHTTPRequestHandler):
         except RecursionError:
             raise ApiError(400, "the request body nests JSON too deeply to read.") from None
 
-    def _stream(self, request: CompletionRequest, stream: ChatStream) -> None:
-        """Server-sent events: one chunk per piece of text, the end, then ``[DONE]``. The
-        status line waits for the first piece, so an error before it is a proper error."""
-        request_id = openai_api.new_id(request.kind)
+    def _stream(self, request: CompletionRequest, stream: ChatStream, model: str) -> None:
+        """Server-sent events: one chunk per piece of the answer (content, reasoning or a
+        tool call), the end, then ``[DONE]``. The status line waits for the first piece, so
+        an error before it is a proper error."""
+        responses = openai_responses
+        request_id = responses.new_id(request.kind)
+        split = responses.splitter(request)
         started = False
+        n_calls = 0
+
+        def send(deltas: list[Any]) -> None:
+            nonlocal started, n_calls
+            if not started:
+                self._start_events()
+                started = True
+                if request.kind == "chat":
+                    self._event(responses.delta_chunk(request, request_id, model, first=True))
+            for delta in deltas:
+                self._event(responses.delta_chunk(request, request_id, model, delta,
+                                                  call_index=n_calls))
+                n_calls += delta.call is not None
+
         try:
             for text in stream.texts():
-                if not started:
-                    self._start_events()
-                    started = True
-                    if request.kind == "chat":
-                        self._event(openai_api.chunk(request, request_id, first=True))
-                self._event(openai_api.chunk(request, request_id, text))
+                send(split.feed(text))
             result = stream.result
             if result.finish_reason == "cancelled":
                 raise _stopped()
@@ -430,13 +531,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise
             self._event(_engine_error(exc)[1])  # mid-stream: OpenAI clients raise this
             return
-        if not started:
-            self._start_events()
-            if request.kind == "chat":
-                self._event(openai_api.chunk(request, request_id, first=True))
-        self._event(openai_api.chunk(request, request_id, result=result))
+        send(split.finish())
+        self._event(responses.end_chunk(request, request_id, model, result, n_calls > 0))
         if request.include_usage:
-            self._event(openai_api.chunk(request, request_id, result=result, usage_only=True))
+            self._event(responses.usage_chunk(request, request_id, model, result))
         self._write(b"data: [DONE]\n\n")
 
     def _start_events(self) -> None:
@@ -444,6 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")  # no length: the end of the stream says it
+        self._cors_headers()
         self.end_headers()
         self.close_connection = True
 
@@ -467,6 +566,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             if self.close_connection:
                 self.send_header("Connection", "close")
+            self._cors_headers()
             self.end_headers()
             self.wfile.write(data)
         except OSError:
@@ -500,7 +600,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _engine_error(exc: EngineError) -> tuple[int, dict[str, Any]]:
     """An engine failure as an HTTP status and an OpenAI error body."""
-    if isinstance(exc, NoModelLoadedError):
+    if isinstance(exc, GrammarError):
+        error = ApiError(400, str(exc), param="response_format", code="invalid_grammar")
+    elif isinstance(exc, ChatTemplateError):
+        error = ApiError(400, str(exc), code="chat_template")
+    elif isinstance(exc, NoModelLoadedError):
         error = ApiError(503, str(exc), code="model_not_loaded", kind="server_error")
     elif isinstance(exc, (EngineBusyError, EngineDiedError)):
         error = ApiError(503, str(exc), code="engine_unavailable", kind="server_error")

@@ -1,51 +1,37 @@
-"""OpenAI's HTTP API in MoE Desk's terms: request bodies to ChatParams, results to responses.
+"""OpenAI's HTTP API in MoE Desk's terms: request bodies to ChatParams.
 
 Pure functions over plain data (no sockets, no engine), so the HTTP layer
-(``app.serve.http``) stays thin. What the engine cannot honour (several choices, tools, log
-probabilities) is refused with an OpenAI-style error naming the field, never silently
-ignored; fields that change nothing here (``user``, penalties at their neutral value...) are
-accepted.
+(``app.serve.http``) stays thin. Sampling fields are read by ``app.serve.openai_sampling``;
+answers are shaped by ``app.serve.openai_responses``. What the engine cannot honour (several
+choices, log probabilities, legacy function calling) is refused with an OpenAI-style error
+naming the field, never silently ignored; fields that change nothing here (``user``,
+penalties at their neutral value...) are accepted.
 """
 
 from __future__ import annotations
 
-import math
-import secrets
-import time
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from app.engine.protocol import ChatMessage, ChatParams, ChatResult, Sampling
+from app.engine.protocol import ChatMessage, ChatParams, ToolCall
+from app.serve import openai_sampling
+from app.serve.errors import ApiError, bad
 
-# No max_tokens: generate until the end of the answer or a full context (the engine clamps
-# max_tokens to the room left), as OpenAI does.
-UNLIMITED_TOKENS = 2**31 - 1
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+__all__ = ["ApiError", "CompletionRequest", "parse_request"]
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+         "tool": "tool"}
 MAX_STOPS = 4
-# Fields the engine cannot honour, with the value that means "not used".
-UNSUPPORTED = {"tools": (None, []), "functions": (None, []), "tool_choice": (None, "none"),
-               "function_call": (None, "none"), "response_format": (None, {"type": "text"}),
-               "logprobs": (None, False), "top_logprobs": (None, 0), "echo": (None, False),
-               "best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {})}
+# Fields the engine cannot honour, with the values that mean "not used".
+UNSUPPORTED = {"functions": (None, []), "function_call": (None, "none"), "echo": (None, False),
+               "best_of": (None, 1), "suffix": (None, "")}
+REASONING_FORMATS = ("auto", "deepseek", "none")
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+TOOL_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 Kind = Literal["chat", "completion"]
-
-
-class ApiError(Exception):
-    """An OpenAI-style error: HTTP status and ``{"error": {message, type, param, code}}``."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None, kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.kind = kind
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
-                          "code": self.code}}
 
 
 @dataclass
@@ -57,33 +43,8 @@ class CompletionRequest:
     params: ChatParams
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk with the usage counts
-
-
-def bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
-    return ApiError(400, message, param=param, code=code)
-
-
-def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or isinstance(value, float) and not math.isfinite(value):
-        raise bad(f"'{name}' must be a number.", name)
-    if not low <= value <= high:
-        raise bad(f"'{name}' must be between {low:g} and {high:g}; got {value}.", name)
-    return float(value)
-
-
-def _integer(body: dict[str, Any], name: str, low: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad(f"'{name}' must be an integer.", name)
-    if value < low:
-        raise bad(f"'{name}' must be at least {low}; got {value}.", name)
-    return value
+    split_reasoning: bool = True  # <think>...</think> as reasoning_content (chat only)
+    tool_names: list[str] = field(default_factory=list)  # tools offered: calls are parsed
 
 
 def _stops(body: dict[str, Any]) -> list[str]:
@@ -103,7 +64,7 @@ def _content(message: dict[str, Any], where: str) -> str:
     content = message.get("content")
     if isinstance(content, str):
         return content
-    if content is None and message.get("role") == "assistant":
+    if content is None and message.get("role") in ("assistant", "tool"):
         return ""
     if isinstance(content, list):
         texts = []
@@ -115,6 +76,30 @@ def _content(message: dict[str, Any], where: str) -> str:
             texts.append(part["text"])
         return "".join(texts)
     raise bad(f"'{where}.content' must be a string or a list of text parts.", f"{where}.content")
+
+
+def _tool_calls(message: dict[str, Any], where: str) -> list[ToolCall]:
+    """An assistant message's earlier tool calls."""
+    calls = message.get("tool_calls")
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        raise bad(f"'{where}.tool_calls' must be a list.", f"{where}.tool_calls")
+    out = []
+    for i, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        arguments = function.get("arguments", "{}") if isinstance(function, dict) else None
+        if isinstance(arguments, dict):
+            arguments = json.dumps(arguments)
+        if not isinstance(name, str) or not isinstance(arguments, str):
+            raise bad(f"'{where}.tool_calls[{i}]' must be {{\"id\", \"type\": \"function\", "
+                      "\"function\": {\"name\", \"arguments\"}} with arguments as JSON text.",
+                      f"{where}.tool_calls")
+        call_id = call.get("id")
+        out.append(ToolCall(id=call_id if isinstance(call_id, str) else f"call_{i}", name=name,
+                            arguments=arguments))
+    return out
 
 
 def _messages(body: dict[str, Any]) -> list[ChatMessage]:
@@ -133,9 +118,81 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
         role = ROLES.get(given) if isinstance(given, str) else None
         if role is None:
             raise bad(f"'{where}.role' must be one of {', '.join(ROLES)}; got "
-                      f"{_short(given)} (tool calls are not supported).", f"{where}.role")
-        out.append(ChatMessage(role=role, content=_content(message, where)))  # type: ignore[arg-type]
+                      f"{_short(given)}.", f"{where}.role")
+        tool_call_id = message.get("tool_call_id") if role == "tool" else ""
+        name = message.get("name") if role == "tool" else ""
+        out.append(ChatMessage(
+            role=role, content=_content(message, where),  # type: ignore[arg-type]
+            tool_calls=_tool_calls(message, where) if role == "assistant" else [],
+            tool_call_id=tool_call_id if isinstance(tool_call_id, str) else "",
+            name=name if isinstance(name, str) else ""))
     return out
+
+
+def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The tools offered and the tool_choice as the engine takes it ("auto", "none",
+    "required" or a function's name)."""
+    tools = body.get("tools")
+    if tools is None or tools == []:
+        tools = []
+    elif not isinstance(tools, list):
+        raise bad("'tools' must be a list of {\"type\": \"function\", \"function\": {name, "
+                  "description, parameters}} objects.", "tools")
+    names = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" \
+                or not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            raise bad(f"'tools[{i}]' must be {{\"type\": \"function\", \"function\": {{\"name\": "
+                      "...}}}}, the name of letters, digits, '_', '.' or '-' (at most 64).",
+                      f"tools[{i}]")
+        parameters = function.get("parameters")  # type: ignore[union-attr]
+        if parameters is not None and not isinstance(parameters, dict):
+            raise bad(f"'tools[{i}].function.parameters' must be a JSON schema object.",
+                      f"tools[{i}].function.parameters")
+        names.append(name)
+    choice = body.get("tool_choice")
+    if choice is None:
+        return tools, "auto"
+    if choice in ("auto", "none", "required"):
+        chosen = choice
+    elif isinstance(choice, dict) and choice.get("type") == "function" \
+            and isinstance(choice.get("function"), dict) \
+            and isinstance(choice["function"].get("name"), str):
+        chosen = choice["function"]["name"]
+        if chosen not in names:
+            raise bad(f"'tool_choice' names the function {_short(chosen)}, which is not among "
+                      "the 'tools'.", "tool_choice")
+    else:
+        raise bad("'tool_choice' must be 'auto', 'none', 'required' or {\"type\": "
+                  "\"function\", \"function\": {\"name\": ...}}.", "tool_choice")
+    if chosen != "none" and chosen != "auto" and not tools:
+        raise bad("'tool_choice' asks for a tool call, but no 'tools' are given.", "tool_choice")
+    return tools, chosen
+
+
+def _template_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    """chat_template_kwargs, with the shortcuts clients send at the top level."""
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise bad("'chat_template_kwargs' must be an object of template variables, e.g. "
+                  "{\"enable_thinking\": false}.", "chat_template_kwargs")
+    kwargs = dict(kwargs)
+    thinking = body.get("enable_thinking")
+    if thinking is not None:
+        if not isinstance(thinking, bool):
+            raise bad("'enable_thinking' must be true or false.", "enable_thinking")
+        kwargs["enable_thinking"] = thinking
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if effort not in REASONING_EFFORTS:
+            raise bad(f"'reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}.",
+                      "reasoning_effort")
+        kwargs["reasoning_effort"] = effort
+    return kwargs
 
 
 def _short(value: Any) -> str:
@@ -164,104 +221,38 @@ def parse_request(kind: Kind, body: Any) -> CompletionRequest:
         raise bad("the request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise bad("you must provide a 'model' (GET /v1/models lists it).", "model")
-    if _integer(body, "n", 1) not in (None, 1):
+        raise bad("you must provide a 'model' (any name serves the loaded model; GET "
+                  "/v1/models lists it).", "model")
+    if openai_sampling.integer(body, "n", 1) not in (None, 1):
         raise bad("'n' must be 1: this server generates one choice per request.", "n")
     for name, neutral in UNSUPPORTED.items():
         if body.get(name, None) not in neutral:
-            raise bad(f"'{name}' is not supported by MoE Desk's server; leave it out.", name)
+            hint = " (use 'tools')" if name.startswith("function") else ""
+            raise bad(f"'{name}' is not supported by MoE Desk's server{hint}; leave it out.",
+                      name)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad("'stream' must be true or false.", "stream")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise bad("'stream_options' must be an object.", "stream_options")
-    max_tokens = _integer(body, "max_completion_tokens", 1) or _integer(body, "max_tokens", 1)
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise bad("'seed' must be an integer.", "seed")
-    ignore_eos = body.get("ignore_eos", False)  # llama.cpp server's extension (benchmarks)
-    if not isinstance(ignore_eos, bool):
-        raise bad("'ignore_eos' must be true or false.", "ignore_eos")
-    sampling = Sampling(
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
-        seed=None if seed is None else seed % 2**32,  # llama.cpp takes a uint32 seed
-        max_tokens=max_tokens or UNLIMITED_TOKENS,
-        ignore_eos=ignore_eos,
-    )
+    reasoning_format = body.get("reasoning_format", "auto")
+    if reasoning_format not in REASONING_FORMATS:
+        raise bad(f"'reasoning_format' must be one of {', '.join(REASONING_FORMATS)} ('none' "
+                  "leaves <think> in the content).", "reasoning_format")
+    sampling = openai_sampling.sampling(body)
     if kind == "chat":
-        params = ChatParams(messages=_messages(body), sampling=sampling, stop=_stops(body))
+        tools, tool_choice = _tools(body)
+        params = ChatParams(messages=_messages(body), sampling=sampling, stop=_stops(body),
+                            tools=tools, tool_choice=tool_choice,
+                            template_kwargs=_template_kwargs(body))
     else:
+        if body.get("tools") not in (None, []):
+            raise bad("'tools' belong to /v1/chat/completions, not /v1/completions.", "tools")
         params = ChatParams(messages=[], prompt=_prompt(body), sampling=sampling,
                             stop=_stops(body))
+    names = [t["function"]["name"] for t in params.tools] if params.tool_choice != "none" else []
     return CompletionRequest(kind=kind, model=model, params=params, stream=stream,
-                             include_usage=bool(options.get("include_usage")))
-
-
-# --- responses -----------------------------------------------------------------------------
-
-
-def new_id(kind: Kind) -> str:
-    return ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
-
-
-def usage(result: ChatResult) -> dict[str, Any]:
-    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": result.cached_tokens}}
-
-
-def finish_reason(result: ChatResult) -> str:
-    # "cancelled" reaches a client only if the engine stopped (the user's own cancel is a
-    # disconnect: nobody is left to tell); OpenAI has no word for it, and the text is whole
-    return "length" if result.finish_reason == "length" else "stop"
-
-
-def response(request: CompletionRequest, request_id: str, result: ChatResult) -> dict[str, Any]:
-    """The whole answer, for a request without ``stream``."""
-    if request.kind == "chat":
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant",
-                                                           "content": result.text},
-                                  "logprobs": None, "finish_reason": finish_reason(result)}
-    else:
-        choice = {"index": 0, "text": result.text, "logprobs": None,
-                  "finish_reason": finish_reason(result)}
-    return {"id": request_id, "object": _object(request.kind, chunk=False),
-            "created": int(time.time()), "model": request.model, "choices": [choice],
-            "usage": usage(result)}
-
-
-def chunk(request: CompletionRequest, request_id: str, text: str | None = None, *,
-          first: bool = False, result: ChatResult | None = None,
-          usage_only: bool = False) -> dict[str, Any]:
-    """One streamed event: a piece of text, the end (``result`` given: its finish reason), or
-    the usage counts alone (``usage_only``, after the end, when the client asked for them)."""
-    choices: list[dict[str, Any]] = []
-    if not usage_only:
-        reason = finish_reason(result) if result is not None else None
-        if request.kind == "chat":
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
-            if text is not None:
-                delta["content"] = text
-            choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]
-        else:
-            choices = [{"index": 0, "text": text or "", "logprobs": None,
-                        "finish_reason": reason}]
-    out = {"id": request_id, "object": _object(request.kind, chunk=True),
-           "created": int(time.time()), "model": request.model, "choices": choices}
-    if request.include_usage:
-        out["usage"] = usage(result) if usage_only and result is not None else None
-    return out
-
-
-def _object(kind: Kind, chunk: bool) -> str:
-    if kind == "completion":
-        return "text_completion"
-    return "chat.completion.chunk" if chunk else "chat.completion"
-
-
-def model_list(model_id: str | None, created: int) -> dict[str, Any]:
-    data = [] if model_id is None else [
-        {"id": model_id, "object": "model", "created": created, "owned_by": "moedesk"}]
-    return {"object": "list", "data": data}
+                             include_usage=bool(options.get("include_usage")),
+                             split_reasoning=kind == "chat" and reasoning_format != "none",
+                             tool_names=names)
