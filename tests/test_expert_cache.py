@@ -29,9 +29,15 @@ PROMPT = "Tell me about the experts of this model, one by one, with their habits
 
 
 @pytest.fixture(scope="module")
-def host_engine() -> Iterator[EngineClient]:
+def host_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MoE Desk's folders for the engine below: its remembered routing profiles start empty."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def host_engine(host_home: Path) -> Iterator[EngineClient]:
     """An engine allowed to keep the cache's packs in RAM (no GPU here)."""
-    with EngineClient.spawn(env={HOST_PACKS_ENV: "1"}) as client:
+    with EngineClient.spawn(env={HOST_PACKS_ENV: "1", "MOEDESK_HOME": str(host_home)}) as client:
         yield client
 
 
@@ -130,6 +136,37 @@ def test_dynamic_takes_in_the_experts_routing_asks_for(
     assert len(dynamic.cached) == len(info.moe_layers)
     assert static.hit_rate is not None and dynamic.hit_rate is not None
     assert dynamic.hit_rate > static.hit_rate + 0.05
+
+
+def test_the_routing_of_a_run_ranks_the_experts_at_the_next_load(
+        host_engine: EngineClient, host_home: Path, tmp_path: Path, realistic_moe_gguf: Path) -> None:
+    # a model file of its own, so that no other test's runs are in its profile
+    model = tmp_path / "remembered.gguf"
+    model.write_bytes(realistic_moe_gguf.read_bytes())
+    info = read_model(model)
+    first = load(host_engine, model, expert_cache="static", expert_cache_slots=8)
+    assert first.expert_cache is not None and first.expert_cache.profile_source == "warm-up"
+    answer(host_engine, tokens=32)
+    used = host_engine.routing().counts
+    host_engine.unload()  # the run's routing joins the model's profile
+
+    again = load(host_engine, model, expert_cache="static", expert_cache_slots=8)
+    assert again.expert_cache is not None and again.expert_cache.profile_source == "remembered"
+    assert again.expert_cache.profile == used
+    assert "this model's earlier runs" in again.expert_cache.describe()
+    expected = [sorted(sorted(range(info.n_expert), key=lambda e: -row[e])[:8]) for row in used]
+    ranked = [sorted(held) for held in host_engine.routing().cached]
+    # ties at the cut may rank either way: compare how many of each layer's chosen experts agree
+    assert all(len(set(a) & set(b)) >= 6 for a, b in zip(ranked, expected, strict=True))
+    answer(host_engine, tokens=16)
+    more = host_engine.routing().counts
+    host_engine.unload()
+    profiles = (host_home / "cache" / "routing-profiles.json")
+    assert profiles.exists()
+    third = load(host_engine, model, expert_cache="static", expert_cache_slots=8)
+    assert third.expert_cache is not None
+    assert third.expert_cache.profile == [[a + b for a, b in zip(x, y, strict=True)]
+                                          for x, y in zip(used, more, strict=True)]
 
 
 def test_without_a_gpu_the_cache_is_unavailable_and_the_model_runs_as_before(

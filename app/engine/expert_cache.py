@@ -15,7 +15,7 @@ import os
 import llama_cpp
 
 from app import gguf_info
-from app.engine import ggml_backend
+from app.engine import ggml_backend, routing_profiles
 from app.engine.placement import PlacementPlan, expert_cache_slots
 from app.engine.protocol import ExpertCacheInfo
 
@@ -58,7 +58,8 @@ def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
           experts_on_gpu: set[int], profile: list[list[int]] | None) -> ExpertCacheInfo:
     """Set the cache up on a fresh context with routing capture on. When it cannot be (no GPU,
     a build without the patch, no layer in RAM), the model runs as it would without it and
-    the result says why."""
+    the result says why. Experts are ranked by ``profile`` (the client's), else by the one
+    remembered for this model file (routing_profiles), else by a warm-up prefill."""
     if not ggml_backend.has_cache_patch():
         return unavailable(plan, "this engine build lacks MoE Desk's expert cache patch (0004); "
                                  "reinstall with installers/install.py")
@@ -80,6 +81,9 @@ def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
                                  "experts are not in RAM in the file's layout); see the engine log")
     source = "given"
     if profile is None or len(profile) != info.n_layer:
+        source = "remembered"
+        profile = routing_profiles.remembered(info.shards[0], info.n_layer, info.n_expert)
+    if profile is None:
         profile, source = warmup_profile(ctx, model, info), "warm-up"
     for il in ram_layers:
         row = profile[il]

@@ -218,6 +218,10 @@ class Allocation:
     bytes: int
 
 
+PROFILE_SOURCES = {"given": "the given profile", "remembered": "this model's earlier runs",
+                   "warm-up": "a warm-up prefill"}
+
+
 @dataclass
 class ExpertCacheInfo:
     """The hot-expert VRAM cache as loaded (engine patch 0004)."""
@@ -228,7 +232,7 @@ class ExpertCacheInfo:
     slots: int = 0  # experts held in VRAM per cached layer
     layers: list[int] = field(default_factory=list)  # the cached layers (routed experts in RAM)
     bytes: int = 0  # VRAM the cache holds
-    profile_source: Literal["given", "warm-up", ""] = ""
+    profile_source: Literal["given", "remembered", "warm-up", ""] = ""
     profile: list[list[int]] = field(default_factory=list)  # the counts that ranked the experts
 
     def describe(self) -> str:
@@ -237,7 +241,7 @@ class ExpertCacheInfo:
             return f"hot experts in VRAM: unavailable ({self.reason})"
         return (f"hot experts in VRAM ({self.mode}): {self.slots} experts in each of "
                 f"{len(self.layers)} RAM layers, {self.bytes / 2**30:.2f} GiB, ranked by "
-                f"{'the given profile' if self.profile_source == 'given' else 'a warm-up prefill'}")
+                f"{PROFILE_SOURCES.get(self.profile_source, 'nothing')}")
 
 
 @dataclass

@@ -21,7 +21,7 @@ import llama_cpp
 import psutil
 
 from app import gguf_info, gguf_validate
-from app.engine import expert_cache, ggml_backend, telemetry
+from app.engine import expert_cache, ggml_backend, routing_profiles, telemetry
 from app.engine.batch_loop import BatchLoop, ChatRequest
 from app.engine.errors import (
     EngineError,
@@ -111,6 +111,7 @@ class LoadedModel:
     expert_layers_on_gpu: set[int]
     telemetry: bool
     n_expert_used: int  # the model's own, or the plan's override
+    remember_routing: bool = False  # the expert cache is on: its profile grows at unload
 
 
 class Runtime:
@@ -203,7 +204,8 @@ class Runtime:
         n_expert_used = plan.n_expert_used or info.n_expert_used
         self.loaded = LoadedModel(model=model, ctx=ctx, info=info, batch=batch,
                                   expert_layers_on_gpu=experts_on_gpu, telemetry=telemetry_on,
-                                  n_expert_used=n_expert_used)
+                                  n_expert_used=n_expert_used,
+                                  remember_routing=cache is not None and cache.available)
         on_progress(Progress(stage="ready", fraction=1.0))
         return LoadResult(
             model=ModelInfo(
@@ -363,8 +365,22 @@ class Runtime:
             loaded, self.loaded = self.loaded, None
         if loaded is not None:
             loaded.batch.close()
+            if loaded.remember_routing:
+                self._remember_routing(loaded)
             llama_cpp.llama_free(loaded.ctx)
             llama_cpp.llama_model_free(loaded.model)
+
+    @staticmethod
+    def _remember_routing(loaded: LoadedModel) -> None:
+        """Add this run's routing to the model's remembered profile (the expert cache ranks
+        experts by it at the next load)."""
+        tokens, counts = ggml_backend.routing_counts(loaded.ctx, loaded.info.n_layer, loaded.info.n_expert)
+        if tokens <= 0:
+            return
+        try:
+            routing_profiles.remember(loaded.info.shards[0], counts)
+        except OSError as exc:  # a full or read-only disk: the next load warms up instead
+            log.warning("could not remember the routing profile: %s", exc)
 
     # --- chat -----------------------------------------------------------------------------
 
