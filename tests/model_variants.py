@@ -25,7 +25,9 @@ QWEN3_TOOLS_TEMPLATE = """\
     {{- "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n" }}
     {{- "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}
     {%- for tool in tools %}{{- "\\n" }}{{- tool | tojson }}{%- endfor %}
-    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}
+    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name " }}
+    {{- "and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": " }}
+    {{- "<function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}
 {%- elif messages[0].role == 'system' %}
     {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}
 {%- endif %}
@@ -37,7 +39,8 @@ QWEN3_TOOLS_TEMPLATE = """\
         {%- for tool_call in message.tool_calls or [] %}
             {%- set call = tool_call.function if tool_call.function else tool_call %}
             {{- '\\n<tool_call>\\n{"name": "' + call.name + '", "arguments": ' }}
-            {%- if call.arguments is string %}{{- call.arguments }}{%- else %}{{- call.arguments | tojson }}{%- endif %}
+            {%- if call.arguments is string %}{{- call.arguments }}
+            {%- else %}{{- call.arguments | tojson }}{%- endif %}
             {{- '}\\n</tool_call>' }}
         {%- endfor %}
         {{- '<|im_end|>\\n' }}

@@ -300,3 +300,103 @@ def test_a_schema_or_grammar_that_cannot_be_used_is_a_clear_400(
                             "grammar": 'root ::= ("yes" | "no") "."'})
     assert status == 200
     assert json.loads(body)["choices"][0]["message"]["content"] in ("yes.", "no.")
+
+
+# --- reasoning ------------------------------------------------------------------------------
+
+# the word salad given a shape: some reasoning, its end, an answer
+THOUGHT_THEN_ANSWER = 'root ::= [a-z]{3,8} "</think>" [a-z]{2,6}'
+
+
+def test_reasoning_the_template_opens_comes_as_reasoning_content(
+        client: openai.OpenAI, engine: EngineClient, models: dict[str, Path]) -> None:
+    load(engine, models["thinking"])  # its generation prompt ends with <think>, as R1's does
+    options: dict[str, Any] = {"model": "x", "messages": user("Why?"), "temperature": 0,
+                               "extra_body": {"grammar": THOUGHT_THEN_ANSWER}}
+    message = client.chat.completions.create(**options).choices[0].message
+    reasoning = getattr(message, "reasoning_content", None)
+    assert reasoning and reasoning.isalpha() and message.content and message.content.isalpha()
+    chunks = list(client.chat.completions.create(**options, stream=True))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    streamed_reasoning = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+    assert streamed_reasoning == reasoning
+    assert "".join(d.content or "" for d in deltas) == message.content
+    # reasoning_format "none" (llama-server's) leaves it in the content, as written
+    raw = client.chat.completions.create(**{**options, "extra_body": {
+        "grammar": THOUGHT_THEN_ANSWER, "reasoning_format": "none"}}).choices[0].message
+    assert raw.content == f"<think>\n{reasoning}</think>{message.content}"
+
+
+def test_reasoning_the_model_opens_itself_and_template_switches(
+        client: openai.OpenAI, server: OpenAIServer, engine: EngineClient,
+        models: dict[str, Path]) -> None:
+    load(engine, models["plain"])  # Qwen3's template: the model writes <think> itself
+    message = client.chat.completions.create(
+        model="x", messages=user("Why?"), temperature=0,
+        extra_body={"grammar": 'root ::= "<think>" [a-z]{3,8} "</think>\\n\\n" [a-z]{2,6}'},
+    ).choices[0].message
+    assert getattr(message, "reasoning_content", "").isalpha()
+    assert message.content and message.content.isalpha()
+
+    def prompt_tokens(**extra: Any) -> int:
+        got = client.chat.completions.create(model="x", messages=user("Why?"), max_tokens=1,
+                                             extra_body=extra)
+        assert got.usage is not None
+        return got.usage.prompt_tokens
+
+    # enable_thinking=false makes Qwen3's template write an empty <think></think> block
+    thinking = prompt_tokens()
+    assert prompt_tokens(chat_template_kwargs={"enable_thinking": False}) > thinking
+    assert prompt_tokens(enable_thinking=False) > thinking
+    status, _, body = raw(server, "POST", "/v1/chat/completions", {
+        "model": "x", "messages": user("hi"), "chat_template_kwargs": {"messages": []}})
+    assert status == 400 and json.loads(body)["error"]["code"] == "chat_template"
+
+
+# --- tools ----------------------------------------------------------------------------------
+
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "required": ["city"], "additionalProperties": False,
+                   "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}}}}}]
+
+
+def test_a_required_tool_call_arrives_whole_and_streamed_and_its_result_goes_back(
+        client: openai.OpenAI, engine: EngineClient, models: dict[str, Path]) -> None:
+    load(engine, models["tools"])  # Qwen3's template with its tool section
+    ask: dict[str, Any] = {"model": "x", "messages": user("Weather in Paris?"), "tools": WEATHER,
+                           "tool_choice": "required", "temperature": 0}
+    choice = client.chat.completions.create(**ask).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and call.id.startswith("call_")
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "Oslo")
+    chunks = list(client.chat.completions.create(**ask, stream=True))
+    pieces = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert [(p.index, p.function.name if p.function else None) for p in pieces] == [
+        (0, "get_weather")]
+    assert pieces[0].function is not None
+    assert pieces[0].function.arguments == call.function.arguments
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    # the call and its result go back; the template shows the model both
+    before = client.chat.completions.create(model="x", messages=user("Weather in Paris?"),
+                                            tools=WEATHER, max_tokens=1)
+    after = client.chat.completions.create(model="x", tools=WEATHER, max_tokens=1, messages=[
+        *user("Weather in Paris?"),
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"celsius": 21}'}])
+    assert after.usage is not None and before.usage is not None
+    assert after.usage.prompt_tokens > before.usage.prompt_tokens + 10
+
+
+def test_tools_a_template_cannot_show_are_a_clear_400(
+        client: openai.OpenAI, engine: EngineClient, models: dict[str, Path]) -> None:
+    load(engine, models["plain"])  # the synthetic template has no tool section
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="x", messages=user("hi"), tools=WEATHER)
+    assert caught.value.code == "chat_template" and "no place for tools" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="x", messages=user("hi"), tools=WEATHER,
+                                       tool_choice={"type": "function",
+                                                    "function": {"name": "nope"}})
+    assert caught.value.param == "tool_choice"

@@ -43,6 +43,10 @@ def add_subcommand(subparsers: Any) -> None:
                        help="also answer requests whose Host header is NAME (repeatable); by "
                        "default only the address it listens on (and localhost on 127.0.0.1) is "
                        "accepted, so a web page cannot reach the server through DNS rebinding")
+    serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let web pages from ORIGIN (https://app.example, or '*' for any) "
+                       "call the server from a browser (CORS; repeatable); pages on this "
+                       "machine (http://localhost:PORT) may by default, others may not")
     serve.add_argument("--parallel", type=positive_int, default=1, metavar="N",
                        help="requests generated at once, each with --ctx tokens of context "
                        "(the KV cache grows N times); more wait their turn (default: 1)")
@@ -78,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              on_progress=ProgressBar())
         print(file=sys.stderr)
         server = OpenAIServer(engine, host=args.host, port=args.port, api_key=api_key,
-                              allowed_hosts=args.allow_host)
+                              allowed_hosts=args.allow_host, allowed_origins=args.allow_origin)
         try:
             server.start()
         except OSError as exc:
