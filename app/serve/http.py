@@ -212,8 +212,8 @@ class OpenAIServer:
     def origin_refusal(self, origin: str) -> ApiError:
         return ApiError(403, f"This server does not answer web pages from {origin!r} (only from "
                         "this machine's own, http://localhost...). To let that site use it, "
-                        "allow its origin (moedesk-cli serve --allow-origin ORIGIN, or Settings "
-                        "> OpenAI-compatible server > Allowed web origins).",
+                        "allow its origin (moedesk-cli serve --allow-origin ORIGIN; the desktop "
+                        "app's server takes pages from this machine only).",
                         code="origin_not_allowed")
 
     def authorized(self, header: str | None) -> bool:
