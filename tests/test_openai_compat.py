@@ -24,6 +24,7 @@ from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
 from app.serve import OpenAIServer
 from tests.model_variants import QWEN3_TOOLS_TEMPLATE, THINKING_TEMPLATE, with_metadata
+from tests.openai_testing import client_for, user
 
 N_CTX = 2048
 GREEDY: dict[str, Any] = {"temperature": 0, "extra_body": {"ignore_eos": True}}
@@ -69,11 +70,7 @@ def load(engine: EngineClient, path: Path) -> str:
 
 @pytest.fixture
 def client(server: OpenAIServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key="not-needed", max_retries=0)
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
+    return client_for(server)
 
 
 def raw(server: OpenAIServer, method: str, path: str, body: dict[str, Any] | None = None,

@@ -28,6 +28,7 @@ from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
 from app.serve import OpenAIServer
+from tests.openai_testing import client_for, user
 from tests.test_engine_queue import DEADLINE_S, wait_until
 
 N_CTX = 65536  # an answer without max_tokens outlasts any test step
@@ -60,11 +61,7 @@ def model(engine: EngineClient) -> str:
 
 @pytest.fixture
 def client(server: OpenAIServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key="not-needed", max_retries=0)
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
+    return client_for(server)
 
 
 def post(server: OpenAIServer, path: str, body: bytes | dict[str, Any],
