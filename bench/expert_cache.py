@@ -51,6 +51,8 @@ class Placement:
     dynamic: bool = False
     vram_expert_bytes: int = 0
     overlap: bool = True  # VRAM experts computed while the CPU computes (LLAMA_MOE_CACHE_OVERLAP)
+    lean_merge: bool = False  # only the sum of the two parts on the CPU (LLAMA_MOE_CACHE_MERGE)
+    no_host: bool = False  # llama.cpp's no_host: CPU weights in the CPU's repacked layouts
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Loaded:
                  profile: list[list[int]] | None, allow_host: bool = False) -> None:
         plan = PlacementPlan(experts_in_ram=placement.experts_in_ram, n_threads=threads,
                              n_ctx=n_ctx, n_batch=512, n_ubatch=512, flash_attn="on",
-                             repack=not allow_host)
+                             repack=not allow_host, no_host=placement.no_host)
         callback = llama_cpp.llama_progress_callback(lambda _f, _u: True)
         self._mparams = model_params(plan, n_layer, read_model(path).architecture, callback)
         self.model = llama_cpp.llama_model_load_from_file(path.encode(), self._mparams.params)
@@ -95,6 +97,7 @@ class Loaded:
         if placement.cache_slots:
             slots = [placement.cache_slots if il < placement.experts_in_ram else 0 for il in range(n_layer)]
             os.environ["LLAMA_MOE_CACHE_OVERLAP"] = "1" if placement.overlap else "0"
+            os.environ["LLAMA_MOE_CACHE_MERGE"] = "lean" if placement.lean_merge else "full"
             held = ggml_backend.cache_init(self.ctx, slots, allow_host)
             assert held > 0, f"cache init failed ({held})"
             self.cache_bytes = held
@@ -185,6 +188,12 @@ def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> l
             found.append(Placement(f"n-cpu-moe {n}", n, vram_expert_bytes=(n_layer - n) * layer_bytes))
     if slots and "static" in modes:
         found.append(Placement(f"cache static {slots}/layer", n_layer, slots, vram_expert_bytes=cache_bytes))
+    if slots and "lean" in modes:
+        found.append(Placement(f"cache static {slots}/layer, lean merge", n_layer, slots,
+                               vram_expert_bytes=cache_bytes, lean_merge=True))
+    if "nohost" in modes:
+        found.append(Placement(f"n-cpu-moe {n_min}, no_host", n_min, no_host=True,
+                               vram_expert_bytes=(n_layer - n_min) * layer_bytes))
     if slots and "serial" in modes:
         found.append(Placement(f"cache static {slots}/layer, no overlap", n_layer, slots,
                                vram_expert_bytes=cache_bytes, overlap=False))
@@ -243,7 +252,9 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=0, help="decode after a prompt this long instead")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sweep", type=int, default=2, help="n-cpu-moe points past N_min")
-    parser.add_argument("--modes", default="ram,sweep,static,serial,dynamic,mix")
+    parser.add_argument("--modes", default="ram,sweep,static,serial,dynamic,mix",
+                        help="also: lean (static with the lean merge), nohost (n-cpu-moe N_min "
+                             "with llama.cpp's no_host)")
     parser.add_argument("--allow-host", action="store_true",
                         help="without a GPU: cache packs in RAM, weights not repacked (checks the split)")
     args = parser.parse_args()
