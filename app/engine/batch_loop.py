@@ -172,7 +172,8 @@ class BatchLoop:
                 request.on_end(unstarted_result())
                 continue
             try:
-                prompt, opened = self.text.prompt(request.params, self.n_ctx)
+                fitted = self.text.prompt(request.params, self.n_ctx)
+                prompt = fitted.tokens
                 sampler = self.text.new_sampler(request.params, self.n_ctx)
             except EngineError as exc:  # the template, the context, the grammar refused it
                 request.on_end(exc)
@@ -188,7 +189,8 @@ class BatchLoop:
             max_tokens = min(request.params.sampling.max_tokens or room, room)
             seq = Sequence(self.text, request.params, prompt, cached, max_tokens,
                            request.on_token, request.cancelled, t_start,
-                           queued_s=t_start - request.received, sampler=sampler, opened=opened)
+                           queued_s=t_start - request.received, sampler=sampler,
+                           opened=fitted.opened, dropped=fitted.dropped)
             self.running.append(Running(request, seq, slot))
 
     def _fill(self) -> list[Entry]:

@@ -21,8 +21,9 @@ import jinja2
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from app.engine.context_fit import answer_room, fit
 from app.engine.errors import ChatTemplateError, EngineError, GrammarError, ModelFileError
-from app.engine.protocol import ChatMessage, ChatParams, ChatResult, Sampling, Token
+from app.engine.protocol import ChatMessage, ChatParams, ChatResult, ContextPolicy, Sampling, Token
 from app.engine.sampling import ModelSampling, grammar_text, new_sampler
 from app.engine.tool_calls import ToolFormat, call_schema, detect_format
 
@@ -197,22 +198,50 @@ class ChatText:
 
     def prompt_tokens(self, params: ChatParams, n_ctx: int) -> list[int]:
         """The prompt of a chat as tokens; an EngineError if empty or longer than ``n_ctx``."""
-        return self.prompt(params, n_ctx)[0]
+        return self.prompt(params, n_ctx).tokens
 
-    def prompt(self, params: ChatParams, n_ctx: int) -> tuple[list[int], str]:
-        """The prompt of a chat as tokens and the answer text it opened (``opened_text``); an
-        EngineError if empty or longer than ``n_ctx``."""
+    def prompt(self, params: ChatParams, n_ctx: int) -> Prompt:
+        """The prompt of a chat as tokens, the answer text it opened (``opened_text``) and the
+        messages its context policy left out; an EngineError if empty or if it cannot fit
+        ``n_ctx``."""
+        policy = params.context_policy
+        dropped = 0
+        if params.prompt is None and policy is not ContextPolicy.STOP and params.messages:
+            room = answer_room(n_ctx, params.sampling.max_tokens)
+
+            def size(messages: list[ChatMessage]) -> int:
+                return len(self.tokenize(self.render(replace(params, messages=messages))))
+
+            fitted = fit(params.messages, policy, size, n_ctx - room)
+            params, dropped = replace(params, messages=fitted.messages), fitted.dropped
         rendered = self.render(params)
         opened = "" if params.prompt is not None else self.opened_text(rendered)
         prompt = self.tokenize(rendered, add_bos=params.prompt is not None)
         if not prompt:
             raise EngineError("the chat rendered to an empty prompt", "Send a message with text.")
+        if len(prompt) >= n_ctx and policy is not ContextPolicy.STOP and params.prompt is None:
+            raise EngineError(
+                f"the latest turn with the system prompt is {len(prompt)} tokens, more than "
+                f"the context of {n_ctx} holds, even with every earlier turn left out.",
+                "Shorten the message or the system prompt, or load the model with a larger "
+                "context.")
         if len(prompt) >= n_ctx:
             raise EngineError(
                 f"the conversation ({len(prompt)} tokens) does not fit the context of {n_ctx}.",
-                "Start a new chat, shorten it, or load the model with a larger context.",
+                "Start a new chat, shorten it, load the model with a larger context, or send "
+                'it with a context policy ("drop_middle" or "rolling_window") that leaves '
+                "earlier turns out of the prompt.",
             )
-        return prompt, opened
+        return Prompt(prompt, opened, dropped)
+
+
+@dataclass
+class Prompt:
+    """A chat's prompt as the engine will prefill it."""
+
+    tokens: list[int]
+    opened: str  # answer text the template's generation prompt opened (``<think>\n``)
+    dropped: int = 0  # messages the context policy left out
 
 
 def _template_message(message: ChatMessage) -> dict[str, Any]:
@@ -247,10 +276,11 @@ class Sequence:
     def __init__(self, text: ChatText, params: ChatParams, prompt: list[int], cached: int,
                  max_tokens: int, on_token: Callable[[Token], None],
                  cancelled: threading.Event, t_start: float, queued_s: float = 0.0,
-                 sampler: int = 0, opened: str = "") -> None:
+                 sampler: int = 0, opened: str = "", dropped: int = 0) -> None:
         """``sampler``: its chain (``text.new_sampler``), owned from here on. ``opened``:
         answer text the chat template already wrote (a ``<think>`` its generation prompt
-        opens), which leads the answer so that clients see where the reasoning ends."""
+        opens), which leads the answer so that clients see where the reasoning ends.
+        ``dropped``: messages the context policy left out of ``prompt``."""
         self.text = text
         self.params = params
         self.prompt = prompt
@@ -268,6 +298,7 @@ class Sequence:
         self.next_token: int | None = None  # sampled, to be decoded in the next step
         self.sampler: int | None = sampler
         self.opened = opened
+        self.dropped = dropped
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stop = StopMatcher(list(params.stop))
 
@@ -321,7 +352,7 @@ class Sequence:
         self.close()
         if self.prefilling:  # cancelled before its prompt was in: as if it never started
             return ChatResult("", "cancelled", len(self.prompt), self.cached, 0, 0.0, 0.0, 0.0,
-                              self.queued_s)
+                              self.queued_s, self.dropped)
         # a character cut off at the end shows as U+FFFD, in the stream and the text alike
         tail, _ = self.stop.feed(self.decoder.decode(b"", final=True))
         tail += self.stop.flush()
@@ -332,5 +363,5 @@ class Sequence:
             prompt_tokens=len(self.prompt), cached_tokens=self.cached,
             completion_tokens=self.n_generated, prefill_tps=self.prefill_tps,
             decode_tps=self.decode_tps(time.perf_counter()), ttft_s=self.ttft,
-            queued_s=self.queued_s,
+            queued_s=self.queued_s, messages_dropped=self.dropped,
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import json
 import reprlib
 import struct
@@ -135,6 +136,15 @@ class Sampling:
     json_schema: str | None = None
 
 
+class ContextPolicy(str, enum.Enum):
+    """What the engine does with a conversation that outgrows the context (with room for
+    the answer). Only the prompt sent leaves messages out; the conversation is the client's."""
+
+    STOP = "stop"  # refuse it, naming the sizes (the engine's behaviour before policies)
+    DROP_MIDDLE = "drop_middle"  # keep system messages, the latest turns and, longest, the first
+    ROLLING_WINDOW = "rolling_window"  # keep system messages and the latest turns
+
+
 @dataclass
 class ChatParams:
     messages: list[ChatMessage]
@@ -151,6 +161,9 @@ class ChatParams:
     tool_choice: str = "auto"
     # more variables for the chat template: enable_thinking, reasoning_effort, ...
     template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # a conversation longer than the context: refused (STOP) or sent with whole turns left
+    # out (app.engine.context_fit); ignored for a raw ``prompt``
+    context_policy: ContextPolicy = ContextPolicy.STOP
 
 
 @dataclass
@@ -280,6 +293,7 @@ class ChatResult:
     decode_tps: float
     ttft_s: float
     queued_s: float = 0.0  # from the engine reading the request to taking a slot (not in ttft_s)
+    messages_dropped: int = 0  # messages the context policy left out of the prompt
 
     @property
     def first_token_s(self) -> float:
@@ -335,6 +349,8 @@ def to_wire(value: Any) -> Any:
     """Plain JSON-able data for a dataclass (recursively)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
     if isinstance(value, (list, tuple)):
         return [to_wire(v) for v in value]
     if isinstance(value, dict):
@@ -367,6 +383,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ProtocolError(f"{where}: missing field {name}")
         return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        for member in tp:
+            if value is member or (value == member.value and type(value) is type(member.value)):
+                return member
+        allowed = ", ".join(repr(m.value) for m in tp)
+        raise ProtocolError(f"{where}: {reprlib.repr(value)} is not one of {allowed}")
     if origin in (typing.Union, types.UnionType):
         for arg in args:
             with contextlib.suppress(ProtocolError):
