@@ -24,10 +24,13 @@ from typing import Any, Literal
 from app import paths
 
 DB_NAME = "moedesk.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: conversations.context_policy, messages.messages_dropped
 
 Role = Literal["system", "user", "assistant"]
 MessageState = Literal["complete", "partial", "error"]
+# app.engine.protocol.ContextPolicy's values, stored as text (the store imports no engine code)
+DEFAULT_CONTEXT_POLICY = "drop_middle"
+UNTIL_CONTEXT_ENDS = 0  # max_tokens 0: the answer runs until it ends or the context is full
 
 # Setting keys (values are stored as JSON).
 MODEL_FOLDER = "model_folder"
@@ -46,7 +49,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     top_p REAL NOT NULL,
     max_tokens INTEGER NOT NULL,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    context_policy TEXT NOT NULL DEFAULT 'drop_middle'
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids never reused: views key widgets by id
@@ -62,11 +66,17 @@ CREATE TABLE IF NOT EXISTS messages (
     ttft_s REAL,
     finish_reason TEXT,
     model TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    messages_dropped INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# columns added after version 1, for databases made before them: (table, column, definition)
+_ADDED_COLUMNS = (
+    ("conversations", "context_policy", "TEXT NOT NULL DEFAULT 'drop_middle'"),
+    ("messages", "messages_dropped", "INTEGER"),
+)
 
 
 @dataclass
@@ -77,7 +87,9 @@ class ChatDefaults:
     preset: str = "balanced"
     temperature: float = 0.7
     top_p: float = 0.95
-    max_tokens: int = 1024
+    max_tokens: int = UNTIL_CONTEXT_ENDS  # a fixed limit cuts reasoning models mid-thought
+    # a conversation longer than the context: "stop", "drop_middle" or "rolling_window"
+    context_policy: str = DEFAULT_CONTEXT_POLICY
 
 
 @dataclass
@@ -88,9 +100,10 @@ class Conversation:
     preset: str  # a name in app.ui.chat.presets.PRESETS, or "custom"
     temperature: float
     top_p: float
-    max_tokens: int
+    max_tokens: int  # 0: until the answer or the context ends
     created: float  # Unix time
     updated: float
+    context_policy: str = DEFAULT_CONTEXT_POLICY  # app.engine.protocol.ContextPolicy's value
 
 
 @dataclass
@@ -104,6 +117,7 @@ class MessageStats:
     ttft_s: float
     finish_reason: str  # "stop" | "length" | "cancelled"
     model: str = ""
+    messages_dropped: int = 0  # earlier messages the context policy left out of the prompt
 
 
 @dataclass
@@ -141,12 +155,19 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            self._add_columns()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the conversation database {self.path}: {exc}.",
                              "Move the file away (MoE Desk starts a new one) or restore a backup.")\
                 from exc
         self._db.row_factory = sqlite3.Row
+
+    def _add_columns(self) -> None:
+        for table, column, definition in _ADDED_COLUMNS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @classmethod
     def open_default(cls) -> Store:
@@ -164,8 +185,9 @@ class Store:
         now = time.time()
         cur = self._db.execute(
             "INSERT INTO conversations (title, system_prompt, preset, temperature, top_p, "
-            "max_tokens, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (title, d.system_prompt, d.preset, d.temperature, d.top_p, d.max_tokens, now, now))
+            "max_tokens, context_policy, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (title, d.system_prompt, d.preset, d.temperature, d.top_p, d.max_tokens,
+             d.context_policy, now, now))
         return self.conversation(int(cur.lastrowid or 0))
 
     def conversation(self, conversation_id: int) -> Conversation:
@@ -181,8 +203,10 @@ class Store:
         return [Conversation(**dict(row)) for row in rows]
 
     def update_conversation(self, conversation_id: int, **changes: Any) -> Conversation:
-        """Change title, system_prompt, preset, temperature, top_p or max_tokens."""
-        allowed = {"title", "system_prompt", "preset", "temperature", "top_p", "max_tokens"}
+        """Change title, system_prompt, preset, temperature, top_p, max_tokens or
+        context_policy."""
+        allowed = {"title", "system_prompt", "preset", "temperature", "top_p", "max_tokens",
+                   "context_policy"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"unknown conversation field(s): {', '.join(sorted(unknown))}")
@@ -225,9 +249,11 @@ class Store:
         values: list[Any] = [content, state, error]
         if stats is not None:
             columns += (", prompt_tokens = ?, completion_tokens = ?, prefill_tps = ?, "
-                        "decode_tps = ?, ttft_s = ?, finish_reason = ?, model = ?")
+                        "decode_tps = ?, ttft_s = ?, finish_reason = ?, model = ?, "
+                        "messages_dropped = ?")
             values += [stats.prompt_tokens, stats.completion_tokens, stats.prefill_tps,
-                       stats.decode_tps, stats.ttft_s, stats.finish_reason, stats.model]
+                       stats.decode_tps, stats.ttft_s, stats.finish_reason, stats.model,
+                       stats.messages_dropped]
         with self._transaction():
             self._db.execute(f"UPDATE messages SET {columns} WHERE id = ?", (*values, message_id))
             self._db.execute(
@@ -291,7 +317,8 @@ def _message(row: sqlite3.Row) -> Message:
         stats = MessageStats(
             prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
             prefill_tps=row["prefill_tps"], decode_tps=row["decode_tps"], ttft_s=row["ttft_s"],
-            finish_reason=row["finish_reason"] or "", model=row["model"] or "")
+            finish_reason=row["finish_reason"] or "", model=row["model"] or "",
+            messages_dropped=row["messages_dropped"] or 0)
     return Message(id=row["id"], conversation_id=row["conversation_id"], role=row["role"],
                    content=row["content"], state=row["state"], error=row["error"], stats=stats,
                    created=row["created"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -108,3 +109,31 @@ def test_a_file_that_is_not_a_database_says_so(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open the conversation database") as info:
         Store(bad)
     assert "Move the file away" in info.value.hint
+
+
+def test_a_database_from_before_context_policies_opens_with_drop_middle(tmp_path: Path) -> None:
+    old = sqlite3.connect(tmp_path / "old.sqlite3")
+    old.executescript("""
+        CREATE TABLE conversations (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL,
+            system_prompt TEXT NOT NULL DEFAULT '', preset TEXT NOT NULL DEFAULT 'balanced',
+            temperature REAL NOT NULL, top_p REAL NOT NULL, max_tokens INTEGER NOT NULL,
+            created REAL NOT NULL, updated REAL NOT NULL);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id INTEGER
+            NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, state TEXT NOT NULL DEFAULT
+            'complete', error TEXT NOT NULL DEFAULT '', prompt_tokens INTEGER,
+            completion_tokens INTEGER, prefill_tps REAL, decode_tps REAL, ttft_s REAL,
+            finish_reason TEXT, model TEXT, created REAL NOT NULL);
+        INSERT INTO conversations VALUES (1, 'kept', '', 'balanced', 0.7, 0.95, 1024, 0, 0);
+        INSERT INTO messages (conversation_id, role, content, completion_tokens, prompt_tokens,
+            prefill_tps, decode_tps, ttft_s, created) VALUES (1, 'assistant', 'hi', 3, 9, 1, 1,
+            0.1, 0);
+    """)
+    old.close()
+    store = Store(tmp_path / "old.sqlite3")
+    conversation = store.conversation(1)
+    assert conversation.max_tokens == 1024  # a chat keeps the limit it was made with
+    assert conversation.context_policy == "drop_middle"
+    (message,) = store.messages(1)
+    assert message.stats is not None and message.stats.messages_dropped == 0
+    # new chats answer until the context ends
+    assert store.create_conversation().max_tokens == 0

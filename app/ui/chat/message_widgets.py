@@ -46,6 +46,15 @@ def stats_line(message: Message) -> str:
     return " · ".join(parts)
 
 
+def context_note(message: Message) -> str:
+    """Why an answer may not remember the start: the messages its prompt left out."""
+    dropped = message.stats.messages_dropped if message.stats else 0
+    if not dropped:
+        return ""
+    return (f"{count_text(dropped, 'earlier message')} left out of the prompt for this answer: "
+            "the conversation no longer fits the model's context (they are still here).")
+
+
 class AutoHeightBrowser(QTextBrowser):
     """Read-only rich text exactly as tall as its content: the message list scrolls, not it."""
 
@@ -198,6 +207,9 @@ class MessageWidget(QFrame):
         self.edit_button.setVisible(message.role == "user")
         self.regenerate_button.hide()
         layout.addLayout(header)
+        self.context_note = QLabel(wordWrap=True)
+        self.context_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        layout.addWidget(self.context_note)
         self.body = QVBoxLayout()
         self.body.setSpacing(4)
         layout.addLayout(self.body)
@@ -214,6 +226,8 @@ class MessageWidget(QFrame):
         self.show_text(message.content)
         self.stats.setText(stats_line(message))
         self.stats.setVisible(bool(self.stats.text()))
+        self.context_note.setText(context_note(message))
+        self.context_note.setVisible(bool(self.context_note.text()))
         badge = ""
         if message.state == "partial":
             stopped = message.stats is not None and message.stats.finish_reason == "cancelled"

@@ -30,12 +30,13 @@ from PySide6.QtWidgets import (
 from app.engine.protocol import ChatParams, ChatResult, LoadResult
 from app.store import Conversation, MessageStats, Store
 from app.ui.chat.answer import StreamingAnswer, history_for
+from app.ui.chat.context_meter import ContextMeter
 from app.ui.chat.conversation_header import ConversationHeader
 from app.ui.chat.conversation_list import ConversationList
 from app.ui.chat.conversation_model import ConversationListModel
 from app.ui.chat.message_view import MessageView
 from app.ui.chat.message_widgets import MessageWidget
-from app.ui.chat.presets import sampling_for
+from app.ui.chat.presets import context_policy_for, sampling_for
 from app.ui.chat.settings_dialog import ChatSettingsDialog
 
 SAVE_EVERY_S = 0.5
@@ -82,6 +83,7 @@ class ChatPage(QWidget):
         self.view = MessageView()
         self.view.edit_requested.connect(self.start_edit)
         self.view.regenerate_requested.connect(self.regenerate)
+        self.meter = ContextMeter()
         self.notice = QLabel(wordWrap=True)
         self.notice.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.editing_bar = QWidget()
@@ -116,6 +118,7 @@ class ChatPage(QWidget):
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(self.header)
         right_layout.addWidget(self.view, 1)
+        right_layout.addWidget(self.meter)
         right_layout.addWidget(self.notice)
         right_layout.addWidget(self.editing_bar)
         right_layout.addLayout(compose_row)
@@ -149,6 +152,7 @@ class ChatPage(QWidget):
 
     def set_model(self, model: LoadResult | None) -> None:
         self.model = model
+        self._show_context_use()
         self._update_controls()
 
     # --- conversations --------------------------------------------------------------------
@@ -172,6 +176,7 @@ class ChatPage(QWidget):
             if widget is not None:
                 widget.show_streaming(answer.text)
         self.conversation_list.select(conversation_id)
+        self._show_context_use()
         self._update_controls()
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
@@ -192,6 +197,7 @@ class ChatPage(QWidget):
             self.conversation = None
             self.header.set_title("")
             self.view.set_messages([])
+            self._show_context_use()
             if self.conversations.rowCount():
                 self.open_conversation(self.conversations.conversation_at(0).id)
         self._update_controls()
@@ -208,7 +214,7 @@ class ChatPage(QWidget):
             v = dialog.values()
             self.conversation = self.store.update_conversation(
                 conversation_id, system_prompt=v.system_prompt, preset=v.preset, temperature=v.temperature,
-                top_p=v.top_p, max_tokens=v.max_tokens)
+                top_p=v.top_p, max_tokens=v.max_tokens, context_policy=v.context_policy)
             self.header.set_preset(v.preset)
 
         dialog.accepted.connect(save)
@@ -267,7 +273,8 @@ class ChatPage(QWidget):
         conversation = self.store.conversation(self.conversation.id)
         history = history_for(conversation, self.store.messages(conversation.id))
         placeholder = self.store.add_message(conversation.id, "assistant", "", state="partial")
-        chat_id = self.engine.chat(ChatParams(messages=history, sampling=sampling_for(conversation)))
+        chat_id = self.engine.chat(ChatParams(messages=history, sampling=sampling_for(conversation),
+                                              context_policy=context_policy_for(conversation)))
         self.answer = StreamingAnswer(chat_id, conversation.id, placeholder.id, saved_at=time.monotonic())
         self.conversations.refresh()
         self.open_conversation(conversation.id)
@@ -291,10 +298,12 @@ class ChatPage(QWidget):
             return
         stats = MessageStats(result.prompt_tokens, result.completion_tokens, result.prefill_tps,
                              result.decode_tps, result.first_token_s, result.finish_reason,
-                             self.model.model.name if self.model else "")
+                             self.model.model.name if self.model else "",
+                             result.messages_dropped)
         state = "partial" if result.finish_reason == "cancelled" else "complete"
         self.store.update_message(answer.message_id, result.text, state, stats)
         self._end_answer()
+        self._show_context_use()
         self.answer_finished.emit(result)
 
     def on_failed(self, chat_id: int, message: str, hint: str) -> None:
@@ -329,6 +338,18 @@ class ChatPage(QWidget):
             widget.show_streaming(self.answer.text)
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _show_context_use(self) -> None:
+        """The meter from the open conversation's last answer: its prompt and its tokens are
+        what the context held (what the next prompt starts from)."""
+        n_ctx = self.model.n_ctx if self.model else None
+        messages = self.store.messages(self.conversation.id) if self.conversation else []
+        last = next((m for m in reversed(messages) if m.stats is not None), None)
+        if last is None or last.stats is None:
+            self.meter.show_use(None, n_ctx)
+            return
+        s = last.stats
+        self.meter.show_use(s.prompt_tokens + s.completion_tokens, n_ctx, s.messages_dropped)
 
     def _can_answer(self) -> bool:
         return self.engine is not None and self.model is not None and self.engine_state in ("idle",)

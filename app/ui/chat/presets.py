@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.engine.protocol import Sampling
+from app.engine.protocol import ContextPolicy, Sampling
 from app.store import Conversation
 
 
@@ -24,6 +24,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 )}
 CUSTOM = "custom"
 
+# what the user picks for a conversation longer than the context, in their words
+CONTEXT_POLICIES: dict[ContextPolicy, str] = {
+    ContextPolicy.DROP_MIDDLE: "Leave out the middle (keep the system prompt, the first and "
+                               "the latest turns)",
+    ContextPolicy.ROLLING_WINDOW: "Rolling window (keep the system prompt and the latest turns)",
+    ContextPolicy.STOP: "Stop (refuse to answer once the conversation is too long)",
+}
+
 
 def sampling_for(conversation: Conversation) -> Sampling:
     """The engine's sampling settings for a conversation (a named preset wins over the
@@ -31,4 +39,14 @@ def sampling_for(conversation: Conversation) -> Sampling:
     preset = PRESETS.get(conversation.preset)
     temperature = preset.temperature if preset else conversation.temperature
     top_p = preset.top_p if preset else conversation.top_p
-    return Sampling(temperature=temperature, top_p=top_p, max_tokens=conversation.max_tokens)
+    # max_tokens 0: none, the answer runs until it ends or the context is full
+    return Sampling(temperature=temperature, top_p=top_p,
+                    max_tokens=conversation.max_tokens or None)
+
+
+def context_policy_for(conversation: Conversation) -> ContextPolicy:
+    """The conversation's context policy (the default one for a value this version lacks)."""
+    try:
+        return ContextPolicy(conversation.context_policy)
+    except ValueError:
+        return ContextPolicy.DROP_MIDDLE

@@ -17,7 +17,8 @@ class ChatSettingsDialog(QDialog):
         c = conversation
         self.setWindowTitle(f"Chat settings: {c.title}")
         self.form = SamplingForm(self)
-        self.form.set_values(ChatDefaults(c.system_prompt, c.preset, c.temperature, c.top_p, c.max_tokens))
+        self.form.set_values(ChatDefaults(c.system_prompt, c.preset, c.temperature, c.top_p,
+                                          c.max_tokens, c.context_policy))
         box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         box.accepted.connect(self.accept)
         box.rejected.connect(self.reject)
