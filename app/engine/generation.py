@@ -225,6 +225,9 @@ class ChatText:
                 f"the context of {n_ctx} holds, even with every earlier turn left out.",
                 "Shorten the message or the system prompt, or load the model with a larger "
                 "context.")
+        if len(prompt) >= n_ctx and params.prompt is not None:
+            raise EngineError(f"the prompt ({len(prompt)} tokens) does not fit the context of "
+                              f"{n_ctx}.", "Shorten it, or load the model with a larger context.")
         if len(prompt) >= n_ctx:
             raise EngineError(
                 f"the conversation ({len(prompt)} tokens) does not fit the context of {n_ctx}.",

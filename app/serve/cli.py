@@ -47,6 +47,13 @@ def add_subcommand(subparsers: Any) -> None:
                        help="let web pages from ORIGIN (https://app.example, or '*' for any) "
                        "call the server from a browser (CORS; repeatable); pages on this "
                        "machine (http://localhost:PORT) may by default, others may not")
+    serve.add_argument("--context-policy", default="stop",
+                       choices=["stop", "drop_middle", "rolling_window"],
+                       help="a conversation longer than the context, when the request sends "
+                            "no \"context_policy\": stop (a 400, the default), drop_middle "
+                            "(leave out the oldest turns but the first) or rolling_window "
+                            "(leave out the oldest turns); system messages and the latest turn "
+                            "are always kept")
     serve.add_argument("--parallel", type=positive_int, default=1, metavar="N",
                        help="requests generated at once, each with --ctx tokens of context "
                        "(the KV cache grows N times); more wait their turn (default: 1)")
@@ -68,7 +75,7 @@ def positive_int(text: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.cli import ProgressBar, plan_from_args
     from app.engine.client import EngineClient
-    from app.engine.protocol import LoadParams
+    from app.engine.protocol import ContextPolicy, LoadParams
 
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if args.host not in LOOPBACK and api_key is None:
@@ -82,7 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              on_progress=ProgressBar())
         print(file=sys.stderr)
         server = OpenAIServer(engine, host=args.host, port=args.port, api_key=api_key,
-                              allowed_hosts=args.allow_host, allowed_origins=args.allow_origin)
+                              allowed_hosts=args.allow_host, allowed_origins=args.allow_origin,
+                              context_policy=ContextPolicy(args.context_policy))
         try:
             server.start()
         except OSError as exc:

@@ -29,6 +29,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import select
 import socket
 import threading
@@ -47,6 +48,7 @@ from app.engine.errors import (
     GrammarError,
     NoModelLoadedError,
 )
+from app.engine.protocol import ContextPolicy
 from app.serve import openai_api, openai_responses
 from app.serve.errors import ApiError
 from app.serve.openai_api import CompletionRequest
@@ -59,6 +61,8 @@ LINGER_S = 5.0  # how long a refused body is drained before the connection close
 LINGER_MAX_BYTES = 64 * 1024 * 1024
 MAX_BODY_BYTES = 2 * 1024 * 1024  # well under the engine's 4 MiB frame: an accepted body fits
 DISCONNECT_POLL_S = 0.2
+# the engine's words for a conversation refused under ContextPolicy.STOP (ChatText.prompt)
+CONTEXT_REFUSAL = re.compile(r"the conversation \(\d+ tokens\) does not fit the context")
 STOP_DRAIN_S = 10.0  # how long stop() lets cancelled requests send their end
 # A client silent this long while the server waits for its request line, headers or body (or
 # for it to read the answer) is dropped: a stalled upload must not hold a thread for ever.
@@ -80,13 +84,16 @@ class OpenAIServer:
                  port: int = DEFAULT_PORT, api_key: str | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, allowed_hosts: Iterable[str] = (),
                  read_timeout_s: float = READ_TIMEOUT_S,
-                 allowed_origins: Iterable[str] = ()) -> None:
+                 allowed_origins: Iterable[str] = (),
+                 context_policy: ContextPolicy = ContextPolicy.STOP) -> None:
         """``port`` 0 picks a free one (see ``port`` after ``start``); ``api_key`` set: every
         request must carry ``Authorization: Bearer <api_key>``. ``allowed_hosts``: names besides
         the bound addresses that requests may give as their Host (a name this machine has on
         the network, a reverse proxy's). ``allowed_origins``: web origins
         (``https://app.example``, or ``*`` for any) whose pages may call the server from a
-        browser, besides loopback ones (``http://localhost:3000``...)."""
+        browser, besides loopback ones (``http://localhost:3000``...). ``context_policy``:
+        what a chat longer than the context gets when its request names none (STOP: a 400
+        naming the request field; clients opt in per request or with this)."""
         self.engine = engine
         self.host = host
         self.api_key = api_key or None
@@ -95,6 +102,7 @@ class OpenAIServer:
         self.read_timeout_s = read_timeout_s
         self.allowed_origins = {o.strip().rstrip("/").lower() for o in allowed_origins
                                 if o.strip()}
+        self.context_policy = context_policy
         self._port = port
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -463,7 +471,8 @@ class _Handler(BaseHTTPRequestHandler):
         if kind is None:
             self._not_found()
             return
-        request = openai_api.parse_request(kind, self._body())  # type: ignore[arg-type]
+        request = openai_api.parse_request(kind, self._body(),  # type: ignore[arg-type]
+                                           self.server.app.context_policy)
         with self.server.app.completion(request) as (stream, model), self._watch(stream):
             if request.stream:
                 self._stream(request, stream, model)
@@ -608,6 +617,12 @@ def _engine_error(exc: EngineError) -> tuple[int, dict[str, Any]]:
         error = ApiError(503, str(exc), code="model_not_loaded", kind="server_error")
     elif isinstance(exc, (EngineBusyError, EngineDiedError)):
         error = ApiError(503, str(exc), code="engine_unavailable", kind="server_error")
+    elif type(exc) is EngineError and CONTEXT_REFUSAL.match(exc.message):
+        # OpenAI's code for it; the fix is this server's opt-in, not the engine's wording
+        error = ApiError(400, f"{exc.message} Send \"context_policy\": \"drop_middle\" (or "
+                         "\"rolling_window\") with the request to leave earlier turns out of "
+                         "the prompt, or start the server with --context-policy drop_middle.",
+                         param="messages", code="context_length_exceeded")
     elif type(exc) is EngineError and not exc.message.startswith("internal"):
         # the request's own content: too long for the context, refused by the template
         error = ApiError(400, str(exc))

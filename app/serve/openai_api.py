@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from app.engine.protocol import ChatMessage, ChatParams, ToolCall
+from app.engine.protocol import ChatMessage, ChatParams, ContextPolicy, ToolCall
 from app.serve import openai_sampling
 from app.serve.errors import ApiError, bad
 
@@ -215,8 +215,24 @@ def _prompt(body: dict[str, Any]) -> str:
     return prompt
 
 
-def parse_request(kind: Kind, body: Any) -> CompletionRequest:
-    """Check a request body and turn it into the engine's ChatParams (ApiError if bad)."""
+def _context_policy(body: dict[str, Any], default: ContextPolicy) -> ContextPolicy:
+    """MoE Desk's field for a conversation longer than the context (not OpenAI's)."""
+    value = body.get("context_policy")
+    if value is None:
+        return default
+    try:
+        return ContextPolicy(value) if isinstance(value, str) else ContextPolicy("")
+    except ValueError:
+        names = ", ".join(repr(p.value) for p in ContextPolicy)
+        raise bad(f"'context_policy' must be one of {names} (a conversation longer than the "
+                  f"context: refused, or sent with earlier turns left out), not "
+                  f"{_short(value)}.", "context_policy") from None
+
+
+def parse_request(kind: Kind, body: Any,
+                  context_policy: ContextPolicy = ContextPolicy.STOP) -> CompletionRequest:
+    """Check a request body and turn it into the engine's ChatParams (ApiError if bad).
+    ``context_policy``: the server's, for requests that name none."""
     if not isinstance(body, dict):
         raise bad("the request body must be a JSON object.")
     model = body.get("model")
@@ -245,7 +261,8 @@ def parse_request(kind: Kind, body: Any) -> CompletionRequest:
         tools, tool_choice = _tools(body)
         params = ChatParams(messages=_messages(body), sampling=sampling, stop=_stops(body),
                             tools=tools, tool_choice=tool_choice,
-                            template_kwargs=_template_kwargs(body))
+                            template_kwargs=_template_kwargs(body),
+                            context_policy=_context_policy(body, context_policy))
     else:
         if body.get("tools") not in (None, []):
             raise bad("'tools' belong to /v1/chat/completions, not /v1/completions.", "tools")
