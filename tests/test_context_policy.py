@@ -11,8 +11,16 @@ from app.engine.client import EngineClient
 from app.engine.context_fit import answer_room, fit
 from app.engine.errors import EngineError, ProtocolError
 from app.engine.placement import PlacementPlan
-from app.engine.protocol import (ChatMessage, ChatParams, ChatResult, ContextPolicy, LoadParams,
-                                 Sampling, from_wire, to_wire)
+from app.engine.protocol import (
+    ChatMessage,
+    ChatParams,
+    ChatResult,
+    ContextPolicy,
+    LoadParams,
+    Sampling,
+    from_wire,
+    to_wire,
+)
 
 N_CTX = 512
 
