@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# nvidia-h200 (one GPU, 16 cores), about 15 min held: engine patch 0004 (hot experts in VRAM)
-# on CUDA. The GPU tests (all of them: the patch changes the scheduler's loop), then decode
-# with the cache against llama.cpp's --n-cpu-moe at 12.5% and 25% of the expert bytes, on the
-# Qwen3-30B-A3B shape with routing like Qwen3's and uniform, and on the Qwen3-235B-A22B shape
-# (20 of its 94 layers) with routing like Qwen3's. VARIANTS picks a subset.
+# nvidia-h200 (one GPU, 16 cores), about 15 min held as run in the tenth session: engine patch
+# 0004 (hot experts in VRAM) on CUDA. The GPU tests (all of them: the patch changes the
+# scheduler's loop), then decode with the cache against llama.cpp's --n-cpu-moe at 12.5% and
+# 25% of the expert bytes, on the Qwen3-30B-A3B shape with routing like Qwen3's and uniform,
+# and on the Qwen3-235B-A22B shape (20 of its 94 layers) with routing like Qwen3's.
+# VARIANTS picks the models, MODES the placements (bench/expert_cache.py --modes), REPEATS the
+# interleaved rounds; DEPTH=N adds, for the 235B shape, decode after an N-token prompt.
 S=bench/gpu_session.sh
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
@@ -21,7 +23,13 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
     fi
     python3 bench/expert_cache.py --model "$model" --budget 0.125 --budget 0.25 \
         --threads 16 --repeats "${REPEATS:-1}" --tokens 128 --sweep 1 \
-        > "$OUT/ec-$shape-$routing.txt" 2>&1
+        ${MODES:+--modes "$MODES"} > "$OUT/ec-$shape-$routing.txt" 2>&1
     table "$OUT/ec-$shape-$routing.txt"
+    if [ "$shape" = q235 ] && [ -n "${DEPTH:-}" ]; then
+        python3 bench/expert_cache.py --model "$model" --budget 0.25 --threads 16 --repeats 1 \
+            --tokens 64 --sweep 0 --depth "$DEPTH" --modes ram,sweep,static,lean \
+            > "$OUT/ec-$shape-$routing-depth.txt" 2>&1
+        table "$OUT/ec-$shape-$routing-depth.txt"
+    fi
     rm -f "$model"
 done
