@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import typing
@@ -20,8 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app import crash_log
-from app.engine.errors import EngineError
-from app.engine.placement import CacheType, ExpertCacheMode, PlacementPlan, TensorOverride
+from app.engine.errors import EngineError, PlacementError
+from app.engine.placement import (
+    DEFAULT_CONTEXT,
+    CacheType,
+    ExpertCacheMode,
+    PlacementPlan,
+    TensorOverride,
+)
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
 from app.hub import cli as hub_cli
 from app.hub.errors import HubError
@@ -81,22 +88,24 @@ def tensor_override(value: str) -> TensorOverride:
 
 
 def add_placement_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("placement")
-    group.add_argument("--experts-in-ram", type=experts_in_ram, default="all",
-                       help="routed experts kept in RAM: all, none, or those of the first N layers"
-                       " (default: all)")
-    group.add_argument("--gpu-layers", type=int, default=-1, help="layers on the GPU (-1: all)")
+    group = parser.add_argument_group(
+        "placement", "Without --experts-in-ram, --gpu-layers or --override, the placement is the "
+        "one the desktop app would load (autotuned on this machine, else the advisor's); the "
+        "other options below change it.")
+    group.add_argument("--experts-in-ram", type=experts_in_ram, default=None,
+                       help="routed experts kept in RAM: all, none, or those of the first N layers")
+    group.add_argument("--gpu-layers", type=int, default=None, help="layers on the GPU (-1: all)")
     group.add_argument("--override", type=tensor_override, action="append", default=[],
                        metavar="REGEX=DEVICE", help="send matching tensors to a device "
                        "(like llama.cpp's -ot); repeatable, first match wins")
-    group.add_argument("--ctx", type=serve_cli.positive_int, default=4096,
-                       help="context size in tokens")
-    group.add_argument("--threads", type=non_negative_int, default=0,
+    group.add_argument("--ctx", type=serve_cli.positive_int, default=None,
+                       help=f"context size in tokens (default: {DEFAULT_CONTEXT:,}, as the app's)")
+    group.add_argument("--threads", type=non_negative_int, default=None,
                        help="CPU threads (0: physical cores)")
     group.add_argument("--experts-used", type=serve_cli.positive_int, default=None,
                        help="active experts per token (default: the model's own)")
-    group.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto")
-    group.add_argument("--cache-type", default="f16", choices=typing.get_args(CacheType),
+    group.add_argument("--flash-attn", choices=("auto", "on", "off"), default=None)
+    group.add_argument("--cache-type", default=None, choices=typing.get_args(CacheType),
                        help="KV cache type (default: f16)")
     group.add_argument("--no-mmap", action="store_true", help="read the model into RAM")
     group.add_argument("--no-repack", action="store_true",
@@ -114,16 +123,64 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
                        help="dynamic: experts copied into VRAM per token, at most (default 4)")
 
 
+def given_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The placement settings the user gave (besides where the experts go), as plan fields."""
+    given: dict[str, object] = {}
+    if args.ctx is not None:
+        given["n_ctx"] = args.ctx
+    if args.threads is not None:
+        given["n_threads"] = args.threads
+    if args.experts_used is not None:
+        given["n_expert_used"] = args.experts_used
+    if args.flash_attn is not None:
+        given["flash_attn"] = args.flash_attn
+    if args.cache_type is not None:
+        given["type_k"] = given["type_v"] = args.cache_type
+    if args.no_mmap:
+        given["use_mmap"] = False
+    if args.no_repack:
+        given["repack"] = False
+    if args.no_host:
+        given["no_host"] = True
+    if args.expert_cache != "off":
+        given.update(expert_cache=args.expert_cache, expert_cache_slots=args.expert_cache_size[0],
+                     expert_cache_bytes=args.expert_cache_size[1],
+                     expert_cache_uploads=args.expert_cache_uploads)
+    return given
+
+
 def plan_from_args(args: argparse.Namespace) -> PlacementPlan:
-    return PlacementPlan(
-        n_gpu_layers=args.gpu_layers, experts_in_ram=args.experts_in_ram,
-        overrides=list(args.override), n_ctx=args.ctx, n_threads=args.threads,
-        n_expert_used=args.experts_used, flash_attn=args.flash_attn,
-        type_k=args.cache_type, type_v=args.cache_type, use_mmap=not args.no_mmap,
-        repack=not args.no_repack, no_host=args.no_host, expert_cache=args.expert_cache,
-        expert_cache_slots=args.expert_cache_size[0], expert_cache_bytes=args.expert_cache_size[1],
-        expert_cache_uploads=args.expert_cache_uploads,
-    )
+    """The user's own placement: all routed experts in RAM unless told otherwise."""
+    plan = PlacementPlan(
+        n_gpu_layers=-1 if args.gpu_layers is None else args.gpu_layers,
+        experts_in_ram="all" if args.experts_in_ram is None else args.experts_in_ram,
+        overrides=list(args.override), n_ctx=DEFAULT_CONTEXT)
+    return dataclasses.replace(plan, **given_settings(args))  # type: ignore[arg-type]
+
+
+def load_params_from_args(args: argparse.Namespace, model: str) -> tuple[LoadParams, str]:
+    """What ``chat`` and ``serve`` load, and a line saying which placement and why: ``model``
+    is a file or a library name; the placement is the user's when they named where experts go
+    (--experts-in-ram, --gpu-layers, --override), else the one the desktop app would load,
+    with the other placement options given applied over it. LibraryError, ModelFileError,
+    PlacementError (a plan that does not fit) say what to do."""
+    from app.load_plan import plan_load, resolve_model
+
+    path = resolve_model(model)
+    if args.experts_in_ram is not None or args.gpu_layers is not None or args.override:
+        plan = plan_from_args(args)
+        return LoadParams(model=str(path), placement=plan), f"placement (as given): {plan.describe()}"
+    planned = plan_load(path, args.ctx or DEFAULT_CONTEXT)
+    if planned.plan.verdict == "does_not_fit":
+        raise PlacementError(f"{path.name} does not fit this machine: {'; '.join(planned.plan.reasons)}.",
+                             "See 'moedesk-cli advise' for the numbers, pick a smaller quant or "
+                             "context, or place it yourself (--experts-in-ram).")
+    given = given_settings(args)
+    placement = dataclasses.replace(planned.params.placement, **given)  # type: ignore[arg-type]
+    line = planned.describe() if not given else (
+        f"placement ({'autotuned' if planned.source == 'autotuned' else 'advisor'}, with your "
+        f"options): {placement.describe()}")
+    return LoadParams(model=str(path), placement=placement), line
 
 
 class ProgressBar:
@@ -222,9 +279,10 @@ def cmd_info(_args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from app.engine.client import EngineClient
 
+    params, placement_line = load_params_from_args(args, args.model)
+    print(placement_line, file=sys.stderr)
     with EngineClient.spawn() as engine:
-        loaded = engine.load(LoadParams(model=args.model, placement=plan_from_args(args)),
-                             on_progress=ProgressBar())
+        loaded = engine.load(params, on_progress=ProgressBar())
         if sys.stderr.isatty():
             print(file=sys.stderr)
         model = loaded.model
@@ -292,7 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           help="models folder (default: %(default)s)")
     sub.add_parser("info", help="backends and devices of the installed engine")
     chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal")
-    chat.add_argument("--model", required=True, help="a .gguf file (or the first shard)")
+    chat.add_argument("--model", required=True,
+                      help="a .gguf file (or any shard), or a model in the library: owner/repo:QUANT "
+                           "for a download, the name 'moedesk-cli library' lists for an import")
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--temp", type=float, default=0.7)
     chat.add_argument("--max-tokens", type=int, default=512)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +175,29 @@ def test_cli_chat_reports_a_bad_model_in_plain_words(tmp_path: Path) -> None:
                           input="", capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "not a GGUF model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_chat_loads_a_library_model_with_the_plan_the_app_would_load(tiny_moe_gguf: Path,
+                                                                         tmp_path: Path) -> None:
+    env = {**os.environ, "MOEDESK_HOME": str(tmp_path)}
+
+    def cli(*args: str, chat_input: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], input=chat_input,
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    assert cli("library", "import", str(tiny_moe_gguf)).returncode == 0
+    name = tiny_moe_gguf.name.removesuffix(".gguf")
+    done = cli("chat", "--model", name, "--max-tokens", "4", "--threads", "2", chat_input="Hi\n\n")
+    assert done.returncode == 0, done.stderr
+    # no placement flag: the advisor's plan (no autotune here), with the option given applied
+    assert "placement (advisor, with your options): context 4,096" in done.stderr
+    assert "threads 2" in done.stderr and "decode" in done.stderr
+    # naming where the experts go makes it the user's own placement
+    done = cli("chat", "--model", name, "--experts-in-ram", "all", "--ctx", "512", "--max-tokens", "2",
+               chat_input="Hi\n\n")
+    assert done.returncode == 0, done.stderr
+    assert "placement (as given): context 512, GPU layers all, routed experts in RAM: all" in done.stderr
+    # a name that is neither a file nor in the library says where the names are
+    done = cli("chat", "--model", "someone/model:Q4_K_M")
+    assert done.returncode == 1 and "moedesk-cli library" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -359,17 +359,19 @@ def test_a_plan_tuned_from_the_cli_is_what_the_app_loads_next(tiny_moe_gguf: Pat
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     from app.cli import main
     from app.hardware import detect
-    from app.ui.main_window import plan_load
+    from app.load_plan import plan_load
 
     assert main(["tune", str(tiny_moe_gguf), "--ctx", "2048", "--tune-seconds", "30"]) == 0
     assert "remembered for this machine" in capsys.readouterr().out
-    params, _plan = plan_load(tiny_moe_gguf, 2048, detect(nvml=False), build=None)
+    planned = plan_load(tiny_moe_gguf, 2048, detect(nvml=False), build=None)
+    params = planned.params
+    assert planned.source == "autotuned" and "autotuned on this machine" in planned.describe()
     tuned = remembered(tune_key(tiny_moe_gguf, autotune_mod.machine_id(detect(nvml=False).cpu.model, None),
                                 None))
     assert tuned is not None and params.placement == tuned
     # another context size is planned afresh: the tuned plan was measured at 2048
-    other, _ = plan_load(tiny_moe_gguf, 1024, detect(nvml=False), build=None)
-    assert other.placement.n_ctx == 1024
+    other = plan_load(tiny_moe_gguf, 1024, detect(nvml=False), build=None)
+    assert other.params.placement.n_ctx == 1024 and other.source == "advisor"
 
 
 def test_bench_refuses_a_context_too_small_for_its_runs(tiny_moe_gguf: Path,

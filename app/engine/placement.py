@@ -20,6 +20,8 @@ from typing import Literal
 ROUTED_EXPERTS_PATTERN = r"\.ffn_(up|down|gate|gate_up)_exps"
 
 CPU_DEVICE = "CPU"
+# The context the desktop app and the CLI load a model with unless told otherwise.
+DEFAULT_CONTEXT = 8192
 
 FlashAttention = Literal["auto", "on", "off"]
 SplitMode = Literal["none", "layer", "row"]

@@ -30,7 +30,8 @@ def add_subcommand(subparsers: Any) -> None:
         "serve", help="serve a GGUF model over an OpenAI-compatible HTTP API",
         description="Load MODEL in a new engine and serve it at http://HOST:PORT/v1 "
         "(/v1/models, /v1/chat/completions, /v1/completions).")
-    serve.add_argument("model", help="a .gguf file (or the first shard)")
+    serve.add_argument("model", help="a .gguf file (or any shard), or a model in the library "
+                                     "(owner/repo:QUANT, or an import's name)")
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help="address to listen on (default: %(default)s, this machine only; "
                        "0.0.0.0 opens it to the network: set an API key)")
@@ -73,9 +74,9 @@ def positive_int(text: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from app.cli import ProgressBar, plan_from_args
+    from app.cli import ProgressBar, load_params_from_args
     from app.engine.client import EngineClient
-    from app.engine.protocol import ContextPolicy, LoadParams
+    from app.engine.protocol import ContextPolicy
 
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if args.host not in LOOPBACK and api_key is None:
@@ -83,10 +84,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"machine can use the model. Set {API_KEY_ENV} or --api-key.", file=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    params, placement_line = load_params_from_args(args, args.model)
+    params.placement = dataclasses.replace(params.placement, n_parallel=args.parallel)
+    print(placement_line, file=sys.stderr)
     with EngineClient.spawn() as engine:
-        plan = dataclasses.replace(plan_from_args(args), n_parallel=args.parallel)
-        loaded = engine.load(LoadParams(model=args.model, placement=plan),
-                             on_progress=ProgressBar())
+        loaded = engine.load(params, on_progress=ProgressBar())
         print(file=sys.stderr)
         server = OpenAIServer(engine, host=args.host, port=args.port, api_key=api_key,
                               allowed_hosts=args.allow_host, allowed_origins=args.allow_origin,

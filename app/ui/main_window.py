@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.protocol import BuildInfo, EngineStats, LoadParams, LoadResult
+from app.engine.protocol import EngineStats, LoadResult
 from app.hardware import Hardware, detect
 from app.store import FIRST_RUN_DONE, LOAD_CONTEXT, Store
 from app.ui.chat import ChatPage
@@ -38,6 +38,9 @@ from app.ui.settings.page import DEFAULT_LOAD_CONTEXT
 from app.ui.widgets.background import run_in_background
 from app.ui.widgets.engine_status import DiedBanner, EngineStatus
 from app.ui.widgets.theme import apply_theme
+
+if TYPE_CHECKING:
+    from app.load_plan import LoadPlan
 
 log = logging.getLogger("moedesk.ui")
 
@@ -52,25 +55,6 @@ PLUGGED_PAGES = {"Models": ("app.ui.models", "ModelsPage"),
                  "Advisor": ("app.ui.advisor", "AdvisorPage"),
                  "Dashboard": ("app.ui.dashboard", "DashboardPage")}
 PAGE_ORDER = ("Chat", "Models", "Advisor", "Dashboard", "Settings")
-
-
-def plan_load(path: Path, n_ctx: int, hardware: Hardware | None,
-              build: BuildInfo | None = None) -> tuple[LoadParams, Any]:
-    """The placement for ``path`` on this machine (blocking: run it off the UI thread): the
-    autotuned one if this model was tuned here for this context, else the advisor's."""
-    from app.advisor.planner import plan_for
-    from app.gguf_info import read_model
-    from app.hardware.bandwidth import ram_bandwidth
-    from app.tune.autotune import machine_id, remembered, tune_key
-
-    model = read_model(path)
-    hardware = hardware or detect()
-    n_ctx = min(n_ctx, model.n_ctx_train or n_ctx)
-    plan = plan_for(model, hardware, n_ctx, build=build, ram=ram_bandwidth())
-    gpu = next((d.name for d in build.devices if d.kind == "gpu"), None) if build else None
-    tuned = remembered(tune_key(path, machine_id(hardware.cpu.model, gpu), None))
-    placement = tuned if tuned is not None and tuned.n_ctx == n_ctx else plan.placement
-    return LoadParams(model=str(path), placement=placement), plan
 
 
 def placeholder(name: str, why: str) -> QWidget:
@@ -221,13 +205,15 @@ class MainWindow(QMainWindow):
             advisor.set_model(path)
         self.statusBar().showMessage(f"Planning {path.name}…", 5000)
 
-        def planned(result: tuple[LoadParams, Any]) -> None:
-            params, plan = result
+        def planned(result: LoadPlan) -> None:
+            params, plan = result.params, result.plan
             if plan.verdict == "does_not_fit":
                 self._load_failed(f"{path.name} does not fit this machine: {'; '.join(plan.reasons)}.",
                                   "Open the Advisor page to change the plan, or pick a smaller quant.")
                 return
             self.engine.load(params)
+
+        from app.load_plan import plan_load  # the advisor and the tuner: imported when first used
 
         run_in_background(lambda: plan_load(path, n_ctx, self.hardware, self.engine.last_build_info), planned,
                           lambda exc: self._load_failed(str(exc), ""), owner=self)

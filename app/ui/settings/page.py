@@ -22,13 +22,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine.placement import DEFAULT_CONTEXT
 from app.store import LOAD_CONTEXT, MODEL_FOLDER, THEME, Store
 from app.ui.chat.sampling_form import SamplingForm
 from app.ui.settings import hub_token
 from app.ui.settings.serve_group import ServeGroup
 from app.ui.widgets.theme import THEMES
 
-DEFAULT_LOAD_CONTEXT = 8192
+DEFAULT_LOAD_CONTEXT = DEFAULT_CONTEXT  # as the CLI's
 
 
 class SettingsPage(QWidget):

@@ -1,0 +1,66 @@
+"""Which model file, and with which placement, a load uses: decided the same way by the desktop
+app (File > Load, the library's Load) and the CLI (``chat``, ``serve``). No Qt.
+
+A model is named by a path (a .gguf file or any shard), or by its name in the library
+(``owner/repo:QUANT`` for a download, the file name for an import). Its placement is the
+autotuned one if this model was tuned on this machine for this context, else the advisor's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from app.advisor.planner import Plan, plan_for
+from app.engine.protocol import BuildInfo, LoadParams
+from app.gguf_info import read_model
+from app.hardware import Hardware, detect
+from app.hardware.bandwidth import ram_bandwidth
+from app.hub.library import Library, LibraryError
+from app.tune.autotune import machine_id, remembered, tune_key
+
+
+@dataclass
+class LoadPlan:
+    params: LoadParams
+    plan: Plan  # the advisor's, with its verdict and reasons, whichever placement is used
+    source: Literal["autotuned", "advisor"]
+
+    def describe(self) -> str:
+        """For people: where the placement comes from, and what it is."""
+        origin = "autotuned on this machine" if self.source == "autotuned" else "the advisor's plan"
+        return f"placement ({origin}): {self.params.placement.describe()}"
+
+
+def resolve_model(name: str, library: Library | None = None) -> Path:
+    """The model file ``name`` means: a path to a file, else a library name. LibraryError
+    naming the library's models (or how to add one) when it is neither."""
+    path = Path(name).expanduser()
+    if path.is_file() or name.endswith(".gguf"):
+        return path  # a missing .gguf path is the loader's to report, with its own error
+    try:
+        model = (library or Library()).get(name)
+    except LibraryError as exc:
+        raise LibraryError(f"{name!r} is neither a model file nor a model in the library. {exc} "
+                           "See them with 'moedesk-cli library'; download one with "
+                           "'moedesk-cli download owner/repo --quant Q4_K_M'.") from None
+    if model.problem:
+        raise LibraryError(f"{name} cannot be loaded: {model.problem}.")
+    return model.path
+
+
+def plan_load(path: Path, n_ctx: int, hardware: Hardware | None = None,
+              build: BuildInfo | None = None) -> LoadPlan:
+    """The placement for ``path`` on this machine (blocking: reads the header, may probe RAM
+    bandwidth once): the autotuned one if this model was tuned here for this context, else
+    the advisor's."""
+    model = read_model(path)
+    hardware = hardware or detect()
+    n_ctx = min(n_ctx, model.n_ctx_train or n_ctx)
+    plan = plan_for(model, hardware, n_ctx, build=build, ram=ram_bandwidth())
+    gpu = next((d.name for d in build.devices if d.kind == "gpu"), None) if build else None
+    tuned = remembered(tune_key(path, machine_id(hardware.cpu.model, gpu), None))
+    if tuned is not None and tuned.n_ctx == n_ctx:
+        return LoadPlan(LoadParams(model=str(path), placement=tuned), plan, "autotuned")
+    return LoadPlan(LoadParams(model=str(path), placement=plan.placement), plan, "advisor")
