@@ -9,7 +9,7 @@ import pytest
 
 from app.engine.client import EngineClient
 from app.engine.context_fit import answer_room, fit
-from app.engine.errors import EngineError, ProtocolError
+from app.engine.errors import ContextOverflowError, EngineError, ProtocolError
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import (
     ChatMessage,
@@ -52,8 +52,10 @@ def chat(engine: EngineClient, messages: list[ChatMessage], policy: ContextPolic
 def test_a_conversation_three_times_the_context_is_refused_without_a_policy(
         engine: EngineClient, tiny_moe_gguf: Path) -> None:
     load_small(engine, tiny_moe_gguf)
-    with pytest.raises(EngineError) as caught:
+    # its own error type, across the socket: the server and the app tell it from others by it
+    with pytest.raises(ContextOverflowError) as caught:
         chat(engine, long_conversation(8), ContextPolicy.STOP)
+    assert caught.value.code == "context_overflow"
     assert "does not fit the context of 512" in str(caught.value)
     assert "drop_middle" in caught.value.hint  # the refusal names the way out
 

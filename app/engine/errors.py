@@ -113,6 +113,13 @@ class ChatTemplateError(EngineError):
     code = "chat_template"
 
 
+class ContextOverflowError(EngineError):
+    """A conversation longer than the context, refused under the "stop" context policy (a
+    policy that leaves earlier turns out of the prompt would have answered it)."""
+
+    code = "context_overflow"
+
+
 class EngineDiedError(EngineError):
     """The engine process ended (crash, out of memory, killed) while the client used it."""
 
@@ -140,6 +147,7 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
         LoadCancelledError,
         GrammarError,
         ChatTemplateError,
+        ContextOverflowError,
         ProtocolError,
         MessageTooLargeError,
         AuthenticationError,

@@ -22,7 +22,13 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from app.engine.context_fit import answer_room, fit
-from app.engine.errors import ChatTemplateError, EngineError, GrammarError, ModelFileError
+from app.engine.errors import (
+    ChatTemplateError,
+    ContextOverflowError,
+    EngineError,
+    GrammarError,
+    ModelFileError,
+)
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, ContextPolicy, Sampling, Token
 from app.engine.sampling import ModelSampling, grammar_text, new_sampler
 from app.engine.tool_calls import ToolFormat, call_schema, detect_format
@@ -229,7 +235,7 @@ class ChatText:
             raise EngineError(f"the prompt ({len(prompt)} tokens) does not fit the context of "
                               f"{n_ctx}.", "Shorten it, or load the model with a larger context.")
         if len(prompt) >= n_ctx:
-            raise EngineError(
+            raise ContextOverflowError(
                 f"the conversation ({len(prompt)} tokens) does not fit the context of {n_ctx}.",
                 "Start a new chat, shorten it, load the model with a larger context, or send "
                 'it with a context policy ("drop_middle" or "rolling_window") that leaves '

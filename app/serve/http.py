@@ -29,7 +29,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import re
 import select
 import socket
 import threading
@@ -42,6 +41,7 @@ from typing import Any
 from app.engine.client import ChatStream, EngineClient
 from app.engine.errors import (
     ChatTemplateError,
+    ContextOverflowError,
     EngineBusyError,
     EngineDiedError,
     EngineError,
@@ -61,8 +61,6 @@ LINGER_S = 5.0  # how long a refused body is drained before the connection close
 LINGER_MAX_BYTES = 64 * 1024 * 1024
 MAX_BODY_BYTES = 2 * 1024 * 1024  # well under the engine's 4 MiB frame: an accepted body fits
 DISCONNECT_POLL_S = 0.2
-# the engine's words for a conversation refused under ContextPolicy.STOP (ChatText.prompt)
-CONTEXT_REFUSAL = re.compile(r"the conversation \(\d+ tokens\) does not fit the context")
 STOP_DRAIN_S = 10.0  # how long stop() lets cancelled requests send their end
 # A client silent this long while the server waits for its request line, headers or body (or
 # for it to read the answer) is dropped: a stalled upload must not hold a thread for ever.
@@ -617,7 +615,7 @@ def _engine_error(exc: EngineError) -> tuple[int, dict[str, Any]]:
         error = ApiError(503, str(exc), code="model_not_loaded", kind="server_error")
     elif isinstance(exc, (EngineBusyError, EngineDiedError)):
         error = ApiError(503, str(exc), code="engine_unavailable", kind="server_error")
-    elif type(exc) is EngineError and CONTEXT_REFUSAL.match(exc.message):
+    elif isinstance(exc, ContextOverflowError):
         # OpenAI's code for it; the fix is this server's opt-in, not the engine's wording
         error = ApiError(400, f"{exc.message} Send \"context_policy\": \"drop_middle\" (or "
                          "\"rolling_window\") with the request to leave earlier turns out of "
