@@ -178,8 +178,7 @@ def load_params_from_args(args: argparse.Namespace, model: str) -> tuple[LoadPar
     given = given_settings(args)
     placement = dataclasses.replace(planned.params.placement, **given)  # type: ignore[arg-type]
     line = planned.describe() if not given else (
-        f"placement ({'autotuned' if planned.source == 'autotuned' else 'advisor'}, with your "
-        f"options): {placement.describe()}")
+        f"placement ({planned.source}, with your options): {placement.describe()}")
     return LoadParams(model=str(path), placement=placement), line
 
 

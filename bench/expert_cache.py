@@ -35,6 +35,7 @@ import llama_cpp  # noqa: I001
 import numpy as np
 
 from app.engine import ggml_backend
+from app.engine.expert_cache import expert_bytes
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
 from app.engine.routing_stats import routing_counters, routing_stats
@@ -68,12 +69,8 @@ class Result:
 def layer_expert_bytes(model_path: str) -> tuple[int, int, int, int]:
     """(n_layer, n_expert, bytes of one layer's routed experts, of one expert)."""
     info = read_model(model_path)
-    per_layer = [0] * info.n_layer
-    for t in info.tensors:
-        if t.tensor_class == "routed_experts" and t.layer is not None:
-            per_layer[t.layer] += t.n_bytes
-    layer_bytes = max(per_layer)
-    return info.n_layer, info.n_expert, layer_bytes, layer_bytes // info.n_expert
+    per_expert = max(expert_bytes(info, layer) for layer in info.moe_layers)
+    return info.n_layer, info.n_expert, per_expert * info.n_expert, per_expert
 
 
 class Loaded:
@@ -175,11 +172,11 @@ class Shape:
 
 def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> list[Placement]:
     """What the budget (a share of the expert bytes) allows, for each mode asked for."""
-    n_layer, layer_bytes, expert_bytes = shape.n_layer, shape.layer_bytes, shape.expert_bytes
+    n_layer, layer_bytes, per_expert = shape.n_layer, shape.layer_bytes, shape.expert_bytes
     room = budget * layer_bytes * n_layer
     n_min = n_layer - int(room // layer_bytes)
-    slots = int(room // (expert_bytes * n_layer))
-    cache_bytes = slots * expert_bytes * n_layer
+    slots = int(room // (per_expert * n_layer))
+    cache_bytes = slots * per_expert * n_layer
     found: list[Placement] = []
     if "ram" in modes:
         found.append(Placement("ram (no cache)", n_layer))
@@ -203,11 +200,11 @@ def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> l
     if "mix" in modes:
         gpu_layers = int(room / 2 // layer_bytes)
         in_ram = n_layer - gpu_layers
-        mix_slots = int((room - gpu_layers * layer_bytes) // (expert_bytes * in_ram))
+        mix_slots = int((room - gpu_layers * layer_bytes) // (per_expert * in_ram))
         if gpu_layers and mix_slots:
             found.append(Placement(f"{gpu_layers} layers + cache {mix_slots}/layer", in_ram, mix_slots,
                                    dynamic=True, vram_expert_bytes=gpu_layers * layer_bytes
-                                   + mix_slots * expert_bytes * in_ram))
+                                   + mix_slots * per_expert * in_ram))
     print(f"\n=== budget {budget:g} of the expert bytes: {room / 2**30:.2f} GiB "
           f"(n-cpu-moe >= {n_min}; cache {slots} experts a layer)")
     return found

@@ -39,12 +39,8 @@ def _load() -> dict[str, dict[str, object]]:
     return store if isinstance(store, dict) else {}
 
 
-def remembered(model_path: Path, n_layer: int, n_expert: int) -> Profile | None:
-    """The profile of ``model_path`` if one of this shape is remembered."""
-    try:
-        entry = _load().get(profile_key(model_path))
-    except OSError:
-        return None
+def _counts(entry: object, n_layer: int, n_expert: int) -> Profile | None:
+    """A store entry's counts, if they are a profile of this shape."""
     counts = entry.get("counts") if isinstance(entry, dict) else None
     if (isinstance(counts, list) and len(counts) == n_layer
             and all(isinstance(row, list) and len(row) == n_expert
@@ -53,12 +49,21 @@ def remembered(model_path: Path, n_layer: int, n_expert: int) -> Profile | None:
     return None
 
 
+def remembered(model_path: Path, n_layer: int, n_expert: int) -> Profile | None:
+    """The profile of ``model_path`` if one of this shape is remembered."""
+    try:
+        key = profile_key(model_path)
+    except OSError:
+        return None
+    return _counts(_load().get(key), n_layer, n_expert)
+
+
 def remember(model_path: Path, counts: Profile) -> None:
     """Add ``counts`` to the profile of ``model_path`` (atomically: a crash while writing leaves
     the old store whole). Raises OSError when the store cannot be written."""
     store = _load()
     key = profile_key(model_path)
-    before = remembered(model_path, len(counts), len(counts[0]) if counts else 0)
+    before = _counts(store.get(key), len(counts), len(counts[0]) if counts else 0)
     if before is not None:
         counts = [[a + b for a, b in zip(old, new, strict=True)]
                   for old, new in zip(before, counts, strict=True)]
