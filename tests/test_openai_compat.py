@@ -24,7 +24,7 @@ from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
 from app.serve import OpenAIServer
 from tests.model_variants import QWEN3_TOOLS_TEMPLATE, THINKING_TEMPLATE, with_metadata
-from tests.openai_testing import client_for, user
+from tests.openai_testing import client_for, model_name, user
 
 N_CTX = 2048
 GREEDY: dict[str, Any] = {"temperature": 0, "extra_body": {"ignore_eos": True}}
@@ -63,9 +63,7 @@ def load(engine: EngineClient, path: Path) -> str:
     if getattr(engine, "_test_loaded", None) != path or stats.model is None:
         engine.load(LoadParams(model=str(path), placement=PlacementPlan(n_ctx=N_CTX, n_threads=2)))
         engine._test_loaded = path  # type: ignore[attr-defined]
-    name = engine.stats().model
-    assert name is not None
-    return name
+    return model_name(engine)
 
 
 @pytest.fixture

@@ -14,19 +14,16 @@ import pytest
 
 from app.cli import main
 from app.engine.client import EngineClient
-from app.engine.placement import PlacementPlan
-from app.engine.protocol import ContextPolicy, LoadParams
+from app.engine.protocol import ContextPolicy
 from app.serve import OpenAIServer
-from tests.openai_testing import client_for
+from tests.openai_testing import client_for, engine_with
 
 N_CTX = 512
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_moe_gguf: Path) -> Iterator[EngineClient]:
-    with EngineClient.spawn() as client:
-        client.load(LoadParams(model=str(tiny_moe_gguf), telemetry=False,
-                               placement=PlacementPlan(n_ctx=N_CTX, n_threads=2)))
+    with engine_with(tiny_moe_gguf, N_CTX, telemetry=False) as client:
         yield client
 
 

@@ -25,10 +25,9 @@ import openai
 import pytest
 
 from app.engine.client import EngineClient
-from app.engine.placement import PlacementPlan
-from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
+from app.engine.protocol import ChatMessage, ChatParams, Sampling
 from app.serve import OpenAIServer
-from tests.openai_testing import client_for, user
+from tests.openai_testing import client_for, engine_with, model_name, user
 from tests.test_engine_queue import DEADLINE_S, wait_until
 
 N_CTX = 65536  # an answer without max_tokens outlasts any test step
@@ -40,9 +39,7 @@ EXACT: dict[str, Any] = {"temperature": 0, "extra_body": {"ignore_eos": True}}
 @pytest.fixture(scope="module")
 def engine(tiny_moe_gguf: Path) -> Iterator[EngineClient]:
     """The engine the GUI would hold, with the tiny model loaded."""
-    with EngineClient.spawn() as client:
-        client.load(LoadParams(model=str(tiny_moe_gguf),
-                               placement=PlacementPlan(n_ctx=N_CTX, n_threads=2)))
+    with engine_with(tiny_moe_gguf, N_CTX) as client:
         yield client
 
 
@@ -54,9 +51,7 @@ def server(engine: EngineClient) -> Iterator[OpenAIServer]:
 
 @pytest.fixture(scope="module")
 def model(engine: EngineClient) -> str:
-    name = engine.stats().model
-    assert name is not None
-    return name
+    return model_name(engine)
 
 
 @pytest.fixture

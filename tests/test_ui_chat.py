@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.engine.placement import PlacementPlan
@@ -24,7 +23,8 @@ from app.ui.chat.message_widgets import (
     stats_line,
 )
 from app.ui.chat.segments import segments
-from app.ui.engine_controller import EngineController
+from tests.chat_testing import chat_page
+from tests.chat_testing import focus as focus_compose
 
 WAIT_MS = 60_000
 # temperature 0 (greedy) makes the tiny model's answers repeatable
@@ -37,26 +37,13 @@ def page(qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
     store = Store.open_default()
     store.set_chat_defaults(GREEDY)
-    controller = EngineController()
-    chat = ChatPage(store)
-    qtbot.addWidget(chat)
-    chat.attach(controller)
-    controller.model_loaded.connect(chat.set_model)
-    controller.state_changed.connect(chat.set_engine_state)
-    chat.resize(1000, 700)
-    chat.show()
-    with qtbot.waitSignal(controller.model_loaded, timeout=WAIT_MS):
-        controller.load(LoadParams(model=str(tiny_moe_gguf),
-                                   placement=PlacementPlan(n_ctx=4096, n_threads=1)))
-    yield chat
-    controller.shutdown()
+    params = LoadParams(model=str(tiny_moe_gguf), placement=PlacementPlan(n_ctx=4096, n_threads=1))
+    with chat_page(qtbot, store, params, WAIT_MS) as chat:
+        yield chat
 
 
 def focus(qtbot: QtBot, chat: ChatPage) -> None:
-    """Shortcuts fire only in the active window (offscreen too): make it so, focus the box."""
-    chat.activateWindow()
-    qtbot.waitUntil(lambda: QApplication.activeWindow() is chat.window(), timeout=WAIT_MS)
-    chat.compose.setFocus()
+    focus_compose(qtbot, chat, WAIT_MS)
 
 
 def send(qtbot: QtBot, chat: ChatPage, text: str) -> None:

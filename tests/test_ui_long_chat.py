@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.engine.placement import PlacementPlan
@@ -19,7 +18,7 @@ from app.store import ChatDefaults, Message, Store
 from app.ui.chat import ChatPage
 from app.ui.chat.presets import context_policy_for, sampling_for
 from app.ui.chat.settings_dialog import ChatSettingsDialog
-from app.ui.engine_controller import EngineController
+from tests.chat_testing import chat_page, focus
 
 WAIT_MS = 120_000
 N_CTX = 512
@@ -31,28 +30,16 @@ SHORT_GREEDY = ChatDefaults(preset="custom", temperature=0.0, top_p=1.0, max_tok
 def page(qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
          tiny_moe_gguf: Path) -> Iterator[ChatPage]:
     monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
-    store = Store.open_default()
-    controller = EngineController()
-    chat = ChatPage(store)
-    qtbot.addWidget(chat)
-    chat.attach(controller)
-    controller.model_loaded.connect(chat.set_model)
-    controller.state_changed.connect(chat.set_engine_state)
-    chat.resize(1000, 700)
-    chat.show()
-    with qtbot.waitSignal(controller.model_loaded, timeout=WAIT_MS):
-        controller.load(LoadParams(model=str(tiny_moe_gguf), telemetry=False,
-                                   placement=PlacementPlan(n_ctx=N_CTX, n_threads=1)))
-    yield chat
-    controller.shutdown()
+    params = LoadParams(model=str(tiny_moe_gguf), telemetry=False,
+                        placement=PlacementPlan(n_ctx=N_CTX, n_threads=1))
+    with chat_page(qtbot, Store.open_default(), params, WAIT_MS) as chat:
+        yield chat
 
 
 def send(qtbot: QtBot, chat: ChatPage, text: str) -> Message:
     chat.compose.setPlainText(text)
     qtbot.waitUntil(chat.send_button.isEnabled, timeout=WAIT_MS)
-    chat.activateWindow()
-    qtbot.waitUntil(lambda: QApplication.activeWindow() is chat.window(), timeout=WAIT_MS)
-    chat.compose.setFocus()
+    focus(qtbot, chat, WAIT_MS)
     qtbot.keyClick(chat.compose, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: chat.answer is None, timeout=WAIT_MS)
     assert chat.conversation is not None
