@@ -26,6 +26,7 @@ from app.engine.placement import (
     DEFAULT_CONTEXT,
     CacheType,
     ExpertCacheMode,
+    ExpertStreamMode,
     PlacementPlan,
     TensorOverride,
 )
@@ -80,6 +81,18 @@ def expert_cache_size(text: str) -> tuple[int, int]:
     return 0, int(amount * 2**30)
 
 
+def byte_size(text: str) -> int:
+    """argparse type: a size in GiB ("8GiB", "8G", "8GB", "8"), as bytes."""
+    value = text.strip().rstrip("GgIiBb")
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = -1
+    if amount <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size in GiB (8GiB), not {text!r}")
+    return int(amount * 2**30)
+
+
 def tensor_override(value: str) -> TensorOverride:
     pattern, sep, device = value.rpartition("=")
     if not sep or not pattern or not device:
@@ -121,6 +134,14 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
                        help="experts a layer (e.g. 32) or VRAM for the cache (e.g. 4GiB)")
     group.add_argument("--expert-cache-uploads", type=serve_cli.positive_int, default=4,
                        help="dynamic: experts copied into VRAM per token, at most (default 4)")
+    group.add_argument("--expert-stream", choices=typing.get_args(ExpertStreamMode), default=None,
+                       help="routed experts in RAM read from the SSD by the engine when decoding "
+                            "(a model larger than RAM): cache (a RAM cache of experts filled by "
+                            "parallel reads), advise (the kernel asked ahead), off (page faults)")
+    group.add_argument("--expert-stream-size", type=byte_size, default=None, metavar="GiB",
+                       help="cache: RAM for the expert cache (e.g. 8GiB)")
+    group.add_argument("--expert-stream-threads", type=serve_cli.positive_int, default=None,
+                       help="cache: reads at a time (default 16)")
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, object]:
@@ -146,6 +167,12 @@ def given_settings(args: argparse.Namespace) -> dict[str, object]:
         given.update(expert_cache=args.expert_cache, expert_cache_slots=args.expert_cache_size[0],
                      expert_cache_bytes=args.expert_cache_size[1],
                      expert_cache_uploads=args.expert_cache_uploads)
+    if args.expert_stream is not None:
+        given["expert_stream"] = args.expert_stream
+    if args.expert_stream_size is not None:
+        given["expert_stream_bytes"] = args.expert_stream_size
+    if args.expert_stream_threads is not None:
+        given["expert_stream_threads"] = args.expert_stream_threads
     return given
 
 
@@ -290,8 +317,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
               f"{loaded.load_seconds:.1f} s", file=sys.stderr)
         for p in loaded.placement:
             print(f"  {p.tensor_class:15} {p.device:8} {p.bytes / 2**20:10.1f} MiB", file=sys.stderr)
-        if loaded.expert_cache is not None:
-            print(f"  {loaded.expert_cache.describe()}", file=sys.stderr)
+        for feature in (loaded.expert_cache, loaded.expert_stream):
+            if feature is not None:
+                print(f"  {feature.describe()}", file=sys.stderr)
         print("Type a message; an empty line or Ctrl-D quits, Ctrl-C stops an answer.",
               file=sys.stderr)
         history: list[ChatMessage] = []

@@ -25,6 +25,7 @@ from app.engine.errors import EngineError, NoModelLoadedError
 from app.engine.generation import ChatText, LiveCounters, Sequence
 from app.engine.protocol import ChatParams, ChatResult, Token
 from app.engine.slots import Slot, SlotPool
+from app.engine.telemetry import StorageMeter
 
 log = logging.getLogger("moedesk.engine.batch")
 
@@ -120,6 +121,7 @@ class BatchLoop:
         self.slots = SlotPool(ctx, n_seq)
         self.buffer = BatchBuffer(self.n_batch, n_seq)
         self.live = LiveCounters()
+        self.storage = StorageMeter()
         self.running: list[Running] = []  # in the order they were admitted
         self._inbox: deque[ChatRequest] = deque()
         self._lock = threading.Lock()
@@ -214,6 +216,10 @@ class BatchLoop:
 
     def _step(self) -> None:
         entries = self._fill()
+        # decode steps only (one token a sequence): what they read from the SSD per token
+        decoding = all(len(entry.tokens) == 1 and not entry.running.seq.prefilling for entry in entries)
+        read_start = self.storage.start() if decoding else None
+        t_decode = time.perf_counter()
         status = llama_cpp.llama_decode(self.ctx, self.buffer.batch())
         if status != 0:
             error = EngineError(
@@ -224,6 +230,7 @@ class BatchLoop:
             return
         llama_cpp.llama_synchronize(self.ctx)  # decode is asynchronous on GPUs
         now = time.perf_counter()
+        self.storage.step(read_start, len(entries), now - t_decode)
         stepped = [entry.running for entry in entries]
         for entry in entries:
             seq = entry.running.seq

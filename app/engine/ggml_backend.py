@@ -278,3 +278,79 @@ def cache_free(ctx: int) -> None:
     lib = _cache_patched()
     if lib is not None:
         lib.llama_moe_cache_free(ctx)
+
+
+@functools.cache
+def _stream_patched() -> ctypes.CDLL | None:
+    """Patch 0005 (experts streamed from the SSD), or None on a build without it."""
+    lib = _patched()
+    if lib is None or not hasattr(lib, "llama_moe_stream_init"):
+        return None
+    vp, u64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)
+    i32, i32p = ctypes.c_int32, ctypes.POINTER(ctypes.c_int32)
+    lib.llama_moe_stream_init.argtypes = [vp, i32p, i32, i32, i32]
+    lib.llama_moe_stream_init.restype = ctypes.c_int64
+    lib.llama_moe_stream_set_experts.argtypes = [vp, i32, i32p, i32]
+    lib.llama_moe_stream_set_experts.restype = ctypes.c_bool
+    lib.llama_moe_stream_stats.argtypes = [vp, u64p, u64p, i32, u64p, u64p]
+    lib.llama_moe_stream_stats.restype = ctypes.c_int64
+    lib.llama_moe_stream_free.argtypes = [vp]
+    lib.llama_moe_stream_free.restype = None
+    return lib
+
+
+def has_stream_patch() -> bool:
+    """Whether this engine build can stream experts from the SSD itself (patch 0005)."""
+    return _stream_patched() is not None
+
+
+# patch 0005's modes: the kernel asked ahead for the routed experts' pages; a RAM cache of
+# experts read with parallel reads
+STREAM_MODES = {"advise": 1, "cache": 2}
+
+
+def stream_init(ctx: int, slots_per_layer: list[int], mode: str, io_threads: int) -> int:
+    """Stream the routed experts of the layers with slots_per_layer[il] > 0 (cache mode: that
+    many experts of the layer in RAM). Returns the RAM bytes the cache holds (0 in advise
+    mode), -1 when no layer could be streamed. Needs has_stream_patch()."""
+    lib = _stream_patched()
+    assert lib is not None, "engine build without the streaming patch"
+    array = (ctypes.c_int32 * len(slots_per_layer))(*slots_per_layer)
+    return int(lib.llama_moe_stream_init(ctx, array, len(slots_per_layer), STREAM_MODES[mode], io_threads))
+
+
+def stream_set_experts(ctx: int, layer: int, experts: list[int]) -> bool:
+    """Read ``experts`` (most wanted first) of ``layer`` into its RAM cache now."""
+    lib = _stream_patched()
+    assert lib is not None
+    array = (ctypes.c_int32 * max(len(experts), 1))(*experts)
+    return bool(lib.llama_moe_stream_set_experts(ctx, layer, array, len(experts)))
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    hits: list[int]  # per layer: a ubatch's distinct experts found in the RAM cache
+    misses: list[int]  # per layer: those read from the file
+    bytes_read: int  # read for misses (cache) or asked of the kernel (advise)
+    read_seconds: float  # the graph's wait for them
+    fetches: int
+
+
+def stream_stats(ctx: int, n_layer: int) -> StreamStats | None:
+    """The stream's counters, or None without one."""
+    lib = _stream_patched()
+    if lib is None:
+        return None
+    hits, misses = (ctypes.c_uint64 * n_layer)(), (ctypes.c_uint64 * n_layer)()
+    read, ns = ctypes.c_uint64(), ctypes.c_uint64()
+    fetches = lib.llama_moe_stream_stats(ctx, hits, misses, n_layer, ctypes.byref(read), ctypes.byref(ns))
+    if fetches < 0:
+        return None
+    return StreamStats(hits=list(hits), misses=list(misses), bytes_read=read.value,
+                       read_seconds=ns.value / 1e9, fetches=int(fetches))
+
+
+def stream_free(ctx: int) -> None:
+    lib = _stream_patched()
+    if lib is not None:
+        lib.llama_moe_stream_free(ctx)

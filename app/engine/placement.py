@@ -29,6 +29,10 @@ CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_
 # Hot experts in VRAM (engine patch 0004): off; a fixed set per layer from a routing profile;
 # or that set refreshed from routing as tokens are decoded.
 ExpertCacheMode = Literal["off", "static", "dynamic"]
+# Routed experts of a model larger than RAM, from the SSD (engine patch 0005): llama.cpp's page
+# faults on the mapped file; the kernel asked ahead for the routed experts' pages; or a RAM
+# cache of experts that parallel reads fill (measured fastest: docs/benchmarks.md).
+ExpertStreamMode = Literal["off", "advise", "cache"]
 # Bytes per cached value of each KV cache type (ggml blocks of 32 values with their scales).
 CACHE_TYPE_BYTES: dict[str, float] = {
     "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
@@ -94,6 +98,13 @@ class PlacementPlan:
     expert_cache_slots: int = 0
     expert_cache_bytes: int = 0
     expert_cache_uploads: int = 4  # dynamic: experts copied into VRAM per decoded token, at most
+    # Routed experts in RAM streamed from the model file for decoding (engine patch 0005): the
+    # weights stay in the mapped file (no repacking, no pinned copies), and in "cache" mode
+    # expert_stream_bytes of RAM hold the experts read last (spread over the streamed
+    # layers), the rest read when routed, expert_stream_threads reads at a time.
+    expert_stream: ExpertStreamMode = "off"
+    expert_stream_bytes: int = 0
+    expert_stream_threads: int = 16
 
     def describe(self) -> str:
         """The placement in a sentence for people (advisor page, CLI), override rules one per line."""
@@ -112,6 +123,11 @@ class PlacementPlan:
             size = (f"{self.expert_cache_slots} experts a layer" if self.expert_cache_slots
                     else f"{self.expert_cache_bytes / 2**30:.1f} GiB")
             text += f", hot experts in VRAM: {size} ({self.expert_cache})"
+        if self.expert_stream == "cache":
+            text += (f", experts streamed from the SSD through a "
+                     f"{self.expert_stream_bytes / 2**30:.1f} GiB RAM cache")
+        elif self.expert_stream == "advise":
+            text += ", experts streamed from the SSD (the kernel asked ahead)"
         return text + "".join(f"\n  rule {o.pattern} = {o.device}" for o in self.overrides)
 
 
@@ -126,6 +142,16 @@ def expert_cache_slots(plan: PlacementPlan, n_expert: int, expert_bytes: int, n_
     if expert_bytes <= 0:
         return 0
     return min(n_expert, plan.expert_cache_bytes // (expert_bytes * n_ram_layers))
+
+
+def expert_stream_slots(plan: PlacementPlan, n_expert: int, n_expert_used: int, expert_bytes: int,
+                        n_layers: int) -> int:
+    """Experts a streamed layer's RAM cache holds: what expert_stream_bytes holds spread over
+    ``n_layers`` layers, at most n_expert; 0 when the stream is off or not in cache mode. A
+    layer needs room for one token's experts (n_expert_used) to decode through its cache."""
+    if plan.expert_stream != "cache" or n_layers <= 0 or expert_bytes <= 0:
+        return 0
+    return min(n_expert, plan.expert_stream_bytes // (expert_bytes * n_layers))
 
 
 def expert_layer_pattern(layers: range | list[int]) -> str:

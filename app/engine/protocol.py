@@ -258,6 +258,30 @@ class ExpertCacheInfo:
 
 
 @dataclass
+class ExpertStreamInfo:
+    """Routed experts streamed from the SSD as loaded (engine patch 0005)."""
+
+    mode: Literal["advise", "cache"]
+    available: bool
+    reason: str = ""  # why not, when unavailable (the model then reads its mapped file as before)
+    slots: int = 0  # cache mode: experts of each streamed layer held in RAM
+    layers: list[int] = field(default_factory=list)  # the streamed layers (routed experts in RAM)
+    bytes: int = 0  # RAM the cache holds
+    io_threads: int = 0  # reads at a time
+
+    def describe(self) -> str:
+        """One line for people (CLI, logs)."""
+        if not self.available:
+            return f"experts from the SSD: page faults on the mapped file ({self.reason})"
+        if self.mode == "advise":
+            return (f"experts from the SSD: {len(self.layers)} layers, the kernel asked ahead for "
+                    f"each token's experts")
+        return (f"experts from the SSD: RAM cache of {self.slots} experts in each of "
+                f"{len(self.layers)} layers, {self.bytes / 2**30:.2f} GiB, {self.io_threads} "
+                f"reads at a time")
+
+
+@dataclass
 class LoadResult:
     model: ModelInfo
     placement: list[TensorClassPlacement]  # where tensors actually landed, by class and device
@@ -268,6 +292,7 @@ class LoadResult:
     allocations: list[Allocation] = field(default_factory=list)  # what llama.cpp really took
     n_parallel: int = 1  # chats decoded at once, each with n_ctx tokens of context
     expert_cache: ExpertCacheInfo | None = None  # None: not asked for
+    expert_stream: ExpertStreamInfo | None = None  # None: not asked for
 
 
 @dataclass
@@ -310,6 +335,21 @@ class DeviceMemory:
 
 
 @dataclass
+class StorageStats:
+    """What decoding read from the SSD (the engine process's storage reads: page faults on the
+    mapped model and the stream's own reads), over the last decode steps (live) and since load."""
+
+    bytes_per_token: float  # recent decode steps
+    read_bps: float  # bytes/s over the recent decode steps' wall time
+    total_bytes: int  # read during decode steps since load
+    total_tokens: int  # tokens those steps decoded
+    # the stream's share of experts found in RAM (its cache; advise mode: the page cache), and
+    # in cache mode the speed its reads ran at while the engine waited for them (None without)
+    ram_hit_rate: float | None = None
+    stream_read_bps: float | None = None
+
+
+@dataclass
 class EngineStats:
     state: Literal["idle", "loading", "generating"]
     model: str | None
@@ -321,6 +361,7 @@ class EngineStats:
     chats_running: int = 0  # chats being generated now: 0 to n_parallel
     chats_waiting: int = 0  # chats of all clients waiting their turn (for a free slot)
     n_parallel: int = 1  # chats the loaded model decodes at once (its slots)
+    storage: StorageStats | None = None  # None: no model, or the OS does not count reads
 
 
 @dataclass

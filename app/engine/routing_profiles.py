@@ -18,10 +18,11 @@ from pathlib import Path
 from app import paths
 
 Profile = list[list[int]]
+PROFILE_FILE = "routing-profiles.json"
 
 
 def _store_path() -> Path:
-    return paths.cache_dir() / "routing-profiles.json"
+    return paths.cache_dir() / PROFILE_FILE
 
 
 def profile_key(model_path: Path) -> str:

@@ -21,7 +21,7 @@ import llama_cpp
 import psutil
 
 from app import gguf_info, gguf_validate
-from app.engine import expert_cache, ggml_backend, routing_profiles, telemetry
+from app.engine import expert_cache, expert_stream, ggml_backend, routing_profiles, telemetry
 from app.engine.batch_loop import BatchLoop, ChatRequest
 from app.engine.errors import (
     EngineError,
@@ -46,6 +46,7 @@ from app.engine.protocol import (
     ModelInfo,
     Progress,
     RoutingSnapshot,
+    StorageStats,
     TensorClassPlacement,
 )
 
@@ -112,6 +113,7 @@ class LoadedModel:
     telemetry: bool
     n_expert_used: int  # the model's own, or the plan's override
     remember_routing: bool = False  # the expert cache is on: its profile grows at unload
+    stream_mode: str = "off"  # experts from the SSD: "advise" or "cache" when set up
 
 
 class Runtime:
@@ -166,6 +168,7 @@ class Runtime:
         self._check_expert_count(info, plan)
         self._check_kv_fits(info, params)
         self._check_weights_fit(info, plan)
+        self._check_stream_fits(info, params)
 
         def progress(fraction: float, _user: ctypes.c_void_p) -> bool:
             on_progress(Progress(stage="load", fraction=float(fraction)))
@@ -188,14 +191,20 @@ class Runtime:
         try:
             placement, experts_on_gpu = self._placement_report(model, info)
             telemetry_on = False
-            # the expert cache counts its hits and refreshes itself from routing capture
-            if (params.telemetry or plan.expert_cache != "off") and ggml_backend.has_routing_patch():
+            # the expert cache counts its hits and refreshes itself from routing capture; both
+            # caches rank experts by the routing remembered at unload
+            wants_routing = plan.expert_cache != "off" or plan.expert_stream == "cache"
+            if (params.telemetry or wants_routing) and ggml_backend.has_routing_patch():
                 telemetry_on = ggml_backend.routing_enable(ctx, True)
             cache = None
             if plan.expert_cache != "off":
                 cache = expert_cache.setup(ctx, model, info, plan, experts_on_gpu, params.expert_profile)
                 if not cache.available:
                     log.warning("hot experts in VRAM unavailable: %s", cache.reason)
+            stream = None
+            if plan.expert_stream != "off":
+                stream = expert_stream.setup(ctx, info, plan, experts_on_gpu)
+                log.info("%s", stream.describe())
             batch = BatchLoop(ctx, ChatText(model, info.chat_template), plan.n_parallel)
         except BaseException:
             llama_cpp.llama_free(ctx)
@@ -205,7 +214,11 @@ class Runtime:
         self.loaded = LoadedModel(model=model, ctx=ctx, info=info, batch=batch,
                                   expert_layers_on_gpu=experts_on_gpu, telemetry=telemetry_on,
                                   n_expert_used=n_expert_used,
-                                  remember_routing=cache is not None and cache.available)
+                                  remember_routing=telemetry_on and (
+                                      (cache is not None and cache.available)
+                                      or (stream is not None and stream.available
+                                          and stream.mode == "cache")),
+                                  stream_mode=stream.mode if stream and stream.available else "off")
         on_progress(Progress(stage="ready", fraction=1.0))
         return LoadResult(
             model=ModelInfo(
@@ -218,7 +231,7 @@ class Runtime:
             placement=placement, expert_layers_on_gpu=sorted(experts_on_gpu),
             n_ctx=batch.n_ctx, load_seconds=time.perf_counter() - t0,
             telemetry=telemetry_on, allocations=self._allocations(), n_parallel=batch.n_seq,
-            expert_cache=cache,
+            expert_cache=cache, expert_stream=stream,
         )
 
     @staticmethod
@@ -295,6 +308,42 @@ class Runtime:
             "Load it with mmap on and repacking off (--no-repack; the advisor's plan does this) "
             "to stream the weights from the SSD, or pick a smaller quant.",
         )
+
+    @staticmethod
+    def _check_stream_fits(info: gguf_info.GGUFModel, params: LoadParams) -> None:
+        """Refuse a streaming plan whose RAM cache cannot be held: the cache and the KV cache
+        are memory the OS cannot drop (the weights in the mapped file it can, and reads again),
+        so past the machine's memory (its cgroup limit, where lower) the OOM killer would end
+        the engine mid-chat."""
+        plan = params.placement
+        if plan.expert_stream == "off":
+            return
+        if not plan.use_mmap:
+            raise PlacementError("streaming experts from the SSD needs the model file mapped "
+                                 "(mmap), and this plan turns mmap off.",
+                                 "Turn mmap on in the plan, or stream nothing.")
+        if plan.expert_stream != "cache":
+            return
+        from app.hardware.memory import cgroup_memory_limit
+
+        total = psutil.virtual_memory().total
+        limit = cgroup_memory_limit()
+        if limit is not None:
+            total = min(total, limit[0])
+        cells = (plan.n_ctx or info.n_ctx_train) * max(1, plan.n_parallel)
+        kv = info.n_layer * gguf_info.kv_bytes_per_layer(info, cells, plan.type_k, plan.type_v)
+        # a floor for everything else the process holds (compute buffers, Python, the
+        # non-expert weights' working set): below it the page cache thrashes anyway
+        margin = max(2**30, total // 16)
+        room = total - kv - margin
+        if plan.expert_stream_bytes > room:
+            raise OutOfMemoryError(
+                f"the plan's {plan.expert_stream_bytes / 2**30:.1f} GiB RAM expert cache, the "
+                f"{kv / 2**30:.1f} GiB KV cache and {margin / 2**30:.1f} GiB for the rest do not "
+                f"fit this machine's {total / 2**30:.1f} GiB of memory.",
+                f"Give the expert cache at most {max(room, 0) / 2**30:.1f} GiB "
+                "(--expert-stream-size), or shorten the context.",
+            )
 
     def _allocations(self) -> list[Allocation]:
         """The buffers llama.cpp reported allocating since the load began."""
@@ -431,7 +480,27 @@ class Runtime:
             memory=telemetry.device_memory(),
             rss=telemetry.process_rss(),
             n_parallel=loaded.batch.n_seq if loaded else 1,
+            storage=self._storage_stats(loaded) if loaded else None,
         )
+
+    def _storage_stats(self, loaded: LoadedModel) -> StorageStats | None:
+        meter = loaded.batch.storage
+        if not meter.available:
+            return None
+        per_token, bps = meter.recent()
+        hit_rate = read_bps = None
+        with self._ctx_lock:
+            if self.loaded is loaded:
+                stream = ggml_backend.stream_stats(loaded.ctx, loaded.info.n_layer)
+                if stream is not None:
+                    found, looked = sum(stream.hits), sum(stream.hits) + sum(stream.misses)
+                    hit_rate = found / looked if looked else None
+                    # advise mode's reads happen in the kernel, after the node: not timed there
+                    if loaded.stream_mode == "cache" and stream.read_seconds > 0 and sum(stream.misses):
+                        read_bps = stream.bytes_read / stream.read_seconds
+        return StorageStats(bytes_per_token=per_token, read_bps=bps, total_bytes=meter.total_bytes,
+                            total_tokens=meter.total_tokens, ram_hit_rate=hit_rate,
+                            stream_read_bps=read_bps)
 
     def routing(self) -> RoutingSnapshot:
         with self._ctx_lock:
