@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 from app.advisor.planner import Plan, plan_for
+from app.engine import routing_profiles
 from app.engine.protocol import BuildInfo, LoadParams
-from app.gguf_info import read_model
+from app.gguf_info import GGUFModel, read_model
 from app.hardware import Hardware, detect
 from app.hardware.bandwidth import ram_bandwidth
+from app.hardware.disk import DiskProbeError, DiskSpeed, disk_speed
 from app.hub.library import Library, LibraryError
 from app.tune.autotune import machine_id, remembered, tune_key
 
@@ -50,6 +52,24 @@ def resolve_model(name: str, library: Library | None = None) -> Path:
     return model.path
 
 
+def model_disk_speed(model: GGUFModel) -> DiskSpeed | None:
+    """The disk probe's figures for the drive under the model's largest shard, for reads of
+    one routed expert's slice of a tensor; None when the file cannot be probed."""
+    from app.advisor.streaming import expert_bytes_per_layer
+
+    try:
+        largest = max(model.shards, key=lambda p: p.stat().st_size)
+        # an expert's up, gate and down slices lie in three tensors: each is one read
+        block = expert_bytes_per_layer(model, list(model.moe_layers)) // 3
+        return disk_speed(largest, block or (4 << 20))
+    except (DiskProbeError, OSError):
+        return None  # not downloaded yet, or unreadable: the prediction assumes a typical SSD
+
+
+def remembered_profile(model: GGUFModel) -> list[list[int]] | None:
+    return routing_profiles.remembered(model.shards[0], model.n_layer, model.n_expert)
+
+
 def plan_load(path: Path, n_ctx: int, hardware: Hardware | None = None,
               build: BuildInfo | None = None) -> LoadPlan:
     """The placement for ``path`` on this machine (blocking: reads the header, may probe RAM
@@ -59,6 +79,11 @@ def plan_load(path: Path, n_ctx: int, hardware: Hardware | None = None,
     hardware = hardware or detect()
     n_ctx = min(n_ctx, model.n_ctx_train or n_ctx)
     plan = plan_for(model, hardware, n_ctx, build=build, ram=ram_bandwidth())
+    if plan.verdict == "fits_streaming_from_ssd":
+        # again with what streaming's figures rest on: the model's drive (probed once) and
+        # the routing remembered from earlier runs
+        plan = plan_for(model, hardware, n_ctx, build=build, ram=ram_bandwidth(),
+                        disk=model_disk_speed(model), profile=remembered_profile(model))
     gpu = next((d.name for d in build.devices if d.kind == "gpu"), None) if build else None
     tuned = remembered(tune_key(path, machine_id(hardware.cpu.model, gpu), None))
     if tuned is not None and tuned.n_ctx == n_ctx:

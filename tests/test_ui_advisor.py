@@ -14,8 +14,10 @@ from app.engine.protocol import BuildInfo, LoadParams
 from app.engine.synthetic import SyntheticSpec, write_synthetic_header
 from app.gguf_info import read_model
 from app.hardware import Hardware, detect
+from app.hardware.bandwidth import RamBandwidth
 from app.ui.advisor import AdvisorPage, demo_page
 from app.ui.advisor.controls import RuleError, parse_rules
+from app.ui.advisor.page import VERDICTS
 from tests.test_advisor import machine
 from tests.test_advisor_gpus import H100
 
@@ -212,3 +214,21 @@ def test_hot_experts_in_vram_take_vram_the_plan_makes_room_for(qtbot: QtBot, qwe
     assert "hot experts in VRAM: 16 experts a layer (static)" in plan.placement.describe()
     page.controls.hot_experts.setCurrentText("off")
     assert page.plan.experts_in_ram_layers == 18 and page.plan.placement.expert_cache == "off"
+
+
+def test_a_model_larger_than_ram_streams_through_a_ram_cache_and_its_drive_is_probed(
+        qtbot: QtBot, qwen3_30b_q8: Path) -> None:
+    ram = RamBandwidth(read_bw=40e9, read_bw_1=10e9, copy_bw_1=8e9, matmul_flops=300e9,
+                       threads=8, buffer_bytes=0)
+    page = AdvisorPage(hardware=machine(None, ram_gib=16), ram=ram, measure=True, n_ctx=4096)
+    qtbot.addWidget(page)
+    page.set_model(qwen3_30b_q8)
+    qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+    assert page.verdict.text() == VERDICTS["fits_streaming_from_ssd"][0]
+    assert page.plan.placement.expert_stream == "cache"
+    assert "RAM cache of" in page.reasons.text()
+    # the model's drive is measured on a worker, and the prediction then rests on it
+    qtbot.waitUntil(lambda: page.disk is not None, timeout=30_000)
+    assert "Model's drive measured" in page.hardware_label.text()
+    assert page.plan.speed is not None
+    assert not any("drive's speed not measured" in n for n in page.plan.speed.notes)

@@ -23,7 +23,16 @@ from app.advisor.memory import (
     memory_by_device,
     tensor_device,
 )
-from app.advisor.speed import Prediction, predict
+from app.advisor.speed import Prediction, SpeedRange, predict
+from app.advisor.streaming import (
+    TYPICAL_DISK,
+    StreamPlan,
+    page_fault_plan,
+    read_rate,
+    stream_plan,
+    streaming_decode,
+    with_stream,
+)
 from app.advisor.threads import thread_advice
 from app.engine.placement import (
     CPU_DEVICE,
@@ -35,6 +44,7 @@ from app.engine.placement import (
 from app.engine.protocol import BuildInfo
 from app.gguf_info import GGUFModel
 from app.hardware.bandwidth import RamBandwidth
+from app.hardware.disk import DiskSpeed
 from app.hardware.model import Hardware
 
 Verdict = Literal["fits_on_gpu", "fits_with_expert_offload", "fits_in_ram", "fits_streaming_from_ssd",
@@ -78,18 +88,20 @@ def experts_in_ram_placement(base: PlacementPlan, in_ram: set[int], model: GGUFM
 
 def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int, base: PlacementPlan | None = None,
              build: BuildInfo | None = None, ram: RamBandwidth | None = None,
-             predict_speed: bool = True) -> Plan:
+             predict_speed: bool = True, disk: DiskSpeed | None = None,
+             profile: list[list[int]] | None = None) -> Plan:
     """The placement of ``model`` on ``hardware`` for a context of ``n_ctx`` tokens.
 
     ``base`` carries the settings the planner does not choose (cache types, n_ubatch, ...);
     ``build`` (the engine's BuildInfo) limits the plan to the GPUs the build can use; ``ram``
-    (the RAM probe's figures) feeds the speed prediction.
+    (the RAM probe's figures) and ``disk`` (the disk probe's, for the model's drive) feed the
+    speed prediction; ``profile`` (remembered routing) the SSD streaming's expected hit rate.
     """
     base = replace(base or PlacementPlan(), n_ctx=n_ctx)
     gpus, lost = usable_gpus(hardware, build)
     if not gpus:
         placement = replace(base, n_gpu_layers=0, experts_in_ram="none")
-        plan = evaluate(model, hardware, placement, [], ram, predict_speed)
+        plan = evaluate(model, hardware, placement, [], ram, predict_speed, disk=disk, profile=profile)
         plan.reasons[:0] = lost or ["no usable GPU: every layer runs from RAM"]
         return plan
     budgets = {g.device: g.free - VRAM_HEADROOM for g in gpus}
@@ -132,14 +144,18 @@ def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int, base: PlacementPl
                 low = mid + 1
         in_ram |= set(mine[:low])
     placement = experts_in_ram_placement(base, in_ram, model)
-    return evaluate(model, hardware, placement, gpus, ram, predict_speed)
+    return evaluate(model, hardware, placement, gpus, ram, predict_speed, disk=disk, profile=profile)
 
 
 def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
              gpus: list[PlanGpu] | None = None, ram: RamBandwidth | None = None,
-             predict_speed: bool = True, build: BuildInfo | None = None) -> Plan:
+             predict_speed: bool = True, build: BuildInfo | None = None,
+             disk: DiskSpeed | None = None, profile: list[list[int]] | None = None) -> Plan:
     """Memory, verdict, reasons, advice and speed of a given placement (the user's own, or
-    the planner's choice). ``gpus`` None: the usable GPUs of ``hardware`` (and ``build``)."""
+    the planner's choice). ``gpus`` None: the usable GPUs of ``hardware`` (and ``build``).
+    A placement streaming from the SSD gets a RAM expert cache sized to the RAM left, its hit
+    rate from ``profile`` (remembered routing counts) or skewed routing, and its reads timed at
+    ``disk``'s speed (a typical NVMe drive's when not measured)."""
     if gpus is None:
         gpus, _ = usable_gpus(hardware, build)
     if placement.n_gpu_layers == 0:
@@ -175,6 +191,19 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
         placement = replace(placement, repack=False)
         warnings.append("llama.cpp's weight repacking is off (--no-repack): its copies would "
                         "have to fit in RAM, and only weights left in the file stream from the SSD")
+    stream = None
+    if verdict == "fits_streaming_from_ssd" and ram_budget is not None and placement.use_mmap \
+            and placement.expert_stream != "advise":
+        stream = _stream_plan(model, placement, memory[0], in_ram, ram_budget, profile)
+        if stream is not None:
+            placement = with_stream(placement, stream)
+            more.append(stream.describe())
+        else:
+            layers = sorted(in_ram) if in_ram else list(model.moe_layers)
+            stream = page_fault_plan(model, layers, placement.n_expert_used or model.n_expert_used)
+            placement = replace(placement, expert_stream="off", expert_stream_bytes=0)
+            warnings.append("too little RAM for an expert cache of one token's experts a layer: "
+                            "the experts come in by page faults, far slower")
     if over:
         verdict, more = "does_not_fit", over + more
     cpu_busy = not gpus or bool(in_ram) or 0 <= placement.n_gpu_layers <= model.n_layer
@@ -185,11 +214,38 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
     if predict_speed:
         speed = predict(model, placement, {g.device: g.gpu for g in gpus}, ram,
                         hardware.cpu.physical_cores)
+        if stream is not None:
+            speed = _with_ssd_reads(speed, stream, disk)
     advice = list(threads.advice)
     if gpus and in_ram and placement.repack and not placement.no_host:
         advice.append(NO_HOST_ADVICE)
     return Plan(placement, verdict, reasons + more, memory, experts_in_ram_layers=len(in_ram),
                 warnings=warnings, gpus=list(gpus), advice=advice, speed=speed)
+
+
+def _stream_plan(model: GGUFModel, placement: PlacementPlan, cpu: DeviceMemory, in_ram: set[int],
+                 ram_budget: int, profile: list[list[int]] | None) -> StreamPlan | None:
+    layers = sorted(in_ram) if in_ram else list(model.moe_layers)
+    experts = sum(t.n_bytes for t in model.tensors
+                  if t.tensor_class == "routed_experts" and t.layer in set(layers))
+    k = placement.n_expert_used or model.n_expert_used
+    return stream_plan(model, layers, ram_budget, cpu.kv + cpu.compute,
+                       max(0, cpu.weights - experts), k, profile)
+
+
+def _with_ssd_reads(speed: Prediction, stream: StreamPlan, disk: DiskSpeed | None) -> Prediction:
+    """The in-RAM prediction plus each token's wait for its SSD reads."""
+    notes = list(speed.notes)
+    if disk is None:
+        disk = TYPICAL_DISK
+        notes.append("the drive's speed not measured: a typical NVMe SSD's assumed "
+                     f"({TYPICAL_DISK.random_read_bw / 1e9:.0f} GB/s for expert-sized reads)")
+    seconds = (1 / speed.decode.low, 1 / speed.decode.high)
+    low, high = streaming_decode(seconds, stream, disk) or (speed.decode.low, speed.decode.high)
+    notes.append(f"decode waits for {stream.ssd_bytes_per_token / 1e9:.2f} GB of SSD reads per "
+                 f"token at {read_rate(stream, disk) / 1e9:.1f} GB/s "
+                 f"({stream.ssd_bytes_per_token_uniform / 1e9:.2f} GB with uniform routing)")
+    return replace(speed, decode=SpeedRange(low, high), notes=notes)
 
 
 # llama.cpp's no_host, for a plan with experts in RAM and a GPU (issue 17, measured on an H200)

@@ -16,10 +16,17 @@ MEMINFO_KB = re.compile(r"^(?:Node \d+ )?(\w+):\s+(\d+) kB$", re.MULTILINE)
 
 
 def detect_memory(root: Path, live: bool, notes: list[str]) -> Memory | None:
-    """RAM and swap: psutil on this machine, root/proc/meminfo for a recorded tree."""
+    """RAM and swap: psutil on this machine, root/proc/meminfo for a recorded tree. On this
+    machine a cgroup memory limit below the RAM (a container, a systemd scope) is the RAM: the
+    page cache counts against it, so a model streams from the SSD as on a smaller machine."""
     if live:
         vm = psutil.virtual_memory()
-        return Memory(total=vm.total, available=vm.available, swap_total=psutil.swap_memory().total)
+        total, available = vm.total, vm.available
+        limit = cgroup_memory_limit()
+        if limit is not None and limit[0] < total:
+            notes.append(f"memory limited to {limit[0] / 2**30:.1f} GiB by this process's cgroup")
+            total, available = limit[0], min(available, max(0, limit[0] - limit[1]))
+        return Memory(total=total, available=available, swap_total=psutil.swap_memory().total)
     fields = _meminfo(root / "proc/meminfo")
     if "MemTotal" not in fields:
         notes.append("memory size unavailable (no readable /proc/meminfo)")
@@ -74,3 +81,30 @@ def detect_disk_free(models_dir: Path, notes: list[str]) -> int | None:
 def _meminfo(path: Path) -> dict[str, int]:
     """A meminfo file (/proc/meminfo or a node's) as bytes per field."""
     return {key: int(kb) * 1024 for key, kb in MEMINFO_KB.findall(read_text(path) or "")}
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                        root: Path = CGROUP_ROOT) -> tuple[int, int] | None:
+    """This process's cgroup memory limit and usage in bytes (v2 memory.max/memory.current,
+    v1 memory.limit_in_bytes/memory.usage_in_bytes), or None without a limit or cgroups."""
+    text = read_text(proc_cgroup) or ""
+    for line in text.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        rel = path.lstrip("/")
+        if controllers == "":  # v2: "0::/path"
+            folder, names = root / rel, ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            folder, names = root / "memory" / rel, ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        limit, usage = read_text(folder / names[0]), read_text(folder / names[1])
+        if limit is None or limit.strip() in ("", "max"):
+            continue
+        value = int(limit.strip())
+        if value >= 2**60:  # v1's "no limit" (page-rounded LONG_MAX)
+            continue
+        return value, int((usage or "0").strip() or 0)
+    return None

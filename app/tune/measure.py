@@ -12,7 +12,7 @@ from pathlib import Path
 from app.engine.client import EngineClient
 from app.engine.errors import EngineError
 from app.engine.placement import CPU_DEVICE, PlacementPlan
-from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling, StorageStats
 
 # Words the synthetic and real tokenizers both split into a token or two each.
 _WORDS = ("expert", "router", "layer", "token", "memory", "cache", "offload", "decode")
@@ -58,6 +58,10 @@ class Measurement:
     runs: int = 1  # loads whose figures these are the medians of (app.tune.rounds)
     decode_range: tuple[float, float] | None = None  # lowest and highest of those runs
     deep_decode_range: tuple[float, float] | None = None
+    # a model larger than RAM: what its decode runs read from the SSD (None: not counted)
+    ssd_bytes_per_token: float | None = None
+    ssd_read_bps: float | None = None  # bytes/s over those runs' decode steps
+    ram_hit_rate: float | None = None  # the stream's RAM expert cache, when it has one
 
     @property
     def ok(self) -> bool:
@@ -68,8 +72,13 @@ class Measurement:
         if not self.ok:
             return f"not measured: {self.error}"
         deep = f" ({self.deep_decode_tps:.1f} at depth {self.decode_depth})" if self.decode_depth else ""
+        ssd = ""
+        if self.ssd_bytes_per_token:
+            hits = "" if self.ram_hit_rate is None else f", RAM expert cache {self.ram_hit_rate:.0%} hits"
+            ssd = (f", SSD {self.ssd_bytes_per_token / 1e9:.2f} GB/token at "
+                   f"{(self.ssd_read_bps or 0) / 1e9:.2f} GB/s{hits}")
         return (f"decode {self.decode_tps:.1f} t/s{deep}, prefill {self.prefill:.0f} t/s, "
-                f"GPU {self.gpu_bytes / 1e9:.1f} GB")
+                f"GPU {self.gpu_bytes / 1e9:.1f} GB{ssd}")
 
     @property
     def decode(self) -> float:
@@ -147,8 +156,10 @@ class Measurer:
             for n in workload.prefill_tokens:
                 result.prefill_tps[n] = statistics.median(self._generate(n, 1).prefill_tps for _ in runs)
             if workload.decode_tokens:
+                before = self.client.stats().storage
                 result.decode_tps = statistics.median(
                     self._generate(16, workload.decode_tokens).decode_tps for _ in runs)
+                self._storage(result, before, self.client.stats().storage)
             if workload.decode_tokens and workload.decode_depth:
                 context = self._context(workload.decode_depth)  # prefilled once, then cached
                 result.decode_depth = workload.decode_depth
@@ -157,6 +168,20 @@ class Measurer:
         except EngineError as exc:
             result.error = exc.message
         return result
+
+    @staticmethod
+    def _storage(result: Measurement, before: StorageStats | None, after: StorageStats | None) -> None:
+        """What the decode runs between the two stats read from the SSD."""
+        if before is None or after is None:
+            return
+        tokens = after.total_tokens - before.total_tokens
+        read = after.total_bytes - before.total_bytes
+        if tokens <= 0:
+            return
+        result.ssd_bytes_per_token = read / tokens
+        result.ram_hit_rate = after.ram_hit_rate
+        if read and result.decode_tps > 0:
+            result.ssd_read_bps = result.ssd_bytes_per_token * result.decode_tps
 
     def _generate(self, prompt_tokens: int, new_tokens: int, context: str = ""):  # -> ChatResult
         """``context`` (the same each time) goes before the fresh part of the prompt, so the

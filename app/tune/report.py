@@ -31,7 +31,8 @@ AT_LLAMA_SETTINGS = "autotuned@llama.cpp"
 # repeats: interleaved rounds (app.tune.rounds), each placement loaded once a round
 REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128, repeats=3)
 CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_4096_tps",
-               "decode_tps", "decode_deep_tps", "decode_depth", "runs", "fits", "note")
+               "decode_tps", "decode_deep_tps", "decode_depth", "runs", "fits", "note",
+               "ssd_gb_per_token", "ram_hit_rate")
 
 
 @dataclass
@@ -133,16 +134,21 @@ def _cells(row: BenchRow, n_layer: int) -> list[str]:
     return [row.strategy, describe(m.plan, n_layer), f"{m.gpu_bytes / 1e9:.1f}",
             tps(m.prefill_tps.get(512)), tps(m.prefill_tps.get(4096)), tps(m.decode_tps),
             tps(m.deep_decode_tps), str(m.decode_depth) if m.deep_decode_tps else "-",
-            str(m.runs) if m.ok else "-", "yes" if m.fits else "no", m.error or ""]
+            str(m.runs) if m.ok else "-", "yes" if m.fits else "no", m.error or "",
+            f"{m.ssd_bytes_per_token / 1e9:.2f}" if m.ssd_bytes_per_token else "-",
+            f"{m.ram_hit_rate:.0%}" if m.ram_hit_rate is not None else "-"]
 
 
 def table_lines(rows: list[BenchRow], n_layer: int) -> list[str]:
     """The report as an aligned text table; decode deep in the context gets a column when it
     was measured (the depth is in its header, so not in a column of its own)."""
     depth = max((row.measurement.decode_depth for row in rows), default=0)
+    # a model larger than RAM: what decoding read from the SSD, and the RAM cache's hits
+    ssd = any(row.measurement.ssd_bytes_per_token for row in rows)
     header = ["strategy", "placement", "GPU GB", "pp512 t/s", "pp4096 t/s", "tg128 t/s",
-              f"tg128@{depth} t/s", "depth", "runs", "fits", "note"]
-    keep = [i for i, name in enumerate(header) if name != "depth" and (depth or "@" not in name)]
+              f"tg128@{depth} t/s", "depth", "runs", "fits", "note", "SSD GB/token", "RAM hits"]
+    keep = [i for i, name in enumerate(header) if name != "depth" and (depth or "@" not in name)
+            and (ssd or name not in ("SSD GB/token", "RAM hits"))]
     header = [header[i] for i in keep]
     body = [[cells[i] for i in keep] for cells in (_cells(row, n_layer) for row in rows)]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]

@@ -33,6 +33,8 @@ from app.engine.protocol import BuildInfo, LoadParams, LoadResult
 from app.gguf_info import GGUFModel, read_model
 from app.hardware import Hardware, detect
 from app.hardware.bandwidth import RamBandwidth, ram_bandwidth
+from app.hardware.disk import DiskSpeed
+from app.load_plan import model_disk_speed, remembered_profile
 from app.ui.advisor.controls import PlanControls, RuleError, base_placement, manual_placement
 from app.ui.advisor.memory_table import MemoryRow, MemoryTableModel
 from app.ui.tune.panel import TunePanel, TuneRequest
@@ -69,6 +71,10 @@ class AdvisorPage(QWidget):
         worker; off for recorded machines, whose speed this machine's probe would not say."""
         super().__init__(parent)
         self.hardware, self.build, self.ram = hardware, build, ram
+        self.disk: DiskSpeed | None = None  # the model's drive, probed when it must stream
+        self.profile: list[list[int]] | None = None  # routing remembered for the model
+        self._measure = measure
+        self._disk_probing = False
         self.path: Path | None = None
         self.model: GGUFModel | None = None
         self.planned: Plan | None = None  # the planner's latest choice
@@ -215,6 +221,7 @@ class AdvisorPage(QWidget):
 
     def _model_read(self, model: GGUFModel) -> None:
         self.model = model
+        self.disk, self.profile = None, remembered_profile(model)
         self.model_label.setText(
             f"{model.name}: {model.architecture}, {model.n_layer} layers, {model.n_expert} experts "
             f"({model.n_expert_used} active), {gb(model.size_bytes)}  —  {self.path}")
@@ -248,15 +255,34 @@ class AdvisorPage(QWidget):
         if self.controls.manual and settings.experts_in_ram is not None:
             placement = manual_placement(base, settings.experts_in_ram, self.model.n_layer,
                                          self.planned.placement if self.planned else None)
-            plan = evaluate(self.model, self.hardware, placement, ram=self.ram, build=self.build)
+            plan = evaluate(self.model, self.hardware, placement, ram=self.ram, build=self.build,
+                            disk=self.disk, profile=self.profile)
         else:
-            plan = plan_for(self.model, self.hardware, settings.n_ctx, base, self.build, self.ram)
+            plan = plan_for(self.model, self.hardware, settings.n_ctx, base, self.build, self.ram,
+                            disk=self.disk, profile=self.profile)
             self.planned = plan
             own = plan.placement.overrides[len(settings.rules):]  # the planner's rule, if any
             self.controls.show_plan(plan.experts_in_ram_layers, uses_shortcut=not own,
                                     gpus=bool(plan.gpus))
         self.plan = plan
         self._show(plan)
+        if plan.verdict == "fits_streaming_from_ssd":
+            self._probe_disk(self.model)
+
+    def _probe_disk(self, model: GGUFModel) -> None:
+        """Measure the model's drive once (a few seconds, on a worker): streaming's speed rests on it."""
+        if self.disk is not None or self._disk_probing or not self._measure:
+            return
+        self._disk_probing = True
+
+        def measured(disk: DiskSpeed | None) -> None:
+            self._disk_probing = False
+            if disk is not None and self.model is model:
+                self.disk = disk
+                self._refresh()
+
+        run_in_background(lambda: model_disk_speed(model), self._alive(measured),
+                          self._alive(lambda exc: setattr(self, "_disk_probing", False)))
 
     def _show(self, plan: Plan) -> None:
         words, icon = VERDICTS[plan.verdict]
@@ -299,6 +325,11 @@ class AdvisorPage(QWidget):
             r = self.ram
             lines.append(f"RAM measured: {r.read_bw / 1e9:.0f} GB/s read ({r.threads} threads), "
                          f"{r.copy_bw_1 / 1e9:.0f} GB/s copy (1 thread)")
+        if self.disk is not None:
+            d = self.disk
+            lines.append(f"Model's drive measured: {d.random_read_bw / 1e9:.1f} GB/s for "
+                         f"{d.block_bytes / 2**20:.0f} MiB reads at depth {d.depth}, "
+                         f"{d.seq_read_bw / 1e9:.1f} GB/s sequential")
         return lines
 
     def _update_load_button(self) -> None:

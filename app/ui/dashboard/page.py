@@ -180,6 +180,9 @@ class DashboardPage(QWidget):
         }
         for memory in stats.memory:
             values[memory_series(memory.device)] = float(memory.used)
+        if stats.storage is not None:
+            values["ssd_read_bps"] = stats.storage.read_bps
+            values["ssd_bytes_per_token"] = stats.storage.bytes_per_token
         self.store.add(self._time(at), values)
         self._last_stats = stats
         self._dirty = True
@@ -297,6 +300,7 @@ class DashboardPage(QWidget):
                 name = "RAM" if memory.device == "RAM" else memory.device
                 lines.append(f"{name}: {format_size(memory.used)} of {format_size(memory.total)}")
             lines.append(f"Engine RSS: {format_size(stats.rss)}")
+            lines.extend(storage_lines(stats))
         cpu = self.store.last("cpu_percent")
         if cpu is not None:
             lines.append(f"CPU: {cpu:.0f}%")
@@ -379,3 +383,17 @@ class DashboardPage(QWidget):
             return None
         dialog.show()
         return dialog
+
+
+def storage_lines(stats: EngineStats) -> list[str]:
+    """What decoding reads from the SSD, when it reads anything."""
+    storage = stats.storage
+    if storage is None or storage.total_bytes == 0:
+        return []
+    lines = [f"SSD while decoding: {storage.read_bps / 1e9:.2f} GB/s, "
+             f"{format_size(storage.bytes_per_token)} per token (last steps)"]
+    if storage.ram_hit_rate is not None:
+        speed = "" if storage.stream_read_bps is None else \
+            f"; its reads ran at {storage.stream_read_bps / 1e9:.2f} GB/s"
+        lines.append(f"RAM expert cache: {storage.ram_hit_rate:.0%} of experts found{speed}")
+    return lines
