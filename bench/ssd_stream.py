@@ -50,7 +50,7 @@ from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling  #
 from app.engine.routing_profiles import PROFILE_FILE  # noqa: E402
 from app.gguf_info import read_model  # noqa: E402
 from app.hardware.bandwidth import ram_bandwidth  # noqa: E402
-from app.hardware.disk import measure_disk  # noqa: E402
+from app.hardware.disk import DiskSpeed, measure_disk  # noqa: E402
 from app.hardware.model import Memory  # noqa: E402
 
 # The warm-up answer and the measured one have prompts of different lengths, so that the
@@ -87,8 +87,10 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3")
 
 
-def plan_at(model_path: Path, limit: int, mode: str, threads: int, ctx: int) -> tuple[PlacementPlan, str]:
-    """The advisor's plan on this machine with ``limit`` bytes of memory, in ``mode``."""
+def plan_at(model_path: Path, limit: int, mode: str, threads: int, ctx: int,
+            disk: DiskSpeed | None = None) -> tuple[PlacementPlan, str]:
+    """The advisor's plan on this machine with ``limit`` bytes of memory, in ``mode``; its
+    decode prediction from ``disk`` (the probe's figures)."""
     model = read_model(model_path)
     machine = hardware.detect()
     # the advisor keeps RAM_HEADROOM free for the desktop's other programs; the cgroup holds
@@ -96,7 +98,7 @@ def plan_at(model_path: Path, limit: int, mode: str, threads: int, ctx: int) -> 
     room = limit + RAM_HEADROOM
     machine = replace(machine, memory=Memory(total=room, available=room, swap_total=0))
     base = PlacementPlan(n_ctx=ctx, n_threads=threads, repack=False, use_mmap=True)
-    plan = evaluate(model, machine, base, gpus=[], ram=ram_bandwidth())
+    plan = evaluate(model, machine, base, gpus=[], ram=ram_bandwidth(), disk=disk)
     placement = plan.placement
     if mode == "off":
         placement = replace(placement, expert_stream="off", expert_stream_bytes=0)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     for factor in args.factor or [2.0, 4.0]:
         limit = int(size / factor)
         for mode in args.mode or ["off", "advise", "cache"]:
-            placement, predicted = plan_at(args.model, limit, mode, args.threads, args.ctx)
+            placement, predicted = plan_at(args.model, limit, mode, args.threads, args.ctx, disk)
             rows.append(Row(factor, mode, placement.describe().split("\n")[0], predicted))
     seed = None
     if any(row.mode.startswith("cache") for row in rows):

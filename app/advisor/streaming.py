@@ -10,11 +10,14 @@ expert (the disk probe's random-read figure at depth).
 
 How many selections the cache serves depends on routing. Trained routers are skewed: for
 Qwen3-MoE and DeepSeek-V3 about a quarter of a layer's experts take about 60% of its
-selections (the statistic MoE Desk's realistic synthetic routing is built to; see
-app/engine/synthetic_routing.py), so a cache holding a fraction ``c`` of the experts serves
-about c ** 0.37 of the selections (0.25 -> 0.60); with uniform routing, ``c``. A routing
-profile remembered for the model (app/engine/routing_profiles.py) gives its own share: the
-selections of each layer's most chosen experts.
+selections, and about 40% of a token's selections repeat the token before's (the statistics
+MoE Desk's realistic synthetic routing is built to; see app/engine/synthetic_routing.py). The
+cache keeps the experts used last, so the repeats are hits, and of the rest a cache holding a
+fraction ``c`` of the experts serves about c ** 0.37 (0.25 -> 0.60): in all
+0.4 + 0.6 * c ** 0.37 (measured on the 2-core dev machine: 58% and 87% at c = 0.12 and 0.38,
+against 67% and 82% from this; docs/benchmarks.md, "Eleventh session"). With uniform routing,
+``c``. A routing profile remembered for the model (app/engine/routing_profiles.py) replaces
+the skew curve by its own share: the selections of each layer's most chosen experts.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ TYPICAL_DISK = DiskSpeed(seq_read_bw=5e9, random_read_bw=3e9, random_read_bw_1=1
                          block_bytes=4 << 20, depth=16, direct=True, drive="typical NVMe SSD")
 # c ** SKEW_EXPONENT: the share of selections the top fraction c of experts takes (0.25 -> 0.6)
 SKEW_EXPONENT = math.log(0.6) / math.log(0.25)
+# share of a token's selections the token before made too: hits in a cache of the experts
+# used last
+REPEAT_SHARE = 0.4
 # Left to the page cache beyond the non-expert weights (the prefill's reads of the mapped
 # file): a floor, or a share of the budget. The cache's own reads bypass the page cache
 # (O_DIRECT), so what is left here serves only prefill; more would shrink the cache for
@@ -70,9 +76,9 @@ def expert_bytes_per_layer(model: GGUFModel, layers: list[int]) -> int:
     return best
 
 
-def expected_hit_rate(fraction: float, profile: list[list[int]] | None = None,
-                      layers: list[int] | None = None) -> float:
-    """Share of selections a cache holding ``fraction`` of each layer's experts serves: from a
+def skew_share(fraction: float, profile: list[list[int]] | None = None,
+               layers: list[int] | None = None) -> float:
+    """Share of selections the most chosen ``fraction`` of each layer's experts take: from a
     routing ``profile`` (counts [layer][expert]) when given, else the skewed-routing curve."""
     fraction = min(max(fraction, 0.0), 1.0)
     if profile and layers:
@@ -85,6 +91,15 @@ def expected_hit_rate(fraction: float, profile: list[list[int]] | None = None,
         if shares:
             return sum(shares) / len(shares)
     return fraction ** SKEW_EXPONENT
+
+
+def expected_hit_rate(fraction: float, profile: list[list[int]] | None = None,
+                      layers: list[int] | None = None) -> float:
+    """Share of selections a cache holding ``fraction`` of each layer's experts (at least one
+    token's) serves: the repeats of the token before, and of the rest the skew's share."""
+    if fraction <= 0:
+        return 0.0
+    return REPEAT_SHARE + (1 - REPEAT_SHARE) * skew_share(fraction, profile, layers)
 
 
 def stream_plan(model: GGUFModel, layers: list[int], ram_budget: int, resident: int,

@@ -55,11 +55,11 @@ def model_params(plan: PlacementPlan, n_layer: int, architecture: str,
     params.split_mode = SPLIT_MODES[plan.split_mode]
     params.main_gpu = plan.main_gpu
     params.load_mode = LOAD_MODES[(plan.use_mmap, plan.use_mlock)]
+    # streamed experts must stay in the mapped file: not repacked (with a GPU and mmap, weights
+    # in RAM stay in the file anyway)
     streamed = plan.expert_stream != "off"
     params.use_extra_bufts = plan.repack and not streamed
-    # repacked layouts need the extra buffers; streamed experts must stay in the mapped file,
-    # which no_host without them gives (with a GPU, CPU weights otherwise go to pinned copies)
-    params.no_host = (plan.no_host and plan.repack) or streamed
+    params.no_host = plan.no_host and plan.repack and not streamed  # repacked layouts need the extra buffers
     params.progress_callback = progress
 
     if plan.tensor_split:
