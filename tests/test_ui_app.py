@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,3 +190,13 @@ def test_qt_binding_keeps_bool_refcounts() -> None:
     for _ in range(200):
         emitter.fired.emit(1)
     assert sys.getrefcount(True) >= before - 5
+
+
+@pytest.mark.parametrize("flag, expected", [("--help", "usage: moedesk"), ("--version", "MoE Desk ")])
+def test_help_and_version_answer_on_the_terminal_without_a_display(flag: str, expected: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    done = subprocess.run([sys.executable, "-m", "app.ui.main", flag], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(expected)
+    assert "moedesk-cli --help" in " ".join(done.stdout.split()) or flag == "--version"

@@ -33,16 +33,15 @@ from app.engine.protocol import (
     LoadResult,
     RoutingSnapshot,
 )
+from app.ui.engine_state import EngineState
 from app.ui.engine_worker import ChatJob, EngineJob, EngineWorker
 from app.ui.ui_thread import UiThreadPost
-
-STATES = ("stopped", "starting", "idle", "loading", "generating", "tuning", "died")
 
 
 class EngineController(QObject):
     """Start, load, chat, unload, restart the engine without ever blocking the UI thread."""
 
-    state_changed = Signal(str)  # one of STATES
+    state_changed = Signal(object)  # EngineState
     build_info = Signal(object)  # BuildInfo, once the engine has started
     load_progress = Signal(float)
     model_loaded = Signal(object)  # LoadResult
@@ -60,14 +59,14 @@ class EngineController(QObject):
                  stats_interval_s: float = 0.25) -> None:
         super().__init__(parent)
         # after shutdown() nothing more is delivered: the pages may be gone
-        self._ui = UiThreadPost(self, still_wanted=lambda: self.state != "shut down")
+        self._ui = UiThreadPost(self, still_wanted=lambda: self.state != EngineState.SHUT_DOWN)
         self._worker = EngineWorker(self, self._ui.post,
                                     log_path=log_path or paths.cache_dir() / "engine.log",
                                     stats_interval_s=stats_interval_s)
         self._reported_deaths: set[int] = set()
         self._chat_ids = itertools.count(1)
         self._chats: dict[int, ChatJob] = {}
-        self.state = "stopped"
+        self.state = EngineState.STOPPED
         self.last_build_info: BuildInfo | None = None
         self.loaded: LoadResult | None = None  # the model loaded now
         self.last_load: LoadParams | None = None  # what restart() loads again
@@ -88,8 +87,8 @@ class EngineController(QObject):
 
     def start(self) -> None:
         """Start an engine process if none is running."""
-        if self.state in ("stopped", "died"):
-            self._set_state("starting")
+        if self.state.can_start:
+            self._set_state(EngineState.STARTING)
             self._worker.start()
 
     def load(self, params: LoadParams) -> None:
@@ -119,7 +118,7 @@ class EngineController(QObject):
             self._worker.cancel(job.stream)
 
     def run_engine_job(self, job: EngineJob, on_done: Callable[[Any], None],
-                       on_error: Callable[[str, str], None], state: str = "tuning") -> None:
+                       on_error: Callable[[str, str], None], state: EngineState = EngineState.TUNING) -> None:
         """Run ``job(client)`` on the engine worker, in turn with loads and chats: work that
         drives the engine itself (autotune, benchmarks). The job may load models; it returns
         its result and the model it leaves loaded (None: none), which becomes the loaded one.
@@ -131,7 +130,7 @@ class EngineController(QObject):
         loaded again. The one-click answer to ``engine_died``."""
         for chat_id in list(self._chats):
             self.stop_chat(chat_id)
-        self._set_state("starting")
+        self._set_state(EngineState.STARTING)
         self._worker.restart(lambda: self.last_load)
 
     def shutdown(self) -> None:
@@ -140,47 +139,47 @@ class EngineController(QObject):
         for chat_id in list(self._chats):
             self.stop_chat(chat_id)
         self._worker.shutdown()
-        self.state = "shut down"  # nothing more is delivered
+        self.state = EngineState.SHUT_DOWN  # nothing more is delivered
 
     # --- back on the UI thread ------------------------------------------------------------
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: EngineState) -> None:
         if state != self.state:
             self.state = state
             self.state_changed.emit(state)
 
     # What the worker reports (EngineEvents), each delivered here on the UI thread.
 
-    def on_state(self, state: str) -> None:
+    def on_state(self, state: EngineState) -> None:
         self._set_state(state)
 
     def on_started(self, info: BuildInfo) -> None:
         self.last_build_info = info
         self.last_death = None
         self.build_info.emit(info)
-        self._set_state("idle")
+        self._set_state(EngineState.IDLE)
 
     def on_load_progress(self, fraction: float) -> None:
         self.load_progress.emit(fraction)
 
     def on_loaded(self, result: LoadResult) -> None:
         self.loaded = result
-        self._set_state("idle")
+        self._set_state(EngineState.IDLE)
         self.model_loaded.emit(result)
 
     def on_load_failed(self, message: str, hint: str) -> None:
         self.loaded = None  # the engine dropped the previous model before trying
-        self._set_state("idle")
+        self._set_state(EngineState.IDLE)
         self.load_failed.emit(message, hint)
 
     def on_unloaded(self) -> None:
         self.loaded = None
-        self._set_state("idle")
+        self._set_state(EngineState.IDLE)
         self.model_unloaded.emit()
 
     def on_job_done(self, on_done: Callable[[Any], None], result: Any, loaded: LoadResult | None) -> None:
         self.loaded = loaded
-        self._set_state("idle")
+        self._set_state(EngineState.IDLE)
         if loaded is not None:
             self.model_loaded.emit(loaded)
         else:
@@ -189,7 +188,7 @@ class EngineController(QObject):
 
     def on_job_failed(self, on_error: Callable[[str, str], None], message: str, hint: str) -> None:
         self.loaded = None  # what the job left loaded is unknown: load again to chat
-        self._set_state("idle")
+        self._set_state(EngineState.IDLE)
         self.model_unloaded.emit()
         on_error(message, hint)
 
@@ -199,22 +198,22 @@ class EngineController(QObject):
     def on_chat_finished(self, chat_id: int, result: ChatResult) -> None:
         self._chats.pop(chat_id, None)
         if self.state == "generating":
-            self._set_state("idle")
+            self._set_state(EngineState.IDLE)
         self.chat_finished.emit(chat_id, result)
 
     def on_chat_failed(self, chat_id: int, message: str, hint: str) -> None:
         self._chats.pop(chat_id, None)
         if self.state == "generating":
-            self._set_state("idle")
+            self._set_state(EngineState.IDLE)
         self.chat_failed.emit(chat_id, message, hint)
 
     def on_stats(self, session: int, stats: EngineStats) -> None:
-        if session == self._worker.session and self.state != "died":
+        if session == self._worker.session and self.state != EngineState.DIED:
             self.last_stats = stats
             self.stats.emit(stats)
 
     def on_routing(self, session: int, snapshot: RoutingSnapshot) -> None:
-        if session == self._worker.session and self.state != "died":
+        if session == self._worker.session and self.state != EngineState.DIED:
             self.routing.emit(snapshot)
 
     def on_died(self, session: int, message: str, hint: str) -> None:
@@ -223,5 +222,5 @@ class EngineController(QObject):
         self._reported_deaths.add(session)
         self.loaded = None
         self.last_death = (message, hint)
-        self._set_state("died")
+        self._set_state(EngineState.DIED)
         self.engine_died.emit(message, hint)

@@ -33,6 +33,7 @@ from app.engine.protocol import (
     RoutingSnapshot,
     SubscribeParams,
 )
+from app.ui.engine_state import EngineState  # noqa: I001 (sorted below by ruff)
 
 log = logging.getLogger("moedesk.ui.engine")
 
@@ -52,7 +53,7 @@ class ChatJob:
 class EngineEvents(Protocol):
     """What the worker reports; every call is made on the UI thread (``post`` takes it there)."""
 
-    def on_state(self, state: str) -> None: ...
+    def on_state(self, state: EngineState) -> None: ...
     def on_started(self, info: BuildInfo) -> None: ...
     def on_load_progress(self, fraction: float) -> None: ...
     def on_loaded(self, result: LoadResult) -> None: ...
@@ -117,7 +118,7 @@ class EngineWorker:
         self._cancels.submit(stream.cancel)
 
     def run_job(self, job: EngineJob, on_done: Callable[[Any], None], on_error: Callable[[str, str], None],
-                state: str) -> None:
+                state: EngineState) -> None:
         self._submit(self._engine_job, job, on_done, on_error, state)
 
     def restart(self, reload: Callable[[], LoadParams | None]) -> None:
@@ -142,7 +143,7 @@ class EngineWorker:
         """The running engine's client, spawning an engine first if there is none."""
         if self._client is not None:
             return self._client
-        self._post(self._events.on_state, "starting")
+        self._post(self._events.on_state, EngineState.STARTING)
         self._session += 1  # before spawning: a failed start is this session's death
         session = self._session
         self._model_ready = False
@@ -173,7 +174,7 @@ class EngineWorker:
         try:
             client = self._ensure_client()
             session = self._session
-            self._post(self._events.on_state, "loading")
+            self._post(self._events.on_state, EngineState.LOADING)
             self._model_ready = False  # the engine drops the old model first
             stream = client.start_load(params)
             for progress in stream:
@@ -216,7 +217,7 @@ class EngineWorker:
             job.stream = self._client.chat(params)
             if job.cancelled:  # stop pressed while the request went out
                 job.stream.cancel()
-            self._post(self._events.on_state, "generating")
+            self._post(self._events.on_state, EngineState.GENERATING)
             for text in job.stream.texts():
                 self._post(self._events.on_chat_token, job.chat_id, text)
             result = job.stream.result
@@ -233,7 +234,7 @@ class EngineWorker:
         self._post(self._events.on_chat_finished, job.chat_id, result)
 
     def _engine_job(self, job: EngineJob, on_done: Callable[[Any], None],
-                    on_error: Callable[[str, str], None], state: str) -> None:
+                    on_error: Callable[[str, str], None], state: EngineState) -> None:
         session = self._session
         try:
             client = self._ensure_client()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import logging
 import sys
 import threading
@@ -52,9 +54,30 @@ def install_guard(app: QApplication) -> UiThreadPost:
     return to_ui
 
 
+def parse_args(argv: Sequence[str]) -> list[str]:
+    """``moedesk --help`` and ``--version`` answer on the terminal (no window, no display
+    needed); every other argument is Qt's (``-platform offscreen``, ``-style fusion``, ...)."""
+    parser = argparse.ArgumentParser(
+        prog="moedesk",
+        description="MoE Desk: run giant Mixture-of-Experts language models on your own machine. "
+                    "Starts the desktop app; Qt's own options (-platform, -style, ...) pass through.",
+        epilog="The command-line tools (chat, serve, download, advise, bench): moedesk-cli --help")
+    parser.add_argument("--version", action="version", version=f"MoE Desk {app_version()}")
+    _, rest = parser.parse_known_args(list(argv[1:]))
+    return [argv[0] if argv else "moedesk", *rest]
+
+
+def app_version() -> str:
+    try:
+        return importlib.metadata.version("moedesk")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    qt_args = parse_args(list(argv) if argv is not None else sys.argv)  # exits on --help
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = QApplication(list(argv) if argv is not None else sys.argv)
+    app = QApplication(qt_args)
     app.setApplicationName("MoE Desk")
     app.setDesktopFileName("moedesk")
     app.setWindowIcon(app_icon())

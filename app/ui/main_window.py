@@ -32,6 +32,7 @@ from app.hardware import Hardware, detect
 from app.store import FIRST_RUN_DONE, LOAD_CONTEXT, Store
 from app.ui.chat import ChatPage
 from app.ui.engine_controller import EngineController
+from app.ui.engine_state import EngineState
 from app.ui.serve_control import ServeControl
 from app.ui.settings import SettingsPage
 from app.ui.settings.page import DEFAULT_LOAD_CONTEXT
@@ -254,12 +255,12 @@ class MainWindow(QMainWindow):
             if callable(setter):
                 setter(hardware)
 
-    def _state_changed(self, state: str) -> None:
+    def _state_changed(self, state: EngineState) -> None:
         self.status.set_state(state)
         self.chat.set_engine_state(state)
-        if state != "died":
+        if state != EngineState.DIED:
             self.banner.hide()
-        self.start_action.setEnabled(state in ("stopped", "died"))
+        self.start_action.setEnabled(state.can_start)
         self.unload_action.setEnabled(self.engine.loaded is not None)
 
     def _model_loaded(self, result: LoadResult | None) -> None:

@@ -27,6 +27,7 @@ from app.serve.cli import LOOPBACK
 from app.serve.http import DEFAULT_HOST, DEFAULT_PORT, OpenAIServer
 from app.store import Store
 from app.ui.engine_controller import EngineController
+from app.ui.engine_state import EngineState
 from app.ui.ui_thread import UiThreadPost
 
 log = logging.getLogger("moedesk.ui.serve")
@@ -35,7 +36,6 @@ SERVE_ENABLED, SERVE_HOST, SERVE_PORT = "openai_server_enabled", "openai_server_
 SERVE_ALLOWED_HOSTS = "openai_server_allowed_hosts"  # Host names besides the bound address
 KEYRING_SERVICE, KEYRING_USER = "moedesk", "openai-api-key"
 POLL_MS = 500  # the status bar's in-flight count, twice a second
-ENGINE_GONE = ("starting", "stopped", "died")  # the client the server used is closing
 
 
 @dataclass(frozen=True)
@@ -178,10 +178,10 @@ class ServeControl(QObject):
 
     def _should_run(self) -> bool:
         return (self.config.enabled and self.config.problem() is None
-                and self.engine.client is not None and self.engine.state not in ENGINE_GONE)
+                and self.engine.client is not None and not self.engine.state.client_gone)
 
-    def _engine_state(self, state: str) -> None:
-        if state in ENGINE_GONE:
+    def _engine_state(self, state: EngineState) -> None:
+        if state.client_gone:
             self._stop()
             self.changed.emit()
         else:  # "idle" after "starting": a new engine (and client) is up

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QWidget
 
 from app.store import ChatDefaults, MessageStats, Store
+from app.ui.engine_state import EngineState
 
 DEMO_ANSWER = """<think>
 The user asks why a MoE model runs fast with experts in RAM. Key point: only the top-k experts
@@ -49,7 +50,7 @@ def demo_page() -> QWidget:
     fill_demo_store(store)
     conv = store.conversations()[0]
     page = ChatPage(store)
-    page.set_engine_state("idle")
+    page.set_engine_state(EngineState.IDLE)
     page.set_model(LoadResult(
         model=ModelInfo(path="Qwen3-30B-A3B-Q4_K_M.gguf", shards=[], architecture="qwen3moe",
                         name="Qwen3-30B-A3B", n_layer=48, n_expert=128, n_expert_used=8,

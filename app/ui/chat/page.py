@@ -38,6 +38,7 @@ from app.ui.chat.message_view import MessageView
 from app.ui.chat.message_widgets import MessageWidget
 from app.ui.chat.presets import context_policy_for, sampling_for
 from app.ui.chat.settings_dialog import ChatSettingsDialog
+from app.ui.engine_state import EngineState
 
 SAVE_EVERY_S = 0.5
 REDRAW_MS = 80
@@ -54,7 +55,7 @@ class ChatPage(QWidget):
         self.store = store
         self.engine: Any = None  # the EngineController, once attached
         self.model: LoadResult | None = None
-        self.engine_state = "stopped"
+        self.engine_state = EngineState.STOPPED
         self.conversation: Conversation | None = None
         self.answer: StreamingAnswer | None = None
         self._editing: int | None = None  # the user message being edited (edit-and-resend)
@@ -146,7 +147,7 @@ class ChatPage(QWidget):
         engine.chat_finished.connect(self.on_finished)
         engine.chat_failed.connect(self.on_failed)
 
-    def set_engine_state(self, state: str) -> None:
+    def set_engine_state(self, state: EngineState) -> None:
         self.engine_state = state
         self._update_controls()
 
@@ -314,7 +315,7 @@ class ChatPage(QWidget):
         state = "partial" if answer.text else "error"
         self.store.update_message(answer.message_id, answer.text, state, error=message)
         self._end_answer()
-        if self.engine_state != "died":  # a death has its own notice and banner
+        if self.engine_state != EngineState.DIED:  # a death has its own notice and banner
             self.notice.setText(f"{message} {hint}".strip().splitlines()[0])
 
     def answer_widget(self) -> MessageWidget | None:
@@ -352,7 +353,7 @@ class ChatPage(QWidget):
         self.meter.show_use(s.prompt_tokens + s.completion_tokens, n_ctx, s.messages_dropped)
 
     def _can_answer(self) -> bool:
-        return self.engine is not None and self.model is not None and self.engine_state in ("idle",)
+        return self.engine is not None and self.model is not None and self.engine_state == EngineState.IDLE
 
     def _update_controls(self) -> None:
         busy = self.answer is not None
@@ -363,12 +364,12 @@ class ChatPage(QWidget):
         self.view.set_busy(busy)
         if busy:
             self.notice.clear()
-        elif self.engine_state == "died":
+        elif self.engine_state == EngineState.DIED:
             self.notice.setText("The engine stopped. Restart it from the banner above; "
                                 "this conversation is kept.")
-        elif self.model is None and self.engine_state not in ("loading", "starting"):
+        elif self.model is None and not self.engine_state.coming_up:
             self.notice.setText("No model is loaded: load one on the Models page.")
-        elif self.engine_state in ("loading", "starting"):
+        elif self.engine_state.coming_up:
             self.notice.setText("The model is loading…")
         elif self.notice.text().startswith(("No model", "The model is loading", "The engine stopped")):
             self.notice.clear()

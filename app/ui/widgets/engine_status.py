@@ -7,10 +7,13 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from app.engine.protocol import EngineStats, LoadResult
+from app.ui.engine_state import EngineState
 
 STATE_WORDS = {
-    "stopped": "Engine stopped", "starting": "Engine starting…", "idle": "Engine ready",
-    "loading": "Loading model…", "generating": "Generating", "died": "Engine stopped unexpectedly",
+    EngineState.STOPPED: "Engine stopped", EngineState.STARTING: "Engine starting…",
+    EngineState.IDLE: "Engine ready", EngineState.LOADING: "Loading model…",
+    EngineState.GENERATING: "Generating", EngineState.TUNING: "Measuring placements…",
+    EngineState.DIED: "Engine stopped unexpectedly", EngineState.SHUT_DOWN: "Engine stopped",
 }
 
 
@@ -32,7 +35,7 @@ class EngineStatus(QWidget):
         super().__init__(parent)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.state = QLabel(STATE_WORDS["stopped"])
+        self.state = QLabel(STATE_WORDS[EngineState.STOPPED])
         self.model = QLabel("no model")
         self.memory = QLabel("")
         self.speed = QLabel("")
@@ -44,12 +47,12 @@ class EngineStatus(QWidget):
             widget.setToolTip("")
         layout.addWidget(self.progress)
 
-    def set_state(self, state: str) -> None:
-        self.state.setText(STATE_WORDS.get(state, state))
-        self.progress.setVisible(state == "loading")
-        if state == "loading":
+    def set_state(self, state: EngineState) -> None:
+        self.state.setText(STATE_WORDS[state])
+        self.progress.setVisible(state == EngineState.LOADING)
+        if state == EngineState.LOADING:
             self.progress.setValue(0)
-        if state in ("stopped", "died"):
+        if state.can_start:
             self.model.setText("no model")
             self.memory.clear()
             self.speed.clear()
