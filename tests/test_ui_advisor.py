@@ -227,6 +227,7 @@ def test_a_model_larger_than_ram_streams_through_a_ram_cache_and_its_drive_is_pr
     assert page.verdict.text() == VERDICTS["fits_streaming_from_ssd"][0]
     assert page.plan.placement.expert_stream == "cache"
     assert "RAM cache of" in page.reasons.text()
+    assert table(page)[0][6].endswith("rest from the SSD")
     # the model's drive is measured on a worker, and the prediction then rests on it
     qtbot.waitUntil(lambda: page.disk is not None, timeout=30_000)
     assert "Model's drive measured" in page.hardware_label.text()

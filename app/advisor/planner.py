@@ -303,6 +303,6 @@ def _ram_verdict(verdict: Verdict, cpu: DeviceMemory, ram_budget: int | None
         ], []
     short = cpu.total - ram_budget
     return "fits_streaming_from_ssd", [f"RAM: {gb(cpu.total)} needed, {gb(ram_budget)} usable"], [
-        f"{gb(short)} of weights will be read from the SSD as tokens need them: expect a "
-        "small fraction of the speed; more RAM or a smaller quant avoids it"
+        f"{gb(short)} of weights do not fit in RAM and will be read from the SSD as tokens "
+        "need them, slower than from RAM; more RAM or a smaller quant avoids it"
     ]

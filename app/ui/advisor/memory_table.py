@@ -16,6 +16,7 @@ class MemoryRow:
     memory: DeviceMemory
     usable: int | None  # bytes the device may give the model (None: unknown)
     label: str = ""  # "CUDA0 (RTX 4090)"
+    streamed: bool = False  # RAM of a plan streaming from the SSD: what does not fit is read from it
 
 
 def _gb(n: int | None) -> str:
@@ -54,6 +55,8 @@ class MemoryTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and column > 0:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and column == 6 and self.over(row):
+            if row.streamed:
+                return "the weights that do not fit stay in the model file and are read from the SSD"
             return "more than this device can give: the load would fail or swap"
         if role != Qt.ItemDataRole.DisplayRole:
             return None
@@ -66,7 +69,9 @@ class MemoryTableModel(QAbstractTableModel):
         if not row.usable:
             return ""
         share = m.total / row.usable
-        return f"{share:.0%}" + (" — too much" if share > 1 else "")
+        if share > 1:
+            return f"{share:.0%} — rest from the SSD" if row.streamed else f"{share:.0%} — too much"
+        return f"{share:.0%}"
 
     @staticmethod
     def over(row: MemoryRow) -> bool:

@@ -312,7 +312,9 @@ class AdvisorPage(QWidget):
         usable: dict[str, tuple[int | None, str]] = {
             "CPU": (memory.available - RAM_HEADROOM if memory else None, "CPU (RAM)")}
         usable.update({g.device: (g.free - VRAM_HEADROOM, f"{g.device} ({g.name})") for g in plan.gpus})
-        return [MemoryRow(m, *usable.get(m.device, (None, m.device))) for m in plan.memory]
+        streaming = plan.verdict == "fits_streaming_from_ssd"
+        return [MemoryRow(m, *usable.get(m.device, (None, m.device)),
+                          streamed=streaming and m.device == "CPU") for m in plan.memory]
 
     def _machine_lines(self) -> list[str]:
         if self.hardware is None:
