@@ -14,6 +14,10 @@ from pytestqt.qtbot import QtBot
 
 from app import paths
 from app.hub import token as hub_token
+from app.store import FIRST_RUN_DONE, Store
+from app.ui.engine_controller import EngineController
+from app.ui.first_run.recommend import Recommendation
+from app.ui.main_window import MainWindow
 from app.ui.models import ModelsPage
 from app.ui.models.demo import demo_hardware
 from tests import hub_server
@@ -302,3 +306,29 @@ def test_files_folders_and_the_hf_cache_are_imported_into_the_library(
                      Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: library.model.rowCount() == 1, timeout=WAIT_MS)
     assert list((tmp_path / "hf-cache").rglob("tiny-moe-Q8_0.gguf"))
+
+
+def test_the_first_run_screens_recommendation_opens_in_the_models_page(
+        qtbot: QtBot, hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        memory_keyring: MemoryKeyring) -> None:
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path / "home"))  # the local hub is HF_ENDPOINT
+    store = Store.open_default()
+    window = MainWindow(store, EngineController())
+    qtbot.addWidget(window)
+    window.show()
+    window.show_first_run()
+    dialog = window.first_run_dialog
+    dialog.show_hardware(demo_hardware())
+    dialog.recommendation = Recommendation("Tiny MoE", REPO, "Q4_0", 0.1, "it fits")
+    qtbot.mouseClick(dialog.models_button, Qt.MouseButton.LeftButton)
+    models = window.pages["Models"]
+    assert isinstance(models, ModelsPage)
+    assert window.stack.currentWidget() is models
+    assert models.tabs.currentWidget() is models.find
+    assert models.find.search_edit.text() == REPO
+    # the repo's quants are listed, not the popular repos' search
+    qtbot.waitUntil(lambda: len(models.find.quant_model.rows) > 0, timeout=WAIT_MS)
+    assert models.find.repo_id == REPO
+    assert store.setting(FIRST_RUN_DONE, False) is True
+    models.shutdown()
+    window.close()

@@ -233,12 +233,13 @@ class MainWindow(QMainWindow):
             self.show_first_run()
 
     def _open_models_for(self, repo_id: str) -> None:
-        self.show_page("Models")
+        """The first-run screen's "Open the Models page": its recommended repo, opened there."""
+        from app.ui.models import ModelsPage
+
         models = self.pages["Models"]
-        for method in ("show_repo", "search"):  # whichever the Models page offers
-            if repo_id and callable(getattr(models, method, None)):
-                getattr(models, method)(repo_id)
-                break
+        if repo_id and isinstance(models, ModelsPage):
+            models.show_repo(repo_id)
+        self.show_page("Models")
 
     def _choose_model_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load a model", str(self.store.models_folder()),

@@ -74,6 +74,14 @@ class ModelsPage(QWidget):
         """The machine the verdicts are for (the main window passes what it detected)."""
         self.find.hardware = hardware
 
+    def show_repo(self, repo_id: str) -> None:
+        """Open a Hub repo's quants (what the first-run screen recommends): its name in the
+        search box, its quants listed with the advisor's verdicts."""
+        self.tabs.setCurrentWidget(self.find)
+        self._search_on_show = False  # the first show would list the popular repos over it
+        self.find.search_edit.setText(repo_id)
+        self.find.open_repo(repo_id)
+
     def shutdown(self, wait_ms: int = 10_000) -> None:
         """Pause a running download (its .part files stay for next time) and wait for the workers."""
         if self.find.job is not None:
