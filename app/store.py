@@ -38,6 +38,7 @@ THEME = "theme"  # "system" | "light" | "dark"
 CHAT_DEFAULTS = "chat_defaults"  # ChatDefaults as a dict
 LOAD_CONTEXT = "load_context"  # n_ctx asked of the planner when a model is loaded
 FIRST_RUN_DONE = "first_run_done"
+EXPORT_FOLDER = "export_folder"  # where the last conversation export went
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (

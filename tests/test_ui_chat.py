@@ -3,12 +3,14 @@ edit and resend; how messages look (Markdown, code copy, collapsed thinking)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 from pytestqt.qtbot import QtBot
 
 from app.engine.placement import PlacementPlan
@@ -190,3 +192,25 @@ def test_segments_split_thinking_prose_and_unfinished_code() -> None:
     assert open_code[-1].kind == "code" and not open_code[-1].closed and open_code[-1].lang == "py"
     # a template that opened <think> in the prompt: the answer shows only the closing tag
     assert segments("reasoning</think>answer")[0].kind == "think"
+
+
+def test_a_conversation_exports_to_markdown_and_json(qtbot: QtBot, page: ChatPage, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    send(qtbot, page, "Say something")
+    answer = wait_answered(qtbot, page)
+    assert page.conversation is not None
+    chosen = tmp_path / "out" / "chat"
+    chosen.parent.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(chosen), ""))
+    # the conversation list's menu asks the page, which asks where (the suffix is added)
+    page.conversation_list.export_requested.emit(page.conversation.id, "markdown")
+    written = chosen.with_suffix(".md")
+    assert "## You\n\nSay something" in written.read_text()
+    assert answer.content.strip()[:20] in written.read_text()
+    path = page.export_conversation(page.conversation.id, "json", tmp_path / "chat.json")
+    assert path is not None and json.loads(path.read_text())["messages"][1]["role"] == "assistant"
+    # a folder that cannot be written: the page says so, nothing is left behind
+    warned: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda _parent, _title, text: warned.append(text))
+    assert page.export_conversation(page.conversation.id, "json", tmp_path / "missing" / "x.json") is None
+    assert warned and "could not be written" in warned[0]

@@ -21,6 +21,7 @@ class ConversationList(QWidget):
     new_requested = Signal()
     open_requested = Signal(int)  # conversation id
     delete_requested = Signal(int)  # conversation id
+    export_requested = Signal(int, str)  # conversation id, "markdown" or "json"
 
     def __init__(self, conversations: ConversationListModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -55,5 +56,8 @@ class ConversationList(QWidget):
             return
         menu = QMenu(self)
         menu.addAction("Rename", lambda: self.list.edit(index))
+        conversation_id = index.data(ID_ROLE)
+        menu.addAction("Export as Markdown…", lambda: self.export_requested.emit(conversation_id, "markdown"))
+        menu.addAction("Export as JSON…", lambda: self.export_requested.emit(conversation_id, "json"))
         menu.addAction("Delete", lambda: self.delete_requested.emit(index.data(ID_ROLE)))
         menu.popup(self.list.viewport().mapToGlobal(position))

@@ -13,13 +13,16 @@ The page talks to the engine only through the EngineController it is attached to
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QPalette, QShortcut
 from PySide6.QtWidgets import (
+    QFileDialog,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -28,12 +31,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.protocol import ChatParams, ChatResult, LoadResult
-from app.store import Conversation, MessageStats, Store
+from app.store import EXPORT_FOLDER, Conversation, MessageStats, Store
 from app.ui.chat.answer import StreamingAnswer, history_for
 from app.ui.chat.context_meter import ContextMeter
 from app.ui.chat.conversation_header import ConversationHeader
 from app.ui.chat.conversation_list import ConversationList
 from app.ui.chat.conversation_model import ConversationListModel
+from app.ui.chat.export import SUFFIXES, ExportFormat, export_conversation, suggested_name
 from app.ui.chat.message_view import MessageView
 from app.ui.chat.message_widgets import MessageWidget
 from app.ui.chat.presets import context_policy_for, sampling_for
@@ -76,6 +80,7 @@ class ChatPage(QWidget):
         self.conversation_list.new_requested.connect(self.new_conversation)
         self.conversation_list.open_requested.connect(self.open_conversation)
         self.conversation_list.delete_requested.connect(self.delete_conversation)
+        self.conversation_list.export_requested.connect(self.export_conversation)
 
         self.header = ConversationHeader()
         self.header.preset_chosen.connect(self._preset_chosen)
@@ -202,6 +207,30 @@ class ChatPage(QWidget):
             if self.conversations.rowCount():
                 self.open_conversation(self.conversations.conversation_at(0).id)
         self._update_controls()
+
+    def export_conversation(self, conversation_id: int, fmt: ExportFormat,
+                            path: Path | None = None) -> Path | None:
+        """Save a conversation as Markdown or JSON; asks where when ``path`` is None. Returns
+        the file written (None: cancelled, or it could not be written, which the page says)."""
+        conversation = self.store.conversation(conversation_id)
+        if path is None:
+            folder = Path(self.store.setting(EXPORT_FOLDER, str(Path.home())))
+            suffix = SUFFIXES[fmt]
+            chosen, _ = QFileDialog.getSaveFileName(
+                self, "Export the conversation", str(folder / suggested_name(conversation, fmt)),
+                f"{'Markdown' if fmt == 'markdown' else 'JSON'} (*{suffix})")
+            if not chosen:
+                return None
+            path = Path(chosen) if Path(chosen).suffix else Path(chosen + suffix)
+        try:
+            written = export_conversation(conversation, self.store.messages(conversation_id), path, fmt)
+        except OSError as exc:
+            QMessageBox.warning(self, "Export failed",
+                                f"{path} could not be written: {exc.strerror or exc}. "
+                                "Choose another folder.")
+            return None
+        self.store.set_setting(EXPORT_FOLDER, str(written.parent))
+        return written
 
     def edit_chat_settings(self) -> None:
         """System prompt and sampling of this conversation, in a small dialog."""
