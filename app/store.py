@@ -15,8 +15,10 @@ and only a finished answer becomes ``"complete"``; a crash leaves the partial te
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +74,22 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# Full-text search over every message (SQLite FTS5, an external-content index kept by triggers;
+# a streaming answer's saves reindex it as they go).
+_SEARCH_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    content, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
 """
 # columns added after version 1, for databases made before them: (table, column, definition)
 _ADDED_COLUMNS = (
@@ -133,6 +151,14 @@ class Message:
     created: float = field(default_factory=time.time)
 
 
+@dataclass
+class SearchHit:
+    conversation_id: int
+    title: str
+    snippet: str  # the matching words in [brackets], with some words around them
+    message_id: int | None  # None: the title matched
+
+
 class Store:
     """The app's SQLite database. One instance per process; not shared across threads."""
 
@@ -157,6 +183,7 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
             self._add_columns()
+            self._add_search()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the conversation database {self.path}: {exc}.",
@@ -170,6 +197,13 @@ class Store:
             if column not in have:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
+    def _add_search(self) -> None:
+        """The search index; a database made before it gets its messages indexed once."""
+        had = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'").fetchone()
+        self._db.executescript(_SEARCH_SCHEMA)
+        if had is None:
+            self._db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
+
     @classmethod
     def open_default(cls) -> Store:
         """The store under the user's data folder (``MOEDESK_HOME`` moves it)."""
@@ -177,6 +211,34 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    # --- search ---------------------------------------------------------------------------
+
+    def search(self, text: str, limit: int = 100) -> list[SearchHit]:
+        """Conversations whose title or messages contain every word of ``text`` (word
+        prefixes; case and accents ignored), most recently updated first, each with a snippet
+        of its best-matching message."""
+        words = _words(text)
+        if not words:
+            return []
+        query = " ".join(f'"{w}"*' for w in words)
+        rows = self._db.execute(
+            "SELECT m.conversation_id AS cid, m.id AS mid, "
+            "snippet(messages_fts, 0, '[', ']', '…', 12) AS snip, bm25(messages_fts) AS rank "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "WHERE messages_fts MATCH ? ORDER BY rank", (query,)).fetchall()
+        best: dict[int, tuple[int, str]] = {}
+        for row in rows:
+            best.setdefault(row["cid"], (row["mid"], row["snip"]))
+        hits = []
+        for conversation in self.conversations():
+            title = _words(conversation.title)
+            if conversation.id in best:
+                message_id, snip = best[conversation.id]
+                hits.append(SearchHit(conversation.id, conversation.title, snip, message_id))
+            elif all(any(t.startswith(w) for t in title) for w in words):
+                hits.append(SearchHit(conversation.id, conversation.title, conversation.title, None))
+        return hits[:limit]
 
     # --- conversations --------------------------------------------------------------------
 
@@ -301,6 +363,12 @@ class Store:
         # statements one transaction even in autocommit mode
         self._db.execute("BEGIN")
         return self._db
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words without accents, as the search index tokenizes them."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+    return re.findall(r"\w+", folded)
 
 
 class StoreError(Exception):

@@ -137,3 +137,27 @@ def test_a_database_from_before_context_policies_opens_with_drop_middle(tmp_path
     assert message.stats is not None and message.stats.messages_dropped == 0
     # new chats answer until the context ends
     assert store.create_conversation().max_tokens == 0
+    # its messages are indexed for search when it is first opened
+    assert [h.conversation_id for h in store.search("hi")] == [1]
+
+
+def test_search_finds_words_in_any_message_or_title(store: Store) -> None:
+    trip = store.create_conversation("Trip to Lisbon")
+    store.add_message(trip.id, "user", "Which café in Alfama has the best pastéis?")
+    answer = store.add_message(trip.id, "assistant", "Try the one near the cathedral.")
+    code = store.create_conversation("Rust")
+    store.add_message(code.id, "user", "Why does the borrow checker reject my closure?")
+    (hit,) = store.search("cafe alfa")  # accents and case ignored, words as prefixes
+    assert hit.conversation_id == trip.id and hit.snippet == "Which [café] in [Alfama] has the best pastéis?"
+    assert [h.conversation_id for h in store.search("lisbon")] == [trip.id]  # by its title
+    assert store.search("lisbon")[0].message_id is None
+    assert [h.conversation_id for h in store.search("borrow closure")] == [code.id]
+    assert store.search("borrow cathedral") == []  # every word, in one conversation's message
+    # FTS5 syntax in the query is taken as words, never as a query
+    assert store.search('" OR NEAR(*') == [] and store.search("") == []
+    # an answer saved again as it streams is searched by its latest text
+    store.update_message(answer.id, "Try the bakery by the river.", "complete")
+    assert store.search("cathedral") == []
+    assert [h.conversation_id for h in store.search("bakery")] == [trip.id]
+    store.delete_conversation(trip.id)
+    assert store.search("bakery") == [] and store.search("alfama") == []

@@ -17,6 +17,7 @@ from app.engine.placement import PlacementPlan
 from app.engine.protocol import LoadParams
 from app.store import ChatDefaults, Message, MessageStats, Store
 from app.ui.chat import ChatPage
+from app.ui.chat.conversation_model import ID_ROLE
 from app.ui.chat.message_widgets import (
     CodeSegment,
     MessageWidget,
@@ -214,3 +215,21 @@ def test_a_conversation_exports_to_markdown_and_json(qtbot: QtBot, page: ChatPag
     monkeypatch.setattr(QMessageBox, "warning", lambda _parent, _title, text: warned.append(text))
     assert page.export_conversation(page.conversation.id, "json", tmp_path / "missing" / "x.json") is None
     assert warned and "could not be written" in warned[0]
+
+
+def test_the_search_box_lists_the_conversations_whose_messages_match(qtbot: QtBot, page: ChatPage) -> None:
+    send(qtbot, page, "Tell me about lighthouses")
+    wait_answered(qtbot, page)
+    lighthouse = page.conversation
+    other = page.new_conversation()
+    page.rename_conversation(other.id, "Groceries")
+    assert lighthouse is not None and page.conversations.rowCount() == 2
+    page.conversation_list.search.setText("lightho")
+    qtbot.waitUntil(lambda: page.conversations.rowCount() == 1, timeout=WAIT_MS)
+    index = page.conversations.index(0)
+    assert index.data(ID_ROLE) == lighthouse.id
+    assert "[lighthouses]" in index.data()  # the matching message's words, under the title
+    page.conversation_list.search.setText("groc")
+    qtbot.waitUntil(lambda: page.conversations.index(0).data(ID_ROLE) == other.id, timeout=WAIT_MS)
+    page.conversation_list.search.clear()
+    qtbot.waitUntil(lambda: page.conversations.rowCount() == 2, timeout=WAIT_MS)

@@ -1,4 +1,5 @@
-"""The Chat page's left pane: a "New chat" button over the list of conversations.
+"""The Chat page's left pane: a "New chat" button and a search box over the list of
+conversations (the search reads every message: SQLite FTS5 in the store).
 
 Clicking a conversation opens it; double-click or F2 renames it in place (the model writes the
 new title to the store); the context menu renames or deletes. What opening, creating and
@@ -9,8 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt, Signal
-from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QLineEdit,
+    QListView,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.ui.chat.conversation_model import ID_ROLE, ConversationListModel
 
@@ -28,6 +37,8 @@ class ConversationList(QWidget):
         self.conversations = conversations
         self.list = QListView()
         self.list.setModel(conversations)
+        self.list.setWordWrap(True)  # a search's snippet wraps under its title
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setEditTriggers(QAbstractItemView.EditTrigger.EditKeyPressed
                                   | QAbstractItemView.EditTrigger.DoubleClicked)
         self.list.clicked.connect(self._list_clicked)
@@ -36,9 +47,16 @@ class ConversationList(QWidget):
         self.new_button = QPushButton("New chat")
         self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
         self.new_button.clicked.connect(lambda: self.new_requested.emit())
+        self.search = QLineEdit(placeholderText="Search all conversations", clearButtonEnabled=True)
+        self.search.setToolTip("Words in any message or title; each word may be the start of one")
+        # searched after a short pause in typing, not at every key
+        self._search_timer = QTimer(self, singleShot=True, interval=200)
+        self._search_timer.timeout.connect(lambda: conversations.set_query(self.search.text()))
+        self.search.textChanged.connect(lambda _text: self._search_timer.start())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.new_button)
+        layout.addWidget(self.search)
         layout.addWidget(self.list)
 
     def select(self, conversation_id: int | None) -> None:

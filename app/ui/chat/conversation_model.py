@@ -1,4 +1,5 @@
-"""The conversation list: a QAbstractListModel over the store (most recent first)."""
+"""The conversation list: a QAbstractListModel over the store (most recent first), or over
+the conversations a search finds (each with the snippet of its best-matching message)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,27 @@ class ConversationListModel(QAbstractListModel):
         super().__init__(parent)
         self._store = store
         self._rows: list[Conversation] = store.conversations()
+        self._snippets: dict[int, str] = {}  # conversation id -> matching words, while searching
+        self.query = ""
 
     def refresh(self) -> None:
-        """Re-read the list (after a new message moved a conversation to the top)."""
+        """Re-read the list (after a new message moved a conversation to the top), keeping
+        the search."""
         self.beginResetModel()
-        self._rows = self._store.conversations()
+        if self.query.strip():
+            hits = self._store.search(self.query)
+            by_id = {c.id: c for c in self._store.conversations()}
+            self._rows = [by_id[h.conversation_id] for h in hits if h.conversation_id in by_id]
+            self._snippets = {h.conversation_id: _one_line(h.snippet)
+                              for h in hits if h.message_id is not None}
+        else:
+            self._rows, self._snippets = self._store.conversations(), {}
         self.endResetModel()
+
+    def set_query(self, text: str) -> None:
+        """Show only the conversations matching ``text`` (every word; empty: all)."""
+        self.query = text
+        self.refresh()
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
         return 0 if parent.isValid() else len(self._rows)
@@ -32,11 +48,14 @@ class ConversationListModel(QAbstractListModel):
         if not index.isValid() or index.row() >= len(self._rows):
             return None
         conversation = self._rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole and conversation.id in self._snippets:
+            return f"{conversation.title}\n    {self._snippets[conversation.id]}"
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
             return conversation.title
         if role == Qt.ItemDataRole.ToolTipRole:
             when = datetime.datetime.fromtimestamp(conversation.updated)
-            return f"{conversation.title}\nlast message {when:%Y-%m-%d %H:%M}"
+            found = f"\n{self._snippets[conversation.id]}" if conversation.id in self._snippets else ""
+            return f"{conversation.title}\nlast message {when:%Y-%m-%d %H:%M}{found}"
         if role == ID_ROLE:
             return conversation.id
         return None
@@ -59,3 +78,8 @@ class ConversationListModel(QAbstractListModel):
 
     def conversation_at(self, row: int) -> Conversation:
         return self._rows[row]
+
+
+def _one_line(snippet: str) -> str:
+    """A snippet as one line of words: no think tags, no line breaks."""
+    return " ".join(snippet.replace("<think>", " ").replace("</think>", " ").split())
