@@ -11,7 +11,7 @@ import pytest
 from gguf import GGUFReader
 
 from app.engine.client import EngineClient
-from app.engine.errors import TelemetryUnavailableError
+from app.engine.errors import EngineError, TelemetryUnavailableError
 from app.engine.generation import StopMatcher
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling, Token
@@ -201,3 +201,27 @@ def test_cli_chat_loads_a_library_model_with_the_plan_the_app_would_load(tiny_mo
     done = cli("chat", "--model", "someone/model:Q4_K_M")
     assert done.returncode == 1 and "moedesk-cli library" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_continue_answer_goes_on_from_the_last_word(engine: EngineClient, tiny_moe_gguf: Path) -> None:
+    load(engine, tiny_moe_gguf)
+    question = [ChatMessage("user", "Tell me a long story")]
+
+    def greedy(messages: list[ChatMessage], n: int, **more: object) -> ChatResult:
+        stream = engine.chat(ChatParams(messages=messages, sampling=Sampling(
+            temperature=0.0, max_tokens=n, ignore_eos=True), **more))  # type: ignore[arg-type]
+        for _ in stream:
+            pass
+        return stream.result
+
+    partial = "Once upon a time"
+    more = greedy([*question, ChatMessage("assistant", partial)], 12, continue_answer=True)
+    # the same as the raw text of the chat through its template (ChatML-like here) with the
+    # answer so far after the generation prompt
+    raw = greedy([], 12, prompt="<|im_start|>user\nTell me a long story<|im_end|>\n"
+                               "<|im_start|>assistant\n" + partial)
+    assert more.text == raw.text and more.prompt_tokens == raw.prompt_tokens
+    fresh = greedy(question, 12)
+    assert more.prompt_tokens > fresh.prompt_tokens and more.text != fresh.text
+    with pytest.raises(EngineError, match="continue_answer needs the answer"):
+        greedy(question, 4, continue_answer=True)

@@ -233,3 +233,20 @@ def test_the_search_box_lists_the_conversations_whose_messages_match(qtbot: QtBo
     qtbot.waitUntil(lambda: page.conversations.index(0).data(ID_ROLE) == other.id, timeout=WAIT_MS)
     page.conversation_list.search.clear()
     qtbot.waitUntil(lambda: page.conversations.rowCount() == 2, timeout=WAIT_MS)
+
+
+def test_continue_lets_an_answer_cut_short_go_on_in_the_same_message(qtbot: QtBot, page: ChatPage) -> None:
+    send(qtbot, page, "Tell me a long story")
+    first = wait_answered(qtbot, page)
+    assert first.stats is not None and first.stats.finish_reason == "length"  # max_tokens 24
+    widget = page.view.widget_for(first.id)
+    assert widget is not None and widget.continue_button.isVisibleTo(widget)
+    qtbot.mouseClick(widget.continue_button, Qt.MouseButton.LeftButton)
+    streaming = page.view.widget_for(first.id)
+    # no Continue while it streams
+    assert streaming is not None and not streaming.continue_button.isVisibleTo(streaming)
+    after = wait_answered(qtbot, page)
+    assert after.id == first.id  # the same message, longer
+    assert after.content.startswith(first.content) and len(after.content) > len(first.content)
+    assert after.state == "complete"
+    assert len(page.store.messages(after.conversation_id)) == 2

@@ -155,13 +155,27 @@ class ChatText:
                 "this model's chat template has no place for tools, so the model cannot be "
                 "told about them.", "Send the request without tools, or load a model whose "
                 "template supports tool calling (Qwen3, DeepSeek, GLM-4.5, gpt-oss...).")
-        messages = [_template_message(m) for m in params.messages]
+        history, partial = params.messages, None
+        if params.continue_answer:
+            if not history or history[-1].role != "assistant":
+                raise EngineError("continue_answer needs the answer to continue as the last "
+                                  "message (role assistant).", "Send the conversation with it.")
+            history, partial = history[:-1], history[-1].content
+        messages = [_template_message(m) for m in history]
         try:
-            return self.formatter(messages=messages, tools=tools,
-                                  **params.template_kwargs).prompt
+            prompt = self.formatter(messages=messages, tools=tools,
+                                    **params.template_kwargs).prompt
         except (jinja2.TemplateError, ValueError, TypeError) as exc:  # ValueError: raise_exception()
             raise ChatTemplateError(f"the model's chat template refused this chat: {exc}",
                                     TEMPLATE_HINT) from exc
+        if partial is None:
+            return prompt
+        # the answer so far after the generation prompt, as the model wrote it (the template
+        # may have opened its <think> already)
+        opened = self.opened_text(prompt)
+        if opened and partial.lstrip().startswith(opened.strip()):
+            partial = partial.lstrip()[len(opened.strip()):].lstrip("\n")
+        return prompt + partial
 
     def sampling(self, params: ChatParams) -> Sampling:
         """The chat's sampling with the model's defaults filled in, and, for a tool_choice of
@@ -221,7 +235,8 @@ class ChatText:
             fitted = fit(params.messages, policy, size, n_ctx - room)
             params, dropped = replace(params, messages=fitted.messages), fitted.dropped
         rendered = self.render(params)
-        opened = "" if params.prompt is not None else self.opened_text(rendered)
+        # a continued answer has opened what it opened already: its text is what follows
+        opened = "" if params.prompt is not None or params.continue_answer else self.opened_text(rendered)
         prompt = self.tokenize(rendered, add_bos=params.prompt is not None)
         if not prompt:
             raise EngineError("the chat rendered to an empty prompt", "Send a message with text.")

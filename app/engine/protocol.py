@@ -164,6 +164,9 @@ class ChatParams:
     # a conversation longer than the context: refused (STOP) or sent with whole turns left
     # out (app.engine.context_fit); ignored for a raw ``prompt``
     context_policy: ContextPolicy = ContextPolicy.STOP
+    # the last message is an answer cut short (its thinking included): the model goes on
+    # from its last word instead of answering anew; the result's text is what follows it
+    continue_answer: bool = False
 
 
 @dataclass

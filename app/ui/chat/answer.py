@@ -23,6 +23,15 @@ class StreamingAnswer:
     text: str = ""
     saved_at: float = 0.0  # time.monotonic() when the text was last written to the store
     tokens: int = 0
+    prefix: str = ""  # a continued answer: its text before this generation
+
+
+def continuable(message: Message) -> bool:
+    """An answer cut short (stopped, interrupted, or out of tokens) that may go on."""
+    if message.role != "assistant" or not message.content.strip():
+        return False
+    return message.state == "partial" or (message.stats is not None
+                                          and message.stats.finish_reason == "length")
 
 
 def history_for(conversation: Conversation, messages: list[Message]) -> list[ChatMessage]:

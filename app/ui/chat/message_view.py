@@ -13,6 +13,7 @@ from app.ui.chat.message_widgets import MessageWidget
 class MessageView(QScrollArea):
     edit_requested = Signal(int)  # message id
     regenerate_requested = Signal()
+    continue_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -45,6 +46,7 @@ class MessageView(QScrollArea):
         widget = MessageWidget(message)
         widget.edit_requested.connect(self.edit_requested)
         widget.regenerate_requested.connect(self.regenerate_requested)
+        widget.continue_requested.connect(self.continue_requested)
         self._layout.insertWidget(self._layout.count() - 1, widget)  # before the stretch
         self._widgets.append(widget)
         self._mark_regenerable()

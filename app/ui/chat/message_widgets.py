@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.store import Message
+from app.ui.chat.answer import continuable
 from app.ui.chat.segments import Segment, segments
 from app.ui.widgets.counts import count_text
 
@@ -173,6 +174,7 @@ class MessageWidget(QFrame):
 
     edit_requested = Signal(int)  # message id
     regenerate_requested = Signal()
+    continue_requested = Signal()
 
     def __init__(self, message: Message, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -202,10 +204,14 @@ class MessageWidget(QFrame):
         self.regenerate_button = QToolButton(text="Regenerate", autoRaise=True,
                                              toolTip="Answer this again")
         self.regenerate_button.clicked.connect(self.regenerate_requested)
-        for button in (self.copy_button, self.edit_button, self.regenerate_button):
+        self.continue_button = QToolButton(text="Continue", autoRaise=True,
+                                           toolTip="Let the answer go on from where it stopped")
+        self.continue_button.clicked.connect(self.continue_requested)
+        for button in (self.copy_button, self.edit_button, self.continue_button, self.regenerate_button):
             header.addWidget(button)
         self.edit_button.setVisible(message.role == "user")
         self.regenerate_button.hide()
+        self.continue_button.hide()
         layout.addLayout(header)
         self.context_note = QLabel(wordWrap=True)
         self.context_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
@@ -257,7 +263,9 @@ class MessageWidget(QFrame):
         self._drop_segments_from(len(parts))
 
     def set_regenerable(self, regenerable: bool) -> None:
+        """The last answer, no answer streaming: it may be answered again, or, cut short, go on."""
         self.regenerate_button.setVisible(regenerable)
+        self.continue_button.setVisible(regenerable and continuable(self.message))
 
     def segment_widgets(self) -> list[QWidget]:
         return list(self._segments)

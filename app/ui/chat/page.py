@@ -30,9 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.protocol import ChatParams, ChatResult, LoadResult
+from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadResult
 from app.store import EXPORT_FOLDER, Conversation, MessageStats, Store
-from app.ui.chat.answer import StreamingAnswer, history_for
+from app.ui.chat.answer import StreamingAnswer, continuable, history_for
 from app.ui.chat.context_meter import ContextMeter
 from app.ui.chat.conversation_header import ConversationHeader
 from app.ui.chat.conversation_list import ConversationList
@@ -89,6 +89,7 @@ class ChatPage(QWidget):
         self.view = MessageView()
         self.view.edit_requested.connect(self.start_edit)
         self.view.regenerate_requested.connect(self.regenerate)
+        self.view.continue_requested.connect(self.continue_answer)
         self.meter = ContextMeter()
         self.notice = QLabel(wordWrap=True)
         self.notice.setForegroundRole(QPalette.ColorRole.PlaceholderText)
@@ -280,6 +281,26 @@ class ChatPage(QWidget):
             self.store.delete_messages_from(messages[-1].id)
         self._generate()
 
+    def continue_answer(self) -> None:
+        """Let the last answer, cut short, go on from its last word (into the same message)."""
+        if self.conversation is None or self.answer is not None or not self._can_answer():
+            return
+        assert self.engine is not None
+        conversation = self.store.conversation(self.conversation.id)
+        messages = self.store.messages(conversation.id)
+        if not messages or not continuable(messages[-1]):
+            return
+        last = messages[-1]
+        # the answer whole, thinking included: the model goes on from its last word
+        history = [*history_for(conversation, messages[:-1]), ChatMessage("assistant", last.content)]
+        self.store.update_message(last.id, last.content, "partial")
+        chat_id = self.engine.chat(ChatParams(messages=history, sampling=sampling_for(conversation),
+                                              context_policy=context_policy_for(conversation),
+                                              continue_answer=True))
+        self.answer = StreamingAnswer(chat_id, conversation.id, last.id, text=last.content,
+                                      saved_at=time.monotonic(), prefix=last.content)
+        self.open_conversation(conversation.id)
+
     def stop(self) -> None:
         if self.answer is not None and self.engine is not None:
             self.engine.stop_chat(self.answer.chat_id)
@@ -331,7 +352,7 @@ class ChatPage(QWidget):
                              self.model.model.name if self.model else "",
                              result.messages_dropped)
         state = "partial" if result.finish_reason == "cancelled" else "complete"
-        self.store.update_message(answer.message_id, result.text, state, stats)
+        self.store.update_message(answer.message_id, answer.prefix + result.text, state, stats)
         self._end_answer()
         self._show_context_use()
         self.answer_finished.emit(result)
@@ -341,7 +362,7 @@ class ChatPage(QWidget):
         if answer is None or answer.chat_id != chat_id:
             return
         # whatever streamed stays, marked; the reason is shown on the message
-        state = "partial" if answer.text else "error"
+        state = "partial" if answer.text else "error"  # a continued answer keeps its start
         self.store.update_message(answer.message_id, answer.text, state, error=message)
         self._end_answer()
         if self.engine_state != EngineState.DIED:  # a death has its own notice and banner
