@@ -77,14 +77,19 @@ def test_a_conversation_three_times_the_context_is_answered_with_a_policy(
         extra_body={"context_policy": policy, "ignore_eos": True})
     assert answer.choices[0].finish_reason == "length"
     assert answer.usage is not None and answer.usage.completion_tokens == 16
-    # the prompt sent left room for the 16 tokens asked
+    # the prompt sent left room for the 16 tokens asked, and the response says what was left out
     assert answer.usage.prompt_tokens + 16 <= N_CTX
+    assert answer.model_extra is not None and answer.model_extra["messages_dropped"] >= 10
 
     streamed = client.chat.completions.create(
         model="any", messages=messages, max_tokens=16, temperature=0, stream=True,  # type: ignore[arg-type]
         extra_body={"context_policy": policy, "ignore_eos": True})
-    text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+    chunks = list(streamed)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == answer.choices[0].message.content
+    last = next(c for c in reversed(chunks) if c.choices and c.choices[0].finish_reason)
+    assert last.model_extra is not None
+    assert last.model_extra["messages_dropped"] == answer.model_extra["messages_dropped"]
 
 
 def test_a_growing_conversation_keeps_answering_past_three_contexts(server: OpenAIServer) -> None:

@@ -65,7 +65,13 @@ def response(request: CompletionRequest, request_id: str, model: str,
                   "finish_reason": finish_reason(result)}
     return {"id": request_id, "object": _object(request.kind, chunk=False),
             "created": int(time.time()), "model": model, "choices": [choice],
-            "usage": usage(result)}
+            "usage": usage(result), **dropped(result)}
+
+
+def dropped(result: ChatResult) -> dict[str, Any]:
+    """MoE Desk's addition (as llama-server adds ``timings``): the earlier messages a context
+    policy left out of the prompt, when it left any out."""
+    return {"messages_dropped": result.messages_dropped} if result.messages_dropped else {}
 
 
 def delta_chunk(request: CompletionRequest, request_id: str, model: str,
@@ -90,8 +96,9 @@ def end_chunk(request: CompletionRequest, request_id: str, model: str, result: C
     """The stream's last chunk with a choice: its finish reason."""
     reason = finish_reason(result, tool_calls)
     empty: dict[str, Any] = {"delta": {}} if request.kind == "chat" else {"text": ""}
-    return _chunk(request, request_id, model,
-                  [{"index": 0, **empty, "logprobs": None, "finish_reason": reason}])
+    return {**_chunk(request, request_id, model,
+                     [{"index": 0, **empty, "logprobs": None, "finish_reason": reason}]),
+            **dropped(result)}
 
 
 def usage_chunk(request: CompletionRequest, request_id: str, model: str,
