@@ -162,6 +162,7 @@ def test_message_shows_markdown_code_with_copy_and_collapsed_thinking(qtbot: QtB
     assert isinstance(code, CodeSegment) and isinstance(tail, TextSegment)
     code.copy_button.click()
     assert QGuiApplication.clipboard().text() == "print('hi')"
+    assert "color:" in code.code.toHtml() and code.code.toPlainText() == "print('hi')"  # coloured
     assert widget.stats.text().startswith("20 tokens · prefill 300 t/s · decode 42.0 t/s")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase, QGuiApplication, QPalette, QTextOption
 from PySide6.QtWidgets import (
     QFrame,
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from app.store import Message
 from app.ui.chat.answer import continuable
+from app.ui.chat.highlight import code_html
 from app.ui.chat.segments import Segment, segments
 from app.ui.widgets.counts import count_text
 
@@ -116,13 +117,30 @@ class CodeSegment(QFrame):
         header.addWidget(self.copy_button)
         layout.addLayout(header)
         self.code = AutoHeightBrowser(self, monospace=True)
+        self.code_lang = ""
         layout.addWidget(self.code)
 
     def show_segment(self, segment: Segment) -> None:
         self.lang.setText(segment.lang or "code")
-        if segment.text != self.code.source_text:
-            self.code.source_text = segment.text
-            self.code.setPlainText(segment.text)
+        if segment.text != self.code.source_text or segment.lang != self.code_lang:
+            self.code.source_text, self.code_lang = segment.text, segment.lang
+            self._render()
+
+    def _render(self) -> None:
+        """The code with syntax colours for its language (a light or dark style, as the theme)."""
+        dark = self.palette().color(QPalette.ColorRole.Base).lightness() < 128
+        coloured = code_html(self.code.source_text, self.code_lang, dark)
+        if coloured is None:
+            self.code.setPlainText(self.code.source_text)
+        else:
+            self.code.setHtml(coloured)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt's name)
+        super().changeEvent(event)
+        # (palette changes also come while __init__ builds the frame, before the code view)
+        code = getattr(self, "code", None)
+        if event.type() == QEvent.Type.PaletteChange and code is not None and code.source_text:
+            self._render()  # the theme changed: the other style
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.code.source_text)
