@@ -17,12 +17,12 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from app.engine.placement import PlacementPlan
-from app.engine.protocol import LoadParams
+from app.engine.protocol import ContextPolicy, LoadParams
 from app.paths import data_dir
 from app.store import FIRST_RUN_DONE, Store
 from app.ui.engine_controller import EngineController
 from app.ui.main_window import MainWindow
-from app.ui.serve_control import KEYRING_SERVICE, KEYRING_USER
+from app.ui.serve_control import KEYRING_SERVICE, KEYRING_USER, load_config
 from tests import hub_server
 from tests.hub_server import MemoryKeyring
 
@@ -156,3 +156,34 @@ def test_another_address_warns_and_needs_a_key(qtbot: QtBot, window: MainWindow)
     assert group.warning.isVisible() and "other machines" in group.warning.text()
     assert "An API key is needed to serve on 0.0.0.0" in group.status.text()
     assert not window.serve.running and window.serve_status.text().startswith("API off")
+
+
+def test_web_origins_and_the_long_conversation_policy_are_settings(
+        qtbot: QtBot, window: MainWindow) -> None:
+    group = window.settings.serve
+    port = free_port()
+    group.allowed_origins.setText("https://chat.example, ")
+    group.allowed_origins.editingFinished.emit()
+    group.context_policy.setCurrentIndex(group.context_policy.findData("drop_middle"))
+    group.context_policy.activated.emit(group.context_policy.currentIndex())
+    turn_on(window, port)
+    qtbot.waitUntil(lambda: window.serve.running, timeout=WAIT_MS)
+    server = window.serve.server
+    assert server is not None and server.context_policy == ContextPolicy.DROP_MIDDLE
+    # a page of the allowed site may call it from a browser (CORS preflight), another may not
+    preflight = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", method="OPTIONS",
+                                       headers={"Origin": "https://chat.example",
+                                                "Access-Control-Request-Method": "POST"})
+    with urllib.request.urlopen(preflight, timeout=30) as response:
+        assert response.headers["Access-Control-Allow-Origin"] == "https://chat.example"
+    preflight.remove_header("Origin")
+    preflight.add_header("Origin", "https://elsewhere.example")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(preflight, timeout=30)
+    assert refused.value.code == 403
+    # kept for the next start of the app
+    again = load_config(window.store, None)
+    assert again.allowed_origins == ("https://chat.example",)
+    assert again.context_policy == ContextPolicy.DROP_MIDDLE
+    group.enabled.setChecked(False)
+    qtbot.waitUntil(lambda: not port_open(port), timeout=WAIT_MS)

@@ -23,6 +23,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
+from app.engine.protocol import ContextPolicy
 from app.serve.cli import LOOPBACK
 from app.serve.http import DEFAULT_HOST, DEFAULT_PORT, OpenAIServer
 from app.store import Store
@@ -34,6 +35,8 @@ log = logging.getLogger("moedesk.ui.serve")
 
 SERVE_ENABLED, SERVE_HOST, SERVE_PORT = "openai_server_enabled", "openai_server_host", "openai_server_port"
 SERVE_ALLOWED_HOSTS = "openai_server_allowed_hosts"  # Host names besides the bound address
+SERVE_ALLOWED_ORIGINS = "openai_server_allowed_origins"  # web pages of other sites that may call it
+SERVE_CONTEXT_POLICY = "openai_server_context_policy"  # for requests that name none
 KEYRING_SERVICE, KEYRING_USER = "moedesk", "openai-api-key"
 POLL_MS = 500  # the status bar's in-flight count, twice a second
 
@@ -48,6 +51,10 @@ class ServeConfig:
     api_key: str | None = None
     # names the server also answers to (its Host header check refuses others: DNS rebinding)
     allowed_hosts: tuple[str, ...] = ()
+    # web origins (https://app.example, or *) whose pages may call it besides this machine's
+    allowed_origins: tuple[str, ...] = ()
+    # a conversation longer than the context, for requests that name no policy
+    context_policy: ContextPolicy = ContextPolicy.STOP
 
     @property
     def exposed(self) -> bool:
@@ -73,7 +80,16 @@ def load_config(store: Store, api_key: str | None) -> ServeConfig:
     return ServeConfig(enabled=bool(store.setting(SERVE_ENABLED, False)),
                        host=str(store.setting(SERVE_HOST, DEFAULT_HOST)),
                        port=int(store.setting(SERVE_PORT, DEFAULT_PORT)), api_key=api_key,
-                       allowed_hosts=tuple(str(h) for h in store.setting(SERVE_ALLOWED_HOSTS, [])))
+                       allowed_hosts=tuple(str(h) for h in store.setting(SERVE_ALLOWED_HOSTS, [])),
+                       allowed_origins=tuple(str(o) for o in store.setting(SERVE_ALLOWED_ORIGINS, [])),
+                       context_policy=_policy(store.setting(SERVE_CONTEXT_POLICY, ContextPolicy.STOP.value)))
+
+
+def _policy(value: object) -> ContextPolicy:
+    try:
+        return ContextPolicy(value)
+    except ValueError:
+        return ContextPolicy.STOP  # a value from another version: the safe default
 
 
 def save_config(store: Store, config: ServeConfig) -> None:
@@ -82,6 +98,8 @@ def save_config(store: Store, config: ServeConfig) -> None:
     store.set_setting(SERVE_HOST, config.host)
     store.set_setting(SERVE_PORT, config.port)
     store.set_setting(SERVE_ALLOWED_HOSTS, list(config.allowed_hosts))
+    store.set_setting(SERVE_ALLOWED_ORIGINS, list(config.allowed_origins))
+    store.set_setting(SERVE_CONTEXT_POLICY, config.context_policy.value)
 
 
 class KeyringUnavailable(RuntimeError):
@@ -193,7 +211,9 @@ class ServeControl(QObject):
         if self.server is None and self._starting is None and self._should_run():
             client, config = self.engine.client, self.config
             server = OpenAIServer(client, host=config.host.strip(), port=config.port,  # type: ignore[arg-type]
-                                  api_key=config.api_key, allowed_hosts=config.allowed_hosts)
+                                  api_key=config.api_key, allowed_hosts=config.allowed_hosts,
+                                  allowed_origins=config.allowed_origins,
+                                  context_policy=config.context_policy)
             generation, self._starting = self._generation, server
             self._submit(server.start, lambda _: self._started(generation, server),
                          lambda exc: self._failed(generation, config, exc))

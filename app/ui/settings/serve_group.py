@@ -11,6 +11,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
+    QComboBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine.protocol import ContextPolicy
 from app.store import Store
 from app.ui.serve_control import (
     KeyringUnavailable,
@@ -69,6 +71,23 @@ class ServeGroup(QGroupBox):
             "point another name at it are refused. Names listed here are allowed too.")
         self.allowed_hosts.editingFinished.connect(self._changed)
         form.addRow("Allowed host names", self.allowed_hosts)
+        self.allowed_origins = QLineEdit(", ".join(saved.allowed_origins),
+                                         placeholderText="e.g. https://chat.example "
+                                                         "(comma-separated; * for any)")
+        self.allowed_origins.setToolTip(
+            "Web pages on this machine (http://localhost:...) may call the server from a browser. "
+            "Pages of the sites listed here may too; * lets any site's pages call it.")
+        self.allowed_origins.editingFinished.connect(self._changed)
+        form.addRow("Allowed web origins", self.allowed_origins)
+        self.context_policy = QComboBox()
+        for policy, words in POLICY_WORDS.items():
+            self.context_policy.addItem(words, policy.value)
+        self.context_policy.setCurrentIndex(max(0, self.context_policy.findData(saved.context_policy.value)))
+        self.context_policy.setToolTip(
+            "A conversation longer than the context, when the request names no context_policy: "
+            "refused with a 400 (what OpenAI's API does), or answered with earlier turns left out.")
+        self.context_policy.activated.connect(lambda _index: self._changed())
+        form.addRow("Long conversations", self.context_policy)
         self.key = QLineEdit(echoMode=QLineEdit.EchoMode.Password,
                              placeholderText="optional; clients send it as 'Authorization: Bearer KEY'")
         self.save_key, self.remove_key = QPushButton("Save key"), QPushButton("Remove key")
@@ -98,8 +117,9 @@ class ServeGroup(QGroupBox):
         """What the form says now (with the saved key)."""
         return ServeConfig(enabled=self.enabled.isChecked(), host=self.host.text().strip(),
                            port=self.port.value(), api_key=self._saved_key or self._session_key,
-                           allowed_hosts=tuple(h.strip() for h in self.allowed_hosts.text().split(",")
-                                               if h.strip()))
+                           allowed_hosts=_items(self.allowed_hosts.text()),
+                           allowed_origins=_items(self.allowed_origins.text()),
+                           context_policy=ContextPolicy(self.context_policy.currentData()))
 
     def show_status(self, text: str) -> None:
         """ServeControl's state: running with its counts, waiting, or why it is off."""
@@ -141,3 +161,16 @@ class ServeGroup(QGroupBox):
             self.keyring_ok, self._session_key = False, key
         self.key.clear()
         self._changed()
+
+
+# what a request that names no context_policy gets, in the Settings' words
+POLICY_WORDS = {
+    ContextPolicy.STOP: "Refuse (a 400, as OpenAI's API)",
+    ContextPolicy.DROP_MIDDLE: "Leave out the middle turns",
+    ContextPolicy.ROLLING_WINDOW: "Leave out the oldest turns",
+}
+
+
+def _items(text: str) -> tuple[str, ...]:
+    """A comma-separated line as its non-empty items."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
