@@ -74,6 +74,15 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS presets (
+    name TEXT PRIMARY KEY,
+    system_prompt TEXT NOT NULL,
+    temperature REAL NOT NULL,
+    top_p REAL NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    context_policy TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
 # Full-text search over every message (SQLite FTS5, an external-content index kept by triggers;
 # a streaming answer's saves reindex it as they go).
@@ -108,6 +117,18 @@ class ChatDefaults:
     top_p: float = 0.95
     max_tokens: int = UNTIL_CONTEXT_ENDS  # a fixed limit cuts reasoning models mid-thought
     # a conversation longer than the context: "stop", "drop_middle" or "rolling_window"
+    context_policy: str = DEFAULT_CONTEXT_POLICY
+
+
+@dataclass
+class UserPreset:
+    """A system prompt and sampling the user saved under a name, to pick for any conversation."""
+
+    name: str
+    system_prompt: str
+    temperature: float
+    top_p: float
+    max_tokens: int = UNTIL_CONTEXT_ENDS
     context_policy: str = DEFAULT_CONTEXT_POLICY
 
 
@@ -281,6 +302,29 @@ class Store:
 
     def delete_conversation(self, conversation_id: int) -> None:
         self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # --- presets --------------------------------------------------------------------------
+
+    def user_presets(self) -> list[UserPreset]:
+        rows = self._db.execute("SELECT name, system_prompt, temperature, top_p, max_tokens, "
+                                "context_policy FROM presets ORDER BY name COLLATE NOCASE")
+        return [UserPreset(**dict(row)) for row in rows]
+
+    def user_preset(self, name: str) -> UserPreset | None:
+        return next((p for p in self.user_presets() if p.name == name), None)
+
+    def save_user_preset(self, preset: UserPreset) -> None:
+        """Save (or replace) the preset of this name."""
+        if not preset.name.strip():
+            raise ValueError("a preset needs a name")
+        self._db.execute(
+            "INSERT OR REPLACE INTO presets (name, system_prompt, temperature, top_p, max_tokens, "
+            "context_policy, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (preset.name.strip(), preset.system_prompt, preset.temperature, preset.top_p,
+             preset.max_tokens, preset.context_policy, time.time()))
+
+    def delete_user_preset(self, name: str) -> None:
+        self._db.execute("DELETE FROM presets WHERE name = ?", (name,))
 
     # --- messages -------------------------------------------------------------------------
 

@@ -161,3 +161,20 @@ def test_search_finds_words_in_any_message_or_title(store: Store) -> None:
     assert [h.conversation_id for h in store.search("bakery")] == [trip.id]
     store.delete_conversation(trip.id)
     assert store.search("bakery") == [] and store.search("alfama") == []
+
+
+def test_user_presets_are_saved_replaced_and_deleted(store: Store) -> None:
+    from app.store import UserPreset
+
+    assert store.user_presets() == []
+    store.save_user_preset(UserPreset("Translator", "Translate to French.", 0.3, 0.9, 0, "stop"))
+    store.save_user_preset(UserPreset("coder", "You write Python.", 0.1, 0.95))
+    assert [p.name for p in store.user_presets()] == ["coder", "Translator"]  # by name, any case
+    store.save_user_preset(UserPreset("Translator", "Translate to German.", 0.4, 0.9))
+    translator = store.user_preset("Translator")
+    assert translator is not None and translator.system_prompt == "Translate to German."
+    assert translator.context_policy == "drop_middle"  # the default when not given
+    store.delete_user_preset("coder")
+    assert [p.name for p in store.user_presets()] == ["Translator"]
+    with pytest.raises(ValueError):
+        store.save_user_preset(UserPreset("  ", "x", 0.5, 0.9))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 from pytestqt.qtbot import QtBot
 
 from app.engine.placement import PlacementPlan
@@ -25,7 +25,9 @@ from app.ui.chat.message_widgets import (
     ThinkSegment,
     stats_line,
 )
+from app.ui.chat.presets import sampling_for
 from app.ui.chat.segments import segments
+from app.ui.chat.settings_dialog import ChatSettingsDialog
 from tests.chat_testing import chat_page
 from tests.chat_testing import focus as focus_compose
 
@@ -251,3 +253,35 @@ def test_continue_lets_an_answer_cut_short_go_on_in_the_same_message(qtbot: QtBo
     assert after.content.startswith(first.content) and len(after.content) > len(first.content)
     assert after.state == "complete"
     assert len(page.store.messages(after.conversation_id)) == 2
+
+
+def test_a_saved_preset_sets_the_system_prompt_and_sampling_of_any_conversation(
+        qtbot: QtBot, page: ChatPage, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = page.new_conversation()
+    page.edit_chat_settings()
+    dialog = page.findChild(ChatSettingsDialog)
+    assert dialog is not None
+    dialog.form.system_prompt.setPlainText("Answer like a pirate.")
+    dialog.form.preset.setCurrentIndex(dialog.form.preset.findData("custom"))
+    dialog.form.temperature.setValue(0.35)
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Pirate", True))
+    dialog.save_preset_button.click()
+    dialog.reject()
+    assert [p.name for p in page.store.user_presets()] == ["Pirate"]
+    # offered in the header of every conversation; picking it sets its prompt and sampling
+    second = page.new_conversation()
+    header = page.header.preset
+    index = header.findData("user:Pirate")
+    assert index >= 0 and header.itemText(index) == "Pirate"
+    header.setCurrentIndex(index)
+    header.activated.emit(index)
+    chosen = page.store.conversation(second.id)
+    assert chosen.system_prompt == "Answer like a pirate." and chosen.temperature == 0.35
+    assert sampling_for(chosen).temperature == 0.35
+    assert page.store.conversation(first.id).system_prompt == ""  # the first is as it was
+    # its settings show the preset by name, and OK keeps it
+    page.edit_chat_settings()
+    dialog = [d for d in page.findChildren(ChatSettingsDialog) if d.isVisible()][-1]
+    assert dialog.form.preset.currentText() == "Pirate (your preset)"
+    dialog.accept()
+    assert page.store.conversation(second.id).preset == "user:Pirate"

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadResult
-from app.store import EXPORT_FOLDER, Conversation, MessageStats, Store
+from app.store import EXPORT_FOLDER, Conversation, MessageStats, Store, UserPreset
 from app.ui.chat.answer import StreamingAnswer, continuable, history_for
 from app.ui.chat.context_meter import ContextMeter
 from app.ui.chat.conversation_header import ConversationHeader
@@ -40,7 +40,7 @@ from app.ui.chat.conversation_model import ConversationListModel
 from app.ui.chat.export import SUFFIXES, ExportFormat, export_conversation, suggested_name
 from app.ui.chat.message_view import MessageView
 from app.ui.chat.message_widgets import MessageWidget
-from app.ui.chat.presets import context_policy_for, sampling_for
+from app.ui.chat.presets import context_policy_for, sampling_for, user_name
 from app.ui.chat.settings_dialog import ChatSettingsDialog
 from app.ui.engine_state import EngineState
 
@@ -83,6 +83,7 @@ class ChatPage(QWidget):
         self.conversation_list.export_requested.connect(self.export_conversation)
 
         self.header = ConversationHeader()
+        self.header.set_user_presets(self.store.user_presets())
         self.header.preset_chosen.connect(self._preset_chosen)
         self.header.settings_requested.connect(self.edit_chat_settings)
 
@@ -240,6 +241,7 @@ class ChatPage(QWidget):
         assert self.conversation is not None
         conversation_id = self.conversation.id
         dialog = ChatSettingsDialog(self.conversation, self)
+        dialog.preset_saved.connect(self.save_user_preset)
 
         def save() -> None:
             v = dialog.values()
@@ -424,9 +426,24 @@ class ChatPage(QWidget):
         elif self.notice.text().startswith(("No model", "The model is loading", "The engine stopped")):
             self.notice.clear()
 
+    def save_user_preset(self, preset: UserPreset) -> None:
+        """Keep a preset (replacing one of that name) and offer it in every conversation."""
+        self.store.save_user_preset(preset)
+        self.header.set_user_presets(self.store.user_presets())
+
     def _preset_chosen(self, preset: str) -> None:
-        if self.conversation is not None:
+        if self.conversation is None:
+            return
+        name = user_name(preset)
+        user = self.store.user_preset(name) if name is not None else None
+        if user is None:  # a built-in (sampling only), or Custom
             self.conversation = self.store.update_conversation(self.conversation.id, preset=preset)
+            return
+        # the user's own: its system prompt and sampling become the conversation's
+        self.conversation = self.store.update_conversation(
+            self.conversation.id, preset=preset, system_prompt=user.system_prompt,
+            temperature=user.temperature, top_p=user.top_p, max_tokens=user.max_tokens,
+            context_policy=user.context_policy)
 
 
 def _title_from(text: str, limit: int = 40) -> str:

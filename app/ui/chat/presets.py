@@ -1,4 +1,6 @@
-"""Sampling presets offered per conversation (plain data; the chat page shows them)."""
+"""Sampling presets offered per conversation (plain data; the chat page shows them): the
+built-in ones (sampling only) and the user's own (app.store.UserPreset: a system prompt and
+sampling saved under a name), kept in a conversation's ``preset`` as ``user:NAME``."""
 
 from __future__ import annotations
 
@@ -23,6 +25,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("creative", "Creative", 1.0, 0.98, "more varied wording: stories, brainstorming"),
 )}
 CUSTOM = "custom"
+USER_PREFIX = "user:"
+
+
+def user_key(name: str) -> str:
+    """A user preset's name as a conversation keeps it."""
+    return USER_PREFIX + name
+
+
+def user_name(key: str) -> str | None:
+    """The user preset a conversation's ``preset`` names, or None for a built-in or custom."""
+    return key[len(USER_PREFIX):] if key.startswith(USER_PREFIX) else None
 
 # what the user picks for a conversation longer than the context, in their words
 CONTEXT_POLICIES: dict[ContextPolicy, str] = {

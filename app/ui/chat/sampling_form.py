@@ -8,7 +8,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QPlainTextEdit, QSpinBox, QWidget
 
 from app.store import ChatDefaults
-from app.ui.chat.presets import CONTEXT_POLICIES, CUSTOM, PRESETS
+from app.ui.chat.presets import CONTEXT_POLICIES, CUSTOM, PRESETS, user_name
 
 
 class SamplingForm(QWidget):
@@ -56,6 +56,10 @@ class SamplingForm(QWidget):
         self.max_tokens.setValue(values.max_tokens)
         self.context_policy.setCurrentIndex(max(self.context_policy.findData(values.context_policy), 0))
         index = self.preset.findData(values.preset)
+        name = user_name(values.preset)
+        if index < 0 and name is not None:  # the user's own preset: kept unless changed
+            index = self.preset.findData(CUSTOM)
+            self.preset.insertItem(index, f"{name} (your preset)", values.preset)
         self.preset.setCurrentIndex(index if index >= 0 else self.preset.findData(CUSTOM))
         self._preset_changed()
         self.blockSignals(False)
