@@ -60,7 +60,7 @@ def test_a_24_gb_gpu_keeps_the_routed_experts_of_the_first_18_layers_in_ram() ->
     assert plan.verdict == "fits_with_expert_offload"
     assert plan.experts_in_ram_layers == 18
     assert plan.placement.experts_in_ram == 18 and plan.placement.n_gpu_layers == -1
-    assert "routed experts of 18 of 48 layers in RAM (11.6 GB)" in plan.reasons
+    assert "routed experts of 18 of 48 layers in RAM (10.8 GiB)" in plan.reasons
     gpu = plan.device("CUDA0")
     assert gpu.total <= 23 * GiB
     assert gpu.kv == 32768 * 48 * 4 * 256 * 2

@@ -46,6 +46,7 @@ from app.gguf_info import GGUFModel
 from app.hardware.bandwidth import RamBandwidth
 from app.hardware.disk import DiskSpeed
 from app.hardware.model import Hardware
+from app.units import gib
 
 Verdict = Literal["fits_on_gpu", "fits_with_expert_offload", "fits_in_ram", "fits_streaming_from_ssd",
                   "does_not_fit"]
@@ -69,10 +70,6 @@ class Plan:
 
     def device(self, name: str) -> DeviceMemory:
         return next(m for m in self.memory if m.device == name)
-
-
-def gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
 
 
 def experts_in_ram_placement(base: PlacementPlan, in_ram: set[int], model: GGUFModel) -> PlacementPlan:
@@ -120,11 +117,11 @@ def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int, base: PlacementPl
                             gpus, ram, predict_speed=False)
             plan.verdict = "does_not_fit"
             plan.reasons = [
-                f"even with every routed expert in RAM, {g.device} needs {gb(need)} (attention, "
-                f"shared weights, {gb(_by(worst, g.device).kv)} KV cache, "
-                f"{gb(_by(worst, g.device).compute)} compute) and {g.name} has "
-                f"{gb(max(budgets[g.device], 0))} usable ({gb(g.free)} free less "
-                f"{gb(VRAM_HEADROOM)} headroom)",
+                f"even with every routed expert in RAM, {g.device} needs {gib(need)} (attention, "
+                f"shared weights, {gib(_by(worst, g.device).kv)} KV cache, "
+                f"{gib(_by(worst, g.device).compute)} compute) and {g.name} has "
+                f"{gib(max(budgets[g.device], 0))} usable ({gib(g.free)} free less "
+                f"{gib(VRAM_HEADROOM)} headroom)",
                 "lower the context size or use a q8_0 KV cache",
             ]
             return plan
@@ -167,10 +164,10 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
     over = []
     for g in gpus:
         m, budget = _by(memory, g.device), g.free - VRAM_HEADROOM
-        reasons.append(f"{g.device} ({g.name}): {gb(m.total)} of {gb(max(budget, 0))} usable "
-                       f"(KV cache {gb(m.kv)} for {placement.n_ctx:,} tokens)")
+        reasons.append(f"{g.device} ({g.name}): {gib(m.total)} of {gib(max(budget, 0))} usable "
+                       f"(KV cache {gib(m.kv)} for {placement.n_ctx:,} tokens)")
         if m.total > budget:
-            over.append(f"{g.device} needs {gb(m.total)}, {gb(max(budget, 0))} usable: "
+            over.append(f"{g.device} needs {gib(m.total)}, {gib(max(budget, 0))} usable: "
                         "keep more routed experts in RAM, or lower the context size")
     if not gpus:
         first: Verdict = "fits_in_ram"
@@ -178,7 +175,7 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
         expert_bytes = sum(t.n_bytes for t in model.tensors
                            if t.tensor_class == "routed_experts" and t.layer in in_ram)
         reasons.append(f"routed experts of {len(in_ram)} of {len(model.moe_layers)} layers "
-                       f"in RAM ({gb(expert_bytes)})")
+                       f"in RAM ({gib(expert_bytes)})")
         first = "fits_with_expert_offload"
     else:
         reasons.append("every layer, routed experts included, is on the GPU")
@@ -293,16 +290,16 @@ def _ram_verdict(verdict: Verdict, cpu: DeviceMemory, ram_budget: int | None
     """Downgrade ``verdict`` when the RAM part does not fit ``ram_budget``."""
     assert cpu.device == CPU_DEVICE
     if ram_budget is None:
-        return verdict, [f"RAM: {gb(cpu.total)} needed (available RAM unknown)"], []
+        return verdict, [f"RAM: {gib(cpu.total)} needed (available RAM unknown)"], []
     if cpu.total <= ram_budget:
-        return verdict, [f"RAM: {gb(cpu.total)} of {gb(ram_budget)} usable"], []
+        return verdict, [f"RAM: {gib(cpu.total)} of {gib(ram_budget)} usable"], []
     resident = cpu.total - cpu.weights  # KV cache and buffers cannot be paged from the file
     if resident > ram_budget:
         return "does_not_fit", [
-            f"RAM: the KV cache and buffers alone need {gb(resident)}, {gb(max(ram_budget, 0))} usable"
+            f"RAM: the KV cache and buffers alone need {gib(resident)}, {gib(max(ram_budget, 0))} usable"
         ], []
     short = cpu.total - ram_budget
-    return "fits_streaming_from_ssd", [f"RAM: {gb(cpu.total)} needed, {gb(ram_budget)} usable"], [
-        f"{gb(short)} of weights do not fit in RAM and will be read from the SSD as tokens "
+    return "fits_streaming_from_ssd", [f"RAM: {gib(cpu.total)} needed, {gib(ram_budget)} usable"], [
+        f"{gib(short)} of weights do not fit in RAM and will be read from the SSD as tokens "
         "need them, slower than from RAM; more RAM or a smaller quant avoids it"
     ]

@@ -9,12 +9,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.advisor.planner import Plan, gb, plan_for
+from app.advisor.planner import Plan, plan_for
 from app.engine.protocol import BuildInfo
 from app.gguf_info import GGUFModel, read_model
 from app.gguf_remote import read_remote_model
 from app.hardware import Hardware
 from app.hardware.bandwidth import RamBandwidth
+from app.units import file_size, gib
 
 
 @dataclass
@@ -81,19 +82,20 @@ def advise_repo(repo_id: str, hardware: Hardware, n_ctx: int, token: str | None 
 def plan_lines(model: GGUFModel, plan: Plan) -> list[str]:
     """The plan for one model: verdict, reasons, memory per device, what the engine loads."""
     lines = [f"{model.name}: {model.architecture}, {model.n_layer} layers, {model.n_expert} experts "
-             f"({model.n_expert_used} active), {gb(model.size_bytes)}",
+             f"({model.n_expert_used} active), {gib(model.size_bytes)}",
              f"Verdict: {plan.verdict.replace('_', ' ')}"]
     lines += [f"  - {reason}" for reason in plan.reasons]
     lines += [f"  ! {warning}" for warning in plan.warnings]
     lines.append(f"{'device':8} {'weights':>10} {'KV cache':>10} {'compute':>10} {'total':>10}")
     for m in plan.memory:
-        lines.append(f"{m.device:8} {gb(m.weights):>10} {gb(m.kv):>10} {gb(m.compute):>10} "
-                     f"{gb(m.total):>10}")
+        lines.append(f"{m.device:8} {gib(m.weights):>10} {gib(m.kv):>10} {gib(m.compute):>10} "
+                     f"{gib(m.total):>10}")
     if plan.speed is not None:
         s = plan.speed
         lines.append(f"Predicted speed: decode {s.decode}, prefill {s.prefill}")
         lines.append("  bytes read per token: " + ", ".join(
-            f"{device} {gb(n) if n >= 1e8 else f'{n / 1e6:.1f} MB'}" for device, n in s.decode_bytes.items()))
+            f"{device} {n / 1e9:.2f} GB" if n >= 1e8 else f"{device} {n / 1e6:.1f} MB"
+            for device, n in s.decode_bytes.items()))
         lines += [f"  ({note})" for note in s.notes]
     lines += [f"Threads: {line}" for line in plan.advice[:1]]
     lines += [f"  {line}" for line in plan.advice[1:]]
@@ -107,10 +109,10 @@ def repo_lines(repo_id: str, advice: list[QuantAdvice]) -> list[str]:
                             f"  {'decode':>12}  {'prefill':>14}"]
     for a in advice:
         if a.plan is None:
-            lines.append(f"{a.quant:14} {gb(a.size):>9}  {a.note}")
+            lines.append(f"{a.quant:14} {file_size(a.size):>9}  {a.note}")
             continue
         speed = a.plan.speed
         rates = f"  {speed.decode!s:>12}  {speed.prefill!s:>14}" if speed else ""
-        lines.append(f"{a.quant:14} {gb(a.size):>9}  {a.plan.verdict.replace('_', ' '):26} "
+        lines.append(f"{a.quant:14} {file_size(a.size):>9}  {a.plan.verdict.replace('_', ' '):26} "
                      f"{a.plan.experts_in_ram_layers:>8} layers{rates}")
     return lines

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.units import file_size, gib
+
 GiB = 1024**3
 
 
@@ -72,13 +74,13 @@ class Hardware:
         if self.memory:
             m = self.memory
             lines.append(
-                f"RAM: {_gib(m.total)} total, {_gib(m.available)} available, swap {_gib(m.swap_total)}"
+                f"RAM: {gib(m.total)} total, {gib(m.available)} available, swap {gib(m.swap_total)}"
             )
         if len(self.numa_nodes) > 1:
-            nodes = "; ".join(f"node{n.id}: {len(n.cpus)} CPUs, {_gib(n.mem_total)}" for n in self.numa_nodes)
+            nodes = "; ".join(f"node{n.id}: {len(n.cpus)} CPUs, {gib(n.mem_total)}" for n in self.numa_nodes)
             lines.append(f"NUMA: {len(self.numa_nodes)} nodes ({nodes})")
         if self.disk_free is not None:
-            lines.append(f"Disk: {_gib(self.disk_free)} free in {self.models_dir}")
+            lines.append(f"Disk: {file_size(self.disk_free)} free in {self.models_dir}")
         for i, gpu in enumerate(self.gpus):
             lines.append(f"GPU {i}: {_describe_gpu(gpu)}")
         if not self.gpus:
@@ -87,17 +89,13 @@ class Hardware:
         return lines
 
 
-def _gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB"
-
-
 def _describe_gpu(gpu: Gpu) -> str:
     parts = [gpu.name]
     if gpu.unified_memory and gpu.vram_total is not None:
-        parts.append(f"{_gib(gpu.vram_total)} unified memory")
+        parts.append(f"{gib(gpu.vram_total)} unified memory")
     elif gpu.vram_total is not None:
-        free = f" ({_gib(gpu.vram_free)} free)" if gpu.vram_free is not None else ""
-        parts.append(f"{_gib(gpu.vram_total)} VRAM{free}")
+        free = f" ({gib(gpu.vram_free)} free)" if gpu.vram_free is not None else ""
+        parts.append(f"{gib(gpu.vram_total)} VRAM{free}")
     if gpu.memory_bandwidth:
         parts.append(f"{gpu.memory_bandwidth / 1e9:.0f} GB/s memory")
     if gpu.compute_capability:

@@ -44,6 +44,7 @@ from app.hub.folder import (  # noqa: F401 - MARKER_NAME and read_marker are par
 )
 from app.hub.quants import Quant, QuantFile
 from app.hub.repo import REQUEST_TIMEOUT_S, hub_errors
+from app.units import file_size
 
 CHUNK_SIZE = 1 << 20
 PROGRESS_INTERVAL_S = 0.1  # at most 10 progress calls a second
@@ -56,8 +57,8 @@ class DiskFullError(HubError):
 
     def __init__(self, folder: Path, needed: int, free: int) -> None:
         super().__init__(
-            f"Not enough disk space in {folder}: the download needs {_gib(needed)} more, "
-            f"{_gib(free)} is free. Free {_gib(needed - free)} or choose a folder on another disk."
+            f"Not enough disk space in {folder}: the download needs {file_size(needed)} more, "
+            f"{file_size(free)} is free. Free {file_size(needed - free)} or choose a folder on another disk."
         )
         self.folder, self.needed, self.free = folder, needed, free
 
@@ -381,10 +382,3 @@ def _existing_parent(path: Path) -> Path:
 def _disk_free(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
-
-def _gib(count: int) -> str:
-    """Binary units, as disk tools show free space: 1.5 GiB, 812.0 MiB, 3.0 KiB."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(count) >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} bytes"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 
 from app.advisor.memory import DeviceMemory
+from app.units import gib
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -19,8 +20,8 @@ class MemoryRow:
     streamed: bool = False  # RAM of a plan streaming from the SSD: what does not fit is read from it
 
 
-def _gb(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e9:.1f} GB"
+def _gib(n: int | None) -> str:
+    return "?" if n is None else gib(n)
 
 
 class MemoryTableModel(QAbstractTableModel):
@@ -63,9 +64,9 @@ class MemoryTableModel(QAbstractTableModel):
         if column == 0:
             return row.label or m.device
         if column <= 4:
-            return _gb((m.weights, m.kv, m.compute, m.total)[column - 1])
+            return _gib((m.weights, m.kv, m.compute, m.total)[column - 1])
         if column == 5:
-            return _gb(row.usable)
+            return _gib(row.usable)
         if not row.usable:
             return ""
         share = m.total / row.usable

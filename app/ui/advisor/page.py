@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.advisor.memory import RAM_HEADROOM, VRAM_HEADROOM
-from app.advisor.planner import Plan, evaluate, gb, plan_for
+from app.advisor.planner import Plan, evaluate, plan_for
 from app.engine.protocol import BuildInfo, LoadParams, LoadResult
 from app.gguf_info import GGUFModel, read_model
 from app.hardware import Hardware, detect
@@ -39,6 +39,7 @@ from app.ui.advisor.controls import PlanControls, RuleError, base_placement, man
 from app.ui.advisor.memory_table import MemoryRow, MemoryTableModel
 from app.ui.tune.panel import TunePanel, TuneRequest
 from app.ui.widgets.background import run_in_background
+from app.units import gib
 
 _OK, _WARN = QStyle.StandardPixmap.SP_DialogApplyButton, QStyle.StandardPixmap.SP_MessageBoxWarning
 VERDICTS = {
@@ -134,7 +135,7 @@ class AdvisorPage(QWidget):
         for p in result.placement:
             if p.tensor_class == "routed_experts":
                 experts[p.device] = experts.get(p.device, 0) + p.bytes
-        where = ", ".join(f"{device} {gb(n)}" for device, n in experts.items())
+        where = ", ".join(f"{device} {gib(n)}" for device, n in experts.items())
         self.status.setText(f"Loaded {result.model.name} in {result.load_seconds:.1f} s, context "
                             f"{result.n_ctx:,}" + (f"; routed experts: {where}" if where else ""))
         self._update_load_button()
@@ -224,7 +225,7 @@ class AdvisorPage(QWidget):
         self.disk, self.profile = None, remembered_profile(model)
         self.model_label.setText(
             f"{model.name}: {model.architecture}, {model.n_layer} layers, {model.n_expert} experts "
-            f"({model.n_expert_used} active), {gb(model.size_bytes)}  —  {self.path}")
+            f"({model.n_expert_used} active), {gib(model.size_bytes)}  —  {self.path}")
         self.controls.set_model(model)
         self.controls.set_context(min(self._n_ctx, model.n_ctx_train or self._n_ctx))
         self._refresh()

@@ -38,10 +38,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.protocol import ChatResult, EngineStats, LoadResult, RoutingSnapshot
-from app.ui.dashboard.placement_view import PlacementTableModel, format_size, placement_summary
+from app.ui.dashboard.placement_view import PlacementTableModel, placement_summary
 from app.ui.dashboard.plots import DashboardPlots, memory_series
 from app.ui.dashboard.series import RoutingWindow, SeriesStore
 from app.ui.widgets.counts import count_text
+from app.units import memory_size
 
 REDRAW_HZ = 5
 CPU_SAMPLE_S = 1.0
@@ -298,8 +299,8 @@ class DashboardPage(QWidget):
                              f"{stats.prefill_tps:.1f} t/s, {stats.tokens_generated} tokens")
             for memory in stats.memory:
                 name = "RAM" if memory.device == "RAM" else memory.device
-                lines.append(f"{name}: {format_size(memory.used)} of {format_size(memory.total)}")
-            lines.append(f"Engine RSS: {format_size(stats.rss)}")
+                lines.append(f"{name}: {memory_size(memory.used)} of {memory_size(memory.total)}")
+            lines.append(f"Engine RSS: {memory_size(stats.rss)}")
             lines.extend(storage_lines(stats))
         cpu = self.store.last("cpu_percent")
         if cpu is not None:
@@ -391,7 +392,7 @@ def storage_lines(stats: EngineStats) -> list[str]:
     if storage is None or storage.total_bytes == 0:
         return []
     lines = [f"SSD while decoding: {storage.read_bps / 1e9:.2f} GB/s, "
-             f"{format_size(storage.bytes_per_token)} per token (last steps)"]
+             f"{memory_size(storage.bytes_per_token)} per token (last steps)"]
     if storage.ram_hit_rate is not None:
         speed = "" if storage.stream_read_bps is None else \
             f"; its reads ran at {storage.stream_read_bps / 1e9:.2f} GB/s"

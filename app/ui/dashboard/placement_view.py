@@ -7,16 +7,9 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 
 from app.engine.protocol import LoadResult
+from app.units import memory_size
 
 Index = QModelIndex | QPersistentModelIndex
-
-
-def format_size(n: float) -> str:
-    """Bytes in the unit that keeps 3 significant figures readable (GiB, MiB, KiB)."""
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.3g} {unit}" if n / size < 100 else f"{n / size:.0f} {unit}"
-    return f"{n:.0f} B"
 
 
 def layer_ranges(layers: list[int]) -> str:
@@ -94,7 +87,7 @@ class PlacementTableModel(QAbstractTableModel):
         size = sum(self._bytes.get((tensor_class, d), 0) for d in devices)
         tensors = sum(self._tensors.get((tensor_class, d), 0) for d in devices)
         if role == Qt.ItemDataRole.DisplayRole:
-            return format_size(size) if tensors else ""
+            return memory_size(size) if tensors else ""
         if role == Qt.ItemDataRole.ToolTipRole and tensors:
             return f"{tensors} tensors, {size:,} bytes"
         if role == Qt.ItemDataRole.TextAlignmentRole:

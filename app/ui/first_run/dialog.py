@@ -11,6 +11,7 @@ from app.hardware import Hardware, detect
 from app.store import FIRST_RUN_DONE, Store
 from app.ui.first_run.recommend import Recommendation, memory_gb, recommend
 from app.ui.widgets.background import run_in_background
+from app.units import GB, file_size, gib
 
 EXPLANATION = (
     "<h3>How MoE Desk runs models bigger than your GPU</h3>"
@@ -63,14 +64,15 @@ class FirstRunDialog(QDialog):
 
     def show_hardware(self, hardware: Hardware) -> None:
         gpus = ", ".join(g.name for g in hardware.gpus) or "no GPU found"
-        ram = hardware.memory.total / 2**30 if hardware.memory else 0
+        ram = hardware.memory.total if hardware.memory else 0
+        together = memory_gb(hardware) * GB
         self.hardware_label.setText(
             f"<b>This machine:</b> {hardware.cpu.model}, {hardware.cpu.physical_cores} cores; "
-            f"{ram:.0f} GiB RAM; {gpus} ({memory_gb(hardware):.0f} GB of RAM and VRAM together).")
+            f"{gib(ram, 0)} RAM; {gpus} ({gib(together, 0)} of RAM and VRAM together).")
         rec = self.recommendation = recommend(hardware)
         self.recommendation_label.setText(
-            f"<b>Recommended to start:</b> {rec.name} ({rec.quant}, about {rec.size_gb:.0f} GB) "
-            f"from {rec.repo}: {rec.why}.")
+            f"<b>Recommended to start:</b> {rec.name} ({rec.quant}, a {file_size(rec.size_gb * GB)} "
+            f"download) from {rec.repo}: {rec.why}.")
         self.models_button.setEnabled(True)
 
     def _detect_failed(self, error: Exception) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app.hub.download import DownloadProgress
-from app.ui.models.tables import human_size
 from app.ui.models.workers import DownloadJob
+from app.units import file_size
 
 _STEPS = 1000  # progress bar resolution: 0.1 %
 
@@ -23,9 +23,9 @@ def human_duration(seconds: float) -> str:
 
 def progress_text(p: DownloadProgress) -> str:
     """'1.2 GB of 24.1 GB · 45.3 MB/s · 9 min left'."""
-    parts = [f"{human_size(p.done)} of {human_size(p.total)}"]
+    parts = [f"{file_size(p.done)} of {file_size(p.total)}"]
     if p.bytes_per_s > 0:
-        parts.append(f"{human_size(int(p.bytes_per_s))}/s")
+        parts.append(f"{file_size(int(p.bytes_per_s))}/s")
     if p.eta_s is not None and p.done < p.total:
         parts.append(f"{human_duration(p.eta_s)} left")
     return " · ".join(parts)
@@ -82,7 +82,7 @@ class DownloadBar(QWidget):
         self.resume_button.setEnabled(state in ("paused", "failed"))
         self.cancel_button.setEnabled(state in ("running", "paused", "failed"))
         last = self.job.last if self.job else None
-        done = f"{human_size(last.done)} of {human_size(last.total)}" if last else ""
+        done = f"{file_size(last.done)} of {file_size(last.total)}" if last else ""
         words = {
             "paused": f"Paused at {done}. Resume continues from there, now or after a restart.",
             "failed": f"Stopped at {done}. Resume continues from there.",

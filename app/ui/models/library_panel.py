@@ -17,8 +17,9 @@ from PySide6.QtWidgets import (
 
 from app.hub.library import ImportReport, Library, LocalModel, reveal
 from app.ui.models.messages import MessageBanner
-from app.ui.models.tables import LibraryTableModel, human_size, table_view
+from app.ui.models.tables import LibraryTableModel, table_view
 from app.ui.models.workers import Tasks
+from app.units import file_size
 
 
 class LibraryPanel(QWidget):
@@ -102,7 +103,7 @@ class LibraryPanel(QWidget):
         if model is None:
             total = sum(m.size for m in self.model.models)
             self.detail.setText(
-                f"{len(self.model.models)} model(s), {human_size(total)} on disk. "
+                f"{len(self.model.models)} model(s), {file_size(total)} on disk. "
                 f"Downloads go to {self.library.models_dir}."
             )
         elif model.problem:
@@ -135,7 +136,7 @@ class LibraryPanel(QWidget):
             )
         else:
             question = (
-                f"Delete {model.name}? Its {len(model.shards)} file(s), {human_size(model.size)}, "
+                f"Delete {model.name}? Its {len(model.shards)} file(s), {file_size(model.size)}, "
                 f"in {model.path.parent} will be deleted."
             )
         box = QMessageBox(

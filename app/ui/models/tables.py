@@ -17,17 +17,10 @@ from app.hub.folder import LocalState
 from app.hub.library import LocalModel
 from app.hub.quants import Quant
 from app.hub.repo import RepoSummary
+from app.units import file_size
 
 Index = QModelIndex | QPersistentModelIndex
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-
-
-def human_size(n: int) -> str:
-    """Bytes as the Hub writes them: 812 KB, 3.4 MB, 24.1 GB."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 def human_count(n: int) -> str:
@@ -173,7 +166,7 @@ class QuantTableModel(_Table):
             if column == 0:
                 return f"★ {row.quant.name}" if row.recommended else row.quant.name
             if column == 1:
-                return human_size(row.quant.total_size)
+                return file_size(row.quant.total_size)
             if column == 2:
                 return str(row.quant.shard_count)
             if column == 3:
@@ -230,7 +223,7 @@ class LibraryTableModel(_Table):
                 model.name,
                 model.architecture or "—",
                 model.quant or "—",
-                human_size(model.size) if model.size else "—",
+                file_size(model.size) if model.size else "—",
                 str(len(model.shards)),
                 SOURCE_WORDS[model.source],
                 status,

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushBu
 
 from app.engine.protocol import EngineStats, LoadResult
 from app.ui.engine_state import EngineState
+from app.units import gib
 
 STATE_WORDS = {
     EngineState.STOPPED: "Engine stopped", EngineState.STARTING: "Engine starting…",
@@ -15,10 +16,6 @@ STATE_WORDS = {
     EngineState.GENERATING: "Generating", EngineState.TUNING: "Measuring placements…",
     EngineState.DIED: "Engine stopped unexpectedly", EngineState.SHUT_DOWN: "Engine stopped",
 }
-
-
-def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
 
 
 def memory_text(stats: EngineStats) -> str:
