@@ -34,7 +34,7 @@ from app.engine.protocol import (
     RoutingSnapshot,
 )
 from app.ui.engine_state import EngineState
-from app.ui.engine_worker import ChatJob, EngineJob, EngineWorker
+from app.ui.engine_worker import ChatJob, EngineJob, EngineWorker, JobOutcome
 from app.ui.ui_thread import UiThreadPost
 
 
@@ -177,14 +177,16 @@ class EngineController(QObject):
         self._set_state(EngineState.IDLE)
         self.model_unloaded.emit()
 
-    def on_job_done(self, on_done: Callable[[Any], None], result: Any, loaded: LoadResult | None) -> None:
-        self.loaded = loaded
+    def on_job_done(self, on_done: Callable[[Any], None], outcome: JobOutcome) -> None:
+        self.loaded = outcome.loaded
+        if outcome.loaded is not None and outcome.load is not None:
+            self.last_load = outcome.load  # a restart loads what the job loaded
         self._set_state(EngineState.IDLE)
-        if loaded is not None:
-            self.model_loaded.emit(loaded)
+        if outcome.loaded is not None:
+            self.model_loaded.emit(outcome.loaded)
         else:
             self.model_unloaded.emit()
-        on_done(result)
+        on_done(outcome.result)
 
     def on_job_failed(self, on_error: Callable[[str, str], None], message: str, hint: str) -> None:
         self.loaded = None  # what the job left loaded is unknown: load again to chat

@@ -38,7 +38,18 @@ from app.ui.engine_state import EngineState  # noqa: I001 (sorted below by ruff)
 log = logging.getLogger("moedesk.ui.engine")
 
 # work that drives the engine itself: returns its result and the model it leaves loaded (or None)
-EngineJob = Callable[[EngineClient], tuple[Any, LoadResult | None]]
+@dataclass
+class JobOutcome:
+    """What an engine job (autotune, a benchmark) ends with: its result, and the model it left
+    loaded with the LoadParams it loaded it with (None: none), which the controller makes its
+    loaded model and what a restart loads again."""
+
+    result: Any
+    loaded: LoadResult | None = None
+    load: LoadParams | None = None
+
+
+EngineJob = Callable[[EngineClient], JobOutcome]
 
 
 @dataclass
@@ -62,7 +73,7 @@ class EngineEvents(Protocol):
     def on_chat_token(self, chat_id: int, text: str) -> None: ...
     def on_chat_finished(self, chat_id: int, result: ChatResult) -> None: ...
     def on_chat_failed(self, chat_id: int, message: str, hint: str) -> None: ...
-    def on_job_done(self, on_done: Callable[[Any], None], result: Any, loaded: LoadResult | None) -> None: ...
+    def on_job_done(self, on_done: Callable[[Any], None], outcome: JobOutcome) -> None: ...
     def on_job_failed(self, on_error: Callable[[str, str], None], message: str, hint: str) -> None: ...
     def on_stats(self, session: int, stats: EngineStats) -> None: ...
     def on_routing(self, session: int, snapshot: RoutingSnapshot) -> None: ...
@@ -241,7 +252,7 @@ class EngineWorker:
             session = self._session
             self._post(self._events.on_state, state)
             self._model_ready = False  # the job may load and unload models
-            result, loaded = job(client)
+            outcome = job(client)
         except EngineDiedError as exc:
             self._died(session, exc)
             return
@@ -252,8 +263,8 @@ class EngineWorker:
             log.exception("engine job failed")
             self._post(self._events.on_job_failed, on_error, f"{type(exc).__name__}: {exc}", "")
             return
-        self._model_ready = loaded is not None
-        self._post(self._events.on_job_done, on_done, result, loaded)
+        self._model_ready = outcome.loaded is not None
+        self._post(self._events.on_job_done, on_done, outcome)
 
     def _restart_job(self, reload: Callable[[], LoadParams | None]) -> None:
         self._close_current()

@@ -10,13 +10,14 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app.engine.client import EngineClient
-from app.engine.protocol import LoadParams, LoadResult
+from app.engine.protocol import LoadParams
 from app.gguf_info import read_model
 from app.hardware import detect
 from app.tune.autotune import TUNE_WORKLOAD, TuneResult, autotune, machine_id, remember, tune_key
 from app.tune.measure import Measurer
 from app.tune.strategies import Budget
 from app.ui.engine_controller import EngineController
+from app.ui.engine_worker import JobOutcome
 from app.ui.tune.panel import TunePanel, TuneRequest
 
 
@@ -42,7 +43,7 @@ class TuneRunner(QObject):
         self.controller.run_engine_job(lambda client: self._job(client, request),
                                        self._done, self.panel.show_failed)
 
-    def _job(self, client: EngineClient, request: TuneRequest) -> tuple[TuneResult, LoadResult | None]:
+    def _job(self, client: EngineClient, request: TuneRequest) -> JobOutcome:
         path = Path(request.model)
         model = read_model(path)
         gpus = [d for d in client.info().devices if d.kind == "gpu"]
@@ -53,16 +54,13 @@ class TuneRunner(QObject):
                           physical_cores=hardware.cpu.physical_cores, time_limit=request.seconds,
                           progress=self._progress.emit,
                           workload=replace(TUNE_WORKLOAD, decode_depth=request.decode_depth))
-        loaded = None
-        if result.best.ok:
-            gpu = budget.gpu if budget else None
-            remember(tune_key(path, machine_id(hardware.cpu.model, gpu), request.vram_budget), result)
-            loaded = client.load(LoadParams(model=str(path), placement=result.best.plan))
-        return result, loaded
+        if not result.best.ok:
+            return JobOutcome(result)
+        gpu = budget.gpu if budget else None
+        remember(tune_key(path, machine_id(hardware.cpu.model, gpu), request.vram_budget), result)
+        # the winner stays loaded (and a restart loads it again)
+        params = LoadParams(model=str(path), placement=result.best.plan)
+        return JobOutcome(result, client.load(params), params)
 
     def _done(self, result: TuneResult) -> None:
-        if result.best.ok:  # a restart loads the tuned plan again
-            self.controller.last_load = LoadParams(model=self.controller.loaded.model.path
-                                                   if self.controller.loaded else "",
-                                                   placement=result.best.plan)
         self.panel.show_result(result, self.n_layer)
