@@ -14,6 +14,7 @@ from typing import Literal
 
 from app.advisor.planner import Plan, plan_for
 from app.engine import routing_profiles
+from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams
 from app.gguf_info import GGUFModel, read_model
 from app.hardware import Hardware, detect
@@ -84,8 +85,19 @@ def plan_load(path: Path, n_ctx: int, hardware: Hardware | None = None,
         # the routing remembered from earlier runs
         plan = plan_for(model, hardware, n_ctx, build=build, ram=ram_bandwidth(),
                         disk=model_disk_speed(model), profile=remembered_profile(model))
-    gpu = next((d.name for d in build.devices if d.kind == "gpu"), None) if build else None
-    tuned = remembered(tune_key(path, machine_id(hardware.cpu.model, gpu), None))
-    if tuned is not None and tuned.n_ctx == n_ctx:
+    tuned = autotuned(path, n_ctx, hardware, build)
+    if tuned is not None:
         return LoadPlan(LoadParams(model=str(path), placement=tuned), plan, "autotuned")
     return LoadPlan(LoadParams(model=str(path), placement=plan.placement), plan, "advisor")
+
+
+def autotuned(path: Path, n_ctx: int, hardware: Hardware, build: BuildInfo | None) -> PlacementPlan | None:
+    """The placement autotune found fastest for this model file on this machine (its CPU and
+    the GPU the build drives) at this context, if it was tuned here; None otherwise. Every
+    load path (File > Load, the Advisor page, the CLI) loads it when there is one."""
+    gpu = next((d.name for d in build.devices if d.kind == "gpu"), None) if build else None
+    try:
+        tuned = remembered(tune_key(path, machine_id(hardware.cpu.model, gpu), None))
+    except OSError:
+        return None  # the file is gone: nothing is tuned for it
+    return tuned if tuned is not None and tuned.n_ctx == n_ctx else None

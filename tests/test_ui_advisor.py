@@ -10,11 +10,15 @@ from pytestqt.qtbot import QtBot
 
 from app.advisor.memory import memory_by_device
 from app.engine.client import EngineClient
+from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams
 from app.engine.synthetic import SyntheticSpec, write_synthetic_header
 from app.gguf_info import read_model
 from app.hardware import Hardware, detect
 from app.hardware.bandwidth import RamBandwidth
+from app.load_plan import plan_load
+from app.tune.autotune import TuneResult, machine_id, remember, tune_key
+from app.tune.measure import Measurement
 from app.ui.advisor import AdvisorPage, demo_page
 from app.ui.advisor.controls import RuleError, parse_rules
 from app.ui.advisor.page import VERDICTS
@@ -233,3 +237,22 @@ def test_a_model_larger_than_ram_streams_through_a_ram_cache_and_its_drive_is_pr
     assert "Model's drive measured" in page.hardware_label.text()
     assert page.plan.speed is not None
     assert not any("drive's speed not measured" in n for n in page.plan.speed.notes)
+
+
+def test_the_advisor_page_loads_the_autotuned_placement_as_file_load_does(
+        qtbot: QtBot, tiny_moe_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
+    hardware = machine(None, ram_gib=64)
+    tuned = PlacementPlan(n_ctx=2048, n_threads=3, n_ubatch=1024, repack=False)
+    key = tune_key(tiny_moe_gguf, machine_id(hardware.cpu.model, None), None)
+    remember(key, TuneResult(best=Measurement("2 threads", tuned, decode_tps=50.0)))
+    page = open_page(qtbot, tiny_moe_gguf, hardware, n_ctx=2048)
+    assert page.tuned == tuned and "autotuned on this machine" in page.placement_label.text()
+    with qtbot.waitSignal(page.load_requested) as sent:
+        page.load_button.click()
+    assert sent.args[0].placement == tuned
+    # File > Load and the CLI plan the same
+    assert plan_load(tiny_moe_gguf, 2048, hardware, build=None).params.placement == tuned
+    # another context was not tuned: the planner's own plan loads
+    page.controls.ctx.setValue(1024)
+    assert page.tuned is None and page.load_placement() == page.plan.placement

@@ -29,12 +29,13 @@ from PySide6.QtWidgets import (
 
 from app.advisor.memory import RAM_HEADROOM, VRAM_HEADROOM
 from app.advisor.planner import Plan, evaluate, plan_for
+from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams, LoadResult
 from app.gguf_info import GGUFModel, read_model
 from app.hardware import Hardware, detect
 from app.hardware.bandwidth import RamBandwidth, ram_bandwidth
 from app.hardware.disk import DiskSpeed
-from app.load_plan import model_disk_speed, remembered_profile
+from app.load_plan import autotuned, model_disk_speed, remembered_profile
 from app.ui.advisor.controls import PlanControls, RuleError, base_placement, manual_placement
 from app.ui.advisor.memory_table import MemoryRow, MemoryTableModel
 from app.ui.tune.panel import TunePanel, TuneRequest
@@ -73,6 +74,7 @@ class AdvisorPage(QWidget):
         super().__init__(parent)
         self.hardware, self.build, self.ram = hardware, build, ram
         self.disk: DiskSpeed | None = None  # the model's drive, probed when it must stream
+        self.tuned: PlacementPlan | None = None  # autotune's winner for this model and context
         self.profile: list[list[int]] | None = None  # routing remembered for the model
         self._measure = measure
         self._disk_probing = False
@@ -261,6 +263,8 @@ class AdvisorPage(QWidget):
         else:
             plan = plan_for(self.model, self.hardware, settings.n_ctx, base, self.build, self.ram,
                             disk=self.disk, profile=self.profile)
+            assert self.path is not None
+            self.tuned = autotuned(self.path, settings.n_ctx, self.hardware, self.build)
             self.planned = plan
             own = plan.placement.overrides[len(settings.rules):]  # the planner's rule, if any
             self.controls.show_plan(plan.experts_in_ram_layers, uses_shortcut=not own,
@@ -304,7 +308,11 @@ class AdvisorPage(QWidget):
             self.speed.setText(f"Predicted: decode {s.decode}, prefill {s.prefill}")
             read = ", ".join(f"{d} {n / 1e9:.2f} GB" for d, n in s.decode_bytes.items() if n >= 1e7)
             self.speed_detail.setText("\n".join(([f"Each token reads {read}"] if read else []) + s.notes))
-        self.placement_label.setText(f"Engine placement: {plan.placement.describe()}")
+        if self.tuned is not None and not self.controls.manual:
+            self.placement_label.setText("Engine placement, autotuned on this machine (Load uses "
+                                         f"it): {self.tuned.describe()}")
+        else:
+            self.placement_label.setText(f"Engine placement: {plan.placement.describe()}")
         self._update_load_button()
 
     def _memory_rows(self, plan: Plan) -> list[MemoryRow]:
@@ -350,7 +358,17 @@ class AdvisorPage(QWidget):
         if self.plan is None or self.path is None:
             return
         self.status.setText("Starting the load…")
-        self.load_requested.emit(LoadParams(model=str(self.path), placement=self.plan.placement))
+        self.load_requested.emit(LoadParams(model=str(self.path), placement=self.load_placement()))
+
+    def load_placement(self) -> PlacementPlan | None:
+        """What "Load with this plan" loads: the planner's choice gives way to the placement
+        autotune found fastest here for this context (as File > Load does); a placement the
+        user set by hand loads as set."""
+        if self.plan is None:
+            return None
+        if self.tuned is not None and not self.controls.manual:
+            return self.tuned
+        return self.plan.placement
 
     def _tune(self, request: TuneRequest) -> None:
         if self.plan is None or self.path is None or self.model is None:
