@@ -200,3 +200,47 @@ def test_help_and_version_answer_on_the_terminal_without_a_display(flag: str, ex
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(expected)
     assert "moedesk-cli --help" in " ".join(done.stdout.split()) or flag == "--version"
+
+
+def test_the_hardware_is_found_once_and_every_page_follows_it(
+        qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.hardware
+    import app.ui.advisor.page as advisor_page
+    import app.ui.app_state as app_state
+    import app.ui.first_run.dialog as first_run
+    from app.hardware.bandwidth import RamBandwidth
+    from app.ui.advisor import AdvisorPage
+    from app.ui.models import ModelsPage
+    from app.ui.models.demo import demo_hardware
+
+    found: list[int] = []
+    machine = demo_hardware()
+
+    def detect_once(*_: object, **__: object) -> Hardware:
+        found.append(1)
+        return machine
+
+    def not_again(*_: object, **__: object) -> None:
+        raise AssertionError("a page looked at the machine again")
+
+    ram = RamBandwidth(read_bw=50e9, read_bw_1=12e9, copy_bw_1=9e9, matmul_flops=400e9,
+                       threads=8, buffer_bytes=0)
+    monkeypatch.setattr(app_state, "detect", detect_once)
+    monkeypatch.setattr(app_state, "ram_bandwidth", lambda: ram)
+    for module, name in ((app.hardware, "detect"), (advisor_page, "detect"),
+                         (advisor_page, "ram_bandwidth"), (first_run, "detect")):
+        monkeypatch.setattr(module, name, not_again)
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
+    store = Store.open_default()
+    store.set_setting(FIRST_RUN_DONE, True)
+    window = MainWindow(store, EngineController())
+    qtbot.addWidget(window)
+    advisor, models = window.pages["Advisor"], window.pages["Models"]
+    assert isinstance(advisor, AdvisorPage) and isinstance(models, ModelsPage)
+    qtbot.waitUntil(lambda: advisor.hardware is machine and advisor.ram is ram, timeout=10_000)
+    assert models.find.hardware is machine and window.hardware is machine
+    window.show_first_run()  # opened after the hardware was found: it is shown at once
+    assert "AMD Ryzen 9 7950X" in window.first_run_dialog.hardware_label.text()
+    assert found == [1]
+    window.first_run_dialog.reject()
+    window.close()

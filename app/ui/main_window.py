@@ -8,6 +8,7 @@ there; otherwise a placeholder says so and the rest of the app runs.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.protocol import EngineStats, LoadResult
-from app.hardware import Hardware, detect
+from app.hardware import Hardware
 from app.store import FIRST_RUN_DONE, LOAD_CONTEXT, Store
+from app.ui.app_state import AppState
 from app.ui.chat import ChatPage
 from app.ui.engine_controller import EngineController
 from app.ui.engine_state import EngineState
@@ -71,7 +73,8 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.store = store
         self.engine = controller or EngineController(self)
-        self.hardware: Hardware | None = None
+        # what the pages share, found once (hardware, RAM speed, the engine build)
+        self.state = AppState(self)
         self.setWindowTitle("MoE Desk")
         self.setWindowIcon(app_icon())
         self.chat = ChatPage(store)
@@ -82,14 +85,21 @@ class MainWindow(QMainWindow):
         self._build()
         self._menus()
         self._wire()
-        run_in_background(detect, self._hardware_found,
-                          lambda exc: log.warning("hardware detection failed: %s", exc), owner=self)
+        self.state.detect()
+
+    @property
+    def hardware(self) -> Hardware | None:
+        """This machine's hardware, once found (the app state's)."""
+        return self.state.hardware
 
     # --- building -------------------------------------------------------------------------
 
     def _plugged_page(self, name: str, package: str, cls: str) -> QWidget:
         try:
-            return getattr(importlib.import_module(package), cls)()
+            page_class = getattr(importlib.import_module(package), cls)
+            # a page that shares the app's hardware and build takes the state and follows it
+            wants_state = "state" in inspect.signature(page_class).parameters
+            return page_class(state=self.state) if wants_state else page_class()
         except ImportError as exc:
             return placeholder(name, f"({exc})")
         except Exception as exc:  # a page that fails to build must not take the app down
@@ -145,6 +155,7 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         e = self.engine
         self.chat.attach(e)
+        e.build_info.connect(self.state.set_build)
         e.state_changed.connect(self._state_changed)
         e.load_progress.connect(self.status.set_progress)
         e.model_loaded.connect(self._model_loaded)
@@ -159,7 +170,6 @@ class MainWindow(QMainWindow):
         self.serve.apply(self.settings.serve.config())
         self._serve_changed()
         self.settings.theme_changed.connect(lambda theme: apply_theme(QApplication.instance(), theme))
-        self._call("Advisor", "set_build_info", signal=e.build_info)
         self._call("Advisor", "show_load_progress", signal=e.load_progress)
         self._call("Advisor", "show_loaded", signal=e.model_loaded)
         self._call("Advisor", "show_load_failed", signal=e.load_failed)
@@ -223,7 +233,7 @@ class MainWindow(QMainWindow):
         """The welcome screen (non-modal); it marks the first run done when closed."""
         from app.ui.first_run import FirstRunDialog
 
-        dialog = FirstRunDialog(self.store, self, hardware=self.hardware)
+        dialog = FirstRunDialog(self.store, self, state=self.state)
         dialog.models_requested.connect(self._open_models_for)
         dialog.open()
         self.first_run_dialog = dialog
@@ -248,13 +258,6 @@ class MainWindow(QMainWindow):
             self.load_model_file(Path(path))
 
     # --- engine signals -------------------------------------------------------------------
-
-    def _hardware_found(self, hardware: Hardware) -> None:
-        self.hardware = hardware
-        for name in ("Models", "Advisor"):
-            setter = getattr(self.pages[name], "set_hardware", None)
-            if callable(setter):
-                setter(hardware)
 
     def _state_changed(self, state: EngineState) -> None:
         self.status.set_state(state)

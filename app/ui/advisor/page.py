@@ -38,6 +38,7 @@ from app.hardware.disk import DiskSpeed
 from app.load_plan import autotuned, model_disk_speed, remembered_profile
 from app.ui.advisor.controls import PlanControls, RuleError, base_placement, manual_placement
 from app.ui.advisor.memory_table import MemoryRow, MemoryTableModel
+from app.ui.app_state import AppState
 from app.ui.tune.panel import TunePanel, TuneRequest
 from app.ui.widgets.background import run_in_background
 from app.units import gib
@@ -68,9 +69,12 @@ class AdvisorPage(QWidget):
 
     def __init__(self, parent: QWidget | None = None, *, hardware: Hardware | None = None,
                  build: BuildInfo | None = None, ram: RamBandwidth | None = None,
-                 measure: bool = True, n_ctx: int = DEFAULT_CONTEXT) -> None:
-        """``measure``: run the RAM probe (and detect the hardware when none is given) on a
-        worker; off for recorded machines, whose speed this machine's probe would not say."""
+                 measure: bool = True, n_ctx: int = DEFAULT_CONTEXT,
+                 state: AppState | None = None) -> None:
+        """``state``: the app's shared hardware, RAM speed and build, which the page follows
+        (the desktop app's way). Without it, ``measure`` runs the RAM probe (and detects the
+        hardware when none is given) on a worker; off for recorded machines, whose speed this
+        machine's probe would not say."""
         super().__init__(parent)
         self.hardware, self.build, self.ram = hardware, build, ram
         self.disk: DiskSpeed | None = None  # the model's drive, probed when it must stream
@@ -85,6 +89,11 @@ class AdvisorPage(QWidget):
         self.loading = False
         self._n_ctx = n_ctx
         self._build_ui()
+        if state is not None:
+            state.connect_hardware(self.set_hardware)
+            state.connect_ram(self.set_ram)
+            state.connect_build(self.set_build_info)
+            measure = False  # the state measures, once for the whole app
         if measure and ram is None:  # a probe that fails leaves the typical figures, noted
             run_in_background(ram_bandwidth, self._alive(self.set_ram), lambda exc: None)
         if measure and hardware is None:

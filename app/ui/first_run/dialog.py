@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QV
 
 from app.hardware import Hardware, detect
 from app.store import FIRST_RUN_DONE, Store
+from app.ui.app_state import AppState
 from app.ui.first_run.recommend import Recommendation, memory_gb, recommend
 from app.ui.widgets.background import run_in_background
 from app.units import GB, file_size, gib
@@ -32,7 +33,9 @@ class FirstRunDialog(QDialog):
     models_requested = Signal(str)
 
     def __init__(self, store: Store, parent: QWidget | None = None,
-                 hardware: Hardware | None = None) -> None:
+                 hardware: Hardware | None = None, state: AppState | None = None) -> None:
+        """The machine: ``hardware`` as given, else the app ``state``'s (when it has been
+        found), else detected here."""
         super().__init__(parent)
         self.store = store
         self.recommendation: Recommendation | None = None
@@ -59,6 +62,8 @@ class FirstRunDialog(QDialog):
         self.finished.connect(lambda _result: self.store.set_setting(FIRST_RUN_DONE, True))
         if hardware is not None:
             self.show_hardware(hardware)
+        elif state is not None:
+            state.connect_hardware(self.show_hardware)
         else:
             run_in_background(detect, self.show_hardware, self._detect_failed, owner=self)
 

@@ -12,6 +12,7 @@ from app.hardware import Hardware
 from app.hub.library import Library
 from app.hub.token import hub_endpoint
 from app.paths import default_models_dir
+from app.ui.app_state import AppState
 from app.ui.models.find_panel import FindPanel
 from app.ui.models.library_panel import LibraryPanel
 from app.ui.models.messages import MessageBanner
@@ -39,6 +40,7 @@ class ModelsPage(QWidget):
         hf_cache_dir: Path | None = None,
         hardware: Hardware | None = None,
         search_on_show: bool = True,
+        state: AppState | None = None,
     ) -> None:
         super().__init__(parent)
         self.library = library or Library(models_dir=Path(models_dir) if models_dir else default_models_dir())
@@ -64,7 +66,9 @@ class ModelsPage(QWidget):
         self.find.downloaded.connect(lambda paths: self.library_panel.refresh(select=paths[0]))
         self._search_on_show = search_on_show
         self.library_panel.refresh()
-        if hardware is None:
+        if state is not None:  # the app's hardware, found once for every page
+            state.connect_hardware(self.set_hardware)
+        elif hardware is None:
             self._detect_hardware()
         app = QCoreApplication.instance()
         if app is not None:
