@@ -144,17 +144,17 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
                        help="cache: reads at a time (default 16)")
 
 
+# options that set one plan field as they are, when given: option's dest -> the plan's field
+DIRECT_SETTINGS = {"ctx": "n_ctx", "threads": "n_threads", "experts_used": "n_expert_used",
+                   "flash_attn": "flash_attn", "expert_stream": "expert_stream",
+                   "expert_stream_size": "expert_stream_bytes",
+                   "expert_stream_threads": "expert_stream_threads"}
+
+
 def given_settings(args: argparse.Namespace) -> dict[str, object]:
     """The placement settings the user gave (besides where the experts go), as plan fields."""
-    given: dict[str, object] = {}
-    if args.ctx is not None:
-        given["n_ctx"] = args.ctx
-    if args.threads is not None:
-        given["n_threads"] = args.threads
-    if args.experts_used is not None:
-        given["n_expert_used"] = args.experts_used
-    if args.flash_attn is not None:
-        given["flash_attn"] = args.flash_attn
+    given: dict[str, object] = {field: getattr(args, option) for option, field in DIRECT_SETTINGS.items()
+                                if getattr(args, option) is not None}
     if args.cache_type is not None:
         given["type_k"] = given["type_v"] = args.cache_type
     if args.no_mmap:
@@ -167,12 +167,6 @@ def given_settings(args: argparse.Namespace) -> dict[str, object]:
         given.update(expert_cache=args.expert_cache, expert_cache_slots=args.expert_cache_size[0],
                      expert_cache_bytes=args.expert_cache_size[1],
                      expert_cache_uploads=args.expert_cache_uploads)
-    if args.expert_stream is not None:
-        given["expert_stream"] = args.expert_stream
-    if args.expert_stream_size is not None:
-        given["expert_stream_bytes"] = args.expert_stream_size
-    if args.expert_stream_threads is not None:
-        given["expert_stream_threads"] = args.expert_stream_threads
     return given
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from app import cli
-from app.engine import ggml_backend
+from app.engine import expert_stream, ggml_backend
 from app.engine.client import EngineClient
 from app.engine.errors import EngineError
-from app.engine.expert_cache import HOST_PACKS_ENV, expert_bytes
+from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
 from app.gguf_info import read_model
@@ -46,8 +46,7 @@ def answer(engine: EngineClient, tokens: int = 24) -> str:
 
 
 def cache_bytes(model: Path, slots: int) -> int:
-    info = read_model(model)
-    return slots * max(expert_bytes(info, il) for il in info.moe_layers) * len(info.moe_layers)
+    return expert_stream.cache_bytes(read_model(model), slots)
 
 
 def test_the_engine_build_has_the_streaming_patch() -> None:

@@ -14,32 +14,16 @@ import pytest
 from app.engine.client import EngineClient
 from app.engine.expert_cache import expert_bytes
 from app.engine.placement import PlacementPlan
-from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.engine.protocol import LoadParams
 from app.gguf_info import read_model
+from tests import gpu_testing
+from tests.gpu_testing import decode, load
 
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
-def realistic_q30(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Qwen3-30B-A3B's real layer shapes, 4 layers, routing like Qwen3's (about 2.2 GB)."""
-    folder = tmp_path_factory.mktemp("q30r")
-    (path,) = write_synthetic_model(folder / "q30-4l-realistic.gguf",
-                                    SyntheticSpec.preset("qwen3-30b-a3b", n_layer=4, routing="realistic"))
-    return path
+realistic_q30 = gpu_testing.realistic_q30  # the fixture, where pytest looks for it
 
-
-def load(engine: EngineClient, model: Path, **plan: object) -> LoadResult:
-    placement = PlacementPlan(**{"n_ctx": 1024, "split_mode": "none", "experts_in_ram": "all", **plan})  # type: ignore[arg-type]
-    return engine.load(LoadParams(model=str(model), placement=placement))
-
-
-def decode(engine: EngineClient, tokens: int = 48) -> str:
-    stream = engine.chat(ChatParams(
-        messages=[ChatMessage(role="user", content="Route me through the experts")],
-        sampling=Sampling(temperature=0.0, max_tokens=tokens, ignore_eos=True)))
-    return "".join(token.text for token in stream)
 
 
 def test_a_static_cache_lands_in_vram_and_serves_the_hot_experts(

@@ -27,6 +27,13 @@ def layer_expert_bytes(info: gguf_info.GGUFModel, layers: list[int]) -> int:
     return max((expert_bytes(info, il) for il in layers), default=0)
 
 
+def cache_bytes(info: gguf_info.GGUFModel, slots: int, layers: list[int] | None = None) -> int:
+    """RAM a cache of ``slots`` experts in each of ``layers`` (default: every MoE layer) takes:
+    the inverse of ``cache_slots``, for a plan that wants that many."""
+    layers = list(info.moe_layers) if layers is None else layers
+    return slots * layer_expert_bytes(info, layers) * len(layers)
+
+
 def cache_slots(plan: PlacementPlan, info: gguf_info.GGUFModel, layers: list[int]) -> int:
     return expert_stream_slots(plan, info.n_expert, plan.n_expert_used or info.n_expert_used,
                                layer_expert_bytes(info, layers), len(layers))
