@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -141,6 +142,16 @@ class GGUFModel:
         """Layers with routed experts, in order (dense leading layers excluded)."""
         return sorted({t.layer for t in self.tensors
                        if t.tensor_class == "routed_experts" and t.layer is not None})
+
+    def expert_bytes(self, layers: Iterable[int] | None = None) -> int:
+        """One routed expert's bytes (its up, gate and down slices) in the largest of ``layers``
+        (default: every MoE layer); 0 without routed experts."""
+        wanted = set(self.moe_layers if layers is None else layers)
+        per_layer: dict[int, int] = defaultdict(int)
+        for t in self.tensors:
+            if t.tensor_class == "routed_experts" and t.layer in wanted:
+                per_layer[t.layer] += t.n_bytes
+        return max(per_layer.values(), default=0) // max(self.n_expert, 1)
 
     def bytes_by_class(self) -> dict[str, int]:
         totals: dict[str, int] = defaultdict(int)

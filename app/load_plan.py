@@ -56,19 +56,13 @@ def resolve_model(name: str, library: Library | None = None) -> Path:
 def model_disk_speed(model: GGUFModel) -> DiskSpeed | None:
     """The disk probe's figures for the drive under the model's largest shard, for reads of
     one routed expert's slice of a tensor; None when the file cannot be probed."""
-    from app.advisor.streaming import expert_bytes_per_layer
-
     try:
         largest = max(model.shards, key=lambda p: p.stat().st_size)
         # an expert's up, gate and down slices lie in three tensors: each is one read
-        block = expert_bytes_per_layer(model, list(model.moe_layers)) // 3
+        block = model.expert_bytes() // 3
         return disk_speed(largest, block or (4 << 20))
     except (DiskProbeError, OSError):
         return None  # not downloaded yet, or unreadable: the prediction assumes a typical SSD
-
-
-def remembered_profile(model: GGUFModel) -> list[list[int]] | None:
-    return routing_profiles.remembered(model.shards[0], model.n_layer, model.n_expert)
 
 
 def plan_load(path: Path, n_ctx: int, hardware: Hardware | None = None,
@@ -79,12 +73,13 @@ def plan_load(path: Path, n_ctx: int, hardware: Hardware | None = None,
     model = read_model(path)
     hardware = hardware or detect()
     n_ctx = min(n_ctx, model.n_ctx_train or n_ctx)
-    plan = plan_for(model, hardware, n_ctx, build=build, ram=ram_bandwidth())
+    ram = ram_bandwidth()
+    plan = plan_for(model, hardware, n_ctx, build=build, ram=ram)
     if plan.verdict == "fits_streaming_from_ssd":
         # again with what streaming's figures rest on: the model's drive (probed once) and
         # the routing remembered from earlier runs
-        plan = plan_for(model, hardware, n_ctx, build=build, ram=ram_bandwidth(),
-                        disk=model_disk_speed(model), profile=remembered_profile(model))
+        plan = plan_for(model, hardware, n_ctx, build=build, ram=ram,
+                        disk=model_disk_speed(model), profile=routing_profiles.remembered_for(model))
     tuned = autotuned(path, n_ctx, hardware, build)
     if tuned is not None:
         return LoadPlan(LoadParams(model=str(path), placement=tuned), plan, "autotuned")

@@ -35,7 +35,6 @@ import llama_cpp  # noqa: I001
 import numpy as np
 
 from app.engine import ggml_backend
-from app.engine.expert_cache import expert_bytes
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
 from app.engine.routing_stats import routing_counters, routing_stats
@@ -69,7 +68,7 @@ class Result:
 def layer_expert_bytes(model_path: str) -> tuple[int, int, int, int]:
     """(n_layer, n_expert, bytes of one layer's routed experts, of one expert)."""
     info = read_model(model_path)
-    per_expert = max(expert_bytes(info, layer) for layer in info.moe_layers)
+    per_expert = info.expert_bytes()
     return info.n_layer, info.n_expert, per_expert * info.n_expert, per_expert
 
 

@@ -43,7 +43,6 @@ from memory_limit import memory_limit, oom_killed  # noqa: E402
 from app import hardware  # noqa: E402
 from app.advisor.memory import RAM_HEADROOM  # noqa: E402
 from app.advisor.planner import evaluate  # noqa: E402
-from app.advisor.streaming import expert_bytes_per_layer  # noqa: E402
 from app.engine.client import EngineClient  # noqa: E402
 from app.engine.placement import PlacementPlan  # noqa: E402
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling  # noqa: E402
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs root: cgroup memory limits and dropping the page cache")
     model = read_model(args.model)
     size = sum(p.stat().st_size for p in model.shards)
-    block = expert_bytes_per_layer(model, list(model.moe_layers)) // 3 or (4 << 20)
+    block = model.expert_bytes() // 3 or (4 << 20)
     drop_caches()
     disk = measure_disk(max(model.shards, key=lambda p: p.stat().st_size), block)
     print(f"model {args.model.name}: {size / 1e9:.1f} GB, {model.n_layer} layers, "

@@ -20,7 +20,7 @@ from app import cli
 from app.advisor.memory import memory_by_device
 from app.engine import ggml_backend, telemetry
 from app.engine.client import EngineClient
-from app.engine.expert_cache import HOST_PACKS_ENV, expert_bytes
+from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
 from app.gguf_info import read_model
@@ -96,7 +96,7 @@ def test_the_memory_model_counts_the_cache_as_the_engine_allocates_it(
     loaded = load(host_engine, realistic_moe_gguf, expert_cache="static", expert_cache_bytes=2**20)
     cache = loaded.expert_cache
     assert cache is not None and cache.available
-    assert packs == cache.slots * sum(expert_bytes(info, il) for il in cache.layers)
+    assert packs == cache.slots * sum(info.expert_bytes([il]) for il in cache.layers)
     assert packs <= cache.bytes <= packs + 64 * 1024  # plus its maps and alignment
     assert cache.bytes <= 2**20  # the size asked for holds it
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from app.engine.client import EngineClient
-from app.engine.expert_cache import expert_bytes
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import LoadParams
 from app.gguf_info import read_model
@@ -33,7 +32,7 @@ def test_a_static_cache_lands_in_vram_and_serves_the_hot_experts(
     cache = loaded.expert_cache
     assert cache is not None and cache.available, cache
     assert cache.layers == info.moe_layers and cache.slots == 32
-    packs = 32 * sum(expert_bytes(info, il) for il in info.moe_layers)
+    packs = 32 * sum(info.expert_bytes([il]) for il in info.moe_layers)
     assert packs <= cache.bytes <= packs * 1.01 + 2**20  # the packs, plus maps and alignment
     assert decode(engine)
     routing = engine.routing()

@@ -191,12 +191,13 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
     stream = None
     if verdict == "fits_streaming_from_ssd" and ram_budget is not None and placement.use_mmap \
             and placement.expert_stream != "advise":
-        stream = _stream_plan(model, placement, memory[0], in_ram, ram_budget, profile)
+        # the layers whose routed experts are in RAM: all of them without a GPU
+        layers = sorted(in_ram) if in_ram else list(model.moe_layers)
+        stream = _stream_plan(model, placement, memory[0], layers, ram_budget, profile)
         if stream is not None:
             placement = with_stream(placement, stream)
             more.append(stream.describe())
         else:
-            layers = sorted(in_ram) if in_ram else list(model.moe_layers)
             stream = page_fault_plan(model, layers, placement.n_expert_used or model.n_expert_used)
             placement = replace(placement, expert_stream="off", expert_stream_bytes=0)
             warnings.append("too little RAM for an expert cache of one token's experts a layer: "
@@ -220,11 +221,11 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
                 warnings=warnings, gpus=list(gpus), advice=advice, speed=speed)
 
 
-def _stream_plan(model: GGUFModel, placement: PlacementPlan, cpu: DeviceMemory, in_ram: set[int],
+def _stream_plan(model: GGUFModel, placement: PlacementPlan, cpu: DeviceMemory, layers: list[int],
                  ram_budget: int, profile: list[list[int]] | None) -> StreamPlan | None:
-    layers = sorted(in_ram) if in_ram else list(model.moe_layers)
+    streamed = set(layers)
     experts = sum(t.n_bytes for t in model.tensors
-                  if t.tensor_class == "routed_experts" and t.layer in set(layers))
+                  if t.tensor_class == "routed_experts" and t.layer in streamed)
     k = placement.n_expert_used or model.n_expert_used
     return stream_plan(model, layers, ram_budget, cpu.kv + cpu.compute,
                        max(0, cpu.weights - experts), k, profile)

@@ -67,15 +67,6 @@ class StreamPlan:
                 f"{self.ssd_bytes_per_token / 1e9:.2f} GB read from the SSD per token")
 
 
-def expert_bytes_per_layer(model: GGUFModel, layers: list[int]) -> int:
-    """One expert's bytes (its up, gate and down slices) in the largest of ``layers``."""
-    best = 0
-    for il in layers:
-        total = sum(t.n_bytes for t in model.tensors if t.tensor_class == "routed_experts" and t.layer == il)
-        best = max(best, total // max(model.n_expert, 1))
-    return best
-
-
 def skew_share(fraction: float, profile: list[list[int]] | None = None,
                layers: list[int] | None = None) -> float:
     """Share of selections the most chosen ``fraction`` of each layer's experts take: from a
@@ -108,7 +99,7 @@ def stream_plan(model: GGUFModel, layers: list[int], ram_budget: int, resident: 
     """The expert cache for ``layers`` (their routed experts in RAM) within ``ram_budget``
     bytes, after ``resident`` bytes (KV cache, buffers) and the ``non_expert_weights`` in RAM;
     None when it would not hold one token's experts a layer."""
-    per_expert = expert_bytes_per_layer(model, layers)
+    per_expert = model.expert_bytes(layers)
     if not layers or per_expert <= 0:
         return None
     slack = max(PAGE_CACHE_SLACK, int(ram_budget * PAGE_CACHE_SHARE))
@@ -128,7 +119,7 @@ def stream_plan(model: GGUFModel, layers: list[int], ram_budget: int, resident: 
 def page_fault_plan(model: GGUFModel, layers: list[int], n_expert_used: int) -> StreamPlan:
     """No room for a RAM cache: every routed expert a token needs is read by page faults (the
     page cache's share is left out: with so little memory it holds little)."""
-    per_token = float(len(layers) * n_expert_used * expert_bytes_per_layer(model, layers))
+    per_token = float(len(layers) * n_expert_used * model.expert_bytes(layers))
     return StreamPlan(cache_bytes=0, slots=0, layers=len(layers), hit_rate=0.0, hit_rate_uniform=0.0,
                       ssd_bytes_per_token=per_token, ssd_bytes_per_token_uniform=per_token,
                       page_faults=True)

@@ -38,15 +38,9 @@ WARMUP_TEXT = (
 )
 
 
-def expert_bytes(info: gguf_info.GGUFModel, layer: int) -> int:
-    """Bytes of one routed expert of ``layer`` (its up, gate and down slices)."""
-    total = sum(t.n_bytes for t in info.tensors if t.tensor_class == "routed_experts" and t.layer == layer)
-    return total // max(info.n_expert, 1)
-
-
 def slots_per_layer(plan: PlacementPlan, info: gguf_info.GGUFModel, ram_layers: list[int]) -> int:
     """Experts a layer the plan asks for: its own count, or what its byte budget holds."""
-    per_expert = max((expert_bytes(info, il) for il in ram_layers), default=0)
+    per_expert = info.expert_bytes(ram_layers)
     return expert_cache_slots(plan, info.n_expert, per_expert, len(ram_layers))
 
 
@@ -82,13 +76,11 @@ def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
     source = "given"
     if profile is None or len(profile) != info.n_layer:
         source = "remembered"
-        profile = routing_profiles.remembered(info.shards[0], info.n_layer, info.n_expert)
+        profile = routing_profiles.remembered_for(info)
     if profile is None:
         profile, source = warmup_profile(ctx, model, info), "warm-up"
     for il in ram_layers:
-        row = profile[il]
-        ranked = sorted(range(len(row)), key=lambda e: -row[e])
-        ggml_backend.cache_set_experts(ctx, il, ranked[:slots])
+        ggml_backend.cache_set_experts(ctx, il, routing_profiles.most_chosen(profile, il, slots))
     if plan.expert_cache == "dynamic":
         ggml_backend.cache_set_policy(ctx, max(1, plan.expert_cache_uploads), ADMIT_AFTER, WINDOW)
     return ExpertCacheInfo(mode=plan.expert_cache, available=True, slots=slots,  # type: ignore[arg-type]

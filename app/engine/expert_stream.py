@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from app import gguf_info
 from app.engine import ggml_backend, routing_profiles
-from app.engine.expert_cache import expert_bytes
 from app.engine.placement import PlacementPlan, expert_stream_slots
 from app.engine.protocol import ExpertStreamInfo
 
@@ -22,21 +21,15 @@ def unavailable(plan: PlacementPlan, reason: str) -> ExpertStreamInfo:
     return ExpertStreamInfo(mode=plan.expert_stream, available=False, reason=reason)  # type: ignore[arg-type]
 
 
-def layer_expert_bytes(info: gguf_info.GGUFModel, layers: list[int]) -> int:
-    """One expert's bytes (up, gate and down slices) in the largest of ``layers``."""
-    return max((expert_bytes(info, il) for il in layers), default=0)
-
-
 def cache_bytes(info: gguf_info.GGUFModel, slots: int, layers: list[int] | None = None) -> int:
     """RAM a cache of ``slots`` experts in each of ``layers`` (default: every MoE layer) takes:
     the inverse of ``cache_slots``, for a plan that wants that many."""
     layers = list(info.moe_layers) if layers is None else layers
-    return slots * layer_expert_bytes(info, layers) * len(layers)
+    return slots * info.expert_bytes(layers) * len(layers)
 
 
 def cache_slots(plan: PlacementPlan, info: gguf_info.GGUFModel, layers: list[int]) -> int:
-    return expert_stream_slots(plan, info.n_expert, plan.n_expert_used or info.n_expert_used,
-                               layer_expert_bytes(info, layers), len(layers))
+    return expert_stream_slots(plan, info.n_expert, info.expert_bytes(layers), len(layers))
 
 
 def setup(ctx: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
@@ -55,7 +48,7 @@ def setup(ctx: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
     if plan.expert_stream == "cache":
         slots = cache_slots(plan, info, layers)
         if slots < k:
-            need = k * layer_expert_bytes(info, layers) * len(layers)
+            need = cache_bytes(info, k, layers)
             return unavailable(plan, f"a RAM cache of {plan.expert_stream_bytes / 2**30:.2f} GiB "
                                      f"holds fewer than one token's {k} experts a layer; give it "
                                      f"at least {need / 2**30:.2f} GiB")
@@ -66,11 +59,9 @@ def setup(ctx: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
         return unavailable(plan, "llama.cpp could not stream the experts (they are not mapped "
                                  "from the file: mmap off or repacked); see the engine log")
     if plan.expert_stream == "cache":
-        profile = routing_profiles.remembered(info.shards[0], info.n_layer, info.n_expert)
+        profile = routing_profiles.remembered_for(info)
         if profile is not None:
             for il in layers:
-                row = profile[il]
-                ranked = sorted(range(len(row)), key=lambda e: -row[e])
-                ggml_backend.stream_set_experts(ctx, il, ranked[:slots])
+                ggml_backend.stream_set_experts(ctx, il, routing_profiles.most_chosen(profile, il, slots))
     return ExpertStreamInfo(mode=plan.expert_stream, available=True, slots=slots,  # type: ignore[arg-type]
                             layers=layers, bytes=held, io_threads=threads)

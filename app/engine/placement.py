@@ -144,11 +144,9 @@ def expert_cache_slots(plan: PlacementPlan, n_expert: int, expert_bytes: int, n_
     return min(n_expert, plan.expert_cache_bytes // (expert_bytes * n_ram_layers))
 
 
-def expert_stream_slots(plan: PlacementPlan, n_expert: int, n_expert_used: int, expert_bytes: int,
-                        n_layers: int) -> int:
+def expert_stream_slots(plan: PlacementPlan, n_expert: int, expert_bytes: int, n_layers: int) -> int:
     """Experts a streamed layer's RAM cache holds: what expert_stream_bytes holds spread over
-    ``n_layers`` layers, at most n_expert; 0 when the stream is off or not in cache mode. A
-    layer needs room for one token's experts (n_expert_used) to decode through its cache."""
+    ``n_layers`` layers, at most n_expert; 0 when the stream is off or not in cache mode."""
     if plan.expert_stream != "cache" or n_layers <= 0 or expert_bytes <= 0:
         return 0
     return min(n_expert, plan.expert_stream_bytes // (expert_bytes * n_layers))

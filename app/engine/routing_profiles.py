@@ -14,8 +14,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app import paths
+
+if TYPE_CHECKING:
+    from app.gguf_info import GGUFModel
 
 Profile = list[list[int]]
 PROFILE_FILE = "routing-profiles.json"
@@ -57,6 +61,17 @@ def remembered(model_path: Path, n_layer: int, n_expert: int) -> Profile | None:
     except OSError:
         return None
     return _counts(_load().get(key), n_layer, n_expert)
+
+
+def remembered_for(model: GGUFModel) -> Profile | None:
+    """The profile remembered for a model (by its first shard), if one of its shape is."""
+    return remembered(model.shards[0], model.n_layer, model.n_expert)
+
+
+def most_chosen(profile: Profile, layer: int, n: int) -> list[int]:
+    """The ``n`` experts of ``layer`` the profile counts most often, most chosen first."""
+    row = profile[layer]
+    return sorted(range(len(row)), key=lambda e: -row[e])[:n]
 
 
 def remember(model_path: Path, counts: Profile) -> None:

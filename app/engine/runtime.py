@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import llama_cpp
 import psutil
@@ -49,6 +50,7 @@ from app.engine.protocol import (
     StorageStats,
     TensorClassPlacement,
 )
+from app.hardware.memory import detect_memory
 
 log = logging.getLogger("moedesk.engine")
 
@@ -324,12 +326,9 @@ class Runtime:
                                  "Turn mmap on in the plan, or stream nothing.")
         if plan.expert_stream != "cache":
             return
-        from app.hardware.memory import cgroup_memory_limit
-
-        total = psutil.virtual_memory().total
-        limit = cgroup_memory_limit()
-        if limit is not None:
-            total = min(total, limit[0])
+        # the RAM, or the process's cgroup limit where lower, as the advisor counts it
+        memory = detect_memory(Path("/"), True, [])
+        total = memory.total if memory else psutil.virtual_memory().total
         cells = (plan.n_ctx or info.n_ctx_train) * max(1, plan.n_parallel)
         kv = info.n_layer * gguf_info.kv_bytes_per_layer(info, cells, plan.type_k, plan.type_v)
         # a floor for everything else the process holds (compute buffers, Python, the

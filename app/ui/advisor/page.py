@@ -31,11 +31,12 @@ from app.advisor.memory import RAM_HEADROOM, VRAM_HEADROOM
 from app.advisor.planner import Plan, evaluate, plan_for
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams, LoadResult
+from app.engine.routing_profiles import remembered_for
 from app.gguf_info import GGUFModel, read_model
 from app.hardware import Hardware, detect
 from app.hardware.bandwidth import RamBandwidth, ram_bandwidth
 from app.hardware.disk import DiskSpeed
-from app.load_plan import autotuned, model_disk_speed, remembered_profile
+from app.load_plan import autotuned, model_disk_speed
 from app.ui.advisor.controls import PlanControls, RuleError, base_placement, manual_placement
 from app.ui.advisor.memory_table import MemoryRow, MemoryTableModel
 from app.ui.app_state import AppState
@@ -233,7 +234,7 @@ class AdvisorPage(QWidget):
 
     def _model_read(self, model: GGUFModel) -> None:
         self.model = model
-        self.disk, self.profile = None, remembered_profile(model)
+        self.disk, self.profile = None, remembered_for(model)
         self.model_label.setText(
             f"{model.name}: {model.architecture}, {model.n_layer} layers, {model.n_expert} experts "
             f"({model.n_expert_used} active), {gib(model.size_bytes)}  —  {self.path}")
