@@ -174,10 +174,13 @@ class Message:
 
 @dataclass
 class SearchHit:
-    conversation_id: int
-    title: str
+    conversation: Conversation
     snippet: str  # the matching words in [brackets], with some words around them
     message_id: int | None  # None: the title matched
+
+    @property
+    def conversation_id(self) -> int:
+        return self.conversation.id
 
 
 class Store:
@@ -256,9 +259,9 @@ class Store:
             title = _words(conversation.title)
             if conversation.id in best:
                 message_id, snip = best[conversation.id]
-                hits.append(SearchHit(conversation.id, conversation.title, snip, message_id))
+                hits.append(SearchHit(conversation, snip, message_id))
             elif all(any(t.startswith(w) for t in title) for w in words):
-                hits.append(SearchHit(conversation.id, conversation.title, conversation.title, None))
+                hits.append(SearchHit(conversation, conversation.title, None))
         return hits[:limit]
 
     # --- conversations --------------------------------------------------------------------

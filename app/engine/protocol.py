@@ -144,6 +144,15 @@ class ContextPolicy(str, enum.Enum):
     DROP_MIDDLE = "drop_middle"  # keep system messages, the latest turns and, longest, the first
     ROLLING_WINDOW = "rolling_window"  # keep system messages and the latest turns
 
+    @classmethod
+    def or_default(cls, value: object, default: ContextPolicy) -> ContextPolicy:
+        """``value`` as a policy; ``default`` for one this version does not know (a stored
+        setting from another version)."""
+        try:
+            return cls(value)
+        except ValueError:
+            return default
+
 
 @dataclass
 class ChatParams:

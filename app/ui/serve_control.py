@@ -82,14 +82,8 @@ def load_config(store: Store, api_key: str | None) -> ServeConfig:
                        port=int(store.setting(SERVE_PORT, DEFAULT_PORT)), api_key=api_key,
                        allowed_hosts=tuple(str(h) for h in store.setting(SERVE_ALLOWED_HOSTS, [])),
                        allowed_origins=tuple(str(o) for o in store.setting(SERVE_ALLOWED_ORIGINS, [])),
-                       context_policy=_policy(store.setting(SERVE_CONTEXT_POLICY, ContextPolicy.STOP.value)))
-
-
-def _policy(value: object) -> ContextPolicy:
-    try:
-        return ContextPolicy(value)
-    except ValueError:
-        return ContextPolicy.STOP  # a value from another version: the safe default
+                       context_policy=ContextPolicy.or_default(store.setting(SERVE_CONTEXT_POLICY),
+                                                               ContextPolicy.STOP))
 
 
 def save_config(store: Store, config: ServeConfig) -> None:

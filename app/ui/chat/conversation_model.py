@@ -28,8 +28,7 @@ class ConversationListModel(QAbstractListModel):
         self.beginResetModel()
         if self.query.strip():
             hits = self._store.search(self.query)
-            by_id = {c.id: c for c in self._store.conversations()}
-            self._rows = [by_id[h.conversation_id] for h in hits if h.conversation_id in by_id]
+            self._rows = [h.conversation for h in hits]
             self._snippets = {h.conversation_id: _one_line(h.snippet)
                               for h in hits if h.message_id is not None}
         else:

@@ -296,9 +296,7 @@ class ChatPage(QWidget):
         # the answer whole, thinking included: the model goes on from its last word
         history = [*history_for(conversation, messages[:-1]), ChatMessage("assistant", last.content)]
         self.store.update_message(last.id, last.content, "partial")
-        chat_id = self.engine.chat(ChatParams(messages=history, sampling=sampling_for(conversation),
-                                              context_policy=context_policy_for(conversation),
-                                              continue_answer=True))
+        chat_id = self._ask(conversation, history, continue_answer=True)
         self.answer = StreamingAnswer(chat_id, conversation.id, last.id, text=last.content,
                                       saved_at=time.monotonic(), prefix=last.content)
         self.open_conversation(conversation.id)
@@ -326,11 +324,18 @@ class ChatPage(QWidget):
         conversation = self.store.conversation(self.conversation.id)
         history = history_for(conversation, self.store.messages(conversation.id))
         placeholder = self.store.add_message(conversation.id, "assistant", "", state="partial")
-        chat_id = self.engine.chat(ChatParams(messages=history, sampling=sampling_for(conversation),
-                                              context_policy=context_policy_for(conversation)))
+        chat_id = self._ask(conversation, history)
         self.answer = StreamingAnswer(chat_id, conversation.id, placeholder.id, saved_at=time.monotonic())
         self.conversations.refresh()
         self.open_conversation(conversation.id)
+
+    def _ask(self, conversation: Conversation, history: list[ChatMessage],
+             continue_answer: bool = False) -> int:
+        """Ask the engine for an answer with the conversation's sampling and context policy."""
+        assert self.engine is not None
+        return self.engine.chat(ChatParams(messages=history, sampling=sampling_for(conversation),
+                                           context_policy=context_policy_for(conversation),
+                                           continue_answer=continue_answer))
 
     def on_token(self, chat_id: int, text: str) -> None:
         answer = self.answer

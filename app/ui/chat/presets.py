@@ -59,7 +59,4 @@ def sampling_for(conversation: Conversation) -> Sampling:
 
 def context_policy_for(conversation: Conversation) -> ContextPolicy:
     """The conversation's context policy (the default one for a value this version lacks)."""
-    try:
-        return ContextPolicy(conversation.context_policy)
-    except ValueError:
-        return ContextPolicy.DROP_MIDDLE
+    return ContextPolicy.or_default(conversation.context_policy, ContextPolicy.DROP_MIDDLE)
