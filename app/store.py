@@ -308,13 +308,16 @@ class Store:
 
     # --- presets --------------------------------------------------------------------------
 
+    _PRESET_COLUMNS = "name, system_prompt, temperature, top_p, max_tokens, context_policy"
+
     def user_presets(self) -> list[UserPreset]:
-        rows = self._db.execute("SELECT name, system_prompt, temperature, top_p, max_tokens, "
-                                "context_policy FROM presets ORDER BY name COLLATE NOCASE")
+        rows = self._db.execute(f"SELECT {self._PRESET_COLUMNS} FROM presets ORDER BY name COLLATE NOCASE")
         return [UserPreset(**dict(row)) for row in rows]
 
     def user_preset(self, name: str) -> UserPreset | None:
-        return next((p for p in self.user_presets() if p.name == name), None)
+        row = self._db.execute(f"SELECT {self._PRESET_COLUMNS} FROM presets WHERE name = ?",
+                               (name,)).fetchone()
+        return UserPreset(**dict(row)) if row is not None else None
 
     def save_user_preset(self, preset: UserPreset) -> None:
         """Save (or replace) the preset of this name."""

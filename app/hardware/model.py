@@ -7,8 +7,6 @@ from pathlib import Path
 
 from app.units import file_size, gib
 
-GiB = 1024**3
-
 
 @dataclass
 class Cpu:
