@@ -51,6 +51,7 @@ _FILE_TYPES = {
 # Rows per task: 4 MB wrote fastest on a 16-core machine (0.5-16 MB tried: fits the caches,
 # still little Python per byte). Chunks are seeded one by one, so this also fixes the bytes.
 _CHUNK_BYTES = 4 << 20
+_YARN_ORIGINAL_CONTEXT = 4096
 
 
 def _chunk_jobs(tensors: Shard, start: int, align: int) -> tuple[list[Job], int]:
@@ -110,33 +111,77 @@ def _assign_shards(plan: list[TensorPlan], split: int) -> list[Shard]:
 def _add_metadata(writer: gguf.GGUFWriter, spec: SyntheticSpec) -> None:
     writer.add_type("model")
     writer.add_name(f"MoE Desk synthetic {spec.name}")
-    writer.add_file_type(_FILE_TYPES[spec.quant])
+    mxfp4 = spec.expert_quant == "MXFP4"
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_MXFP4_MOE if mxfp4 else _FILE_TYPES[spec.quant])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     writer.add_context_length(spec.n_ctx_train)
     writer.add_embedding_length(spec.n_embd)
-    writer.add_block_count(spec.n_layer)
+    writer.add_block_count(spec.n_layer_all)
     writer.add_head_count(spec.n_head)
     writer.add_head_count_kv(spec.n_head_kv)
-    writer.add_key_length(spec.head_dim)
-    writer.add_value_length(spec.head_dim)
     writer.add_rope_freq_base(spec.rope_freq_base)
     writer.add_layer_norm_rms_eps(spec.rms_eps)
     writer.add_expert_count(spec.n_expert)
     writer.add_expert_used_count(spec.n_expert_used)
-    if spec.arch == "qwen3moe":
-        # Qwen3 files record the dense-equivalent width (768*8 = 6144) besides the expert width
-        writer.add_feed_forward_length(spec.n_ff_exp * spec.n_expert_used)
-        writer.add_expert_feed_forward_length(spec.n_ff_exp)
-    else:  # Mixtral: llama's feed_forward_length is the expert width
-        writer.add_feed_forward_length(spec.n_ff_exp)
-        writer.add_rope_dimension_count(spec.head_dim)
-        writer.add_vocab_size(spec.n_vocab)
+    _add_architecture_metadata(writer, spec)
     writer.add_string("moedesk.synthetic.preset", spec.name)
     writer.add_uint32("moedesk.synthetic.seed", spec.seed)
     writer.add_float32("moedesk.synthetic.routing_skew", spec.routing_skew)
     writer.add_string("moedesk.synthetic.routing", spec.routing)
     writer.add_array("moedesk.synthetic.hot_experts", [e for h in hot_experts(spec) for e in h])
-    add_tokenizer(writer, build_vocab(spec.n_vocab))
+    add_tokenizer(writer, build_vocab(spec.n_vocab, spec.tokenizer))
+
+
+def _add_architecture_metadata(writer: gguf.GGUFWriter, spec: SyntheticSpec) -> None:
+    """The keys llama.cpp's converter writes for the architecture (conversion/*.py)."""
+    if spec.arch == "llama":  # Mixtral: llama's feed_forward_length is the expert width
+        writer.add_key_length(spec.head_dim)
+        writer.add_value_length(spec.head_dim)
+        writer.add_feed_forward_length(spec.n_ff_exp)
+        writer.add_rope_dimension_count(spec.head_dim)
+        writer.add_vocab_size(spec.n_vocab)
+        return
+    if spec.arch == "deepseek2":
+        # MLA as MQA over the latent: one KV "head" of kv_lora_rank + RoPE values; the _mla
+        # lengths are the heads after decompression
+        writer.add_key_length(spec.kv_lora_rank + spec.rope_dim)
+        writer.add_value_length(spec.kv_lora_rank)
+        writer.add_key_length_mla(spec.head_dim)
+        writer.add_value_length_mla(spec.v_head_dim)
+        if spec.q_lora_rank:
+            writer.add_q_lora_rank(spec.q_lora_rank)
+        writer.add_kv_lora_rank(spec.kv_lora_rank)
+        writer.add_vocab_size(spec.n_vocab)
+    else:
+        writer.add_key_length(spec.head_dim)
+        writer.add_value_length(spec.head_dim)
+    if spec.rope_dim:
+        writer.add_rope_dimension_count(spec.rope_dim)
+    # Qwen3 files record the dense-equivalent width (768*8 = 6144) besides the expert width;
+    # DeepSeek's and GLM's the leading dense layers' width
+    dense_equivalent = spec.n_ff_exp * (1 if spec.arch == "gpt-oss" else spec.n_expert_used)
+    writer.add_feed_forward_length(spec.n_ff or dense_equivalent)
+    writer.add_expert_feed_forward_length(spec.n_ff_exp)
+    if spec.n_dense_lead:
+        writer.add_leading_dense_block_count(spec.n_dense_lead)
+    if spec.n_expert_shared:
+        writer.add_expert_shared_count(spec.n_expert_shared)
+    if spec.expert_gating == "sigmoid":
+        writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+        writer.add_expert_weights_norm(True)
+    if spec.expert_weights_scale:
+        writer.add_expert_weights_scale(spec.expert_weights_scale)
+    if spec.n_nextn:
+        writer.add_nextn_predict_layers(spec.n_nextn)
+    if spec.sliding_window:
+        writer.add_sliding_window(spec.sliding_window)
+    if spec.arch in ("deepseek2", "gpt-oss") and spec.n_ctx_train > _YARN_ORIGINAL_CONTEXT:
+        # both stretch a 4096-token RoPE with YaRN (DeepSeek-V3: x40, gpt-oss and Kimi-K2: x32)
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(spec.n_ctx_train / _YARN_ORIGINAL_CONTEXT)
+        writer.add_rope_scaling_orig_ctx_len(_YARN_ORIGINAL_CONTEXT)
+        if spec.arch == "deepseek2":
+            writer.add_rope_scaling_yarn_log_mul(0.1)  # 0.1 * mscale_all_dim, as the converter
 
 
 def _write_shard(
@@ -258,7 +303,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, help="number of layers (n_layer)")
     parser.add_argument("--experts", type=int, help="routed experts per layer (n_expert)")
     parser.add_argument("--experts-used", type=int, help="experts chosen per token")
-    parser.add_argument("--quant", choices=sorted(QUANT_TYPES), help="type of the big matrices")
+    parser.add_argument("--quant", choices=sorted(QUANT_TYPES), help="type of the big matrices "
+                        "(gpt-oss presets keep their MXFP4 experts)")
     parser.add_argument("--routing-skew", type=float, help="0 = uniform routing; 1 = strong")
     parser.add_argument("--routing", choices=ROUTING_MODES,
                         help="realistic: skewed and local from token to token like Qwen3's "

@@ -18,7 +18,8 @@ from app.engine.synthetic_spec import _CHANNEL_DIMS, Q, SyntheticSpec, TensorPla
 from app.engine.synthetic_tokenizer import build_vocab
 
 # RMS of the integer levels of a random block: nibble-8 over 0..15, int8 over -128..127.
-_LEVEL_RMS = {Q.Q4_0: math.sqrt(21.5), Q.Q8_0: math.sqrt(127 * 128 / 3)}
+# MXFP4: ggml's levels 2*E2M1 = 0, ±1, ±2, ±3, ±4, ±6, ±8, ±12 over the 16 nibbles.
+_LEVEL_RMS = {Q.Q4_0: math.sqrt(21.5), Q.Q8_0: math.sqrt(127 * 128 / 3), Q.MXFP4: math.sqrt(34.25)}
 _MIN_SCALE = 2.0**-14  # smallest normal fp16: keep block scales out of the subnormal range
 # The logit advantage of hot experts at routing_skew=1, in units of the router logits' spread.
 _SKEW_LOGITS = 3.0
@@ -82,8 +83,8 @@ def _close_channel(spec: SyntheticSpec, t: TensorPlan, row0: int, rows: np.ndarr
 
 
 @functools.lru_cache(maxsize=4)
-def _unused_tokens(n_vocab: int) -> np.ndarray:
-    return np.array(build_vocab(n_vocab).token_types) == gguf.TokenType.UNUSED
+def _unused_tokens(n_vocab: int, family: str) -> np.ndarray:
+    return np.array(build_vocab(n_vocab, family).token_types) == gguf.TokenType.UNUSED
 
 
 def _channel_block(spec: SyntheticSpec, qtype: Q, weight: float) -> np.ndarray:
@@ -101,7 +102,7 @@ def _channel_block(spec: SyntheticSpec, qtype: Q, weight: float) -> np.ndarray:
 
 def _mute_unused_tokens(spec: SyntheticSpec, t: TensorPlan, row0: int, rows: np.ndarray) -> None:
     """Give unused tokens' output rows a channel block worth _UNUSED_LOGIT (see _router)."""
-    unused = _unused_tokens(spec.n_vocab)[row0 : row0 + len(rows)]
+    unused = _unused_tokens(spec.n_vocab, spec.tokenizer)[row0 : row0 + len(rows)]
     if unused.any():
         rows[unused, 0] = _channel_block(spec, t.qtype, _UNUSED_LOGIT / _CHANNEL_DIMS)
 
@@ -135,9 +136,14 @@ def _random_rows(
 
 
 def _random_quant_blocks(rng: np.random.Generator, t: TensorPlan, n_rows: int) -> np.ndarray:
-    """Random Q4_0/Q8_0 blocks as (rows, blocks per row, block bytes)."""
+    """Random Q4_0/Q8_0/MXFP4 blocks as (rows, blocks per row, block bytes)."""
     _, size = gguf.GGML_QUANT_SIZES[t.qtype]
     raw = _random_bytes(rng, n_rows * t.row_bytes)
+    if t.qtype == Q.MXFP4:
+        # one E8M0 scale byte, 2^(e-128) per level (ggml_e8m0_to_fp32_half), then 16 nibble bytes
+        blocks = raw.reshape(-1, size)
+        blocks[:, 0] = int(np.clip(round(math.log2(t.rms / _LEVEL_RMS[Q.MXFP4])) + 128, 1, 254))
+        return blocks.reshape(n_rows, -1, size)
     if t.qtype == Q.Q8_0:
         # odd int8 levels only: symmetric around 0 and never -128, which ggml never writes
         raw |= 1
@@ -158,6 +164,8 @@ def _random_quant_blocks(rng: np.random.Generator, t: TensorPlan, n_rows: int) -
 def _chunk(spec: SyntheticSpec, index: int, t: TensorPlan, row0: int, n_rows: int) -> np.ndarray:
     """Rows [row0, row0+n_rows) of tensor ``index`` as bytes; its own seed keeps it reproducible."""
     rng = np.random.default_rng([spec.seed, index, row0])
+    if t.kind == "zeros":
+        return np.zeros(n_rows * t.row_bytes, dtype=np.uint8)
     if t.kind == "norm":
         data = 1.0 + 0.02 * rng.standard_normal(t.shape[0], dtype=np.float32)
     elif t.kind == "router":
