@@ -102,6 +102,20 @@ class GGUFModel:
         return self.arch_int("block_count")
 
     @property
+    def n_trunk_layers(self) -> int:
+        """The layers llama.cpp runs: ``n_layer`` (the file's blocks, which ``n_gpu_layers``
+        counts) less the multi-token-prediction blocks at the end (GLM-4.5's), which it skips."""
+        return self.n_layer - self.arch_int("nextn_predict_layers")
+
+    @property
+    def loaded_tensors(self) -> list[TensorEntry]:
+        """The tensors llama.cpp allocates: all but those of the skipped prediction blocks."""
+        trunk = self.n_trunk_layers
+        if trunk == self.n_layer:
+            return self.tensors
+        return [t for t in self.tensors if t.layer is None or t.layer < trunk]
+
+    @property
     def n_expert(self) -> int:
         return self.arch_int("expert_count")
 
@@ -140,7 +154,7 @@ class GGUFModel:
     @property
     def moe_layers(self) -> list[int]:
         """Layers with routed experts, in order (dense leading layers excluded)."""
-        return sorted({t.layer for t in self.tensors
+        return sorted({t.layer for t in self.loaded_tensors
                        if t.tensor_class == "routed_experts" and t.layer is not None})
 
     def expert_bytes(self, layers: Iterable[int] | None = None) -> int:
@@ -294,3 +308,9 @@ def kv_bytes_per_layer(model: GGUFModel, n_ctx: int, type_k: str = "f16", type_v
     per_cell = a.n_head_kv * (a.key_length * CACHE_TYPE_BYTES[type_k]
                               + a.value_length * CACHE_TYPE_BYTES[type_v])
     return int(n_ctx * per_cell)
+
+
+def kv_bytes(model: GGUFModel, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
+    """The whole KV cache for ``n_ctx`` cells: every layer llama.cpp runs (sliding-window layers
+    too: the engine keeps llama.cpp's full-size SWA cache, so that a chat's prefix is reused)."""
+    return model.n_trunk_layers * kv_bytes_per_layer(model, n_ctx, type_k, type_v)

@@ -200,7 +200,7 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
 
     host_matrices = []  # weights in RAM that a GPU would stage for a large batch
     ram_experts: dict[int, int] = {}  # layer -> bytes of its routed experts in RAM
-    for t in model.tensors:
+    for t in model.loaded_tensors:
         device = tensor_device(t.name, t.layer, devices, rules)
         slot(device).weights += t.n_bytes
         if device == CPU_DEVICE and len(t.shape) >= 2 and not t.name.startswith("token_embd."):
@@ -211,7 +211,7 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
         device = devices[layer] if devices[layer] != CPU_DEVICE else gpus[0]
         slot(device).weights += pack
     per_layer = kv_bytes_per_layer(model, plan.n_ctx * plan.n_parallel, plan.type_k, plan.type_v)
-    for layer in range(n_layer):
+    for layer in range(model.n_trunk_layers):
         slot(devices[layer]).kv += per_layer
     compute = compute_buffer_bytes(model, plan)
     on_gpu = [d for d in dict.fromkeys(devices) if d != CPU_DEVICE]
