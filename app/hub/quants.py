@@ -8,13 +8,20 @@ GGUF repos lay quants out two ways, often mixed:
 Split models (llama.cpp's ``gguf-split``: ``-00001-of-00009.gguf``) are one quant; a shard missing from
 the repo is named in ``Quant.missing_shards``. Vision projectors (``mmproj``), importance matrices and
 non-GGUF files are not quants and are left out.
+
+A repo can hold one quant type twice (a flat ``gpt-oss-120b-F16.gguf`` beside an ``F16/`` folder of
+shards, a re-upload split in more shards beside the old ones): each is then named with where it is,
+``F16 (F16/)`` or ``Q8_0 (16 shards)``, since the Models page, the download marker and
+``moedesk-cli download --quant`` find a quant by its name. Shards of one set spread over two folders
+stay two incomplete quants: llama.cpp finds a set's shards beside its first one only.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 # llama.cpp's quantization types (llama-quantize), plus the variants GGUF publishers add:
 # unsloth's dynamic "UD-" quants, _XL/_L mixes (Q4_K_XL, Q6_K_L) and ARM repacks (Q4_0_4_4).
@@ -67,6 +74,11 @@ class Quant:
         """The path llama.cpp is given: it finds the other shards beside it."""
         return self.files[0].path
 
+    @property
+    def folder(self) -> str:
+        """The repo folder of its files ("" at the top level)."""
+        return self.first_file.rpartition("/")[0]
+
 
 def quant_name(path: str) -> str | None:
     """The quant type a GGUF path names, in llama.cpp's spelling (``Q4_K_M``), or None.
@@ -89,7 +101,8 @@ def is_model_gguf(path: str) -> bool:
 
 
 def group_quants(files: Iterable[QuantFile]) -> list[Quant]:
-    """The quants among a repo's files, smallest first; non-model files are ignored."""
+    """The quants among a repo's files, smallest first, those with missing shards last (their size
+    is only what is there); non-model files are ignored. Names are unique."""
     groups: dict[tuple[str, int], dict[int, QuantFile]] = {}
     for file in files:
         if not is_model_gguf(file.path):
@@ -107,4 +120,30 @@ def group_quants(files: Iterable[QuantFile]) -> list[Quant]:
         missing = tuple(i for i in range(1, count + 1) if i not in shards)
         present = tuple(shards[i] for i in sorted(shards))
         quants.append(Quant(name=name, files=present, shard_count=count, missing_shards=missing))
-    return sorted(quants, key=lambda q: (q.total_size, q.name))
+    quants = _unique_names(quants)
+    return sorted(quants, key=lambda q: (not q.complete, q.total_size, q.name))
+
+
+def _unique_names(quants: list[Quant]) -> list[Quant]:
+    """Quants that share a name, each named with where it is: its folder if that tells them apart,
+    else its shard count, else both, else its file name."""
+    same: dict[str, list[Quant]] = defaultdict(list)
+    for quant in quants:
+        same[quant.name].append(quant)
+
+    def shards(q: Quant) -> str:
+        return f"{q.shard_count} shards" if q.shard_count > 1 else "one file"
+
+    def where(q: Quant) -> str:
+        return f"{q.folder}/" if q.folder else "top level"
+
+    def stem(q: Quant) -> str:
+        return f"{_SHARD_RE.sub('', q.first_file).removesuffix('.gguf')}, {shards(q)}"
+
+    details: tuple[Callable[[Quant], str], ...] = (where, shards, lambda q: f"{where(q)}, {shards(q)}", stem)
+    renamed: dict[Quant, str] = {}
+    for name, group in same.items():
+        if len(group) > 1:
+            detail = next(d for d in details if len({d(q) for q in group}) == len(group))
+            renamed |= {q: f"{name} ({detail(q)})" for q in group}
+    return [replace(q, name=renamed[q]) if q in renamed else q for q in quants]
