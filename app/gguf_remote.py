@@ -4,11 +4,15 @@ Before downloading 400 GB, the advisor wants the same ``GGUFModel`` that ``read_
 for a local file: metadata, every tensor's shape, type and size. A GGUF header is a few MB at
 the start of each shard, so each shard's header is parsed (``app.gguf_header``) from its URL
 with HTTP Range requests (``app.http_range``), and the shards are put together into one model.
+Every shard's tensor table is needed (which tensors are experts, and their sizes, decide the
+plan), so the shards of a split set are read side by side: a 30-shard BF16 set costs a few round
+trips instead of 30.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -18,6 +22,8 @@ from app.gguf_header import FIRST_CHUNK, MAX_HEADER_BYTES, GGUFHeader, read_head
 from app.gguf_info import GGUFModel, shard_names, split_numbers
 from app.gguf_validate import check_model
 from app.http_range import HttpSource, RemoteNotFoundError
+
+PARALLEL_SHARDS = 8  # shard headers read at once (each is a redirect and one or two ranges)
 
 
 @dataclass
@@ -29,6 +35,14 @@ class RemoteModel:
     model: GGUFModel
     bytes_fetched: int  # over all shards: what the headers cost to read
     file_sizes: list[int | None] = field(default_factory=list)
+
+
+@dataclass
+class _ShardRead:
+    url: str
+    header: GGUFHeader | None  # None: the server does not have this shard
+    file_size: int | None
+    bytes_fetched: int
 
 
 def _file_name(url: str) -> str:
@@ -61,24 +75,26 @@ def read_remote_model(url: str, *, headers: Mapping[str, str] | None = None, tim
     split model is not on the server).
     """
     urls = shard_urls(url)
-    headers_read: list[GGUFHeader] = []
-    missing: list[str] = []
-    sizes: list[int | None] = []
-    fetched = 0
-    for shard_url in urls:
+
+    def read(shard_url: str) -> _ShardRead:
         source = HttpSource(shard_url, headers, timeout)
         try:
-            headers_read.append(read_header(source, first_chunk=first_chunk, max_header=max_header))
+            header = read_header(source, first_chunk=first_chunk, max_header=max_header)
         except RemoteNotFoundError:
             if _file_name(shard_url) == _file_name(url):  # the file asked for, not another shard
                 raise
-            missing.append(shard_url)
-            continue
+            return _ShardRead(shard_url, None, None, source.bytes_fetched)
         finally:
             source.close()
-            fetched += source.bytes_fetched
-        sizes.append(source.file_size)
-        _check_size(headers_read[-1], source)
+        _check_size(header, source)
+        return _ShardRead(shard_url, header, source.file_size, source.bytes_fetched)
+
+    with ThreadPoolExecutor(min(len(urls), PARALLEL_SHARDS), thread_name_prefix="gguf-remote") as pool:
+        reads = list(pool.map(read, urls))  # in shard order: the first shard's error is raised first
+    headers_read = [r.header for r in reads if r.header is not None]
+    missing = [r.url for r in reads if r.header is None]
+    sizes = [r.file_size for r in reads if r.header is not None]
+    fetched = sum(r.bytes_fetched for r in reads)
     if missing:
         names = ", ".join(_file_name(u) for u in missing)
         raise MissingShardError(f"{len(missing)} of {len(urls)} shards are missing on the server: {names}",

@@ -24,6 +24,8 @@ Revisions are ``main`` and the repo's one commit sha. Only model repos; no uploa
 For download tests, ``LocalHub.drop_after`` and ``LocalHub.corrupt`` make a file's next GETs end early
 or carry a wrong byte, ``LocalHub.bytes_per_s`` slows file bytes down (so a test can pause a download
 midway; set it to None to go full speed again), and ``LocalHub.bytes_served`` counts the file bytes sent.
+``LocalHub.latency_s`` delays every answer as a distant server would, and ``LocalHub.peak_in_flight`` is
+the most requests it was answering at once.
 """
 
 from __future__ import annotations
@@ -52,17 +54,22 @@ _SLICE = 1 << 14
 
 @dataclass(frozen=True)
 class LargeFile:
-    """A file of ``size`` bytes never held in memory: byte i is ``pattern[i % len(pattern)]``.
+    """A file of ``size`` bytes never held in memory: ``head``, then byte i is ``pattern[i % len(pattern)]``.
 
-    Pass ``sha256`` to declare one without hashing (listing-only tests with sizes in GB).
+    Pass ``sha256`` to declare one without hashing (listing-only tests with sizes in GB); ``head`` holds
+    a real GGUF header in front of tensor data that is never read (the advisor's tests).
     """
 
     size: int
     pattern: bytes = b"GGUF"
     sha256: str | None = None
+    head: bytes = b""
 
     def chunks(self, start: int, end: int) -> Iterator[bytes]:
         """The bytes [start, end), in chunks."""
+        if start < len(self.head):
+            yield self.head[start:end]
+            start = min(len(self.head), end)
         n = len(self.pattern)
         block = self.pattern * (_CHUNK // n + 2)
         while start < end:
@@ -167,6 +174,8 @@ class LocalHub:
         self.corrupt: dict[str, int] = {}  # this many more GETs serve the bytes with the first one flipped
         self.bytes_served = 0  # file bytes sent, over all GETs
         self.bytes_per_s: float | None = None  # throttle for file bytes (per connection); None: full speed
+        self.latency_s = 0.0  # before every answer
+        self.in_flight = self.peak_in_flight = 0  # requests being answered: now, and the most at once
         self._fault_lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
@@ -305,6 +314,10 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.hub.requests.append((method, split.path))
         auth = self.headers.get("Authorization", "")
         self.token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+        with self.hub._fault_lock:
+            self.hub.in_flight += 1
+            self.hub.peak_in_flight = max(self.hub.peak_in_flight, self.hub.in_flight)
+        time.sleep(self.hub.latency_s)
         try:
             if parts[:1] == ["__cdn__"] and len(parts) == 2 and method in ("GET", "HEAD"):
                 return self._cdn(parts[1], method)
@@ -318,6 +331,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             if error.code:
                 headers["X-Error-Code"] = error.code
             self._send(error.status, json.dumps({"error": error.message}).encode(), headers, method)
+        finally:
+            with self.hub._fault_lock:
+                self.hub.in_flight -= 1
 
     def _api(self, rest: list[str], method: str) -> None:
         if not rest:
