@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-from app.advisor.report import advise_repo
+from app.advisor.report import advise_repo, repo_lines
 from app.hardware.model import Cpu, Gpu, Hardware, Memory
 from tests import gguf_bytes as gb
 from tests import hub_server
@@ -170,3 +170,18 @@ def test_gpt_oss_f16_is_planned_by_its_mxfp4_experts_size_not_its_name(local_hub
     assert f16.plan.verdict == mxfp4.plan.verdict == "fits_with_expert_offload"
     assert dense.quant == "F16" and dense.size > 230 * GB
     assert dense.plan is not None and dense.plan.verdict not in ("fits_on_gpu", "fits_with_expert_offload")
+
+
+def test_both_f16_uploads_of_gpt_oss_get_a_verdict_each_in_aligned_rows(local_hub: LocalHub) -> None:
+    """The F16 as one flat file and, beside it, split in an F16/ folder (as an upload in progress
+    leaves a repo): each is advised under its own name, and the table's columns stay aligned."""
+    model = gpt_oss_120b(MXFP4, gb.F16)
+    local_hub.add("unsloth/gpt-oss-120b-GGUF", HubRepo({
+        **split_files("gpt-oss-120b-F16", *model, 1), **split_files("F16/gpt-oss-120b-F16", *model, 2)}))
+
+    advice = advise_repo("unsloth/gpt-oss-120b-GGUF", machine(24, 96), 16384, endpoint=local_hub.url)
+    lines = repo_lines("unsloth/gpt-oss-120b-GGUF", advice)
+
+    assert {a.quant: a.plan.verdict for a in advice if a.plan} == {
+        "F16 (top level)": "fits_with_expert_offload", "F16 (F16/)": "fits_with_expert_offload"}
+    assert len({line.index("GB") for line in lines[2:]}) == 1  # the size column

@@ -105,14 +105,15 @@ def plan_lines(model: GGUFModel, plan: Plan) -> list[str]:
 
 def repo_lines(repo_id: str, advice: list[QuantAdvice]) -> list[str]:
     """One row per quantization of a repo."""
-    lines = [f"{repo_id}:", f"{'quant':14} {'size':>9}  {'verdict':26} {'experts in RAM':>15}"
+    width = max([14, *(len(a.quant) for a in advice)])  # "BF16 (BF16/)": a name that tells two apart
+    lines = [f"{repo_id}:", f"{'quant':{width}} {'size':>9}  {'verdict':26} {'experts in RAM':>15}"
                             f"  {'decode':>12}  {'prefill':>14}"]
     for a in advice:
         if a.plan is None:
-            lines.append(f"{a.quant:14} {file_size(a.size):>9}  {a.note}")
+            lines.append(f"{a.quant:{width}} {file_size(a.size):>9}  {a.note}")
             continue
         speed = a.plan.speed
         rates = f"  {speed.decode!s:>12}  {speed.prefill!s:>14}" if speed else ""
-        lines.append(f"{a.quant:14} {file_size(a.size):>9}  {a.plan.verdict.replace('_', ' '):26} "
+        lines.append(f"{a.quant:{width}} {file_size(a.size):>9}  {a.plan.verdict.replace('_', ' '):26} "
                      f"{a.plan.experts_in_ram_layers:>8} layers{rates}")
     return lines
