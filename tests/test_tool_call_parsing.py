@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from app.engine.tool_calls import ToolFormat, detect_format, split_calls
+from app.engine.tool_calls import ToolFormat, detect_format, preserved_markers, split_calls
 from app.serve.answer import AnswerSplitter, Part, whole
 
 # answers as the models wrote them (from llama.cpp's chat-parser tests and the models' cards)
@@ -90,7 +90,21 @@ def test_reasoning_the_template_opened_ends_at_the_close() -> None:
     ("{{ '<tool_call>' }}{{ tool_call.arguments | tojson }}", ToolFormat.QWEN),
     ("<tool_call>{{ name }}<arg_key>{{ k }}</arg_key>", ToolFormat.GLM),
     ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>", ToolFormat.DEEPSEEK),
+    ('{{- "<|start|>assistant<|channel|>final<|message|>" + message.content }}', ToolFormat.HARMONY),
     ("{% for m in messages %}{{ m.content }}{% endfor %}", None),
 ])
 def test_the_format_is_read_from_the_template(template: str, fmt: ToolFormat | None) -> None:
     assert detect_format(template) is fmt
+
+
+def test_each_format_shows_its_own_markers_and_every_model_its_think_tags() -> None:
+    # llama.cpp leaves special tokens out of the text; these are rendered, so that calls and
+    # reasoning can be read (llama-server's "preserved tokens")
+    assert "<｜tool▁sep｜>" in preserved_markers(ToolFormat.DEEPSEEK)
+    assert {"<arg_key>", "</arg_value>"} <= set(preserved_markers(ToolFormat.GLM))
+    assert {"<|channel|>", "<|message|>", "<|end|>", "<|start|>"} <= set(
+        preserved_markers(ToolFormat.HARMONY))
+    assert preserved_markers(None) == ("<think>", "</think>")
+    # none names the end of a turn or of the text: those stay out of the answer
+    assert not {"<|endoftext|>", "<|im_end|>", "<｜end▁of▁sentence｜>"} & {
+        m for f in ToolFormat for m in preserved_markers(f)}

@@ -10,6 +10,12 @@ earlier calls:
 * DeepSeek V3/R1: ``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f``,
   then the arguments in a fenced ``json`` block, ``<｜tool▁call▁end｜><｜tool▁calls▁end｜>``
   (V3.1 drops the ``function`` and the fence: ``<｜tool▁call▁begin｜>f<｜tool▁sep｜>{...}``)
+* gpt-oss (harmony): a message to ``functions.f`` on the commentary channel; the engine
+  rewrites its answers into Qwen3's markup (``app.engine.harmony``), so the text holds none
+
+Most of these markers are special tokens in the real vocabularies, which llama.cpp leaves
+out of the text; the engine renders a format's own (``PRESERVED``, llama-server's "preserved
+tokens") so that the calls and the reasoning can be read.
 
 ``ToolCallParser`` reads an answer as it streams: text outside calls passes at once, text
 from a call's opening marker on is held until the call closes, then comes out as a
@@ -25,11 +31,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from app.engine.harmony import MARKERS as HARMONY_MARKERS
+
 
 class ToolFormat(Enum):
     QWEN = "qwen"
     GLM = "glm"
     DEEPSEEK = "deepseek"
+    HARMONY = "harmony"
 
 
 # the marker that opens a call (or a block of calls) and the one that closes it
@@ -38,7 +47,18 @@ MARKERS = {
     ToolFormat.GLM: ("<tool_call>", "</tool_call>"),
     ToolFormat.DEEPSEEK: ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),
 }
-ALL_FORMATS = tuple(ToolFormat)
+# the formats an answer's text holds calls in (harmony's come as Qwen's)
+ALL_FORMATS = (ToolFormat.QWEN, ToolFormat.GLM, ToolFormat.DEEPSEEK)
+THINK_TAGS = ("<think>", "</think>")
+# the special tokens each format marks its reasoning and calls with, rendered as text
+PRESERVED = {
+    ToolFormat.QWEN: (*THINK_TAGS, "<tool_call>", "</tool_call>"),
+    ToolFormat.GLM: (*THINK_TAGS, "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>",
+                     "<arg_value>", "</arg_value>"),
+    ToolFormat.DEEPSEEK: (*THINK_TAGS, "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>",
+                          "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"),
+    ToolFormat.HARMONY: HARMONY_MARKERS,
+}
 _NAME = re.compile(r"[\w.\-]+")  # a function's name: no braces, spaces or markup
 _GLM_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
 _DEEPSEEK_CALL = re.compile(r"<｜tool▁call▁begin｜>(.*?)<｜tool▁sep｜>(.*?)<｜tool▁call▁end｜>",
@@ -48,6 +68,8 @@ _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
 def detect_format(template: str) -> ToolFormat | None:
     """The tool-call format a chat template uses, from the markup it writes for calls."""
+    if "<|channel|>" in template and "<|start|>assistant" in template:
+        return ToolFormat.HARMONY
     if "tool▁calls▁begin" in template:
         return ToolFormat.DEEPSEEK
     if "<tool_call>" in template:
@@ -193,3 +215,9 @@ def call_schema(tools: list[dict[str, Any]], name: str | None = None) -> dict[st
     if not options:
         raise ValueError(f"no tool named {name!r} among the tools given")
     return options[0] if len(options) == 1 else {"oneOf": options}
+
+
+def preserved_markers(fmt: ToolFormat | None) -> tuple[str, ...]:
+    """The marker tokens a model of this format writes its reasoning and calls with (the
+    think tags for every model: some vocabularies make them special tokens too)."""
+    return PRESERVED[fmt] if fmt is not None else THINK_TAGS
