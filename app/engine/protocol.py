@@ -111,6 +111,9 @@ class ChatMessage:
     tool_calls: list[ToolCall] = field(default_factory=list)  # an assistant's calls
     tool_call_id: str = ""  # a tool message: the call whose result it carries
     name: str = ""  # a tool message: the function's name (some templates show it)
+    # an assistant's reasoning (reasoning_content): templates show it before that turn's
+    # tool calls (gpt-oss's, Qwen3's), which the model needs to go on from a tool's result
+    reasoning: str = ""
 
 
 @dataclass

@@ -125,8 +125,24 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
             role=role, content=_content(message, where),  # type: ignore[arg-type]
             tool_calls=_tool_calls(message, where) if role == "assistant" else [],
             tool_call_id=tool_call_id if isinstance(tool_call_id, str) else "",
-            name=name if isinstance(name, str) else ""))
+            name=name if isinstance(name, str) else "",
+            reasoning=_reasoning(message, where) if role == "assistant" else ""))
     return out
+
+
+def _reasoning(message: dict[str, Any], where: str) -> str:
+    """An earlier answer's reasoning, as this server returned it (``reasoning_content``, as
+    llama-server; ``reasoning`` as some clients name it): the template decides whether the
+    model sees it again (gpt-oss's and Qwen3's show it before that turn's tool calls)."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise bad(f"'{where}.{key}' must be a string: the reasoning of that answer.",
+                      f"{where}.{key}")
+        return value
+    return ""
 
 
 def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
