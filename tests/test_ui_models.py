@@ -134,6 +134,22 @@ def test_a_repo_opens_by_url_and_bad_names_get_a_clear_message(
     assert "neither owner/name nor a Hub URL" in page.banner.message
 
 
+def test_two_uploads_of_one_quant_type_each_get_a_row_and_a_verdict(
+    qtbot: QtBot, page: ModelsPage, hub: LocalHub, split_moe_gguf: list[Path], tiny_moe_gguf: Path
+) -> None:
+    """A Q8_0 as one flat file and again split in a Q8_0/ folder (unsloth's gpt-oss F16 layout): the
+    verdicts arrive by quant name, so each upload needs its own."""
+    files = {f"Q8_0/tiny-moe-Q8_0-{i:05d}-of-00003.gguf": p for i, p in enumerate(split_moe_gguf, start=1)}
+    files["tiny-moe-Q8_0.gguf"] = tiny_moe_gguf
+    hub.add("moedesk/Two-Uploads-GGUF", repo_of_files(files))
+
+    open_repo(qtbot, page, "moedesk/Two-Uploads-GGUF")
+
+    rows = visible_rows(page.find.quant_model)
+    assert sorted((r[0].removeprefix("★ "), r[2], r[3].removesuffix(" (recommended)")) for r in rows) == [
+        ("Q8_0 (Q8_0/)", "3", "fits on GPU"), ("Q8_0 (top level)", "1", "fits on GPU")]
+
+
 def test_no_network_is_said_plainly(qtbot: QtBot, tmp_path: Path, memory_keyring: MemoryKeyring) -> None:
     with LocalHub() as gone:
         url = gone.url  # a port nothing listens on once the server is closed
