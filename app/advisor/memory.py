@@ -106,12 +106,38 @@ def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan, staged: int = 0)
         k = 1
     head = 4 * u * (n_vocab(model) + 2 * n_embd)
     ffn = 4 * u * (3 * k * n_ff + k * n_embd + n_embd) + staged
+    shared = model.arch_int("expert_shared_count") * n_ff
+    if shared and model.n_expert:
+        # the shared expert's activations and output, alive next to the routed experts' sum
+        ffn += 4 * u * (3 * shared + n_embd)
+    layers = [ffn]
+    if model.arch_int("leading_dense_block_count"):  # DeepSeek's, GLM's first dense layers
+        layers.append(4 * u * (3 * model.arch_int("feed_forward_length") + 2 * n_embd))
+    if is_mla(model):
+        layers.append(mla_attention_bytes(model, u))
     if plan.flash_attn == "off":
         a = attention_shape(model)
         scores = 4 * u * (n_ctx * (a.n_head + 1) + 2 * n_embd + 2 * a.n_head * a.key_length)
-        return max(head, ffn + 4 * u * n_ctx, scores)
+        return max(head, max(layers) + 4 * u * n_ctx, scores)
     # "auto" turns flash attention on wherever the backend has it (CPU, CUDA, Metal)
-    return max(head, ffn + 2 * u * n_ctx)
+    return max(head, max(layers) + 2 * u * n_ctx)
+
+
+def is_mla(model: GGUFModel) -> bool:
+    """Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2): llama.cpp's MLA GGUFs."""
+    return bool(model.arch_int("attention.kv_lora_rank") and model.arch_int("attention.key_length_mla"))
+
+
+def mla_attention_bytes(model: GGUFModel, u: int) -> int:
+    """MLA's attention peak for a ubatch of ``u`` tokens (f32): per head, Q as projected
+    (key_length_mla), its no-RoPE part absorbed into the latent (kv_lora_rank) and that joined
+    to the RoPE part (kv_lora_rank + rope); plus 6.5 n_embd of residual stream, norms and
+    latent projections, fitted on llama.cpp's CPU buffers for DeepSeek-V3 and Kimi-K2 shapes
+    (64 and 128 heads, within 1%; tests/test_model_families.py)."""
+    rank = model.arch_int("attention.kv_lora_rank")
+    per_head = 2 * rank + model.arch_int("attention.key_length_mla") + model.arch_int("rope.dimension_count")
+    n_embd = model.arch_int("embedding_length")
+    return int(4 * u * (attention_shape(model).n_head * per_head + 6.5 * n_embd))
 
 
 def layer_devices(plan: PlacementPlan, n_layer: int, gpus: list[str]) -> list[str]:

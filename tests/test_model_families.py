@@ -1,0 +1,122 @@
+"""Every model family the README names, end to end on this machine's CPU: DeepSeek-V3 and
+Kimi-K2 (llama.cpp's ``deepseek2``: multi-head latent attention, shared expert, dense leading
+layers, sigmoid gating with a selection bias), GLM-4.5 (``glm4moe``, with its skipped
+multi-token-prediction block) and gpt-oss (MXFP4 experts with biases, attention sinks,
+sliding-window layers), next to Qwen3 and Mixtral.
+
+Tiny versions load, chat through the family's own chat template and count their routing; the
+memory model is held to what llama.cpp allocates for each family at real widths (few layers,
+few experts: a layer's compute buffer and KV cache do not depend on the expert count).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.advisor.memory import memory_by_device
+from app.engine.client import EngineClient
+from app.engine.placement import CPU_DEVICE, PlacementPlan
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
+from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.gguf_info import read_model
+
+FAMILIES = ["tiny-deepseek-v3", "tiny-kimi-k2", "tiny-glm-4.5", "tiny-gpt-oss"]
+# the text each family's template writes around a user turn (its special tokens)
+USER_MARKERS = {
+    "tiny-deepseek-v3": "<｜User｜>",
+    "tiny-kimi-k2": "<|im_user|>",
+    "tiny-glm-4.5": "<|user|>",
+    "tiny-gpt-oss": "<|start|>user<|message|>",
+}
+
+
+@pytest.fixture(scope="module")
+def family_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("families")
+    return {name: write_synthetic_model(folder / f"{name}.gguf", SyntheticSpec.preset(name))[0]
+            for name in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_loads_chats_and_counts_its_routing(
+        engine: EngineClient, family_files: dict[str, Path], family: str) -> None:
+    spec = SyntheticSpec.preset(family)
+    model = read_model(family_files[family])
+    assert model.chat_template is not None and USER_MARKERS[family] in model.chat_template
+    result = engine.load(LoadParams(model=str(family_files[family]),
+                                    placement=PlacementPlan(n_ctx=1024, n_threads=2)))
+    assert result.model.architecture == spec.arch
+    moe_layers = list(range(spec.n_dense_lead, spec.n_layer))  # GLM's MTP block is not run
+    assert model.moe_layers == moe_layers
+
+    stream = engine.chat(ChatParams(
+        messages=[ChatMessage(role="system", content="You are terse."),
+                  ChatMessage(role="user", content="Which experts answer this?")],
+        sampling=Sampling(temperature=0.0, max_tokens=12, ignore_eos=True)))
+    text = "".join(token.text for token in stream)
+    answer = stream.result
+    assert answer.completion_tokens == 12 and answer.finish_reason == "length"
+    assert text == answer.text
+
+    routing = engine.routing()
+    assert routing.layers == moe_layers and routing.n_expert == spec.n_expert
+    evaluated = answer.prompt_tokens + answer.completion_tokens - 1
+    # every MoE layer routes every evaluated token to k experts, but llama.cpp runs the last
+    # layer only for the token whose logits it needs (gpt-oss's graph runs it for all)
+    last = evaluated if spec.arch == "gpt-oss" else answer.completion_tokens
+    expected = [evaluated] * (len(moe_layers) - 1) + [last]
+    assert [sum(row) for row in routing.counts] == [n * spec.n_expert_used for n in expected]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_experts_in_ram_moves_the_routed_experts_and_nothing_else(
+        family_files: dict[str, Path], family: str) -> None:
+    """llama.cpp's best placement for MoE models (``--n-cpu-moe``), by the engine's tensor
+    overrides: routed experts (with gpt-oss's biases) in RAM; the shared expert, the router and
+    its selection bias, attention and the dense layers on the GPU."""
+    model = read_model(family_files[family])
+    plan = PlacementPlan(n_gpu_layers=-1, experts_in_ram="all")
+    cpu, gpu = memory_by_device(model, plan, ["CUDA0"])
+    routed = sum(t.n_bytes for t in model.loaded_tensors if t.tensor_class == "routed_experts")
+    embeddings = sum(t.n_bytes for t in model.tensors if t.name == "token_embd.weight")
+    assert cpu.device == CPU_DEVICE and cpu.weights == routed + embeddings
+    assert gpu.weights == sum(t.n_bytes for t in model.loaded_tensors) - cpu.weights
+    shared = [t for t in model.loaded_tensors if t.tensor_class == "shared_experts"]
+    assert bool(shared) == (family != "tiny-gpt-oss")
+
+
+# Real widths, few layers and experts: (spec, tolerance of the compute buffer)
+SHAPES = {
+    "deepseek-v3": SyntheticSpec.preset("deepseek-v3", n_layer=2, n_dense_lead=1, n_expert=8,
+                                        n_vocab=8192),
+    "glm-4.5": SyntheticSpec.preset("glm-4.5", n_layer=2, n_dense_lead=1, n_expert=8, n_vocab=8192),
+    "gpt-oss-120b": SyntheticSpec.preset("gpt-oss-120b", n_layer=2, n_expert=8, n_vocab=8192),
+}
+
+
+@pytest.fixture(scope="module")
+def shape_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("family_shapes")
+    return {name: write_synthetic_model(folder / f"{name}.gguf", spec)[0]
+            for name, spec in SHAPES.items()}
+
+
+@pytest.mark.parametrize("n_ctx", [512, 4096])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_the_memory_model_matches_llama_cpp_for_each_family(
+        engine: EngineClient, shape_files: dict[str, Path], shape: str, n_ctx: int) -> None:
+    """Within 3% on the CPU (use_mmap=False: llama.cpp's weight buffers hold each tensor once;
+    see tests/test_advisor_calibration.py). MLA's KV cache is its latent, GLM's MTP block is
+    neither loaded nor cached, gpt-oss's sliding-window layers keep a full-size cache."""
+    plan = PlacementPlan(n_ctx=n_ctx, n_threads=2, use_mmap=False)
+    result = engine.load(LoadParams(model=str(shape_files[shape]), placement=plan, telemetry=False))
+    real: dict[str, int] = {}
+    for allocation in result.allocations:
+        real[allocation.kind] = real.get(allocation.kind, 0) + allocation.bytes
+    (cpu,) = memory_by_device(read_model(shape_files[shape]), plan, [])
+    assert cpu.kv == pytest.approx(real["kv_cache"], rel=0.01)
+    assert cpu.weights == pytest.approx(real["weights"], rel=0.03)
+    # the log rounds to 0.01 MiB: allow that besides the relative error
+    assert abs(cpu.compute - real["compute"]) <= 0.03 * real["compute"] + 0.01 * 2**20
