@@ -1,0 +1,224 @@
+"""Answers of models whose markers are special tokens, through the real engine and the OpenAI
+server: gpt-oss's harmony channels (reasoning, answer and tool calls apart, not run
+together) and DeepSeek's tool-call markers (kept, so the call is read).
+
+The tiny synthetic models carry the real special tokens and chat templates; their weights
+are random, so a grammar gives the answer its shape, naming the special tokens as llama.cpp
+grammars do (``<|channel|>``): the model samples those very tokens, as the real one would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from app.engine.chat_text import _template_message
+from app.engine.client import EngineClient
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling, ToolCall
+from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.engine.synthetic_tokenizer import FAMILIES
+from app.serve import OpenAIServer
+from app.serve.answer import AnswerSplitter, whole
+from app.ui.chat.segments import segments
+from tests.openai_testing import client_for, user
+
+HARMONY_ANSWER = ('root ::= <|channel|> "analysis" <|message|> "The user greets me." <|end|> '
+                  '<|start|> "assistant" <|channel|> "final" <|message|> "Hello there!"')
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "required": ["city"], "additionalProperties": False,
+                   "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}}}}}]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("formats")
+    return {name: write_synthetic_model(folder / f"{name}.gguf", SyntheticSpec.preset(name))[0]
+            for name in ("tiny-gpt-oss", "tiny-deepseek-v3")}
+
+
+@pytest.fixture(scope="module")
+def server(engine: EngineClient) -> Iterator[OpenAIServer]:
+    with OpenAIServer(engine, port=0) as running:
+        yield running
+
+
+def load(engine: EngineClient, model: Path) -> None:
+    if getattr(engine, "_test_loaded", None) != model:
+        engine.load(LoadParams(model=str(model), placement=PlacementPlan(n_ctx=2048, n_threads=2)))
+        engine._test_loaded = model  # type: ignore[attr-defined]
+
+
+def chat(engine: EngineClient, messages: list[ChatMessage], grammar: str | None = None,
+         max_tokens: int = 64, **more: Any) -> tuple[list[str], ChatResult]:
+    stream = engine.chat(ChatParams(messages=messages, sampling=Sampling(
+        temperature=0.0, max_tokens=max_tokens, grammar=grammar), **more))
+    pieces = [token.text for token in stream]
+    return pieces, stream.result
+
+
+# --- gpt-oss --------------------------------------------------------------------------------
+
+
+def test_gpt_oss_reasoning_is_folded_and_never_runs_into_the_answer(
+        engine: EngineClient, models: dict[str, Path]) -> None:
+    load(engine, models["tiny-gpt-oss"])
+    pieces, result = chat(engine, [ChatMessage("user", "Hi")], HARMONY_ANSWER)
+    assert result.text == "<think>\nThe user greets me.\n</think>\n\nHello there!"
+    assert "".join(pieces) == result.text and result.finish_reason == "stop"  # <|return|>
+    assert not any("<|" in piece for piece in pieces)
+    # the chat view: the reasoning collapsed, then the answer
+    assert [(s.kind, s.text) for s in segments(result.text)] == [
+        ("think", "The user greets me."), ("text", "Hello there!")]
+
+
+def test_gpt_oss_reasoning_comes_as_reasoning_content(
+        engine: EngineClient, server: OpenAIServer, models: dict[str, Path]) -> None:
+    load(engine, models["tiny-gpt-oss"])
+    client = client_for(server)
+    options: dict[str, Any] = {"model": "x", "messages": user("Hi"), "temperature": 0,
+                               "reasoning_effort": "high",
+                               "extra_body": {"grammar": HARMONY_ANSWER}}
+    message = client.chat.completions.create(**options).choices[0].message
+    assert getattr(message, "reasoning_content", None) == "The user greets me."
+    assert message.content == "Hello there!"
+    deltas = [c.choices[0].delta for c in client.chat.completions.create(**options, stream=True)
+              if c.choices]
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == \
+        "The user greets me."
+    assert "".join(d.content or "" for d in deltas) == "Hello there!"
+
+
+@pytest.mark.parametrize("grammar", [
+    None,  # tool_choice "required": the engine's grammar for a harmony call
+    # the two headers gpt-oss writes: recipient in the channel, or in the role
+    'root ::= <|channel|> "analysis" <|message|> "Weather, then." <|end|> <|start|> "assistant" '
+    '<|channel|> "commentary to=functions.get_weather " <|constrain|> "json" <|message|> '
+    '"{\\"city\\": \\"Oslo\\"}"',
+    'root ::= <|channel|> "analysis" <|message|> "Weather, then." <|end|> <|start|> "assistant" '
+    '" to=functions.get_weather" <|channel|> "commentary json" <|message|> "{\\"city\\": \\"Oslo\\"}"',
+], ids=["required", "recipient-in-channel", "recipient-in-role"])
+def test_a_gpt_oss_call_becomes_tool_calls_and_goes_back_with_its_reasoning(
+        engine: EngineClient, server: OpenAIServer, models: dict[str, Path],
+        grammar: str | None) -> None:
+    load(engine, models["tiny-gpt-oss"])
+    client = client_for(server)
+    ask: dict[str, Any] = {"model": "x", "messages": user("Weather in Oslo?"), "tools": WEATHER,
+                           "temperature": 0, "max_tokens": 200}
+    if grammar is None:
+        ask["tool_choice"] = "required"
+    else:
+        ask["extra_body"] = {"grammar": grammar}
+    choice = client.chat.completions.create(**ask).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "Oslo")
+    assert "<|" not in (choice.message.content or "")
+    reasoning = getattr(choice.message, "reasoning_content", None)
+    if grammar is not None:
+        assert reasoning == "Weather, then."
+    # the call, its reasoning and its result go back: the template shows the model all three
+    # (gpt-oss keeps a call's reasoning until its final answer)
+    def prompt_tokens(answer: dict[str, Any]) -> int:
+        got = client.chat.completions.create(model="x", tools=WEATHER, max_tokens=1, messages=[
+            *user("Weather in Oslo?"), {"role": "assistant", "tool_calls": [call.model_dump()],
+                                        **answer},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"celsius": 21}'}])
+        assert got.usage is not None
+        return got.usage.prompt_tokens
+
+    bare = prompt_tokens({"content": None})
+    assert prompt_tokens({"content": None, "reasoning_content": "Need the weather."}) > bare
+    # a preamble beside the reasoning is left out (the template refuses both)
+    assert prompt_tokens({"content": "Let me look.", "reasoning_content": "Need it."}) > bare
+
+
+def test_gpt_oss_template_gets_the_effort_the_earlier_answers_and_a_calls_reasoning() -> None:
+    # the real template, given the messages as the engine gives them
+    template = Jinja2ChatFormatter(template=FAMILIES["gpt-oss"].chat_template,
+                                   eos_token="<|return|>", bos_token="<|startoftext|>")
+    call = ToolCall("call_1", "get_weather", '{"city": "Oslo"}')
+    history = [ChatMessage("user", "Weather in Oslo?"),
+               ChatMessage("assistant", "", tool_calls=[call], reasoning="Need the weather."),
+               ChatMessage("tool", '{"celsius": 21}', tool_call_id="call_1"),
+               ChatMessage("assistant", "It is 21 °C.", reasoning="Easy."),
+               ChatMessage("user", "And tomorrow?")]
+    prompt = template(messages=[_template_message(m, harmony=True) for m in history],
+                      tools=WEATHER, reasoning_effort="high").prompt
+    assert "Reasoning: high" in prompt
+    assert prompt.endswith("<|start|>user<|message|>And tomorrow?<|end|><|start|>assistant")
+    # a final answer came after the call: its reasoning is dropped, as every earlier one
+    assert "Need the weather." not in prompt and "Easy." not in prompt
+    assert ('<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>'
+            '{"city": "Oslo"}<|call|>') in prompt
+    assert "<|channel|>final<|message|>It is 21 °C.<|end|>" in prompt
+    # before the final answer, the call keeps its reasoning (and a preamble beside it goes:
+    # the template takes one analysis message before a call)
+    pending = [history[0], ChatMessage("assistant", "Let me look.", tool_calls=[call],
+                                       reasoning="Need the weather."), history[2]]
+    prompt = template(messages=[_template_message(m, harmony=True) for m in pending],
+                      tools=WEATHER).prompt
+    assert "<|channel|>analysis<|message|>Need the weather.<|end|>" in prompt
+    assert "Reasoning: medium" in prompt  # the template's default
+
+
+def test_a_gpt_oss_answer_continues_in_the_channel_it_was_cut_off_in(
+        engine: EngineClient, models: dict[str, Path]) -> None:
+    load(engine, models["tiny-gpt-oss"])
+    question = [ChatMessage("user", "Hi")]
+    cut = "<think>\nThe user"  # stopped while it was reasoning
+    go_on = ('root ::= " greets me." <|end|> <|start|> "assistant" <|channel|> "final" '
+             '<|message|> "Hello!"')
+    _, more = chat(engine, [*question, ChatMessage("assistant", cut)], go_on,
+                   continue_answer=True)
+    assert cut + more.text == "<think>\nThe user greets me.\n</think>\n\nHello!"
+    # cut in the answer: it goes on in the final channel
+    _, more = chat(engine, [*question, ChatMessage("assistant", cut + " greets me.\n</think>\n\nHel")],
+                   'root ::= "lo!"', continue_answer=True)
+    assert more.text == "lo!"
+
+
+# --- DeepSeek -------------------------------------------------------------------------------
+
+
+def test_deepseek_call_markers_stay_in_the_text_so_the_call_is_read(
+        engine: EngineClient, models: dict[str, Path]) -> None:
+    load(engine, models["tiny-deepseek-v3"])
+    # DeepSeek-V3.1's call, its markers the vocabulary's special tokens
+    grammar = ('root ::= <｜tool▁calls▁begin｜> <｜tool▁call▁begin｜> "get_weather" <｜tool▁sep｜> '
+               '"{\\"city\\": \\"Paris\\"}" <｜tool▁call▁end｜> <｜tool▁calls▁end｜>')
+    _, result = chat(engine, [ChatMessage("user", "Weather in Paris?")], grammar)
+    assert result.text == ('<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>'
+                           '{"city": "Paris"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>')
+    # the end of the sentence is a special token too, and not one of the markers: left out
+    assert "end▁of▁sentence" not in result.text
+    # what the OpenAI server makes of it
+    _, content, calls = whole(AnswerSplitter(tools=True), result.text)
+    assert content == "" and [(d.call.name, json.loads(d.call.arguments))
+                              for d in calls if d.call] == [("get_weather", {"city": "Paris"})]
+
+
+def test_a_raw_completion_shows_no_special_tokens(engine: EngineClient,
+                                                   models: dict[str, Path]) -> None:
+    load(engine, models["tiny-deepseek-v3"])
+    grammar = 'root ::= <｜tool▁calls▁begin｜> "get_weather" <｜tool▁sep｜> "{}"'
+    _, result = chat(engine, [], grammar, prompt="<｜User｜>Weather?<｜Assistant｜></think>")
+    assert result.text == "get_weather{}"  # as llama.cpp detokenizes: special tokens left out
+
+
+def test_earlier_reasoning_must_be_text(engine: EngineClient, server: OpenAIServer,
+                                        models: dict[str, Path]) -> None:
+    load(engine, models["tiny-gpt-oss"])
+    with pytest.raises(openai.BadRequestError) as caught:
+        client_for(server).chat.completions.create(
+            model="x", messages=[*user("Hi"), {"role": "assistant", "content": "Hello",
+                                               "reasoning_content": 42}, *user("Again")])
+    assert caught.value.param == "messages[1].reasoning_content"
