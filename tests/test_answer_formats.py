@@ -1,6 +1,6 @@
 """Answers of models whose markers are special tokens, through the real engine and the OpenAI
 server: gpt-oss's harmony channels (reasoning, answer and tool calls apart, not run
-together) and DeepSeek's tool-call markers (kept, so the call is read).
+together), DeepSeek's and Kimi-K2's tool-call markers (kept, so the call is read).
 
 The tiny synthetic models carry the real special tokens and chat templates; their weights
 are random, so a grammar gives the answer its shape, naming the special tokens as llama.cpp
@@ -41,7 +41,7 @@ WEATHER = [{"type": "function", "function": {
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("formats")
     return {name: write_synthetic_model(folder / f"{name}.gguf", SyntheticSpec.preset(name))[0]
-            for name in ("tiny-gpt-oss", "tiny-deepseek-v3")}
+            for name in ("tiny-gpt-oss", "tiny-deepseek-v3", "tiny-kimi-k2")}
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +204,20 @@ def test_deepseek_call_markers_stay_in_the_text_so_the_call_is_read(
     _, content, calls = whole(AnswerSplitter(tools=True), result.text)
     assert content == "" and [(d.call.name, json.loads(d.call.arguments))
                               for d in calls if d.call] == [("get_weather", {"city": "Paris"})]
+
+
+def test_a_kimi_k2_call_becomes_tool_calls(engine: EngineClient, server: OpenAIServer,
+                                          models: dict[str, Path]) -> None:
+    load(engine, models["tiny-kimi-k2"])
+    grammar = ('root ::= "Checking." <|tool_calls_section_begin|> <|tool_call_begin|> '
+               '"functions.get_weather:0" <|tool_call_argument_begin|> "{\\"city\\": \\"Oslo\\"}" '
+               '<|tool_call_end|> <|tool_calls_section_end|>')
+    choice = client_for(server).chat.completions.create(
+        model="x", messages=user("Weather in Oslo?"), tools=WEATHER, temperature=0,
+        extra_body={"grammar": grammar}).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Checking."
+    assert [(c.function.name, json.loads(c.function.arguments))
+            for c in choice.message.tool_calls or []] == [("get_weather", {"city": "Oslo"})]
 
 
 def test_a_raw_completion_shows_no_special_tokens(engine: EngineClient,

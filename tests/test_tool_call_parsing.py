@@ -26,6 +26,10 @@ GLM45 = ('<think>The weather, then.</think>\n<tool_call>get_weather\n<arg_key>ci
          '<arg_value>Paris</arg_value>\n<arg_key>unit</arg_key>\n<arg_value>celsius</arg_value>\n'
          '</tool_call><tool_call>get_time\n<arg_key>tz</arg_key>\n<arg_value>Europe/Paris'
          '</arg_value>\n</tool_call>')
+KIMI_K2 = ('Checking both.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0'
+           '<|tool_call_argument_begin|>{"city": "Paris", "unit": "celsius"}<|tool_call_end|>'
+           '<|tool_call_begin|>functions.get_time:1<|tool_call_argument_begin|>{"tz": '
+           '"Europe/Paris"}<|tool_call_end|><|tool_calls_section_end|>')
 EXPECTED = [("get_weather", {"city": "Paris", "unit": "celsius"}),
             ("get_time", {"tz": "Europe/Paris"})]
 
@@ -48,7 +52,8 @@ def streamed(text: str, size: int) -> tuple[str, str, list[tuple[str, dict[str, 
     (DEEPSEEK_R1, "I need the weather.", ""),
     (DEEPSEEK_V31, "", ""),
     (GLM45, "The weather, then.", ""),
-], ids=["qwen3", "deepseek-r1", "deepseek-v3.1", "glm-4.5"])
+    (KIMI_K2, "", "Checking both."),
+], ids=["qwen3", "deepseek-r1", "deepseek-v3.1", "glm-4.5", "kimi-k2"])
 @pytest.mark.parametrize("size", [1, 3, 7, 10_000])
 def test_each_familys_calls_and_reasoning_come_apart(answer: str, reasoning: str,
                                                      content: str, size: int) -> None:
@@ -91,6 +96,7 @@ def test_reasoning_the_template_opened_ends_at_the_close() -> None:
     ("<tool_call>{{ name }}<arg_key>{{ k }}</arg_key>", ToolFormat.GLM),
     ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>", ToolFormat.DEEPSEEK),
     ('{{- "<|start|>assistant<|channel|>final<|message|>" + message.content }}', ToolFormat.HARMONY),
+    ("<|tool_calls_section_begin|>{%- for tool_call in message['tool_calls'] -%}", ToolFormat.KIMI),
     ("{% for m in messages %}{{ m.content }}{% endfor %}", None),
 ])
 def test_the_format_is_read_from_the_template(template: str, fmt: ToolFormat | None) -> None:

@@ -10,6 +10,8 @@ earlier calls:
 * DeepSeek V3/R1: ``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f``,
   then the arguments in a fenced ``json`` block, ``<｜tool▁call▁end｜><｜tool▁calls▁end｜>``
   (V3.1 drops the ``function`` and the fence: ``<｜tool▁call▁begin｜>f<｜tool▁sep｜>{...}``)
+* Kimi-K2: ``<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0``, then
+  ``<|tool_call_argument_begin|>{...}<|tool_call_end|>`` for each call, ``<|tool_calls_section_end|>``
 * gpt-oss (harmony): a message to ``functions.f`` on the commentary channel; the engine
   rewrites its answers into Qwen3's markup (``app.engine.harmony``), so the text holds none
 
@@ -38,6 +40,7 @@ class ToolFormat(Enum):
     QWEN = "qwen"
     GLM = "glm"
     DEEPSEEK = "deepseek"
+    KIMI = "kimi"
     HARMONY = "harmony"
 
 
@@ -46,9 +49,10 @@ MARKERS = {
     ToolFormat.QWEN: ("<tool_call>", "</tool_call>"),
     ToolFormat.GLM: ("<tool_call>", "</tool_call>"),
     ToolFormat.DEEPSEEK: ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),
+    ToolFormat.KIMI: ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
 }
 # the formats an answer's text holds calls in (harmony's come as Qwen's)
-ALL_FORMATS = (ToolFormat.QWEN, ToolFormat.GLM, ToolFormat.DEEPSEEK)
+ALL_FORMATS = (ToolFormat.QWEN, ToolFormat.GLM, ToolFormat.DEEPSEEK, ToolFormat.KIMI)
 THINK_TAGS = ("<think>", "</think>")
 # the special tokens each format marks its reasoning and calls with, rendered as text
 PRESERVED = {
@@ -57,12 +61,16 @@ PRESERVED = {
                      "<arg_value>", "</arg_value>"),
     ToolFormat.DEEPSEEK: (*THINK_TAGS, "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>",
                           "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"),
+    ToolFormat.KIMI: (*THINK_TAGS, "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>",
+                      "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>"),
     ToolFormat.HARMONY: HARMONY_MARKERS,
 }
 _NAME = re.compile(r"[\w.\-]+")  # a function's name: no braces, spaces or markup
 _GLM_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
 _DEEPSEEK_CALL = re.compile(r"<｜tool▁call▁begin｜>(.*?)<｜tool▁sep｜>(.*?)<｜tool▁call▁end｜>",
                             re.DOTALL)
+_KIMI_CALL = re.compile(r"<\|tool_call_begin\|>\s*(?:functions\.)?([\w.\-]+?)(?::\d+)?\s*"
+                        r"<\|tool_call_argument_begin\|>(.*?)<\|tool_call_end\|>", re.DOTALL)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
 
@@ -72,6 +80,8 @@ def detect_format(template: str) -> ToolFormat | None:
         return ToolFormat.HARMONY
     if "tool▁calls▁begin" in template:
         return ToolFormat.DEEPSEEK
+    if "<|tool_calls_section_begin|>" in template:
+        return ToolFormat.KIMI
     if "<tool_call>" in template:
         return ToolFormat.GLM if "<arg_key>" in template else ToolFormat.QWEN
     return None
@@ -115,6 +125,11 @@ def parse_block(fmt: ToolFormat, block: str) -> list[ParsedCall] | None:
             except json.JSONDecodeError:
                 args[key.strip()] = value
         return [ParsedCall(name.strip(), json.dumps(args, ensure_ascii=False))]
+    if fmt is ToolFormat.KIMI:  # each call's id is functions.NAME:INDEX
+        kimi = [(name, _arguments(raw.strip())) for name, raw in _KIMI_CALL.findall(block)]
+        if not kimi or any(arguments is None for _, arguments in kimi):
+            return None
+        return [ParsedCall(name, arguments) for name, arguments in kimi if arguments is not None]
     calls = []
     for head, tail in _DEEPSEEK_CALL.findall(block):
         if head.strip() == "function":  # V3/R1: the name, then the arguments in a fence
