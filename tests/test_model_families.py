@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from app.advisor.gpu_specs import gpu_spec
 from app.advisor.memory import memory_by_device
+from app.advisor.speed import predict
 from app.engine.client import EngineClient
 from app.engine.placement import CPU_DEVICE, PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
-from app.gguf_info import read_model
+from app.engine.synthetic import SyntheticSpec, write_synthetic_header, write_synthetic_model
+from app.gguf_info import GGUFModel, kv_bytes_per_layer, read_model
+from tests.test_advisor_gpus import H100
+from tests.test_speed_model import SERVER_RAM
 
 FAMILIES = ["tiny-deepseek-v3", "tiny-kimi-k2", "tiny-glm-4.5", "tiny-gpt-oss"]
 # the text each family's template writes around a user turn (its special tokens)
@@ -120,3 +124,47 @@ def test_the_memory_model_matches_llama_cpp_for_each_family(
     assert cpu.weights == pytest.approx(real["weights"], rel=0.03)
     # the log rounds to 0.01 MiB: allow that besides the relative error
     assert abs(cpu.compute - real["compute"]) <= 0.03 * real["compute"] + 0.01 * 2**20
+
+
+def full_shape(tmp_path: Path, preset: str, **fields: object) -> GGUFModel:
+    """The preset's real header (every layer, every expert) over a sparse hole: what the
+    advisor reads of the real file, a few MB on disk."""
+    spec = SyntheticSpec.preset(preset, **fields)
+    return read_model(write_synthetic_header(tmp_path / f"{spec.name}-{len(fields)}.gguf", spec))
+
+
+def test_the_mtp_block_is_neither_memory_nor_read_per_token(tmp_path: Path) -> None:
+    with_mtp, without = full_shape(tmp_path, "glm-4.5"), full_shape(tmp_path, "glm-4.5", n_nextn=0)
+    assert with_mtp.n_layer == 93 and with_mtp.n_trunk_layers == 92 and without.n_layer == 92
+    plan = PlacementPlan(n_ctx=8192, n_gpu_layers=-1, experts_in_ram="all")
+    assert [(d.weights, d.kv) for d in memory_by_device(with_mtp, plan, ["CUDA0"])] == \
+        [(d.weights, d.kv) for d in memory_by_device(without, plan, ["CUDA0"])]
+    gpus = {"CUDA0": H100}
+    assert predict(with_mtp, plan, gpus, SERVER_RAM, 16).decode_bytes == \
+        predict(without, plan, gpus, SERVER_RAM, 16).decode_bytes
+
+
+def test_sliding_window_layers_read_only_their_window(tmp_path: Path) -> None:
+    model = full_shape(tmp_path, "gpt-oss-120b")
+    plan = PlacementPlan(n_ctx=65536, n_gpu_layers=-1)
+    short, long = (predict(model, plan, {"CUDA0": H100}, SERVER_RAM, 16, n_prompt=n, n_gen=2)
+                   for n in (1000, 32000))
+    # position 1001 vs 32001: the 18 full-attention layers read 31000 more cells, the 18
+    # sliding-window layers their last 128 either way
+    grown = long.decode_bytes["CUDA0"] - short.decode_bytes["CUDA0"]
+    assert grown == 18 * (kv_bytes_per_layer(model, 32001) - kv_bytes_per_layer(model, 1001))
+
+
+def test_mla_decode_attention_is_bound_by_compute(tmp_path: Path) -> None:
+    """All 128 heads of DeepSeek-V3 attend over one latent of 576 + 512 values a cell: at long
+    context a decoded token costs far more compute than its cache's bytes."""
+    model = full_shape(tmp_path, "deepseek-v3")
+    plan = PlacementPlan(n_ctx=65536, n_gpu_layers=-1)
+    short, long = (predict(model, plan, {"CUDA0": H100}, SERVER_RAM, 16, n_prompt=n, n_gen=2)
+                   for n in (1000, 32000))
+    gpu = gpu_spec(H100, "CUDA0")
+    kv_seconds = (long.decode_bytes["CUDA0"] - short.decode_bytes["CUDA0"]) / (gpu.bandwidth * 0.80)
+    compute_seconds = 61 * 2 * 128 * (576 + 512) * 31000 / (gpu.flops * 0.20)
+    slower = 1 / long.decode.high - 1 / short.decode.high  # the optimistic end's efficiencies
+    assert slower == pytest.approx(kv_seconds + compute_seconds, rel=0.01)
+    assert compute_seconds > 2 * kv_seconds

@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 from app.advisor.gpu_specs import gpu_spec
-from app.advisor.memory import layer_devices, tensor_device
+from app.advisor.memory import is_mla, layer_devices, tensor_device
 from app.engine.placement import CPU_DEVICE, PlacementPlan, tensor_overrides
 from app.gguf_info import GGUFModel, attention_shape, kv_bytes_per_layer
 from app.hardware.bandwidth import RamBandwidth
@@ -48,6 +48,11 @@ CPU_BW_EFFICIENCY: Range = (0.55, 0.85)
 GPU_NODE_S: Range = (3e-6, 2e-6)
 CPU_NODE_S: Range = (3e-6, 1.5e-6)
 STAGE_NODES = (13, 7, 8)  # attention, dense FFN and routing, routed experts
+# Graph nodes of one MoE layer in llama.cpp, by architecture (its "graph: nodes = N" log line,
+# per layer, counted on the CPU): STAGE_NODES were fitted on qwen3moe and scale with these.
+# MLA's projections and concatenations, GLM's biases and sigmoid gating, gpt-oss's biases and
+# sinks make their layers longer.
+LAYER_NODES = {"qwen3moe": 56, "llama": 52, "deepseek2": 74, "glm4moe": 70, "gpt-oss": 61}
 # A hop between devices: a small copy plus a stream synchronisation.
 HOP_S: Range = (40e-6, 15e-6)
 # Per token outside the graph: building or reusing it, sampling, the engine's loop and its
@@ -155,6 +160,8 @@ class _Work:
     weights: dict[str, float]  # all weight bytes, per device (a prefill ubatch reads them all)
     flops: dict[str, float]  # FLOPs per prompt token, per device (prefill)
     expert_flops: dict[str, float]  # of which routed experts (their own efficiency)
+    # FLOPs of one decoded token's attention over the cache, per device (MLA: compute bound)
+    attention_flops: dict[str, float] = field(default_factory=dict)
     ram_experts: list[int] = field(default_factory=list)  # bytes of RAM experts, per MoE layer
 
 
@@ -164,11 +171,11 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
     rules = tensor_overrides(plan, n_layer) if gpus else []
     k = plan.n_expert_used or model.n_expert_used or 1
     share = k / model.n_expert if model.n_expert else 1.0
-    work = _Work({}, {}, 0, {}, {}, {})
+    work = _Work({}, {}, 0, {}, {}, {}, {})
     # per layer: the device of its attention, of its dense FFN part, of its routed experts
     path: dict[tuple[int, int], str] = {}
     ram_experts: dict[int, float] = {}
-    for t in model.tensors:
+    for t in model.loaded_tensors:
         device = tensor_device(t.name, t.layer, devices, rules) if gpus else CPU_DEVICE
         cls = t.tensor_class
         n_bytes: float = t.n_bytes
@@ -190,14 +197,27 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
         if t.layer is not None:
             stage = 2 if cls == "routed_experts" else 0 if cls in ("attention", "norms") else 1
             path.setdefault((t.layer, stage), device)
-    kv = kv_bytes_per_layer(model, position, plan.type_k, plan.type_v)
     a = attention_shape(model)
-    attn_flops = 4.0 * a.n_head * a.key_length * position / 2  # QK and PV over half the prompt
-    for layer in range(n_layer):
-        work.bytes[devices[layer]] = work.bytes.get(devices[layer], 0.0) + kv
-        work.flops[devices[layer]] = work.flops.get(devices[layer], 0.0) + attn_flops
+    mla = is_mla(model)
+    # gpt-oss: sliding-window attention on the even layers (llama.cpp's default pattern of 2)
+    window = model.arch_int("attention.sliding_window")
+    for layer in range(model.n_trunk_layers):
+        # a sliding-window layer (gpt-oss: every other one) attends to the last ``window`` cells
+        cells = min(position, window) if window and layer % 2 == 0 else position
+        device = devices[layer]
+        work.bytes[device] = work.bytes.get(device, 0.0) + kv_bytes_per_layer(
+            model, cells, plan.type_k, plan.type_v)
+        # QK and PV of every head over the cells (prefill: over half the prompt on average)
+        flops = 2.0 * a.n_head * (a.key_length + a.value_length) * cells
+        work.flops[device] = work.flops.get(device, 0.0) + flops / 2
+        if mla:
+            # every head reads the one latent (key_length = kv_lora_rank + rope, value_length
+            # = kv_lora_rank): a decoded token's attention is bound by compute, not by the
+            # cache's bytes as grouped-query attention's is (counted above)
+            work.attention_flops[device] = work.attention_flops.get(device, 0.0) + flops
+    scale = LAYER_NODES.get(model.architecture, LAYER_NODES["qwen3moe"]) / LAYER_NODES["qwen3moe"]
     for (_, stage), device in path.items():
-        work.nodes[device] = work.nodes.get(device, 0) + STAGE_NODES[stage]
+        work.nodes[device] = work.nodes.get(device, 0) + round(STAGE_NODES[stage] * scale)
     order = [path[key] for key in sorted(path)] + [devices[-1]]
     work.hops = sum(1 for i in range(1, len(order)) if order[i] != order[i - 1])
     work.ram_experts = [int(ram_experts[layer]) for layer in sorted(ram_experts)]
@@ -211,6 +231,9 @@ def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int) -> flo
         efficiency = (GPU_BW_EFFICIENCY if gpu else CPU_BW_EFFICIENCY)[end]
         seconds += n_bytes / (rates[device].bandwidth * efficiency)
         seconds += work.nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
+    for device, flops in work.attention_flops.items():
+        efficiency = GPU_FLOPS_EFFICIENCY if device != CPU_DEVICE else CPU_FLOPS_EFFICIENCY
+        seconds += flops / (rates[device].flops * efficiency[end])
     return seconds
 
 
