@@ -18,14 +18,13 @@ import openai
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from app.engine.chat_text import _template_message
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling, ToolCall
 from app.engine.synthetic import SyntheticSpec, write_synthetic_model
 from app.engine.synthetic_tokenizer import FAMILIES
+from app.engine.template_caps import TemplateCaps, template_message
 from app.serve import OpenAIServer
-from app.serve.answer import AnswerSplitter, whole
 from app.ui.chat.segments import segments
 from tests.openai_testing import client_for, user
 
@@ -151,7 +150,7 @@ def test_gpt_oss_template_gets_the_effort_the_earlier_answers_and_a_calls_reason
                ChatMessage("tool", '{"celsius": 21}', tool_call_id="call_1"),
                ChatMessage("assistant", "It is 21 °C.", reasoning="Easy."),
                ChatMessage("user", "And tomorrow?")]
-    prompt = template(messages=[_template_message(m, harmony=True) for m in history],
+    prompt = template(messages=[template_message(m, harmony=True) for m in history],
                       tools=WEATHER, reasoning_effort="high").prompt
     assert "Reasoning: high" in prompt
     assert prompt.endswith("<|start|>user<|message|>And tomorrow?<|end|><|start|>assistant")
@@ -164,7 +163,7 @@ def test_gpt_oss_template_gets_the_effort_the_earlier_answers_and_a_calls_reason
     # the template takes one analysis message before a call)
     pending = [history[0], ChatMessage("assistant", "Let me look.", tool_calls=[call],
                                        reasoning="Need the weather."), history[2]]
-    prompt = template(messages=[_template_message(m, harmony=True) for m in pending],
+    prompt = template(messages=[template_message(m, harmony=True) for m in pending],
                       tools=WEATHER).prompt
     assert "<|channel|>analysis<|message|>Need the weather.<|end|>" in prompt
     assert "Reasoning: medium" in prompt  # the template's default
@@ -190,7 +189,7 @@ def test_a_gpt_oss_answer_continues_in_the_channel_it_was_cut_off_in(
 
 
 def test_deepseek_call_markers_stay_in_the_text_so_the_call_is_read(
-        engine: EngineClient, models: dict[str, Path]) -> None:
+        engine: EngineClient, server: OpenAIServer, models: dict[str, Path]) -> None:
     load(engine, models["tiny-deepseek-v3"])
     # DeepSeek-V3.1's call, its markers the vocabulary's special tokens
     grammar = ('root ::= <｜tool▁calls▁begin｜> <｜tool▁call▁begin｜> "get_weather" <｜tool▁sep｜> '
@@ -200,10 +199,50 @@ def test_deepseek_call_markers_stay_in_the_text_so_the_call_is_read(
                            '{"city": "Paris"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>')
     # the end of the sentence is a special token too, and not one of the markers: left out
     assert "end▁of▁sentence" not in result.text
-    # what the OpenAI server makes of it
-    _, content, calls = whole(AnswerSplitter(tools=True), result.text)
-    assert content == "" and [(d.call.name, json.loads(d.call.arguments))
-                              for d in calls if d.call] == [("get_weather", {"city": "Paris"})]
+    # DeepSeek's template lists no tools: the system prompt does, with a call as the template
+    # writes one (as llama-server does); the call comes back as tool_calls, and goes back
+    client = client_for(server)
+
+    def ask(**options: Any) -> Any:
+        return client.chat.completions.create(model="x", messages=user("Weather in Paris?"),
+                                              temperature=0, **options)
+
+    plain = ask(max_tokens=1).usage
+    told = ask(max_tokens=1, tools=WEATHER).usage
+    assert plain is not None and told is not None
+    assert told.prompt_tokens > plain.prompt_tokens + 50
+    choice = ask(tools=WEATHER, extra_body={"grammar": grammar}).choices[0]
+    assert choice.finish_reason == "tool_calls" and not choice.message.content
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"})]
+    after = client.chat.completions.create(model="x", tools=WEATHER, max_tokens=1, messages=[
+        *user("Weather in Paris?"),
+        {"role": "assistant", "content": None, "tool_calls": [calls[0].model_dump()]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": '{"celsius": 21}'}]).usage
+    assert after is not None and after.prompt_tokens > told.prompt_tokens + 10
+
+
+# DeepSeek-V3.1's template as llama.cpp keeps it: it joins a call's arguments as text
+TEXT_ARGUMENTS = ("{%- for m in messages %}{%- for t in m['tool_calls'] or [] %}"
+                  "{{- '<｜tool▁call▁begin｜>' + t['function']['name'] + '<｜tool▁sep｜>' + "
+                  "t['function']['arguments'] + '<｜tool▁call▁end｜>' }}{%- endfor %}{%- endfor %}")
+
+
+@pytest.mark.parametrize(("template", "objects"), [
+    (TEXT_ARGUMENTS, False), (FAMILIES["gpt-oss"].chat_template, True)],
+    ids=["deepseek-v3.1", "gpt-oss"])
+def test_a_calls_arguments_go_to_the_template_as_it_takes_them(template: str,
+                                                                objects: bool) -> None:
+    formatters = {g: Jinja2ChatFormatter(template=template, eos_token="", bos_token="",
+                                         add_generation_prompt=g) for g in (True, False)}
+    caps = TemplateCaps.probe(template, lambda m, g: formatters[g](messages=m).prompt, "")
+    assert caps.object_arguments is objects
+    call = ToolCall("call_1", "get_weather", '{"city": "Oslo"}')
+    messages = [template_message(m, object_arguments=caps.object_arguments) for m in (
+        ChatMessage("user", "Weather?"), ChatMessage("assistant", "", tool_calls=[call]),
+        ChatMessage("tool", "21", tool_call_id="call_1"))]
+    assert '"city": "Oslo"' in formatters[True](messages=messages, tools=WEATHER).prompt
 
 
 def test_a_kimi_k2_call_becomes_tool_calls(engine: EngineClient, server: OpenAIServer,

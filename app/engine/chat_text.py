@@ -9,7 +9,6 @@ a chat's sampled tokens say.
 from __future__ import annotations
 
 import ctypes
-import json
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,6 +27,7 @@ from app.engine.errors import (
 )
 from app.engine.protocol import ChatMessage, ChatParams, ContextPolicy, Sampling
 from app.engine.sampling import ModelSampling, new_sampler
+from app.engine.template_caps import TemplateCaps, template_message, with_system_note
 from app.engine.tool_calls import ToolFormat, detect_format, preserved_markers
 from app.engine.tool_grammar import call_grammar
 
@@ -53,16 +53,20 @@ class ChatText:
         self.tool_format = detect_format(self.template)
         self.harmony = self.tool_format is ToolFormat.HARMONY
         self.model_sampling = ModelSampling.read(model)
+        eos = self._piece(llama_cpp.llama_vocab_eos(self.vocab), special=True)
+        bos = self._piece(llama_cpp.llama_vocab_bos(self.vocab), special=True)
         try:
-            self.formatter = Jinja2ChatFormatter(
-                template=self.template,
-                eos_token=self._piece(llama_cpp.llama_vocab_eos(self.vocab), special=True),
-                bos_token=self._piece(llama_cpp.llama_vocab_bos(self.vocab), special=True),
-                add_generation_prompt=True,
-            )
+            self.formatter, closed = (Jinja2ChatFormatter(
+                template=self.template, eos_token=eos, bos_token=bos,
+                add_generation_prompt=generation_prompt) for generation_prompt in (True, False))
         except jinja2.TemplateError as exc:
             raise ModelFileError(f"the model's chat template does not parse: {exc}",
                                  TEMPLATE_HINT) from exc
+
+        def render(messages: list[dict[str, Any]], generation_prompt: bool) -> str:
+            return (self.formatter if generation_prompt else closed)(messages=messages).prompt
+
+        self.caps = TemplateCaps.probe(self.template, render, eos)
         # the special tokens this model marks reasoning and calls with: a chat's answer shows
         # them (llama-server's preserved tokens); other special tokens stay out of the text
         self.preserved = frozenset(
@@ -110,7 +114,7 @@ class ChatText:
                                     "Pass messages and tools as such; template_kwargs is for "
                                     "other variables (enable_thinking, reasoning_effort, ...).")
         tools = params.tools if params.tools and params.tool_choice != "none" else None
-        if tools and "tools" not in self.template:
+        if tools and not self.caps.lists_tools and not self.caps.call_example:
             raise ChatTemplateError(
                 "this model's chat template has no place for tools, so the model cannot be "
                 "told about them.", "Send the request without tools, or load a model whose "
@@ -121,7 +125,10 @@ class ChatText:
                 raise EngineError("continue_answer needs the answer to continue as the last "
                                   "message (role assistant).", "Send the conversation with it.")
             history, partial = history[:-1], history[-1].content
-        messages = [_template_message(m, self.harmony) for m in history]
+        messages = [template_message(m, self.harmony, self.caps.object_arguments)
+                    for m in history]
+        if tools and not self.caps.lists_tools:  # DeepSeek's: the system prompt lists them
+            messages = with_system_note(messages, self.caps.tools_note(tools))
         try:
             prompt = self.formatter(messages=messages, tools=tools,
                                     **params.template_kwargs).prompt
@@ -221,33 +228,3 @@ class Prompt:
     tokens: list[int]
     opened: str  # answer text the template's generation prompt opened (``<think>\n``)
     dropped: int = 0  # messages the context policy left out
-
-
-def _template_message(message: ChatMessage, harmony: bool = False) -> dict[str, Any]:
-    """A message as chat templates read it (Hugging Face's shape: arguments as an object,
-    which templates iterate or dump with tojson). An assistant's reasoning goes as
-    ``reasoning_content`` (Qwen3's templates show it in a tool-calling turn), and for gpt-oss
-    as ``thinking``, which its template shows before a call, as llama-server sends them."""
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
-    if message.reasoning:
-        out["reasoning_content"] = message.reasoning
-        if harmony:
-            out["thinking"] = message.reasoning
-            if message.tool_calls:  # the template takes one analysis before a call, not two
-                del out["content"]
-    if message.tool_calls:
-        calls = []
-        for call in message.tool_calls:
-            try:
-                arguments: Any = json.loads(call.arguments)
-            except json.JSONDecodeError:
-                arguments = call.arguments
-            calls.append({"id": call.id, "type": "function",
-                          "function": {"name": call.name, "arguments": arguments},
-                          "name": call.name, "arguments": arguments})
-        out["tool_calls"] = calls
-    if message.tool_call_id:
-        out["tool_call_id"] = message.tool_call_id
-    if message.name:
-        out["name"] = message.name
-    return out
