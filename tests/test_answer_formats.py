@@ -167,6 +167,11 @@ def test_gpt_oss_template_gets_the_effort_the_earlier_answers_and_a_calls_reason
                       tools=WEATHER).prompt
     assert "<|channel|>analysis<|message|>Need the weather.<|end|>" in prompt
     assert "Reasoning: medium" in prompt  # the template's default
+    # an answer sent back whole, as the engine wrote it: its reasoning is not the answer
+    whole = [history[0], ChatMessage("assistant", "<think>\nEasy.\n</think>\n\nIt is 21 °C."),
+             history[4]]
+    prompt = template(messages=[template_message(m, harmony=True) for m in whole]).prompt
+    assert "<|channel|>final<|message|>It is 21 °C.<|end|>" in prompt and "Easy." not in prompt
 
 
 def test_a_gpt_oss_answer_continues_in_the_channel_it_was_cut_off_in(

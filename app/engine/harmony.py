@@ -214,17 +214,26 @@ def _partial_suffix(text: str, marker: str) -> int:
     return 0
 
 
+def split_think(answer: str) -> tuple[str | None, bool, str]:
+    """An answer as MoE Desk shows it: (its reasoning or None, whether the reasoning ended,
+    the text after it)."""
+    stripped = answer.lstrip()
+    if not stripped.startswith(THINK_OPEN):
+        return None, False, answer
+    thinking, closed, rest = stripped[len(THINK_OPEN):].partition(THINK_CLOSE)
+    return thinking, bool(closed), rest.lstrip("\n")
+
+
 def continued(answer: str) -> str:
     """An answer cut short, as MoE Desk shows it (``<think>`` part included), back in harmony:
     what follows the generation prompt for the model to go on from its last word."""
-    stripped = answer.lstrip()
-    if not stripped.startswith(THINK_OPEN):
+    thinking, closed, rest = split_think(answer)
+    if thinking is None:
         return f"{CHANNEL}final{MESSAGE}{answer}"
-    thinking, closed, rest = stripped[len(THINK_OPEN):].partition(THINK_CLOSE)
     if not closed:  # the model goes on thinking from its last word
         return f"{CHANNEL}analysis{MESSAGE}{thinking.lstrip(chr(10))}"
     analysis = f"{CHANNEL}analysis{MESSAGE}{thinking.strip(chr(10))}"
-    return f"{analysis}{END}{START}assistant{CHANNEL}final{MESSAGE}{rest.lstrip(chr(10))}"
+    return f"{analysis}{END}{START}assistant{CHANNEL}final{MESSAGE}{rest}"
 
 
 def reader_for(answer_so_far: str | None) -> HarmonyReader:

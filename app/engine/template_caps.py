@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.engine.harmony import split_think
 from app.engine.protocol import ChatMessage, ToolCall
 
 Render = Callable[[list[dict[str, Any]], bool], str]  # (messages, add_generation_prompt)
@@ -91,11 +92,18 @@ def template_message(message: ChatMessage, harmony: bool = False,
     as JSON text. An assistant's reasoning goes as ``reasoning_content`` (Qwen3's templates
     show it in a tool-calling turn), and for gpt-oss as ``thinking``, which its template
     shows before a call, as llama-server sends them."""
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
-    if message.reasoning:
-        out["reasoning_content"] = message.reasoning
+    content, reasoning = message.content, message.reasoning
+    if harmony and message.role == "assistant":
+        # an answer sent back whole (<think> part included, as the engine wrote it): gpt-oss's
+        # template takes the final text alone, and would show the reasoning as answer text
+        thinking, _, rest = split_think(content)
+        if thinking is not None:
+            content, reasoning = rest, reasoning or thinking.strip("\n")
+    out: dict[str, Any] = {"role": message.role, "content": content}
+    if reasoning:
+        out["reasoning_content"] = reasoning
         if harmony:
-            out["thinking"] = message.reasoning
+            out["thinking"] = reasoning
             if message.tool_calls:  # the template takes one analysis before a call, not two
                 del out["content"]
     if message.tool_calls:
