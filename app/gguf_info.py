@@ -108,6 +108,19 @@ class GGUFModel:
         return self.n_layer - self.arch_int("nextn_predict_layers")
 
     @property
+    def layers_text(self) -> str:
+        """The layers for people: "61 layers (3 dense)", "92 layers (3 dense; +1
+        multi-token-prediction block, not loaded)"."""
+        n = self.n_trunk_layers
+        extras = []
+        dense = n - len(self.moe_layers) if self.n_expert else 0
+        if dense:
+            extras.append(f"{dense} dense")
+        if self.n_layer > n:
+            extras.append(f"+{self.n_layer - n} multi-token-prediction block, not loaded")
+        return f"{n} layers" + (f" ({'; '.join(extras)})" if extras else "")
+
+    @property
     def loaded_tensors(self) -> list[TensorEntry]:
         """The tensors llama.cpp allocates: all but those of the skipped prediction blocks."""
         trunk = self.n_trunk_layers

@@ -136,6 +136,7 @@ def full_shape(tmp_path: Path, preset: str, **fields: object) -> GGUFModel:
 def test_the_mtp_block_is_neither_memory_nor_read_per_token(tmp_path: Path) -> None:
     with_mtp, without = full_shape(tmp_path, "glm-4.5"), full_shape(tmp_path, "glm-4.5", n_nextn=0)
     assert with_mtp.n_layer == 93 and with_mtp.n_trunk_layers == 92 and without.n_layer == 92
+    assert with_mtp.layers_text == "92 layers (3 dense; +1 multi-token-prediction block, not loaded)"
     plan = PlacementPlan(n_ctx=8192, n_gpu_layers=-1, experts_in_ram="all")
     assert [(d.weights, d.kv) for d in memory_by_device(with_mtp, plan, ["CUDA0"])] == \
         [(d.weights, d.kv) for d in memory_by_device(without, plan, ["CUDA0"])]

@@ -81,7 +81,7 @@ def advise_repo(repo_id: str, hardware: Hardware, n_ctx: int, token: str | None 
 
 def plan_lines(model: GGUFModel, plan: Plan) -> list[str]:
     """The plan for one model: verdict, reasons, memory per device, what the engine loads."""
-    lines = [f"{model.name}: {model.architecture}, {model.n_layer} layers, {model.n_expert} experts "
+    lines = [f"{model.name}: {model.architecture}, {model.layers_text}, {model.n_expert} experts "
              f"({model.n_expert_used} active), {gib(model.size_bytes)}",
              f"Verdict: {plan.verdict.replace('_', ' ')}"]
     lines += [f"  - {reason}" for reason in plan.reasons]
