@@ -56,9 +56,11 @@ class ChatText:
         eos = self._piece(llama_cpp.llama_vocab_eos(self.vocab), special=True)
         bos = self._piece(llama_cpp.llama_vocab_bos(self.vocab), special=True)
         try:
-            self.formatter, closed = (Jinja2ChatFormatter(
-                template=self.template, eos_token=eos, bos_token=bos,
-                add_generation_prompt=generation_prompt) for generation_prompt in (True, False))
+            self.formatter = Jinja2ChatFormatter(template=self.template, eos_token=eos,
+                                                 bos_token=bos, add_generation_prompt=True)
+            # the same template ending a chat without the generation prompt, for the probes
+            closed = Jinja2ChatFormatter(template=self.template, eos_token=eos, bos_token=bos,
+                                         add_generation_prompt=False)
         except jinja2.TemplateError as exc:
             raise ModelFileError(f"the model's chat template does not parse: {exc}",
                                  TEMPLATE_HINT) from exc
