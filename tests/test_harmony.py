@@ -64,6 +64,13 @@ def test_several_analysis_messages_are_one_reasoning_and_a_preamble_is_text() ->
     assert [d.call.name for d in calls if d.call] == ["get_time"]
 
 
+def test_a_stray_commentary_label_before_the_channel_changes_nothing() -> None:
+    # gpt-oss-20b sometimes labels a message twice (llama.cpp's parser allows it too)
+    text = read("<|channel|>commentary<|channel|>analysis<|message|>Hmm.<|end|><|start|>"
+                "assistant<|channel|>commentary to=assistant<|channel|>final<|message|>Hi", 2)[0]
+    assert text == "<think>\nHmm.\n</think>\n\nHi"
+
+
 def test_text_streams_as_it_comes_and_only_markers_are_held() -> None:
     _, pieces = read(FINAL, 1)
     shown = [p for p in pieces if p]

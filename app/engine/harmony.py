@@ -64,8 +64,9 @@ class Header:
         name = recipient.group(1) if recipient else ""
         if name and name != "assistant":  # "to=assistant": a stray label on a plain message
             return cls(Kind.CALL, name.removeprefix("functions."))
-        channel = _CHANNEL.search(text)
-        if channel and channel.group(1) == "analysis":
+        # the last channel counts: gpt-oss-20b sometimes writes a stray commentary one first
+        channels = _CHANNEL.findall(text)
+        if channels and channels[-1] == "analysis":
             return cls(Kind.REASONING)
         return cls(Kind.CONTENT)  # final, a commentary preamble, or no channel at all
 
