@@ -323,7 +323,26 @@ def kv_bytes_per_layer(model: GGUFModel, n_ctx: int, type_k: str = "f16", type_v
     return int(n_ctx * per_cell)
 
 
-def kv_bytes(model: GGUFModel, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
-    """The whole KV cache for ``n_ctx`` cells: every layer llama.cpp runs (sliding-window layers
-    too: the engine keeps llama.cpp's full-size SWA cache, so that a chat's prefix is reused)."""
-    return model.n_trunk_layers * kv_bytes_per_layer(model, n_ctx, type_k, type_v)
+def sliding_window_layers(model: GGUFModel) -> set[int]:
+    """Layers whose attention sees only the last ``attention.sliding_window`` tokens: gpt-oss's
+    even layers (llama.cpp's default pattern for it: every other layer, the first one sliding)."""
+    if model.architecture != "gpt-oss" or not model.arch_int("attention.sliding_window"):
+        return set()
+    return set(range(0, model.n_trunk_layers, 2))
+
+
+def sliding_window_cells(model: GGUFModel, cells: int, n_ubatch: int, n_parallel: int = 1) -> int:
+    """The cells llama.cpp gives a sliding-window layer's cache (the engine turns swa_full off,
+    as llama-server does): each sequence's window plus one ubatch, padded to 256."""
+    need = model.arch_int("attention.sliding_window") * n_parallel + n_ubatch
+    return min(cells, -(-need // 256) * 256)
+
+
+def kv_bytes(model: GGUFModel, cells: int, type_k: str = "f16", type_v: str = "f16", *,
+             n_ubatch: int = 512, n_parallel: int = 1) -> int:
+    """The whole KV cache for ``cells`` cells (n_ctx of each of ``n_parallel`` sequences):
+    every layer llama.cpp runs, a sliding-window layer with its window's cells only."""
+    sliding = len(sliding_window_layers(model))
+    small = sliding_window_cells(model, cells, n_ubatch, n_parallel)
+    return ((model.n_trunk_layers - sliding) * kv_bytes_per_layer(model, cells, type_k, type_v)
+            + sliding * kv_bytes_per_layer(model, small, type_k, type_v))

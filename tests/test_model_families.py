@@ -20,9 +20,9 @@ from app.advisor.memory import memory_by_device
 from app.advisor.speed import predict
 from app.engine.client import EngineClient
 from app.engine.placement import CPU_DEVICE, PlacementPlan
-from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
+from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling
 from app.engine.synthetic import SyntheticSpec, write_synthetic_header, write_synthetic_model
-from app.gguf_info import GGUFModel, kv_bytes_per_layer, read_model
+from app.gguf_info import GGUFModel, kv_bytes, kv_bytes_per_layer, read_model
 from tests.test_advisor_gpus import H100
 from tests.test_speed_model import SERVER_RAM
 
@@ -169,3 +169,34 @@ def test_mla_decode_attention_is_bound_by_compute(tmp_path: Path) -> None:
     slower = 1 / long.decode.high - 1 / short.decode.high  # the optimistic end's efficiencies
     assert slower == pytest.approx(kv_seconds + compute_seconds, rel=0.01)
     assert compute_seconds > 2 * kv_seconds
+
+
+def test_sliding_window_layers_cache_their_window_and_chats_go_back_safely(
+        engine: EngineClient, family_files: dict[str, Path]) -> None:
+    """gpt-oss's sliding-window layers keep only their window (plus a ubatch) of cells, as
+    llama-server's do: a follow-up turn reuses the cache; a chat that goes back further than
+    the window (an earlier turn asked again) is prefilled from the start, never run with the
+    window's cells missing."""
+    model = read_model(family_files["tiny-gpt-oss"])
+    plan = PlacementPlan(n_ctx=2048, n_threads=2, n_ubatch=32, n_batch=32)
+    result = engine.load(LoadParams(model=str(family_files["tiny-gpt-oss"]), placement=plan))
+    kv = sum(a.bytes for a in result.allocations if a.kind == "kv_cache")
+    assert kv == pytest.approx(kv_bytes(model, 2048, n_ubatch=32), rel=0.01)  # the log: 0.01 MiB
+    assert kv < 0.6 * model.n_trunk_layers * kv_bytes_per_layer(model, 2048)  # 2 of 4 layers: 256 cells
+
+    def ask(messages: list[ChatMessage]) -> ChatResult:
+        stream = engine.chat(ChatParams(messages=messages, sampling=Sampling(
+            temperature=0.0, max_tokens=8, ignore_eos=True)))
+        for _ in stream:
+            pass
+        return stream.result
+
+    long_question = "Tell me about experts. " + "The router picks a few experts. " * 20
+    first = ask([ChatMessage("user", long_question)])
+    assert first.prompt_tokens > 400  # far more than the 256 cells of the sliding window layers
+    follow_up = ask([ChatMessage("user", long_question), ChatMessage("assistant", first.text),
+                     ChatMessage("user", "And then?")])
+    assert follow_up.cached_tokens > first.prompt_tokens - 20
+    # another first question: shares only the system prompt, whose window cells are gone
+    other = ask([ChatMessage("user", "Something else entirely. " + long_question)])
+    assert other.cached_tokens == 0

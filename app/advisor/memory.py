@@ -32,7 +32,13 @@ from app.engine.placement import (
     first_matching_device,
     tensor_overrides,
 )
-from app.gguf_info import GGUFModel, attention_shape, kv_bytes_per_layer
+from app.gguf_info import (
+    GGUFModel,
+    attention_shape,
+    kv_bytes_per_layer,
+    sliding_window_cells,
+    sliding_window_layers,
+)
 
 GiB = 1024**3
 MiB = 1024**2
@@ -236,9 +242,14 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
     for layer, pack in expert_cache_packs(model, plan, ram_experts, gpus).items():
         device = devices[layer] if devices[layer] != CPU_DEVICE else gpus[0]
         slot(device).weights += pack
-    per_layer = kv_bytes_per_layer(model, plan.n_ctx * plan.n_parallel, plan.type_k, plan.type_v)
+    cells = plan.n_ctx * plan.n_parallel
+    u = min(plan.n_ubatch, plan.n_batch)
+    full = kv_bytes_per_layer(model, cells, plan.type_k, plan.type_v)
+    window = kv_bytes_per_layer(model, sliding_window_cells(model, cells, u, plan.n_parallel),
+                                plan.type_k, plan.type_v)
+    sliding = sliding_window_layers(model)
     for layer in range(model.n_trunk_layers):
-        slot(devices[layer]).kv += per_layer
+        slot(devices[layer]).kv += window if layer in sliding else full
     compute = compute_buffer_bytes(model, plan)
     on_gpu = [d for d in dict.fromkeys(devices) if d != CPU_DEVICE]
     if on_gpu:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from app.advisor.gpu_specs import gpu_spec
 from app.advisor.memory import is_mla, layer_devices, tensor_device
 from app.engine.placement import CPU_DEVICE, PlacementPlan, tensor_overrides
-from app.gguf_info import GGUFModel, attention_shape, kv_bytes_per_layer
+from app.gguf_info import GGUFModel, attention_shape, kv_bytes_per_layer, sliding_window_layers
 from app.hardware.bandwidth import RamBandwidth
 from app.hardware.model import Gpu
 
@@ -199,11 +199,10 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
             path.setdefault((t.layer, stage), device)
     a = attention_shape(model)
     mla = is_mla(model)
-    # gpt-oss: sliding-window attention on the even layers (llama.cpp's default pattern of 2)
-    window = model.arch_int("attention.sliding_window")
+    window, sliding = model.arch_int("attention.sliding_window"), sliding_window_layers(model)
     for layer in range(model.n_trunk_layers):
         # a sliding-window layer (gpt-oss: every other one) attends to the last ``window`` cells
-        cells = min(position, window) if window and layer % 2 == 0 else position
+        cells = min(position, window) if layer in sliding else position
         device = devices[layer]
         work.bytes[device] = work.bytes.get(device, 0.0) + kv_bytes_per_layer(
             model, cells, plan.type_k, plan.type_v)

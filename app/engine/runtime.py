@@ -274,7 +274,8 @@ class Runtime:
         """
         plan = params.placement
         cells = plan.n_ctx * plan.n_parallel  # each parallel sequence has n_ctx of its own
-        need = gguf_info.kv_bytes(info, cells, plan.type_k, plan.type_v)
+        need = gguf_info.kv_bytes(info, cells, plan.type_k, plan.type_v,
+                                  n_ubatch=plan.n_ubatch, n_parallel=plan.n_parallel)
         capacity = sum(m.total for m in telemetry.device_memory())
         if need > capacity:
             what = f"{plan.n_ctx:,} tokens" + (
@@ -330,7 +331,8 @@ class Runtime:
         memory = detect_memory(Path("/"), True, [])
         total = memory.total if memory else psutil.virtual_memory().total
         cells = (plan.n_ctx or info.n_ctx_train) * max(1, plan.n_parallel)
-        kv = gguf_info.kv_bytes(info, cells, plan.type_k, plan.type_v)
+        kv = gguf_info.kv_bytes(info, cells, plan.type_k, plan.type_v,
+                                n_ubatch=plan.n_ubatch, n_parallel=plan.n_parallel)
         # a floor for everything else the process holds (compute buffers, Python, the
         # non-expert weights' working set): below it the page cache thrashes anyway
         margin = max(2**30, total // 16)

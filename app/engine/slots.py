@@ -45,6 +45,8 @@ class SlotPool:
 
     def __init__(self, ctx: int, n_seq: int) -> None:
         self.memory = llama_cpp.llama_get_memory(ctx)
+        # sliding-window layers (gpt-oss) keep only their window's cells (swa_full off)
+        self.n_swa = llama_cpp.llama_model_n_swa(llama_cpp.llama_get_model(ctx))
         self.slots = [Slot(seq_id) for seq_id in range(n_seq)]
         self._clock = itertools.count()
 
@@ -67,11 +69,21 @@ class SlotPool:
         """Keep the slot's cached K/V of the common prefix; returns its length."""
         common = min(common_prefix(slot.kv_tokens, prompt), len(prompt) - 1)  # the last prompt
         # token is evaluated again: its logits give the first answer token
-        if not llama_cpp.llama_memory_seq_rm(self.memory, slot.seq_id, common, -1):
+        if not self._window_kept(slot, common) or \
+                not llama_cpp.llama_memory_seq_rm(self.memory, slot.seq_id, common, -1):
             llama_cpp.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)  # the whole of it
             common = 0
         del slot.kv_tokens[common:]
         return common
+
+    def _window_kept(self, slot: Slot, common: int) -> bool:
+        """Whether the sliding-window layers still hold the ``n_swa`` cells before ``common``
+        (asked before trimming: their oldest cell): they keep only the latest cells, so going
+        back further (an earlier turn asked again) means prefilling from the start, as
+        llama-server does without its checkpoints."""
+        if not self.n_swa or common == 0:
+            return True
+        return llama_cpp.llama_memory_seq_pos_min(self.memory, slot.seq_id) <= max(0, common - self.n_swa)
 
     def release(self, slot: Slot) -> None:
         """The slot's chat has ended; its K/V stay for the next chat's prefix."""
