@@ -40,7 +40,7 @@ WEATHER = [{"type": "function", "function": {
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("formats")
     return {name: write_synthetic_model(folder / f"{name}.gguf", SyntheticSpec.preset(name))[0]
-            for name in ("tiny-gpt-oss", "tiny-deepseek-v3", "tiny-kimi-k2")}
+            for name in ("tiny-gpt-oss", "tiny-deepseek-v3", "tiny-kimi-k2", "tiny-glm-4.5")}
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +280,52 @@ def test_earlier_reasoning_must_be_text(engine: EngineClient, server: OpenAIServ
             model="x", messages=[*user("Hi"), {"role": "assistant", "content": "Hello",
                                                "reasoning_content": 42}, *user("Again")])
     assert caught.value.param == "messages[1].reasoning_content"
+
+
+@pytest.mark.parametrize("family", ["tiny-deepseek-v3", "tiny-kimi-k2", "tiny-glm-4.5"])
+@pytest.mark.parametrize("tool_choice", ["required", "named"])
+def test_a_required_call_is_one_call_in_the_models_own_markup(
+        engine: EngineClient, server: OpenAIServer, models: dict[str, Path], family: str,
+        tool_choice: str) -> None:
+    """tool_choice "required" or a function's name: the engine's grammar writes the family's
+    call markup (its special tokens) around arguments that follow the function's schema."""
+    load(engine, models[family])
+    tools = [*WEATHER, {"type": "function", "function": {
+        "name": "get_time", "parameters": {"type": "object", "properties": {
+            # bounded: random weights rarely end a string by themselves
+            "zone": {"type": "string", "maxLength": 12}, "hours": {"type": "integer"}},
+            "required": ["zone"]}}}]
+    choice_field: Any = "required" if tool_choice == "required" else {
+        "type": "function", "function": {"name": "get_time"}}
+    choice = client_for(server).chat.completions.create(
+        model="x", messages=user("What now?"), tools=tools, tool_choice=choice_field,
+        temperature=0, max_tokens=120).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    (call,) = choice.message.tool_calls
+    arguments = json.loads(call.function.arguments)
+    if tool_choice == "named" or call.function.name == "get_time":
+        assert call.function.name == "get_time" and isinstance(arguments["zone"], str)
+        assert set(arguments) <= {"zone", "hours"}
+        assert isinstance(arguments.get("hours", 0), int)
+    else:
+        assert call.function.name == "get_weather" and arguments["city"] in ("Paris", "Oslo")
+    assert "<" not in (choice.message.content or "")
+
+
+def test_deepseek_r1_templates_get_the_fenced_call_form() -> None:
+    """V3/R1 templates write ``function<｜tool▁sep｜>NAME`` and the arguments in a ```json
+    fence; V3.1's ``NAME<｜tool▁sep｜>{...}``: the grammar follows the template."""
+    from app.engine.tool_calls import ToolFormat, parse_block
+    from app.engine.tool_grammar import call_grammar
+
+    fenced = call_grammar(ToolFormat.DEEPSEEK, Sampling(), WEATHER, None, "... ```json ...")
+    plain = call_grammar(ToolFormat.DEEPSEEK, Sampling(), WEATHER, None, "...")
+    assert '"function" <｜tool▁sep｜> "get_weather" "\\n```json\\n"' in fenced
+    assert '"get_weather" <｜tool▁sep｜> args0' in plain
+    # what each grammar makes parses to the same call
+    for text in ('<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n'
+                 '```json\n{"city": "Oslo"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+                 '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>'
+                 '{"city": "Oslo"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>'):
+        (call,) = parse_block(ToolFormat.DEEPSEEK, text) or []
+        assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Oslo"}

@@ -158,7 +158,7 @@ class ChatText:
             raise GrammarError("a chat that must call a tool cannot also have a grammar or "
                                "a response format.", "Leave one of them out.")
         name = None if params.tool_choice == "required" else params.tool_choice
-        grammar = call_grammar(self.tool_format, sampling, params.tools, name)
+        grammar = call_grammar(self.tool_format, sampling, params.tools, name, self.template)
         return replace(sampling, grammar=grammar, json_schema=None)
 
     def answer_reader(self, params: ChatParams) -> harmony.HarmonyReader | None:
