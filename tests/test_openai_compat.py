@@ -384,6 +384,28 @@ def test_a_required_tool_call_arrives_whole_and_streamed_and_its_result_goes_bac
     assert after.usage.prompt_tokens > before.usage.prompt_tokens + 10
 
 
+def test_parallel_tool_calls_false_keeps_an_answers_first_call_only(
+        client: openai.OpenAI, server: OpenAIServer, engine: EngineClient,
+        models: dict[str, Path]) -> None:
+    load(engine, models["tools"])
+    two_calls = ('root ::= "<tool_call>\\n{\\"name\\": \\"get_weather\\", \\"arguments\\": '
+                 '{\\"city\\": \\"Paris\\"}}\\n</tool_call>\\n<tool_call>\\n{\\"name\\": '
+                 '\\"get_weather\\", \\"arguments\\": {\\"city\\": \\"Oslo\\"}}\\n</tool_call>"')
+    ask: dict[str, Any] = {"model": "x", "messages": user("Weather in Paris and Oslo?"),
+                           "tools": WEATHER, "temperature": 0, "extra_body": {"grammar": two_calls}}
+    both = client.chat.completions.create(**ask).choices[0].message.tool_calls or []
+    assert [json.loads(c.function.arguments)["city"] for c in both] == ["Paris", "Oslo"]
+    first = client.chat.completions.create(**ask, parallel_tool_calls=False).choices[0]
+    assert [json.loads(c.function.arguments)["city"] for c in first.message.tool_calls or []] == ["Paris"]
+    assert first.finish_reason == "tool_calls" and not (first.message.content or "").strip()
+    chunks = list(client.chat.completions.create(**ask, parallel_tool_calls=False, stream=True))
+    pieces = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert [p.index for p in pieces] == [0]
+    status, _, body = raw(server, "POST", "/v1/chat/completions", {
+        "model": "x", "messages": user("hi"), "tools": WEATHER, "parallel_tool_calls": "no"})
+    assert status == 400 and json.loads(body)["error"]["param"] == "parallel_tool_calls"
+
+
 def test_tools_a_template_cannot_show_are_a_clear_400(
         client: openai.OpenAI, engine: EngineClient, models: dict[str, Path]) -> None:
     load(engine, models["plain"])  # the synthetic template has no tool section

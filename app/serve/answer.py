@@ -100,6 +100,7 @@ class AnswerSplitter:
     thinking: ReasoningSplitter = field(default_factory=ReasoningSplitter)
     calls: ToolCallParser = field(default_factory=ToolCallParser)
     n_calls: int = 0
+    max_calls: int | None = None  # parallel_tool_calls false: 1 (later calls are dropped)
 
     def feed(self, text: str) -> list[Delta]:
         parts = self.thinking.feed(text) if self.reasoning else [(Part.CONTENT, text)]
@@ -125,7 +126,7 @@ class AnswerSplitter:
         for item in items:
             if isinstance(item, str):
                 out.append(Delta(Part.CONTENT, item))
-            else:
+            elif self.max_calls is None or self.n_calls < self.max_calls:
                 self.n_calls += 1
                 out.append(Delta(Part.CONTENT, call=item, call_id="call_" + secrets.token_hex(12)))
         return out

@@ -45,6 +45,7 @@ class CompletionRequest:
     include_usage: bool  # stream_options.include_usage: a last chunk with the usage counts
     split_reasoning: bool = True  # <think>...</think> as reasoning_content (chat only)
     tool_names: list[str] = field(default_factory=list)  # tools offered: calls are parsed
+    parallel_tool_calls: bool = True  # false: an answer's first call only
 
 
 def _stops(body: dict[str, Any]) -> list[str]:
@@ -285,7 +286,10 @@ def parse_request(kind: Kind, body: Any,
         params = ChatParams(messages=[], prompt=_prompt(body), sampling=sampling,
                             stop=_stops(body))
     names = [t["function"]["name"] for t in params.tools] if params.tool_choice != "none" else []
+    parallel = body.get("parallel_tool_calls", True)
+    if not isinstance(parallel, bool):
+        raise bad("'parallel_tool_calls' must be true or false.", "parallel_tool_calls")
     return CompletionRequest(kind=kind, model=model, params=params, stream=stream,
                              include_usage=bool(options.get("include_usage")),
                              split_reasoning=kind == "chat" and reasoning_format != "none",
-                             tool_names=names)
+                             tool_names=names, parallel_tool_calls=parallel)

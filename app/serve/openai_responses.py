@@ -24,7 +24,8 @@ def splitter(request: CompletionRequest) -> AnswerSplitter:
     """How this request's answer is split (a completion's raw text is not)."""
     chat = request.kind == "chat"
     return AnswerSplitter(reasoning=chat and request.split_reasoning,
-                          tools=chat and bool(request.tool_names))
+                          tools=chat and bool(request.tool_names),
+                          max_calls=None if request.parallel_tool_calls else 1)
 
 
 def usage(result: ChatResult) -> dict[str, Any]:
