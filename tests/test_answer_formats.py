@@ -329,3 +329,23 @@ def test_deepseek_r1_templates_get_the_fenced_call_form() -> None:
                  '{"city": "Oslo"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>'):
         (call,) = parse_block(ToolFormat.DEEPSEEK, text) or []
         assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Oslo"}
+
+
+def test_enable_thinking_reaches_deepseeks_template_as_thinking(
+        engine: EngineClient, server: OpenAIServer, models: dict[str, Path]) -> None:
+    """DeepSeek-V3.1's template reads ``thinking``; clients send ``enable_thinking`` (as to
+    llama-server, which passes it on under both names): thinking on opens ``<think>``."""
+    load(engine, models["tiny-deepseek-v3"])
+    client = client_for(server)
+
+    def prompt_and_answer(**extra: Any) -> tuple[int, str]:
+        got = client.chat.completions.create(model="x", messages=user("Why?"), max_tokens=1,
+                                             temperature=0, extra_body=extra)
+        assert got.usage is not None
+        return got.usage.prompt_tokens, got.choices[0].message.content or ""
+
+    off, _ = prompt_and_answer()  # not thinking: the template closes an empty <think></think>
+    on, _ = prompt_and_answer(enable_thinking=True)
+    assert on == prompt_and_answer(chat_template_kwargs={"thinking": True})[0]
+    assert on < off  # "<think>" opened instead of "<think></think>" written
+    assert prompt_and_answer(enable_thinking=False)[0] == off

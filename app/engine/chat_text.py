@@ -131,9 +131,11 @@ class ChatText:
                     for m in history]
         if tools and not self.caps.lists_tools:  # DeepSeek's: the system prompt lists them
             messages = with_system_note(messages, self.caps.tools_note(tools))
+        kwargs = dict(params.template_kwargs)
+        if "enable_thinking" in kwargs:  # DeepSeek-V3.1's template reads `thinking` (llama-server's mapping)
+            kwargs.setdefault("thinking", kwargs["enable_thinking"])
         try:
-            prompt = self.formatter(messages=messages, tools=tools,
-                                    **params.template_kwargs).prompt
+            prompt = self.formatter(messages=messages, tools=tools, **kwargs).prompt
         except (jinja2.TemplateError, ValueError, TypeError) as exc:  # ValueError: raise_exception()
             raise ChatTemplateError(f"the model's chat template refused this chat: {exc}",
                                     TEMPLATE_HINT) from exc
