@@ -34,6 +34,7 @@ from app.engine.placement import (
 )
 from app.gguf_info import (
     GGUFModel,
+    TensorEntry,
     attention_shape,
     kv_bytes_per_layer,
     sliding_window_cells,
@@ -214,12 +215,33 @@ def expert_cache_packs(model: GGUFModel, plan: PlacementPlan, ram_experts: dict[
     return {layer: slots * (size // model.n_expert) for layer, size in ram_experts.items() if slots}
 
 
+# What ggml's AMX layout adds to a repacked 2D matrix, per type: (values per block, bytes added
+# per block): Q8_0's int32 compensation for the u8 x s8 dot, the K quants' unpacked scales
+# (ggml-cpu/amx/mmq.cpp get_row_size; the other AMX types keep their size).
+AMX_EXTRA = {"Q8_0": (32, 4), "Q4_K": (256, 4), "Q5_K": (256, 4), "IQ4_XS": (256, 2)}
+
+
+def amx_repacked_extra(t: TensorEntry) -> int:
+    """Bytes the AMX buffer adds to ``t`` when llama.cpp repacks it there: 2D matrices only
+    (engine patch 0006), whose rows split into 32-row tiles and whose row length fits the
+    type's block; the input embeddings are read by row, never repacked."""
+    extra = AMX_EXTRA.get(t.type_name)
+    if extra is None or len(t.shape) != 2 or t.name.startswith("token_embd."):
+        return 0
+    values, added = extra
+    row, rows = t.shape
+    if row % values or rows % 32:
+        return 0
+    return row // values * rows * added
+
+
 def memory_by_device(model: GGUFModel, plan: PlacementPlan,
-                     gpus: list[str] | None = None) -> list[DeviceMemory]:
+                     gpus: list[str] | None = None, amx: bool = False) -> list[DeviceMemory]:
     """Bytes per device for ``model`` loaded with ``plan``: CPU first, then each GPU.
 
     ``gpus`` are the GPU device names in llama.cpp's order; none (or an empty list) models a
-    CPU-only machine, where every byte is in RAM whatever the plan says.
+    CPU-only machine, where every byte is in RAM whatever the plan says. ``amx``: the CPU has
+    AMX, so that a CPU-only load repacks its quantized matrices into AMX's larger layout.
     """
     gpus = list(gpus or [])
     n_layer = model.n_layer
@@ -232,9 +254,10 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
 
     host_matrices = []  # weights in RAM that a GPU would stage for a large batch
     ram_experts: dict[int, int] = {}  # layer -> bytes of its routed experts in RAM
+    repack_for_amx = amx and plan.repack and not gpus and plan.expert_stream == "off"
     for t in model.loaded_tensors:
         device = tensor_device(t.name, t.layer, devices, rules)
-        slot(device).weights += t.n_bytes
+        slot(device).weights += t.n_bytes + (amx_repacked_extra(t) if repack_for_amx else 0)
         if device == CPU_DEVICE and len(t.shape) >= 2 and not t.name.startswith("token_embd."):
             host_matrices.append(t.n_bytes)
         if device == CPU_DEVICE and t.tensor_class == "routed_experts" and t.layer is not None:

@@ -158,7 +158,7 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
     if placement.n_gpu_layers == 0:
         gpus = []
     names = [g.device for g in gpus]
-    memory = memory_by_device(model, placement, names)
+    memory = memory_by_device(model, placement, names, amx="amx_int8" in hardware.cpu.flags)
     in_ram = _expert_layers_in_ram(model, placement, names)
     reasons: list[str] = []
     over = []
