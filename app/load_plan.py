@@ -28,12 +28,17 @@ from app.tune.autotune import machine_id, remembered, tune_key
 class LoadPlan:
     params: LoadParams
     plan: Plan  # the advisor's, with its verdict and reasons, whichever placement is used
-    source: Literal["autotuned", "advisor"]
+    source: Literal["autotuned", "advisor", "manual"]  # manual: set by hand on the Advisor page
+
+    @property
+    def origin(self) -> str:
+        """Where the placement comes from, in words."""
+        return {"autotuned": "autotuned on this machine", "advisor": "the advisor's plan",
+                "manual": "set by hand"}[self.source]
 
     def describe(self) -> str:
         """For people: where the placement comes from, and what it is."""
-        origin = "autotuned on this machine" if self.source == "autotuned" else "the advisor's plan"
-        return f"placement ({origin}): {self.params.placement.describe()}"
+        return f"placement ({self.origin}): {self.params.placement.describe()}"
 
 
 def resolve_model(name: str, library: Library | None = None) -> Path:

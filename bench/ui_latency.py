@@ -41,6 +41,7 @@ from app.engine.protocol import (  # noqa: E402
     Sampling,
 )
 from app.engine.synthetic import SyntheticSpec, write_synthetic_model  # noqa: E402
+from app.ui.app_state import AppState  # noqa: E402
 from app.ui.dashboard import DashboardPage  # noqa: E402
 from app.ui.engine_controller import EngineController  # noqa: E402
 
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 def measure(app: QCoreApplication, controller: EngineController, model: Path,
             args: argparse.Namespace) -> int:
     """Load, then generate answer after answer through the controller, as the app does."""
-    page = DashboardPage()
+    state = AppState()
+    state.follow(controller)  # the loaded model reaches the page through the app state, as in the app
+    page = DashboardPage(state, controller)  # it connects itself to the controller's signals
     page.resize(1400, 860)
     page.show()
     chat_view = QPlainTextEdit() if args.chat_view else None
@@ -135,12 +138,6 @@ def measure(app: QCoreApplication, controller: EngineController, model: Path,
         redraw_s.append(time.perf_counter() - start)
 
     page.redraw = timed_redraw  # type: ignore[method-assign]  # the page's timer calls this
-
-    # the main window's wiring, for the dashboard
-    controller.stats.connect(page.add_stats)
-    controller.routing.connect(page.add_routing)
-    controller.model_loaded.connect(page.set_loaded)
-    controller.chat_finished.connect(lambda _id, result: page.add_chat_result(result))
 
     counts = {"tokens": 0, "answers": 0, "stats": 0, "routing": 0}
     problems: list[str] = []

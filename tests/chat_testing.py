@@ -12,26 +12,20 @@ from pytestqt.qtbot import QtBot
 from app.engine.protocol import LoadParams
 from app.store import Store
 from app.ui.chat import ChatPage
-from app.ui.engine_controller import EngineController
+from tests.ui_testing import app_parts
 
 
 @contextmanager
 def chat_page(qtbot: QtBot, store: Store, params: LoadParams, wait_ms: int) -> Iterator[ChatPage]:
     """A shown ChatPage on ``store``, its controller's engine loaded with ``params``."""
-    controller = EngineController()
-    chat = ChatPage(store)
-    qtbot.addWidget(chat)
-    chat.attach(controller)
-    controller.model_loaded.connect(chat.set_model)
-    controller.state_changed.connect(chat.set_engine_state)
-    chat.resize(1000, 700)
-    chat.show()
-    try:
+    with app_parts() as (state, controller):
+        chat = ChatPage(store, state, controller)
+        qtbot.addWidget(chat)
+        chat.resize(1000, 700)
+        chat.show()
         with qtbot.waitSignal(controller.model_loaded, timeout=wait_ms):
             controller.load(params)
         yield chat
-    finally:
-        controller.shutdown()
 
 
 def focus(qtbot: QtBot, chat: ChatPage, wait_ms: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,14 @@ from app.tune.measure import Measurement
 from app.ui.advisor import AdvisorPage, demo_page
 from app.ui.advisor.controls import RuleError, parse_rules
 from app.ui.advisor.page import VERDICTS
+from app.ui.app_state import AppState
+from app.ui.engine_controller import EngineController
 from tests.test_advisor import machine
 from tests.test_advisor_gpus import H100
+from tests.ui_testing import app_parts
 
 RECORDED = Path(__file__).parent / "data" / "hardware"
+Parts = tuple[AppState, EngineController]
 
 
 @pytest.fixture
@@ -42,9 +47,30 @@ def qwen3_30b_q8(tmp_path_factory: pytest.TempPathFactory) -> Path:
                               SyntheticSpec.preset("qwen3-30b-a3b", quant="Q8_0"))
 
 
-def open_page(qtbot: QtBot, model: Path, hardware: Hardware, n_ctx: int = 2048) -> AdvisorPage:
-    page = AdvisorPage(hardware=hardware, measure=False, n_ctx=n_ctx)
+@pytest.fixture
+def parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Parts]:
+    """The app state and the controller the page takes; the engine starts on the first Load."""
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path / "home"))
+    with app_parts() as made:
+        yield made
+
+
+def new_page(qtbot: QtBot, parts: Parts, hardware: Hardware | None,
+             n_ctx: int = 2048, ram: RamBandwidth | None = None, probe_disk: bool = False) -> AdvisorPage:
+    """The page on ``hardware`` (as the app state found it) and, when given, ``ram``'s speed."""
+    state, controller = parts
+    if hardware is not None:
+        state.set_hardware(hardware)
+    if ram is not None:
+        state.set_ram(ram)
+    page = AdvisorPage(state, controller, n_ctx=n_ctx, probe_disk=probe_disk)
     qtbot.addWidget(page)
+    return page
+
+
+def open_page(qtbot: QtBot, parts: Parts, model: Path, hardware: Hardware,
+              n_ctx: int = 2048) -> AdvisorPage:
+    page = new_page(qtbot, parts, hardware, n_ctx)
     page.set_model(model)
     qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
     return page
@@ -55,9 +81,9 @@ def table(page: AdvisorPage) -> list[list[str]]:
     return [[m.data(m.index(r, c)) for c in range(m.columnCount())] for r in range(m.rowCount())]
 
 
-def test_the_page_shows_the_plan_for_the_selected_model(qtbot: QtBot, tiny_moe_gguf: Path,
+def test_the_page_shows_the_plan_for_the_selected_model(qtbot: QtBot, parts: Parts, tiny_moe_gguf: Path,
                                                         desktop: Hardware) -> None:
-    page = open_page(qtbot, tiny_moe_gguf, desktop)
+    page = open_page(qtbot, parts, tiny_moe_gguf, desktop)
     assert "qwen3moe, 4 layers, 8 experts (2 active)" in page.model_label.text()
     assert page.verdict.text() == "Fits on the GPU"
     assert [row[0] for row in table(page)] == ["CPU (RAM)", "ROCm0 (AMD GPU 0x744c)"]
@@ -66,9 +92,10 @@ def test_the_page_shows_the_plan_for_the_selected_model(qtbot: QtBot, tiny_moe_g
     assert page.load_button.isEnabled()
 
 
-def test_the_experts_slider_re_estimates_memory_and_speed_live(qtbot: QtBot, tiny_moe_gguf: Path,
+def test_the_experts_slider_re_estimates_memory_and_speed_live(qtbot: QtBot, parts: Parts,
+                                                               tiny_moe_gguf: Path,
                                                                desktop: Hardware) -> None:
-    page = open_page(qtbot, tiny_moe_gguf, desktop)
+    page = open_page(qtbot, parts, tiny_moe_gguf, desktop)
     on_gpu = page.plan
     assert on_gpu is not None and page.controls.experts.value() == 0
     page.controls.experts.setValue(4)  # what a drag to the right end does
@@ -89,8 +116,8 @@ def test_the_experts_slider_re_estimates_memory_and_speed_live(qtbot: QtBot, tin
     assert page.plan.placement.experts_in_ram == "none" and page.controls.experts.value() == 0
 
 
-def test_context_and_cache_type_change_the_plan(qtbot: QtBot, qwen3_30b_q8: Path) -> None:
-    page = open_page(qtbot, qwen3_30b_q8, machine(24), n_ctx=32768)
+def test_context_and_cache_type_change_the_plan(qtbot: QtBot, parts: Parts, qwen3_30b_q8: Path) -> None:
+    page = open_page(qtbot, parts, qwen3_30b_q8, machine(24), n_ctx=32768)
     # the same answer as the planner's test: 18 layers' experts in RAM at 32k on 24 GB
     assert page.plan.experts_in_ram_layers == 18 and page.controls.experts.value() == 18
     # A q8_0 KV cache takes 34/64 of f16's 3.22 GB: the GPU's fixed part drops from 4.89 to
@@ -111,9 +138,10 @@ def test_context_and_cache_type_change_the_plan(qtbot: QtBot, qwen3_30b_q8: Path
     assert any("too much" in row[6] for row in table(page))
 
 
-def test_per_tensor_rules_come_first_and_bad_ones_are_explained(qtbot: QtBot, tiny_moe_gguf: Path,
+def test_per_tensor_rules_come_first_and_bad_ones_are_explained(qtbot: QtBot, parts: Parts,
+                                                                tiny_moe_gguf: Path,
                                                                 desktop: Hardware) -> None:
-    page = open_page(qtbot, tiny_moe_gguf, desktop)
+    page = open_page(qtbot, parts, tiny_moe_gguf, desktop)
     page.controls.rules.setPlainText("blk\\.(=CPU")
     assert page.controls.rules_error.text().startswith("line 1: 'blk\\\\.(' is not a valid regex")
     assert not page.load_button.isEnabled()
@@ -127,9 +155,9 @@ def test_per_tensor_rules_come_first_and_bad_ones_are_explained(qtbot: QtBot, ti
 
 
 def test_a_gpu_the_build_cannot_drive_is_explained_and_the_plan_loads(
-        qtbot: QtBot, tiny_moe_gguf: Path, engine: EngineClient) -> None:
+        qtbot: QtBot, parts: Parts, tiny_moe_gguf: Path, engine: EngineClient) -> None:
     server = dataclasses.replace(detect(RECORDED / "numa_server", nvml=False), gpus=[H100])
-    page = open_page(qtbot, tiny_moe_gguf, server)
+    page = open_page(qtbot, parts, tiny_moe_gguf, server)
     assert page.plan.gpus  # before the engine's word, the H100 is planned for
     build: BuildInfo = engine.info()  # this machine's real CPU-only build
     page.set_build_info(build)
@@ -137,28 +165,29 @@ def test_a_gpu_the_build_cannot_drive_is_explained_and_the_plan_loads(
     assert "has no CUDA backend (it has: CPU)" in page.reasons.text()
     assert 'CMAKE_ARGS="-DGGML_CUDA=on" python3 installers/install.py' in page.reasons.text()
     assert "llama.cpp build: CPU (devices: CPU)" in page.hardware_label.text()
-    with qtbot.waitSignal(page.load_requested) as sent:
+    _, controller = parts
+    plan = page.plan
+    with qtbot.waitSignal(controller.model_loaded, timeout=60_000):  # the app's engine loads it
         page.load_button.click()
-    params = sent.args[0]
+    params = controller.last_load
     assert isinstance(params, LoadParams) and params.model == str(tiny_moe_gguf)
-    assert params.placement == page.plan.placement and params.placement.n_gpu_layers == 0
-    page.show_load_progress(0.5)
-    assert not page.load_button.isEnabled() and page.progress.value() == 50
-    result = engine.load(params)  # the plan the page sent is one the engine loads
-    page.show_loaded(result)
+    assert params.placement == plan.placement and params.placement.n_gpu_layers == 0
+    assert controller.last_plan is not None and controller.last_plan.source == "advisor"
     assert page.status.text().startswith("Loaded MoE Desk synthetic tiny in ")
     assert "routed experts: CPU" in page.status.text()
     assert page.load_button.isEnabled() and page.progress.isHidden()
+    page.show_load_progress(0.5)  # a second load on its way
+    assert not page.load_button.isEnabled() and page.progress.value() == 50
     page.show_load_failed("not enough memory for the KV cache", "Lower the context size.")
     assert page.status.text() == ("The model did not load: not enough memory for the KV cache\n"
                                   "Lower the context size.")
 
 
-def test_a_file_that_is_not_a_model_says_why(qtbot: QtBot, tmp_path: Path, desktop: Hardware) -> None:
+def test_a_file_that_is_not_a_model_says_why(qtbot: QtBot, parts: Parts,
+                                             tmp_path: Path, desktop: Hardware) -> None:
     bad = tmp_path / "notes.gguf"
     bad.write_text("hello")
-    page = AdvisorPage(hardware=desktop, measure=False)
-    qtbot.addWidget(page)
+    page = new_page(qtbot, parts, desktop)
     page.set_model(bad)
     qtbot.waitUntil(lambda: page.model_label.text().startswith("Cannot read"), timeout=10_000)
     assert "is not a GGUF model" in page.model_label.text()
@@ -176,22 +205,22 @@ def test_the_demo_page_renders(qtbot: QtBot, tmp_path: Path) -> None:
     assert page.grab().save(str(shot)) and shot.stat().st_size > 10_000
 
 
-def test_a_late_answer_from_a_worker_is_dropped(qtbot: QtBot, tiny_moe_gguf: Path, skewed_moe_gguf: Path,
+def test_a_late_answer_from_a_worker_is_dropped(qtbot: QtBot, parts: Parts,
+                                                tiny_moe_gguf: Path, skewed_moe_gguf: Path,
                                                 desktop: Hardware, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from PySide6.QtCore import QThreadPool
 
-    page = AdvisorPage(hardware=desktop, measure=False)
-    qtbot.addWidget(page)
+    page = new_page(qtbot, parts, desktop)
     page.set_model(tiny_moe_gguf)
     page.set_model(skewed_moe_gguf)  # the user picked another model before the first was read
     qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
     QThreadPool.globalInstance().waitForDone(10_000)
     qtbot.wait(50)
     assert page.model is not None and page.model.shards == [skewed_moe_gguf]
-    # a page closed while its workers run (the RAM probe, hardware, a header): no errors later
+    # a page closed while its worker reads a header: no errors later
     monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
-    closing = AdvisorPage(measure=True)
+    closing = AdvisorPage(AppState(), parts[1])
     closing.set_model(tiny_moe_gguf)
     closing.deleteLater()
     qtbot.wait(50)
@@ -199,8 +228,9 @@ def test_a_late_answer_from_a_worker_is_dropped(qtbot: QtBot, tiny_moe_gguf: Pat
     qtbot.wait(50)  # the workers' answers arrive here, for a page that is gone
 
 
-def test_hot_experts_in_vram_take_vram_the_plan_makes_room_for(qtbot: QtBot, qwen3_30b_q8: Path) -> None:
-    page = open_page(qtbot, qwen3_30b_q8, machine(24), n_ctx=32768)
+def test_hot_experts_in_vram_take_vram_the_plan_makes_room_for(qtbot: QtBot, parts: Parts,
+                                                               qwen3_30b_q8: Path) -> None:
+    page = open_page(qtbot, parts, qwen3_30b_q8, machine(24), n_ctx=32768)
     assert page.plan.experts_in_ram_layers == 18 and not page.controls.hot_slots.isEnabled()
     # 16 experts of each RAM layer in VRAM: 16/128 of a layer's 0.642 GB = 0.080 GB a layer;
     # the plan puts more layers' experts in RAM to hold them, and the memory model counts them
@@ -221,11 +251,10 @@ def test_hot_experts_in_vram_take_vram_the_plan_makes_room_for(qtbot: QtBot, qwe
 
 
 def test_a_model_larger_than_ram_streams_through_a_ram_cache_and_its_drive_is_probed(
-        qtbot: QtBot, qwen3_30b_q8: Path) -> None:
+        qtbot: QtBot, parts: Parts, qwen3_30b_q8: Path) -> None:
     ram = RamBandwidth(read_bw=40e9, read_bw_1=10e9, copy_bw_1=8e9, matmul_flops=300e9,
                        threads=8, buffer_bytes=0)
-    page = AdvisorPage(hardware=machine(None, ram_gib=16), ram=ram, measure=True, n_ctx=4096)
-    qtbot.addWidget(page)
+    page = new_page(qtbot, parts, machine(None, ram_gib=16), n_ctx=4096, ram=ram, probe_disk=True)
     page.set_model(qwen3_30b_q8)
     qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
     assert page.verdict.text() == VERDICTS["fits_streaming_from_ssd"][0]
@@ -240,17 +269,20 @@ def test_a_model_larger_than_ram_streams_through_a_ram_cache_and_its_drive_is_pr
 
 
 def test_the_advisor_page_loads_the_autotuned_placement_as_file_load_does(
-        qtbot: QtBot, tiny_moe_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        qtbot: QtBot, parts: Parts,
+        tiny_moe_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
     hardware = machine(None, ram_gib=64)
     tuned = PlacementPlan(n_ctx=2048, n_threads=3, n_ubatch=1024, repack=False)
     key = tune_key(tiny_moe_gguf, machine_id(hardware.cpu.model, None), None)
     remember(key, TuneResult(best=Measurement("2 threads", tuned, decode_tps=50.0)))
-    page = open_page(qtbot, tiny_moe_gguf, hardware, n_ctx=2048)
+    page = open_page(qtbot, parts, tiny_moe_gguf, hardware, n_ctx=2048)
     assert page.tuned == tuned and "autotuned on this machine" in page.placement_label.text()
-    with qtbot.waitSignal(page.load_requested) as sent:
+    _, controller = parts
+    with qtbot.waitSignal(controller.model_loaded, timeout=60_000):
         page.load_button.click()
-    assert sent.args[0].placement == tuned
+    assert controller.last_load is not None and controller.last_load.placement == tuned
+    assert controller.last_plan is not None and controller.last_plan.source == "autotuned"
     # File > Load and the CLI plan the same
     assert plan_load(tiny_moe_gguf, 2048, hardware, build=None).params.placement == tuned
     # another context was not tuned: the planner's own plan loads

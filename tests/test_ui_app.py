@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.hardware import Cpu, Gpu, Hardware, Memory
 from app.store import FIRST_RUN_DONE, THEME, ChatDefaults, Store
 from app.ui.engine_controller import EngineController
 from app.ui.first_run.recommend import recommend
-from app.ui.main_window import MainWindow, placeholder
+from app.ui.main_window import MainWindow
 from app.ui.widgets.theme import apply_theme
 
 WAIT_MS = 60_000
@@ -80,6 +80,9 @@ def test_load_chat_status_kill_and_restart(qtbot: QtBot, window: MainWindow, tin
     qtbot.waitUntil(lambda: chat.answer is None, timeout=WAIT_MS)
     assert window.banner.isVisible()
     assert "killed by signal 9" in window.banner.message.text()
+    # the model went with the engine: the app state and the pages say so
+    assert window.state.loaded is None and chat.model is None
+    assert window.dashboard.placement_label.text() == "No model loaded."
     assert status.state.text() == "Engine stopped unexpectedly"
     # the conversation is intact; the interrupted answer is kept, marked, with its text
     messages = window.store.messages(conversation_id)
@@ -92,6 +95,10 @@ def test_load_chat_status_kill_and_restart(qtbot: QtBot, window: MainWindow, tin
     with qtbot.waitSignal(window.engine.model_loaded, timeout=WAIT_MS):
         window.banner.restart.click()
     assert not window.banner.isVisible()
+    # the same model again, with the plan it was first loaded by
+    loaded = window.state.loaded
+    assert loaded is not None and loaded.path == tiny_moe_gguf
+    assert loaded.plan is not None and loaded.plan.source == "advisor"
     window.store.update_conversation(conversation_id, max_tokens=8)
     chat_text(window, "Are you back?")
     qtbot.waitUntil(lambda: chat.answer is None, timeout=WAIT_MS)
@@ -99,48 +106,20 @@ def test_load_chat_status_kill_and_restart(qtbot: QtBot, window: MainWindow, tin
     assert len(messages) == 6 and messages[-1].state == "complete" and messages[-1].content
 
 
-def test_dashboard_gets_the_engine_feed_if_installed(qtbot: QtBot, window: MainWindow,
-                                                     tiny_moe_gguf: Path) -> None:
-    dashboard = window.pages["Dashboard"]
-    if isinstance(dashboard, QLabel):
-        pytest.skip("the Dashboard page is not in this checkout")
-    received: list[str] = []
-    for name in ("add_stats", "add_routing", "set_loaded", "add_chat_result"):
-        original = getattr(dashboard, name)
-        if not callable(original):
-            pytest.skip("this Dashboard page does not follow the contract yet")
-    window.engine.stats.connect(lambda _s: received.append("stats"))
-    load_like_the_models_page(qtbot, window, tiny_moe_gguf)
-    window.chat.store.set_chat_defaults(ChatDefaults(preset="custom", temperature=0.0, max_tokens=8))
-    window.chat.new_conversation()
-    with qtbot.waitSignal(window.chat.answer_finished, timeout=WAIT_MS):
-        chat_text(window, "hello")
-    qtbot.waitUntil(lambda: "stats" in received, timeout=WAIT_MS)
-
-
-def test_models_page_signal_plans_and_loads(qtbot: QtBot, window: MainWindow, tiny_moe_gguf: Path) -> None:
-    """Whatever page sends load_requested(Path), the window plans with the advisor and loads."""
-
-    class FakeModelsPage(QObject):  # stands in only for the signal's sender
-        load_requested = Signal(object)
-
-    sender = FakeModelsPage()
-    sender.load_requested.connect(window.load_model_file)
+def test_the_models_page_load_plans_with_the_advisor_and_loads(qtbot: QtBot, window: MainWindow,
+                                                               tiny_moe_gguf: Path) -> None:
+    """The Models page's Load (as its library's Load button sends it): the window plans it like
+    File > Load, and the plan goes with the model into the app state."""
     with qtbot.waitSignal(window.engine.model_loaded, timeout=WAIT_MS) as loaded:
-        sender.load_requested.emit(tiny_moe_gguf)
+        window.models.load_requested.emit(tiny_moe_gguf)
     result = loaded.args[0]
     assert result.n_ctx == 4096  # the Settings context went through the planner
     assert window.engine.last_load is not None
     assert window.engine.last_load.placement.n_gpu_layers == 0  # no GPU here: all in RAM
-
-
-def test_a_missing_page_package_becomes_a_placeholder(qtbot: QtBot, window: MainWindow) -> None:
-    page = window._plugged_page("Nowhere", "app.ui.no_such_page", "NowherePage")
-    assert isinstance(page, QLabel) and "not installed" in page.text()
-    assert "not installed" in placeholder("X", "why").text()
-    assert window.stack.count() == 5 and window.nav.count() == 5
-    window.show_page("Settings")
-    assert window.stack.currentWidget() is window.settings
+    state = window.state.loaded
+    assert state is not None and state.result is result and state.path == tiny_moe_gguf
+    assert state.plan is not None and state.plan.source == "advisor"
+    assert state.plan.plan.verdict == "fits_in_ram" and state.params.placement.n_ctx == 4096
 
 
 def test_first_run_recommends_and_is_done_once(qtbot: QtBot, window: MainWindow) -> None:
@@ -205,9 +184,8 @@ def test_help_and_version_answer_on_the_terminal_without_a_display(flag: str, ex
 def test_the_hardware_is_found_once_and_every_page_follows_it(
         qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import app.hardware
-    import app.ui.advisor.page as advisor_page
     import app.ui.app_state as app_state
-    import app.ui.first_run.dialog as first_run
+    import app.ui.tune.runner as runner
     from app.hardware.bandwidth import RamBandwidth
     from app.ui.advisor import AdvisorPage
     from app.ui.models import ModelsPage
@@ -227,8 +205,7 @@ def test_the_hardware_is_found_once_and_every_page_follows_it(
                        threads=8, buffer_bytes=0)
     monkeypatch.setattr(app_state, "detect", detect_once)
     monkeypatch.setattr(app_state, "ram_bandwidth", lambda: ram)
-    for module, name in ((app.hardware, "detect"), (advisor_page, "detect"),
-                         (advisor_page, "ram_bandwidth"), (first_run, "detect")):
+    for module, name in ((app.hardware, "detect"), (runner, "detect")):
         monkeypatch.setattr(module, name, not_again)
     monkeypatch.setenv("MOEDESK_HOME", str(tmp_path))
     store = Store.open_default()

@@ -32,11 +32,13 @@ from app.engine.protocol import (
     SubscribeParams,
 )
 from app.engine.synthetic import SyntheticSpec
+from app.ui.app_state import AppState
 from app.ui.dashboard import DashboardPage
 from app.ui.dashboard.demo import record_run, replay
 from app.ui.dashboard.feed import EngineFeed
 from app.ui.dashboard.plots import nice_ceiling
 from app.ui.dashboard.series import Ring, RoutingWindow
+from app.ui.engine_controller import EngineController
 
 PUSH_INTERVAL_S = 0.1
 
@@ -52,7 +54,7 @@ class Seen:
 
 @pytest.fixture
 def page(qtbot: QtBot) -> DashboardPage:
-    page = DashboardPage()
+    page = DashboardPage(AppState(), EngineController())
     qtbot.addWidget(page)
     page.resize(1400, 860)
     page.show()

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import hf_hub_download
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtWidgets import QMessageBox
 from pytestqt.qtbot import QtBot
 
 from app import paths
 from app.hub import token as hub_token
 from app.store import FIRST_RUN_DONE, Store
+from app.ui.app_state import AppState
+from app.ui.demo import demo_hardware
 from app.ui.engine_controller import EngineController
 from app.ui.first_run.recommend import Recommendation
 from app.ui.main_window import MainWindow
 from app.ui.models import ModelsPage
-from app.ui.models.demo import demo_hardware
 from tests import hub_server
 from tests.hub_server import HubRepo, LocalHub, MemoryKeyring, repo_of_files
 
@@ -55,8 +56,15 @@ def page(qtbot: QtBot, hub: LocalHub, tmp_path: Path, monkeypatch: pytest.Monkey
     widget.shutdown()
 
 
+def desktop_state() -> AppState:
+    """The app state on the demo desktop (a 24 GB GPU, 64 GB of RAM): the verdicts' machine."""
+    state = AppState(QCoreApplication.instance())
+    state.set_hardware(demo_hardware())
+    return state
+
+
 def new_page(qtbot: QtBot, hub: LocalHub, tmp_path: Path) -> ModelsPage:
-    widget = ModelsPage(endpoint=hub.url, hardware=demo_hardware(), hf_cache_dir=tmp_path / "hf-cache",
+    widget = ModelsPage(desktop_state(), endpoint=hub.url, hf_cache_dir=tmp_path / "hf-cache",
                         search_on_show=False)
     qtbot.addWidget(widget)
     widget.resize(1000, 700)
@@ -153,8 +161,7 @@ def test_two_uploads_of_one_quant_type_each_get_a_row_and_a_verdict(
 def test_no_network_is_said_plainly(qtbot: QtBot, tmp_path: Path, memory_keyring: MemoryKeyring) -> None:
     with LocalHub() as gone:
         url = gone.url  # a port nothing listens on once the server is closed
-    widget = ModelsPage(endpoint=url, hardware=demo_hardware(), search_on_show=False,
-                        models_dir=tmp_path / "models")
+    widget = ModelsPage(desktop_state(), endpoint=url, search_on_show=False, models_dir=tmp_path / "models")
     qtbot.addWidget(widget)
     widget.show()
     widget.find.search("qwen")

@@ -12,8 +12,9 @@ from pytestqt.qtbot import QtBot
 from app.hardware import detect
 from app.tune.autotune import machine_id, remembered, tune_key
 from app.ui.advisor import AdvisorPage
+from app.ui.app_state import AppState
 from app.ui.engine_controller import EngineController
-from app.ui.tune import TuneRunner
+from tests.ui_testing import app_parts as shared_parts
 
 
 @pytest.fixture
@@ -24,15 +25,13 @@ def moedesk_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def app_parts(qtbot: QtBot, moedesk_home: Path, tiny_moe_gguf: Path):
-    controller = EngineController(log_path=moedesk_home / "engine.log")
-    page = AdvisorPage(hardware=detect(nvml=False), measure=False, n_ctx=2048)
-    qtbot.addWidget(page)
-    runner = TuneRunner(controller, page.tune_panel)
-    page.tune_requested.connect(runner.start)
-    page.set_model(tiny_moe_gguf)
-    qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
-    yield controller, page
-    controller.shutdown()
+    """The Advisor page as the app makes it: its autotune drives the app's own engine."""
+    with shared_parts(detect(nvml=False), moedesk_home / "engine.log") as (state, controller):
+        page = AdvisorPage(state, controller, n_ctx=2048, probe_disk=False)
+        qtbot.addWidget(page)
+        page.set_model(tiny_moe_gguf)
+        qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+        yield controller, page
 
 
 def test_autotune_loads_the_winner_and_remembers_it(qtbot: QtBot, app_parts, tiny_moe_gguf: Path) -> None:
@@ -89,7 +88,7 @@ def test_the_dashboard_shows_a_benchmark_report_from_the_gpu_machine(qtbot: QtBo
                                                                     moedesk_home: Path) -> None:
     from app.ui.dashboard import DashboardPage
 
-    page = DashboardPage()
+    page = DashboardPage(AppState(), EngineController())
     qtbot.addWidget(page)
     dialog = page.open_report(RECORDED_REPORT)
     assert dialog is not None
@@ -106,7 +105,7 @@ def test_a_report_with_decode_deep_in_the_context_shows_it(qtbot: QtBot, moedesk
     from tests.test_tune import deep_rows
 
     write_csv(deep_rows(), 48, tmp_path / "report.csv")
-    page = DashboardPage()
+    page = DashboardPage(AppState(), EngineController())
     qtbot.addWidget(page)
     dialog = page.open_report(tmp_path / "report.csv")
     assert dialog is not None
@@ -124,7 +123,7 @@ def test_a_file_that_is_not_a_report_is_explained(qtbot: QtBot, tmp_path: Path, 
 
     warnings: list[str] = []
     monkeypatch.setattr(QMessageBox, "warning", lambda _parent, _title, text: warnings.append(text))
-    page = DashboardPage()
+    page = DashboardPage(AppState(), EngineController())
     qtbot.addWidget(page)
     other = tmp_path / "prices.csv"
     other.write_text("item,price\napple,1\n")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
@@ -35,7 +35,10 @@ from app.engine.protocol import (
 )
 from app.ui.engine_state import EngineState
 from app.ui.engine_worker import ChatJob, EngineJob, EngineWorker, JobOutcome
-from app.ui.ui_thread import UiThreadPost
+
+if TYPE_CHECKING:
+    from app.load_plan import LoadPlan
+from app.ui.background import UiThreadPost
 
 
 class EngineController(QObject):
@@ -70,6 +73,7 @@ class EngineController(QObject):
         self.last_build_info: BuildInfo | None = None
         self.loaded: LoadResult | None = None  # the model loaded now
         self.last_load: LoadParams | None = None  # what restart() loads again
+        self.last_plan: LoadPlan | None = None  # the plan behind last_load, when it had one
         self.last_stats: EngineStats | None = None
         self.last_death: tuple[str, str] | None = None
 
@@ -91,14 +95,15 @@ class EngineController(QObject):
             self._set_state(EngineState.STARTING)
             self._worker.start()
 
-    def load(self, params: LoadParams) -> None:
-        """Load a model (starting the engine first if needed); replaces any loaded model."""
-        self.last_load = params
+    def load(self, params: LoadParams, plan: LoadPlan | None = None) -> None:
+        """Load a model (starting the engine first if needed); replaces any loaded model.
+        ``plan``: how its placement was chosen, kept with it for the pages (AppState.loaded)."""
+        self.last_load, self.last_plan = params, plan
         self._worker.load(params)
 
     def unload(self) -> None:
         """Unload the model; the engine keeps running."""
-        self.last_load = None
+        self.last_load = self.last_plan = None
         self._worker.unload()
 
     def chat(self, params: ChatParams) -> int:
@@ -181,6 +186,7 @@ class EngineController(QObject):
         self.loaded = outcome.loaded
         if outcome.loaded is not None and outcome.load is not None:
             self.last_load = outcome.load  # a restart loads what the job loaded
+            self.last_plan = None  # measured, not planned
         self._set_state(EngineState.IDLE)
         if outcome.loaded is not None:
             self.model_loaded.emit(outcome.loaded)
@@ -199,13 +205,13 @@ class EngineController(QObject):
 
     def on_chat_finished(self, chat_id: int, result: ChatResult) -> None:
         self._chats.pop(chat_id, None)
-        if self.state == "generating":
+        if self.state == EngineState.GENERATING:
             self._set_state(EngineState.IDLE)
         self.chat_finished.emit(chat_id, result)
 
     def on_chat_failed(self, chat_id: int, message: str, hint: str) -> None:
         self._chats.pop(chat_id, None)
-        if self.state == "generating":
+        if self.state == EngineState.GENERATING:
             self._set_state(EngineState.IDLE)
         self.chat_failed.emit(chat_id, message, hint)
 

@@ -14,9 +14,9 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app import crash_log
 from app.store import THEME, Store, StoreError
+from app.ui.background import UiThreadPost
 from app.ui.engine_controller import EngineController
 from app.ui.main_window import MainWindow, app_icon
-from app.ui.ui_thread import UiThreadPost
 from app.ui.widgets.theme import apply_theme
 
 

@@ -17,7 +17,6 @@ import contextlib
 import errno
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +26,9 @@ from app.engine.protocol import ContextPolicy
 from app.serve.cli import LOOPBACK
 from app.serve.http import DEFAULT_HOST, DEFAULT_PORT, OpenAIServer
 from app.store import Store
+from app.ui.background import Tasks
 from app.ui.engine_controller import EngineController
 from app.ui.engine_state import EngineState
-from app.ui.ui_thread import UiThreadPost
 
 log = logging.getLogger("moedesk.ui.serve")
 
@@ -149,9 +148,9 @@ class ServeControl(QObject):
         self._starting: OpenAIServer | None = None  # binding on the worker
         self.error: str | None = None
         self.in_flight = 0
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openai-serve")
+        # binding and stopping, one after the other: a restart's stop frees the port its start binds
+        self._tasks = Tasks(self, threads=1)
         self._generation = 0  # bumped whenever what should run changes: late results are dropped
-        self._ui = UiThreadPost(self)
         self._poll = QTimer(self, interval=POLL_MS)
         self._poll.timeout.connect(self._poll_in_flight)
         engine.state_changed.connect(self._engine_state)
@@ -182,7 +181,7 @@ class ServeControl(QObject):
         self._generation += 1
         self._poll.stop()
         server, self.server = self.server, None
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._tasks.close(30_000)
         if server is not None:
             server.stop()
 
@@ -249,13 +248,4 @@ class ServeControl(QObject):
 
     def _submit(self, fn: Callable[[], Any], on_done: Callable[[Any], None],
                 on_error: Callable[[BaseException], None]) -> None:
-        def run() -> None:
-            try:
-                result = fn()
-            except Exception as exc:
-                self._ui.post(on_error, exc)
-                return
-            self._ui.post(on_done, result)
-        with contextlib.suppress(RuntimeError):  # after shutdown()
-            self._worker.submit(run)
-
+        self._tasks.run(fn, on_done, on_error)  # nothing runs after shutdown()

@@ -27,16 +27,25 @@ def recorded_desktop() -> Hardware:
     return detect(RECORDED_DESKTOP, nvml=False)
 
 
-def demo_page(parent: QWidget | None = None) -> QWidget:
-    """The page planning Qwen3-30B-A3B (Q8_0) at 32k tokens on the recorded 24 GB desktop."""
+def demo_page(parent: QWidget | None = None, empty: bool = False) -> QWidget:
+    """The page planning Qwen3-30B-A3B (Q8_0) at 32k tokens on the recorded 24 GB desktop
+    (``empty``: before any model is chosen)."""
     from app.ui.advisor.page import AdvisorPage
+    from app.ui.app_state import AppState
+    from app.ui.engine_controller import EngineController
 
-    folder = Path(tempfile.mkdtemp(prefix="moedesk-advisor-demo-"))
-    path = write_synthetic_header(folder / "Qwen3-30B-A3B-Q8_0.gguf",
-                              SyntheticSpec.preset("qwen3-30b-a3b", quant="Q8_0"))
-    page = AdvisorPage(parent, hardware=recorded_desktop(), measure=False, n_ctx=32768)
-    page.set_model(path)
-    _wait_for_model(page)
+    state = AppState()
+    state.set_hardware(recorded_desktop())
+    engine = EngineController()
+    page = AdvisorPage(state, engine, parent, n_ctx=32768, probe_disk=False)
+    state.setParent(page)
+    engine.setParent(page)
+    if not empty:
+        folder = Path(tempfile.mkdtemp(prefix="moedesk-advisor-demo-"))
+        path = write_synthetic_header(folder / "Qwen3-30B-A3B-Q8_0.gguf",
+                                      SyntheticSpec.preset("qwen3-30b-a3b", quant="Q8_0"))
+        page.set_model(path)
+        _wait_for_model(page)
     return page
 
 

@@ -1,26 +1,29 @@
 """The Advisor page: this machine, the plan for the selected model, and the controls to change it.
 
-Data comes in through set_hardware, set_build_info and set_model (and the RAM probe, which the
-page runs on a worker); what the user wants goes out through ``load_requested``. The engine's
-answers come back through show_load_progress, show_loaded and show_load_failed.
+The page takes the app state (this machine's hardware, RAM speed and engine build, and the model
+loaded now, which the page follows) and the EngineController, and connects itself: Load loads
+the plan on screen through the controller, Autotune runs there too (TuneRunner), and the
+engine's progress and answers come back as the controller's signals. ``set_model`` plans for
+another file; with none chosen, the page says how to choose one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import shiboken6
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QFileDialog,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QStackedWidget,
     QStyle,
     QTableView,
     QVBoxLayout,
@@ -33,15 +36,20 @@ from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams, LoadResult
 from app.engine.routing_profiles import remembered_for
 from app.gguf_info import GGUFModel, read_model
-from app.hardware import Hardware, detect
-from app.hardware.bandwidth import RamBandwidth, ram_bandwidth
+from app.hardware import Hardware
+from app.hardware.bandwidth import RamBandwidth
 from app.hardware.disk import DiskSpeed
-from app.load_plan import autotuned, model_disk_speed
+from app.load_plan import LoadPlan, autotuned, model_disk_speed
 from app.ui.advisor.controls import PlanControls, RuleError, base_placement, manual_placement
 from app.ui.advisor.memory_table import MemoryRow, MemoryTableModel
-from app.ui.app_state import AppState
+from app.ui.app_state import AppState, LoadedModel
+from app.ui.background import Tasks
+from app.ui.engine_controller import EngineController
 from app.ui.tune.panel import TunePanel, TuneRequest
-from app.ui.widgets.background import run_in_background
+from app.ui.tune.runner import TuneRunner
+from app.ui.widgets.empty_state import EmptyState
+from app.ui.widgets.look import SPACING, PageHeader, page_layout, tighten
+from app.ui.widgets.theme import primary
 from app.units import gib
 
 _OK, _WARN = QStyle.StandardPixmap.SP_DialogApplyButton, QStyle.StandardPixmap.SP_MessageBoxWarning
@@ -65,24 +73,21 @@ def wrapped(text: str = "") -> QLabel:
 class AdvisorPage(QWidget):
     """Will the model fit, how fast will it run, and how to split it; Load loads that plan."""
 
-    load_requested = Signal(object)  # LoadParams built from the plan the user settled on
-    tune_requested = Signal(object)  # TuneRequest: autotune, starting from the plan on screen
-
-    def __init__(self, parent: QWidget | None = None, *, hardware: Hardware | None = None,
-                 build: BuildInfo | None = None, ram: RamBandwidth | None = None,
-                 measure: bool = True, n_ctx: int = DEFAULT_CONTEXT,
-                 state: AppState | None = None) -> None:
-        """``state``: the app's shared hardware, RAM speed and build, which the page follows
-        (the desktop app's way). Without it, ``measure`` runs the RAM probe (and detects the
-        hardware when none is given) on a worker; off for recorded machines, whose speed this
-        machine's probe would not say."""
+    def __init__(self, state: AppState, engine: EngineController, parent: QWidget | None = None, *,
+                 n_ctx: int = DEFAULT_CONTEXT, probe_disk: bool = True) -> None:
+        """``n_ctx``: the context planned for at first. ``probe_disk``: measure the model's drive
+        when the plan streams from it; off for a recorded machine, whose drive this one is not."""
         super().__init__(parent)
-        self.hardware, self.build, self.ram = hardware, build, ram
+        self.state, self.engine = state, engine
+        self.hardware: Hardware | None = None
+        self.build: BuildInfo | None = None
+        self.ram: RamBandwidth | None = None
         self.disk: DiskSpeed | None = None  # the model's drive, probed when it must stream
         self.tuned: PlacementPlan | None = None  # autotune's winner for this model and context
         self.profile: list[list[int]] | None = None  # routing remembered for the model
-        self._measure = measure
+        self._probe_disk_allowed = probe_disk
         self._disk_probing = False
+        self._tasks = Tasks(self)
         self.path: Path | None = None
         self.model: GGUFModel | None = None
         self.planned: Plan | None = None  # the planner's latest choice
@@ -90,22 +95,16 @@ class AdvisorPage(QWidget):
         self.loading = False
         self._n_ctx = n_ctx
         self._build_ui()
-        if state is not None:
-            state.connect_hardware(self.set_hardware)
-            state.connect_ram(self.set_ram)
-            state.connect_build(self.set_build_info)
-            measure = False  # the state measures, once for the whole app
-        if measure and ram is None:  # a probe that fails leaves the typical figures, noted
-            run_in_background(ram_bandwidth, self._alive(self.set_ram), lambda exc: None)
-        if measure and hardware is None:
-            run_in_background(detect, self._alive(self.set_hardware), lambda exc: None)
+        self.tuner = TuneRunner(state, engine, self.tune_panel)
+        state.connect_hardware(self.set_hardware)
+        state.connect_ram(self.set_ram)
+        state.connect_build(self.set_build_info)
+        state.connect_loaded(self._loaded_changed)
+        engine.load_progress.connect(self.show_load_progress)
+        engine.load_failed.connect(self.show_load_failed)
         self._refresh()
 
-    def _alive(self, slot: Callable[[Any], None]) -> Callable[[Any], None]:
-        """``slot``, skipped when a worker answers after the page was closed and deleted."""
-        return lambda value: slot(value) if shiboken6.isValid(self) else None
-
-    # --- the contract -----------------------------------------------------------------------
+    # --- what the app state and the engine say ------------------------------------------------
 
     def set_hardware(self, hardware: Hardware) -> None:
         self.hardware = hardware
@@ -129,9 +128,19 @@ class AdvisorPage(QWidget):
         self._refresh()
         path = self.path
         # a header read that ends after the user picked another model is dropped
-        run_in_background(lambda: read_model(path),
-                          self._alive(lambda model: self._model_read(model) if self.path == path else None),
-                          self._alive(lambda exc: self._model_failed(exc) if self.path == path else None))
+        self._tasks.run(lambda: read_model(path),
+                        lambda model: self._model_read(model) if self.path == path else None,
+                        lambda exc: self._model_failed(exc) if self.path == path else None)
+
+    def _loaded_changed(self, loaded: LoadedModel | None) -> None:
+        """The page follows the loaded model: planned for (if it shows another), and said loaded."""
+        if loaded is None:
+            if not self.loading and self.status.text().startswith("Loaded "):
+                self.status.setText("")  # unloaded, or gone with the engine
+            return
+        if loaded.path != self.path:
+            self.set_model(loaded.path)
+        self.show_loaded(loaded.result)
 
     def show_load_progress(self, fraction: float) -> None:
         self.loading = True
@@ -161,10 +170,19 @@ class AdvisorPage(QWidget):
     # --- building -----------------------------------------------------------------------------
 
     def _build_ui(self) -> None:
-        self.model_label = wrapped("No model selected: pick one on the Models page.")
-        bold = self.model_label.font()
-        bold.setBold(True)
-        self.model_label.setFont(bold)
+        self.header = PageHeader("Advisor")
+        self.model_label = self.header.subtitle  # the model planned for, in a line
+        self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.model_label.show()
+        choose = self.header.add_action(QPushButton("Choose model file…"))
+        choose.setToolTip("Plan for a GGUF file on this computer (any shard of a split model)")
+        choose.clicked.connect(self._choose_file)
+        self.empty = EmptyState(
+            "advisor", "No model chosen",
+            "The Advisor works out whether a model fits this machine, how fast it will run, and which "
+            "parts go to the GPU and which to RAM. Choose a GGUF file, or load one from the Models "
+            "page: the Advisor plans the model that is loaded.", "Choose model file…")
+        self.empty.action_clicked.connect(self._choose_file)
         self.verdict_icon = QLabel()
         self.verdict = QLabel()
         big = self.verdict.font()
@@ -189,7 +207,7 @@ class AdvisorPage(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.hardware_label = wrapped()
         self.controls = PlanControls()
-        self.load_button = QPushButton("Load with this plan")
+        self.load_button = primary(QPushButton("Load with this plan"))
         self.progress = QProgressBar()
         self.progress.hide()
         self.status = wrapped()
@@ -212,19 +230,31 @@ class AdvisorPage(QWidget):
         load_row = QHBoxLayout()
         load_row.addWidget(self.progress, 1)
         load_row.addWidget(self.load_button)
-        right = QVBoxLayout()
+        side = QWidget()  # scrolls in a short window rather than squeezing the settings
+        right = tighten(QVBoxLayout(side))
+        right.setContentsMargins(0, 0, 6, 0)
         right.addWidget(machine_box)
         right.addWidget(self.controls)
         right.addLayout(load_row)
         right.addWidget(self.status)
         right.addWidget(self.tune_panel)
         right.addStretch(1)
-        columns = QHBoxLayout()
+        self.content = QWidget()  # the plan and its controls, once a model is chosen
+        columns = tighten(QHBoxLayout(self.content))
+        columns.setSpacing(SPACING + 4)
+        side_scroll = QScrollArea()
+        side_scroll.setWidget(side)
+        side_scroll.setWidgetResizable(True)
+        side_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         columns.addWidget(plan_box, 3)
-        columns.addLayout(right, 2)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.model_label)
-        layout.addLayout(columns, 1)
+        columns.addWidget(side_scroll, 2)
+        self.body = QStackedWidget()
+        self.body.addWidget(self.content)
+        self.body.addWidget(self.empty)
+        layout = page_layout(self)
+        layout.addWidget(self.header)
+        layout.addWidget(self.body, 1)
 
         self.controls.changed.connect(self._refresh)
         self.load_button.clicked.connect(self._load)
@@ -247,8 +277,18 @@ class AdvisorPage(QWidget):
         self.model_label.setText(f"Cannot read {self.path.name if self.path else 'the model'}: {exc}"
                                  + (f" {hint}" if hint else ""))
 
+    def _choose_file(self) -> None:
+        folder = self.path.parent if self.path else Path.home()
+        path, _ = QFileDialog.getOpenFileName(self, "Plan for a model", str(folder), "GGUF models (*.gguf)")
+        if path:
+            self.set_model(Path(path))
+
     def _refresh(self) -> None:
         """Re-plan (or re-estimate the user's placement) and show the result."""
+        self.body.setCurrentWidget(self.content if self.path is not None else self.empty)
+        if self.path is None:
+            self.model_label.setText("Will a model fit this machine, how fast will it run, and where "
+                                     "does each part go?")
         self.hardware_label.setText("\n".join(self._machine_lines()))
         if self.model is None or self.hardware is None:
             self.plan = None
@@ -286,7 +326,7 @@ class AdvisorPage(QWidget):
 
     def _probe_disk(self, model: GGUFModel) -> None:
         """Measure the model's drive once (a few seconds, on a worker): streaming's speed rests on it."""
-        if self.disk is not None or self._disk_probing or not self._measure:
+        if self.disk is not None or self._disk_probing or not self._probe_disk_allowed:
             return
         self._disk_probing = True
 
@@ -296,8 +336,8 @@ class AdvisorPage(QWidget):
                 self.disk = disk
                 self._refresh()
 
-        run_in_background(lambda: model_disk_speed(model), self._alive(measured),
-                          self._alive(lambda exc: setattr(self, "_disk_probing", False)))
+        self._tasks.run(lambda: model_disk_speed(model), measured,
+                        lambda exc: setattr(self, "_disk_probing", False))
 
     def _show(self, plan: Plan) -> None:
         words, icon = VERDICTS[plan.verdict]
@@ -368,7 +408,10 @@ class AdvisorPage(QWidget):
         if self.plan is None or self.path is None:
             return
         self.status.setText("Starting the load…")
-        self.load_requested.emit(LoadParams(model=str(self.path), placement=self.load_placement()))
+        params = LoadParams(model=str(self.path), placement=self.load_placement())
+        source = ("manual" if self.controls.manual
+                  else "autotuned" if self.tuned is not None else "advisor")
+        self.engine.load(params, LoadPlan(params, self.plan, source))
 
     def load_placement(self) -> PlacementPlan | None:
         """What "Load with this plan" loads: the planner's choice gives way to the placement
@@ -385,4 +428,4 @@ class AdvisorPage(QWidget):
             return
         request.model, request.start = str(self.path), self.plan.placement
         request.n_layer = self.model.n_layer
-        self.tune_requested.emit(request)
+        self.tuner.start(request)

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.chat.conversation_model import ID_ROLE, ConversationListModel
+from app.ui.widgets.theme import primary
 
 
 class ConversationList(QWidget):
@@ -36,6 +37,7 @@ class ConversationList(QWidget):
         super().__init__(parent)
         self.conversations = conversations
         self.list = QListView()
+        self.list.setObjectName("conversations")  # styled as a sidebar (app/ui/widgets/theme.py)
         self.list.setModel(conversations)
         self.list.setWordWrap(True)  # a search's snippet wraps under its title
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -44,7 +46,7 @@ class ConversationList(QWidget):
         self.list.clicked.connect(self._list_clicked)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._list_menu)
-        self.new_button = QPushButton("New chat")
+        self.new_button = primary(QPushButton("New chat"))
         self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
         self.new_button.clicked.connect(lambda: self.new_requested.emit())
         self.search = QLineEdit(placeholderText="Search all conversations", clearButtonEnabled=True)

@@ -8,7 +8,6 @@ from pathlib import Path
 from PySide6.QtWidgets import QWidget
 
 from app.store import ChatDefaults, MessageStats, Store
-from app.ui.engine_state import EngineState
 
 DEMO_ANSWER = """<think>
 The user asks why a MoE model runs fast with experts in RAM. Key point: only the top-k experts
@@ -41,22 +40,21 @@ def fill_demo_store(store: Store) -> None:
         finish_reason="stop", model="Qwen3-30B-A3B Q4_K_M"))
 
 
-def demo_page() -> QWidget:
-    from app.engine.protocol import LoadResult, ModelInfo
+def demo_page(loaded: bool = True) -> QWidget:
+    """The page on a conversation with a reasoning answer, a Qwen3-30B-A3B loaded
+    (``loaded=False``: none, and no conversations either: the page's empty state)."""
     from app.ui.chat.page import ChatPage
+    from app.ui.demo import demo_parts
 
     folder = Path(tempfile.mkdtemp(prefix="moedesk-demo-"))
     store = Store(folder / "demo.sqlite3")
-    fill_demo_store(store)
-    conv = store.conversations()[0]
-    page = ChatPage(store)
-    page.set_engine_state(EngineState.IDLE)
-    page.set_model(LoadResult(
-        model=ModelInfo(path="Qwen3-30B-A3B-Q4_K_M.gguf", shards=[], architecture="qwen3moe",
-                        name="Qwen3-30B-A3B", n_layer=48, n_expert=128, n_expert_used=8,
-                        n_ctx_train=40960, n_params=30_500_000_000, size_bytes=18_600_000_000,
-                        chat_template=True),
-        placement=[], expert_layers_on_gpu=[], n_ctx=8192, load_seconds=4.2, telemetry=True))
-    page.open_conversation(conv.id)
-    page.compose.setPlainText("And what does the advisor's slider change?")
+    if loaded:
+        fill_demo_store(store)
+    state, engine = demo_parts(loaded=loaded)
+    page = ChatPage(store, state, engine)
+    state.setParent(page)
+    engine.setParent(page)
+    if loaded:
+        page.open_conversation(store.conversations()[0].id)
+        page.compose.setPlainText("And what does the advisor's slider change?")
     return page

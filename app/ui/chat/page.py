@@ -4,17 +4,18 @@ The page wires its parts together and keeps the state: ``ConversationList`` (the
 ``ConversationHeader`` (title, preset, settings), ``MessageView`` (the messages); what is sent
 for an answer and what streams back are ``answer.py``'s plain data.
 
-The page talks to the engine only through the EngineController it is attached to
-(``attach``): ``chat(ChatParams) -> id`` and ``stop_chat(id)`` out, ``chat_token`` /
-``chat_finished`` / ``chat_failed`` back. An answer is written to the store as it streams
-(every ``SAVE_EVERY_S``, marked partial) and redrawn at most every ``REDRAW_MS``.
+The page takes the app state (the loaded model, for the context meter and the answers' stats)
+and the EngineController, and connects itself: ``chat(ChatParams) -> id`` and ``stop_chat(id)``
+out, ``chat_token`` / ``chat_finished`` / ``chat_failed`` and the engine's state back. An answer
+is written to the store as it streams (every ``SAVE_EVERY_S``, marked partial) and redrawn at
+most every ``REDRAW_MS``. With no conversation, or none with messages yet, the message area
+says what to do instead (start one; load a model first).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QPalette, QShortcut
@@ -26,23 +27,29 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadResult
 from app.store import EXPORT_FOLDER, Conversation, MessageStats, Store, UserPreset
+from app.ui.app_state import AppState, LoadedModel
 from app.ui.chat.answer import StreamingAnswer, continuable, history_for
 from app.ui.chat.context_meter import ContextMeter
 from app.ui.chat.conversation_header import ConversationHeader
 from app.ui.chat.conversation_list import ConversationList
 from app.ui.chat.conversation_model import ConversationListModel
+from app.ui.chat.empty_state import ChatEmptyState
 from app.ui.chat.export import SUFFIXES, ExportFormat, export_conversation, suggested_name
 from app.ui.chat.message_view import MessageView
 from app.ui.chat.message_widgets import MessageWidget
 from app.ui.chat.presets import context_policy_for, sampling_for, user_name
 from app.ui.chat.settings_dialog import ChatSettingsDialog
+from app.ui.engine_controller import EngineController
 from app.ui.engine_state import EngineState
+from app.ui.widgets.look import PAGE_MARGIN, SPACING, tighten
+from app.ui.widgets.theme import primary
 
 SAVE_EVERY_S = 0.5
 REDRAW_MS = 80
@@ -52,14 +59,16 @@ NEW_TITLE = "New chat"
 class ChatPage(QWidget):
     """Chat with the loaded model; every conversation is kept in the store."""
 
-    answer_finished = Signal(object)  # ChatResult, for the dashboard
+    answer_finished = Signal(object)  # ChatResult
+    page_requested = Signal(str)  # the user asked for another page ("Models": to load a model)
 
-    def __init__(self, store: Store, parent: QWidget | None = None) -> None:
+    def __init__(self, store: Store, state: AppState, engine: EngineController,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.store = store
-        self.engine: Any = None  # the EngineController, once attached
-        self.model: LoadResult | None = None
-        self.engine_state = EngineState.STOPPED
+        self.engine = engine
+        self.model: LoadResult | None = None  # the loaded model (the app state's)
+        self.engine_state = engine.state
         self.conversation: Conversation | None = None
         self.answer: StreamingAnswer | None = None
         self._editing: int | None = None  # the user message being edited (edit-and-resend)
@@ -67,6 +76,11 @@ class ChatPage(QWidget):
         self._redraw.timeout.connect(self._redraw_answer)
         self._build()
         self._shortcuts()
+        engine.chat_token.connect(self.on_token)
+        engine.chat_finished.connect(self.on_finished)
+        engine.chat_failed.connect(self.on_failed)
+        engine.state_changed.connect(self._engine_state_changed)
+        state.connect_loaded(self._model_changed)
         rows = self.conversations.rowCount()
         if rows:
             self.open_conversation(self.conversations.conversation_at(0).id)
@@ -91,9 +105,16 @@ class ChatPage(QWidget):
         self.view.edit_requested.connect(self.start_edit)
         self.view.regenerate_requested.connect(self.regenerate)
         self.view.continue_requested.connect(self.continue_answer)
+        self.empty = ChatEmptyState()
+        self.empty.new_chat_requested.connect(self.new_conversation)
+        self.empty.models_requested.connect(lambda: self.page_requested.emit("Models"))
+        self.messages = QStackedWidget()  # the messages, or what to do when there are none
+        self.messages.addWidget(self.view)
+        self.messages.addWidget(self.empty)
         self.meter = ContextMeter()
         self.notice = QLabel(wordWrap=True)
         self.notice.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.notice.linkActivated.connect(self.page_requested)  # "load one on the Models page"
         self.editing_bar = QWidget()
         edit_layout = QHBoxLayout(self.editing_bar)
         edit_layout.setContentsMargins(0, 0, 0, 0)
@@ -107,7 +128,7 @@ class ChatPage(QWidget):
         self.compose.setTabChangesFocus(True)
         self.compose.setFixedHeight(self.compose.fontMetrics().lineSpacing() * 5)
         self.compose.textChanged.connect(self._update_controls)
-        self.send_button = QPushButton("Send")
+        self.send_button = primary(QPushButton("Send"))
         self.send_button.setToolTip("Send (Ctrl+Enter)")
         self.send_button.clicked.connect(self.send)
         self.stop_button = QPushButton("Stop")
@@ -122,21 +143,23 @@ class ChatPage(QWidget):
         compose_row.addLayout(buttons)
 
         right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout = tighten(QVBoxLayout(right))
+        right_layout.setContentsMargins(SPACING, 0, 0, 0)
         right_layout.addWidget(self.header)
-        right_layout.addWidget(self.view, 1)
+        right_layout.addWidget(self.messages, 1)
         right_layout.addWidget(self.meter)
         right_layout.addWidget(self.notice)
         right_layout.addWidget(self.editing_bar)
         right_layout.addLayout(compose_row)
 
         splitter = QSplitter()
+        splitter.setChildrenCollapsible(False)
         splitter.addWidget(self.conversation_list)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([220, 780])
+        splitter.setSizes([240, 760])
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(PAGE_MARGIN, PAGE_MARGIN - 4, PAGE_MARGIN, PAGE_MARGIN)
         layout.addWidget(splitter)
 
     def _shortcuts(self) -> None:
@@ -145,21 +168,14 @@ class ChatPage(QWidget):
             QShortcut(QKeySequence(keys), self, self.send, context=context)
         QShortcut(QKeySequence("Escape"), self, self.stop, context=context)
 
-    # --- engine ---------------------------------------------------------------------------
+    # --- the engine and the loaded model ---------------------------------------------------
 
-    def attach(self, engine: Any) -> None:
-        """Use this EngineController for answers."""
-        self.engine = engine
-        engine.chat_token.connect(self.on_token)
-        engine.chat_finished.connect(self.on_finished)
-        engine.chat_failed.connect(self.on_failed)
-
-    def set_engine_state(self, state: EngineState) -> None:
+    def _engine_state_changed(self, state: EngineState) -> None:
         self.engine_state = state
         self._update_controls()
 
-    def set_model(self, model: LoadResult | None) -> None:
-        self.model = model
+    def _model_changed(self, loaded: LoadedModel | None) -> None:
+        self.model = loaded.result if loaded is not None else None
         self._show_context_use()
         self._update_controls()
 
@@ -287,7 +303,6 @@ class ChatPage(QWidget):
         """Let the last answer, cut short, go on from its last word (into the same message)."""
         if self.conversation is None or self.answer is not None or not self._can_answer():
             return
-        assert self.engine is not None
         conversation = self.store.conversation(self.conversation.id)
         messages = self.store.messages(conversation.id)
         if not messages or not continuable(messages[-1]):
@@ -302,7 +317,7 @@ class ChatPage(QWidget):
         self.open_conversation(conversation.id)
 
     def stop(self) -> None:
-        if self.answer is not None and self.engine is not None:
+        if self.answer is not None:
             self.engine.stop_chat(self.answer.chat_id)
 
     def start_edit(self, message_id: int) -> None:
@@ -320,7 +335,7 @@ class ChatPage(QWidget):
         self.editing_bar.hide()
 
     def _generate(self) -> None:
-        assert self.conversation is not None and self.engine is not None
+        assert self.conversation is not None
         conversation = self.store.conversation(self.conversation.id)
         history = history_for(conversation, self.store.messages(conversation.id))
         placeholder = self.store.add_message(conversation.id, "assistant", "", state="partial")
@@ -332,7 +347,6 @@ class ChatPage(QWidget):
     def _ask(self, conversation: Conversation, history: list[ChatMessage],
              continue_answer: bool = False) -> int:
         """Ask the engine for an answer with the conversation's sampling and context policy."""
-        assert self.engine is not None
         return self.engine.chat(ChatParams(messages=history, sampling=sampling_for(conversation),
                                            context_policy=context_policy_for(conversation),
                                            continue_answer=continue_answer))
@@ -401,6 +415,7 @@ class ChatPage(QWidget):
         """The meter from the open conversation's last answer: its prompt and its tokens are
         what the context held (what the next prompt starts from)."""
         n_ctx = self.model.n_ctx if self.model else None
+        self.meter.setVisible(n_ctx is not None)  # "no model loaded" is said once, below it
         messages = self.store.messages(self.conversation.id) if self.conversation else []
         last = next((m for m in reversed(messages) if m.stats is not None), None)
         if last is None or last.stats is None:
@@ -410,7 +425,7 @@ class ChatPage(QWidget):
         self.meter.show_use(s.prompt_tokens + s.completion_tokens, n_ctx, s.messages_dropped)
 
     def _can_answer(self) -> bool:
-        return self.engine is not None and self.model is not None and self.engine_state == EngineState.IDLE
+        return self.model is not None and self.engine_state == EngineState.IDLE
 
     def _update_controls(self) -> None:
         busy = self.answer is not None
@@ -425,11 +440,21 @@ class ChatPage(QWidget):
             self.notice.setText("The engine stopped. Restart it from the banner above; "
                                 "this conversation is kept.")
         elif self.model is None and not self.engine_state.coming_up:
-            self.notice.setText("No model is loaded: load one on the Models page.")
+            self.notice.setText('No model is loaded: <a href="Models">load one on the Models page</a>.')
         elif self.engine_state.coming_up:
             self.notice.setText("The model is loading…")
         elif self.notice.text().startswith(("No model", "The model is loading", "The engine stopped")):
             self.notice.clear()
+        self._show_empty_state()
+
+    def _show_empty_state(self) -> None:
+        """The messages, or, when there are none, what to do (the first thing that is missing)."""
+        self.header.setVisible(self.conversation is not None)
+        if self.conversation is not None and self.view.widgets():
+            self.messages.setCurrentWidget(self.view)
+            return
+        self.empty.show_for(self.conversation is not None, self.model)
+        self.messages.setCurrentWidget(self.empty)
 
     def save_user_preset(self, preset: UserPreset) -> None:
         """Keep a preset (replacing one of that name) and offer it in every conversation."""

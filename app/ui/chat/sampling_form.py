@@ -17,6 +17,7 @@ class SamplingForm(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)  # it sits in a group box, which has its own
         self.system_prompt = QPlainTextEdit()
         self.system_prompt.setPlaceholderText("e.g. You are a concise assistant.")
         self.system_prompt.setTabChangesFocus(True)

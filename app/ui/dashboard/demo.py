@@ -8,6 +8,7 @@ arrival time and then replayed into the page (for screenshots and for a look by 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 import threading
 import time
@@ -23,6 +24,7 @@ from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling, SubscribeParams
 from app.engine.synthetic import SyntheticSpec, write_synthetic_model
 from app.ui.dashboard.page import DashboardPage
+from app.ui.demo import demo_parts
 
 # Bigger than the tests' "tiny" (a heatmap worth looking at), still written and loaded in
 # well under a second; skewed routing, so hot experts stand out as real MoE models' do.
@@ -95,13 +97,21 @@ def replay(page: DashboardPage, events: list[Recorded]) -> None:
     page.redraw()
 
 
-def demo_page(parent: QWidget | None = None) -> DashboardPage:
-    """The page after a real short run of a small synthetic model (about 5 s on a laptop)."""
-    page = DashboardPage(parent)
+@functools.cache
+def demo_events() -> list[Recorded]:
+    """A real short run of a small synthetic model (about 5 s on a laptop), recorded once."""
     with tempfile.TemporaryDirectory(prefix="moedesk-demo-") as folder:
         (model,) = write_synthetic_model(Path(folder) / "demo-moe.gguf", DEMO_SPEC)
-        events = record_run(model)
-    replay(page, events)
+        return record_run(model)
+
+
+def demo_page(parent: QWidget | None = None) -> DashboardPage:
+    """The page after a real short run of a small synthetic model (the run is made once)."""
+    state, engine = demo_parts(loaded=False)  # the run's own load is replayed into the page
+    page = DashboardPage(state, engine, parent)
+    state.setParent(page)
+    engine.setParent(page)
+    replay(page, demo_events())
     return page
 
 

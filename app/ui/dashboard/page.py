@@ -1,7 +1,9 @@
 """The Dashboard page: live plots of what the engine is doing, and the placement in use.
 
-Data comes in through the slots (``add_stats``, ``add_routing``, ``set_loaded``,
-``add_chat_result``), which only append to ring buffers; a timer redraws the plots at
+The page takes the app state (the loaded model and its plan) and the EngineController, and
+connects itself to them. Data comes in through the slots (``add_stats``, ``add_routing``,
+``set_loaded``, ``add_chat_result``; a recorded run may call them too), which only append to
+ring buffers; a timer redraws the plots at
 ``REDRAW_HZ`` (nothing is drawn per event, however fast events come). Another timer samples
 this machine's CPU load. Pause freezes what is drawn but keeps collecting, so Resume (and the
 CSV export) shows everything that happened meanwhile.
@@ -32,17 +34,21 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSplitter,
+    QStackedWidget,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from app.engine.protocol import ChatResult, EngineStats, LoadResult, RoutingSnapshot
+from app.ui.app_state import AppState, LoadedModel
+from app.ui.dashboard.now import now_lines, plan_words, storage_lines  # noqa: F401 (storage_lines: still imported from here)
 from app.ui.dashboard.placement_view import PlacementTableModel, placement_summary
 from app.ui.dashboard.plots import DashboardPlots, memory_series
 from app.ui.dashboard.series import RoutingWindow, SeriesStore
-from app.ui.widgets.counts import count_text
-from app.units import memory_size
+from app.ui.engine_controller import EngineController
+from app.ui.widgets.empty_state import EmptyState
+from app.ui.widgets.look import PageHeader, page_layout, tighten
 
 REDRAW_HZ = 5
 CPU_SAMPLE_S = 1.0
@@ -54,8 +60,9 @@ class DashboardPage(QWidget):
     """Live engine performance: throughput, memory, CPU, expert hit rate, routing heatmap."""
 
     exported = Signal(str)  # path of a CSV or PNG file just written
+    page_requested = Signal(str)  # the user asked for another page ("Models": to load a model)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState, engine: EngineController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.store = SeriesStore(HISTORY_SAMPLES)
         self.routing = RoutingWindow(window_s=30.0, max_window_s=max(WINDOWS_S))
@@ -65,6 +72,8 @@ class DashboardPage(QWidget):
         self._paused = False
         self._last_stats: EngineStats | None = None
         self._last_answer: ChatResult | None = None
+        self._loaded: LoadResult | None = None
+        self._had_model = False  # a model was loaded since the last reset: its plots are worth showing
 
         self.plots = DashboardPlots(self)
         self.placement = PlacementTableModel(self)
@@ -79,6 +88,11 @@ class DashboardPage(QWidget):
         self._cpu_timer.setInterval(int(CPU_SAMPLE_S * 1000))
         self._cpu_timer.timeout.connect(lambda: self.add_cpu_sample(psutil.cpu_percent(None)))
         self._cpu_timer.start()
+
+        engine.stats.connect(self.add_stats)
+        engine.routing.connect(self.add_routing)
+        engine.chat_finished.connect(self._answer_finished)
+        state.connect_loaded(self._loaded_changed)
 
     def _build(self) -> None:
         self.pause_button = QPushButton("Pause", self)
@@ -105,7 +119,7 @@ class DashboardPage(QWidget):
         self.paused_label = QLabel("Paused: still collecting", self)
         self.paused_label.setVisible(False)
 
-        bar = QHBoxLayout()
+        bar = tighten(QHBoxLayout())
         bar.addWidget(self.pause_button)
         bar.addWidget(self.reset_button)
         bar.addWidget(self.paused_label)
@@ -156,10 +170,25 @@ class DashboardPage(QWidget):
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(bar)
-        layout.addWidget(splitter, 1)
+        self.empty = EmptyState(
+            "dashboard", "No model loaded",
+            "Load a model and chat with it: its speed, the memory it takes, the CPU load and which "
+            "experts each layer routes to are drawn here as it runs.", "Open Models")
+        self.empty.action_clicked.connect(lambda: self.page_requested.emit("Models"))
+        self.live = QWidget(self)  # the controls and the plots, once there is something to plot
+        live_layout = tighten(QVBoxLayout(self.live))
+        live_layout.addLayout(bar)
+        live_layout.addWidget(splitter, 1)
+        self.body = QStackedWidget(self)
+        self.body.addWidget(self.live)
+        self.body.addWidget(self.empty)
+        self.header = PageHeader("Dashboard", "What the engine does now: speed, memory and expert "
+                                              "routing, live.", self)
+        layout = page_layout(self)
+        layout.addWidget(self.header)
+        layout.addWidget(self.body, 1)
         self._show_now()
+        self._show_body()
 
     # --- data in (cheap: append, mark dirty) ----------------------------------------------
 
@@ -202,12 +231,27 @@ class DashboardPage(QWidget):
         self._dirty = True
 
     @Slot(object)
-    def set_loaded(self, result: LoadResult | None) -> None:
-        """A model was loaded (routing counts restart at zero) or unloaded (None)."""
+    def set_loaded(self, result: LoadResult | None, plan_text: str = "") -> None:
+        """A model was loaded (routing counts restart at zero) or unloaded (None); ``plan_text``
+        says how its placement was chosen."""
+        self._loaded = result
+        self._had_model = self._had_model or result is not None
         self.placement.set_result(result)
-        self.placement_label.setText(placement_summary(result) if result else "No model loaded.")
+        summary = placement_summary(result) if result else "No model loaded."
+        self.placement_label.setText("\n\n".join(t for t in (summary, plan_text) if t))
         self.routing.restart(from_zero=result is not None)
         self._dirty = True
+        self._show_body()
+
+    def _loaded_changed(self, loaded: LoadedModel | None) -> None:
+        self.set_loaded(loaded.result if loaded else None, plan_words(loaded) if loaded else "")
+
+    def _answer_finished(self, _chat_id: int, result: ChatResult) -> None:
+        self.add_chat_result(result)
+
+    def _show_body(self) -> None:
+        """The plots once a model was loaded; before, what to do to get some."""
+        self.body.setCurrentWidget(self.live if self._had_model else self.empty)
 
     @Slot(object)
     def add_chat_result(self, result: ChatResult, at: float | None = None) -> None:
@@ -239,6 +283,8 @@ class DashboardPage(QWidget):
         self.routing.restart(from_zero=False)
         self.restart_clock()
         self._last_stats = self._last_answer = None
+        self._had_model = self._loaded is not None
+        self._show_body()
         self._dirty = True
         self.redraw()  # even while paused: the user asked to see the plots cleared
 
@@ -288,38 +334,11 @@ class DashboardPage(QWidget):
         return np.zeros((0, 0), dtype=np.int64) if image is None else np.asarray(image)
 
     def _show_now(self, counts: np.ndarray | None = None) -> None:
-        lines = []
-        stats = self._last_stats
-        if stats is None:
-            lines.append("No engine figures yet.")
-        else:
-            lines.append(f"Engine: {stats.state}" + (f", {stats.model}" if stats.model else ""))
-            if stats.state == "generating":
-                lines.append(f"Decode {stats.decode_tps:.1f} t/s, prefill "
-                             f"{stats.prefill_tps:.1f} t/s, {stats.tokens_generated} tokens")
-            for memory in stats.memory:
-                name = "RAM" if memory.device == "RAM" else memory.device
-                lines.append(f"{name}: {memory_size(memory.used)} of {memory_size(memory.total)}")
-            lines.append(f"Engine RSS: {memory_size(stats.rss)}")
-            lines.extend(storage_lines(stats))
-        cpu = self.store.last("cpu_percent")
-        if cpu is not None:
-            lines.append(f"CPU: {cpu:.0f}%")
         hit = self.store.last("hit_rate")
         window_hit = self.routing.hit_rate(counts)
-        if hit is not None and not math.isnan(hit):
-            recent = "" if window_hit is None else f", last {self.routing.window_s:g} s " \
-                                                   f"{window_hit:.0%}"
-            lines.append(f"Expert hit rate: {hit:.0%} since load{recent}")
-        elif hit is not None:
-            lines.append("Expert hit rate: no expert used yet")
-        answer = self._last_answer
-        if answer is not None:
-            decode = f"decode {answer.decode_tps:.1f} t/s, " if answer.decode_tps > 0 else ""
-            lines.append(f"Last answer: {count_text(answer.completion_tokens, 'token')}, prefill "
-                         f"{answer.prefill_tps:.0f} t/s, {decode}"
-                         f"first token after {answer.first_token_s * 1000:.0f} ms")
-        self.now_label.setText("\n".join(lines))
+        self.now_label.setText("\n".join(now_lines(
+            self._last_stats, self.store.last("cpu_percent"), hit, window_hit, self.routing.window_s,
+            self._last_answer)))
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt's name)
         if event.type() == QEvent.Type.PaletteChange:
@@ -384,17 +403,3 @@ class DashboardPage(QWidget):
             return None
         dialog.show()
         return dialog
-
-
-def storage_lines(stats: EngineStats) -> list[str]:
-    """What decoding reads from the SSD, when it reads anything."""
-    storage = stats.storage
-    if storage is None or storage.total_bytes == 0:
-        return []
-    lines = [f"SSD while decoding: {storage.read_bps / 1e9:.2f} GB/s, "
-             f"{memory_size(storage.bytes_per_token)} per token (last steps)"]
-    if storage.ram_hit_rate is not None:
-        speed = "" if storage.stream_read_bps is None else \
-            f"; its reads ran at {storage.stream_read_bps / 1e9:.2f} GB/s"
-        lines.append(f"RAM expert cache: {storage.ram_hit_rate:.0%} of experts found{speed}")
-    return lines

@@ -1,5 +1,6 @@
-"""One screen on first start: hardware (detected off the UI thread), expert offload in plain
-words, a recommended model and a button to the Models page. Closing it marks the first run done."""
+"""One screen on first start: this machine (the app state's, found off the UI thread), expert
+offload in plain words, a recommended model and a button to the Models page. Closing it marks
+the first run done."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from app.hardware import Hardware, detect
+from app.hardware import Hardware
 from app.store import FIRST_RUN_DONE, Store
 from app.ui.app_state import AppState
 from app.ui.first_run.recommend import Recommendation, memory_gb, recommend
-from app.ui.widgets.background import run_in_background
+from app.ui.widgets.theme import primary
 from app.units import GB, file_size, gib
 
 EXPLANATION = (
@@ -32,10 +33,8 @@ class FirstRunDialog(QDialog):
 
     models_requested = Signal(str)
 
-    def __init__(self, store: Store, parent: QWidget | None = None,
-                 hardware: Hardware | None = None, state: AppState | None = None) -> None:
-        """The machine: ``hardware`` as given, else the app ``state``'s (when it has been
-        found), else detected here."""
+    def __init__(self, store: Store, state: AppState, parent: QWidget | None = None) -> None:
+        """The machine is the app ``state``'s: shown once it has been found."""
         super().__init__(parent)
         self.store = store
         self.recommendation: Recommendation | None = None
@@ -49,8 +48,7 @@ class FirstRunDialog(QDialog):
         self.recommendation_label = QLabel("", wordWrap=True)
         self.recommendation_label.setForegroundRole(QPalette.ColorRole.Link)
         buttons = QDialogButtonBox()
-        self.models_button = QPushButton("Open the Models page")
-        self.models_button.setEnabled(False)
+        self.models_button = primary(QPushButton("Open the Models page"))  # the recommended repo, once known
         buttons.addButton(self.models_button, QDialogButtonBox.ButtonRole.AcceptRole)
         buttons.addButton("Later", QDialogButtonBox.ButtonRole.RejectRole)
         buttons.accepted.connect(self._to_models)
@@ -60,12 +58,7 @@ class FirstRunDialog(QDialog):
         layout.addWidget(self.recommendation_label)
         layout.addWidget(buttons)
         self.finished.connect(lambda _result: self.store.set_setting(FIRST_RUN_DONE, True))
-        if hardware is not None:
-            self.show_hardware(hardware)
-        elif state is not None:
-            state.connect_hardware(self.show_hardware)
-        else:
-            run_in_background(detect, self.show_hardware, self._detect_failed, owner=self)
+        state.connect_hardware(self.show_hardware)
 
     def show_hardware(self, hardware: Hardware) -> None:
         gpus = ", ".join(g.name for g in hardware.gpus) or "no GPU found"
@@ -78,11 +71,6 @@ class FirstRunDialog(QDialog):
         self.recommendation_label.setText(
             f"<b>Recommended to start:</b> {rec.name} ({rec.quant}, a {file_size(rec.size_gb * GB)} "
             f"download) from {rec.repo}: {rec.why}.")
-        self.models_button.setEnabled(True)
-
-    def _detect_failed(self, error: Exception) -> None:
-        self.hardware_label.setText(f"Could not look at this machine: {error}")
-        self.models_button.setEnabled(True)
 
     def _to_models(self) -> None:
         self.models_requested.emit(self.recommendation.repo if self.recommendation else "")

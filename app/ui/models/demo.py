@@ -13,14 +13,15 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QWidget
 
-from app.hardware.model import Cpu, Gpu, Hardware, Memory
 from app.hub.download import DownloadProgress
 from app.hub.folder import LocalState, mark_complete, repo_folder
 from app.hub.library import Library
 from app.hub.quants import Quant, QuantFile
 from app.hub.repo import RepoSummary
+from app.ui.app_state import AppState
+from app.ui.demo import demo_hardware
+from app.ui.models.download_job import DownloadJob
 from app.ui.models.page import ModelsPage
-from app.ui.models.workers import DownloadJob
 
 GB = 10**9
 REPO = "unsloth/Qwen3-30B-A3B-GGUF"
@@ -35,15 +36,6 @@ QUANTS = (
     ("Q8_0", 32.5, 1, "fits_with_expert_offload"),
     ("BF16", 61.1, 2, "fits_with_expert_offload"),
 )
-
-
-def demo_hardware() -> Hardware:
-    return Hardware(
-        cpu=Cpu("AMD Ryzen 9 7950X", "x86_64", 16, 32, ("avx2", "avx512f")),
-        memory=Memory(total=64 * 2**30, available=58 * 2**30, swap_total=8 * 2**30),
-        numa_nodes=[],
-        gpus=[Gpu("nvidia", "NVIDIA GeForce RTX 4090", 24 * 2**30, 23 * 2**30, compute_capability=(8, 9))],
-    )
 
 
 def demo_search() -> list[RepoSummary]:
@@ -106,9 +98,10 @@ def demo_page(tab: str = "get") -> QWidget:
     (``tab="get"``), or the library (``tab="library"``)."""
     folder = tempfile.TemporaryDirectory(prefix="moedesk-demo-")
     library = _fill_library(Path(folder.name))
-    page = ModelsPage(
-        library=library, endpoint="https://huggingface.co", hardware=demo_hardware(), search_on_show=False
-    )
+    state = AppState()
+    state.set_hardware(demo_hardware())
+    page = ModelsPage(state, library=library, endpoint="https://huggingface.co", search_on_show=False)
+    state.setParent(page)
     page._demo_folder = folder  # type: ignore[attr-defined]  # removed with the page
 
     find = page.find
@@ -117,6 +110,7 @@ def demo_page(tab: str = "get") -> QWidget:
     find.results_view.selectRow(1)
     quants = demo_quants()
     find.repo_id = REPO
+    find.repo_area.setCurrentWidget(find.repo_box)
     find.repo_label.setText(f"<b>{REPO}</b>: {len(quants)} quantization(s)")
     q6 = next(q for q in quants if q.name == "Q6_K")
     find.quant_model.set_quants(quants, {"Q6_K": LocalState(int(0.37 * q6.total_size), q6.total_size, False)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app.hub.download import DownloadProgress
-from app.ui.models.workers import DownloadJob
+from app.ui.models.download_job import DownloadJob
 from app.units import file_size
 
 _STEPS = 1000  # progress bar resolution: 0.1 %

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -32,11 +33,15 @@ from app.hub.errors import GatedRepoError
 from app.hub.folder import local_state
 from app.hub.quants import Quant
 from app.hub.repo import check_download_access, list_gguf_quants, parse_repo_id, search_gguf_repos
+from app.ui.background import Tasks
 from app.ui.models.download_bar import DownloadBar
+from app.ui.models.download_job import DownloadJob
 from app.ui.models.hub_sign_in import HubSignIn
 from app.ui.models.messages import MessageBanner
 from app.ui.models.tables import QuantTableModel, SearchResultsModel, table_view
-from app.ui.models.workers import DownloadJob, Tasks
+from app.ui.widgets.empty_state import EmptyState
+from app.ui.widgets.look import SPACING, tighten
+from app.ui.widgets.theme import primary
 
 SORTS = (
     ("Most downloads", "downloads"),
@@ -113,24 +118,34 @@ class FindPanel(QWidget):
         self.quant_view = table_view(self.quant_model, stretch=3)
         self.quant_view.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
         self.quant_view.doubleClicked.connect(lambda _i: self.download_selected())
-        self.download_button = QPushButton("Download")
+        self.download_button = primary(QPushButton("Download"))
         self.download_button.clicked.connect(self.download_selected)
         self.download_bar = DownloadBar()
         actions = QHBoxLayout()
         actions.addWidget(self.repo_label, 1)
         actions.addWidget(self.download_button)
-        bottom = QWidget()
-        below = QVBoxLayout(bottom)
-        below.setContentsMargins(0, 0, 0, 0)
+        self.repo_box = QWidget()  # the open repo's quants and the download
+        below = tighten(QVBoxLayout(self.repo_box))
+        below.setContentsMargins(0, SPACING // 2, 0, 0)
         below.addLayout(actions)
         below.addWidget(self.quant_view, 1)
         below.addWidget(self.download_bar)
+        self.no_repo = EmptyState(
+            "download", "Pick a model to download",
+            "Choose a repository above, or paste a repo name (owner/name) or a Hub URL into the search "
+            "box: its quantizations are listed with whether each fits this machine.")
+        self.repo_area = QStackedWidget()  # the quants once a repo is open, what to do before
+        self.repo_area.addWidget(self.repo_box)
+        self.repo_area.addWidget(self.no_repo)
+        self.repo_area.setCurrentWidget(self.no_repo)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.setChildrenCollapsible(False)
         splitter.addWidget(self.results_view)
-        splitter.addWidget(bottom)
+        splitter.addWidget(self.repo_area)
         splitter.setStretchFactor(1, 2)
-        layout = QVBoxLayout(self)
+        layout = tighten(QVBoxLayout(self))
+        layout.setContentsMargins(0, SPACING, 0, 0)
         layout.addLayout(top)
         layout.addWidget(splitter, 1)
         self._update_buttons()
@@ -182,6 +197,7 @@ class FindPanel(QWidget):
             return
         self._generation += 1
         generation, self.repo_id = self._generation, repo_id
+        self.repo_area.setCurrentWidget(self.repo_box)
         self.repo_label.setText(f"<b>{repo_id}</b>: reading the file list…")
         self.quant_model.set_quants([])
 

@@ -12,8 +12,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QWidget
 
 from app.hub import token as hub_token
+from app.ui.background import Tasks
 from app.ui.models.messages import MessageBanner, TokenDialog
-from app.ui.models.workers import Tasks
 
 
 class HubSignIn(QObject):

@@ -11,14 +11,18 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QPushButton,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.hub.library import ImportReport, Library, LocalModel, reveal
+from app.ui.background import Tasks
 from app.ui.models.messages import MessageBanner
 from app.ui.models.tables import LibraryTableModel, table_view
-from app.ui.models.workers import Tasks
+from app.ui.widgets.empty_state import EmptyState
+from app.ui.widgets.look import SPACING, tighten
+from app.ui.widgets.theme import primary
 from app.units import file_size
 
 
@@ -26,6 +30,7 @@ class LibraryPanel(QWidget):
     """The library table and its actions; every disk call on the page's thread pool."""
 
     load_requested = Signal(object)  # Path of the model's first shard
+    get_models_requested = Signal()  # the empty library's button: to the Get models tab
     refreshed = Signal()
 
     def __init__(
@@ -46,7 +51,7 @@ class LibraryPanel(QWidget):
         self.detail = QLabel()
         self.detail.setWordWrap(True)
 
-        self.load_button = QPushButton("Load")
+        self.load_button = primary(QPushButton("Load"))
         self.reveal_button = QPushButton("Show in folder")
         self.delete_button = QPushButton("Delete…")
         self.import_file_button = QPushButton("Import file…")
@@ -68,9 +73,21 @@ class LibraryPanel(QWidget):
         actions.addStretch(1)
         for button in (self.import_file_button, self.import_folder_button, self.import_hf_button):
             actions.addWidget(button)
-        layout = QVBoxLayout(self)
+        self.empty = EmptyState(
+            "models", "No models on this computer yet",
+            "Download one on the Get models tab (the quant that suits this machine is picked for you), "
+            "or import GGUF files you already have: Import file…, Import folder…, or the Hugging Face "
+            "cache.", "Get models")
+        self.empty.action_clicked.connect(self.get_models_requested)
+        self.listing = QStackedWidget()  # the table, or the empty library's word
+        self.listing.addWidget(self.view)
+        self.listing.addWidget(self.empty)
+        self.model.modelReset.connect(self._show_listing)
+        self._show_listing()
+        layout = tighten(QVBoxLayout(self))
+        layout.setContentsMargins(0, SPACING, 0, 0)
         layout.addLayout(actions)
-        layout.addWidget(self.view, 1)
+        layout.addWidget(self.listing, 1)
         layout.addWidget(self.detail)
         self._update()
 
@@ -93,6 +110,9 @@ class LibraryPanel(QWidget):
     def selected(self) -> LocalModel | None:
         rows = self.view.selectionModel().selectedRows()
         return self.model.models[rows[0].row()] if rows else None
+
+    def _show_listing(self) -> None:
+        self.listing.setCurrentWidget(self.view if self.model.models else self.empty)
 
     def _update(self) -> None:
         model = self.selected()

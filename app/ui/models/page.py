@@ -6,76 +6,78 @@ from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, Signal
 from PySide6.QtGui import QShowEvent
-from PySide6.QtWidgets import QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QTabWidget, QWidget
 
 from app.hardware import Hardware
 from app.hub.library import Library
 from app.hub.token import hub_endpoint
 from app.paths import default_models_dir
 from app.ui.app_state import AppState
+from app.ui.background import Tasks
 from app.ui.models.find_panel import FindPanel
 from app.ui.models.library_panel import LibraryPanel
 from app.ui.models.messages import MessageBanner
-from app.ui.models.workers import Tasks
+from app.ui.widgets.look import PageHeader, page_layout
 
 
 class ModelsPage(QWidget):
     """Find, download and manage GGUF models. Says what the user wants through ``load_requested``.
 
-    ``models_dir`` is where downloads go (default: app.paths; or pass a ``library``), ``endpoint``
-    the Hub (default: HF_ENDPOINT or huggingface.co), ``hf_cache_dir`` the Hugging Face cache to
-    import from (default: huggingface_hub's). The first time the page is shown it lists the most
-    downloaded GGUF repos (``search_on_show=False`` turns that off).
+    The verdicts are for the app ``state``'s hardware. ``models_dir`` is where downloads go
+    (default: app.paths; or pass a ``library``), ``endpoint`` the Hub (default: HF_ENDPOINT or
+    huggingface.co), ``hf_cache_dir`` the Hugging Face cache to import from (default:
+    huggingface_hub's). The first time the page is shown it lists the most downloaded GGUF repos
+    (``search_on_show=False`` turns that off).
     """
 
     load_requested = Signal(object)  # pathlib.Path of the model's first shard
 
     def __init__(
         self,
+        state: AppState,
         parent: QWidget | None = None,
         *,
         models_dir: Path | None = None,
         library: Library | None = None,
         endpoint: str | None = None,
         hf_cache_dir: Path | None = None,
-        hardware: Hardware | None = None,
         search_on_show: bool = True,
-        state: AppState | None = None,
     ) -> None:
         super().__init__(parent)
         self.library = library or Library(models_dir=Path(models_dir) if models_dir else default_models_dir())
         self.models_dir = self.library.models_dir
-        self.tasks = Tasks(self)
+        self.tasks = Tasks(self, threads=4)  # downloads and Hub calls; waited for at exit
         self.banner = MessageBanner()
         self.find = FindPanel(
             self.tasks,
             self.banner,
             models_dir=self.models_dir,
             endpoint=endpoint or hub_endpoint(),
-            hardware=hardware,
         )
         self.library_panel = LibraryPanel(self.tasks, self.banner, self.library, hf_cache_dir)
         self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.find, "Get models")
         self.tabs.addTab(self.library_panel, "Library")
-        layout = QVBoxLayout(self)
+        self.header = PageHeader("Models", "Find GGUF models on Hugging Face, download them, and load "
+                                           "them from your library.")
+        layout = page_layout(self)
+        layout.addWidget(self.header)
         layout.addWidget(self.banner)
         layout.addWidget(self.tabs, 1)
 
         self.library_panel.load_requested.connect(self.load_requested)
+        self.library_panel.get_models_requested.connect(lambda: self.tabs.setCurrentWidget(self.find))
         self.find.downloaded.connect(lambda paths: self.library_panel.refresh(select=paths[0]))
         self._search_on_show = search_on_show
         self.library_panel.refresh()
-        if state is not None:  # the app's hardware, found once for every page
-            state.connect_hardware(self.set_hardware)
-        elif hardware is None:
-            self._detect_hardware()
+        state.connect_hardware(self.set_hardware)  # the app's hardware, found once for every page
         app = QCoreApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)
 
     def set_hardware(self, hardware: Hardware) -> None:
-        """The machine the verdicts are for (the main window passes what it detected)."""
+        """The machine the verdicts are for (the app state's)."""
         self.find.hardware = hardware
 
     def show_repo(self, repo_id: str) -> None:
@@ -90,19 +92,10 @@ class ModelsPage(QWidget):
         """Pause a running download (its .part files stay for next time) and wait for the workers."""
         if self.find.job is not None:
             self.find.job.pause()
-        self.tasks.wait(wait_ms)
+        self.tasks.close(wait_ms)
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
         super().showEvent(event)
         if self._search_on_show:
             self._search_on_show = False
             self.find.search("")
-
-    def _detect_hardware(self) -> None:
-        from app import hardware
-
-        def detected(machine: object) -> None:
-            if self.find.hardware is None:
-                self.find.hardware = machine  # type: ignore[assignment]
-
-        self.tasks.run(lambda: hardware.detect(models_dir=self.models_dir), detected, lambda _e: None)

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -27,6 +28,7 @@ from app.store import LOAD_CONTEXT, MODEL_FOLDER, THEME, Store
 from app.ui.chat.sampling_form import SamplingForm
 from app.ui.settings import hub_token
 from app.ui.settings.serve_group import ServeGroup
+from app.ui.widgets.look import SPACING, PageHeader, page_layout, tighten
 from app.ui.widgets.theme import THEMES
 
 DEFAULT_LOAD_CONTEXT = DEFAULT_CONTEXT  # as the CLI's
@@ -40,7 +42,8 @@ class SettingsPage(QWidget):
         super().__init__(parent)
         self.store = store
         content = QWidget()
-        column = QVBoxLayout(content)
+        column = tighten(QVBoxLayout(content))
+        column.setSpacing(SPACING + 4)
 
         general = QGroupBox("General")
         form = QFormLayout(general)
@@ -93,9 +96,17 @@ class SettingsPage(QWidget):
         column.addWidget(self.serve)
         column.addStretch(1)
 
+        content.setMaximumWidth(content.fontMetrics().averageCharWidth() * 120)  # a readable measure
+        column_row = QWidget()
+        centred = tighten(QHBoxLayout(column_row))
+        centred.addWidget(content, 1)
+        centred.addStretch(0)
         scroll = QScrollArea(widgetResizable=True)
-        scroll.setWidget(content)
-        QVBoxLayout(self).addWidget(scroll)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(column_row)
+        layout = page_layout(self)
+        layout.addWidget(PageHeader("Settings", "Saved as you change them."))
+        layout.addWidget(scroll, 1)
 
     def set_models_folder(self, folder: Path) -> None:
         self.folder.setText(str(folder))

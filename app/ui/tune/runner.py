@@ -12,22 +12,24 @@ from PySide6.QtCore import QObject, Signal
 from app.engine.client import EngineClient
 from app.engine.protocol import LoadParams
 from app.gguf_info import read_model
-from app.hardware import detect
+from app.hardware import Hardware, detect
 from app.tune.autotune import TUNE_WORKLOAD, TuneResult, autotune, machine_id, remember, tune_key
 from app.tune.measure import Measurer
 from app.tune.strategies import Budget
+from app.ui.app_state import AppState
 from app.ui.engine_controller import EngineController
 from app.ui.engine_worker import JobOutcome
 from app.ui.tune.panel import TunePanel, TuneRequest
 
 
 class TuneRunner(QObject):
-    """Connects a TunePanel to the engine controller."""
+    """Connects a TunePanel to the engine controller; the machine is the app state's."""
 
     _progress = Signal(object)  # TuneProgress, emitted on the engine worker (queued to the UI)
 
-    def __init__(self, controller: EngineController, panel: TunePanel) -> None:
+    def __init__(self, state: AppState, controller: EngineController, panel: TunePanel) -> None:
         super().__init__(panel)
+        self.state = state
         self.controller = controller
         self.panel = panel
         self.cancel = threading.Event()
@@ -40,15 +42,16 @@ class TuneRunner(QObject):
         self.cancel.clear()
         self.n_layer = request.n_layer
         self.panel.show_started()
-        self.controller.run_engine_job(lambda client: self._job(client, request),
+        hardware = self.state.hardware  # read here, on the UI thread, for the job's thread
+        self.controller.run_engine_job(lambda client: self._job(client, request, hardware),
                                        self._done, self.panel.show_failed)
 
-    def _job(self, client: EngineClient, request: TuneRequest) -> JobOutcome:
+    def _job(self, client: EngineClient, request: TuneRequest, hardware: Hardware | None) -> JobOutcome:
         path = Path(request.model)
         model = read_model(path)
         gpus = [d for d in client.info().devices if d.kind == "gpu"]
         budget = Budget(gpus[0].name, request.vram_budget or gpus[0].memory_free) if gpus else None
-        hardware = detect(nvml=False)
+        hardware = hardware or detect(nvml=False)  # tuned before the app state found the machine
         measurer = Measurer(client, path, gpu_budget=budget.usable if budget else None, cancel=self.cancel)
         result = autotune(measurer, model, request.start, budget,  # type: ignore[arg-type]
                           physical_cores=hardware.cpu.physical_cores, time_limit=request.seconds,

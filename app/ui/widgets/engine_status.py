@@ -1,4 +1,6 @@
-"""What the status bar and the died banner show about the engine, always visible."""
+"""What the status bar and the died banner show about the engine, always visible. The status
+connects itself to the EngineController and the app state (the loaded model); the banner only
+shows what the window tells it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,10 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from app.engine.protocol import EngineStats, LoadResult
+from app.ui.app_state import AppState, LoadedModel
+from app.ui.engine_controller import EngineController
 from app.ui.engine_state import EngineState
+from app.ui.widgets.theme import primary
 from app.units import gib
 
 STATE_WORDS = {
@@ -28,10 +33,11 @@ def memory_text(stats: EngineStats) -> str:
 class EngineStatus(QWidget):
     """Engine state, loaded model, memory in use and current t/s, for the status bar."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState, engine: EngineController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setContentsMargins(8, 0, 8, 0)
+        layout.setSpacing(16)
         self.state = QLabel(STATE_WORDS[EngineState.STOPPED])
         self.model = QLabel("no model")
         self.memory = QLabel("")
@@ -43,6 +49,14 @@ class EngineStatus(QWidget):
             layout.addWidget(widget)
             widget.setToolTip("")
         layout.addWidget(self.progress)
+        layout.addStretch(1)
+        engine.state_changed.connect(self.set_state)
+        engine.load_progress.connect(self.set_progress)
+        engine.stats.connect(self.set_stats)
+        state.connect_loaded(self._loaded_changed)
+
+    def _loaded_changed(self, loaded: LoadedModel | None) -> None:
+        self.set_model(loaded.result if loaded else None)
 
     def set_state(self, state: EngineState) -> None:
         self.state.setText(STATE_WORDS[state])
@@ -85,7 +99,7 @@ class DiedBanner(QFrame):
         layout = QHBoxLayout(self)
         self.message = QLabel(wordWrap=True)
         self.message.setForegroundRole(QPalette.ColorRole.ToolTipText)
-        self.restart = QPushButton("Restart engine")
+        self.restart = primary(QPushButton("Restart engine"))
         self.restart.setToolTip("Start a fresh engine and load the last model again")
         self.restart.clicked.connect(self.restart_requested)
         layout.addWidget(self.message, 1)
