@@ -97,8 +97,8 @@ def test_experts_in_ram_moves_the_routed_experts_and_nothing_else(
 
 # Real widths, few layers and experts: (spec, tolerance of the compute buffer)
 SHAPES = {
-    "deepseek-v3": SyntheticSpec.preset("deepseek-v3", n_layer=2, n_dense_lead=1, n_expert=8,
-                                        n_vocab=8192),
+    "deepseek-v3": SyntheticSpec.preset("deepseek-v3", n_layer=2, n_dense_lead=1, n_expert=16,
+                                        n_vocab=8192),  # 8 groups of 2
     "glm-4.5": SyntheticSpec.preset("glm-4.5", n_layer=2, n_dense_lead=1, n_expert=8, n_vocab=8192),
     "gpt-oss-120b": SyntheticSpec.preset("gpt-oss-120b", n_layer=2, n_expert=8, n_vocab=8192),
 }

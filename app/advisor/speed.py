@@ -53,6 +53,7 @@ STAGE_NODES = (13, 7, 8)  # attention, dense FFN and routing, routed experts
 # MLA's projections and concatenations, GLM's biases and sigmoid gating, gpt-oss's biases and
 # sinks make their layers longer.
 LAYER_NODES = {"qwen3moe": 56, "llama": 52, "deepseek2": 74, "glm4moe": 70, "gpt-oss": 61}
+GROUP_ROUTING_NODES = 14  # DeepSeek-V3's group-limited routing (8 groups, the best 4): 74 -> 88
 # A hop between devices: a small copy plus a stream synchronisation.
 HOP_S: Range = (40e-6, 15e-6)
 # Per token outside the graph: building or reusing it, sampling, the engine's loop and its
@@ -214,7 +215,10 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
             # = kv_lora_rank): a decoded token's attention is bound by compute, not by the
             # cache's bytes as grouped-query attention's is (counted above)
             work.attention_flops[device] = work.attention_flops.get(device, 0.0) + flops
-    scale = LAYER_NODES.get(model.architecture, LAYER_NODES["qwen3moe"]) / LAYER_NODES["qwen3moe"]
+    nodes = LAYER_NODES.get(model.architecture, LAYER_NODES["qwen3moe"])
+    if model.arch_int("expert_group_count") > 1:
+        nodes += GROUP_ROUTING_NODES
+    scale = nodes / LAYER_NODES["qwen3moe"]
     for (_, stage), device in path.items():
         work.nodes[device] = work.nodes.get(device, 0) + round(STAGE_NODES[stage] * scale)
     order = [path[key] for key in sorted(path)] + [devices[-1]]

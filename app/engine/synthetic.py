@@ -171,6 +171,9 @@ def _add_architecture_metadata(writer: gguf.GGUFWriter, spec: SyntheticSpec) -> 
         writer.add_expert_weights_norm(True)
     if spec.expert_weights_scale:
         writer.add_expert_weights_scale(spec.expert_weights_scale)
+    if spec.n_expert_groups:
+        writer.add_expert_group_count(spec.n_expert_groups)
+        writer.add_expert_group_used_count(spec.n_group_used)
     if spec.n_nextn:
         writer.add_nextn_predict_layers(spec.n_nextn)
     if spec.sliding_window:

@@ -61,6 +61,10 @@ class SyntheticSpec:
     v_head_dim: int = 0
     rope_dim: int = 0
     expert_gating: str = "softmax"  # or "sigmoid" with a selection bias (DeepSeek-V3, GLM-4.5)
+    # DeepSeek-V3's group-limited routing: experts in n_expert_groups groups, a token's experts
+    # from the n_group_used groups with the best two scores (0: no groups)
+    n_expert_groups: int = 0
+    n_group_used: int = 0
     expert_weights_scale: float = 0.0
     n_nextn: int = 0  # GLM-4.5's multi-token-prediction block after the layers (llama.cpp skips it)
     qk_norm: bool = True  # qwen3moe and GLM-4.5 (not Air) normalize q and k per head
@@ -84,6 +88,13 @@ class SyntheticSpec:
         if self.arch == "deepseek2" and not (self.kv_lora_rank and self.rope_dim and self.v_head_dim
                                              and self.head_dim > self.rope_dim):
             problems.append("deepseek2 needs kv_lora_rank, v_head_dim and rope_dim < head_dim")
+        if self.n_expert_groups and (self.n_expert % self.n_expert_groups
+                                     or self.n_expert // self.n_expert_groups < 2
+                                     or not 1 <= self.n_group_used <= self.n_expert_groups
+                                     or self.n_expert_used > self.n_group_used * self.n_expert
+                                     // self.n_expert_groups):
+            problems.append("n_expert_groups must divide n_expert in groups of 2+, and "
+                            "1 <= n_group_used <= n_expert_groups, their experts at least top-k")
         if not 0 <= self.n_dense_lead < self.n_layer or (self.n_dense_lead and self.n_ff % 32 != 0):
             problems.append("need 0 <= n_dense_lead < n_layer, and n_ff a multiple of 32 with them")
         if not 1 <= self.n_expert_used <= self.n_expert <= 512:
@@ -148,12 +159,13 @@ _DEEPSEEK_V3 = SyntheticSpec(
     n_head=128, n_head_kv=1, head_dim=192, v_head_dim=128, rope_dim=64, q_lora_rank=1536,
     kv_lora_rank=512, n_expert=256, n_expert_used=8, n_ff_exp=2048, n_expert_shared=1,
     n_dense_lead=3, n_ff=18432, n_vocab=129280, n_ctx_train=163840, rope_freq_base=10000.0,
-    expert_gating="sigmoid", expert_weights_scale=2.5,
+    expert_gating="sigmoid", expert_weights_scale=2.5, n_expert_groups=8, n_group_used=4,
 )  # fmt: skip
 # Kimi-K2 (1T): DeepSeek-V3's architecture with 384 experts, 64 heads, one dense layer
 _KIMI_K2 = dataclasses.replace(
     _DEEPSEEK_V3, name="kimi-k2", tokenizer="kimi-k2", n_head=64, n_expert=384, n_dense_lead=1,
     n_vocab=163840, n_ctx_train=131072, rope_freq_base=50000.0, expert_weights_scale=2.827,
+    n_expert_groups=1, n_group_used=1,
 )
 # GLM-4.5 (355B-A32B): GQA with q/k/v biases and half-RoPE heads, 3 dense layers, 160 experts
 # (top-8, sigmoid) + 1 shared, and a multi-token-prediction block at the end of the file
