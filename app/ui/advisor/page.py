@@ -174,9 +174,9 @@ class AdvisorPage(QWidget):
         self.model_label = self.header.subtitle  # the model planned for, in a line
         self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.model_label.show()
-        choose = self.header.add_action(QPushButton("Choose model file…"))
-        choose.setToolTip("Plan for a GGUF file on this computer (any shard of a split model)")
-        choose.clicked.connect(self._choose_file)
+        self.choose_button = self.header.add_action(QPushButton("Choose model file…"))
+        self.choose_button.setToolTip("Plan for a GGUF file on this computer (any shard of a split model)")
+        self.choose_button.clicked.connect(self._choose_file)
         self.empty = EmptyState(
             "advisor", "No model chosen",
             "The Advisor works out whether a model fits this machine, how fast it will run, and which "
@@ -286,6 +286,7 @@ class AdvisorPage(QWidget):
     def _refresh(self) -> None:
         """Re-plan (or re-estimate the user's placement) and show the result."""
         self.body.setCurrentWidget(self.content if self.path is not None else self.empty)
+        self.choose_button.setVisible(self.path is not None)  # the empty state has its own
         if self.path is None:
             self.model_label.setText("Will a model fit this machine, how fast will it run, and where "
                                      "does each part go?")

@@ -387,7 +387,7 @@ class ChatPage(QWidget):
         self.store.update_message(answer.message_id, answer.text, state, error=message)
         self._end_answer()
         if self.engine_state != EngineState.DIED:  # a death has its own notice and banner
-            self.notice.setText(f"{message} {hint}".strip().splitlines()[0])
+            self._say(f"{message} {hint}".strip().splitlines()[0])
 
     def answer_widget(self) -> MessageWidget | None:
         """The widget of the answer being generated, if its conversation is shown."""
@@ -435,17 +435,22 @@ class ChatPage(QWidget):
         self.header.preset.setEnabled(self.conversation is not None)
         self.view.set_busy(busy)
         if busy:
-            self.notice.clear()
+            self._say("")
         elif self.engine_state == EngineState.DIED:
-            self.notice.setText("The engine stopped. Restart it from the banner above; "
+            self._say("The engine stopped. Restart it from the banner above; "
                                 "this conversation is kept.")
         elif self.model is None and not self.engine_state.coming_up:
-            self.notice.setText('No model is loaded: <a href="Models">load one on the Models page</a>.')
+            self._say('No model is loaded: <a href="Models">load one on the Models page</a>.')
         elif self.engine_state.coming_up:
-            self.notice.setText("The model is loading…")
+            self._say("The model is loading…")
         elif self.notice.text().startswith(("No model", "The model is loading", "The engine stopped")):
-            self.notice.clear()
+            self._say("")
         self._show_empty_state()
+
+    def _say(self, notice: str) -> None:
+        """The line above the compose box (hidden while it has nothing to say)."""
+        self.notice.setText(notice)
+        self.notice.setVisible(bool(notice))
 
     def _show_empty_state(self) -> None:
         """The messages, or, when there are none, what to do (the first thing that is missing)."""

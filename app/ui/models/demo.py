@@ -93,27 +93,33 @@ def _fill_library(folder: Path) -> Library:
     return library
 
 
-def demo_page(tab: str = "get") -> QWidget:
+def demo_page(tab: str = "get", empty: bool = False) -> QWidget:
     """The page with search results, a repo's quants with verdicts and a download in progress
-    (``tab="get"``), or the library (``tab="library"``)."""
+    (``tab="get"``), or the library (``tab="library"``); ``empty``: the library of a first
+    start, nothing downloaded yet."""
     folder = tempfile.TemporaryDirectory(prefix="moedesk-demo-")
-    library = _fill_library(Path(folder.name))
+    root = Path(folder.name)
+    library = (Library(models_dir=root / "models", index_path=root / "library.json") if empty
+               else _fill_library(root))
     state = AppState()
     state.set_hardware(demo_hardware())
     page = ModelsPage(state, library=library, endpoint="https://huggingface.co", search_on_show=False)
     state.setParent(page)
     page._demo_folder = folder  # type: ignore[attr-defined]  # removed with the page
+    if empty:
+        page.tabs.setCurrentWidget(page.library_panel)
+        return page
 
     find = page.find
     find.search_edit.setText("qwen3 moe")
     find.results_model.set_repos(demo_search())
-    find.results_view.selectRow(1)
     quants = demo_quants()
     find.repo_id = REPO
     find.repo_area.setCurrentWidget(find.repo_box)
     find.repo_label.setText(f"<b>{REPO}</b>: {len(quants)} quantization(s)")
     q6 = next(q for q in quants if q.name == "Q6_K")
     find.quant_model.set_quants(quants, {"Q6_K": LocalState(int(0.37 * q6.total_size), q6.total_size, False)})
+    find.results_view.selectRow(1)  # the repo shown: already open, so not asked of the Hub
     for name, _size, _shards, verdict in QUANTS:
         find.quant_model.set_verdict(name, verdict)
     find.quant_view.selectRow(find.quant_model.recommend() or 0)

@@ -112,7 +112,11 @@ class LibraryPanel(QWidget):
         return self.model.models[rows[0].row()] if rows else None
 
     def _show_listing(self) -> None:
-        self.listing.setCurrentWidget(self.view if self.model.models else self.empty)
+        """The table, or the empty library's word (without the buttons that need a model)."""
+        listed = bool(self.model.models)
+        self.listing.setCurrentWidget(self.view if listed else self.empty)
+        for button in (self.load_button, self.reveal_button, self.delete_button):
+            button.setVisible(listed)
 
     def _update(self) -> None:
         model = self.selected()
@@ -120,7 +124,9 @@ class LibraryPanel(QWidget):
         self.reveal_button.setEnabled(model is not None)
         self.delete_button.setEnabled(model is not None)
         self.delete_button.setText("Remove…" if model and model.imported else "Delete…")
-        if model is None:
+        if not self.model.models:
+            self.detail.setText(f"Downloads go to {self.library.models_dir}.")
+        elif model is None:
             total = sum(m.size for m in self.model.models)
             self.detail.setText(
                 f"{len(self.model.models)} model(s), {file_size(total)} on disk. "

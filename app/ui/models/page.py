@@ -56,7 +56,6 @@ class ModelsPage(QWidget):
         )
         self.library_panel = LibraryPanel(self.tasks, self.banner, self.library, hf_cache_dir)
         self.tabs = QTabWidget()
-        self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.find, "Get models")
         self.tabs.addTab(self.library_panel, "Library")
         self.header = PageHeader("Models", "Find GGUF models on Hugging Face, download them, and load "

@@ -89,7 +89,8 @@ QGroupBox {{ border: 1px solid {soft_border}; border-radius: 8px; margin-top: 1.
     padding: 2px 2px 2px 2px; }}
 QGroupBox::title {{ subcontrol-origin: margin; subcontrol-position: top left; left: 4px; top: 1px;
     padding: 0 2px; font-weight: 600; }}
-QTabWidget::pane {{ border: none; border-top: 1px solid {soft_border}; }}
+QTabWidget::pane {{ border: none; border-top: 1px solid {soft_border}; top: -1px; }}
+QTabBar {{ qproperty-drawBase: 0; }}
 QTabBar::tab {{ padding: 6px 16px; border: none; border-bottom: 2px solid transparent;
     background: transparent; color: {muted}; }}
 QTabBar::tab:selected {{ color: {text.name()}; border-bottom-color: {highlight.name()}; font-weight: 600; }}
