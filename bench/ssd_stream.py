@@ -96,8 +96,14 @@ def plan_at(model_path: Path, limit: int, mode: str, threads: int, ctx: int,
     # the engine alone, so its whole limit is the engine's budget
     room = limit + RAM_HEADROOM
     machine = replace(machine, memory=Memory(total=room, available=room, swap_total=0))
-    base = PlacementPlan(n_ctx=ctx, n_threads=threads, repack=False, use_mmap=True)
-    plan = evaluate(model, machine, base, gpus=[], ram=ram_bandwidth(), disk=disk)
+    # with a GPU the routed experts stream through RAM and the rest sits in VRAM (the case the
+    # product plans for such a machine); without one, everything is in the mapped file
+    base = PlacementPlan(n_ctx=ctx, n_threads=threads, repack=False, use_mmap=True,
+                         experts_in_ram="all")
+    if not machine.gpus:
+        base = replace(base, n_gpu_layers=0)
+    plan = evaluate(model, machine, base, gpus=None if machine.gpus else [], ram=ram_bandwidth(),
+                    disk=disk)
     placement = plan.placement
     if mode == "off":
         placement = replace(placement, expert_stream="off", expert_stream_bytes=0)

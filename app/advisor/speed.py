@@ -41,11 +41,14 @@ GPU_BW_EFFICIENCY: Range = (0.55, 0.80)
 # Share of the probe's read bandwidth llama.cpp's CPU dot-product kernels reach (the probe
 # is a pure streaming sum, the best case; the kernels also unpack quant blocks).
 CPU_BW_EFFICIENCY: Range = (0.55, 0.85)
+# Types whose CPU dot products run slower than the bandwidth they read, as a share of it:
+# gpt-oss's MXFP4 experts in RAM (measured on the H200 host's 16 Xeon cores, issue 19).
+CPU_KERNEL_SPEED = {"MXFP4": 0.55}
 # Fixed latency per graph node and token: a small GPU kernel costs 2-3 us of launch and tail,
 # a CPU op 1.5-3 us of thread-pool barrier. A layer has ~13 nodes of attention (norm, Q/K/V,
 # Q/K norms, RoPE, cache writes, attention, output, residual), ~7 of routing (norm, router,
 # softmax, top-k, weights) and ~8 of routed experts (3 matmuls, GLU, weighting, sum).
-GPU_NODE_S: Range = (3e-6, 2e-6)
+GPU_NODE_S: Range = (2.3e-6, 1.5e-6)
 CPU_NODE_S: Range = (3e-6, 1.5e-6)
 STAGE_NODES = (13, 7, 8)  # attention, dense FFN and routing, routed experts
 # Graph nodes of one MoE layer in llama.cpp, by architecture (its "graph: nodes = N" log line,
@@ -54,11 +57,19 @@ STAGE_NODES = (13, 7, 8)  # attention, dense FFN and routing, routed experts
 # sinks make their layers longer.
 LAYER_NODES = {"qwen3moe": 56, "llama": 52, "deepseek2": 74, "glm4moe": 70, "gpt-oss": 61}
 GROUP_ROUTING_NODES = 14  # DeepSeek-V3's group-limited routing (8 groups, the best 4): 74 -> 88
+# A layer's fixed cost on a GPU against qwen3moe's, by architecture, measured on the H200 (issue
+# 19's family table, docs/benchmarks.md): CUDA's kernels for MLA (128 heads over a 576-wide
+# latent, batched k_b/v_b products) and for gpt-oss (MXFP4, biases, sinks) cost more per layer
+# than their graph's node count says.
+GPU_LAYER_COST = {"qwen3moe": 1.0, "deepseek2": 2.6, "gpt-oss": 2.0, "glm4moe": 1.45}
 # A hop between devices: a small copy plus a stream synchronisation.
 HOP_S: Range = (40e-6, 15e-6)
 # Per token outside the graph: building or reusing it, sampling, the engine's loop and its
 # socket; per request: the chat template, tokenisation, the first sample.
 TOKEN_S: Range = (300e-6, 100e-6)
+# With a GPU: the step's launch, the logits' copy back and the stream's synchronisation, per
+# token (fitted with GPU_NODE_S on the H200: Qwen3-30B's 48 layers and Qwen3-235B's 8 at once).
+GPU_TOKEN_S: Range = (700e-6, 450e-6)
 REQUEST_S: Range = (3e-3, 1e-3)
 # Share of the GPU's fp16 tensor peak llama.cpp's quantized matmul (MMQ) reaches in prefill
 # of dense layers (pp512 figures of llama-bench on datacenter and desktop GPUs).
@@ -163,6 +174,8 @@ class _Work:
     expert_flops: dict[str, float]  # of which routed experts (their own efficiency)
     # FLOPs of one decoded token's attention over the cache, per device (MLA: compute bound)
     attention_flops: dict[str, float] = field(default_factory=dict)
+    # what kernels slower than bandwidth add, as bytes more at the device's rate (CPU MXFP4)
+    slow_bytes: dict[str, float] = field(default_factory=dict)
     ram_experts: list[int] = field(default_factory=list)  # bytes of RAM experts, per MoE layer
 
 
@@ -193,6 +206,9 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
         elif cls == "output":
             flops = 0.0  # logits of the prompt's last token only
         work.bytes[device] = work.bytes.get(device, 0.0) + n_bytes
+        if device == CPU_DEVICE and t.type_name in CPU_KERNEL_SPEED:  # read as slower bytes
+            slower = n_bytes * (1 / CPU_KERNEL_SPEED[t.type_name] - 1)
+            work.slow_bytes[device] = work.slow_bytes.get(device, 0.0) + slower
         work.weights[device] = work.weights.get(device, 0.0) + t.n_bytes
         work.flops[device] = work.flops.get(device, 0.0) + flops
         if t.layer is not None:
@@ -218,8 +234,10 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
     nodes = LAYER_NODES.get(model.architecture, LAYER_NODES["qwen3moe"])
     if model.arch_int("expert_group_count") > 1:
         nodes += GROUP_ROUTING_NODES
-    scale = nodes / LAYER_NODES["qwen3moe"]
+    cpu_scale = nodes / LAYER_NODES["qwen3moe"]
+    gpu_scale = GPU_LAYER_COST.get(model.architecture, cpu_scale)
     for (_, stage), device in path.items():
+        scale = cpu_scale if device == CPU_DEVICE else gpu_scale
         work.nodes[device] = work.nodes.get(device, 0) + round(STAGE_NODES[stage] * scale)
     order = [path[key] for key in sorted(path)] + [devices[-1]]
     work.hops = sum(1 for i in range(1, len(order)) if order[i] != order[i - 1])
@@ -229,9 +247,12 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
 
 def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int) -> float:
     seconds = TOKEN_S[end] + work.hops * HOP_S[end]
+    if any(device != CPU_DEVICE for device in work.nodes):
+        seconds += GPU_TOKEN_S[end]
     for device, n_bytes in work.bytes.items():
         gpu = device != CPU_DEVICE
         efficiency = (GPU_BW_EFFICIENCY if gpu else CPU_BW_EFFICIENCY)[end]
+        n_bytes += work.slow_bytes.get(device, 0.0)
         seconds += n_bytes / (rates[device].bandwidth * efficiency)
         seconds += work.nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
     for device, flops in work.attention_flops.items():
