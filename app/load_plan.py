@@ -16,7 +16,7 @@ from app.advisor.planner import Plan, plan_for
 from app.engine import routing_profiles
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams
-from app.gguf_info import GGUFModel, read_model
+from app.gguf.info import GGUFModel, read_model
 from app.hardware import Hardware, detect
 from app.hardware.bandwidth import ram_bandwidth
 from app.hardware.disk import DiskProbeError, DiskSpeed, disk_speed

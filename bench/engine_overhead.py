@@ -26,7 +26,7 @@ request the engine's event loop answers at once (cancelling a request that does 
 idle and while it decodes, to tell time spent in llama_decode from time spent around it.
 Run by hand, e.g. on the accelerator machine:
 
-    python -m app.engine.synthetic /tmp/q30.gguf --preset qwen3-30b-a3b
+    python -m app.synthetic /tmp/q30.gguf --preset qwen3-30b-a3b
     python bench/engine_overhead.py --model /tmp/q30.gguf --threads 16 \
         --placement gpu --placement experts-ram --placement experts-ram-half
 """
@@ -47,7 +47,7 @@ import llama_cpp  # noqa: F401, I001
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 
 _watchdog_s = 0.0  # --watchdog: the longest one load or one run may take
 

@@ -38,7 +38,7 @@ from app.engine import ggml_backend
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
 from app.engine.routing_stats import routing_counters, routing_stats
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 
 UPLOADS = 4  # dynamic: experts copied into VRAM per token at most (the engine's default)
 

@@ -61,13 +61,13 @@ step_pack() {  # the CUDA build in 15 MiB pieces under $OUT, to carry next time 
 
 step_model() {
     [ -f "$MODEL" ] && { echo "model exists"; return; }
-    /usr/bin/time -v python3 -m app.engine.synthetic "$MODEL" --preset qwen3-30b-a3b \
+    /usr/bin/time -v python3 -m app.synthetic "$MODEL" --preset qwen3-30b-a3b \
         2>&1 | tee "$OUT/synth.txt" | grep -v "^\s" || true
 }
 
 step_model235() {  # Qwen3-235B-A22B's real shapes, 20 of its 94 layers (29.6 GB, fits the disk)
     [ -f "$MODEL235" ] && { echo "model exists"; return; }
-    python3 -m app.engine.synthetic "$MODEL235" --preset qwen3-235b-a22b --layers 20 \
+    python3 -m app.synthetic "$MODEL235" --preset qwen3-235b-a22b --layers 20 \
         2>&1 | tail -2 | tee "$OUT/synth235.txt"
 }
 

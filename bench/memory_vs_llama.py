@@ -24,9 +24,9 @@ from app.advisor.memory import memory_by_device
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import LoadParams
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 from app.hardware.cpu import detect_cpu
+from app.synthetic import SyntheticSpec, write_synthetic_model
 
 KINDS = {"weights": "weights", "kv_cache": "kv", "compute": "compute"}
 

@@ -37,9 +37,9 @@ from app.advisor.speed import Prediction, predict
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 from app.hardware.bandwidth import ram_bandwidth
+from app.synthetic import SyntheticSpec, write_synthetic_model
 
 WORDS = ("expert", "router", "layer", "token", "memory", "cache", "offload", "decode")
 

@@ -10,7 +10,7 @@ TTFT grows with the queue; with ``--parallel N`` it decodes up to N streams in o
 aggregate t/s should grow with the streams up to N. Plain http.client (no SDK in the
 timings). Run by hand, e.g.:
 
-    python -m app.engine.synthetic /tmp/q30.gguf --preset qwen3-30b-a3b
+    python -m app.synthetic /tmp/q30.gguf --preset qwen3-30b-a3b
     python bench/serve_load.py --model /tmp/q30.gguf --experts-in-ram all --threads 16
     python bench/serve_load.py --model /tmp/q30.gguf --experts-in-ram all --parallel 4
     python bench/serve_load.py --url http://127.0.0.1:8000/v1   # a server already running

@@ -47,7 +47,7 @@ from app.engine.client import EngineClient  # noqa: E402
 from app.engine.placement import PlacementPlan  # noqa: E402
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling  # noqa: E402
 from app.engine.routing_profiles import PROFILE_FILE  # noqa: E402
-from app.gguf_info import read_model  # noqa: E402
+from app.gguf.info import read_model  # noqa: E402
 from app.hardware.bandwidth import ram_bandwidth  # noqa: E402
 from app.hardware.disk import DiskSpeed, measure_disk  # noqa: E402
 from app.hardware.model import Memory  # noqa: E402

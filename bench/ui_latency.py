@@ -40,7 +40,7 @@ from app.engine.protocol import (  # noqa: E402
     LoadParams,
     Sampling,
 )
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model  # noqa: E402
+from app.synthetic import SyntheticSpec, write_synthetic_model  # noqa: E402
 from app.ui.app_state import AppState  # noqa: E402
 from app.ui.dashboard import DashboardPage  # noqa: E402
 from app.ui.engine_controller import EngineController  # noqa: E402

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 from app.engine.client import EngineClient  # noqa: E402
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model  # noqa: E402
+from app.synthetic import SyntheticSpec, write_synthetic_model  # noqa: E402
 
 # Property-based tests (Hypothesis) of hostile input: the same examples on every run and every
 # machine (derandomized, no example database), a few seconds each; a test may lower
@@ -61,7 +61,7 @@ def skewed_moe_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def realistic_moe_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny-realistic preset: Qwen3's routing shape (128 experts, top-8) at small widths,
     routing like Qwen3 (skewed per layer, local from token to token while decoding; see
-    app/engine/synthetic_routing.py). Decodes about 50 tokens/s on 2 cores."""
+    app/synthetic/routing.py). Decodes about 50 tokens/s on 2 cores."""
     folder = tmp_path_factory.mktemp("realistic_moe")
     spec = SyntheticSpec.preset("tiny-realistic")
     (path,) = write_synthetic_model(folder / "tiny-realistic.gguf", spec)

@@ -11,7 +11,7 @@ import pytest
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.synthetic import SyntheticSpec, write_synthetic_model
 
 
 @pytest.fixture(scope="module")

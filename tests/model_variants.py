@@ -13,7 +13,7 @@ from typing import Any
 import gguf
 from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
 
-from app.engine.synthetic_tokenizer import CHAT_TEMPLATE
+from app.synthetic.tokenizer import CHAT_TEMPLATE
 
 # Qwen3's template with its tool section (as the Qwen3 GGUFs carry it, trimmed to what the
 # synthetic vocabulary has): tools in the system turn, calls as <tool_call> JSON, results as

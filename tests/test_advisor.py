@@ -16,9 +16,9 @@ from app.advisor.memory import (
 from app.advisor.planner import max_context, plan_for
 from app.advisor.report import plan_lines
 from app.engine.placement import PlacementPlan, TensorOverride
-from app.engine.synthetic import SyntheticSpec, tensor_plan
-from app.gguf_info import GGUFModel, TensorEntry
+from app.gguf.info import GGUFModel, TensorEntry
 from app.hardware.model import Cpu, Gpu, Hardware, Memory
+from app.synthetic import SyntheticSpec, tensor_plan
 
 GiB = 1024**3
 

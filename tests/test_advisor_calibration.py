@@ -16,9 +16,9 @@ from app.advisor.memory import compute_buffer_bytes, memory_by_device
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import LoadParams
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 from app.hardware.cpu import detect_cpu
+from app.synthetic import SyntheticSpec, write_synthetic_model
 
 # Shapes with few layers: the engine keeps the last 400 llama.cpp log lines, and a model with
 # many tensors pushes the buffer-size lines out of them (tiny with n_layer=8 already does).

@@ -13,9 +13,9 @@ from app.advisor.planner import experts_in_ram_placement, plan_for
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan, TensorOverride, expert_layer_pattern
 from app.engine.protocol import BuildInfo, DeviceInfo
-from app.engine.synthetic import SyntheticSpec
 from app.hardware import detect
 from app.hardware.model import Cpu, Gpu, Hardware, Memory
+from app.synthetic import SyntheticSpec
 from tests.test_advisor import QWEN3_30B_Q8, model_from_spec
 
 GiB = 1024**3

@@ -16,9 +16,9 @@ import pytest
 from app.advisor.memory import memory_by_device
 from app.advisor.planner import plan_for
 from app.engine.placement import PlacementPlan
-from app.engine.synthetic import write_sparse_tensors
-from app.gguf_info import kv_bytes_per_layer, read_model
+from app.gguf.info import kv_bytes_per_layer, read_model
 from app.hardware.model import Cpu, Gpu, Hardware, Memory
+from app.synthetic import write_sparse_tensors
 
 GiB = 1024**3
 Q = gguf.GGMLQuantizationType

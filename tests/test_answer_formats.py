@@ -21,10 +21,10 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling, ToolCall
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
-from app.engine.synthetic_tokenizer import FAMILIES
 from app.engine.template_caps import TemplateCaps, template_message
 from app.serve import OpenAIServer
+from app.synthetic import SyntheticSpec, write_synthetic_model
+from app.synthetic.tokenizer import FAMILIES
 from app.ui.chat.segments import segments
 from tests.openai_testing import client_for, user
 

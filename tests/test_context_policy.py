@@ -9,7 +9,6 @@ import pytest
 
 from app.engine.client import EngineClient
 from app.engine.context_fit import answer_room, fit
-from app.engine.errors import ContextOverflowError, EngineError, ProtocolError
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import (
     ChatMessage,
@@ -21,6 +20,7 @@ from app.engine.protocol import (
     from_wire,
     to_wire,
 )
+from app.errors import ContextOverflowError, EngineError, ProtocolError
 
 N_CTX = 512
 

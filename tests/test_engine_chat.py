@@ -11,10 +11,10 @@ import pytest
 from gguf import GGUFReader
 
 from app.engine.client import EngineClient
-from app.engine.errors import EngineError, TelemetryUnavailableError
 from app.engine.generation import StopMatcher
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling, Token
+from app.errors import EngineError, TelemetryUnavailableError
 
 
 def load(engine: EngineClient, model: Path, telemetry: bool = True, **plan: object) -> None:

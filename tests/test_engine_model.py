@@ -17,7 +17,10 @@ from gguf import GGUFReader
 
 from app.engine import ggml_backend
 from app.engine.client import EngineClient
-from app.engine.errors import (
+from app.engine.placement import PlacementPlan, TensorOverride
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
+from app.engine.runtime import device_of_buffer_type
+from app.errors import (
     EngineError,
     MissingShardError,
     ModelFileError,
@@ -25,16 +28,13 @@ from app.engine.errors import (
     PlacementError,
     UnsupportedArchitectureError,
 )
-from app.engine.placement import PlacementPlan, TensorOverride
-from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Progress, Sampling
-from app.engine.runtime import device_of_buffer_type
-from app.engine.synthetic import (
+from app.gguf.info import read_model
+from app.synthetic import (
     SyntheticSpec,
     tensor_plan,
     write_synthetic_header,
     write_synthetic_model,
 )
-from app.gguf_info import read_model
 
 
 def load(engine: EngineClient, model: Path | str, **plan: object) -> object:

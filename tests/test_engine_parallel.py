@@ -19,10 +19,10 @@ import pytest
 
 from app.advisor.memory import memory_by_device
 from app.engine.client import ChatStream, EngineClient
-from app.engine.errors import PlacementError
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling, Token
-from app.gguf_info import read_model
+from app.errors import PlacementError
+from app.gguf.info import read_model
 from tests.test_engine_queue import DEADLINE_S, endless, question, started, wait_until
 from tests.test_openai_server import cli_serve
 

@@ -16,11 +16,6 @@ from pathlib import Path
 import pytest
 
 from app.engine.client import EngineClient
-from app.engine.errors import (
-    EngineBusyError,
-    EngineDiedError,
-    NoModelLoadedError,
-)
 from app.engine.placement import PlacementPlan
 from app.engine.process import EngineProcess
 from app.engine.protocol import (
@@ -32,6 +27,11 @@ from app.engine.protocol import (
     RoutingSnapshot,
     Sampling,
     SubscribeParams,
+)
+from app.errors import (
+    EngineBusyError,
+    EngineDiedError,
+    NoModelLoadedError,
 )
 
 DEADLINE_S = 60.0

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from app.engine.client import ChatStream, EngineClient
-from app.engine.errors import EngineBusyError
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
 from app.engine.scheduler import FairQueue
+from app.errors import EngineBusyError
 
 DEADLINE_S = 60.0
 LONG_CONTEXT = 65536  # an endless answer outlasts any test step

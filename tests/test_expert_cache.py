@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from app import cli
+from app import cli_load
 from app.advisor.memory import memory_by_device
 from app.engine import ggml_backend, telemetry
 from app.engine.client import EngineClient
 from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 
 PROMPT = "Tell me about the experts of this model, one by one, with their habits"
 
@@ -180,12 +180,12 @@ def test_without_a_gpu_the_cache_is_unavailable_and_the_model_runs_as_before(
 
 
 def test_cli_cache_size_is_experts_a_layer_or_gibibytes() -> None:
-    assert cli.expert_cache_size("32") == (32, 0)
-    assert cli.expert_cache_size("4GiB") == (0, 4 * 2**30)
-    assert cli.expert_cache_size("1.5G") == (0, int(1.5 * 2**30))
+    assert cli_load.expert_cache_size("32") == (32, 0)
+    assert cli_load.expert_cache_size("4GiB") == (0, 4 * 2**30)
+    assert cli_load.expert_cache_size("1.5G") == (0, int(1.5 * 2**30))
     for bad in ("0", "-3", "lots", "GiB"):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli.expert_cache_size(bad)
+            cli_load.expert_cache_size(bad)
     plan = PlacementPlan(expert_cache="dynamic", expert_cache_slots=32)
     assert "hot experts in VRAM: 32 experts a layer (dynamic)" in plan.describe()
 

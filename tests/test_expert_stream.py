@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from app import cli
+from app import cli_load
 from app.engine import expert_stream, ggml_backend
 from app.engine.client import EngineClient
-from app.engine.errors import EngineError
 from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
-from app.gguf_info import read_model
+from app.errors import EngineError
+from app.gguf.info import read_model
 
 PROMPT = "Tell me about the experts of this model, one by one, with their habits"
 
@@ -129,10 +129,10 @@ def test_storage_counts_decode_reads_per_token(engine: EngineClient, realistic_m
 
 def test_cli_expert_stream_flags() -> None:
     parser = argparse.ArgumentParser()
-    cli.add_placement_args(parser)
+    cli_load.add_placement_args(parser)
     args = parser.parse_args(["--expert-stream", "cache", "--expert-stream-size", "6GiB",
                               "--expert-stream-threads", "8"])
-    given = cli.given_settings(args)
+    given = cli_load.given_settings(args)
     assert given["expert_stream"] == "cache"
     assert given["expert_stream_bytes"] == 6 * 2**30
     assert given["expert_stream_threads"] == 8

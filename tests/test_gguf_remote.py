@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from gguf import GGUFReader, GGUFValueType
 
-from app.engine.errors import MissingShardError, ModelFileError
-from app.gguf_header import read_header_file
-from app.gguf_info import GGUFModel, TensorEntry, read_model
-from app.gguf_remote import read_remote_model, shard_urls
+from app.errors import MissingShardError, ModelFileError
+from app.gguf.header import read_header_file
+from app.gguf.info import GGUFModel, TensorEntry, read_model
+from app.gguf.remote import read_remote_model, shard_urls
 
 RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 

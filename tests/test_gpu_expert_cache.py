@@ -14,7 +14,7 @@ import pytest
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import LoadParams
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 from tests import gpu_testing
 from tests.gpu_testing import decode, load
 

@@ -15,7 +15,7 @@ import pytest
 
 from app.engine.client import EngineClient
 from app.engine.expert_stream import cache_bytes
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 from tests import gpu_testing
 from tests.gpu_testing import decode, load
 

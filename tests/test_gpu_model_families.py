@@ -14,7 +14,7 @@ import pytest
 from app.engine.client import EngineClient
 from app.engine.placement import CPU_DEVICE, PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.synthetic import SyntheticSpec, write_synthetic_model
 
 pytestmark = pytest.mark.gpu
 

@@ -11,8 +11,8 @@ from app.advisor.memory import layer_devices
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
-from app.gguf_info import read_model
+from app.gguf.info import read_model
+from app.synthetic import SyntheticSpec, write_synthetic_model
 
 pytestmark = pytest.mark.gpu
 

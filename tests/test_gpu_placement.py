@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from app.engine.client import EngineClient
-from app.engine.errors import OutOfMemoryError
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
-from app.gguf_info import kv_bytes_per_layer, read_model
+from app.errors import OutOfMemoryError
+from app.gguf.info import kv_bytes_per_layer, read_model
+from app.synthetic import SyntheticSpec, write_synthetic_model
 from app.tune.measure import Measurer, Workload
 
 pytestmark = pytest.mark.gpu

@@ -16,9 +16,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.engine.client import EngineClient
-from app.engine.errors import ERRORS_BY_CODE, EngineDiedError, ModelFileError, PlacementError
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import HEADER, LoadParams
+from app.errors import ERRORS_BY_CODE, EngineDiedError, ModelFileError, PlacementError
 from tests.test_hostile_gguf import issue_files
 from tests.test_protocol import Engine, Raw, start_engine, stop_engine
 

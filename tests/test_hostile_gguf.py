@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from app.advisor.planner import plan_for
 from app.advisor.report import plan_lines
-from app.engine.errors import ModelFileError
-from app.gguf_header import read_header_file
-from app.gguf_info import GGUFModel, read_model
-from app.gguf_validate import INTEGER_KEYS
+from app.errors import ModelFileError
+from app.gguf.header import read_header_file
+from app.gguf.info import GGUFModel, read_model
+from app.gguf.validate import INTEGER_KEYS
 from app.hardware.bandwidth import RamBandwidth
 from app.hardware.model import Cpu, Gpu, Hardware, Memory
 from app.hub.library import Library

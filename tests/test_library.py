@@ -12,8 +12,8 @@ from huggingface_hub import hf_hub_download
 
 from app import paths
 from app.cli import main as cli_main
-from app.engine.errors import MissingShardError, ModelFileError
-from app.gguf_info import read_model
+from app.errors import MissingShardError, ModelFileError
+from app.gguf.info import read_model
 from app.hub.download import DownloadCancelled, download_quant
 from app.hub.folder import MARKER_NAME
 from app.hub.hf_cache import hf_cache_quants

@@ -21,9 +21,9 @@ from app.advisor.speed import predict
 from app.engine.client import EngineClient
 from app.engine.placement import CPU_DEVICE, PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling
-from app.engine.synthetic import SyntheticSpec, write_synthetic_header, write_synthetic_model
-from app.gguf_info import GGUFModel, kv_bytes, kv_bytes_per_layer, read_model
+from app.gguf.info import GGUFModel, kv_bytes, kv_bytes_per_layer, read_model
 from app.hardware.cpu import detect_cpu
+from app.synthetic import SyntheticSpec, write_synthetic_header, write_synthetic_model
 from tests.test_advisor_gpus import H100
 from tests.test_speed_model import SERVER_RAM
 

@@ -25,11 +25,6 @@ from typing import Any
 import pytest
 
 from app.engine.client import EngineClient
-from app.engine.errors import (
-    ERRORS_BY_CODE,
-    AuthenticationError,
-    MessageTooLargeError,
-)
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.protocol import (
     EVENTS,
@@ -47,6 +42,11 @@ from app.engine.protocol import (
     to_wire,
 )
 from app.engine.transport import Address, connect, new_token, recv_message
+from app.errors import (
+    ERRORS_BY_CODE,
+    AuthenticationError,
+    MessageTooLargeError,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60.0  # generous: a loaded 2-core machine must not make these flaky

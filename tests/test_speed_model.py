@@ -12,7 +12,7 @@ import pytest
 
 from app.advisor.speed import predict
 from app.engine.placement import PlacementPlan
-from app.gguf_info import kv_bytes_per_layer
+from app.gguf.info import kv_bytes_per_layer
 from app.hardware.bandwidth import RamBandwidth
 from tests.test_advisor import QWEN3_30B_Q4
 from tests.test_advisor_gpus import H100

@@ -13,10 +13,11 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from app.engine import ggml_backend, synthetic
+from app import synthetic
+from app.engine import ggml_backend
 from app.engine.routing_stats import RoutingCounters, routing_counters, routing_stats
-from app.engine.synthetic import SyntheticSpec, estimate_size_bytes, write_synthetic_model
-from app.engine.synthetic_routing import ring_positions
+from app.synthetic import SyntheticSpec, estimate_size_bytes, write_synthetic_model
+from app.synthetic.routing import ring_positions
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = (
@@ -504,7 +505,7 @@ def test_command_rejects_a_bad_spec(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_module_help_runs() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app.engine.synthetic", "--help"],
+        [sys.executable, "-m", "app.synthetic", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,8 +11,8 @@ import pytest
 
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
-from app.engine.synthetic import SyntheticSpec
-from app.gguf_info import read_model
+from app.gguf.info import read_model
+from app.synthetic import SyntheticSpec
 from app.tune import autotune as autotune_mod
 from app.tune.autotune import TuneProgress, autotune, better, remember, remembered, tune_key
 from app.tune.measure import Measurement, Measurer, Workload

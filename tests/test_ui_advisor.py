@@ -13,11 +13,11 @@ from app.advisor.memory import memory_by_device
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams
-from app.engine.synthetic import SyntheticSpec, write_synthetic_header
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 from app.hardware import Hardware, detect
 from app.hardware.bandwidth import RamBandwidth
 from app.load_plan import plan_load
+from app.synthetic import SyntheticSpec, write_synthetic_header
 from app.tune.autotune import TuneResult, machine_id, remember, tune_key
 from app.tune.measure import Measurement
 from app.ui.advisor import AdvisorPage, demo_page

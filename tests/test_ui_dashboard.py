@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage, QPalette
 from pytestqt.qtbot import QtBot
 
-from app.engine import synthetic
+from app import synthetic
 from app.engine.client import EngineClient
 from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
@@ -31,7 +31,7 @@ from app.engine.protocol import (
     Sampling,
     SubscribeParams,
 )
-from app.engine.synthetic import SyntheticSpec
+from app.synthetic import SyntheticSpec
 from app.ui.app_state import AppState
 from app.ui.dashboard import DashboardPage
 from app.ui.dashboard.demo import record_run, replay

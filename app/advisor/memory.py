@@ -32,7 +32,7 @@ from app.engine.placement import (
     first_matching_device,
     tensor_overrides,
 )
-from app.gguf_info import (
+from app.gguf.info import (
     GGUFModel,
     TensorEntry,
     attention_shape,

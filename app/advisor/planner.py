@@ -42,7 +42,7 @@ from app.engine.placement import (
     tensor_overrides,
 )
 from app.engine.protocol import BuildInfo
-from app.gguf_info import GGUFModel
+from app.gguf.info import GGUFModel
 from app.hardware.bandwidth import RamBandwidth
 from app.hardware.disk import DiskSpeed
 from app.hardware.model import Hardware

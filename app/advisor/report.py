@@ -11,8 +11,8 @@ from pathlib import Path
 
 from app.advisor.planner import Plan, plan_for
 from app.engine.protocol import BuildInfo
-from app.gguf_info import GGUFModel, read_model
-from app.gguf_remote import read_remote_model
+from app.gguf.info import GGUFModel, read_model
+from app.gguf.remote import read_remote_model
 from app.hardware import Hardware
 from app.hardware.bandwidth import RamBandwidth
 from app.units import file_size, gib
@@ -30,7 +30,7 @@ def build_info() -> BuildInfo | None:
     """What the installed llama.cpp build can use, asked of a short-lived engine process;
     None (plan for the detected GPUs) when the engine cannot start."""
     from app.engine.client import EngineClient
-    from app.engine.errors import EngineError
+    from app.errors import EngineError
 
     try:
         with EngineClient.spawn() as engine:
@@ -56,7 +56,7 @@ def advise_repo(repo_id: str, hardware: Hardware, n_ctx: int, token: str | None 
     a note saying why; the other quants are still planned."""
     from huggingface_hub import hf_hub_url
 
-    from app.engine.errors import ModelFileError
+    from app.errors import ModelFileError
     from app.hub.repo import list_gguf_quants
 
     endpoint = endpoint or os.environ.get("HF_ENDPOINT")

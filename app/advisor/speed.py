@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from app.advisor.gpu_specs import gpu_spec
 from app.advisor.memory import is_mla, layer_devices, tensor_device
 from app.engine.placement import CPU_DEVICE, PlacementPlan, tensor_overrides
-from app.gguf_info import GGUFModel, attention_shape, kv_bytes_per_layer, sliding_window_layers
+from app.gguf.info import GGUFModel, attention_shape, kv_bytes_per_layer, sliding_window_layers
 from app.hardware.bandwidth import RamBandwidth
 from app.hardware.model import Gpu
 

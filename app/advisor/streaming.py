@@ -11,7 +11,7 @@ expert (the disk probe's random-read figure at depth).
 How many selections the cache serves depends on routing. Trained routers are skewed: for
 Qwen3-MoE and DeepSeek-V3 about a quarter of a layer's experts take about 60% of its
 selections, and about 40% of a token's selections repeat the token before's (the statistics
-MoE Desk's realistic synthetic routing is built to; see app/engine/synthetic_routing.py). The
+MoE Desk's realistic synthetic routing is built to; see app/synthetic/routing.py). The
 cache keeps the experts used last, so the repeats are hits, and of the rest a cache holding a
 fraction ``c`` of the experts serves about c ** 0.37 (0.25 -> 0.60): in all
 0.4 + 0.6 * c ** 0.37 (measured on the 2-core dev machine: 58% and 87% at c = 0.12 and 0.38,
@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, replace
 
 from app.engine.placement import PlacementPlan
-from app.gguf_info import GGUFModel
+from app.gguf.info import GGUFModel
 from app.hardware.disk import DiskSpeed
 
 # When the drive was not measured: a PCIe 4 NVMe SSD's reads of a few MB at depth (stated in

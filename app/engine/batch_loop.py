@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import llama_cpp
 
-from app.engine.errors import EngineError, NoModelLoadedError
 from app.engine.generation import ChatText, LiveCounters, Sequence
 from app.engine.protocol import ChatParams, ChatResult, Token
 from app.engine.slots import Slot, SlotPool
 from app.engine.telemetry import StorageMeter
+from app.errors import EngineError, NoModelLoadedError
 
 log = logging.getLogger("moedesk.engine.batch")
 

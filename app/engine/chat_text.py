@@ -18,18 +18,18 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from app.engine import harmony
 from app.engine.context_fit import answer_room, fit
-from app.engine.errors import (
+from app.engine.protocol import ChatMessage, ChatParams, ContextPolicy, Sampling
+from app.engine.sampling import ModelSampling, new_sampler
+from app.engine.template_caps import TemplateCaps, template_message, with_system_note
+from app.engine.tool_calls import ToolFormat, detect_format, preserved_markers
+from app.engine.tool_grammar import call_grammar
+from app.errors import (
     ChatTemplateError,
     ContextOverflowError,
     EngineError,
     GrammarError,
     ModelFileError,
 )
-from app.engine.protocol import ChatMessage, ChatParams, ContextPolicy, Sampling
-from app.engine.sampling import ModelSampling, new_sampler
-from app.engine.template_caps import TemplateCaps, template_message, with_system_note
-from app.engine.tool_calls import ToolFormat, detect_format, preserved_markers
-from app.engine.tool_grammar import call_grammar
 
 TEMPLATE_HINT = ("Some templates accept only alternating user/assistant turns or one system "
                  "message first; otherwise use a GGUF with a working template.")

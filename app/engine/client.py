@@ -10,7 +10,7 @@
 Calls block the calling thread (the GUI calls them from a worker thread). One reader thread
 per client takes every event off the socket and hands it to the call waiting for that request
 id, so several threads may use one client at once. Failures come back as the exception classes
-of ``app.engine.errors``; if the engine process ends, every waiting and later call raises
+of ``app.errors``; if the engine process ends, every waiting and later call raises
 EngineDiedError saying how it ended and quoting the end of its log.
 """
 
@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from app.engine.errors import EngineDiedError, EngineError, ProtocolError, error_from_wire
 from app.engine.process import EngineProcess
 from app.engine.protocol import (
     BuildInfo,
@@ -50,6 +49,7 @@ from app.engine.transport import (
     recv_message,
     send_message,
 )
+from app.errors import EngineDiedError, EngineError, ProtocolError, error_from_wire
 
 log = logging.getLogger("moedesk.client")
 

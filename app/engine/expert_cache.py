@@ -14,10 +14,10 @@ import os
 
 import llama_cpp
 
-from app import gguf_info
 from app.engine import ggml_backend, routing_profiles
 from app.engine.placement import PlacementPlan, expert_cache_slots
 from app.engine.protocol import ExpertCacheInfo
+from app.gguf import info as gguf_info
 
 # Tests only: without a GPU, keep the packs in RAM (no gain; exercises the split on a CPU).
 HOST_PACKS_ENV = "MOEDESK_EXPERT_CACHE_HOST"

@@ -11,10 +11,10 @@ most chosen experts in the routing profile remembered for this model file, if an
 
 from __future__ import annotations
 
-from app import gguf_info
 from app.engine import ggml_backend, routing_profiles
 from app.engine.placement import PlacementPlan, expert_stream_slots
 from app.engine.protocol import ExpertStreamInfo
+from app.gguf import info as gguf_info
 
 
 def unavailable(plan: PlacementPlan, reason: str) -> ExpertStreamInfo:

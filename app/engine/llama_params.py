@@ -16,8 +16,8 @@ import llama_cpp
 import psutil
 
 from app.engine import ggml_backend
-from app.engine.errors import PlacementError
 from app.engine.placement import PlacementPlan, TensorOverride, tensor_overrides
+from app.errors import PlacementError
 
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
               "iq4_nl": 20, "bf16": 30}

@@ -33,11 +33,6 @@ ExpertCacheMode = Literal["off", "static", "dynamic"]
 # faults on the mapped file; the kernel asked ahead for the routed experts' pages; or a RAM
 # cache of experts that parallel reads fill (measured fastest: docs/benchmarks.md).
 ExpertStreamMode = Literal["off", "advise", "cache"]
-# Bytes per cached value of each KV cache type (ggml blocks of 32 values with their scales).
-CACHE_TYPE_BYTES: dict[str, float] = {
-    "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
-    "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32,
-}
 
 
 @dataclass

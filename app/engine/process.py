@@ -23,8 +23,8 @@ from pathlib import Path, PureWindowsPath
 from typing import IO
 
 from app import paths
-from app.engine.errors import EngineDiedError
 from app.engine.transport import HAS_UNIX_SOCKETS, SOCKET_NAME, Address, new_token
+from app.errors import EngineDiedError
 
 log = logging.getLogger("moedesk.client")
 

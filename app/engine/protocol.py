@@ -27,8 +27,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from app.engine.errors import MessageTooLargeError, ProtocolError
 from app.engine.placement import PlacementPlan
+from app.errors import MessageTooLargeError, ProtocolError
 
 PROTOCOL_VERSION = 2
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024

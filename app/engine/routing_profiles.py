@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from app import paths
 
 if TYPE_CHECKING:
-    from app.gguf_info import GGUFModel
+    from app.gguf.info import GGUFModel
 
 Profile = list[list[int]]
 PROFILE_FILE = "routing-profiles.json"

@@ -21,19 +21,8 @@ from pathlib import Path
 import llama_cpp
 import psutil
 
-from app import gguf_info, gguf_validate
 from app.engine import expert_cache, expert_stream, ggml_backend, routing_profiles, telemetry
 from app.engine.batch_loop import BatchLoop, ChatRequest
-from app.engine.errors import (
-    EngineError,
-    LoadCancelledError,
-    ModelFileError,
-    NoModelLoadedError,
-    OutOfMemoryError,
-    PlacementError,
-    TelemetryUnavailableError,
-    UnsupportedArchitectureError,
-)
 from app.engine.generation import ChatText
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import CPU_DEVICE, PlacementPlan
@@ -50,6 +39,18 @@ from app.engine.protocol import (
     StorageStats,
     TensorClassPlacement,
 )
+from app.errors import (
+    EngineError,
+    LoadCancelledError,
+    ModelFileError,
+    NoModelLoadedError,
+    OutOfMemoryError,
+    PlacementError,
+    TelemetryUnavailableError,
+    UnsupportedArchitectureError,
+)
+from app.gguf import info as gguf_info
+from app.gguf import validate as gguf_validate
 from app.hardware.memory import detect_memory
 
 log = logging.getLogger("moedesk.engine")
@@ -165,7 +166,7 @@ class Runtime:
         plan = params.placement
         self._check_plan_numbers(plan)
         # ModelFileError / MissingShardError, and every header value llama.cpp would abort on
-        # (app.gguf_validate)
+        # (app.gguf.validate)
         info = gguf_info.read_model(params.model)
         self._check_expert_count(info, plan)
         self._check_kv_fits(info, params)
@@ -254,7 +255,7 @@ class Runtime:
     def _check_expert_count(info: gguf_info.GGUFModel, plan: PlacementPlan) -> None:
         """llama.cpp aborts the process (GGML_ASSERT) on an active-expert count outside
         1..n_expert, so it is checked here, before llama.cpp sees it: the model's own count by
-        read_model (app.gguf_validate), a placement's override with the same rule here."""
+        read_model (app.gguf.validate), a placement's override with the same rule here."""
         used = plan.n_expert_used
         if used is not None and gguf_validate.expert_count_problem(info.n_expert, used):
             if not info.n_expert:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields, replace
 
 import llama_cpp
 
-from app.engine.errors import GrammarError
 from app.engine.protocol import Sampling
+from app.errors import GrammarError
 
 # MoE Desk's defaults where neither the request nor the model says
 FALLBACK = Sampling(temperature=0.7, top_p=0.95, top_k=40, min_p=0.05, typical_p=1.0,

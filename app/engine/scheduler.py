@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from app.engine.batch_loop import ChatRequest, unstarted_result
-from app.engine.errors import EngineBusyError, EngineError
 from app.engine.protocol import ChatParams, ChatResult, event
 from app.engine.runtime import Runtime
 from app.engine.transport import Connection
+from app.errors import EngineBusyError, EngineError
 
 log = logging.getLogger("moedesk.engine.server")
 

@@ -28,14 +28,6 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.engine.errors import (
-    AuthenticationError,
-    EngineError,
-    NoModelLoadedError,
-    ProtocolError,
-    TelemetryUnavailableError,
-    VersionMismatchError,
-)
 from app.engine.protocol import (
     METHODS,
     PROTOCOL_VERSION,
@@ -52,6 +44,14 @@ from app.engine.protocol import (
 from app.engine.runtime import Runtime
 from app.engine.scheduler import Job, Jobs, end_unstarted, forwarder
 from app.engine.transport import Answered, Connection, peer_uid
+from app.errors import (
+    AuthenticationError,
+    EngineError,
+    NoModelLoadedError,
+    ProtocolError,
+    TelemetryUnavailableError,
+    VersionMismatchError,
+)
 
 log = logging.getLogger("moedesk.engine.server")
 

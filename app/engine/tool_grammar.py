@@ -26,10 +26,10 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from app.engine.errors import ChatTemplateError
 from app.engine.protocol import Sampling
 from app.engine.sampling import grammar_text
 from app.engine.tool_calls import ToolFormat, call_schema
+from app.errors import ChatTemplateError
 
 SUPPORTED = (ToolFormat.QWEN, ToolFormat.HARMONY, ToolFormat.DEEPSEEK, ToolFormat.KIMI, ToolFormat.GLM)
 # a rule's name in GBNF, and what may hold the same letters without being one

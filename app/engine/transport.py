@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from app.engine.errors import EngineError, MessageTooLargeError, ProtocolError
 from app.engine.protocol import HEADER, MAX_MESSAGE_BYTES, decode_body, encode_frame, event
+from app.errors import EngineError, MessageTooLargeError, ProtocolError
 
 log = logging.getLogger("moedesk.engine.server")
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Literal
 
 from app import paths
-from app.engine.errors import MissingShardError, ModelFileError
-from app.gguf_info import SHARD_NAME, read_model, shard_names, shard_paths, split_numbers
+from app.errors import MissingShardError, ModelFileError
+from app.gguf.info import SHARD_NAME, read_model, shard_names, shard_paths, split_numbers
 from app.hub.folder import MARKER_NAME, part, read_marker, remove_empty_folders, repo_folder, write_marker
 from app.hub.hf_cache import HfCacheQuant, hf_cache_quants
 from app.hub.quants import is_model_gguf, quant_name

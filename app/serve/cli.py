@@ -16,6 +16,7 @@ import sys
 import threading
 from typing import Any
 
+from app.cli_load import ProgressBar, add_placement_args, load_params_from_args, positive_int
 from app.serve.http import DEFAULT_HOST, DEFAULT_PORT, OpenAIServer
 
 API_KEY_ENV = "MOEDESK_API_KEY"
@@ -24,7 +25,6 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 def add_subcommand(subparsers: Any) -> None:
     """Register ``serve`` on moedesk-cli's subparsers."""
-    from app.cli import add_placement_args
 
     serve = subparsers.add_parser(
         "serve", help="serve a GGUF model over an OpenAI-compatible HTTP API",
@@ -62,19 +62,7 @@ def add_subcommand(subparsers: Any) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return value
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from app.cli import ProgressBar, load_params_from_args
     from app.engine.client import EngineClient
     from app.engine.protocol import ContextPolicy
 

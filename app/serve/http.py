@@ -39,7 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from app.engine.client import ChatStream, EngineClient
-from app.engine.errors import (
+from app.engine.protocol import ContextPolicy
+from app.errors import (
     ChatTemplateError,
     ContextOverflowError,
     EngineBusyError,
@@ -48,7 +49,6 @@ from app.engine.errors import (
     GrammarError,
     NoModelLoadedError,
 )
-from app.engine.protocol import ContextPolicy
 from app.serve import openai_api, openai_responses
 from app.serve.errors import ApiError
 from app.serve.openai_api import CompletionRequest

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import from_wire, to_wire
-from app.gguf_info import GGUFModel
+from app.gguf.info import GGUFModel
 from app.paths import cache_dir
 from app.tune.measure import Measurement, Measurer, TuneCancelled, Workload
 from app.tune.rounds import median_measurement, plan_key

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 from app.tune.strategies import STRATEGIES, Budget, describe
 
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.engine.client import EngineClient
-from app.engine.errors import EngineError
 from app.engine.placement import CPU_DEVICE, PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling, StorageStats
+from app.errors import EngineError
 
 # Words the synthetic and real tokenizers both split into a token or two each.
 _WORDS = ("expert", "router", "layer", "token", "memory", "cache", "offload", "decode")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.advisor.memory import memory_by_device
 from app.engine.placement import PlacementPlan
-from app.gguf_info import GGUFModel
+from app.gguf.info import GGUFModel
 from app.tune.autotune import TUNE_WORKLOAD, TuneProgress, TuneResult, autotune
 from app.tune.measure import Measurement, Measurer, Workload
 from app.tune.rounds import Entry, measure_in_rounds

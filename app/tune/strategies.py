@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from app.advisor.memory import VRAM_HEADROOM, memory_by_device
 from app.advisor.planner import plan_for
 from app.engine.placement import PlacementPlan
-from app.gguf_info import GGUFModel
+from app.gguf.info import GGUFModel
 from app.hardware.model import Gpu, Hardware
 
 STRATEGIES = ("classic", "experts-ram", "n-cpu-moe", "advisor")

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.engine.client import ChatStream, EngineClient
-from app.engine.errors import EngineDiedError, EngineError
 from app.engine.protocol import (
     BuildInfo,
     ChatParams,
@@ -33,6 +32,7 @@ from app.engine.protocol import (
     RoutingSnapshot,
     SubscribeParams,
 )
+from app.errors import EngineDiedError, EngineError
 from app.ui.engine_state import EngineState  # noqa: I001 (sorted below by ruff)
 
 log = logging.getLogger("moedesk.ui.engine")

@@ -16,9 +16,9 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
     model="/tmp/$shape-$routing.gguf"
     echo "=== $shape $routing ($(date +%T))"
     if [ "$shape" = q30 ]; then
-        python3 -m app.engine.synthetic "$model" --preset qwen3-30b-a3b --routing "$routing" > /dev/null
+        python3 -m app.synthetic "$model" --preset qwen3-30b-a3b --routing "$routing" > /dev/null
     else
-        python3 -m app.engine.synthetic "$model" --preset qwen3-235b-a22b --layers 20 \
+        python3 -m app.synthetic "$model" --preset qwen3-235b-a22b --layers 20 \
             --routing "$routing" > /dev/null
     fi
     python3 bench/expert_cache.py --model "$model" --budget 0.125 --budget 0.25 \

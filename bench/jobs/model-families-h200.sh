@@ -15,7 +15,7 @@ python3 -m pytest -q -m gpu tests/test_gpu_model_families.py 2>&1 | tail -15 | t
 for case in "deepseek-v3 5 4" "kimi-k2 3 2" "glm-4.5 6 5" "gpt-oss-120b 12 6" "qwen3-235b-a22b 8 4"; do
     set -- $case
     model=/tmp/fam-$1-$2l.gguf
-    python3 -m app.engine.synthetic "$model" --preset "$1" --layers "$2" | tail -1
+    python3 -m app.synthetic "$model" --preset "$1" --layers "$2" | tail -1
     python3 bench/predict_vs_measure.py --model "$model" --threads 16 --repeats 2 \
         --placement gpu --placement experts-ram --placement "first-$3" 2>&1 \
         | tee "$OUT/families-predict-$1-$2l.txt" | tail -12

@@ -19,13 +19,13 @@ for case in "deepseek-v3 5 4" "gpt-oss-120b 12 6" "glm-4.5 6 5" "kimi-k2 3 2" "q
     set -- $case
     model=/tmp/fam-$1-$2l.gguf
     echo "=== family $1 ($2 layers) $(date +%T)"
-    python3 -m app.engine.synthetic "$model" --preset "$1" --layers "$2" | tail -1
+    python3 -m app.synthetic "$model" --preset "$1" --layers "$2" | tail -1
     python3 bench/predict_vs_measure.py --model "$model" --threads 16 --repeats 1 --n-gen 64 \
         --placement gpu --placement experts-ram --placement "first-$3" 2>&1 \
         | tee "$OUT/families-predict-$1-$2l.txt" | tail -8
     rm -f "$model"
 done
 echo "=== ssd stream $(date +%T)"
-python3 -m app.engine.synthetic /tmp/q235-16l.gguf --preset qwen3-235b-a22b --layers 16 --routing realistic | tail -1
+python3 -m app.synthetic /tmp/q235-16l.gguf --preset qwen3-235b-a22b --layers 16 --routing realistic | tail -1
 python3 bench/ssd_stream.py --model /tmp/q235-16l.gguf --factor 2 --factor 4 --mode off --mode cache \
     --tokens 24 --repeats 1 2>&1 | tee "$OUT/ssd-stream-h200.txt" | tail -12

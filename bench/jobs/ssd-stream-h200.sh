@@ -7,5 +7,5 @@ set -u
 export PYTHONPATH="$PWD:/tmp/moedesk-site"
 S=bench/gpu_session.sh
 bash $S build model test
-python -m app.engine.synthetic /tmp/q235-16l.gguf --preset qwen3-235b-a22b --layers 16 --routing realistic
+python -m app.synthetic /tmp/q235-16l.gguf --preset qwen3-235b-a22b --layers 16 --routing realistic
 python bench/ssd_stream.py --model /tmp/q235-16l.gguf --factor 2 --factor 4 --mode off --mode advise --mode cache --tokens 24 --repeats 1

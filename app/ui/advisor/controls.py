@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.placement import CacheType, ExpertCacheMode, PlacementPlan, TensorOverride
-from app.gguf_info import GGUFModel
+from app.gguf.info import GGUFModel
 
 
 class RuleError(ValueError):

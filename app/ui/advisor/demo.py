@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QWidget
 
-from app.engine.synthetic import SyntheticSpec, write_synthetic_header
 from app.hardware import Hardware, detect
+from app.synthetic import SyntheticSpec, write_synthetic_header
 
 RECORDED_DESKTOP = Path(__file__).resolve().parents[3] / "tests" / "data" / "hardware" / "amd_gpu"
 

@@ -35,7 +35,7 @@ from app.advisor.planner import Plan, evaluate, plan_for
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, LoadParams, LoadResult
 from app.engine.routing_profiles import remembered_for
-from app.gguf_info import GGUFModel, read_model
+from app.gguf.info import GGUFModel, read_model
 from app.hardware import Hardware
 from app.hardware.bandwidth import RamBandwidth
 from app.hardware.disk import DiskSpeed

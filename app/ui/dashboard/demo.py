@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QWidget
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling, SubscribeParams
-from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+from app.synthetic import SyntheticSpec, write_synthetic_model
 from app.ui.dashboard.page import DashboardPage
 from app.ui.demo import demo_parts
 

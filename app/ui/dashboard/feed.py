@@ -13,8 +13,8 @@ import threading
 from PySide6.QtCore import QObject, Signal
 
 from app.engine.client import EngineClient
-from app.engine.errors import EngineError
 from app.engine.protocol import ChatParams, SubscribeParams
+from app.errors import EngineError
 
 
 class EngineFeed(QObject):

@@ -70,7 +70,7 @@ def demo_quants() -> list[Quant]:
 
 def _fill_library(folder: Path) -> Library:
     """A real downloaded split model (with marker) and a real imported one, in ``folder``."""
-    from app.engine.synthetic import SyntheticSpec, write_synthetic_model
+    from app.synthetic import SyntheticSpec, write_synthetic_model
 
     library = Library(models_dir=folder / "models", index_path=folder / "library.json")
     root = repo_folder(library.models_dir, "moedesk/Tiny-MoE-GGUF")

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.advisor.planner import plan_for
 from app.advisor.report import load_model_header
-from app.engine.errors import EngineError
+from app.errors import EngineError
 from app.hardware import Hardware
 from app.hub.errors import GatedRepoError
 from app.hub.folder import local_state

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.errors import EngineError
+from app.errors import EngineError
 from app.hub.download import ChecksumError, DiskFullError, DownloadCancelled
 from app.hub.errors import GatedRepoError, HubError, HubUnreachableError, RepoNotFoundError
 from app.hub.library import LibraryError

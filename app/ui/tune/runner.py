@@ -11,7 +11,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app.engine.client import EngineClient
 from app.engine.protocol import LoadParams
-from app.gguf_info import read_model
+from app.gguf.info import read_model
 from app.hardware import Hardware, detect
 from app.tune.autotune import TUNE_WORKLOAD, TuneResult, autotune, machine_id, remember, tune_key
 from app.tune.measure import Measurer

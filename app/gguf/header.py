@@ -1,14 +1,14 @@
 """A GGUF file's header (metadata and tensor table), parsed from any byte source.
 
 The parser reads GGUF v2/v3 through a ``ByteSource`` (a local file object here, an HTTP URL in
-``app.http_range``) and fetches only what the header needs: a first chunk, then twice as much
-each time it runs past what it has, up to a cap. ``app.gguf_info.read_model`` uses it for
+``app.gguf.http_range``) and fetches only what the header needs: a first chunk, then twice as much
+each time it runs past what it has, up to a cap. ``app.gguf.info.read_model`` uses it for
 local files. It agrees exactly with the ``gguf`` package's reader (the tests hold them
 together), except that array values are replaced by their length instead of being built:
 ``general.*`` and the other keys keep their types, tensor sizes come from the ggml type's block
 size and type size. What llama.cpp itself would refuse while reading a header (an array of
 arrays, a tensor of more than four dimensions, rows that do not fill whole quant blocks, tensor
-data out of place) is refused here, with the checks of ``app.gguf_validate``.
+data out of place) is refused here, with the checks of ``app.gguf.validate``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, BinaryIO, Protocol
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-from app.engine.errors import ModelFileError
-from app.gguf_info import GGUF_MAGIC, TensorEntry
-from app.gguf_validate import (
+from app.errors import ModelFileError
+from app.gguf.tensors import GGUF_MAGIC, TensorEntry
+from app.gguf.validate import (
     check_tensor_dims,
     check_tensor_offsets,
     check_tensor_shape,

@@ -1,6 +1,6 @@
 """The shape of a synthetic MoE model: its spec, the presets, and the tensors llama.cpp expects.
 
-See app/engine/synthetic.py for the writer.
+See app/synthetic/writer.py for the writer.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ QUANT_TYPES = {"Q4_0": Q.Q4_0, "Q8_0": Q.Q8_0, "F16": Q.F16}
 # gpt-oss ships its routed experts in MXFP4 (32 FP4 values with one power-of-two scale)
 EXPERT_QUANT_TYPES = {**QUANT_TYPES, "MXFP4": Q.MXFP4}
 ARCHITECTURES = ("qwen3moe", "llama", "deepseek2", "glm4moe", "gpt-oss")
-# tokenizer and chat template families (app/engine/synthetic_tokenizer.py)
+# tokenizer and chat template families (app/synthetic/tokenizer.py)
 TOKENIZERS = ("qwen3", "deepseek-v3", "kimi-k2", "glm4", "gpt-oss")
 # The first _CHANNEL_DIMS dims of the hidden state are the routing channel (see _router); with
 # realistic routing the next SIGNATURE_DIMS hold each token's position code (synthetic_routing).
 _CHANNEL_DIMS = 32
 SIGNATURE_DIMS = 128
 # "uniform": routers blind to the token (routing_skew may add a hot set); "realistic": skewed
-# and local from token to token like Qwen3's routers (see app/engine/synthetic_routing.py)
+# and local from token to token like Qwen3's routers (see app/synthetic/routing.py)
 ROUTING_MODES = ("uniform", "realistic")
 
 

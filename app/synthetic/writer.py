@@ -1,4 +1,4 @@
-"""Synthetic Mixture-of-Experts GGUF models that llama.cpp loads and runs.
+"""Writing synthetic Mixture-of-Experts GGUF models that llama.cpp loads and runs.
 
 Tests use tiny ones; benchmarks use real shapes (Qwen3-30B-A3B, Qwen3-235B-A22B) with random
 weights, so that placement and speed can be measured without downloading a model. Quantized
@@ -7,9 +7,9 @@ chunk by chunk on all cores and streamed to disk, so a 16 GB model never sits in
 
 Routing is uniform by default; ``--routing-skew`` favours a fixed hot set per layer, and
 ``--routing realistic`` routes like Qwen3's routers (skewed per layer, local from token to token;
-see app/engine/synthetic_routing.py).
+see app/synthetic/routing.py).
 
-Usage: ``python -m app.engine.synthetic OUT.gguf --preset qwen3-30b-a3b --split 4``
+Usage: ``python -m app.synthetic OUT.gguf --preset qwen3-30b-a3b --split 4``
 """
 
 from __future__ import annotations
@@ -27,21 +27,20 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from app.engine.synthetic_spec import (  # noqa: F401 - the public API lives on here too
+from app.gguf.info import shard_names
+from app.synthetic.spec import (
     PRESETS,
     QUANT_TYPES,
     ROUTING_MODES,
     Job,
-    Q,
     Shard,
     SyntheticSpec,
     TensorPlan,
     estimate_size_bytes,
     tensor_plan,
 )
-from app.engine.synthetic_tokenizer import add_tokenizer, build_vocab
-from app.engine.synthetic_weights import _chunk, hot_experts  # noqa: F401
-from app.gguf_info import shard_names
+from app.synthetic.tokenizer import add_tokenizer, build_vocab
+from app.synthetic.weights import _chunk, hot_experts
 
 _FILE_TYPES = {
     "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
@@ -298,7 +297,7 @@ def write_sparse_tensors(writer: gguf.GGUFWriter,
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m app.engine.synthetic",
+        prog="python -m app.synthetic",
         description="Write a synthetic Mixture-of-Experts GGUF model with random weights.",
     )
     parser.add_argument("output", type=Path, help="output .gguf path (shards get -0000k-of-N)")
@@ -368,5 +367,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

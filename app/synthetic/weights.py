@@ -2,7 +2,7 @@
 
 Quantized matrices are random Q4_0/Q8_0 blocks (no float quantization); the router rows and a
 fixed "routing channel" in the hidden state make routing skew real (see _router); realistic
-routing adds a position code next to it (see app/engine/synthetic_routing.py).
+routing adds a position code next to it (see app/synthetic/routing.py).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import math
 import gguf
 import numpy as np
 
-from app.engine import synthetic_routing
-from app.engine.synthetic_spec import _CHANNEL_DIMS, Q, SyntheticSpec, TensorPlan
-from app.engine.synthetic_tokenizer import build_vocab
+from app.synthetic import routing as synthetic_routing
+from app.synthetic.spec import _CHANNEL_DIMS, Q, SyntheticSpec, TensorPlan
+from app.synthetic.tokenizer import build_vocab
 
 # RMS of the integer levels of a random block: nibble-8 over 0..15, int8 over -128..127.
 # MXFP4: ggml's levels 2*E2M1 = 0, ±1, ±2, ±3, ±4, ±6, ±8, ±12 over the 16 nibbles.

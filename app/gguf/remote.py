@@ -2,8 +2,8 @@
 
 Before downloading 400 GB, the advisor wants the same ``GGUFModel`` that ``read_model()`` gives
 for a local file: metadata, every tensor's shape, type and size. A GGUF header is a few MB at
-the start of each shard, so each shard's header is parsed (``app.gguf_header``) from its URL
-with HTTP Range requests (``app.http_range``), and the shards are put together into one model.
+the start of each shard, so each shard's header is parsed (``app.gguf.header``) from its URL
+with HTTP Range requests (``app.gguf.http_range``), and the shards are put together into one model.
 Every shard's tensor table is needed (which tensors are experts, and their sizes, decide the
 plan), so the shards of a split set are read side by side: a 30-shard BF16 set costs a few round
 trips instead of 30.
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from app.engine.errors import MissingShardError, ModelFileError
-from app.gguf_header import FIRST_CHUNK, MAX_HEADER_BYTES, GGUFHeader, read_header
-from app.gguf_info import GGUFModel, shard_names, split_numbers
-from app.gguf_validate import check_model
-from app.http_range import HttpSource, RemoteNotFoundError
+from app.errors import MissingShardError, ModelFileError
+from app.gguf.header import FIRST_CHUNK, MAX_HEADER_BYTES, GGUFHeader, read_header
+from app.gguf.http_range import HttpSource, RemoteNotFoundError
+from app.gguf.info import GGUFModel, shard_names, split_numbers
+from app.gguf.validate import check_model
 
 PARALLEL_SHARDS = 8  # shard headers read at once (each is a redirect and one or two ranges)
 
@@ -71,7 +71,7 @@ def read_remote_model(url: str, *, headers: Mapping[str, str] | None = None, tim
     ``url`` may name any shard of a split model; metadata comes from shard 1, tensors from all.
     ``headers`` go with every request (e.g. ``Authorization: Bearer <token>`` for gated repos).
     Raises ModelFileError (not found, not a GGUF, damaged, header too large, unreachable, a
-    value llama.cpp cannot load: ``app.gguf_validate``) or MissingShardError (another shard of a
+    value llama.cpp cannot load: ``app.gguf.validate``) or MissingShardError (another shard of a
     split model is not on the server).
     """
     urls = shard_urls(url)

@@ -1,10 +1,10 @@
 """What a model file is: its shards, metadata, tensors and their classes.
 
-Reads GGUF headers with ``app.gguf_header`` (the parser the advisor uses on the Hub too; it
+Reads GGUF headers with ``app.gguf.header`` (the parser the advisor uses on the Hub too; it
 skips token arrays instead of building them, so a 150k-token vocabulary costs milliseconds,
 where the ``gguf`` package's reader took seconds) and checks what llama.cpp would otherwise
 fail on with a terse log line: a missing shard, a file that is not a GGUF, a truncated file.
-Every model it returns has passed ``app.gguf_validate.check_model`` (llama.cpp's limits, a
+Every model it returns has passed ``app.gguf.validate.check_model`` (llama.cpp's limits, a
 consistent split set), so callers may size lists from its counts.
 """
 
@@ -17,54 +17,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from app.engine.errors import MissingShardError, ModelFileError
-from app.engine.placement import CACHE_TYPE_BYTES
+from app.errors import MissingShardError, ModelFileError
+from app.gguf.header import read_header_file
+from app.gguf.tensors import GGUF_MAGIC, TensorEntry
+from app.gguf.validate import check_model
 
-GGUF_MAGIC = b"GGUF"
 SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-
-# Tensor classes, in the field's words. Order matters: the first pattern that matches wins.
-TENSOR_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("routed_experts", re.compile(r"\.ffn_(up|down|gate|gate_up)_exps\.")),
-    ("shared_experts", re.compile(r"\.ffn_(up|down|gate|gate_up)_shexp\.|\.ffn_gate_inp_shexp\.")),
-    ("router", re.compile(r"\.ffn_gate_inp\.|\.exp_probs_b")),
-    ("attention", re.compile(r"\.attn_")),
-    ("dense_ffn", re.compile(r"\.ffn_(up|down|gate)\.")),
-    ("norms", re.compile(r"_norm\.")),
-    ("embeddings", re.compile(r"^token_embd\.")),
-    ("output", re.compile(r"^output\.")),
-)
-LAYER_OF = re.compile(r"^blk\.(\d+)\.")
-
-
-def tensor_class(name: str) -> str:
-    """The class of a tensor by its GGUF name: attention, routed_experts, norms, ..."""
-    for cls, pattern in TENSOR_CLASSES:
-        if pattern.search(name):
-            return cls
-    return "other"
-
-
-def tensor_layer(name: str) -> int | None:
-    match = LAYER_OF.match(name)
-    return int(match.group(1)) if match else None
-
-
-@dataclass
-class TensorEntry:
-    name: str
-    shape: list[int]
-    type_name: str
-    n_bytes: int
-    shard: int
-
-    @property
-    def tensor_class(self) -> str:
-        return tensor_class(self.name)
-
-    @property
-    def layer(self) -> int | None:
-        return tensor_layer(self.name)
+# Bytes per cached value of each KV cache type (ggml blocks of 32 values with their scales).
+CACHE_TYPE_BYTES: dict[str, float] = {
+    "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+    "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32,
+}
 
 
 @dataclass
@@ -251,9 +214,6 @@ def read_model(path: Path | str) -> GGUFModel:
 
     Raises ModelFileError (not a GGUF, truncated, unreadable) or MissingShardError.
     """
-    from app.gguf_header import read_header_file  # it builds this module's TensorEntry
-    from app.gguf_validate import check_model
-
     first = Path(path).expanduser()
     _check_header(first)
     shards = shard_paths(first)

@@ -66,13 +66,13 @@ class TokenizerFamily:
     add_bos: bool = False
     eot: str = ""  # GLM: the end of a turn besides eos
     eom: str = ""  # GLM: the end of a message that awaits a tool's result
-    template_file: str = ""  # in synthetic_templates/ (empty: CHAT_TEMPLATE)
+    template_file: str = ""  # in app/synthetic/templates/ (empty: CHAT_TEMPLATE)
 
     @property
     def chat_template(self) -> str:
         if not self.template_file:
             return CHAT_TEMPLATE
-        return resources.files("app.engine").joinpath("synthetic_templates", self.template_file).read_text()
+        return resources.files("app.synthetic").joinpath("templates", self.template_file).read_text()
 
 
 def _ids(first: int, names: str) -> dict[str, int]:

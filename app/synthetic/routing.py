@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import gguf
 import numpy as np
 
-from app.engine.synthetic_spec import _CHANNEL_DIMS, SIGNATURE_DIMS, Q, SyntheticSpec
-from app.engine.synthetic_tokenizer import build_vocab
+from app.synthetic.spec import _CHANNEL_DIMS, SIGNATURE_DIMS, Q, SyntheticSpec
+from app.synthetic.tokenizer import build_vocab
 
 SIGNATURE_FREQS = SIGNATURE_DIMS // 2  # cos and sin of each
 SEED_RING, SEED_FREQS, SEED_BIAS, SEED_SLOW = 0x72696E67, 0x66726571, 0x62696173, 0x736C6F77

@@ -4,7 +4,7 @@ A header is data from a stranger (a download, a Hub upload, a file a user picked
 advisor sizes per-layer lists from ``block_count``; llama.cpp aborts the whole engine process
 (GGML_ASSERT, SIGABRT) on expert counts outside its limits, and refuses, late and tersely,
 tensors whose rows do not fill whole quant blocks or split sets whose shards do not belong
-together. So ``app.gguf_header`` calls the per-tensor checks while it parses (before a size is
+together. So ``app.gguf.header`` calls the per-tensor checks while it parses (before a size is
 computed from a shape), and ``read_model`` (local files: the advisor, the library, the engine)
 and ``read_remote_model`` (the Hub) call ``check_model`` on the assembled model, before
 anything is allocated from it. Every failure is a ModelFileError naming the file and the field.
@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from app.engine.errors import ModelFileError
+from app.errors import ModelFileError
 
 if TYPE_CHECKING:
-    from app.gguf_info import GGUFModel
+    from app.gguf.info import GGUFModel
 
 LLAMA_MAX_LAYERS = 512  # load_hparams: GGML_ASSERT(0 < n_layer <= LLAMA_MAX_LAYERS)
 LLAMA_MAX_EXPERTS = 1024  # load_hparams: GGML_ASSERT(n_expert <= LLAMA_MAX_EXPERTS)

@@ -1,4 +1,4 @@
-"""A file on an HTTP(S) server as a byte source for the GGUF header parser (``app.gguf_header``):
+"""A file on an HTTP(S) server as a byte source for the GGUF header parser (``app.gguf.header``):
 read with ``Range`` requests, so only the header of a 400 GB model crosses the network.
 
 Errors are ModelFileError in words with the fix; a 404 is RemoteNotFoundError, so that a
@@ -13,7 +13,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
 
-from app.engine.errors import ModelFileError
+from app.errors import ModelFileError
 
 _STREAM_PIECE = 64 << 10  # read size when skipping through a response that ignored Range
 
