@@ -5,8 +5,9 @@ The parts PyInstaller cannot find by following imports:
 - llama.cpp's shared libraries. llama_cpp loads ``<its package folder>/lib/libllama.*`` with
   ctypes (and app/engine/ggml_backend.py loads libggml from there), so they must land in
   ``llama_cpp/lib`` inside the bundle, not beside the executable.
-- app/engine/patches/*.patch (package data of app.engine), app/ui/icons/*.svg (of app.ui) and
-  resources/ (the app icon).
+- app/engine/patches/*.patch (package data of app.engine), app/ui/icons/*.svg (of app.ui),
+  app/synthetic/templates/*.jinja (of app.synthetic: ``moedesk-cli synth``) and resources/
+  (the app icon).
 - app's submodules the engine and the CLI import lazily.
 """
 
@@ -37,6 +38,8 @@ def bundle_inputs() -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[
     datas = [(str(p), "app/engine/patches") for p in sorted(patches.glob("*.patch"))]
     icons = REPO / "app" / "ui" / "icons"  # package data of app.ui, read with importlib.resources
     datas += [(str(p), "app/ui/icons") for p in sorted(icons.glob("*.svg"))]
+    templates = REPO / "app" / "synthetic" / "templates"
+    datas += [(str(p), "app/synthetic/templates") for p in sorted(templates.glob("*.jinja"))]
     datas.append((str(REPO / "resources"), "resources"))
     datas += copy_metadata("moedesk") + copy_metadata("llama-cpp-python")
     hidden = collect_submodules("app")
