@@ -22,8 +22,8 @@ from app.engine.client import EngineClient
 from app.engine.placement import CPU_DEVICE, PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, ChatResult, LoadParams, Sampling
 from app.gguf.info import GGUFModel, kv_bytes, kv_bytes_per_layer, read_model
-from app.hardware.cpu import detect_cpu
 from app.synthetic import SyntheticSpec, write_synthetic_header, write_synthetic_model
+from tests.memory_testing import modelled_and_real
 from tests.test_advisor_gpus import H100
 from tests.test_speed_model import SERVER_RAM
 
@@ -36,8 +36,6 @@ USER_MARKERS = {
     "tiny-gpt-oss": "<|start|>user<|message|>",
 }
 
-# llama.cpp repacks a CPU-only load's matrices into AMX's layout on CPUs that have it
-HAS_AMX = "amx_int8" in detect_cpu(Path("/"), True, []).flags
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +113,9 @@ def shape_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_the_memory_model_matches_llama_cpp_for_each_family(
         engine: EngineClient, shape_files: dict[str, Path], shape: str, n_ctx: int) -> None:
-    """Within 3% on the CPU (use_mmap=False: llama.cpp's weight buffers hold each tensor once;
-    see tests/test_advisor_calibration.py). MLA's KV cache is its latent, GLM's MTP block is
-    neither loaded nor cached, gpt-oss's sliding-window layers keep a full-size cache."""
-    plan = PlacementPlan(n_ctx=n_ctx, n_threads=2, use_mmap=False)
-    result = engine.load(LoadParams(model=str(shape_files[shape]), placement=plan, telemetry=False))
-    real: dict[str, int] = {}
-    for allocation in result.allocations:
-        real[allocation.kind] = real.get(allocation.kind, 0) + allocation.bytes
-    (cpu,) = memory_by_device(read_model(shape_files[shape]), plan, [], amx=HAS_AMX)
+    """Within 3% on the CPU. MLA's KV cache is its latent, GLM's MTP block is neither loaded
+    nor cached, gpt-oss's sliding-window layers cache their window and a ubatch."""
+    cpu, real = modelled_and_real(engine, shape_files[shape], n_ctx)
     assert cpu.kv == pytest.approx(real["kv_cache"], rel=0.01)
     assert cpu.weights == pytest.approx(real["weights"], rel=0.03)
     # the log rounds to 0.01 MiB: allow that besides the relative error
