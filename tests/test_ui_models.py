@@ -355,3 +355,28 @@ def test_the_first_run_screens_recommendation_opens_in_the_models_page(
     assert store.setting(FIRST_RUN_DONE, False) is True
     models.shutdown()
     window.close()
+
+
+def test_verdicts_asked_for_before_the_machine_is_known_follow_when_it_is(
+        qtbot: QtBot, hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        memory_keyring: MemoryKeyring) -> None:
+    """A repo opened while the app state is still detecting the machine waits for it: the
+    hardware is found once for every page, never a second time by the Models page."""
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path / "home"))
+    state = AppState(QCoreApplication.instance())  # not detected yet
+    widget = ModelsPage(state, endpoint=hub.url, hf_cache_dir=tmp_path / "hf-cache",
+                        search_on_show=False)
+    qtbot.addWidget(widget)
+    widget.show()
+    try:
+        widget.find.search_edit.setText(REPO)
+        qtbot.keyClick(widget.find.search_edit, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: len(widget.find.quant_model.rows) > 0, timeout=WAIT_MS)
+        qtbot.wait(2000)  # long enough for a detection of its own and the verdicts after it
+        assert not any(r.verdict for r in widget.find.quant_model.rows)
+        state.set_hardware(demo_hardware())
+        qtbot.waitUntil(lambda: all(r.verdict or r.verdict_note for r in widget.find.quant_model.rows),
+                        timeout=WAIT_MS)
+        assert any(r.verdict for r in widget.find.quant_model.rows)
+    finally:
+        widget.shutdown()

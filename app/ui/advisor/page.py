@@ -266,7 +266,7 @@ class AdvisorPage(QWidget):
         self.model = model
         self.disk, self.profile = None, remembered_for(model)
         self.model_label.setText(
-            f"{model.name}: {model.architecture}, {model.n_layer} layers, {model.n_expert} experts "
+            f"{model.name}: {model.architecture}, {model.layers_text}, {model.n_expert} experts "
             f"({model.n_expert_used} active), {gib(model.size_bytes)}  —  {self.path}")
         self.controls.set_model(model)
         self.controls.set_context(min(self._n_ctx, model.n_ctx_train or self._n_ctx))

@@ -71,6 +71,7 @@ class FindPanel(QWidget):
         super().__init__(parent)
         self.tasks, self.banner = tasks, banner
         self.models_dir, self.endpoint, self.hardware = models_dir, endpoint, hardware
+        self._pending_advice: tuple[int, str, list[Quant]] | None = None
         self.free_space: Callable[[Path], int] | None = None  # free bytes of a folder (None: the disk's)
         self.repo_id: str | None = None
         self.job: DownloadJob | None = None
@@ -236,13 +237,23 @@ class FindPanel(QWidget):
             self.open_repo(self.results_model.repos[index.row()].repo_id)  # type: ignore[attr-defined]
 
     # -- verdicts ------------------------------------------------------------------------------
+    def set_hardware(self, hardware: Hardware) -> None:
+        """The machine the verdicts are for (the app state's, found once); verdicts asked for
+        before it was found follow now."""
+        self.hardware = hardware
+        pending, self._pending_advice = self._pending_advice, None
+        if pending is not None:
+            self.advise(*pending)
+
     def advise(self, generation: int, repo_id: str, quants: list[Quant]) -> None:
-        """The advisor's verdict for each quant, from its first shard's header (HTTP Range), on a worker."""
+        """The advisor's verdict for each quant, from its first shard's header (HTTP Range), on a
+        worker; held until the app state has found the machine (never detected a second time)."""
+        if self.hardware is None:
+            self._pending_advice = (generation, repo_id, quants)
+            return
+        machine = self.hardware
 
         def work() -> None:
-            from app import hardware as hw
-
-            machine = self.hardware or hw.detect(models_dir=self.models_dir)
             token = self.sign_in.token()
             check_download_access(repo_id, token, self.endpoint)  # gated: ask for a token first
             for quant in quants:

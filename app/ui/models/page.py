@@ -77,7 +77,7 @@ class ModelsPage(QWidget):
 
     def set_hardware(self, hardware: Hardware) -> None:
         """The machine the verdicts are for (the app state's)."""
-        self.find.hardware = hardware
+        self.find.set_hardware(hardware)
 
     def show_repo(self, repo_id: str) -> None:
         """Open a Hub repo's quants (what the first-run screen recommends): its name in the
