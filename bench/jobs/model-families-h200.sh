@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# nvidia-h200 (one GPU), about 15 min held (not yet run): a CUDA build of the current patch set
+# nvidia-h200 (one GPU), about 15 min held: a CUDA build of the current patch set
 # (0001-0006), the model families' GPU tests (every family with every placement), then the
 # advisor's prediction against the engine for each family at real widths with few layers:
 # all on the GPU, all routed experts in RAM, half the expert layers in RAM (issue 19's table).
-# Models are written and deleted one by one (the disk holds 64 GB).
+# Models are written and deleted one by one (the disk holds 64 GB). The twelfth session ran
+# its parts as session12-h200.sh and session12b-h200.sh (one repeat each); this one repeats
+# twice, for the next refit.
 set -u
 export PYTHONPATH="$PWD:/tmp/moedesk-site"
 S=bench/gpu_session.sh
