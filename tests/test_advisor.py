@@ -9,14 +9,13 @@ import pytest
 from app.advisor.memory import (
     VRAM_HEADROOM,
     compute_buffer_bytes,
-    kv_bytes_per_layer,
     layer_devices,
     memory_by_device,
 )
 from app.advisor.planner import max_context, plan_for
 from app.advisor.report import plan_lines
 from app.engine.placement import PlacementPlan, TensorOverride
-from app.gguf.info import GGUFModel, TensorEntry
+from app.gguf.info import GGUFModel, TensorEntry, kv_bytes_per_layer
 from app.hardware.model import Cpu, Gpu, Hardware, Memory
 from app.synthetic import SyntheticSpec, tensor_plan
 

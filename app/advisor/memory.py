@@ -32,14 +32,7 @@ from app.engine.placement import (
     first_matching_device,
     tensor_overrides,
 )
-from app.gguf.info import (
-    GGUFModel,
-    TensorEntry,
-    attention_shape,
-    kv_bytes_per_layer,
-    sliding_window_cells,
-    sliding_window_layers,
-)
+from app.gguf.info import GGUFModel, TensorEntry, attention_shape, kv_bytes_by_layer
 
 GiB = 1024**3
 MiB = 1024**2
@@ -265,14 +258,10 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
     for layer, pack in expert_cache_packs(model, plan, ram_experts, gpus).items():
         device = devices[layer] if devices[layer] != CPU_DEVICE else gpus[0]
         slot(device).weights += pack
-    cells = plan.n_ctx * plan.n_parallel
-    u = min(plan.n_ubatch, plan.n_batch)
-    full = kv_bytes_per_layer(model, cells, plan.type_k, plan.type_v)
-    window = kv_bytes_per_layer(model, sliding_window_cells(model, cells, u, plan.n_parallel),
-                                plan.type_k, plan.type_v)
-    sliding = sliding_window_layers(model)
-    for layer in range(model.n_trunk_layers):
-        slot(devices[layer]).kv += window if layer in sliding else full
+    kv = kv_bytes_by_layer(model, plan.n_ctx * plan.n_parallel, plan.type_k, plan.type_v,
+                           n_ubatch=min(plan.n_ubatch, plan.n_batch), n_parallel=plan.n_parallel)
+    for layer, layer_kv in enumerate(kv):
+        slot(devices[layer]).kv += layer_kv
     compute = compute_buffer_bytes(model, plan)
     on_gpu = [d for d in dict.fromkeys(devices) if d != CPU_DEVICE]
     if on_gpu:

@@ -52,7 +52,7 @@ GPU_NODE_S: Range = (2.3e-6, 1.5e-6)
 CPU_NODE_S: Range = (3e-6, 1.5e-6)
 STAGE_NODES = (13, 7, 8)  # attention, dense FFN and routing, routed experts
 # Graph nodes of one MoE layer in llama.cpp, by architecture (its "graph: nodes = N" log line,
-# per layer, counted on the CPU): STAGE_NODES were fitted on qwen3moe and scale with these.
+# per layer, counted on the CPU): STAGE_NODES were fitted on qwen3moe; CPU stages scale with these.
 # MLA's projections and concatenations, GLM's biases and sigmoid gating, gpt-oss's biases and
 # sinks make their layers longer.
 LAYER_NODES = {"qwen3moe": 56, "llama": 52, "deepseek2": 74, "glm4moe": 70, "gpt-oss": 61}
@@ -185,7 +185,7 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
     rules = tensor_overrides(plan, n_layer) if gpus else []
     k = plan.n_expert_used or model.n_expert_used or 1
     share = k / model.n_expert if model.n_expert else 1.0
-    work = _Work({}, {}, 0, {}, {}, {}, {})
+    work = _Work({}, {}, 0, {}, {}, {})
     # per layer: the device of its attention, of its dense FFN part, of its routed experts
     path: dict[tuple[int, int], str] = {}
     ram_experts: dict[int, float] = {}

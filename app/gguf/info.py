@@ -298,11 +298,19 @@ def sliding_window_cells(model: GGUFModel, cells: int, n_ubatch: int, n_parallel
     return min(cells, -(-need // 256) * 256)
 
 
+def kv_bytes_by_layer(model: GGUFModel, cells: int, type_k: str = "f16", type_v: str = "f16", *,
+                      n_ubatch: int = 512, n_parallel: int = 1) -> list[int]:
+    """The KV cache of each layer llama.cpp runs for ``cells`` cells (n_ctx of each of
+    ``n_parallel`` sequences), a sliding-window layer with its window's cells only."""
+    sliding = sliding_window_layers(model)
+    full = kv_bytes_per_layer(model, cells, type_k, type_v)
+    window = kv_bytes_per_layer(model, sliding_window_cells(model, cells, n_ubatch, n_parallel),
+                                type_k, type_v)
+    return [window if layer in sliding else full for layer in range(model.n_trunk_layers)]
+
+
 def kv_bytes(model: GGUFModel, cells: int, type_k: str = "f16", type_v: str = "f16", *,
              n_ubatch: int = 512, n_parallel: int = 1) -> int:
-    """The whole KV cache for ``cells`` cells (n_ctx of each of ``n_parallel`` sequences):
-    every layer llama.cpp runs, a sliding-window layer with its window's cells only."""
-    sliding = len(sliding_window_layers(model))
-    small = sliding_window_cells(model, cells, n_ubatch, n_parallel)
-    return ((model.n_trunk_layers - sliding) * kv_bytes_per_layer(model, cells, type_k, type_v)
-            + sliding * kv_bytes_per_layer(model, small, type_k, type_v))
+    """The whole KV cache (see ``kv_bytes_by_layer``)."""
+    return sum(kv_bytes_by_layer(model, cells, type_k, type_v, n_ubatch=n_ubatch,
+                                 n_parallel=n_parallel))
