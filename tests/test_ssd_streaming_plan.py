@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.advisor.planner import evaluate, plan_for
-from app.advisor.streaming import SKEW_EXPONENT, TYPICAL_DISK, expected_hit_rate, skew_share
+from app.advisor.expert_cache import SKEW_EXPONENT
+from app.advisor.streaming import TYPICAL_DISK, expected_hit_rate, skew_share
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import EngineStats, StorageStats
 from app.hardware import disk as disk_probe
@@ -76,13 +77,16 @@ def test_the_expected_hit_rate_counts_repeats_and_skew_or_a_remembered_profile()
     # measured on the dev machine (LRU cache, realistic routing): 58% at 12% and 87% at 38%
     assert abs(expected_hit_rate(15 / 128) - 0.58) <= 0.10
     assert abs(expected_hit_rate(48 / 128) - 0.87) <= 0.10
-    # one layer where two of eight experts take every selection
+    # one layer where two of eight experts take every selection of 100: new tokens give them
+    # less (chance and another text; app/advisor/expert_cache.py), one of them half that
     profile = [[50, 50, 0, 0, 0, 0, 0, 0]]
-    assert skew_share(0.25, profile, [0]) == 1.0 and expected_hit_rate(0.25, profile, [0]) == 1.0
-    assert skew_share(0.125, profile, [0]) == 0.5
+    assert 0.75 < skew_share(0.25, profile, [0]) < 1.0
+    assert expected_hit_rate(0.25, profile, [0]) == pytest.approx(0.4 + 0.6 * skew_share(0.25, profile, [0]))
+    assert skew_share(0.125, profile, [0]) == pytest.approx(skew_share(0.25, profile, [0]) / 2, abs=0.01)
     skewed = plan_for(QWEN3_30B_Q8, machine(None, ram_gib=16), 4096,
                       profile=[[1000] * 8 + [1] * 120 for _ in range(48)])
-    assert any("99% of the experts" in r for r in skewed.reasons)
+    # the profile's 8 experts take 98.5% of its selections: more than typical routing's 79%
+    assert any("91% of the experts" in r for r in skewed.reasons)
 
 
 def test_the_disk_probe_reads_a_file_and_caches_its_figures(tmp_path: Path,

@@ -7,7 +7,10 @@ uniform), one row of the embeddings and the KV cache up to the current position.
 token is the sum over devices of bytes / (bandwidth x efficiency), plus fixed latencies:
 each graph node costs a kernel launch (GPU) or a thread-pool barrier (CPU), counted per
 stage of a layer (attention, routing, routed experts) on the stage's device, and each hop
-between devices costs a small copy and a synchronisation.
+between devices costs a small copy and a synchronisation. With hot experts in VRAM (engine
+patch 0004), the expected hit rate's share of the cached layers' routed-expert reads comes
+from VRAM instead of RAM, and each cached layer adds its split's nodes and a hop
+(app/advisor/expert_cache.py).
 
 Prefill (a prompt, in ubatches of ``n_ubatch`` tokens) is compute bound on a GPU: FLOPs
 over the GPU's tensor peak x efficiency, where routed expert matmuls get only
@@ -28,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from app.advisor.expert_cache import HitRate, HotExperts, hot_experts
 from app.advisor.gpu_specs import gpu_spec
 from app.advisor.memory import is_mla, layer_devices, tensor_device
 from app.engine.placement import CPU_DEVICE, PlacementPlan, tensor_overrides
@@ -107,6 +111,8 @@ class Prediction:
     prefill: SpeedRange
     decode_bytes: dict[str, int]  # bytes read per decoded token, per device
     notes: list[str] = field(default_factory=list)
+    # hot experts in VRAM: the share of the cached layers' routed selections they serve (None: no cache)
+    expert_hit_rate: HitRate | None = None
 
 
 @dataclass
@@ -138,18 +144,21 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None,
 
 def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
             ram: RamBandwidth | None = None, physical_cores: int = 1,
-            n_prompt: int = 512, n_gen: int = 128) -> Prediction:
+            n_prompt: int = 512, n_gen: int = 128, profile: list[list[int]] | None = None) -> Prediction:
     """Decode and prefill t/s of ``model`` under ``plan`` on these devices.
 
     ``gpus`` maps the plan's GPU device names (llama.cpp order) to the detected GPUs; an
     empty map is a CPU-only run. Decode is taken at the middle of generating ``n_gen``
-    tokens after a prompt of ``n_prompt``, prefill over that prompt.
+    tokens after a prompt of ``n_prompt``, prefill over that prompt. ``profile`` (routing
+    counts remembered for the model) ranks the hot experts a plan's cache holds in VRAM.
     """
     names = list(gpus)
     rates, notes = device_rates(gpus, ram, plan.n_threads, physical_cores)
     ram = ram or TYPICAL_RAM
     work = _token_work(model, plan, names, n_prompt + n_gen // 2)
-    decode = [_decode_seconds(work, rates, end) for end in (0, 1)]
+    hot = hot_experts(model, plan, names, profile)  # decode only: prefill's ubatches skip the cache
+    decode = [_decode_seconds(work, rates, end, hot) for end in (0, 1)]
+    reads = hot.reads(work.bytes, hot.hit_rate.mid) if hot else work.bytes
     copies: list[float] = []  # seconds spent copying RAM experts to the GPU, per end
     prefill = [_prefill_seconds(model, plan, names, rates, ram, n_prompt, end, copies) for end in (0, 1)]
     if copies[0] > prefill[0] / 2:
@@ -159,8 +168,9 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     return Prediction(
         decode=SpeedRange(1 / decode[0], 1 / decode[1]),
         prefill=SpeedRange(n_prompt / prefill[0], n_prompt / prefill[1]),
-        decode_bytes={d: int(b) for d, b in work.bytes.items()},
+        decode_bytes={d: int(b) for d, b in reads.items()},
         notes=notes,
+        expert_hit_rate=hot.hit_rate if hot else None,
     )
 
 
@@ -245,16 +255,23 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
     return work
 
 
-def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int) -> float:
-    seconds = TOKEN_S[end] + work.hops * HOP_S[end]
-    if any(device != CPU_DEVICE for device in work.nodes):
+def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int,
+                    hot: HotExperts | None = None) -> float:
+    read, nodes, hops = dict(work.bytes), dict(work.nodes), work.hops
+    if hot is not None:  # the hits' expert bytes come from VRAM; each cached layer adds its split
+        read = hot.reads(read, (hot.hit_rate.low, hot.hit_rate.high)[end])
+        for device, added in hot.added_nodes(STAGE_NODES[2]).items():
+            nodes[device] = nodes.get(device, 0) + added
+        hops += hot.hops
+    seconds = TOKEN_S[end] + hops * HOP_S[end]
+    if any(device != CPU_DEVICE for device in nodes):
         seconds += GPU_TOKEN_S[end]
-    for device, n_bytes in work.bytes.items():
+    for device, n_bytes in read.items():
         gpu = device != CPU_DEVICE
         efficiency = (GPU_BW_EFFICIENCY if gpu else CPU_BW_EFFICIENCY)[end]
         n_bytes += work.slow_bytes.get(device, 0.0)
         seconds += n_bytes / (rates[device].bandwidth * efficiency)
-        seconds += work.nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
+        seconds += nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
     for device, flops in work.attention_flops.items():
         efficiency = GPU_FLOPS_EFFICIENCY if device != CPU_DEVICE else CPU_FLOPS_EFFICIENCY
         seconds += flops / (rates[device].flops * efficiency[end])

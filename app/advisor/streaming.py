@@ -8,23 +8,20 @@ the rest to the expert cache. Each decoded token then reads, per streamed layer,
 ``n_expert_used`` experts less those the cache holds, at the drive's speed for reads of one
 expert (the disk probe's random-read figure at depth).
 
-How many selections the cache serves depends on routing. Trained routers are skewed: for
-Qwen3-MoE and DeepSeek-V3 about a quarter of a layer's experts take about 60% of its
-selections, and about 40% of a token's selections repeat the token before's (the statistics
-MoE Desk's realistic synthetic routing is built to; see app/synthetic/routing.py). The
-cache keeps the experts used last, so the repeats are hits, and of the rest a cache holding a
-fraction ``c`` of the experts serves about c ** 0.37 (0.25 -> 0.60): in all
-0.4 + 0.6 * c ** 0.37 (measured on the 2-core dev machine: 58% and 87% at c = 0.12 and 0.38,
-against 67% and 82% from this; docs/benchmarks.md, "Eleventh session"). With uniform routing,
-``c``. A routing profile remembered for the model (app/engine/routing_profiles.py) replaces
-the skew curve by its own share: the selections of each layer's most chosen experts.
+How many selections the cache serves depends on routing (app/advisor/expert_cache.py has the
+figures): the cache keeps the experts used last, so the token before's repeats are hits, and of
+the rest the share its experts take: ``0.4 + 0.6 c ** 0.37`` for a fraction ``c`` of the
+experts with typical skewed routing (measured on the 2-core dev machine: 58% and 87% at
+c = 0.12 and 0.38, against 67% and 82% from this; docs/benchmarks.md, "Eleventh session"), or
+that share estimated from a routing profile remembered for the model
+(app/engine/routing_profiles.py). With uniform routing, ``c``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
+from app.advisor.expert_cache import lru_hit_rate, profile_hit_rate, top_share
 from app.engine.placement import PlacementPlan
 from app.gguf.info import GGUFModel
 from app.hardware.disk import DiskSpeed
@@ -33,11 +30,6 @@ from app.hardware.disk import DiskSpeed
 # the prediction's notes).
 TYPICAL_DISK = DiskSpeed(seq_read_bw=5e9, random_read_bw=3e9, random_read_bw_1=1e9,
                          block_bytes=4 << 20, depth=16, direct=True, drive="typical NVMe SSD")
-# c ** SKEW_EXPONENT: the share of selections the top fraction c of experts takes (0.25 -> 0.6)
-SKEW_EXPONENT = math.log(0.6) / math.log(0.25)
-# share of a token's selections the token before made too: hits in a cache of the experts
-# used last
-REPEAT_SHARE = 0.4
 # Left to the page cache beyond the non-expert weights (the prefill's reads of the mapped
 # file): a floor, or a share of the budget. The cache's own reads bypass the page cache
 # (O_DIRECT), so what is left here serves only prefill; more would shrink the cache for
@@ -68,29 +60,26 @@ class StreamPlan:
 
 
 def skew_share(fraction: float, profile: list[list[int]] | None = None,
-               layers: list[int] | None = None) -> float:
-    """Share of selections the most chosen ``fraction`` of each layer's experts take: from a
-    routing ``profile`` (counts [layer][expert]) when given, else the skewed-routing curve."""
+               layers: list[int] | None = None, n_expert_used: int = 1) -> float:
+    """Share of selections the most chosen ``fraction`` of each layer's experts take on new
+    tokens: estimated from a routing ``profile`` (counts [layer][expert]; the middle of its
+    range) when given, else typical skewed routing's."""
     fraction = min(max(fraction, 0.0), 1.0)
     if profile and layers:
-        shares = []
-        for il in layers:
-            row = sorted(profile[il], reverse=True) if il < len(profile) else []
-            total = sum(row)
-            if total:
-                shares.append(sum(row[:round(fraction * len(row))]) / total)
-        if shares:
-            return sum(shares) / len(shares)
-    return fraction ** SKEW_EXPONENT
+        n_expert = max(map(len, profile))
+        estimate = profile_hit_rate(profile, layers, round(fraction * n_expert), n_expert_used)
+        if estimate is not None:
+            return estimate.mid
+    return top_share(fraction)
 
 
 def expected_hit_rate(fraction: float, profile: list[list[int]] | None = None,
-                      layers: list[int] | None = None) -> float:
+                      layers: list[int] | None = None, n_expert_used: int = 1) -> float:
     """Share of selections a cache holding ``fraction`` of each layer's experts (at least one
     token's) serves: the repeats of the token before, and of the rest the skew's share."""
     if fraction <= 0:
         return 0.0
-    return REPEAT_SHARE + (1 - REPEAT_SHARE) * skew_share(fraction, profile, layers)
+    return lru_hit_rate(skew_share(fraction, profile, layers, n_expert_used))
 
 
 def stream_plan(model: GGUFModel, layers: list[int], ram_budget: int, resident: int,
@@ -108,7 +97,7 @@ def stream_plan(model: GGUFModel, layers: list[int], ram_budget: int, resident: 
     if slots < n_expert_used:
         return None
     fraction = slots / model.n_expert
-    hit = expected_hit_rate(fraction, profile, layers)
+    hit = expected_hit_rate(fraction, profile, layers, n_expert_used)
     per_token = len(layers) * n_expert_used * per_expert
     return StreamPlan(cache_bytes=slots * per_expert * len(layers), slots=slots, layers=len(layers),
                       hit_rate=hit, hit_rate_uniform=fraction,

@@ -1,0 +1,143 @@
+"""The hot-expert cache in the advisor: the hit rate it should serve and what it does to the
+predicted decode speed (app/advisor/expert_cache.py, app/advisor/speed.py). The engine side is
+tests/test_expert_cache.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+from app.advisor.expert_cache import (
+    PROFILE_CARRY_LOW,
+    HitRate,
+    cacheable,
+    design_effect,
+    held_out_share,
+    predicted_hit_rate,
+    top_share,
+)
+from app.advisor.speed import predict
+from app.engine.placement import PlacementPlan
+from app.synthetic import SyntheticSpec
+from tests.test_advisor import QWEN3_30B_Q4, model_from_spec
+from tests.test_advisor_gpus import H100
+from tests.test_speed_model import SERVER_RAM
+
+ON_GPU = {"CUDA0": H100}
+
+
+def uniform_counts(tokens: int, n_expert: int = 128, k: int = 8, seed: int = 1) -> list[int]:
+    """A layer's counts after ``tokens`` tokens of uniform top-k routing."""
+    rng = random.Random(seed)
+    counts = [0] * n_expert
+    for _ in range(tokens):
+        for expert in rng.sample(range(n_expert), k):
+            counts[expert] += 1
+    return counts
+
+
+def test_a_profiles_top_experts_are_shrunk_towards_uniform_by_hand() -> None:
+    # 4 experts, top-1, 100 tokens: the top one took 60. By chance alone a count varies by
+    # 100 x 0.25 x 0.75 = 18.75; the counts spread by ((35^2 + 5^2 + 15^2 + 15^2) / 4) = 425.
+    counts = [60, 20, 10, 10]
+    # optimistic: the skew keeps 1 - 18.75 / 425 of its distance from uniform (0.6 - 0.25)
+    assert held_out_share(counts, 1, 1) == pytest.approx(0.25 + (1 - 18.75 / 425) * 0.35)
+    # pessimistic: consecutive tokens correlated, rho = (0.4 - 0.25) / 0.75 = 0.2: D = 1.5;
+    # and a new text keeps PROFILE_CARRY_LOW of the skew
+    assert design_effect(1, 4) == pytest.approx(1.5)
+    low = 0.25 + PROFILE_CARRY_LOW * (1 - 1.5 * 18.75 / 425) * 0.35
+    assert held_out_share(counts, 1, 1, 1.5, PROFILE_CARRY_LOW) == pytest.approx(low)
+    rate = predicted_hit_rate(1, 4, 1, [counts], [0])
+    assert (rate.low, rate.high) == (pytest.approx(low), pytest.approx(0.5845588, abs=1e-6))
+    assert rate.source == "profile" and rate.mid == pytest.approx((rate.low + rate.high) / 2)
+
+
+def test_counts_no_more_uneven_than_chance_predict_uniform_hits() -> None:
+    # in the profile the top expert took 27%, but 27/23/26/24 is what chance gives
+    assert predicted_hit_rate(1, 4, 1, [[27, 23, 26, 24]], [0]) == HitRate(0.25, 0.25, "profile")
+
+
+def test_a_small_sample_of_uniform_routing_does_not_promise_its_own_top_share() -> None:
+    counts = uniform_counts(128)  # 1,024 selections, the warm-up's order of size
+    in_sample = sum(sorted(counts, reverse=True)[:32]) / sum(counts)
+    assert in_sample > 0.33  # the top quarter by counts, where new tokens give it 25%
+    rate = predicted_hit_rate(32, 128, 8, [counts], [0])
+    assert rate.high < 0.27
+
+
+def test_more_of_the_same_routing_is_believed_more() -> None:
+    skewed = [40] * 32 + [10] * 96  # the top quarter takes 4/7 of the selections
+    small = predicted_hit_rate(32, 128, 8, [skewed], [0])
+    large = predicted_hit_rate(32, 128, 8, [[10 * c for c in skewed]], [0])
+    assert small.high < large.high < 4 / 7
+    assert large.high == pytest.approx(4 / 7, abs=0.005)
+
+
+def test_layers_weigh_equally_and_one_without_counts_gets_typical_routing() -> None:
+    a, b = [60, 20, 10, 10], [600, 200, 100, 100]
+    both = predicted_hit_rate(1, 4, 1, [a, b], [0, 1])
+    each = [predicted_hit_rate(1, 4, 1, [row], [0]) for row in (a, b)]
+    assert both.high == pytest.approx((each[0].high + each[1].high) / 2)
+    unknown = predicted_hit_rate(1, 4, 1, [a, [0, 0, 0, 0]], [0, 1])
+    assert unknown.high == pytest.approx((each[0].high + top_share(0.25)) / 2)
+    assert unknown.low == pytest.approx((each[0].low + 0.25) / 2)
+
+
+def test_without_a_profile_typical_routing_gives_a_range_from_uniform_to_skewed() -> None:
+    rate = predicted_hit_rate(32, 128, 8)
+    assert (rate.low, rate.high, rate.source) == (0.25, pytest.approx(0.6), "typical routing")
+    assert str(rate) == "25-60%"
+    assert predicted_hit_rate(128, 128, 8).low == 1.0  # every expert held
+    assert predicted_hit_rate(0, 128, 8).high == 0.0
+    assert predicted_hit_rate(32, 128, 8, policy="off").high == 0.0
+    assert predicted_hit_rate(32, 128, 8, policy="dynamic") == rate  # predicted as static
+
+
+def test_only_models_with_plain_expert_tensors_can_be_cached() -> None:
+    assert cacheable(QWEN3_30B_Q4)
+    assert not cacheable(model_from_spec(SyntheticSpec.preset("tiny-gpt-oss")))  # expert biases
+
+
+def plan(experts_in_ram: str | int = "all", **fields: object) -> PlacementPlan:
+    return dataclasses.replace(PlacementPlan(n_ctx=4096, n_threads=16, flash_attn="on",
+                                             experts_in_ram=experts_in_ram), **fields)
+
+
+def test_hot_experts_move_the_hits_expert_reads_to_the_gpu() -> None:
+    model = QWEN3_30B_Q4
+    off = predict(model, plan(), ON_GPU, SERVER_RAM, 16)
+    cached = predict(model, plan(expert_cache="static", expert_cache_slots=32), ON_GPU, SERVER_RAM, 16)
+    hit = cached.expert_hit_rate
+    assert hit is not None and off.expert_hit_rate is None
+    routed = sum(t.n_bytes for t in model.tensors if t.tensor_class == "routed_experts") * 8 / 128
+    moved = off.decode_bytes["CPU"] - cached.decode_bytes["CPU"]
+    assert moved == pytest.approx(hit.mid * routed, rel=1e-6)
+    assert cached.decode_bytes["CUDA0"] - off.decode_bytes["CUDA0"] == pytest.approx(moved, rel=1e-6)
+    assert cached.decode.low > off.decode.low and cached.decode.high > off.decode.high
+    assert cached.prefill == off.prefill  # prefill's ubatches do not use the cache
+
+
+def test_more_hits_decode_faster_and_uniform_routing_does_not_pay_for_the_split() -> None:
+    model = QWEN3_30B_Q4
+    cache = plan(expert_cache="static", expert_cache_slots=16)
+    skewed = [[100] * 16 + [1] * 112 for _ in range(model.n_layer)]
+    uniform = [uniform_counts(512, seed=layer) for layer in range(model.n_layer)]
+    fast = predict(model, cache, ON_GPU, SERVER_RAM, 16, profile=skewed)
+    slow = predict(model, cache, ON_GPU, SERVER_RAM, 16, profile=uniform)
+    assert fast.expert_hit_rate.low > 0.5 > slow.expert_hit_rate.high  # type: ignore[union-attr]
+    assert fast.decode.low > slow.decode.low and fast.decode.high > slow.decode.high
+    # uniform routing: the cache serves its 12.5% of the experts' share, which does not pay
+    # for the split each cached layer adds (its nodes and hop)
+    assert slow.expert_hit_rate.low == pytest.approx(0.125, abs=0.01)  # type: ignore[union-attr]
+    off = predict(model, plan(), ON_GPU, SERVER_RAM, 16)
+    assert slow.decode.low < off.decode.low and slow.decode.high < off.decode.high
+
+
+def test_a_cache_that_cannot_serve_leaves_the_prediction_as_it_was() -> None:
+    model = QWEN3_30B_Q4
+    for where, gpus in (("all", {}), ("none", ON_GPU)):  # no GPU; no experts in RAM
+        off = predict(model, plan(where), gpus, SERVER_RAM, 16)
+        on = predict(model, plan(where, expert_cache="static", expert_cache_slots=32), gpus, SERVER_RAM, 16)
+        assert on == off and on.expert_hit_rate is None
