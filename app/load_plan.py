@@ -79,12 +79,13 @@ def plan_load(path: Path, n_ctx: int, hardware: Hardware | None = None,
     hardware = hardware or detect()
     n_ctx = min(n_ctx, model.n_ctx_train or n_ctx)
     ram = ram_bandwidth()
-    plan = plan_for(model, hardware, n_ctx, build=build, ram=ram)
+    # the routing remembered from earlier runs: the expert caches' expected hit rates
+    profile = routing_profiles.remembered_for(model)
+    plan = plan_for(model, hardware, n_ctx, build=build, ram=ram, profile=profile)
     if plan.verdict == "fits_streaming_from_ssd":
-        # again with what streaming's figures rest on: the model's drive (probed once) and
-        # the routing remembered from earlier runs
-        plan = plan_for(model, hardware, n_ctx, build=build, ram=ram,
-                        disk=model_disk_speed(model), profile=routing_profiles.remembered_for(model))
+        # again with the model's drive (probed once): what streaming's figures rest on
+        plan = plan_for(model, hardware, n_ctx, build=build, ram=ram, disk=model_disk_speed(model),
+                        profile=profile)
     tuned = autotuned(path, n_ctx, hardware, build)
     if tuned is not None:
         return LoadPlan(LoadParams(model=str(path), placement=tuned), plan, "autotuned")

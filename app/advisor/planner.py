@@ -6,7 +6,10 @@ proportion to their usable VRAM. Then routed experts stay on each GPU layer by l
 its VRAM lasts, the first layers of its range going to RAM first; with one GPU that is
 "routed experts of the first N layers in RAM" with the smallest N that fits. What is in RAM
 must fit the RAM budget, or llama.cpp's mmap streams it from the SSD (slow). Only GPUs the
-installed llama.cpp build can drive are planned for (app/advisor/devices.py).
+installed llama.cpp build can drive are planned for (app/advisor/devices.py). With one GPU and
+an engine that can keep hot experts in VRAM (patch 0004), the VRAM left for routed experts may
+instead hold a cache of the RAM layers' most chosen experts: the split predicted to decode
+fastest wins (app/advisor/cache_split.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from app.advisor.cache_split import cache_splits
 from app.advisor.devices import PlanGpu, usable_gpus
 from app.advisor.memory import (
     RAM_HEADROOM,
@@ -86,13 +90,16 @@ def experts_in_ram_placement(base: PlacementPlan, in_ram: set[int], model: GGUFM
 def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int, base: PlacementPlan | None = None,
              build: BuildInfo | None = None, ram: RamBandwidth | None = None,
              predict_speed: bool = True, disk: DiskSpeed | None = None,
-             profile: list[list[int]] | None = None) -> Plan:
+             profile: list[list[int]] | None = None, hot_experts: bool | None = None) -> Plan:
     """The placement of ``model`` on ``hardware`` for a context of ``n_ctx`` tokens.
 
     ``base`` carries the settings the planner does not choose (cache types, n_ubatch, ...);
     ``build`` (the engine's BuildInfo) limits the plan to the GPUs the build can use; ``ram``
     (the RAM probe's figures) and ``disk`` (the disk probe's, for the model's drive) feed the
-    speed prediction; ``profile`` (remembered routing) the SSD streaming's expected hit rate.
+    speed prediction; ``profile`` (remembered routing) the expected hit rates of the expert
+    caches. ``hot_experts``: whether the engine can keep hot experts in VRAM (None: as
+    ``build`` says; no without one). The cache is weighed only with ``predict_speed``: its
+    choice rests on the predicted decode speed.
     """
     base = replace(base or PlacementPlan(), n_ctx=n_ctx)
     gpus, lost = usable_gpus(hardware, build)
@@ -141,7 +148,51 @@ def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int, base: PlacementPl
                 low = mid + 1
         in_ram |= set(mine[:low])
     placement = experts_in_ram_placement(base, in_ram, model)
-    return evaluate(model, hardware, placement, gpus, ram, predict_speed, disk=disk, profile=profile)
+    plan = evaluate(model, hardware, placement, gpus, ram, predict_speed, disk=disk, profile=profile)
+    if hot_experts is None:
+        hot_experts = build is not None and build.expert_cache_patch
+    if (hot_experts and predict_speed and len(gpus) == 1 and base.expert_cache == "off"
+            and not base.no_host and plan.verdict == "fits_with_expert_offload"):
+        plan = _fastest_split(model, hardware, plan, base, gpus[0], budgets[gpus[0].device], len(in_ram),
+                              ram, disk, profile)
+    return plan
+
+
+def _fastest_split(model: GGUFModel, hardware: Hardware, plan: Plan, base: PlacementPlan, gpu: PlanGpu,
+                   budget: int, n_min: int, ram: RamBandwidth | None, disk: DiskSpeed | None,
+                   profile: list[list[int]] | None) -> Plan:
+    """``plan`` (whole layers' experts in VRAM, the rest in RAM) or a split of its VRAM for
+    routed experts with hot experts in VRAM, whichever is predicted to decode fastest; its
+    reasons say which splits were weighed."""
+    moe = model.moe_layers
+
+    def place(n: int) -> PlacementPlan:
+        return experts_in_ram_placement(base, set(moe[:n]), model)
+
+    def fits(placement: PlacementPlan) -> bool:
+        return _by(memory_by_device(model, placement, [gpu.device]), gpu.device).total <= budget
+
+    weighed = []
+    for split in cache_splits(model, n_min, place, fits):
+        candidate = evaluate(model, hardware, split.placement, [gpu], ram, disk=disk, profile=profile)
+        if candidate.verdict == plan.verdict:  # else more experts in RAM than RAM holds
+            weighed.append((split, candidate))
+    if not weighed or plan.speed is None:
+        return plan
+    split, best = max(weighed, key=lambda pair: _decode_mid(pair[1]))
+    assert best.speed is not None and best.speed.expert_hit_rate is not None
+    cache = (f"{split.describe(len(moe))}, expected to serve {best.speed.expert_hit_rate} of those "
+             f"layers' selections: decode {best.speed.decode} predicted")
+    whole = f"{plan.speed.decode} with the experts of {n_min} layers in RAM and the others' whole in VRAM"
+    if _decode_mid(best) <= _decode_mid(plan):
+        plan.reasons.append(f"hot experts in VRAM weighed, slower here: at best {cache}, against {whole}")
+        return plan
+    best.reasons.append(f"hot experts in VRAM ({split.name}): {cache}, against {whole}")
+    return best
+
+
+def _decode_mid(plan: Plan) -> float:
+    return plan.speed.decode.mid if plan.speed else 0.0
 
 
 def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
@@ -211,12 +262,12 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
     speed = None
     if predict_speed:
         speed = predict(model, placement, {g.device: g.gpu for g in gpus}, ram,
-                        hardware.cpu.physical_cores)
+                        hardware.cpu.physical_cores, profile=profile)
         if stream is not None:
             speed = _with_ssd_reads(speed, stream, disk)
     advice = list(threads.advice)
-    if gpus and in_ram and placement.repack and not placement.no_host:
-        advice.append(NO_HOST_ADVICE)
+    if gpus and in_ram and placement.repack and not placement.no_host and placement.expert_cache == "off":
+        advice.append(NO_HOST_ADVICE)  # not with hot experts: the cache needs the file's layout
     return Plan(placement, verdict, reasons + more, memory, experts_in_ram_layers=len(in_ram),
                 warnings=warnings, gpus=list(gpus), advice=advice, speed=speed)
 

@@ -209,6 +209,7 @@ class BuildInfo:
     devices: list[DeviceInfo]
     routing_patch: bool  # MoE Desk's llama.cpp patch is present (routing telemetry)
     system_info: str
+    expert_cache_patch: bool = False  # patch 0004 is present: hot experts in VRAM (with a GPU)
 
 
 @dataclass

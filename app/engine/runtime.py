@@ -146,6 +146,7 @@ class Runtime:
             devices=devices,
             routing_patch=ggml_backend.has_routing_patch(),
             system_info=llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+            expert_cache_patch=ggml_backend.has_cache_patch(),
         )
 
     # --- load -----------------------------------------------------------------------------

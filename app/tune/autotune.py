@@ -3,10 +3,12 @@ short real runs, keep the fastest that fits the VRAM budget, remember it per mod
 
 The search is greedy, one knob at a time, in the order that matters most for a MoE with
 experts in RAM: how many layers' experts stay on the GPU (decode reads them every token),
-the KV cache type (q8_0 frees VRAM for more experts), CPU threads (the RAM-resident experts
-are multiplied on the CPU), then the prefill knobs (a larger ubatch amortises the copy of RAM
-experts to the GPU that llama.cpp's op offload makes per ubatch; pinned memory without mmap
-speeds that copy; op offload itself), then flash attention. Decode t/s decides; a candidate
+hot experts in VRAM instead of some whole layers' experts (engine patch 0004, where the
+engine has it: app/advisor/cache_split.py's splits of that VRAM), the KV cache type (q8_0
+frees VRAM for more experts), CPU threads (the RAM-resident experts are multiplied on the
+CPU), then the prefill knobs (a larger ubatch amortises the copy of RAM experts to the GPU
+that llama.cpp's op offload makes per ubatch; pinned memory without mmap speeds that copy;
+op offload itself), then flash attention. Decode t/s decides; a candidate
 that keeps decode within 2% and prefills faster also wins; none wins that prefills more than 2%
 slower than the start plan (decode gains within noise must not cost prefill, e.g. turning op
 offload off leaves decode alone and slows prefill several-fold). A candidate that re-fits the
@@ -29,13 +31,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from app.advisor.cache_split import cache_splits
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import from_wire, to_wire
 from app.gguf.info import GGUFModel
 from app.paths import cache_dir
 from app.tune.measure import Measurement, Measurer, TuneCancelled, Workload
 from app.tune.rounds import median_measurement, plan_key
-from app.tune.strategies import Budget, first_n_in_ram, one_layer_less, with_experts_in_ram
+from app.tune.strategies import Budget, first_n_in_ram, fits, one_layer_less, with_experts_in_ram
 
 DECODE_TOLERANCE = 0.02  # decode within 2% counts as a tie, decided by prefill
 TUNE_WORKLOAD = Workload(prefill_tokens=(512,), decode_tokens=64, repeats=2)
@@ -90,6 +93,9 @@ def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
         for fewer in (n - 1, n - 2):
             if fewer >= 0:
                 yield f"experts of {fewer} layers in RAM", with_experts_in_ram(best, fewer, n_layer)
+    elif stage == "expert cache" and budget is not None and n > 0 and best.expert_cache == "off" \
+            and not best.no_host:
+        yield from _cache_candidates(model, best, budget, n)
     elif stage == "kv" and budget is not None and n > 0 and best.type_k == "f16":
         # only worth its small quality cost when the VRAM it frees brings experts back
         q8 = replace(best, type_k="q8_0", type_v="q8_0", flash_attn="on")
@@ -110,15 +116,30 @@ def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
             yield "no mmap (pinned host memory)", replace(best, use_mmap=False)
         if n > 0:
             yield "no op offload", replace(best, op_offload=not best.op_offload)
-        if n > 0 and best.repack and not best.no_host:
-            # decode from RAM against prefill: the prefill floor decides
+        if n > 0 and best.repack and not best.no_host and best.expert_cache == "off":
+            # decode from RAM against prefill: the prefill floor decides (not with hot
+            # experts: the cache copies them from the file's layout, which no_host gives up)
             yield "CPU weights repacked (no_host)", replace(best, no_host=True)
     elif stage == "flash":
         yield f"flash attention {'off' if best.flash_attn != 'off' else 'on'}", replace(
             best, flash_attn="off" if best.flash_attn != "off" else "on")
 
 
-STAGES = ("layers", "kv", "threads", "prefill", "flash")
+def _cache_candidates(model: GGUFModel, best: PlacementPlan, budget: Budget,
+                      n: int) -> Iterator[tuple[str, PlacementPlan]]:
+    """The splits of the VRAM for routed experts with hot experts in VRAM, around ``best``
+    (the experts of its first ``n`` layers in RAM)."""
+    moe = model.moe_layers
+
+    def place(m: int) -> PlacementPlan:  # the experts of the first m MoE layers in RAM
+        return with_experts_in_ram(best, moe[m - 1] + 1 if m else 0, model.n_layer)
+
+    n_moe = sum(1 for layer in moe if layer < n)
+    for split in cache_splits(model, n_moe, place, lambda plan: fits(model, plan, budget)):
+        yield f"hot experts in VRAM ({split.name}): {split.describe(len(moe))}", split.placement
+
+
+STAGES = ("layers", "expert cache", "kv", "threads", "prefill", "flash")
 # stages whose candidates re-fit the experts to the budget with the memory model: one that
 # turns out over the budget is worth one more try with a layer's experts less on the GPU
 REFIT_STAGES = ("kv", "prefill")
@@ -126,8 +147,11 @@ REFIT_STAGES = ("kv", "prefill")
 
 def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget: Budget | None, *,
              physical_cores: int, time_limit: float = 240.0, workload: Workload | None = None,
-             progress: Callable[[TuneProgress], None] | None = None) -> TuneResult:
-    """Measure ``start`` and the candidates around it; the fastest that fits wins."""
+             progress: Callable[[TuneProgress], None] | None = None,
+             hot_experts: bool = False) -> TuneResult:
+    """Measure ``start`` and the candidates around it; the fastest that fits wins.
+    ``hot_experts``: the engine can keep hot experts in VRAM (BuildInfo.expert_cache_patch,
+    with a GPU), so its splits are measured too."""
     workload = workload or TUNE_WORKLOAD
     t0 = time.monotonic()
     tried: list[Measurement] = []
@@ -168,6 +192,8 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
     try:
         run("advisor's plan", start)
         for stage in STAGES:
+            if stage == "expert cache" and not hot_experts:
+                continue
             if best is None or not best.ok:
                 break  # nothing to build on: the start plan itself failed
             queue = [(label, plan, stage in REFIT_STAGES)

@@ -49,14 +49,16 @@ class TuneRunner(QObject):
     def _job(self, client: EngineClient, request: TuneRequest, hardware: Hardware | None) -> JobOutcome:
         path = Path(request.model)
         model = read_model(path)
-        gpus = [d for d in client.info().devices if d.kind == "gpu"]
+        build = client.info()
+        gpus = [d for d in build.devices if d.kind == "gpu"]
         budget = Budget(gpus[0].name, request.vram_budget or gpus[0].memory_free) if gpus else None
         hardware = hardware or detect(nvml=False)  # tuned before the app state found the machine
         measurer = Measurer(client, path, gpu_budget=budget.usable if budget else None, cancel=self.cancel)
         result = autotune(measurer, model, request.start, budget,  # type: ignore[arg-type]
                           physical_cores=hardware.cpu.physical_cores, time_limit=request.seconds,
                           progress=self._progress.emit,
-                          workload=replace(TUNE_WORKLOAD, decode_depth=request.decode_depth))
+                          workload=replace(TUNE_WORKLOAD, decode_depth=request.decode_depth),
+                          hot_experts=build.expert_cache_patch and bool(gpus))
         if not result.best.ok:
             return JobOutcome(result)
         gpu = budget.gpu if budget else None

@@ -1,0 +1,107 @@
+"""Hot experts in VRAM in the plans: the advisor weighs whole layers' experts against a cache of
+the RAM layers' most chosen experts, and autotune measures both (app/advisor/cache_split.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from app.advisor.cache_split import cache_splits
+from app.advisor.memory import VRAM_HEADROOM, memory_by_device
+from app.advisor.planner import plan_for
+from app.engine.placement import PlacementPlan
+from app.engine.protocol import BuildInfo, DeviceInfo
+from app.synthetic import SyntheticSpec
+from app.tune.autotune import candidates
+from app.tune.strategies import Budget, first_n_in_ram, with_experts_in_ram
+from tests.test_advisor import QWEN3_30B_Q4, machine, model_from_spec
+from tests.test_advisor_gpus import two_gpus
+from tests.test_expert_cache_model import uniform_counts
+
+GiB = 1024**3
+N_LAYER = QWEN3_30B_Q4.n_layer
+# per layer, 16 of the 128 experts take 70% of the selections (the counts of 1,000 tokens)
+SKEWED = [[2800] * 16 + [150] * 112 for _ in range(N_LAYER)]
+# routing no more uneven than chance
+UNIFORM = [uniform_counts(1000, seed=layer) for layer in range(N_LAYER)]
+
+
+def cache_build(patch: bool = True) -> BuildInfo:
+    return BuildInfo(llama_cpp_python="0.3", backends=["CPU", "CUDA"], routing_patch=True, system_info="",
+                     devices=[DeviceInfo("CUDA0", "RTX", "gpu", 12 * GiB, 12 * GiB)],
+                     expert_cache_patch=patch)
+
+
+def test_with_skewed_routing_the_advisor_spends_vram_on_hot_experts() -> None:
+    plan = plan_for(QWEN3_30B_Q4, machine(12), 8192, profile=SKEWED, build=cache_build())
+    whole = plan_for(QWEN3_30B_Q4, machine(12), 8192, profile=SKEWED)  # a build without the cache
+    assert whole.placement.expert_cache == "off" and whole.experts_in_ram_layers == 19
+    assert plan.placement.expert_cache == "static" and plan.placement.expert_cache_slots > 0
+    assert plan.experts_in_ram_layers > 19  # some layers' VRAM became the cache
+    assert plan.verdict == "fits_with_expert_offload"
+    assert plan.device("CUDA0").total <= 12 * GiB - VRAM_HEADROOM
+    assert plan.speed is not None and whole.speed is not None and plan.speed.expert_hit_rate is not None
+    assert plan.speed.decode.mid > whole.speed.decode.mid
+    assert any(r.startswith("hot experts in VRAM (") and "against" in r for r in plan.reasons)
+
+
+def test_with_uniform_routing_the_advisor_keeps_whole_layers_and_says_why() -> None:
+    plan = plan_for(QWEN3_30B_Q4, machine(12), 8192, profile=UNIFORM, hot_experts=True)
+    assert plan.placement.expert_cache == "off" and plan.experts_in_ram_layers == 19
+    assert any(r.startswith("hot experts in VRAM weighed, slower here") for r in plan.reasons)
+
+
+def test_the_cache_is_weighed_only_where_it_can_run() -> None:
+    def cached(plan_) -> bool:
+        return plan_.placement.expert_cache != "off"
+
+    assert not cached(plan_for(QWEN3_30B_Q4, machine(12), 8192, profile=SKEWED,
+                               build=cache_build(patch=False)))
+    assert not cached(plan_for(QWEN3_30B_Q4, machine(None), 8192, profile=SKEWED, hot_experts=True))
+    assert not cached(plan_for(QWEN3_30B_Q4, machine(80), 8192, profile=SKEWED, hot_experts=True))
+    assert not cached(plan_for(QWEN3_30B_Q4, two_gpus(8, 4), 8192, profile=SKEWED, hot_experts=True))
+    no_host = PlacementPlan(no_host=True)  # CPU layouts: the cache cannot copy from them
+    assert not cached(plan_for(QWEN3_30B_Q4, machine(12), 8192, no_host, profile=SKEWED, hot_experts=True))
+    gpt_oss = model_from_spec(SyntheticSpec.preset("gpt-oss-20b"))  # expert biases
+    assert not cached(plan_for(gpt_oss, machine(8), 8192, hot_experts=True))
+    # the user's own cache setting is theirs
+    mine = PlacementPlan(expert_cache="dynamic", expert_cache_slots=8)
+    plan = plan_for(QWEN3_30B_Q4, machine(12), 8192, mine, profile=SKEWED, hot_experts=True)
+    assert plan.placement.expert_cache == "dynamic" and plan.placement.expert_cache_slots == 8
+
+
+def test_each_split_holds_the_most_experts_that_fit_the_gpu() -> None:
+    model, budget = QWEN3_30B_Q4, Budget("CUDA0", 12 * GiB)
+    base = PlacementPlan(n_ctx=8192)
+
+    def fits(plan: PlacementPlan) -> bool:
+        return next(m.total for m in memory_by_device(model, plan, ["CUDA0"])
+                    if m.device == "CUDA0") <= budget.usable
+
+    n_min = first_n_in_ram(model, budget, base)
+    splits = cache_splits(model, n_min, lambda n: with_experts_in_ram(base, n, N_LAYER), fits)
+    assert [(s.name, s.ram_layers) for s in splits] == [
+        ("whole layers", n_min), ("half and half", n_min + (N_LAYER - n_min) // 2), ("all cache", N_LAYER)]
+    for split in splits:
+        assert fits(split.placement)
+        slots = split.placement.expert_cache_slots
+        assert not fits(dataclasses.replace(split.placement, expert_cache_slots=slots + 1))
+    slots = [s.placement.expert_cache_slots for s in splits]
+    assert slots[0] < slots[1] < slots[2]  # the more layers in RAM, the more VRAM for the cache
+    assert cache_splits(model, 0, lambda n: with_experts_in_ram(base, n, N_LAYER), fits) == []
+
+
+def test_autotune_measures_the_cache_where_experts_are_in_ram() -> None:
+    model, budget = QWEN3_30B_Q4, Budget("CUDA0", 12 * GiB)
+    base = PlacementPlan(n_ctx=8192)
+    start = with_experts_in_ram(base, first_n_in_ram(model, budget, base), N_LAYER)
+    tried = dict(candidates(model, start, budget, 16, "expert cache"))
+    assert len(tried) == 3 and all(p.expert_cache == "static" for p in tried.values())
+    assert any(label.startswith("hot experts in VRAM") for label in tried)
+    # not without a GPU, not once a cache is in the plan, not when every expert is in VRAM
+    assert not list(candidates(model, start, None, 16, "expert cache"))
+    cached = next(iter(tried.values()))
+    assert not list(candidates(model, cached, budget, 16, "expert cache"))
+    assert not list(candidates(model, with_experts_in_ram(start, 0, N_LAYER), Budget("CUDA0", 80 * GiB), 16,
+                               "expert cache"))
+    # and once a cache is in the plan, llama.cpp's no_host (which the cache cannot use) is not tried
+    assert not any(p.no_host for _, p in candidates(model, cached, budget, 16, "prefill"))
