@@ -116,13 +116,7 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-host", action="store_true",
                        help="with a GPU, CPU weights in the CPU's repacked layouts (llama.cpp's "
                             "no_host): faster decode from RAM, slower prefill")
-    group.add_argument("--expert-cache", choices=typing.get_args(ExpertCacheMode), default="off",
-                       help="keep the hottest routed experts of RAM layers in VRAM (needs a GPU): "
-                            "static (each layer's most chosen), dynamic (refreshed as it decodes)")
-    group.add_argument("--expert-cache-size", type=expert_cache_size, default=(0, 0), metavar="N|GiB",
-                       help="experts a layer (e.g. 32) or VRAM for the cache (e.g. 4GiB)")
-    group.add_argument("--expert-cache-uploads", type=positive_int, default=4,
-                       help="dynamic: experts copied into VRAM per token, at most (default 4)")
+    add_expert_cache_args(group)
     group.add_argument("--expert-stream", choices=typing.get_args(ExpertStreamMode), default=None,
                        help="routed experts in RAM read from the SSD by the engine when decoding "
                             "(a model larger than RAM): cache (a RAM cache of experts filled by "
@@ -131,6 +125,21 @@ def add_placement_args(parser: argparse.ArgumentParser) -> None:
                        help="cache: RAM for the expert cache (e.g. 8GiB)")
     group.add_argument("--expert-stream-threads", type=positive_int, default=None,
                        help="cache: reads at a time (default 16)")
+
+
+def add_expert_cache_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                          size_help: str = "experts a layer (e.g. 32) or VRAM for the cache (e.g. 4GiB)",
+                          mode_help: str = "keep the hottest routed experts of RAM layers in VRAM (needs "
+                                           "a GPU)") -> None:
+    """--expert-cache, --expert-cache-size, --expert-cache-uploads: hot experts in VRAM (chat,
+    serve, bench)."""
+    parser.add_argument("--expert-cache", choices=typing.get_args(ExpertCacheMode), default="off",
+                        help=f"{mode_help}: static (each layer's most chosen), dynamic (refreshed as "
+                             "it decodes)")
+    parser.add_argument("--expert-cache-size", type=expert_cache_size, default=(0, 0), metavar="N|GiB",
+                        help=size_help)
+    parser.add_argument("--expert-cache-uploads", type=positive_int, default=4,
+                        help="dynamic: experts copied into VRAM per token, at most (default 4)")
 
 
 # options that set one plan field as they are, when given: option's dest -> the plan's field

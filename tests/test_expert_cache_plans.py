@@ -4,14 +4,21 @@ the RAM layers' most chosen experts, and autotune measures both (app/advisor/cac
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+import pytest
 
 from app.advisor.cache_split import cache_splits
 from app.advisor.memory import VRAM_HEADROOM, memory_by_device
 from app.advisor.planner import plan_for
+from app.engine.client import EngineClient
+from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, DeviceInfo
 from app.synthetic import SyntheticSpec
 from app.tune.autotune import candidates
+from app.tune.measure import Measurer, Workload
+from app.tune.report import read_csv
 from app.tune.strategies import Budget, first_n_in_ram, with_experts_in_ram
 from tests.test_advisor import QWEN3_30B_Q4, machine, model_from_spec
 from tests.test_advisor_gpus import two_gpus
@@ -105,3 +112,56 @@ def test_autotune_measures_the_cache_where_experts_are_in_ram() -> None:
                                "expert cache"))
     # and once a cache is in the plan, llama.cpp's no_host (which the cache cannot use) is not tried
     assert not any(p.no_host for _, p in candidates(model, cached, budget, 16, "prefill"))
+
+
+def test_a_measurement_counts_the_hot_experts_hits_beside_their_prediction(realistic_moe_gguf: Path,
+                                                                           tmp_path: Path) -> None:
+    # no GPU here: the engine's test switch keeps the packs in RAM, which runs the same split
+    env = {HOST_PACKS_ENV: "1", "MOEDESK_HOME": str(tmp_path)}
+    # one ubatch holds every prompt here (patch 0004 aborts on a longer one: see the bench test)
+    plan = PlacementPlan(n_ctx=4096, n_batch=2048, n_ubatch=2048, experts_in_ram="all", repack=False,
+                         n_threads=2)
+    workload = Workload(prefill_tokens=(64,), decode_tokens=48)
+    with EngineClient.spawn(env=env) as engine:
+        measurer = Measurer(engine, realistic_moe_gguf)
+        plain = measurer.measure("ram", plan, workload)
+        cached = measurer.measure("cache", dataclasses.replace(plan, expert_cache="static",
+                                                               expert_cache_slots=32), workload)
+    assert plain.ok and plain.vram_hit_rate is None and plain.predicted_hit_rate is None
+    assert cached.ok and cached.vram_hit_rate is not None and cached.predicted_hit_rate is not None
+    assert cached.predicted_hit_rate.source == "profile"  # the engine's warm-up ranked the experts
+    # realistic routing: the issue asks for the prediction within 10 points
+    assert abs(cached.vram_hit_rate - cached.predicted_hit_rate.mid) <= 0.10
+    assert f"hot experts in VRAM {cached.vram_hit_rate:.0%} hits (predicted" in cached.summary()
+
+
+# the bench's prompts (512 and 4096 tokens, and its 200-word calibration) span several ubatches
+@pytest.mark.xfail(strict=True, reason="engine patch 0004 aborts (GGML_ASSERT(a->ne[2] == b->ne[1]) in "
+                   "ggml.c) on a prompt longer than n_ubatch with the cache on; likely the ubatch "
+                   "without outputs, whose last layer gets 0 rows, taken for a decoding one")
+def test_bench_measures_hot_experts_and_shows_their_hits_beside_the_prediction(
+        realistic_moe_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    # no GPU here: the engine's test switch keeps the packs in RAM, which runs the same split
+    monkeypatch.setenv(HOST_PACKS_ENV, "1")
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path / "home"))
+    out = tmp_path / "report"
+    assert main(["bench", str(realistic_moe_gguf), "--strategies", "n-cpu-moe", "--tune-seconds", "0",
+                 "--repeats", "1", "--threads", "2", "--expert-cache", "static",
+                 "--expert-cache-size", "32", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = {row["strategy"]: row for row in read_csv(out / "report.csv")}
+    assert set(table) == {"n-cpu-moe", "cache static"}
+    assert table["n-cpu-moe"]["vram_hit_rate"] == "-"
+    cache = table["cache static"]
+    assert "hot experts 32/layer static" in cache["placement"] and cache["note"] == ""
+    measured = float(cache["vram_hit_rate"].rstrip("%")) / 100
+    low, high = (float(x) / 100 for x in cache["predicted_hit_rate"].rstrip("%").split("-"))
+    # realistic routing ranked by the engine's warm-up: the issue asks for 10 points
+    assert abs(measured - (low + high) / 2) <= 0.10
+    header = next(line for line in printed.splitlines() if line.startswith("strategy"))
+    assert "VRAM hits" in header and "predicted" in header
+    assert any(line.startswith("cache static: decode") and "n-cpu-moe's" in line
+               and f"served {cache['vram_hit_rate']}" in line for line in printed.splitlines())

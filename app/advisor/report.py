@@ -96,6 +96,11 @@ def plan_lines(model: GGUFModel, plan: Plan) -> list[str]:
         lines.append("  bytes read per token: " + ", ".join(
             f"{device} {n / 1e9:.2f} GB" if n >= 1e8 else f"{device} {n / 1e6:.1f} MB"
             for device, n in s.decode_bytes.items()))
+        if s.expert_hit_rate is not None:
+            basis = ("ranked by the remembered routing" if s.expert_hit_rate.source == "profile"
+                     else "typical routing")
+            lines.append(f"  hot experts in VRAM: expected to serve {s.expert_hit_rate} of their "
+                         f"layers' routed selections ({basis})")
         lines += [f"  ({note})" for note in s.notes]
     lines += [f"Threads: {line}" for line in plan.advice[:1]]
     lines += [f"  {line}" for line in plan.advice[1:]]

@@ -366,6 +366,23 @@ class StorageStats:
 
 
 @dataclass
+class ExpertCacheStats:
+    """Hot experts in VRAM since load (engine patch 0004): of the cached layers' selections in
+    ubatches the cache serves (decoding), those served from VRAM (hits) and from RAM (misses);
+    experts copied into VRAM (the dynamic policy's uploads)."""
+
+    hits: int
+    misses: int
+    uploads: int
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Share of the selections served from VRAM (None: none counted yet)."""
+        total = self.hits + self.misses
+        return self.hits / total if total else None
+
+
+@dataclass
 class EngineStats:
     state: Literal["idle", "loading", "generating"]
     model: str | None
@@ -378,6 +395,7 @@ class EngineStats:
     chats_waiting: int = 0  # chats of all clients waiting their turn (for a free slot)
     n_parallel: int = 1  # chats the loaded model decodes at once (its slots)
     storage: StorageStats | None = None  # None: no model, or the OS does not count reads
+    expert_cache: ExpertCacheStats | None = None  # None: no hot experts in VRAM loaded
 
 
 @dataclass

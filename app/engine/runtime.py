@@ -31,6 +31,7 @@ from app.engine.protocol import (
     BuildInfo,
     DeviceInfo,
     EngineStats,
+    ExpertCacheStats,
     LoadParams,
     LoadResult,
     ModelInfo,
@@ -484,7 +485,17 @@ class Runtime:
             rss=telemetry.process_rss(),
             n_parallel=loaded.batch.n_seq if loaded else 1,
             storage=self._storage_stats(loaded) if loaded else None,
+            expert_cache=self._expert_cache_stats(loaded) if loaded else None,
         )
+
+    def _expert_cache_stats(self, loaded: LoadedModel) -> ExpertCacheStats | None:
+        with self._ctx_lock:
+            if self.loaded is not loaded:
+                return None
+            cache = ggml_backend.cache_stats(loaded.ctx, loaded.info.n_layer, loaded.info.n_expert)
+        if cache is None:
+            return None
+        return ExpertCacheStats(hits=sum(cache.hits), misses=sum(cache.misses), uploads=cache.uploads)
 
     def _storage_stats(self, loaded: LoadedModel) -> StorageStats | None:
         meter = loaded.batch.storage

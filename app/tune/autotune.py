@@ -31,14 +31,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from app.advisor.cache_split import cache_splits
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import from_wire, to_wire
 from app.gguf.info import GGUFModel
 from app.paths import cache_dir
 from app.tune.measure import Measurement, Measurer, TuneCancelled, Workload
 from app.tune.rounds import median_measurement, plan_key
-from app.tune.strategies import Budget, first_n_in_ram, fits, one_layer_less, with_experts_in_ram
+from app.tune.strategies import Budget, cache_split_plans, first_n_in_ram, one_layer_less, with_experts_in_ram
 
 DECODE_TOLERANCE = 0.02  # decode within 2% counts as a tie, decided by prefill
 TUNE_WORKLOAD = Workload(prefill_tokens=(512,), decode_tokens=64, repeats=2)
@@ -127,16 +126,9 @@ def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
 
 def _cache_candidates(model: GGUFModel, best: PlacementPlan, budget: Budget,
                       n: int) -> Iterator[tuple[str, PlacementPlan]]:
-    """The splits of the VRAM for routed experts with hot experts in VRAM, around ``best``
-    (the experts of its first ``n`` layers in RAM)."""
-    moe = model.moe_layers
-
-    def place(m: int) -> PlacementPlan:  # the experts of the first m MoE layers in RAM
-        return with_experts_in_ram(best, moe[m - 1] + 1 if m else 0, model.n_layer)
-
-    n_moe = sum(1 for layer in moe if layer < n)
-    for split in cache_splits(model, n_moe, place, lambda plan: fits(model, plan, budget)):
-        yield f"hot experts in VRAM ({split.name}): {split.describe(len(moe))}", split.placement
+    """The splits of ``best``'s VRAM for routed experts with hot experts in VRAM."""
+    for name, plan in cache_split_plans(model, best, n, budget):
+        yield f"hot experts in VRAM ({name}): {plan.expert_cache_slots} experts a layer", plan
 
 
 STAGES = ("layers", "expert cache", "kv", "threads", "prefill", "flash")

@@ -6,6 +6,7 @@ import argparse
 import threading
 from pathlib import Path
 
+from app.cli_load import add_expert_cache_args
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.gguf.info import read_model
@@ -47,7 +48,17 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                            "rounds interleaved, the medians count (default 3)")
             p.add_argument("--out", type=Path, default=Path("bench-report"),
                            help="folder for report.csv and report.png (default ./bench-report)")
+            add_expert_cache_args(p, mode_help="also measure hot experts in VRAM (engine patch 0004)",
+                                  size_help="with --expert-cache: one row, every layer's experts "
+                                  "in RAM and a cache of this many experts a layer (e.g. 32) or this "
+                                  "VRAM (e.g. 4GiB); without: a row per split of the budget (whole "
+                                  "layers, half and half, all cache), each cache sized to fit")
         p.set_defaults(func=run)
+
+
+def _hot_experts(client: EngineClient, has_gpu: bool) -> bool:
+    """Whether the engine can keep hot experts in VRAM: patch 0004 in its build and a GPU."""
+    return has_gpu and client.info().expert_cache_patch
 
 
 def _budget(client: EngineClient, requested: int | None) -> tuple[Budget, bool, list[str]]:
@@ -100,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
                     start, tune_budget = plan_for(model, hardware, args.ctx, base).placement, None
                 result = autotune(measurer, model, start, tune_budget,
                                   physical_cores=hardware.cpu.physical_cores,
-                                  time_limit=args.tune_seconds, progress=show, workload=workload)
+                                  time_limit=args.tune_seconds, progress=show, workload=workload,
+                                  hot_experts=_hot_experts(client, has_gpu))
                 best = result.best
                 if not best.ok:
                     print(f"no placement could be measured: {best.error}")
@@ -114,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
                       f"prefill {best.prefill:.1f} t/s ({len(result.tried)} runs, {result.seconds:.0f} s"
                       + (f", {result.stopped}" if result.stopped else "") + "); remembered for this machine")
                 return 0
-            return _bench(args, measurer, model, budget, base, hardware, workload)
+            return _bench(args, measurer, model, budget, base, hardware, workload,
+                          _hot_experts(client, has_gpu))
         except KeyboardInterrupt:
             cancel.set()
             print("\nstopped")
@@ -133,15 +146,20 @@ def _workload(args: argparse.Namespace):  # -> Workload
     return replace(REPORT_WORKLOAD, repeats=max(1, args.repeats), decode_depth=args.decode_depth)
 
 
-def _bench(args, measurer, model, budget, base, hardware, workload) -> int:
-    from app.tune.report import run_bench, summary_lines, table_lines, write_csv
+def _bench(args, measurer, model, budget, base, hardware, workload, hot_experts: bool) -> int:
+    from app.tune.report import CacheRows, run_bench, summary_lines, table_lines, write_csv
 
     csv_path = args.out / "report.csv"
+    cache_rows = None
+    if args.expert_cache != "off":
+        slots, size = args.expert_cache_size
+        cache_rows = CacheRows(args.expert_cache, slots, size, args.expert_cache_uploads)
     rows, _tuned = run_bench(measurer, model, budget, base, physical_cores=hardware.cpu.physical_cores,
                              strategies=tuple(args.strategies), tune_seconds=args.tune_seconds,
                              sweep_step=args.sweep, hardware=hardware, workload=workload,
                              say=lambda line: print(line, flush=True),
-                             on_rows=lambda so_far: write_csv(so_far, model.n_layer, csv_path))
+                             on_rows=lambda so_far: write_csv(so_far, model.n_layer, csv_path),
+                             cache_rows=cache_rows, hot_experts=hot_experts)
     print()
     print("\n".join(table_lines(rows, model.n_layer)))
     for line in summary_lines(rows):

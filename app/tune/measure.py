@@ -9,9 +9,18 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.advisor.expert_cache import HitRate, predicted_hit_rate
 from app.engine.client import EngineClient
 from app.engine.placement import CPU_DEVICE, PlacementPlan
-from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling, StorageStats
+from app.engine.protocol import (
+    ChatMessage,
+    ChatParams,
+    ExpertCacheStats,
+    LoadParams,
+    LoadResult,
+    Sampling,
+    StorageStats,
+)
 from app.errors import EngineError
 
 # Words the synthetic and real tokenizers both split into a token or two each.
@@ -62,6 +71,11 @@ class Measurement:
     ssd_bytes_per_token: float | None = None
     ssd_read_bps: float | None = None  # bytes/s over those runs' decode steps
     ram_hit_rate: float | None = None  # the stream's RAM expert cache, when it has one
+    # hot experts in VRAM: the share of the cached layers' selections they served over the
+    # decode runs, and the advisor's prediction from the profile that ranked them (None: no cache)
+    vram_hit_rate: float | None = None
+    predicted_hit_rate: HitRate | None = None
+    note: str = ""  # what the run did not do as asked (a cache the engine could not set up)
 
     @property
     def ok(self) -> bool:
@@ -77,8 +91,12 @@ class Measurement:
             hits = "" if self.ram_hit_rate is None else f", RAM expert cache {self.ram_hit_rate:.0%} hits"
             ssd = (f", SSD {self.ssd_bytes_per_token / 1e9:.2f} GB/token at "
                    f"{(self.ssd_read_bps or 0) / 1e9:.2f} GB/s{hits}")
+        hot = ""
+        if self.vram_hit_rate is not None:
+            predicted = f" (predicted {self.predicted_hit_rate})" if self.predicted_hit_rate else ""
+            hot = f", hot experts in VRAM {self.vram_hit_rate:.0%} hits{predicted}"
         return (f"decode {self.decode_tps:.1f} t/s{deep}, prefill {self.prefill:.0f} t/s, "
-                f"GPU {self.gpu_bytes / 1e9:.1f} GB{ssd}")
+                f"GPU {self.gpu_bytes / 1e9:.1f} GB{ssd}{hot}")
 
     @property
     def decode(self) -> float:
@@ -141,6 +159,13 @@ class Measurer:
         result.gpu_bytes, result.ram_bytes = allocated_bytes(loaded)
         result.gpu_by_kind = gpu_bytes_by_kind(loaded)
         result.load_seconds = loaded.load_seconds
+        cache = loaded.expert_cache
+        if cache is not None and cache.available:
+            result.predicted_hit_rate = predicted_hit_rate(
+                cache.slots, loaded.model.n_expert, loaded.model.n_expert_used, cache.profile, cache.layers,
+                cache.mode)
+        elif cache is not None:
+            result.note = f"hot experts in VRAM unavailable: {cache.reason}"
         if self.gpu_budget is not None and result.gpu_bytes > self.gpu_budget:
             result.fits = False
             result.error = (f"needs {result.gpu_bytes / 1e9:.1f} GB on the GPU, over the "
@@ -156,10 +181,12 @@ class Measurer:
             for n in workload.prefill_tokens:
                 result.prefill_tps[n] = statistics.median(self._generate(n, 1).prefill_tps for _ in runs)
             if workload.decode_tokens:
-                before = self.client.stats().storage
+                before = self.client.stats()
                 result.decode_tps = statistics.median(
                     self._generate(16, workload.decode_tokens).decode_tps for _ in runs)
-                self._storage(result, before, self.client.stats().storage)
+                after = self.client.stats()
+                self._storage(result, before.storage, after.storage)
+                result.vram_hit_rate = self._cache_hits(before.expert_cache, after.expert_cache)
             if workload.decode_tokens and workload.decode_depth:
                 context = self._context(workload.decode_depth)  # prefilled once, then cached
                 result.decode_depth = workload.decode_depth
@@ -182,6 +209,13 @@ class Measurer:
         result.ram_hit_rate = after.ram_hit_rate
         if read and result.decode_tps > 0:
             result.ssd_read_bps = result.ssd_bytes_per_token * result.decode_tps
+
+    @staticmethod
+    def _cache_hits(before: ExpertCacheStats | None, after: ExpertCacheStats | None) -> float | None:
+        """The hot-expert cache's hit rate over the decode runs between the two stats."""
+        if before is None or after is None:
+            return None
+        return ExpertCacheStats(after.hits - before.hits, after.misses - before.misses, 0).hit_rate
 
     def _generate(self, prompt_tokens: int, new_tokens: int, context: str = ""):  # -> ChatResult
         """``context`` (the same each time) goes before the fresh part of the prompt, so the

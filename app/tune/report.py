@@ -1,5 +1,6 @@
 """The benchmark report: llama.cpp's own strategies, the advisor's plan and the autotuned plan,
-measured at one VRAM budget on the same engine, as a table and a CSV file."""
+measured at one VRAM budget on the same engine, as a table and a CSV file; with
+``CacheRows``, hot experts in VRAM too, their measured hit rate next to the predicted one."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.advisor.memory import memory_by_device
-from app.engine.placement import PlacementPlan
+from app.engine.placement import ExpertCacheMode, PlacementPlan
 from app.gguf.info import GGUFModel
 from app.tune.autotune import TUNE_WORKLOAD, TuneProgress, TuneResult, autotune
 from app.tune.measure import Measurement, Measurer, Workload
 from app.tune.rounds import Entry, measure_in_rounds
 from app.tune.strategies import (
     Budget,
+    cache_split_plans,
     describe,
+    first_n_in_ram,
     gpu_bytes,
     llama_cpp_settings,
     one_layer_less,
@@ -32,7 +35,34 @@ AT_LLAMA_SETTINGS = "autotuned@llama.cpp"
 REPORT_WORKLOAD = Workload(prefill_tokens=(512, 4096), decode_tokens=128, repeats=3)
 CSV_COLUMNS = ("strategy", "placement", "gpu_gb", "prefill_512_tps", "prefill_4096_tps",
                "decode_tps", "decode_deep_tps", "decode_depth", "runs", "fits", "note",
-               "ssd_gb_per_token", "ram_hit_rate")
+               "ssd_gb_per_token", "ram_hit_rate", "vram_hit_rate", "predicted_hit_rate")
+
+
+@dataclass
+class CacheRows:
+    """Hot experts in VRAM (engine patch 0004) in a bench: with a size (experts a layer, or
+    bytes), one row with every layer's experts in RAM and a cache of that size; without, a row
+    per split of the budget's VRAM for routed experts (app/advisor/cache_split.py). Each at
+    n-cpu-moe's settings, so that only where the VRAM goes differs."""
+
+    mode: ExpertCacheMode = "static"
+    slots: int = 0
+    bytes: int = 0
+    uploads: int = 4  # dynamic: experts copied into VRAM per token, at most
+
+    def plans(self, model: GGUFModel, budget: Budget, base: PlacementPlan) -> dict[str, PlacementPlan]:
+        # the cache copies experts from the file's layout: with a GPU llama.cpp keeps experts in
+        # RAM so anyway; without one (the engine's test switch) only unrepacked weights are
+        settings = replace(llama_cpp_settings(base, base), expert_cache=self.mode,
+                           expert_cache_uploads=self.uploads, repack=False)
+        if self.slots or self.bytes:
+            plan = with_experts_in_ram(settings, model.n_layer, model.n_layer)
+            return {f"cache {self.mode}": replace(plan, expert_cache_slots=self.slots,
+                                                  expert_cache_bytes=self.bytes)}
+        n = first_n_in_ram(model, budget, replace(settings, expert_cache="off"))
+        around = with_experts_in_ram(settings, n, model.n_layer)
+        return {f"cache {self.mode}, {name}": plan
+                for name, plan in cache_split_plans(model, around, n, budget, self.mode)}
 
 
 @dataclass
@@ -47,9 +77,11 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
               sweep_step: int | None = None, hardware=None, workload: Workload = REPORT_WORKLOAD,
               say: Callable[[str], None] = print,
               on_rows: Callable[[list[BenchRow]], None] | None = None,
+              cache_rows: CacheRows | None = None, hot_experts: bool = False,
               ) -> tuple[list[BenchRow], TuneResult | None]:
-    """Autotune from the advisor's plan; then measure each strategy at ``budget``, the
-    autotuned plan and, with ``sweep_step``, every "experts of the first N layers in RAM" for
+    """Autotune from the advisor's plan (``hot_experts``: the engine's hot-expert cache among
+    its candidates); then measure each strategy at ``budget``, ``cache_rows``, the autotuned
+    plan and, with ``sweep_step``, every "experts of the first N layers in RAM" for
     N = 0, step, 2*step... The rows are measured in ``workload.repeats`` interleaved rounds,
     each distinct placement once a round (``app.tune.rounds``); the sweep measures decode as
     ``workload`` does and prefill of its shortest prompt only. ``on_rows`` gets the rows so far
@@ -66,7 +98,8 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
         say("autotune from the advisor's plan")
         tuned = autotune(measurer, model, plans["advisor"], budget, physical_cores=physical_cores,
                          time_limit=tune_seconds, progress=show,
-                         workload=replace(TUNE_WORKLOAD, decode_depth=workload.decode_depth))
+                         workload=replace(TUNE_WORKLOAD, decode_depth=workload.decode_depth),
+                         hot_experts=hot_experts)
         say(f"autotuned: {describe(tuned.best.plan, model.n_layer)} after {len(tuned.tried)} runs "
             f"in {tuned.seconds:.0f} s" + (f" ({tuned.stopped})" if tuned.stopped else ""))
 
@@ -75,6 +108,10 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
         return one_layer_less(plan, model.n_layer)
 
     entries = [Entry(name, plans[name], workload, step_down) for name in strategies]
+    if cache_rows is not None:
+        sized = bool(cache_rows.slots or cache_rows.bytes)  # the user's size: measured as given
+        entries += [Entry(name, plan, workload, None if sized else fewer_slots)
+                    for name, plan in cache_rows.plans(model, budget, base).items()]
     if tuned is not None:
         entries.append(Entry("autotuned", tuned.best.plan, workload))
         yardstick = llama_cpp_settings(tuned.best.plan, base)
@@ -98,6 +135,14 @@ def run_bench(measurer: Measurer, model: GGUFModel, budget: Budget, base: Placem
         measurer, entries, max(1, workload.repeats), describe=lambda p: describe(p, model.n_layer),
         say=say, detail=detail, on_result=(lambda so_far: on_rows(rows_of(so_far))) if on_rows else None)
     return rows_of(list(measured)), tuned
+
+
+def fewer_slots(plan: PlacementPlan) -> PlacementPlan | None:
+    """A cache sized to the budget that turned out over it: about 5% fewer experts a layer
+    (the memory model's error on the GPU), None when it holds one."""
+    if plan.expert_cache_slots <= 1:
+        return None
+    return replace(plan, expert_cache_slots=plan.expert_cache_slots - max(1, plan.expert_cache_slots // 20))
 
 
 # how far over the budget the memory model must put a plan for it to go unmeasured: beyond
@@ -134,9 +179,11 @@ def _cells(row: BenchRow, n_layer: int) -> list[str]:
     return [row.strategy, describe(m.plan, n_layer), f"{m.gpu_bytes / 1e9:.1f}",
             tps(m.prefill_tps.get(512)), tps(m.prefill_tps.get(4096)), tps(m.decode_tps),
             tps(m.deep_decode_tps), str(m.decode_depth) if m.deep_decode_tps else "-",
-            str(m.runs) if m.ok else "-", "yes" if m.fits else "no", m.error or "",
+            str(m.runs) if m.ok else "-", "yes" if m.fits else "no", m.error or m.note,
             f"{m.ssd_bytes_per_token / 1e9:.2f}" if m.ssd_bytes_per_token else "-",
-            f"{m.ram_hit_rate:.0%}" if m.ram_hit_rate is not None else "-"]
+            f"{m.ram_hit_rate:.0%}" if m.ram_hit_rate is not None else "-",
+            f"{m.vram_hit_rate:.0%}" if m.vram_hit_rate is not None else "-",
+            str(m.predicted_hit_rate) if m.predicted_hit_rate is not None else "-"]
 
 
 def table_lines(rows: list[BenchRow], n_layer: int) -> list[str]:
@@ -145,10 +192,14 @@ def table_lines(rows: list[BenchRow], n_layer: int) -> list[str]:
     depth = max((row.measurement.decode_depth for row in rows), default=0)
     # a model larger than RAM: what decoding read from the SSD, and the RAM cache's hits
     ssd = any(row.measurement.ssd_bytes_per_token for row in rows)
+    # hot experts in VRAM: the share of selections they served, and the advisor's prediction
+    hot = any(row.measurement.predicted_hit_rate or row.measurement.vram_hit_rate is not None for row in rows)
     header = ["strategy", "placement", "GPU GB", "pp512 t/s", "pp4096 t/s", "tg128 t/s",
-              f"tg128@{depth} t/s", "depth", "runs", "fits", "note", "SSD GB/token", "RAM hits"]
+              f"tg128@{depth} t/s", "depth", "runs", "fits", "note", "SSD GB/token", "RAM hits",
+              "VRAM hits", "predicted"]
     keep = [i for i, name in enumerate(header) if name != "depth" and (depth or "@" not in name)
-            and (ssd or name not in ("SSD GB/token", "RAM hits"))]
+            and (ssd or name not in ("SSD GB/token", "RAM hits"))
+            and (hot or name not in ("VRAM hits", "predicted"))]
     header = [header[i] for i in keep]
     body = [[cells[i] for i in keep] for cells in (_cells(row, n_layer) for row in rows)]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
@@ -167,6 +218,7 @@ def summary_lines(rows: list[BenchRow]) -> list[str]:
         lines.append(f"each figure: the median of {rounds} rounds, each placement loaded once a "
                      "round, in another order each round")
     lines += _versus_classic({k: m for k, m in by.items() if k != AT_LLAMA_SETTINGS})
+    lines += _cache_lines(by)
     tuned = by.get("autotuned")
     if tuned and tuned.ok:
         sweep = [row.measurement for row in rows if row.strategy == "sweep" and row.measurement.ok]
@@ -180,6 +232,25 @@ def summary_lines(rows: list[BenchRow]) -> list[str]:
             for n in sorted(set(tuned.prefill_tps) & set(default.prefill_tps)):
                 lines.append(f"autotuned prefill {n} / its placement at llama.cpp's settings: "
                              f"{tuned.prefill_tps[n] / default.prefill_tps[n]:.2f}x")
+    return lines
+
+
+def _cache_lines(by: dict[str, Measurement]) -> list[str]:
+    """Each hot-expert row against llama.cpp's n-cpu-moe at the same budget, and its hits
+    measured against predicted."""
+    reference = by.get("n-cpu-moe")
+    lines = []
+    for name, m in by.items():
+        if not m.ok or m.plan.expert_cache == "off":
+            continue
+        if reference is not None and reference.ok and reference.decode:
+            ratio = f"decode {m.decode / reference.decode:.2f}x n-cpu-moe's"
+        else:
+            ratio = f"decode {m.decode:.1f} t/s"
+        hits = (f"hot experts served {m.vram_hit_rate:.0%} of the RAM layers' selections"
+                if m.vram_hit_rate is not None else m.note or "no hits counted")
+        predicted = f" (predicted {m.predicted_hit_rate})" if m.predicted_hit_rate else ""
+        lines.append(f"{name}: {ratio}; {hits}{predicted}")
     return lines
 
 

@@ -9,6 +9,10 @@ are compared at the same budget:
   default batch settings.
 * ``advisor``: MoE Desk's planner (app.advisor.planner.plan_for) for a GPU of that size.
 
+and, with hot experts in VRAM (engine patch 0004), ``cache_split_plans``: the VRAM of a plan's
+whole layers' experts spent on a cache of the RAM layers' most chosen experts instead
+(app/advisor/cache_split.py).
+
 A budget stands for a GPU of that size: a 80 GB card can measure what a 12 GB one would do.
 Whether a measured load really stayed inside the budget is checked by ``measure`` against
 what llama.cpp allocated.
@@ -19,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from app.advisor.cache_split import cache_splits
 from app.advisor.memory import VRAM_HEADROOM, memory_by_device
 from app.advisor.planner import plan_for
-from app.engine.placement import PlacementPlan
+from app.engine.placement import ExpertCacheMode, PlacementPlan
 from app.gguf.info import GGUFModel
 from app.hardware.model import Gpu, Hardware
 
@@ -139,6 +144,21 @@ def advisor(model: GGUFModel, budget: Budget, base: PlacementPlan,
     return plan_for(model, replace(hardware, gpus=[gpu]), base.n_ctx, base).placement
 
 
+def cache_split_plans(model: GGUFModel, plan: PlacementPlan, n: int, budget: Budget,
+                      mode: ExpertCacheMode = "static") -> list[tuple[str, PlacementPlan]]:
+    """``plan`` (the routed experts of its first ``n`` layers in RAM, the others' on the GPU)
+    with that VRAM split between whole layers' experts and hot experts in VRAM, each split
+    named ("whole layers", "half and half", "all cache") with its cache sized to the budget."""
+    moe = model.moe_layers
+
+    def place(m: int) -> PlacementPlan:  # the experts of the first m MoE layers in RAM
+        return with_experts_in_ram(plan, moe[m - 1] + 1 if m else 0, model.n_layer)
+
+    n_moe = sum(1 for layer in moe if layer < n)
+    return [(split.name, split.placement)
+            for split in cache_splits(model, n_moe, place, lambda p: fits(model, p, budget), mode)]
+
+
 def strategy_plans(model: GGUFModel, budget: Budget, base: PlacementPlan,
                    hardware: Hardware | None = None) -> dict[str, PlacementPlan]:
     """Each strategy's placement at this budget."""
@@ -171,4 +191,10 @@ def describe(plan: PlacementPlan, n_layer: int) -> str:
         extras.append(f"fa {plan.flash_attn}")
     if not plan.op_offload:
         extras.append("no-op-offload")
+    if plan.no_host:
+        extras.append("no-host")
+    if plan.expert_cache != "off":
+        size = (f"{plan.expert_cache_slots}/layer" if plan.expert_cache_slots
+                else f"{plan.expert_cache_bytes / 2**30:.1f} GiB")
+        extras.append(f"hot experts {size} {plan.expert_cache}")
     return f"{where} ({', '.join(extras)})"

@@ -14,12 +14,13 @@ from app.ui.bench_chart import render_report_png
 
 HEADERS = dict(zip(CSV_COLUMNS, ("Strategy", "Placement", "GPU GB", "Prefill 512 t/s", "Prefill 4096 t/s",
                                   "Decode t/s", "Decode deep t/s", "Depth", "Runs", "Fits", "Note",
-                                  "SSD GB/token", "RAM cache hits"),
+                                  "SSD GB/token", "RAM cache hits", "VRAM cache hits", "Predicted hits"),
                    strict=True))
-# reports written before deep decode, rounds or SSD figures were measured lack those columns;
-# they open
+# reports written before deep decode, rounds, SSD figures or hot experts were measured lack
+# those columns; they open
 REQUIRED = tuple(c for c in CSV_COLUMNS if c not in ("decode_deep_tps", "decode_depth", "runs",
-                                                     "ssd_gb_per_token", "ram_hit_rate"))
+                                                     "ssd_gb_per_token", "ram_hit_rate",
+                                                     "vram_hit_rate", "predicted_hit_rate"))
 
 
 class ReportError(Exception):
