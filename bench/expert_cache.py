@@ -9,7 +9,11 @@ leaves for the full Qwen3-235B-A22B at Q4_K_M, 0.25 a 48 GB one. At that budget:
   N_min+1, N_min+2 are measured too (fewer expert bytes in VRAM: never faster, measured anyway);
 * cache static: every layer's experts in RAM, plus a VRAM cache of the same bytes spread over
   the layers (slots per layer), filled with each layer's most chosen experts of a warm-up run;
-* cache dynamic: the same, refreshed after every token from routing (patch 0004's policy);
+  the two parts of a layer added on the GPU (patch 0004's merge; "cpumerge" and "lean" rows:
+  on the CPU, for comparison);
+* cache dynamic: the same, refreshed after every token from routing (patch 0004's policy:
+  an expert missed twice in 64 tokens is copied in while the next token decodes, --uploads
+  copies a token at most; "eager": admitted at its first miss);
 * cache+layers: half the budget as whole expert layers on the GPU, half as a cache on the rest;
 * ram: every layer's experts in RAM, no cache (the floor).
 
@@ -40,8 +44,6 @@ from app.engine.placement import PlacementPlan
 from app.engine.routing_stats import routing_counters, routing_stats
 from app.gguf.info import read_model
 
-UPLOADS = 4  # dynamic: experts copied into VRAM per token at most (the engine's default)
-
 
 @dataclass
 class Placement:
@@ -51,7 +53,8 @@ class Placement:
     dynamic: bool = False
     vram_expert_bytes: int = 0
     overlap: bool = True  # VRAM experts computed while the CPU computes (LLAMA_MOE_CACHE_OVERLAP)
-    lean_merge: bool = False  # only the sum of the two parts on the CPU (LLAMA_MOE_CACHE_MERGE)
+    merge: str = "gpu"  # where the two parts are added (LLAMA_MOE_CACHE_MERGE): gpu, cpu, lean
+    admit_after: int = 2  # dynamic: misses before an expert is copied in
     no_host: bool = False  # llama.cpp's no_host: CPU weights in the CPU's repacked layouts
 
 
@@ -74,7 +77,7 @@ def layer_expert_bytes(model_path: str) -> tuple[int, int, int, int]:
 
 class Loaded:
     def __init__(self, path: str, placement: Placement, n_layer: int, threads: int, n_ctx: int,
-                 profile: list[list[int]] | None, allow_host: bool = False) -> None:
+                 profile: list[list[int]] | None, allow_host: bool = False, uploads: int = 0) -> None:
         plan = PlacementPlan(experts_in_ram=placement.experts_in_ram, n_threads=threads,
                              n_ctx=n_ctx, n_batch=512, n_ubatch=512, flash_attn="on",
                              repack=not allow_host, no_host=placement.no_host)
@@ -93,7 +96,7 @@ class Loaded:
         if placement.cache_slots:
             slots = [placement.cache_slots if il < placement.experts_in_ram else 0 for il in range(n_layer)]
             os.environ["LLAMA_MOE_CACHE_OVERLAP"] = "1" if placement.overlap else "0"
-            os.environ["LLAMA_MOE_CACHE_MERGE"] = "lean" if placement.lean_merge else "full"
+            os.environ["LLAMA_MOE_CACHE_MERGE"] = placement.merge
             held = ggml_backend.cache_init(self.ctx, slots, allow_host)
             assert held > 0, f"cache init failed ({held})"
             self.cache_bytes = held
@@ -102,7 +105,8 @@ class Loaded:
                 ranked = sorted(range(len(profile[il])), key=lambda e: -profile[il][e])
                 ggml_backend.cache_set_experts(self.ctx, il, ranked[:placement.cache_slots])
             if placement.dynamic:
-                ggml_backend.cache_set_policy(self.ctx, max_uploads=UPLOADS, admit_after=2, window=64)
+                ggml_backend.cache_set_policy(self.ctx, max_uploads=uploads or 2 * n_layer,
+                                              admit_after=placement.admit_after, window=64)
 
     def _decode(self, tokens: list[int], pos0: int, want_logits: bool) -> np.ndarray | None:
         b = self.batch
@@ -184,9 +188,10 @@ def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> l
             found.append(Placement(f"n-cpu-moe {n}", n, vram_expert_bytes=(n_layer - n) * layer_bytes))
     if slots and "static" in modes:
         found.append(Placement(f"cache static {slots}/layer", n_layer, slots, vram_expert_bytes=cache_bytes))
-    if slots and "lean" in modes:
-        found.append(Placement(f"cache static {slots}/layer, lean merge", n_layer, slots,
-                               vram_expert_bytes=cache_bytes, lean_merge=True))
+    for merge in ("cpu", "lean"):
+        if slots and (merge + "merge" if merge == "cpu" else merge) in modes:
+            found.append(Placement(f"cache static {slots}/layer, {merge} merge", n_layer, slots,
+                                   vram_expert_bytes=cache_bytes, merge=merge))
     if "nohost" in modes:
         found.append(Placement(f"n-cpu-moe {n_min}, no_host", n_min, no_host=True,
                                vram_expert_bytes=(n_layer - n_min) * layer_bytes))
@@ -196,6 +201,9 @@ def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> l
     if slots and "dynamic" in modes:
         found.append(Placement(f"cache dynamic {slots}/layer", n_layer, slots, dynamic=True,
                                vram_expert_bytes=cache_bytes))
+    if slots and "eager" in modes:
+        found.append(Placement(f"cache dynamic {slots}/layer, admit at 1 miss", n_layer, slots,
+                               dynamic=True, vram_expert_bytes=cache_bytes, admit_after=1))
     if "mix" in modes:
         gpu_layers = int(room / 2 // layer_bytes)
         in_ram = n_layer - gpu_layers
@@ -249,12 +257,18 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sweep", type=int, default=2, help="n-cpu-moe points past N_min")
     parser.add_argument("--modes", default="ram,sweep,static,serial,dynamic,mix",
-                        help="also: lean (static with the lean merge), nohost (n-cpu-moe N_min "
-                             "with llama.cpp's no_host)")
+                        help="also: cpumerge, lean (static, the merge on the CPU), eager (dynamic, "
+                             "admitted at the first miss), nohost (n-cpu-moe N_min with no_host)")
+    parser.add_argument("--uploads", type=int, default=0,
+                        help="dynamic: expert copies started per token at most (default: two per layer)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the scheduler's time per graph (LLAMA_SCHED_PROFILE, patch 0004)")
     parser.add_argument("--allow-host", action="store_true",
                         help="without a GPU: cache packs in RAM, weights not repacked (checks the split)")
     args = parser.parse_args()
 
+    if args.profile:
+        os.environ["LLAMA_SCHED_PROFILE"] = "1"
     shape = Shape(*layer_expert_bytes(args.model))
     n_layer, n_expert = shape.n_layer, shape.n_expert
     k = read_model(args.model).n_expert_used
@@ -281,7 +295,9 @@ def main() -> int:
         reference: Result | None = None
         for round_ in range(args.repeats):
             for p in placements:
-                loaded = Loaded(args.model, p, n_layer, args.threads, n_ctx, profile, args.allow_host)
+                loaded = Loaded(args.model, p, n_layer, args.threads, n_ctx, profile, args.allow_host,
+                                args.uploads)
+                print(f"--- {p.name} (round {round_ + 1})", flush=True)
                 loaded.run(prompt[:16], 8, keep=False)  # first-touch costs (page faults) out of the figures
                 prefill, _, _, _ = loaded.run(long_prompt, 2, keep=False)
                 _, decode, tokens, logits = loaded.run(prompt, args.tokens, keep=round_ == 0)

@@ -1,0 +1,156 @@
+"""Which experts a VRAM expert cache should hold: policies replayed on a routing trace.
+
+Captures, in llama.cpp on this machine's CPU, the experts each decoded token chose in each
+layer (the routing telemetry's counts, read after every token), after a warm-up run whose
+counts rank the experts as the engine's static cache does. Then replays cache policies on the
+trace at several sizes (a share of each layer's experts) and prints the share of selections
+each would serve from VRAM:
+
+* static: the warm-up's most chosen experts (what the engine loads with no remembered profile);
+* static, in hindsight: the trace's own most chosen experts (the best any fixed set does);
+* LRU: every miss copied in, the least recently used expert out; the copy usable ``delay``
+  tokens later (2: patch 0004 copies on its own thread during the next token and maps the
+  expert at the step after), at most ``uploads`` copies a layer a token;
+* admit after 2: an expert copied in at its second miss within 64 tokens (patch 0004's
+  default), the least recently used expert not hit in the last token out.
+
+Routing skew and locality come from the model (``python -m app.synthetic --routing realistic``
+for Qwen3-like routing). Example:
+
+    python bench/cache_policy_sim.py --model /tmp/q30-4l.gguf --tokens 256
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import deque
+
+# llama.cpp's libraries before numpy's (gguf imports numpy): see bench/engine_overhead.py
+import llama_cpp  # noqa: I001
+import numpy as np
+
+from app.engine import ggml_backend
+from app.engine.llama_params import context_params, model_params
+from app.engine.placement import PlacementPlan
+from app.gguf.info import read_model
+
+
+def capture(path: str, n_warm: int, n_tokens: int, threads: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(warm-up counts [layer][expert], trace: per token, the chosen experts [layer][k])."""
+    info = read_model(path)
+    n_layer, n_expert = info.n_layer, info.n_expert
+    plan = PlacementPlan(n_ctx=n_warm + n_tokens + 256, n_threads=threads, n_batch=512, n_ubatch=512)
+    progress = llama_cpp.llama_progress_callback(lambda *_: True)
+    mparams = model_params(plan, n_layer, info.architecture, progress)
+    model = llama_cpp.llama_model_load_from_file(path.encode(), mparams.params)
+    ctx = llama_cpp.llama_init_from_model(model, context_params(plan))
+    ggml_backend.routing_enable(ctx, True)
+    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
+    batch = llama_cpp.llama_batch_init(512, 0, 1)
+    rng = np.random.default_rng(7)
+
+    def decode(tokens: list[int], pos0: int) -> int:
+        batch.n_tokens = len(tokens)
+        for i, t in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = t, pos0 + i, 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = i == len(tokens) - 1
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(logits, shape=(n_vocab,))))
+
+    def counts() -> np.ndarray:
+        return np.array(ggml_backend.routing_counts(ctx, n_layer, n_expert)[1], dtype=np.int64)
+
+    token = decode([int(x) for x in rng.integers(1, 30000, 64)], 0)
+    for i in range(n_warm):
+        token = decode([token], 64 + i)
+    warm = counts()
+    memory = llama_cpp.llama_get_memory(ctx)
+    llama_cpp.llama_memory_clear(memory, True)
+    token = decode([int(x) for x in rng.integers(1, 30000, 64)], 0)
+    trace, before = [], counts()
+    for i in range(n_tokens):
+        token = decode([token], 64 + i)
+        now = counts()
+        trace.append(np.stack([np.nonzero(row)[0] for row in now - before]))
+        before = now
+    llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+    return warm, trace
+
+
+def static_hits(trace: list[np.ndarray], ranking: np.ndarray, slots: int) -> float:
+    held = [set(row[:slots]) for row in ranking]
+    hits = sum(len(held[il].intersection(t[il])) for t in trace for il in range(len(held)))
+    return hits / sum(t.size for t in trace)
+
+
+def lru_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, delay: int, uploads: int,
+             admit_after: int = 1, window: int = 64) -> tuple[float, float]:
+    """(hit rate, copies per layer and token) of an LRU cache filled with ``start``'s first
+    ``slots`` experts, copies usable ``delay`` tokens after the miss."""
+    n_layer = len(start)
+    hits = copies = 0
+    for il in range(n_layer):
+        last_use = {int(e): -1 for e in start[il][:slots]}
+        pending: deque[tuple[int, int]] = deque()  # (usable from token, expert)
+        misses: dict[int, list[int]] = {}
+        for t, chosen in enumerate(trace):
+            while pending and pending[0][0] <= t:
+                _, e = pending.popleft()
+                if len(last_use) >= slots:  # out: the least recently used, not hit last token
+                    victims = [x for x in last_use if last_use[x] < t - 1] or list(last_use)
+                    del last_use[min(victims, key=lambda x: last_use[x])]
+                last_use[e] = t - 1
+            in_flight = {e for _, e in pending}
+            budget = uploads
+            for e in map(int, chosen[il]):
+                if e in last_use:
+                    hits += 1
+                    last_use[e] = t
+                    continue
+                seen = [s for s in misses.get(e, []) if s > t - window] + [t]
+                misses[e] = seen
+                if len(seen) >= admit_after and e not in in_flight and budget > 0:
+                    pending.append((t + delay, e))
+                    in_flight.add(e)
+                    budget -= 1
+                    copies += 1
+    total = sum(t.size for t in trace)
+    return hits / total, copies / (n_layer * len(trace))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--warm", type=int, default=64, help="warm-up tokens decoded for the ranking")
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    warm, trace = capture(args.model, args.warm, args.tokens, args.threads)
+    n_expert = warm.shape[1]
+    ranking = np.argsort(-warm, axis=1, kind="stable")
+    totals = np.stack([np.bincount(np.concatenate([t[il] for t in trace]), minlength=n_expert)
+                       for il in range(len(warm))])
+    hindsight = np.argsort(-totals, axis=1, kind="stable")
+    k = trace[0].shape[1]
+    print(f"{args.model}: {len(warm)} layers, top-{k} of {n_expert}; warm-up {args.warm} tokens, "
+          f"trace {args.tokens} tokens")
+    print("| experts held | static (warm-up) | static (hindsight) | LRU, delay 1 | LRU, delay 2 | "
+          "LRU, delay 2, 1 copy/token | admit after 2, delay 2 |")
+    print("|---|---|---|---|---|---|---|")
+    for share in (1 / 16, 1 / 8, 1 / 4, 1 / 2):
+        slots = int(n_expert * share)
+        cells = [f"{static_hits(trace, ranking, slots):.1%}", f"{static_hits(trace, hindsight, slots):.1%}"]
+        for delay, uploads, admit in ((1, k, 1), (2, k, 1), (2, 1, 1), (2, k, 2)):
+            rate, per_token = lru_hits(trace, ranking, slots, delay, uploads, admit)
+            cells.append(f"{rate:.1%} ({per_token:.1f} copies)")
+        print(f"| {share:.1%} ({slots}) | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
