@@ -42,16 +42,19 @@ static hit rate at 8, 16, 32 and 64 slots: realistic routing, the warm-up's prof
 0.02; a profile of earlier decoding: 0.05-0.10 low; uniform routing: 0.05-0.12 high (warm-up),
 within 0.05 (earlier decoding). The profile's own shares were up to 0.19 too high.
 
-**Dynamic** (the cache admits experts missed twice within 64 tokens): predicted as static. On
-the dev machine it served 5-6 points more than static at 6-25% of the experts and the same at
-50%; the H200 runs measured its speed, not its hits (docs/benchmarks.md, "Tenth session").
-Too little to model yet: dynamic's prediction is conservative.
+**Dynamic** (the cache admits experts missed twice within 64 tokens): predicted as static, for
+the evidence is mixed. In the engine it served 5-9 points more than static at 6-25% of the
+experts and the same at 50% (dev machine, copies between tokens), and 1-2 points less on the
+H200 (docs/bench/expert-cache-gpu-merge-h200.txt); replayed on a captured trace
+(bench/cache_policy_sim.py) the policy serves 58% / 72% where the warm-up's static set serves
+35% / 56% (12.5% / 25% of the experts).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from app.advisor.memory import layer_devices, tensor_device
 from app.engine.placement import (
@@ -73,12 +76,11 @@ REPEAT_SHARE = 0.4
 # (measured 0.3-1 by how routing depends on the text; see the module's docstring)
 PROFILE_CARRY_LOW = 0.6
 # What a cached layer adds to a decoded token's graph (patch 0004's split, docs/engine-patches.md):
-# on the GPU, the routed-expert stage again over the pack (speed.STAGE_NODES) plus the maps
-# from experts to slots and the masks of cold rows; on the CPU, the merge of the two parts; and
-# one more hop, the VRAM rows copied to the CPU for the merge.
-MAP_NODES = 4
-MERGE_NODES = 10
-HOPS_PER_LAYER = 1
+# on the GPU, the routed-expert stage again over the pack (speed.STAGE_NODES), overlapped with
+# the CPU's part but counted, plus the maps from experts to slots before it and the mask and
+# the add of the two parts after it. No copy or hop more: the merge is on the GPU, so a cached
+# layer moves data as a layer with its experts in RAM does.
+MAP_NODES = 6
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class HitRate:
 
     low: float
     high: float
-    source: str  # "profile" (a routing profile ranked the experts) or "typical routing"
+    source: Literal["profile", "typical routing"]  # what ranked the experts, or no profile
 
     @property
     def mid(self) -> float:
@@ -227,7 +229,7 @@ def ram_expert_bytes(model: GGUFModel, plan: PlacementPlan, gpus: list[str]) -> 
 class HotExperts:
     """What hot experts in VRAM change in a decoded token: of the routed-expert bytes the
     cached layers read from RAM, the hit rate's share is read from the packs in VRAM instead,
-    and each cached layer adds its split's graph nodes and a hop."""
+    and each cached layer adds its split's graph nodes on the GPU."""
 
     hit_rate: HitRate
     slots: int  # experts a cached layer holds
@@ -244,15 +246,9 @@ class HotExperts:
         return read
 
     def added_nodes(self, expert_stage_nodes: int) -> dict[str, int]:
-        """Graph nodes per token the split adds, per device: ``expert_stage_nodes`` (the
-        routed-expert stage's) plus the maps on each GPU, the merge on the CPU."""
-        added = {device: n * (expert_stage_nodes + MAP_NODES) for device, n in self.layers.items()}
-        added[CPU_DEVICE] = sum(self.layers.values()) * MERGE_NODES
-        return added
-
-    @property
-    def hops(self) -> int:
-        return sum(self.layers.values()) * HOPS_PER_LAYER
+        """Graph nodes per token the split adds, per GPU: the routed-expert stage's
+        (``expert_stage_nodes``) and the maps, mask and add, per cached layer."""
+        return {device: n * (expert_stage_nodes + MAP_NODES) for device, n in self.layers.items()}
 
 
 def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],

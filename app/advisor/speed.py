@@ -9,7 +9,7 @@ each graph node costs a kernel launch (GPU) or a thread-pool barrier (CPU), coun
 stage of a layer (attention, routing, routed experts) on the stage's device, and each hop
 between devices costs a small copy and a synchronisation. With hot experts in VRAM (engine
 patch 0004), the expected hit rate's share of the cached layers' routed-expert reads comes
-from VRAM instead of RAM, and each cached layer adds its split's nodes and a hop
+from VRAM instead of RAM, and each cached layer adds its split's nodes on the GPU
 (app/advisor/expert_cache.py).
 
 Prefill (a prompt, in ubatches of ``n_ubatch`` tokens) is compute bound on a GPU: FLOPs
@@ -257,13 +257,12 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
 
 def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int,
                     hot: HotExperts | None = None) -> float:
-    read, nodes, hops = dict(work.bytes), dict(work.nodes), work.hops
+    read, nodes = dict(work.bytes), dict(work.nodes)
     if hot is not None:  # the hits' expert bytes come from VRAM; each cached layer adds its split
         read = hot.reads(read, (hot.hit_rate.low, hot.hit_rate.high)[end])
         for device, added in hot.added_nodes(STAGE_NODES[2]).items():
             nodes[device] = nodes.get(device, 0) + added
-        hops += hot.hops
-    seconds = TOKEN_S[end] + hops * HOP_S[end]
+    seconds = TOKEN_S[end] + work.hops * HOP_S[end]
     if any(device != CPU_DEVICE for device in nodes):
         seconds += GPU_TOKEN_S[end]
     for device, n_bytes in read.items():
