@@ -118,7 +118,6 @@ def test_a_measurement_counts_the_hot_experts_hits_beside_their_prediction(reali
                                                                            tmp_path: Path) -> None:
     # no GPU here: the engine's test switch keeps the packs in RAM, which runs the same split
     env = {HOST_PACKS_ENV: "1", "MOEDESK_HOME": str(tmp_path)}
-    # one ubatch holds every prompt here (patch 0004 aborts on a longer one: see the bench test)
     plan = PlacementPlan(n_ctx=4096, n_batch=2048, n_ubatch=2048, experts_in_ram="all", repack=False,
                          n_threads=2)
     workload = Workload(prefill_tokens=(64,), decode_tokens=48)
@@ -135,10 +134,6 @@ def test_a_measurement_counts_the_hot_experts_hits_beside_their_prediction(reali
     assert f"hot experts in VRAM {cached.vram_hit_rate:.0%} hits (predicted" in cached.summary()
 
 
-# the bench's prompts (512 and 4096 tokens, and its 200-word calibration) span several ubatches
-@pytest.mark.xfail(strict=True, reason="engine patch 0004 aborts (GGML_ASSERT(a->ne[2] == b->ne[1]) in "
-                   "ggml.c) on a prompt longer than n_ubatch with the cache on; likely the ubatch "
-                   "without outputs, whose last layer gets 0 rows, taken for a decoding one")
 def test_bench_measures_hot_experts_and_shows_their_hits_beside_the_prediction(
         realistic_moe_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
