@@ -2,7 +2,7 @@
 # nvidia-h200, about 12 min held (thirteenth session): the expert cache (GPU_TESTS=1: its GPU tests first)
 # (merge on the GPU; dynamic refresh copying experts from pinned memory on a stream of its own)
 # against llama.cpp's best n-cpu-moe at 12.5% and 25% of the expert bytes, one round each:
-# Qwen3-235B-A22B shape (20 layers), Qwen3-30B-A3B shape with realistic and uniform routing.
+# Qwen3-30B-A3B shape (realistic routing), Qwen3-235B-A22B shape (20 layers), the 30B with uniform routing.
 S=bench/gpu_session.sh
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 bash $S build
@@ -12,7 +12,7 @@ if [ -n "${GPU_TESTS:-}" ]; then
         > "$OUT/gpu-tests.txt" 2>&1; tail -3 "$OUT/gpu-tests.txt"
 fi
 table() { grep -E "^(\||===|routing|model)|sched profile|Error|Traceback|Segmentation|GGML_ASSERT" "$1"; }
-for variant in ${VARIANTS:-q235:realistic q30:realistic q30:uniform}; do
+for variant in ${VARIANTS:-q30:realistic q235:realistic q30:uniform}; do
     shape=${variant%%:*}; routing=${variant##*:}
     model="/tmp/$shape-$routing.gguf"
     echo "=== $shape $routing ($(date +%T))"
