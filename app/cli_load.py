@@ -138,8 +138,9 @@ def add_expert_cache_args(parser: argparse.ArgumentParser | argparse._ArgumentGr
                              "it decodes)")
     parser.add_argument("--expert-cache-size", type=expert_cache_size, default=(0, 0), metavar="N|GiB",
                         help=size_help)
-    parser.add_argument("--expert-cache-uploads", type=positive_int, default=4,
-                        help="dynamic: experts copied into VRAM per token, at most (default 4)")
+    parser.add_argument("--expert-cache-uploads", type=positive_int, default=0,
+                        help="dynamic: experts copied into VRAM per token, at most (default: two "
+                             "per cached layer)")
 
 
 # options that set one plan field as they are, when given: option's dest -> the plan's field

@@ -24,6 +24,9 @@ HOST_PACKS_ENV = "MOEDESK_EXPERT_CACHE_HOST"
 # A misses-before-admission count and a window (decode steps) for the dynamic policy: one
 # miss is often a one-off, two within 64 tokens mark an expert coming into use.
 ADMIT_AFTER, WINDOW = 2, 64
+# Copies a decoded token may start, per cached layer, when the plan leaves it open: the policy
+# above asks for ~2.1 a layer at 12.5% of the experts held, ~1.2 at 25% (bench/cache_policy_sim.py)
+UPLOADS_PER_LAYER = 2
 WARMUP_CHUNK = 64  # tokens per warm-up ubatch (each at least 32: the prefill path, not the cache's)
 
 # Varied prose, code and numbers: the warm-up prefill's routing stands in for a chat's.
@@ -82,7 +85,8 @@ def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
     for il in ram_layers:
         ggml_backend.cache_set_experts(ctx, il, routing_profiles.most_chosen(profile, il, slots))
     if plan.expert_cache == "dynamic":
-        ggml_backend.cache_set_policy(ctx, max(1, plan.expert_cache_uploads), ADMIT_AFTER, WINDOW)
+        uploads = plan.expert_cache_uploads or UPLOADS_PER_LAYER * len(ram_layers)
+        ggml_backend.cache_set_policy(ctx, uploads, ADMIT_AFTER, WINDOW)
     return ExpertCacheInfo(mode=plan.expert_cache, available=True, slots=slots,  # type: ignore[arg-type]
                            layers=ram_layers, bytes=held, profile_source=source, profile=profile)
 

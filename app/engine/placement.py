@@ -92,7 +92,10 @@ class PlacementPlan:
     expert_cache: ExpertCacheMode = "off"
     expert_cache_slots: int = 0
     expert_cache_bytes: int = 0
-    expert_cache_uploads: int = 4  # dynamic: experts copied into VRAM per decoded token, at most
+    # dynamic: experts copied into VRAM per decoded token, at most (while the next token
+    # decodes); 0: two per cached layer, what the policy asks for at 12.5% of the experts
+    # (bench/cache_policy_sim.py)
+    expert_cache_uploads: int = 0
     # Routed experts in RAM streamed from the model file for decoding (engine patch 0005): the
     # weights stay in the mapped file (no repacking, no pinned copies), and in "cache" mode
     # expert_stream_bytes of RAM hold the experts read last (spread over the streamed

@@ -48,7 +48,7 @@ class CacheRows:
     mode: ExpertCacheMode = "static"
     slots: int = 0
     bytes: int = 0
-    uploads: int = 4  # dynamic: experts copied into VRAM per token, at most
+    uploads: int = 0  # dynamic: experts copied into VRAM per token, at most (0: the engine's default)
 
     def plans(self, model: GGUFModel, budget: Budget, base: PlacementPlan) -> dict[str, PlacementPlan]:
         # the cache copies experts from the file's layout: with a GPU llama.cpp keeps experts in
