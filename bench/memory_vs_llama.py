@@ -9,7 +9,9 @@ accelerator machine (issue 19's families, real widths, few layers and experts):
         --shape deepseek-v3:2:16 --shape glm-4.5:2:8 --placement gpu --placement experts-ram
 
 ``--shape PRESET:LAYERS:EXPERTS`` (the dense leading layers become one, so that two layers
-hold a dense and a MoE layer); placements as bench/predict_vs_measure.py names them.
+hold a dense and a MoE layer); placements as bench/predict_vs_measure.py names them, and
+``layers-N`` (classic offload: N layers on the GPU, the output layer among them). ``--vocab 0``
+keeps the preset's vocabulary (the logits of a ubatch then weigh in the compute buffer).
 """
 
 from __future__ import annotations
@@ -31,18 +33,23 @@ from app.synthetic import SyntheticSpec, write_synthetic_model
 KINDS = {"weights": "weights", "kv_cache": "kv", "compute": "compute"}
 
 
-def shape_spec(text: str) -> SyntheticSpec:
+def shape_spec(text: str, n_vocab: int = 8192) -> SyntheticSpec:
     preset, layers, experts = text.split(":")
     base = SyntheticSpec.preset(preset)
     groups = {}
     if base.n_expert_groups > 1:  # keep groups of 2+ experts
         groups = {"n_expert_groups": min(base.n_expert_groups, int(experts) // 2),
                   "n_group_used": min(base.n_group_used, int(experts) // 4 or 1)}
-    return SyntheticSpec.preset(preset, n_layer=int(layers), n_expert=int(experts),
-                                n_dense_lead=min(base.n_dense_lead, 1), n_vocab=8192, **groups)
+    vocab = n_vocab or base.n_vocab
+    return SyntheticSpec.preset(preset, n_layer=int(layers), n_expert=int(experts), n_vocab=vocab,
+                                n_dense_lead=min(base.n_dense_lead, 1), **groups)
 
 
 def placement(name: str, base: PlacementPlan) -> PlacementPlan:
+    if name.startswith("first-"):
+        return replace(base, experts_in_ram=int(name[6:]))
+    if name.startswith("layers-"):
+        return replace(base, n_gpu_layers=int(name[7:]))
     return {"gpu": replace(base, experts_in_ram="none"),
             "experts-ram": replace(base, experts_in_ram="all"),
             "cpu": replace(base, n_gpu_layers=0, op_offload=False)}[name]
@@ -53,21 +60,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", action="append", required=True, help="PRESET:LAYERS:EXPERTS")
     parser.add_argument("--placement", action="append", default=[])
     parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--ubatch", type=int, default=512)
+    parser.add_argument("--cache-type", default="f16", help="the KV cache's type (K and V)")
+    parser.add_argument("--vocab", type=int, default=8192, help="0: the preset's")
     args = parser.parse_args(argv)
     amx = "amx_int8" in detect_cpu(Path("/"), True, []).flags
+    vocab = args.vocab or "the preset's"
+    print(f"ctx {args.ctx}, ubatch {args.ubatch}, cache {args.cache_type}, vocab {vocab}")
     print("| shape | placement | device | kind | llama.cpp MiB | model MiB | error |")
     print("|---|---|---|---|---|---|---|")
     worst = 0.0
     with tempfile.TemporaryDirectory() as folder, EngineClient.spawn() as engine:
         gpus = [d.name for d in engine.info().devices if d.kind == "gpu"][:1]
         for text in args.shape:
-            spec = shape_spec(text)
+            spec = shape_spec(text, args.vocab)
             (path,) = write_synthetic_model(Path(folder) / f"{spec.name}.gguf", spec)
             model = read_model(path)
             for name in args.placement or ["gpu", "experts-ram"]:
                 # no mmap: weight buffers then hold each tensor once (with mmap, llama.cpp also
                 # reports the mapped file span beside repacked copies)
-                plan = placement(name, PlacementPlan(n_ctx=args.ctx, split_mode="none", use_mmap=False))
+                base = PlacementPlan(n_ctx=args.ctx, n_ubatch=args.ubatch, split_mode="none", use_mmap=False,
+                                     type_k=args.cache_type, type_v=args.cache_type)
+                plan = placement(name, base)
                 result = engine.load(LoadParams(model=str(path), placement=plan, telemetry=False))
                 real: dict[tuple[str, str], int] = {}
                 for a in result.allocations:

@@ -15,7 +15,8 @@ It follows llama.cpp's own rules (llama-model.cpp ``load_tensors``, llama-contex
   ``cells * n_head_kv * (key_length * bytes(type_k) + value_length * bytes(type_v))``, with
   ``cells = n_ctx * n_parallel``: each parallel sequence has a context of n_ctx tokens, in
   one unified cache (``app.engine.llama_params``).
-* Compute buffer: see ``compute_buffer_bytes``.
+* Compute buffers: with a GPU, llama.cpp's CUDA graph allocator replayed
+  (``gpu_compute_buffers``, app/advisor/compute_buffer.py); on a CPU, ``compute_buffer_bytes``.
 * Hot experts in VRAM (``plan.expert_cache``, engine patch 0004): per MoE layer whose routed
   experts are in RAM, ``slots`` experts copied to the GPU of the layer (the first GPU for a
   layer on the CPU), counted as weights there; its maps are a few KiB.
@@ -23,8 +24,9 @@ It follows llama.cpp's own rules (llama-model.cpp ``load_tensors``, llama-contex
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from app.advisor.compute_buffer import cuda_compute_buffers, vocab_size
 from app.engine.placement import (
     CPU_DEVICE,
     PlacementPlan,
@@ -57,18 +59,7 @@ class DeviceMemory:
         return self.weights + self.kv + self.compute
 
 
-def n_vocab(model: GGUFModel) -> int:
-    """Vocabulary size: the metadata key, else the token list's length, else token_embd's rows."""
-    size = model.arch_int("vocab_size")
-    if size:
-        return size
-    tokens = model.metadata.get("tokenizer.ggml.tokens")
-    if isinstance(tokens, int) and tokens > 0:
-        return tokens  # gguf_info keeps an array's length only
-    for t in model.tensors:
-        if t.name == "token_embd.weight" and len(t.shape) == 2:
-            return t.shape[1]
-    return 0
+n_vocab = vocab_size  # the vocabulary's size (app/advisor/compute_buffer.py reads it too)
 
 
 def expert_ff_length(model: GGUFModel) -> int:
@@ -76,7 +67,7 @@ def expert_ff_length(model: GGUFModel) -> int:
     return model.arch_int("expert_feed_forward_length") or model.arch_int("feed_forward_length")
 
 
-def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan, staged: int = 0) -> int:
+def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan, staged: int = 0, head: bool = True) -> int:
     """llama.cpp's compute buffer for one ubatch: the peak of the graph allocator (f32).
 
     The peak is at one of two places of the graph (u = n_ubatch, all activations f32):
@@ -91,6 +82,7 @@ def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan, staged: int = 0)
     * without flash attention, also the attention itself: f32 scores of all heads and the
       mask, Q and the residual, ``4 u (n_ctx (n_head + 1) + 2 n_embd + 2 n_head key_length)``.
 
+    ``head``: the output head runs here (not when the CPU only computes the layers it holds).
     Calibrated on CPU against llama.cpp's logged buffers (tests/test_advisor_calibration.py):
     within 1% for Qwen3-30B- and Mixtral-shaped layers with flash attention (llama.cpp's
     "auto" on CPU and CUDA), within 7% without it; tiny test shapes, whose attention is wider
@@ -104,7 +96,7 @@ def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan, staged: int = 0)
     n_ff = expert_ff_length(model) if model.n_expert else model.arch_int("feed_forward_length")
     if not model.n_expert:
         k = 1
-    head = 4 * u * (n_vocab(model) + 2 * n_embd)
+    logits = 4 * u * (n_vocab(model) + 2 * n_embd) if head else 0
     ffn = 4 * u * (3 * k * n_ff + k * n_embd + n_embd) + staged
     shared = model.arch_int("expert_shared_count") * n_ff
     if shared and model.n_expert:
@@ -118,9 +110,9 @@ def compute_buffer_bytes(model: GGUFModel, plan: PlacementPlan, staged: int = 0)
     if plan.flash_attn == "off":
         a = attention_shape(model)
         scores = 4 * u * (n_ctx * (a.n_head + 1) + 2 * n_embd + 2 * a.n_head * a.key_length)
-        return max(head, max(layers) + 4 * u * n_ctx, scores)
+        return max(logits, max(layers) + 4 * u * n_ctx, scores)
     # "auto" turns flash attention on wherever the backend has it (CPU, CUDA, Metal)
-    return max(head, max(layers) + 2 * u * n_ctx)
+    return max(logits, max(layers) + 2 * u * n_ctx)
 
 
 def is_mla(model: GGUFModel) -> bool:
@@ -262,14 +254,35 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
                            n_ubatch=min(plan.n_ubatch, plan.n_batch), n_parallel=plan.n_parallel)
     for layer, layer_kv in enumerate(kv):
         slot(devices[layer]).kv += layer_kv
-    compute = compute_buffer_bytes(model, plan)
     on_gpu = [d for d in dict.fromkeys(devices) if d != CPU_DEVICE]
     if on_gpu:
-        gpu_compute = compute_buffer_bytes(model, plan, staged_weight_bytes(host_matrices, plan))
-        for device in on_gpu:
+        gpu_compute, host_compute = gpu_compute_buffers(model, plan, host_matrices)
+        for device in on_gpu:  # each GPU as if it ran every layer: at most what it needs
             slot(device).compute += gpu_compute
-        # host-side staging of inputs and outputs (CUDA_Host): small next to the rest
-        slot(CPU_DEVICE).compute += 4 * plan.n_ubatch * (model.arch_int("embedding_length") + n_vocab(model))
+        slot(CPU_DEVICE).compute += host_compute
     else:
-        slot(CPU_DEVICE).compute += compute
+        slot(CPU_DEVICE).compute += compute_buffer_bytes(model, plan)
     return list(result.values())
+
+
+def gpu_compute_buffers(model: GGUFModel, plan: PlacementPlan, host_matrices: list[int]) -> tuple[int, int]:
+    """A GPU's compute buffer and the pinned host one beside it (CUDA_Host), in bytes.
+
+    llama.cpp's CUDA graph allocator replayed for the model's architecture and placement
+    (app/advisor/compute_buffer.py: exact where a recording fits). Else the CPU's formula with
+    the largest host matrix op offload copies in, and on the host the graph's inputs: the token
+    embeddings twice (the input tensor and the looked-up rows, f32) and the f16 attention mask.
+    """
+    recorded = cuda_compute_buffers(model, plan)
+    if recorded is not None:
+        return recorded.gpu, recorded.host
+    # Not recorded: weights in RAM computed on the CPU (op offload off, ubatches under 32
+    # tokens), experts streamed from the SSD. The GPU holds what it would with everything on
+    # it, less the MoE it does not run; the CPU what a CPU-only run holds.
+    all_on_gpu = replace(plan, experts_in_ram="none", overrides=[], n_gpu_layers=-1, expert_stream="off")
+    on_gpu = cuda_compute_buffers(model, all_on_gpu)
+    staged = staged_weight_bytes(host_matrices, plan)
+    gpu = on_gpu.gpu if on_gpu else compute_buffer_bytes(model, plan, staged)
+    u = min(plan.n_ubatch, plan.n_batch, plan.n_ctx)
+    inputs = 8 * u * model.arch_int("embedding_length") + 2 * u * plan.n_ctx * plan.n_parallel
+    return gpu, max(inputs, compute_buffer_bytes(model, plan, head=False) if host_matrices else 0)

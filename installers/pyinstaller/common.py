@@ -6,8 +6,9 @@ The parts PyInstaller cannot find by following imports:
   ctypes (and app/engine/ggml_backend.py loads libggml from there), so they must land in
   ``llama_cpp/lib`` inside the bundle, not beside the executable.
 - app/engine/patches/*.patch (package data of app.engine), app/ui/icons/*.svg (of app.ui),
-  app/synthetic/templates/*.jinja (of app.synthetic: ``moedesk-cli synth``) and resources/
-  (the app icon).
+  app/synthetic/templates/*.jinja (of app.synthetic: ``moedesk-cli synth``),
+  app/advisor/cuda_graphs.json (the memory model's GPU compute buffers) and resources/ (the
+  app icon).
 - app's submodules the engine and the CLI import lazily.
 """
 
@@ -40,6 +41,7 @@ def bundle_inputs() -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[
     datas += [(str(p), "app/ui/icons") for p in sorted(icons.glob("*.svg"))]
     templates = REPO / "app" / "synthetic" / "templates"
     datas += [(str(p), "app/synthetic/templates") for p in sorted(templates.glob("*.jinja"))]
+    datas.append((str(REPO / "app" / "advisor" / "cuda_graphs.json"), "app/advisor"))
     datas.append((str(REPO / "resources"), "resources"))
     datas += copy_metadata("moedesk") + copy_metadata("llama-cpp-python")
     hidden = collect_submodules("app")
