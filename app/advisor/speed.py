@@ -12,14 +12,16 @@ patch 0004), the expected hit rate's share of the cached layers' routed-expert r
 from VRAM instead of RAM, and each cached layer adds its split's nodes on the GPU
 (app/advisor/expert_cache.py).
 
-Prefill (a prompt, in ubatches of ``n_ubatch`` tokens) is compute bound on a GPU: FLOPs
-over the GPU's tensor peak x efficiency, where routed expert matmuls get only
-``u k / n_expert`` rows each and so fill a fraction of the matmul tiles. Routed experts in
-RAM are computed on the GPU all the same for ubatches of 32+ tokens (llama.cpp's op
-offload): their weights (the experts some token of the ubatch chose) are copied to the GPU
-for every ubatch, over PCIe from pinned memory (``use_mmap=False``) or through one staging
-memcpy from pageable memory (an mmapped file). On a CPU, prefill is compute bound against
-the measured BLAS FLOP/s.
+Prefill (a prompt, in ubatches of ``n_ubatch`` tokens) is compute bound on a GPU: each
+matmul's FLOPs over the GPU's tensor peak x an efficiency that grows with the weight's row
+length, routed experts' lower as their ``u k / n_expert`` tokens each fill a part of the
+matmul tiles; the last layer's FFN runs for the prompt's last token only (llama.cpp keeps
+only the output rows there). Weights in RAM are computed on the GPU all the same for
+ubatches of 32+ tokens (llama.cpp's op offload): each (of routed experts, the ones some
+token of the ubatch chose) is copied to the GPU for every ubatch before its matmul, never
+beside one, over PCIe from pinned memory (``use_mmap=False``) or through the CUDA driver's
+staging memcpy from pageable memory (an mmapped file). On a CPU, prefill is compute bound
+against the measured BLAS FLOP/s.
 
 The bandwidths come from the RAM probe (app/hardware/bandwidth.py) and NVML or a table
 (app/advisor/gpu_specs.py); the efficiencies below are llama.cpp's, each a (low, high) pair
@@ -78,13 +80,28 @@ REQUEST_S: Range = (3e-3, 1e-3)
 # Share of the GPU's fp16 tensor peak llama.cpp's quantized matmul (MMQ) reaches in prefill
 # of dense layers (pp512 figures of llama-bench on datacenter and desktop GPUs).
 GPU_FLOPS_EFFICIENCY: Range = (0.08, 0.20)
-MMQ_TILE = 128  # rows of the largest matmul tile: fewer rows per expert leave tiles part empty
+# Prefill's matmuls on a GPU, fitted on the H200 (issue 19: the nine all-GPU family runs and
+# Qwen3-30B's 48 layers, within 6%): MMQ reaches this share
+# of the fp16 tensor peak for long rows, K / (K + MATMUL_ROW_HALF) of it for rows of K values
+# (a tile's fixed costs over its K loop: Qwen3-30B's 768-wide down projection gets a third);
+# routed experts with r tokens each fill r of a tile's 128 token columns (llama.cpp picks
+# 128-token tiles on NVIDIA for the whole ubatch) and run at (r / 128) ** 0.7 of that: empty
+# columns cost less than full ones. MXFP4 experts (gpt-oss) run 0.75x Q4_0's on Hopper.
+GPU_MATMUL_EFFICIENCY: Range = (0.15, 0.216)
+MATMUL_ROW_HALF = 1536
+MMQ_TILE = 128
+TILE_FILL_EXPONENT = 0.7
+GPU_KERNEL_SPEED = {"MXFP4": 0.75}
 # CPU prefill: llama.cpp's int8 dot-product GEMM against numpy's float32 BLAS on the same cores.
 CPU_FLOPS_EFFICIENCY: Range = (0.4, 1.0)
 # Host-to-GPU copies: pinned memory reaches this share of the PCIe link; pageable memory
-# (mmap) goes through one staging memcpy, this share of the probe's one-thread copy rate.
+# (mmap) goes through the CUDA driver's staging memcpy, this share of the probe's one-thread
+# copy rate: 0.78-1.52, geometric mean 1.07, over the 18 experts-in-RAM runs on the H200.
 PINNED_EFFICIENCY: Range = (0.75, 0.90)
-PAGEABLE_EFFICIENCY: Range = (0.7, 1.0)
+PAGEABLE_EFFICIENCY: Range = (0.85, 1.35)
+# llama.cpp runs the last layer's FFN for the ubatch's output tokens only (the prompt's last
+# one): too few for op offload, so its routed experts are read where they are, never copied
+FFN_CLASSES = ("dense_ffn", "shared_experts", "router", "routed_experts")
 OP_OFFLOAD_MIN_BATCH = 32  # ggml's scheduler offloads host-weight ops from this batch size
 # When RAM was not measured: a dual-channel DDR5 desktop (stated in the prediction's notes).
 TYPICAL_RAM = RamBandwidth(read_bw=60e9, read_bw_1=20e9, copy_bw_1=10e9, matmul_flops=500e9,
@@ -280,36 +297,57 @@ def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int,
 def _prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
                      rates: dict[str, DeviceRates], ram: RamBandwidth, n_prompt: int,
                      end: int, copies: list[float]) -> float:
+    """Seconds to prefill ``n_prompt`` tokens in ubatches; ``copies`` gets the part spent
+    copying weights in RAM to the GPU (op offload)."""
     u = max(1, min(plan.n_ubatch, plan.n_batch))
+    matmuls = _prefill_matmuls(model, plan, gpus)
+    k = plan.n_expert_used or model.n_expert_used or 1
+    n_expert = max(model.n_expert, 1)
     seconds = REQUEST_S[end]
     copy_seconds = 0.0
     for start in range(0, n_prompt, u):
         m = min(u, n_prompt - start)
-        work = _token_work(model, plan, gpus, start + m)  # attention over the prompt so far
+        last_ubatch = start + m == n_prompt  # it holds the one output token
+        work = _token_work(model, plan, gpus, start + m)  # nodes, hops, attention over the prompt
         offload = bool(gpus) and plan.op_offload and m >= OP_OFFLOAD_MIN_BATCH
         target = gpus[0] if offload else CPU_DEVICE  # ggml offloads to the first GPU
-        flops = dict(work.flops)
-        experts = dict(work.expert_flops)
-        if offload and CPU_DEVICE in flops:  # host-weight matmuls run on the GPU
-            flops[target] = flops.get(target, 0.0) + flops.pop(CPU_DEVICE)
-            experts[target] = experts.get(target, 0.0) + experts.pop(CPU_DEVICE, 0.0)
-        k = plan.n_expert_used or model.n_expert_used or 1
-        rows = m * k / model.n_expert if model.n_expert else m
-        for device, total in flops.items():
-            routed = experts.get(device, 0.0)
-            if device == CPU_DEVICE:
-                seconds += m * total / (rates[device].flops * CPU_FLOPS_EFFICIENCY[end])
+        busy: dict[str, float] = {}  # seconds of matmuls per device
+        read: dict[str, float] = {}  # bytes of weights read per device
+        copied = 0.0
+        for mm in matmuls:
+            if mm.output_only:  # the last layer's FFN: one token, read where its weights are
+                if last_ubatch:
+                    share = k / n_expert if mm.routed else 1.0
+                    read[mm.device] = read.get(mm.device, 0.0) + mm.n_bytes * share
                 continue
-            peak = rates[device].flops * GPU_FLOPS_EFFICIENCY[end]
-            fill = min(1.0, rows / MMQ_TILE)
-            compute = m * ((total - routed) / peak + routed / (peak * fill))
-            # every weight on the GPU is read once per ubatch (all experts, at these sizes)
-            read = work.weights.get(device, 0.0) / (rates[device].bandwidth * GPU_BW_EFFICIENCY[end])
-            seconds += max(compute, read) + work.nodes.get(device, 0) * GPU_NODE_S[end]
-        if offload and work.ram_experts:
-            # the experts some token of this ubatch chose are copied to the GPU
-            used = 1 - (1 - k / model.n_expert) ** m
-            copied = sum(work.ram_experts) * used
+            device = target if mm.device == CPU_DEVICE and offload else mm.device
+            if device != mm.device:  # a weight in RAM, copied in for this ubatch
+                used = 1 - (1 - k / n_expert) ** m if mm.routed else 1.0
+                copied += mm.n_bytes * used
+            flops = m * mm.flops * (k if mm.routed else 1)
+            if device == CPU_DEVICE:
+                cpu_speed = rates[device].flops * CPU_FLOPS_EFFICIENCY[end]
+                busy[device] = busy.get(device, 0.0) + flops / cpu_speed
+                continue
+            speed = rates[device].flops * GPU_MATMUL_EFFICIENCY[end]
+            speed *= mm.row / (mm.row + MATMUL_ROW_HALF)
+            if mm.routed:
+                fill = min(1.0, m * k / n_expert / MMQ_TILE)
+                speed *= fill ** TILE_FILL_EXPONENT * GPU_KERNEL_SPEED.get(mm.type_name, 1.0)
+            busy[device] = busy.get(device, 0.0) + flops / speed
+            read[device] = read.get(device, 0.0) + mm.n_bytes
+        for device, flops in _attention_flops(model, plan, gpus, start, m).items():
+            efficiency = (CPU_FLOPS_EFFICIENCY if device == CPU_DEVICE else GPU_MATMUL_EFFICIENCY)[end]
+            busy[device] = busy.get(device, 0.0) + flops / (rates[device].flops * efficiency)
+        for device in set(busy) | set(read):
+            gpu = device != CPU_DEVICE
+            bandwidth = rates[device].bandwidth * (GPU_BW_EFFICIENCY if gpu else CPU_BW_EFFICIENCY)[end]
+            # a ubatch reads each weight once: the floor under few tokens' matmuls
+            seconds += max(busy.get(device, 0.0), read.get(device, 0.0) / bandwidth)
+            seconds += work.nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
+        if copied:
+            # llama.cpp copies a weight, then runs its matmul, then the next (a synchronisation
+            # before each copy): the copies add to the compute
             if plan.use_mmap:
                 h2d = min(ram.copy_bw_1 * PAGEABLE_EFFICIENCY[end],
                           rates[target].h2d_pinned * PINNED_EFFICIENCY[end])
@@ -319,6 +357,50 @@ def _prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
         seconds += work.hops * HOP_S[end]
     copies.append(copy_seconds)
     return seconds + copy_seconds
+
+
+@dataclass
+class _Matmul:
+    device: str  # where the weight lives
+    row: int  # values per row of the weight (the K of the product)
+    flops: float  # per token (routed experts: per token and chosen expert)
+    n_bytes: int
+    type_name: str
+    routed: bool
+    output_only: bool  # the last layer's FFN, run for the output token only
+
+
+def _prefill_matmuls(model: GGUFModel, plan: PlacementPlan, gpus: list[str]) -> list[_Matmul]:
+    """The weight matrices a prompt's tokens go through (not the embeddings; the output head
+    for the last token only, counted as a read), and where each weight lives."""
+    devices = layer_devices(plan, model.n_layer, gpus)
+    rules = tensor_overrides(plan, model.n_layer) if gpus else []
+    last = model.n_trunk_layers - 1
+    matmuls = []
+    for t in model.loaded_tensors:
+        if len(t.shape) < 2 or t.tensor_class == "embeddings":
+            continue
+        device = tensor_device(t.name, t.layer, devices, rules) if gpus else CPU_DEVICE
+        routed = t.tensor_class == "routed_experts"
+        per_token = 2.0 * math.prod(t.shape) / (max(model.n_expert, 1) if routed else 1)
+        output_only = t.tensor_class == "output" or (t.layer == last and t.tensor_class in FFN_CLASSES)
+        matmuls.append(_Matmul(device, t.shape[0], per_token, t.n_bytes, t.type_name, routed, output_only))
+    return matmuls
+
+
+def _attention_flops(model: GGUFModel, plan: PlacementPlan, gpus: list[str], start: int,
+                     m: int) -> dict[str, float]:
+    """FLOPs of the attention of ``m`` prompt tokens after ``start`` (QK and PV of every head
+    over the cells before each token: start + m / 2 on average), per device of its layer."""
+    devices = layer_devices(plan, model.n_layer, gpus)
+    a = attention_shape(model)
+    window, sliding = model.arch_int("attention.sliding_window"), sliding_window_layers(model)
+    flops: dict[str, float] = {}
+    for layer in range(model.n_trunk_layers):
+        cells = min(start + m / 2, window) if layer in sliding else start + m / 2
+        device = devices[layer]
+        flops[device] = flops.get(device, 0.0) + 2.0 * a.n_head * (a.key_length + a.value_length) * cells * m
+    return flops
 
 
 def _fmt(tps: float) -> str:
