@@ -21,7 +21,8 @@ for variant in ${VARIANTS:-q30:realistic q235:realistic q30:uniform}; do
     else
         python3 -m app.synthetic "$model" --preset qwen3-235b-a22b --layers 20 --routing "$routing" > /dev/null
     fi
-    python3 bench/expert_cache.py --model "$model" --budget 0.125 --budget 0.25 --threads 16 \
+    budgets=$(for b in ${BUDGETS:-0.125 0.25}; do printf -- "--budget %s " "$b"; done)
+    python3 bench/expert_cache.py --model "$model" $budgets --threads 16 \
         --repeats "${REPEATS:-1}" --tokens 128 --sweep 0 --profile --modes "${MODES:-ram,sweep,static,dynamic}" \
         > "$OUT/ec-$shape-$routing.txt" 2>&1
     table "$OUT/ec-$shape-$routing.txt" | grep -v "sched profile"
