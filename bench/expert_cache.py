@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import llama_cpp  # noqa: I001
 import numpy as np
 
+from app.advisor.expert_cache import predicted_hit_rate
 from app.engine import ggml_backend
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
@@ -228,20 +229,24 @@ def agreement(r: Result, reference: Result | None) -> tuple[str, str]:
     return same, f"{np.abs(r.logits[:n] - reference.logits[:n]).max():.3g}"
 
 
-def print_table(placements: list[Placement], results: dict[str, Result], reference: Result | None) -> None:
+def print_table(placements: list[Placement], results: dict[str, Result], reference: Result | None,
+                profile: list[list[int]], n_expert: int, k: int) -> None:
     best_sweep = max((r for name, r in results.items() if name.startswith("n-cpu-moe")),
                      key=lambda r: statistics.median(r.decode), default=None)
     print("| placement | VRAM for experts GiB | prefill t/s | decode t/s | vs best n-cpu-moe | "
-          "cache hit rate | uploads | greedy output = ram | max logit diff |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "cache hit rate | predicted (advisor) | uploads | greedy output = ram | max logit diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for p in placements:
         r = results[p.name]
         dec = statistics.median(r.decode)
         ratio = f"{dec / statistics.median(best_sweep.decode):.2f}x" if best_sweep else "-"
         same, diff = agreement(r, reference)
         hit = f"{r.hit_rate:.1%}" if r.hit_rate is not None else "-"
+        # what the advisor expects of a cache ranked by this profile (the warm-up's)
+        predicted = str(predicted_hit_rate(p.cache_slots, n_expert, k, profile, list(range(p.experts_in_ram)),
+                                           "dynamic" if p.dynamic else "static")) if p.cache_slots else "-"
         print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
-              f"{dec:.2f} | {ratio} | {hit} | {r.uploads} | {same} | {diff} |")
+              f"{dec:.2f} | {ratio} | {hit} | {predicted} | {r.uploads} | {same} | {diff} |")
 
 
 def main() -> int:
@@ -311,7 +316,7 @@ def main() -> int:
                         reference = r
                         print("routing during the decode:", loaded.decode_routing(k))
                 loaded.close()
-        print_table(placements, results, reference)
+        print_table(placements, results, reference, profile, n_expert, k)
     return 0
 
 
