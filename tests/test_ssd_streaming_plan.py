@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.advisor.planner import evaluate, plan_for
 from app.advisor.expert_cache import SKEW_EXPONENT
+from app.advisor.planner import evaluate, plan_for
 from app.advisor.streaming import TYPICAL_DISK, expected_hit_rate, skew_share
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import EngineStats, StorageStats

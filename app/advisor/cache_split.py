@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from app.advisor.expert_cache import cacheable
+from app.advisor.search import largest
 from app.engine.placement import ExpertCacheMode, PlacementPlan
 from app.gguf.info import GGUFModel
 
@@ -63,16 +64,6 @@ def cache_splits(model: GGUFModel, n_min: int, place: Callable[[int], PlacementP
 
 def _most_slots(base: PlacementPlan, most: int, fits: Callable[[PlacementPlan], bool]) -> int:
     """The most experts a layer (at most ``most``) whose cache fits; 0 when not even one."""
-    def ok(slots: int) -> bool:
-        return fits(replace(base, expert_cache_slots=slots))
-
-    if most < 1 or not ok(1):
+    if most < 1:
         return 0
-    low, high = 1, most
-    while low < high:
-        mid = (low + high + 1) // 2
-        if ok(mid):
-            low = mid
-        else:
-            high = mid - 1
-    return low
+    return largest(1, most, lambda slots: fits(replace(base, expert_cache_slots=slots))) or 0

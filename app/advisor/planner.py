@@ -27,6 +27,7 @@ from app.advisor.memory import (
     memory_by_device,
     tensor_device,
 )
+from app.advisor.search import largest
 from app.advisor.speed import Prediction, SpeedRange, predict
 from app.advisor.streaming import (
     TYPICAL_DISK,
@@ -311,17 +312,8 @@ def max_context(model: GGUFModel, hardware: Hardware, base: PlacementPlan | None
     def fits(n_ctx: int) -> bool:
         return plan_for(model, hardware, n_ctx, base, build, predict_speed=False).verdict in accept
 
-    limit = max(model.n_ctx_train, step) // step
-    if not fits(step):
-        return 0
-    low, high = 1, limit  # in steps; low always fits
-    while low < high:
-        mid = (low + high + 1) // 2
-        if fits(mid * step):
-            low = mid
-        else:
-            high = mid - 1
-    return low * step
+    steps = largest(1, max(model.n_ctx_train, step) // step, lambda n: fits(n * step))
+    return (steps or 0) * step
 
 
 def _expert_layers_in_ram(model: GGUFModel, placement: PlacementPlan, gpus: list[str]) -> set[int]:

@@ -20,12 +20,12 @@ what llama.cpp allocated.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from app.advisor.cache_split import cache_splits
 from app.advisor.memory import VRAM_HEADROOM, memory_by_device
 from app.advisor.planner import plan_for
+from app.advisor.search import largest
 from app.engine.placement import ExpertCacheMode, PlacementPlan
 from app.gguf.info import GGUFModel
 from app.hardware.model import Gpu, Hardware
@@ -56,26 +56,12 @@ def fits(model: GGUFModel, plan: PlacementPlan, budget: Budget) -> bool:
     return gpu_bytes(model, plan, budget) <= budget.usable
 
 
-def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
-    """The largest value in [low, high] for which ``ok`` holds, ``ok`` being monotone
-    (true up to some point); None when not even ``low`` is ok."""
-    if not ok(low):
-        return None
-    while low < high:
-        mid = (low + high + 1) // 2
-        if ok(mid):
-            low = mid
-        else:
-            high = mid - 1
-    return low
-
-
 def classic(model: GGUFModel, budget: Budget, base: PlacementPlan) -> PlacementPlan:
     """Whole layers on the GPU (the output layer counts as one, as in llama.cpp), no overrides."""
     def layers(n: int) -> PlacementPlan:
         return replace(base, n_gpu_layers=n, experts_in_ram="none", overrides=[])
 
-    n = _largest(0, model.n_layer + 1, lambda n: fits(model, layers(n), budget))
+    n = largest(0, model.n_layer + 1, lambda n: fits(model, layers(n), budget))
     return layers(n or 0)
 
 
