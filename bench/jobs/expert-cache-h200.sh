@@ -5,12 +5,16 @@
 # 25% of the expert bytes, on the Qwen3-30B-A3B shape with routing like Qwen3's and uniform,
 # and on the Qwen3-235B-A22B shape (20 of its 94 layers) with routing like Qwen3's.
 # VARIANTS picks the models, MODES the placements (bench/expert_cache.py --modes), REPEATS the
-# interleaved rounds; DEPTH=N adds, for the 235B shape, decode after an N-token prompt.
+# interleaved rounds, BUDGETS the shares of the expert bytes, SWEEP the n-cpu-moe points past
+# the best, PROFILE=1 the scheduler's time per graph; STEPS the gpu_session.sh steps first
+# ("build" alone skips the GPU tests); DEPTH=N adds, for the 235B shape, decode after an
+# N-token prompt.
 S=bench/gpu_session.sh
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-bash $S build test
-table() { grep -E "^(\||===|routing|model)|Error|Traceback|Segmentation" "$1"; }
+bash $S ${STEPS:-build test}
+table() { grep -E "^(\||===|routing|model)|Error|Traceback|Segmentation|GGML_ASSERT" "$1"; }
+budgets=$(for b in ${BUDGETS:-0.125 0.25}; do printf -- "--budget %s " "$b"; done)
 for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
     shape=${variant%%:*}; routing=${variant##*:}
     model="/tmp/$shape-$routing.gguf"
@@ -21,15 +25,16 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
         python3 -m app.synthetic "$model" --preset qwen3-235b-a22b --layers 20 \
             --routing "$routing" > /dev/null
     fi
-    python3 bench/expert_cache.py --model "$model" --budget 0.125 --budget 0.25 \
-        --threads 16 --repeats "${REPEATS:-1}" --tokens 128 --sweep 1 \
-        ${MODES:+--modes "$MODES"} > "$OUT/ec-$shape-$routing.txt" 2>&1
+    python3 bench/expert_cache.py --model "$model" $budgets \
+        --threads 16 --repeats "${REPEATS:-1}" --tokens 128 --sweep "${SWEEP:-1}" \
+        $([ "${PROFILE:-0}" = 1 ] && echo --profile) ${MODES:+--modes "$MODES"} > "$OUT/ec-$shape-$routing.txt" 2>&1
     table "$OUT/ec-$shape-$routing.txt"
     if [ "$shape" = q235 ] && [ -n "${DEPTH:-}" ]; then
         python3 bench/expert_cache.py --model "$model" --budget 0.25 --threads 16 --repeats 1 \
-            --tokens 64 --sweep 0 --depth "$DEPTH" --modes ram,sweep,static,lean \
+            --tokens 64 --sweep 0 --depth "$DEPTH" --modes ram,sweep,static,dynamic \
             > "$OUT/ec-$shape-$routing-depth.txt" 2>&1
         table "$OUT/ec-$shape-$routing-depth.txt"
     fi
     rm -f "$model"
 done
+echo "=== done ($(date +%T))"
