@@ -9,8 +9,7 @@ leaves for the full Qwen3-235B-A22B at Q4_K_M, 0.25 a 48 GB one. At that budget:
   N_min+1, N_min+2 are measured too (fewer expert bytes in VRAM: never faster, measured anyway);
 * cache static: every layer's experts in RAM, plus a VRAM cache of the same bytes spread over
   the layers (slots per layer), filled with each layer's most chosen experts of a warm-up run;
-  the two parts of a layer added on the GPU (patch 0004's merge; "cpumerge" and "lean" rows:
-  on the CPU, for comparison);
+  the two parts of a layer added on the GPU (patch 0004's merge);
 * cache dynamic: the same, refreshed after every token from routing (patch 0004's policy:
   an expert missed twice in 64 tokens is copied in while the next token decodes, --uploads
   copies a token at most; "eager": admitted at its first miss);
@@ -54,7 +53,6 @@ class Placement:
     dynamic: bool = False
     vram_expert_bytes: int = 0
     overlap: bool = True  # VRAM experts computed while the CPU computes (LLAMA_MOE_CACHE_OVERLAP)
-    merge: str = "gpu"  # where the two parts are added (LLAMA_MOE_CACHE_MERGE): gpu, cpu, lean
     admit_after: int = 2  # dynamic: misses before an expert is copied in
     no_host: bool = False  # llama.cpp's no_host: CPU weights in the CPU's repacked layouts
 
@@ -97,7 +95,6 @@ class Loaded:
         if placement.cache_slots:
             slots = [placement.cache_slots if il < placement.experts_in_ram else 0 for il in range(n_layer)]
             os.environ["LLAMA_MOE_CACHE_OVERLAP"] = "1" if placement.overlap else "0"
-            os.environ["LLAMA_MOE_CACHE_MERGE"] = placement.merge
             held = ggml_backend.cache_init(self.ctx, slots, allow_host)
             assert held > 0, f"cache init failed ({held})"
             self.cache_bytes = held
@@ -189,10 +186,6 @@ def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> l
             found.append(Placement(f"n-cpu-moe {n}", n, vram_expert_bytes=(n_layer - n) * layer_bytes))
     if slots and "static" in modes:
         found.append(Placement(f"cache static {slots}/layer", n_layer, slots, vram_expert_bytes=cache_bytes))
-    for merge in ("cpu", "lean"):
-        if slots and (merge + "merge" if merge == "cpu" else merge) in modes:
-            found.append(Placement(f"cache static {slots}/layer, {merge} merge", n_layer, slots,
-                                   vram_expert_bytes=cache_bytes, merge=merge))
     if "nohost" in modes:
         found.append(Placement(f"n-cpu-moe {n_min}, no_host", n_min, no_host=True,
                                vram_expert_bytes=(n_layer - n_min) * layer_bytes))
@@ -262,8 +255,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sweep", type=int, default=2, help="n-cpu-moe points past N_min")
     parser.add_argument("--modes", default="ram,sweep,static,serial,dynamic,mix",
-                        help="also: cpumerge, lean (static, the merge on the CPU), eager (dynamic, "
-                             "admitted at the first miss), nohost (n-cpu-moe N_min with no_host)")
+                        help="also: eager (dynamic, admitted at the first miss), nohost (n-cpu-moe "
+                             "N_min with no_host)")
     parser.add_argument("--uploads", type=int, default=0,
                         help="dynamic: expert copies started per token at most (default: two per layer)")
     parser.add_argument("--profile", action="store_true",
