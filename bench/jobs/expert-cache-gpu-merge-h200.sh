@@ -3,6 +3,7 @@
 # thirteenth session) against the merge on the CPU and llama.cpp's best n-cpu-moe, with the
 # scheduler's time per graph (LLAMA_SCHED_PROFILE), and dynamic refresh with uploads on the
 # cache's own thread; Qwen3-30B-A3B shape, realistic routing, one round.
+# (As run; the cpumerge mode and the copy thread for GPUs were removed after it.)
 S=bench/gpu_session.sh
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 bash $S build
