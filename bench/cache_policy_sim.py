@@ -28,10 +28,8 @@ from collections import deque
 # llama.cpp's libraries before numpy's (gguf imports numpy): see bench/engine_overhead.py
 import llama_cpp  # noqa: I001
 import numpy as np
+from expert_cache import Loaded, Placement  # bench/'s own, beside this script
 
-from app.engine import ggml_backend
-from app.engine.llama_params import context_params, model_params
-from app.engine.placement import PlacementPlan
 from app.gguf.info import read_model
 
 
@@ -39,45 +37,30 @@ def capture(path: str, n_warm: int, n_tokens: int, threads: int) -> tuple[np.nda
     """(warm-up counts [layer][expert], trace: per token, the chosen experts [layer][k])."""
     info = read_model(path)
     n_layer, n_expert = info.n_layer, info.n_expert
-    plan = PlacementPlan(n_ctx=n_warm + n_tokens + 256, n_threads=threads, n_batch=512, n_ubatch=512)
-    progress = llama_cpp.llama_progress_callback(lambda *_: True)
-    mparams = model_params(plan, n_layer, info.architecture, progress)
-    model = llama_cpp.llama_model_load_from_file(path.encode(), mparams.params)
-    ctx = llama_cpp.llama_init_from_model(model, context_params(plan))
-    ggml_backend.routing_enable(ctx, True)
-    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
-    batch = llama_cpp.llama_batch_init(512, 0, 1)
+    model = Loaded(path, Placement("ram", n_layer), n_layer, threads, n_warm + n_tokens + 256, None)
     rng = np.random.default_rng(7)
 
-    def decode(tokens: list[int], pos0: int) -> int:
-        batch.n_tokens = len(tokens)
-        for i, t in enumerate(tokens):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i] = t, pos0 + i, 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = i == len(tokens) - 1
-        assert llama_cpp.llama_decode(ctx, batch) == 0
-        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
-        return int(np.argmax(np.ctypeslib.as_array(logits, shape=(n_vocab,))))
+    def step(tokens: list[int], pos0: int) -> int:
+        logits = model.decode(tokens, pos0, True)
+        assert logits is not None
+        return int(np.argmax(logits))
 
     def counts() -> np.ndarray:
-        return np.array(ggml_backend.routing_counts(ctx, n_layer, n_expert)[1], dtype=np.int64)
+        return np.array(model.counts(n_expert), dtype=np.int64)
 
-    token = decode([int(x) for x in rng.integers(1, 30000, 64)], 0)
+    token = step([int(x) for x in rng.integers(1, 30000, 64)], 0)
     for i in range(n_warm):
-        token = decode([token], 64 + i)
+        token = step([token], 64 + i)
     warm = counts()
-    memory = llama_cpp.llama_get_memory(ctx)
-    llama_cpp.llama_memory_clear(memory, True)
-    token = decode([int(x) for x in rng.integers(1, 30000, 64)], 0)
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(model.ctx), True)
+    token = step([int(x) for x in rng.integers(1, 30000, 64)], 0)
     trace, before = [], counts()
     for i in range(n_tokens):
-        token = decode([token], 64 + i)
+        token = step([token], 64 + i)
         now = counts()
         trace.append(np.stack([np.nonzero(row)[0] for row in now - before]))
         before = now
-    llama_cpp.llama_batch_free(batch)
-    llama_cpp.llama_free(ctx)
-    llama_cpp.llama_model_free(model)
+    model.close()
     return warm, trace
 
 

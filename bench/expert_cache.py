@@ -106,7 +106,8 @@ class Loaded:
                 ggml_backend.cache_set_policy(self.ctx, max_uploads=uploads or 2 * n_layer,
                                               admit_after=placement.admit_after, window=64)
 
-    def _decode(self, tokens: list[int], pos0: int, want_logits: bool) -> np.ndarray | None:
+    def decode(self, tokens: list[int], pos0: int, want_logits: bool) -> np.ndarray | None:
+        """Decode ``tokens`` from position ``pos0``; the last one's logits if asked for."""
         b = self.batch
         for start in range(0, len(tokens), 512):
             chunk = tokens[start:start + 512]
@@ -124,7 +125,7 @@ class Loaded:
     def run(self, prompt: list[int], n_gen: int, keep: bool) -> tuple[float, float, list[int], np.ndarray]:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
         t0 = time.perf_counter()
-        logits = self._decode(prompt, 0, True)
+        logits = self.decode(prompt, 0, True)
         t1 = time.perf_counter()
         self.before_decode = routing_counters(self.ctx, self.n_layer, self.n_expert)
         out, kept = [], []
@@ -136,7 +137,7 @@ class Loaded:
                 kept.append(logits)
             if i == 0:
                 first = time.perf_counter()
-            logits = self._decode([token], len(prompt) + i, True)
+            logits = self.decode([token], len(prompt) + i, True)
             last = time.perf_counter()
         prefill = len(prompt) / (t1 - t0)
         decode = (n_gen - 1) / (last - first) if n_gen > 1 else 0.0
