@@ -139,7 +139,7 @@ def add_expert_cache_args(parser: argparse.ArgumentParser | argparse._ArgumentGr
     parser.add_argument("--expert-cache-size", type=expert_cache_size, default=(0, 0), metavar="N|GiB",
                         help=size_help)
     parser.add_argument("--expert-cache-uploads", type=positive_int, default=0,
-                        help="dynamic: experts copied into VRAM per token, at most (default: two "
+                        help="dynamic: experts copied into VRAM per token, at most (default: one "
                              "per cached layer)")
 
 

@@ -11,8 +11,9 @@ leaves for the full Qwen3-235B-A22B at Q4_K_M, 0.25 a 48 GB one. At that budget:
   the layers (slots per layer), filled with each layer's most chosen experts of a warm-up run;
   the two parts of a layer added on the GPU (patch 0004's merge);
 * cache dynamic: the same, refreshed after every token from routing (patch 0004's policy:
-  an expert missed twice in 64 tokens is copied in while the next token decodes, --uploads
-  copies a token at most; "eager": admitted at its first miss);
+  each expert scored by its selections, halved in weight after 16 tokens; one scoring 2 more
+  than the lowest held replaces it, copied in while the next token decodes, --uploads copies
+  a token at most; "eager": half-life 8 tokens and a margin of 1, more copies);
 * cache+layers: half the budget as whole expert layers on the GPU, half as a cache on the rest;
 * ram: every layer's experts in RAM, no cache (the floor).
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from app.advisor.expert_cache import predicted_hit_rate
 from app.engine import ggml_backend
+from app.engine.expert_cache import HALF_LIFE, MARGIN, UPLOADS_PER_LAYER
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
 from app.engine.routing_stats import routing_counters, routing_stats
@@ -53,7 +55,8 @@ class Placement:
     dynamic: bool = False
     vram_expert_bytes: int = 0
     overlap: bool = True  # VRAM experts computed while the CPU computes (LLAMA_MOE_CACHE_OVERLAP)
-    admit_after: int = 2  # dynamic: misses before an expert is copied in
+    half_life: float = HALF_LIFE  # dynamic: tokens after which a selection counts half
+    margin: float = MARGIN  # dynamic: selections a newcomer must score above the expert it replaces
     no_host: bool = False  # llama.cpp's no_host: CPU weights in the CPU's repacked layouts
 
 
@@ -103,8 +106,8 @@ class Loaded:
                 ranked = sorted(range(len(profile[il])), key=lambda e: -profile[il][e])
                 ggml_backend.cache_set_experts(self.ctx, il, ranked[:placement.cache_slots])
             if placement.dynamic:
-                ggml_backend.cache_set_policy(self.ctx, max_uploads=uploads or 2 * n_layer,
-                                              admit_after=placement.admit_after, window=64)
+                ggml_backend.cache_set_policy(self.ctx, uploads or UPLOADS_PER_LAYER * n_layer,
+                                              placement.half_life, placement.margin)
 
     def decode(self, tokens: list[int], pos0: int, want_logits: bool) -> np.ndarray | None:
         """Decode ``tokens`` from position ``pos0``; the last one's logits if asked for."""
@@ -197,8 +200,8 @@ def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> l
         found.append(Placement(f"cache dynamic {slots}/layer", n_layer, slots, dynamic=True,
                                vram_expert_bytes=cache_bytes))
     if slots and "eager" in modes:
-        found.append(Placement(f"cache dynamic {slots}/layer, admit at 1 miss", n_layer, slots,
-                               dynamic=True, vram_expert_bytes=cache_bytes, admit_after=1))
+        found.append(Placement(f"cache dynamic {slots}/layer, half-life 8, margin 1", n_layer, slots,
+                               dynamic=True, vram_expert_bytes=cache_bytes, half_life=8.0, margin=1.0))
     if "mix" in modes:
         gpu_layers = int(room / 2 // layer_bytes)
         in_ram = n_layer - gpu_layers
@@ -256,10 +259,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sweep", type=int, default=2, help="n-cpu-moe points past N_min")
     parser.add_argument("--modes", default="ram,sweep,static,serial,dynamic,mix",
-                        help="also: eager (dynamic, admitted at the first miss), nohost (n-cpu-moe "
+                        help="also: eager (dynamic, half-life 8 and margin 1), nohost (n-cpu-moe "
                              "N_min with no_host)")
     parser.add_argument("--uploads", type=int, default=0,
-                        help="dynamic: expert copies started per token at most (default: two per layer)")
+                        help="dynamic: expert copies started per token at most (default: one per layer)")
     parser.add_argument("--profile", action="store_true",
                         help="print the scheduler's time per graph (LLAMA_SCHED_PROFILE, patch 0004)")
     parser.add_argument("--allow-host", action="store_true",

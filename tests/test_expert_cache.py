@@ -140,6 +140,28 @@ def test_dynamic_takes_in_the_experts_routing_asks_for(
     assert dynamic.hit_rate > static.hit_rate + 0.05
 
 
+def test_dynamic_copies_only_experts_that_pay_for_their_copy(
+        host_engine: EngineClient, realistic_moe_gguf: Path) -> None:
+    # A copy reads an expert's bytes as a miss does: copying every expert missed twice (the
+    # first policy) copied ~1.2 experts a layer and token here, more than its extra hits saved.
+    info = read_model(realistic_moe_gguf)
+    warm = load(host_engine, realistic_moe_gguf, expert_cache="static", expert_cache_slots=16)
+    assert warm.expert_cache is not None
+    profile = warm.expert_cache.profile
+    load(host_engine, realistic_moe_gguf, profile, expert_cache="static", expert_cache_slots=16)
+    answer(host_engine, tokens=96)
+    static = host_engine.routing()
+
+    load(host_engine, realistic_moe_gguf, profile, expert_cache="dynamic", expert_cache_slots=16)
+    loaded_uploads = host_engine.stats().expert_cache.uploads  # the given set's own copies
+    answer(host_engine, tokens=96)
+    dynamic = host_engine.routing()
+    copies = host_engine.stats().expert_cache.uploads - loaded_uploads
+    assert 0 < copies <= 0.5 * 96 * len(info.moe_layers)
+    assert static.hit_rate is not None and dynamic.hit_rate is not None
+    assert dynamic.hit_rate > static.hit_rate + 0.03
+
+
 def test_the_routing_of_a_run_ranks_the_experts_at_the_next_load(
         host_engine: EngineClient, host_home: Path, tmp_path: Path, realistic_moe_gguf: Path) -> None:
     # a model file of its own, so that no other test's runs are in its profile

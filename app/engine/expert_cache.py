@@ -21,12 +21,15 @@ from app.gguf import info as gguf_info
 
 # Tests only: without a GPU, keep the packs in RAM (no gain; exercises the split on a CPU).
 HOST_PACKS_ENV = "MOEDESK_EXPERT_CACHE_HOST"
-# A misses-before-admission count and a window (decode steps) for the dynamic policy: one
-# miss is often a one-off, two within 64 tokens mark an expert coming into use.
-ADMIT_AFTER, WINDOW = 2, 64
-# Copies a decoded token may start, per cached layer, when the plan leaves it open: the policy
-# above asks for ~2.1 a layer at 12.5% of the experts held, ~1.2 at 25% (bench/cache_policy_sim.py)
-UPLOADS_PER_LAYER = 2
+# The dynamic policy: an expert's selections are halved in weight after HALF_LIFE tokens; a
+# newcomer replaces a held expert when it scores MARGIN selections more. A copy reads as many
+# bytes as a miss, so it must pay for itself: on Qwen3-like routing this copies ~0.3 experts a
+# layer and token for 45% / 63% hits at 12.5% / 25% held (static: 32% / 52%), where copying
+# at the second miss copied 1.2-2.5 and read more bytes than static (bench/cache_policy_sim.py).
+HALF_LIFE, MARGIN = 16.0, 2.0
+# Copies a decoded token may start, per cached layer, when the plan leaves it open (the patch
+# starts at most one a layer a token, and fewer while the copies fall behind decoding)
+UPLOADS_PER_LAYER = 1
 WARMUP_CHUNK = 64  # tokens per warm-up ubatch (each at least 32: the prefill path, not the cache's)
 
 # Varied prose, code and numbers: the warm-up prefill's routing stands in for a chat's.
@@ -86,7 +89,7 @@ def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
         ggml_backend.cache_set_experts(ctx, il, routing_profiles.most_chosen(profile, il, slots))
     if plan.expert_cache == "dynamic":
         uploads = plan.expert_cache_uploads or UPLOADS_PER_LAYER * len(ram_layers)
-        ggml_backend.cache_set_policy(ctx, uploads, ADMIT_AFTER, WINDOW)
+        ggml_backend.cache_set_policy(ctx, uploads, HALF_LIFE, MARGIN)
     return ExpertCacheInfo(mode=plan.expert_cache, available=True, slots=slots,  # type: ignore[arg-type]
                            layers=ram_layers, bytes=held, profile_source=source, profile=profile)
 

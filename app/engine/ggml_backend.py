@@ -96,7 +96,7 @@ def _cache_patched() -> ctypes.CDLL | None:
     lib.llama_moe_cache_init.restype = ctypes.c_int64
     lib.llama_moe_cache_set_experts.argtypes = [vp, i32, i32p, i32]
     lib.llama_moe_cache_set_experts.restype = ctypes.c_bool
-    lib.llama_moe_cache_set_policy.argtypes = [vp, i32, i32, i32]
+    lib.llama_moe_cache_set_policy.argtypes = [vp, i32, ctypes.c_float, ctypes.c_float]
     lib.llama_moe_cache_set_policy.restype = None
     lib.llama_moe_cache_stats.argtypes = [vp, u64p, u64p, ctypes.POINTER(ctypes.c_uint8), i32]
     lib.llama_moe_cache_stats.restype = ctypes.c_int64
@@ -242,11 +242,13 @@ def cache_set_experts(ctx: int, layer: int, experts: list[int]) -> bool:
     return bool(lib.llama_moe_cache_set_experts(ctx, layer, array, len(experts)))
 
 
-def cache_set_policy(ctx: int, max_uploads: int, admit_after: int = 2, window: int = 64) -> None:
-    """Refresh the resident experts from routing (max_uploads per ubatch; 0: static)."""
+def cache_set_policy(ctx: int, max_uploads: int, half_life: float = 16.0, margin: float = 2.0) -> None:
+    """Refresh the resident experts from routing (max_uploads per ubatch; 0: static): an
+    expert replaces a held one when its selections, each halved after ``half_life`` tokens,
+    outnumber the held one's by more than ``margin``."""
     lib = _cache_patched()
     assert lib is not None
-    lib.llama_moe_cache_set_policy(ctx, max_uploads, admit_after, window)
+    lib.llama_moe_cache_set_policy(ctx, max_uploads, half_life, margin)
 
 
 @dataclass(frozen=True)

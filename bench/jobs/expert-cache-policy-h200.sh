@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One GPU, about 11 min held: the dynamic expert cache's scored policy (fourteenth session)
+# against its static set and llama.cpp's best n-cpu-moe at 12.5% and 25% of the expert bytes,
+# with the scheduler's and the cache's time per step (copies started, time waiting for them):
+# the Qwen3-30B-A3B shape with routing like Qwen3's and uniform, then the Qwen3-235B-A22B shape
+# (20 layers). The GPU tests first (the patch changed).
+STEPS=${STEPS:-"build test"} VARIANTS=${VARIANTS:-"q30:realistic q30:uniform q235:realistic"} \
+MODES=${MODES:-sweep,static,dynamic} SWEEP=${SWEEP:-0} PROFILE=${PROFILE:-1} \
+bash bench/jobs/expert-cache-h200.sh
