@@ -11,8 +11,16 @@ each would serve from VRAM:
 * LRU: every miss copied in, the least recently used expert out; the copy usable ``delay``
   tokens later (2: patch 0004 copies on its own thread during the next token and maps the
   expert at the step after), at most ``uploads`` copies a layer a token;
-* admit after 2: an expert copied in at its second miss within 64 tokens (patch 0004's
-  default), the least recently used expert not hit in the last token out.
+* admit after 2: an expert copied in at its second miss within 64 tokens (patch 0004's first
+  policy), the least recently used expert not hit in the last token out;
+* scored: patch 0004's policy since the fourteenth session: each expert's selections, each
+  halved in weight after ``half_life`` tokens; the best-scored expert not held replaces the
+  lowest-scored held one not hit in the last token when it scores ``margin`` more (held
+  experts start at ``margin``), one a layer a token, usable two tokens after the miss.
+
+Each cell: share of selections served from VRAM / experts copied a layer and token / experts
+read from RAM a layer and token (misses plus copies: a copy reads an expert's bytes as a miss
+does, so a policy whose copies exceed the misses it saves reads more than the static set).
 
 Routing skew and locality come from the model (``python -m app.synthetic --routing realistic``
 for Qwen3-like routing). Example:
@@ -23,6 +31,7 @@ for Qwen3-like routing). Example:
 from __future__ import annotations
 
 import argparse
+import os
 from collections import deque
 
 # llama.cpp's libraries before numpy's (gguf imports numpy): see bench/engine_overhead.py
@@ -105,6 +114,49 @@ def lru_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, delay: int,
     return hits / total, copies / (n_layer * len(trace))
 
 
+def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_life: float = 16.0,
+                margin: float = 2.0, delay: int = 2) -> tuple[float, float]:
+    """(hit rate, copies per layer and token) of the engine's scored policy (llama-moe-cache.h's
+    observe / admission / end_step), filled with ``start``'s first ``slots`` experts."""
+    n_layer, n_expert = len(start), len(start[0])
+    growth = 2.0 ** (1.0 / half_life)
+    hits = copies = 0
+    for il in range(n_layer):
+        score = np.zeros(n_expert)
+        unit = 1.0
+        held = {int(e): -1 for e in start[il][:slots]}  # expert -> last token it was hit
+        score[list(held)] = margin
+        pending: deque[tuple[int, int]] = deque()  # (usable from token, expert)
+        for t, chosen in enumerate(trace):
+            while pending and pending[0][0] <= t:
+                held[pending.popleft()[1]] = t  # kept through the token it arrives in
+            unit *= growth
+            for e in map(int, chosen[il]):
+                score[e] += unit
+                if e in held:
+                    hits += 1
+                    held[e] = t
+            arriving = {e for _, e in pending}
+            if len(pending) + 1 >= slots:
+                continue  # one slot stays out of the copies
+            out = [e for e in range(n_expert) if e not in held and e not in arriving and score[e] > 0]
+            victims = [e for e in held if held[e] < t]
+            if not out or not victims:
+                continue
+            best = max(out, key=lambda e: score[e])
+            victim = min(victims, key=lambda e: score[e])
+            if score[best] > score[victim] + margin * unit:
+                del held[victim]
+                pending.append((t + delay, best))
+                copies += 1
+    total = sum(t.size for t in trace)
+    return hits / total, copies / (n_layer * len(trace))
+
+
+def cell(rate: float, copies: float, k: int) -> str:
+    return f"{rate:.1%} / {copies:.2f} / {(1 - rate) * k + copies:.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,8 +164,15 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=64, help="warm-up tokens decoded for the ranking")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trace", help="an .npz to replay instead of capturing (written when missing)")
     args = parser.parse_args()
-    warm, trace = capture(args.model, args.warm, args.tokens, args.threads)
+    if args.trace and os.path.exists(args.trace):
+        saved = np.load(args.trace)
+        warm, trace = saved["warm"], list(saved["trace"])
+    else:
+        warm, trace = capture(args.model, args.warm, args.tokens, args.threads)
+        if args.trace:
+            np.savez(args.trace, warm=warm, trace=np.stack(trace))
     n_expert = warm.shape[1]
     ranking = np.argsort(-warm, axis=1, kind="stable")
     totals = np.stack([np.bincount(np.concatenate([t[il] for t in trace]), minlength=n_expert)
@@ -122,15 +181,17 @@ def main() -> int:
     k = trace[0].shape[1]
     print(f"{args.model}: {len(warm)} layers, top-{k} of {n_expert}; warm-up {args.warm} tokens, "
           f"trace {args.tokens} tokens")
-    print("| experts held | static (warm-up) | static (hindsight) | LRU, delay 1 | LRU, delay 2 | "
-          "LRU, delay 2, 1 copy/token | admit after 2, delay 2 |")
+    print("| experts held | static (warm-up) | static (hindsight) | LRU, every miss | "
+          "admit at the 2nd miss (first policy) | scored (engine) | scored, half-life 8, margin 1 |")
     print("|---|---|---|---|---|---|---|")
     for share in (1 / 16, 1 / 8, 1 / 4, 1 / 2):
         slots = int(n_expert * share)
-        cells = [f"{static_hits(trace, ranking, slots):.1%}", f"{static_hits(trace, hindsight, slots):.1%}"]
-        for delay, uploads, admit in ((1, k, 1), (2, k, 1), (2, 1, 1), (2, k, 2)):
-            rate, per_token = lru_hits(trace, ranking, slots, delay, uploads, admit)
-            cells.append(f"{rate:.1%} ({per_token:.1f} copies)")
+        cells = [cell(static_hits(trace, ranking, slots), 0.0, k),
+                 cell(static_hits(trace, hindsight, slots), 0.0, k),
+                 cell(*lru_hits(trace, ranking, slots, 2, k, 1), k),
+                 cell(*lru_hits(trace, ranking, slots, 2, 2, 2), k),
+                 cell(*scored_hits(trace, ranking, slots), k),
+                 cell(*scored_hits(trace, ranking, slots, 8.0, 1.0), k)]
         print(f"| {share:.1%} ({slots}) | " + " | ".join(cells) + " |")
     return 0
 

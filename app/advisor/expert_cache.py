@@ -42,12 +42,16 @@ static hit rate at 8, 16, 32 and 64 slots: realistic routing, the warm-up's prof
 0.02; a profile of earlier decoding: 0.05-0.10 low; uniform routing: 0.05-0.12 high (warm-up),
 within 0.05 (earlier decoding). The profile's own shares were up to 0.19 too high.
 
-**Dynamic** (the cache admits experts missed twice within 64 tokens): predicted as static, for
-the evidence is mixed. In the engine it served 5-9 points more than static at 6-25% of the
-experts and the same at 50% (dev machine, copies between tokens), and 1-2 points less on the
-H200 (docs/bench/expert-cache-gpu-merge-h200.txt); replayed on a captured trace
-(bench/cache_policy_sim.py) the policy serves 58% / 72% where the warm-up's static set serves
-35% / 56% (12.5% / 25% of the experts).
+**Dynamic** (patch 0004's scored policy: an expert's selections, halved in weight after 16
+tokens; a newcomer that scores two more replaces a held expert, one copy a layer a token at
+most). It finds the text's own hot set, which a profile's in-sample skew shrunk for chance
+alone estimates (the static range's optimistic end, the low end here), and catches part of the
+repeats a cache of every miss would (``DYNAMIC_REPEAT_CATCH`` of the LRU's gain over it, the high
+end). Without a profile its low end stays uniform routing's (nothing to track). Replayed on a
+captured trace (bench/cache_policy_sim.py, realistic routing, the warm-up's profile) it served
+45% / 63% at 12.5% / 25% held, where this gives 41-47% / 61-65%; the first policy (copy at the
+second miss) measured on the H100 machine with uniform routing 12% / 28%, this gives 15-23% /
+28-35% (docs/benchmarks.md, "Fourteenth session").
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ REPEAT_SHARE = 0.4
 # the share of a profile's skew beyond chance that a new text keeps, at the pessimistic end
 # (measured 0.3-1 by how routing depends on the text; see the module's docstring)
 PROFILE_CARRY_LOW = 0.6
+# the share of an LRU of every miss's gain over the text's hot set that the dynamic policy
+# catches, with a fraction of its copies (fitted on bench/cache_policy_sim.py's replay)
+DYNAMIC_REPEAT_CATCH = 0.25
 # What a cached layer adds to a decoded token's graph (patch 0004's split, docs/engine-patches.md):
 # on the GPU, the routed-expert stage again over the pack (speed.STAGE_NODES), overlapped with
 # the CPU's part but counted, plus the maps from experts to slots before it and the mask and
@@ -188,16 +195,23 @@ def predicted_hit_rate(slots: int, n_expert: int, n_expert_used: int,
 
     ``profile`` (counts [layer][expert], the one that ranks the cache's experts) and
     ``layers`` (the cached layers: those whose routed experts are in RAM) give the estimate
-    of ``profile_hit_rate``; without them, ``typical_hit_rate``. "dynamic" is predicted as
-    "static" (see the module's docstring), "off" serves nothing.
+    of ``profile_hit_rate``; without them, ``typical_hit_rate``. "dynamic" starts from that
+    (``dynamic_hit_rate``), "off" serves nothing.
     """
     if policy == "off" or slots <= 0 or n_expert <= 0:
         return HitRate(0.0, 0.0, "typical routing")
+    static = None
     if profile and layers:
-        estimate = profile_hit_rate(profile, layers, slots, n_expert_used)
-        if estimate is not None:
-            return estimate
-    return typical_hit_rate(slots, n_expert)
+        static = profile_hit_rate(profile, layers, slots, n_expert_used)
+    static = static or typical_hit_rate(slots, n_expert)
+    return dynamic_hit_rate(static) if policy == "dynamic" else static
+
+
+def dynamic_hit_rate(static: HitRate) -> HitRate:
+    """The dynamic policy's range from the static set's (see the module's docstring)."""
+    low = static.high if static.source == "profile" else static.low
+    high = static.high + DYNAMIC_REPEAT_CATCH * (lru_hit_rate(static.high) - static.high)
+    return HitRate(low, max(low, high), static.source)
 
 
 # --- hot experts in VRAM in the speed model --------------------------------------------------
