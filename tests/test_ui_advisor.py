@@ -10,9 +10,10 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from app.advisor.memory import memory_by_device
+from app.engine import routing_profiles
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
-from app.engine.protocol import BuildInfo, LoadParams
+from app.engine.protocol import BuildInfo, DeviceInfo, LoadParams
 from app.gguf.info import read_model
 from app.hardware import Hardware, detect
 from app.hardware.bandwidth import RamBandwidth
@@ -288,3 +289,34 @@ def test_the_advisor_page_loads_the_autotuned_placement_as_file_load_does(
     # another context was not tuned: the planner's own plan loads
     page.controls.ctx.setValue(1024)
     assert page.tuned is None and page.load_placement() == page.plan.placement
+
+
+def test_hot_experts_left_to_the_planner_show_what_it_chose(qtbot: QtBot, parts: Parts,
+                                                            qwen3_30b_q8: Path, tmp_path: Path) -> None:
+    # this model's remembered routing: per layer, 16 of the 128 experts take 70% of the selections
+    n_layer = read_model(qwen3_30b_q8).n_layer
+    routing_profiles.remember(qwen3_30b_q8, [[2800] * 16 + [150] * 112 for _ in range(n_layer)])
+    page = new_page(qtbot, parts, machine(24), n_ctx=32768)
+    page.set_build_info(BuildInfo(llama_cpp_python="0.3", backends=["CPU", "CUDA"], routing_patch=True,
+                                  system_info="", expert_cache_patch=True,
+                                  devices=[DeviceInfo("CUDA0", "RTX", "gpu", 24 * 1024**3, 24 * 1024**3)]))
+    page.set_model(qwen3_30b_q8)
+    qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+    controls = page.controls
+    assert controls.hot_experts.currentText() == "auto" and controls.settings().expert_cache is None
+    planned = page.plan.placement
+    assert planned.expert_cache == "static" and planned.expert_cache_slots > 0
+    assert controls.hot_label.text() == (f"the planner's choice: static, "
+                                         f"{planned.expert_cache_slots} experts a layer")
+    assert controls.hot_slots.value() == planned.expert_cache_slots and not controls.hot_slots.isEnabled()
+    page.resize(1200, 780)
+    page.show()
+    qtbot.waitExposed(page)
+    assert page.grab().save(str(tmp_path / "advisor-hot-experts-auto.png"))
+
+    controls.hot_experts.setCurrentText("off")  # off means none, not "the planner's choice"
+    assert page.plan.placement.expert_cache == "off" and page.plan.experts_in_ram_layers == 18
+    assert not any("hot experts in VRAM" in reason for reason in page.plan.reasons)
+    assert controls.hot_slots.isHidden() and controls.hot_label.isHidden()
+    controls.hot_experts.setCurrentText("auto")
+    assert page.plan.placement == planned and controls.hot_label.isVisible()

@@ -66,7 +66,8 @@ class Settings:
     n_expert_used: int | None  # None: the model's own
     cache_type: str
     rules: list[TensorOverride]
-    expert_cache: ExpertCacheMode = "off"  # hot experts in VRAM (engine patch 0004)
+    # hot experts in VRAM (engine patch 0004); None: the planner weighs them (AUTO_HOT_EXPERTS)
+    expert_cache: ExpertCacheMode | None = None
     expert_cache_slots: int = 0  # experts a layer
 
 
@@ -75,7 +76,7 @@ def base_placement(settings: Settings) -> PlacementPlan:
     return PlacementPlan(n_ctx=settings.n_ctx, n_threads=settings.n_threads,
                          n_expert_used=settings.n_expert_used, type_k=settings.cache_type,
                          type_v=settings.cache_type, overrides=list(settings.rules),
-                         expert_cache=settings.expert_cache,
+                         expert_cache=settings.expert_cache or "off",
                          expert_cache_slots=settings.expert_cache_slots)
 
 
@@ -87,6 +88,10 @@ def manual_placement(base: PlacementPlan, first_n: int, n_layer: int, planned: P
     split = planned.tensor_split if planned else []
     return replace(base, n_gpu_layers=-1, experts_in_ram=shortcut, tensor_split=list(split),
                    split_mode=planned.split_mode if planned else base.split_mode)
+
+
+# the hot-experts choice that leaves them to the planner (weighed against whole layers in VRAM)
+AUTO_HOT_EXPERTS = "auto"
 
 
 class PlanControls(QGroupBox):
@@ -114,16 +119,18 @@ class PlanControls(QGroupBox):
         self.cache.addItems(list(typing.get_args(CacheType)))
         self.cache.setCurrentText("f16")
         self.hot_experts = QComboBox()
-        self.hot_experts.addItems(list(typing.get_args(ExpertCacheMode)))
+        self.hot_experts.addItems([AUTO_HOT_EXPERTS, *typing.get_args(ExpertCacheMode)])
         self.hot_experts.setToolTip("Keep the most chosen experts of each layer whose experts are "
-                                    "in RAM in VRAM (needs a GPU; experimental: not yet faster "
-                                    "than the plan on every model). static: ranked at load; "
-                                    "dynamic: refreshed as it decodes")
+                                    "in RAM in VRAM (needs a GPU and one GPU's plan). auto: the "
+                                    "planner weighs them against whole layers' experts in VRAM and "
+                                    "shows what it chose; static: ranked at load; dynamic: "
+                                    "refreshed as it decodes")
         self.hot_slots = QSpinBox()
         self.hot_slots.setRange(1, 512)
         self.hot_slots.setValue(16)
         self.hot_slots.setSuffix(" experts a layer")
         self.hot_slots.setEnabled(False)
+        self.hot_label = QLabel()  # auto: what the planner chose
         self.rules = QPlainTextEdit()
         self.rules.setPlaceholderText("one REGEX=DEVICE per line, first match wins, e.g.\n"
                                       r"blk\.(4[0-7])\.ffn_.*_exps=CPU")
@@ -146,6 +153,7 @@ class PlanControls(QGroupBox):
         hot_row.addWidget(self.hot_experts)
         hot_row.addWidget(self.hot_slots, 1)
         form.addRow("Hot experts in VRAM", hot_row)
+        form.addRow("", self.hot_label)
         form.addRow("Per-tensor rules", self.rules)
         form.addRow("", self.rules_error)
         layout = QVBoxLayout(self)
@@ -180,8 +188,11 @@ class PlanControls(QGroupBox):
         """The user moved the slider: the placement is theirs, not the planner's."""
         return self._slider_touched
 
-    def show_plan(self, experts_in_ram_layers: int, uses_shortcut: bool, gpus: bool) -> None:
-        """Put the planner's choice of experts in RAM on the slider (without ``changed``)."""
+    def show_plan(self, experts_in_ram_layers: int, uses_shortcut: bool, gpus: bool,
+                  planned: PlacementPlan | None = None) -> None:
+        """Put the planner's choice of experts in RAM on the slider, and with the hot experts
+        left to it (auto), its choice of those (``planned``'s), without ``changed``."""
+        self._show_hot_experts(planned)
         with _quiet(self.experts):
             self.experts.setValue(experts_in_ram_layers)
         self.experts.setEnabled(gpus)
@@ -205,8 +216,8 @@ class PlanControls(QGroupBox):
             n_expert_used=self.active.value() or None,
             cache_type=self.cache.currentText(),
             rules=parse_rules(self.rules.toPlainText()),
-            expert_cache=typing.cast(ExpertCacheMode, self.hot_experts.currentText()),
-            expert_cache_slots=self.hot_slots.value(),
+            expert_cache=self._hot_experts_mode(),
+            expert_cache_slots=self.hot_slots.value() if self._hot_experts_mode() else 0,
         )
 
     def _slider_moved(self) -> None:
@@ -217,9 +228,29 @@ class PlanControls(QGroupBox):
     def _changed(self) -> None:
         self.changed.emit()
 
+    def _hot_experts_mode(self) -> ExpertCacheMode | None:
+        mode = self.hot_experts.currentText()
+        return None if mode == AUTO_HOT_EXPERTS else typing.cast(ExpertCacheMode, mode)
+
     def _hot_experts_changed(self) -> None:
-        self.hot_slots.setEnabled(self.hot_experts.currentText() != "off")
+        mode = self._hot_experts_mode()
+        self.hot_slots.setEnabled(mode not in (None, "off"))
+        self.hot_slots.setVisible(mode != "off")
+        self.hot_label.setVisible(mode is None)
         self.changed.emit()
+
+    def _show_hot_experts(self, planned: PlacementPlan | None) -> None:
+        if self._hot_experts_mode() is not None or planned is None:
+            return
+        chosen = planned.expert_cache != "off" and planned.expert_cache_slots > 0
+        self.hot_slots.setVisible(chosen)
+        if chosen:
+            with _quiet(self.hot_slots):
+                self.hot_slots.setValue(planned.expert_cache_slots)
+        # why (weighed and slower, one GPU only, no patch, all in VRAM): the plan's reasons
+        self.hot_label.setText(f"the planner's choice: {planned.expert_cache}, "
+                               f"{planned.expert_cache_slots} experts a layer" if chosen else
+                               "the planner's choice: none")
 
     def plan_for_me(self) -> None:
         self._slider_touched = False

@@ -313,13 +313,14 @@ class AdvisorPage(QWidget):
                             disk=self.disk, profile=self.profile)
         else:
             plan = plan_for(self.model, self.hardware, settings.n_ctx, base, self.build, self.ram,
-                            disk=self.disk, profile=self.profile)
+                            disk=self.disk, profile=self.profile,
+                            hot_experts=False if settings.expert_cache == "off" else None)
             assert self.path is not None
             self.tuned = autotuned(self.path, settings.n_ctx, self.hardware, self.build)
             self.planned = plan
             own = plan.placement.overrides[len(settings.rules):]  # the planner's rule, if any
             self.controls.show_plan(plan.experts_in_ram_layers, uses_shortcut=not own,
-                                    gpus=bool(plan.gpus))
+                                    gpus=bool(plan.gpus), planned=plan.placement)
         self.plan = plan
         self._show(plan)
         if plan.verdict == "fits_streaming_from_ssd":
