@@ -48,8 +48,9 @@ def test_a_dynamic_cache_takes_experts_in_as_it_decodes(engine: EngineClient, re
     warm = load(engine, realistic_q30, expert_cache="static", expert_cache_slots=16)
     assert warm.expert_cache is not None and warm.expert_cache.available
     coldest = [[-c for c in row] for row in warm.expert_cache.profile]
+    # the engine's default copies: one a cached layer and token at most, fewer if they fall behind
     placement = PlacementPlan(n_ctx=1024, split_mode="none", experts_in_ram="all",
-                              expert_cache="dynamic", expert_cache_slots=16, expert_cache_uploads=8)
+                              expert_cache="dynamic", expert_cache_slots=16)
     engine.load(LoadParams(model=str(realistic_q30), placement=placement, expert_profile=coldest))
     before = engine.routing().cached
     assert decode(engine, tokens=96)
