@@ -63,6 +63,24 @@ def test_few_threads_read_ram_at_their_own_pace() -> None:
     assert two.mid < 0.5 * many.mid  # 2 x 12 GB/s instead of 80 GB/s
 
 
+def test_slow_cores_bound_decode_from_the_file_s_layout_but_not_from_repacked_weights() -> None:
+    # two hosts with the same all-core read rate, one whose cores each stream half as fast (the
+    # H100 host's 7.7 GB/s against the H200's 8.6 is the real case): with a GPU the experts in
+    # RAM stay in the file's layout, whose kernels a thread runs at a share of its core's rate
+    hosts = (SERVER_RAM, dataclasses.replace(SERVER_RAM, read_bw_1=6e9))
+    fast, slow = (predict(QWEN3_30B_Q4, plan("all"), ON_GPU, r, 16).decode for r in hosts)
+    assert slow.mid < 0.8 * fast.mid
+    # no_host puts them in the CPU's repacked layouts: the all-core rate bounds them alone
+    repacked = [predict(QWEN3_30B_Q4, plan("all", no_host=True), ON_GPU, r, 16).decode for r in hosts]
+    assert repacked[1].mid == pytest.approx(repacked[0].mid, rel=1e-6)
+    assert repacked[1].mid > 1.2 * slow.mid
+    # so does a CPU-only run, which repacks; with repacking off, the cores' rate counts again
+    cpu_only = [predict(QWEN3_30B_Q4, plan(n_gpu_layers=0), {}, r, 16).decode for r in hosts]
+    assert cpu_only[1].mid == pytest.approx(cpu_only[0].mid, rel=1e-6)
+    mapped = [predict(QWEN3_30B_Q4, plan(n_gpu_layers=0, repack=False), {}, r, 16).decode for r in hosts]
+    assert mapped[1].mid < 0.8 * mapped[0].mid
+
+
 def test_prefill_with_experts_in_ram_copies_them_over_pcie_per_ubatch() -> None:
     predicted = predict(QWEN3_30B_Q4, plan("all"), ON_GPU, SERVER_RAM, 16, n_prompt=512)
     assert any(n.startswith("prefill is bound by copying the routed experts") for n in predicted.notes)

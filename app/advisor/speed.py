@@ -25,7 +25,9 @@ against the measured BLAS FLOP/s.
 
 The bandwidths come from the RAM probe (app/hardware/bandwidth.py) and NVML or a table
 (app/advisor/gpu_specs.py); the efficiencies below are llama.cpp's, each a (low, high) pair
-that turns into the (pessimistic, optimistic) ends of the range.
+that turns into the (pessimistic, optimistic) ends of the range. The CPU reads weights at a
+share of the probe's all-core read rate, and, where they are in the file's layout (the GPU's
+host buffer, or repacking off), at most at a share of one core's read rate per thread.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ GPU_BW_EFFICIENCY: Range = (0.55, 0.80)
 # Share of the probe's read bandwidth llama.cpp's CPU dot-product kernels reach (the probe
 # is a pure streaming sum, the best case; the kernels also unpack quant blocks).
 CPU_BW_EFFICIENCY: Range = (0.55, 0.85)
+# A thread of llama.cpp's CPU kernels on weights in the file's layout (the GPU's host buffer,
+# or --no-repack) reads at this share of the probe's one-thread read rate (unpacking quant
+# blocks; the thread pool's barrier waits for the slowest): 0.30-0.48 over 26 decode runs with
+# experts in RAM on four hosts (two H200 and two H100 instances, issue 19), where their share
+# of the all-core rate ranged 0.48-1.24. So 16 threads of a host whose cores stream slowly
+# (the H100 host's 7.7 GB/s a core against the H200's 8.6) decode below its all-core figure.
+# Repacked weights (CPU only, or no_host) run faster kernels: the all-core bound alone.
+CPU_THREAD_EFFICIENCY: Range = (0.30, 0.45)
 # Types whose CPU dot products run slower than the bandwidth they read, as a share of it:
 # gpt-oss's MXFP4 experts in RAM (measured on the H200 host's 16 Xeon cores, issue 19).
 CPU_KERNEL_SPEED = {"MXFP4": 0.55}
@@ -138,11 +148,23 @@ class DeviceRates:
     flops: float  # FLOP/s peak
     h2d_pinned: float = 0.0  # GPUs: host-to-device bytes/s, peak
     source: str = ""
+    # the CPU, weights in the file's layout: threads x one thread's read rate (0: no such bound)
+    thread_bw: float = 0.0
+
+    def read_rate(self, end: int, gpu: bool) -> float:
+        """Bytes/s the device's kernels read weights at, at the range's ``end``."""
+        if gpu:
+            return self.bandwidth * GPU_BW_EFFICIENCY[end]
+        rate = self.bandwidth * CPU_BW_EFFICIENCY[end]
+        if self.thread_bw:
+            rate = min(rate, self.thread_bw * CPU_THREAD_EFFICIENCY[end])
+        return rate
 
 
-def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None,
-                 n_threads: int, physical_cores: int) -> tuple[dict[str, DeviceRates], list[str]]:
-    """Rates of the CPU (with ``n_threads`` threads) and of each GPU device, and notes."""
+def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_threads: int, physical_cores: int,
+                 file_layout: bool = False) -> tuple[dict[str, DeviceRates], list[str]]:
+    """Rates of the CPU (with ``n_threads`` threads) and of each GPU device, and notes.
+    ``file_layout``: the CPU's weights stay in the file's layout (not repacked)."""
     notes = []
     if ram is None:
         ram = TYPICAL_RAM
@@ -150,7 +172,8 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None,
     threads = n_threads or physical_cores
     cpu_bw = min(ram.read_bw, threads * ram.read_bw_1)
     cpu_flops = ram.matmul_flops * min(1.0, threads / max(physical_cores, 1))
-    rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=f"{cpu_bw / 1e9:.0f} GB/s measured")}
+    rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=f"{cpu_bw / 1e9:.0f} GB/s measured",
+                                     thread_bw=threads * ram.read_bw_1 if file_layout else 0.0)}
     for device, gpu in gpus.items():
         spec = gpu_spec(gpu, device)
         rates[device] = DeviceRates(spec.bandwidth, spec.flops, spec.pcie, spec.source)
@@ -170,7 +193,9 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     counts remembered for the model) ranks the hot experts a plan's cache holds in VRAM.
     """
     names = list(gpus)
-    rates, notes = device_rates(gpus, ram, plan.n_threads, physical_cores)
+    # with a GPU, llama.cpp keeps weights in RAM in its host buffer (the file's layout) unless no_host
+    file_layout = (bool(gpus) and not plan.no_host) or not plan.repack
+    rates, notes = device_rates(gpus, ram, plan.n_threads, physical_cores, file_layout)
     ram = ram or TYPICAL_RAM
     work = _token_work(model, plan, names, n_prompt + n_gen // 2)
     hot = hot_experts(model, plan, names, profile)  # decode only: prefill's ubatches skip the cache
@@ -284,9 +309,8 @@ def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int,
         seconds += GPU_TOKEN_S[end]
     for device, n_bytes in read.items():
         gpu = device != CPU_DEVICE
-        efficiency = (GPU_BW_EFFICIENCY if gpu else CPU_BW_EFFICIENCY)[end]
         n_bytes += work.slow_bytes.get(device, 0.0)
-        seconds += n_bytes / (rates[device].bandwidth * efficiency)
+        seconds += n_bytes / rates[device].read_rate(end, gpu)
         seconds += nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
     for device, flops in work.attention_flops.items():
         efficiency = GPU_FLOPS_EFFICIENCY if device != CPU_DEVICE else CPU_FLOPS_EFFICIENCY
@@ -341,9 +365,9 @@ def _prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
             busy[device] = busy.get(device, 0.0) + flops / (rates[device].flops * efficiency)
         for device in set(busy) | set(read):
             gpu = device != CPU_DEVICE
-            bandwidth = rates[device].bandwidth * (GPU_BW_EFFICIENCY if gpu else CPU_BW_EFFICIENCY)[end]
             # a ubatch reads each weight once: the floor under few tokens' matmuls
-            seconds += max(busy.get(device, 0.0), read.get(device, 0.0) / bandwidth)
+            floor = read.get(device, 0.0) / rates[device].read_rate(end, gpu)
+            seconds += max(busy.get(device, 0.0), floor)
             seconds += work.nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
         if copied:
             # llama.cpp copies a weight, then runs its matmul, then the next (a synchronisation
