@@ -79,10 +79,11 @@ def layer_expert_bytes(model_path: str) -> tuple[int, int, int, int]:
 
 class Loaded:
     def __init__(self, path: str, placement: Placement, n_layer: int, threads: int, n_ctx: int,
-                 profile: list[list[int]] | None, allow_host: bool = False, uploads: int = 0) -> None:
+                 profile: list[list[int]] | None, allow_host: bool = False, uploads: int = 0,
+                 use_mmap: bool = True) -> None:
         plan = PlacementPlan(experts_in_ram=placement.experts_in_ram, n_threads=threads,
                              n_ctx=n_ctx, n_batch=512, n_ubatch=512, flash_attn="on",
-                             repack=not allow_host, no_host=placement.no_host)
+                             repack=not allow_host, no_host=placement.no_host, use_mmap=use_mmap)
         callback = llama_cpp.llama_progress_callback(lambda _f, _u: True)
         self._mparams = model_params(plan, n_layer, read_model(path).architecture, callback)
         self.model = llama_cpp.llama_model_load_from_file(path.encode(), self._mparams.params)
@@ -263,6 +264,9 @@ def main() -> int:
                              "N_min with no_host)")
     parser.add_argument("--uploads", type=int, default=0,
                         help="dynamic: expert copies started per token at most (default: one per layer)")
+    parser.add_argument("--no-mmap", action="store_true",
+                        help="every placement reads the model in: with a GPU, CPU weights in its pinned "
+                             "host memory (the dynamic cache's copies then run beside decoding)")
     parser.add_argument("--profile", action="store_true",
                         help="print the scheduler's time per graph (LLAMA_SCHED_PROFILE, patch 0004)")
     parser.add_argument("--allow-host", action="store_true",
@@ -298,7 +302,7 @@ def main() -> int:
         for round_ in range(args.repeats):
             for p in placements:
                 loaded = Loaded(args.model, p, n_layer, args.threads, n_ctx, profile, args.allow_host,
-                                args.uploads)
+                                args.uploads, use_mmap=not args.no_mmap)
                 print(f"--- {p.name} (round {round_ + 1})", flush=True)
                 loaded.run(prompt[:16], 8, keep=False)  # first-touch costs (page faults) out of the figures
                 prefill, _, _, _ = loaded.run(long_prompt, 2, keep=False)

@@ -22,7 +22,7 @@ from app.engine import ggml_backend, telemetry
 from app.engine.client import EngineClient
 from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
-from app.engine.protocol import ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
+from app.engine.protocol import WAITING_COPIES, ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
 from app.gguf.info import read_model
 
 PROMPT = "Tell me about the experts of this model, one by one, with their habits"
@@ -237,3 +237,18 @@ def test_a_prompt_in_ubatches_small_enough_for_the_split_reads_through(
                   n_batch=16, n_ubatch=16)
     assert loaded.expert_cache is not None and loaded.expert_cache.available
     assert answer(host_engine, tokens=8) == plain
+
+
+def test_a_dynamic_cache_says_when_each_token_waits_for_its_copies(
+        host_engine: EngineClient, realistic_moe_gguf: Path, host_home: Path) -> None:
+    # the test switch's packs take copies on a thread beside decoding
+    beside = load(host_engine, realistic_moe_gguf, expert_cache="dynamic", expert_cache_slots=8)
+    assert beside.expert_cache is not None and beside.expert_cache.copies_beside_decoding
+    assert WAITING_COPIES not in beside.expert_cache.describe()
+    # copies between steps (as from the mapped file with a GPU): the load says so and what to do
+    with EngineClient.spawn(env={HOST_PACKS_ENV: "1", "MOEDESK_HOME": str(host_home),
+                                 "LLAMA_MOE_CACHE_ASYNC": "0"}) as engine:
+        waiting = load(engine, realistic_moe_gguf, expert_cache="dynamic", expert_cache_slots=8)
+        assert waiting.expert_cache is not None and not waiting.expert_cache.copies_beside_decoding
+        assert "--no-mmap" in waiting.expert_cache.describe()
+        assert answer(engine, tokens=8)

@@ -10,7 +10,7 @@ import pytest
 
 from app.advisor.cache_split import cache_splits
 from app.advisor.memory import VRAM_HEADROOM, memory_by_device
-from app.advisor.planner import plan_for
+from app.advisor.planner import DYNAMIC_MMAP_ADVICE, evaluate, plan_for
 from app.engine.client import EngineClient
 from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
@@ -160,3 +160,13 @@ def test_bench_measures_hot_experts_and_shows_their_hits_beside_the_prediction(
     assert "VRAM hits" in header and "predicted" in header
     assert any(line.startswith("cache static: decode") and "n-cpu-moe's" in line
                and f"served {cache['vram_hit_rate']}" in line for line in printed.splitlines())
+
+
+def test_a_dynamic_cache_on_the_mapped_file_is_advised_to_turn_mmap_off() -> None:
+    dynamic = PlacementPlan(n_ctx=8192, experts_in_ram="all", expert_cache="dynamic", expert_cache_slots=16)
+    mapped = evaluate(QWEN3_30B_Q4, machine(12), dynamic)
+    assert DYNAMIC_MMAP_ADVICE in mapped.advice
+    pinned = evaluate(QWEN3_30B_Q4, machine(12), dataclasses.replace(dynamic, use_mmap=False))
+    assert DYNAMIC_MMAP_ADVICE not in pinned.advice
+    static = evaluate(QWEN3_30B_Q4, machine(12), dataclasses.replace(dynamic, expert_cache="static"))
+    assert DYNAMIC_MMAP_ADVICE not in static.advice  # a static set is copied once, at load

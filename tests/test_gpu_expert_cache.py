@@ -57,3 +57,15 @@ def test_a_dynamic_cache_takes_experts_in_as_it_decodes(engine: EngineClient, re
     after = engine.routing()
     assert after.cached != before and len(after.cached) == len(info.moe_layers)
     assert after.hit_rate is not None and after.hit_rate > 0.2
+
+
+def test_dynamic_copies_run_beside_decoding_from_pinned_memory_only(
+        engine: EngineClient, realistic_q30: Path) -> None:
+    # with mmap, llama.cpp leaves CPU weights in the mapped file (pageable): each token waits
+    mapped = load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16)
+    assert mapped.expert_cache is not None and not mapped.expert_cache.copies_beside_decoding
+    # mmap off: CPU weights in the GPU's pinned host buffer, copied on a stream of their own
+    pinned = load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16, use_mmap=False)
+    assert pinned.expert_cache is not None and pinned.expert_cache.copies_beside_decoding
+    assert decode(engine, tokens=32)
+    assert engine.stats().expert_cache.uploads > 16 * 4  # the initial set, then copies

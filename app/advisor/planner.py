@@ -269,6 +269,8 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
     advice = list(threads.advice)
     if gpus and in_ram and placement.repack and not placement.no_host and placement.expert_cache == "off":
         advice.append(NO_HOST_ADVICE)  # not with hot experts: the cache needs the file's layout
+    if gpus and in_ram and placement.expert_cache == "dynamic" and placement.use_mmap:
+        advice.append(DYNAMIC_MMAP_ADVICE)
     return Plan(placement, verdict, reasons + more, memory, experts_in_ram_layers=len(in_ram),
                 warnings=warnings, gpus=list(gpus), advice=advice, speed=speed)
 
@@ -299,6 +301,10 @@ def _with_ssd_reads(speed: Prediction, stream: StreamPlan, disk: DiskSpeed | Non
 
 
 # llama.cpp's no_host, for a plan with experts in RAM and a GPU (issue 17, measured on an H200)
+# the dynamic cache copies experts beside decoding only from the GPU's pinned host memory
+DYNAMIC_MMAP_ADVICE = ("dynamic hot experts: with mmap on, each token waits for its expert copies "
+                       "(the experts stay in the mapped file); load with mmap off (pinned memory) "
+                       "to copy them while tokens decode")
 NO_HOST_ADVICE = ("--no-host puts the experts in RAM into the CPU's repacked layouts: about 10-18% "
                   "faster decode, about half the prefill (op offload no longer copies them to the "
                   "GPU); autotune tries it")

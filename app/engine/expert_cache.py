@@ -91,7 +91,8 @@ def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
         uploads = plan.expert_cache_uploads or UPLOADS_PER_LAYER * len(ram_layers)
         ggml_backend.cache_set_policy(ctx, uploads, HALF_LIFE, MARGIN)
     return ExpertCacheInfo(mode=plan.expert_cache, available=True, slots=slots,  # type: ignore[arg-type]
-                           layers=ram_layers, bytes=held, profile_source=source, profile=profile)
+                           layers=ram_layers, bytes=held, profile_source=source, profile=profile,
+                           copies_beside_decoding=ggml_backend.cache_copies_beside_decoding(ctx))
 
 
 def warmup_profile(ctx: int, model: int, info: gguf_info.GGUFModel) -> list[list[int]]:

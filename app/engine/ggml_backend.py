@@ -86,7 +86,9 @@ def _patched() -> ctypes.CDLL | None:
 def _cache_patched() -> ctypes.CDLL | None:
     """Patch 0004 (expert cache, routing repeats), or None on a build without it."""
     lib = _patched()
-    if lib is None or not hasattr(lib, "llama_moe_cache_init"):
+    # (the copies' query came with the scored policy's set_policy(float, float): older builds
+    # of the patch take other arguments)
+    if lib is None or not hasattr(lib, "llama_moe_cache_copies_beside_decoding"):
         return None
     vp, u64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)
     i32, i32p = ctypes.c_int32, ctypes.POINTER(ctypes.c_int32)
@@ -102,6 +104,8 @@ def _cache_patched() -> ctypes.CDLL | None:
     lib.llama_moe_cache_stats.restype = ctypes.c_int64
     lib.llama_moe_cache_free.argtypes = [vp]
     lib.llama_moe_cache_free.restype = None
+    lib.llama_moe_cache_copies_beside_decoding.argtypes = [vp]
+    lib.llama_moe_cache_copies_beside_decoding.restype = ctypes.c_bool
     return lib
 
 
@@ -249,6 +253,14 @@ def cache_set_policy(ctx: int, max_uploads: int, half_life: float = 16.0, margin
     lib = _cache_patched()
     assert lib is not None
     lib.llama_moe_cache_set_policy(ctx, max_uploads, half_life, margin)
+
+
+def cache_copies_beside_decoding(ctx: int) -> bool:
+    """Whether the dynamic cache's copies run while tokens decode (the experts in the GPU's
+    pinned host memory) rather than between tokens, decoding waiting for them."""
+    lib = _cache_patched()
+    assert lib is not None
+    return bool(lib.llama_moe_cache_copies_beside_decoding(ctx))
 
 
 @dataclass(frozen=True)

@@ -251,6 +251,12 @@ PROFILE_SOURCES = {"given": "the given profile", "remembered": "this model's ear
                    "warm-up": "a warm-up prefill"}
 
 
+# what a dynamic cache whose experts are in pageable memory costs, and what to do
+WAITING_COPIES = ("each token waits for its expert copies (the experts are in pageable memory, "
+                  "the mapped file): load with mmap off (--no-mmap) to copy them from pinned "
+                  "memory while tokens decode")
+
+
 @dataclass
 class ExpertCacheInfo:
     """The hot-expert VRAM cache as loaded (engine patch 0004)."""
@@ -263,14 +269,20 @@ class ExpertCacheInfo:
     bytes: int = 0  # VRAM the cache holds
     profile_source: Literal["given", "remembered", "warm-up", ""] = ""
     profile: list[list[int]] = field(default_factory=list)  # the counts that ranked the experts
+    # dynamic: whether experts are copied in while tokens decode (from the GPU's pinned host
+    # memory) or between tokens, each token waiting (from pageable memory: the mapped file)
+    copies_beside_decoding: bool = True
 
     def describe(self) -> str:
         """One line for people (CLI, logs)."""
         if not self.available:
             return f"hot experts in VRAM: unavailable ({self.reason})"
-        return (f"hot experts in VRAM ({self.mode}): {self.slots} experts in each of "
+        line = (f"hot experts in VRAM ({self.mode}): {self.slots} experts in each of "
                 f"{len(self.layers)} RAM layers, {self.bytes / 2**30:.2f} GiB, ranked by "
                 f"{PROFILE_SOURCES.get(self.profile_source, 'nothing')}")
+        if self.mode == "dynamic" and not self.copies_beside_decoding:
+            line += f"; {WAITING_COPIES}"
+        return line
 
 
 @dataclass

@@ -8,7 +8,7 @@
 # interleaved rounds, BUDGETS the shares of the expert bytes, SWEEP the n-cpu-moe points past
 # the best, PROFILE=1 the scheduler's time per graph; STEPS the gpu_session.sh steps first
 # ("build" alone skips the GPU tests); DEPTH=N adds, for the 235B shape, decode after an
-# N-token prompt.
+# N-token prompt. EXTRA: more bench/expert_cache.py arguments (e.g. --no-mmap).
 S=bench/gpu_session.sh
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
@@ -27,7 +27,8 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
     fi
     python3 bench/expert_cache.py --model "$model" $budgets \
         --threads 16 --repeats "${REPEATS:-1}" --tokens 128 --sweep "${SWEEP:-1}" \
-        $([ "${PROFILE:-0}" = 1 ] && echo --profile) ${MODES:+--modes "$MODES"} > "$OUT/ec-$shape-$routing.txt" 2>&1
+        $([ "${PROFILE:-0}" = 1 ] && echo --profile) ${MODES:+--modes "$MODES"} ${EXTRA:-} \
+        > "$OUT/ec-$shape-$routing.txt" 2>&1
     table "$OUT/ec-$shape-$routing.txt"
     if [ "$shape" = q235 ] && [ -n "${DEPTH:-}" ]; then
         python3 bench/expert_cache.py --model "$model" --budget 0.25 --threads 16 --repeats 1 \
