@@ -58,6 +58,7 @@ class Placement:
     half_life: float = HALF_LIFE  # dynamic: tokens after which a selection counts half
     margin: float = MARGIN  # dynamic: selections a newcomer must score above the expert it replaces
     no_host: bool = False  # llama.cpp's no_host: CPU weights in the CPU's repacked layouts
+    mapped: bool | None = None  # the model file mapped (mmap); None: as --no-mmap says
 
 
 @dataclass
@@ -176,8 +177,11 @@ class Shape:
     expert_bytes: int  # one expert
 
 
-def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> list[Placement]:
-    """What the budget (a share of the expert bytes) allows, for each mode asked for."""
+def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int,
+                  mapped_too: bool = False) -> list[Placement]:
+    """What the budget (a share of the expert bytes) allows, for each mode asked for;
+    ``mapped_too``: the sweep also with the file mapped (llama.cpp's default, whose decode can
+    beat pinned memory's), so that "best n-cpu-moe" is the best of both."""
     n_layer, layer_bytes, per_expert = shape.n_layer, shape.layer_bytes, shape.expert_bytes
     room = budget * layer_bytes * n_layer
     n_min = n_layer - int(room // layer_bytes)
@@ -189,6 +193,9 @@ def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int) -> l
     if "sweep" in modes:
         for n in range(n_min, min(n_layer, n_min + sweep) + 1):
             found.append(Placement(f"n-cpu-moe {n}", n, vram_expert_bytes=(n_layer - n) * layer_bytes))
+            if mapped_too:
+                found.append(Placement(f"n-cpu-moe {n}, mmap", n, mapped=True,
+                                       vram_expert_bytes=(n_layer - n) * layer_bytes))
     if slots and "static" in modes:
         found.append(Placement(f"cache static {slots}/layer", n_layer, slots, vram_expert_bytes=cache_bytes))
     if "nohost" in modes:
@@ -265,8 +272,9 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=0,
                         help="dynamic: expert copies started per token at most (default: one per layer)")
     parser.add_argument("--no-mmap", action="store_true",
-                        help="every placement reads the model in: with a GPU, CPU weights in its pinned "
-                             "host memory (the dynamic cache's copies then run beside decoding)")
+                        help="read the model in: with a GPU, CPU weights in its pinned host memory (the "
+                             "dynamic cache's copies then run beside decoding); the n-cpu-moe sweep "
+                             "runs mapped too")
     parser.add_argument("--profile", action="store_true",
                         help="print the scheduler's time per graph (LLAMA_SCHED_PROFILE, patch 0004)")
     parser.add_argument("--allow-host", action="store_true",
@@ -296,13 +304,13 @@ def main() -> int:
     warm.close()
 
     for budget in args.budget or [0.125]:
-        placements = placements_at(budget, shape, set(args.modes.split(",")), args.sweep)
+        placements = placements_at(budget, shape, set(args.modes.split(",")), args.sweep, args.no_mmap)
         results = {p.name: Result() for p in placements}
         reference: Result | None = None
         for round_ in range(args.repeats):
             for p in placements:
                 loaded = Loaded(args.model, p, n_layer, args.threads, n_ctx, profile, args.allow_host,
-                                args.uploads, use_mmap=not args.no_mmap)
+                                args.uploads, use_mmap=not args.no_mmap if p.mapped is None else p.mapped)
                 print(f"--- {p.name} (round {round_ + 1})", flush=True)
                 loaded.run(prompt[:16], 8, keep=False)  # first-touch costs (page faults) out of the figures
                 prefill, _, _, _ = loaded.run(long_prompt, 2, keep=False)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU, about 12 min held: the dynamic expert cache's scored policy (fourteenth session)
 # against its static set and llama.cpp's best n-cpu-moe at 12.5% and 25% of the expert bytes,
-# every placement loaded with mmap off (CPU weights in the GPU's pinned host memory: the only
-# way the cache's copies run beside decoding; with mmap they run between tokens), with the
+# loaded with mmap off (CPU weights in the GPU's pinned host memory: the only way the cache's
+# copies run beside decoding; with mmap they run between tokens; n-cpu-moe both ways), with the
 # scheduler's and the cache's time per step (copies started, time waiting for them, throttle):
 # the Qwen3-30B-A3B shape with routing like Qwen3's and uniform, then the Qwen3-235B-A22B shape
 # (20 layers). The GPU tests first (the patch changed). EXTRA="" measures the mapped file.
