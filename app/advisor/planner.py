@@ -46,7 +46,7 @@ from app.engine.placement import (
     expert_layer_pattern,
     tensor_overrides,
 )
-from app.engine.protocol import BuildInfo
+from app.engine.protocol import WAITING_COPIES, BuildInfo
 from app.gguf.info import GGUFModel
 from app.hardware.bandwidth import RamBandwidth
 from app.hardware.disk import DiskSpeed
@@ -300,11 +300,10 @@ def _with_ssd_reads(speed: Prediction, stream: StreamPlan, disk: DiskSpeed | Non
     return replace(speed, decode=SpeedRange(low, high), notes=notes)
 
 
+# the dynamic cache copies experts beside decoding only from the GPU's pinned host memory:
+# what the engine says at such a load, said before it
+DYNAMIC_MMAP_ADVICE = f"dynamic hot experts with mmap on: {WAITING_COPIES}"
 # llama.cpp's no_host, for a plan with experts in RAM and a GPU (issue 17, measured on an H200)
-# the dynamic cache copies experts beside decoding only from the GPU's pinned host memory
-DYNAMIC_MMAP_ADVICE = ("dynamic hot experts: with mmap on, each token waits for its expert copies "
-                       "(the experts stay in the mapped file); load with mmap off (pinned memory) "
-                       "to copy them while tokens decode")
 NO_HOST_ADVICE = ("--no-host puts the experts in RAM into the CPU's repacked layouts: about 10-18% "
                   "faster decode, about half the prefill (op offload no longer copies them to the "
                   "GPU); autotune tries it")
