@@ -13,6 +13,7 @@ from app.engine.placement import (
     DEFAULT_CONTEXT,
     CacheType,
     ExpertCacheMode,
+    ExpertCachePolicy,
     ExpertStreamMode,
     PlacementPlan,
     TensorOverride,
@@ -131,16 +132,21 @@ def add_expert_cache_args(parser: argparse.ArgumentParser | argparse._ArgumentGr
                           size_help: str = "experts a layer (e.g. 32) or VRAM for the cache (e.g. 4GiB)",
                           mode_help: str = "keep the hottest routed experts of RAM layers in VRAM (needs "
                                            "a GPU)") -> None:
-    """--expert-cache, --expert-cache-size, --expert-cache-uploads: hot experts in VRAM (chat,
-    serve, bench)."""
+    """--expert-cache, --expert-cache-size, --expert-cache-uploads, --expert-cache-policy: hot
+    experts in VRAM (chat, serve, bench)."""
     parser.add_argument("--expert-cache", choices=typing.get_args(ExpertCacheMode), default="off",
                         help=f"{mode_help}: static (each layer's most chosen), dynamic (refreshed as "
                              "it decodes)")
     parser.add_argument("--expert-cache-size", type=expert_cache_size, default=(0, 0), metavar="N|GiB",
                         help=size_help)
     parser.add_argument("--expert-cache-uploads", type=positive_int, default=0,
-                        help="dynamic: experts copied into VRAM per token, at most (default: one "
-                             "per cached layer)")
+                        help="dynamic: experts copied into VRAM per token, at most (default: the "
+                             "policy's, one or two per cached layer)")
+    parser.add_argument("--expert-cache-policy", choices=typing.get_args(ExpertCachePolicy),
+                        default="thrifty",
+                        help="dynamic: thrifty copies only experts that will be hit more than once "
+                             "(CPU reads bound by RAM); eager copies more for more hits (a CPU bound by "
+                             "compute, as on servers); autotune measures both")
 
 
 # options that set one plan field as they are, when given: option's dest -> the plan's field
@@ -165,7 +171,8 @@ def given_settings(args: argparse.Namespace) -> dict[str, object]:
     if args.expert_cache != "off":
         given.update(expert_cache=args.expert_cache, expert_cache_slots=args.expert_cache_size[0],
                      expert_cache_bytes=args.expert_cache_size[1],
-                     expert_cache_uploads=args.expert_cache_uploads)
+                     expert_cache_uploads=args.expert_cache_uploads,
+                     expert_cache_policy=args.expert_cache_policy)
     return given
 
 

@@ -16,7 +16,9 @@ each would serve from VRAM:
 * scored: patch 0004's policy since the fourteenth session: each expert's selections, each
   halved in weight after ``half_life`` tokens; the best-scored expert not held replaces the
   lowest-scored held one not hit in the last token when it scores ``margin`` more (held
-  experts start at ``margin``), one a layer a token, usable two tokens after the miss.
+  experts start at ``margin``), ``per_layer`` a layer a token, usable two tokens after the
+  miss; with the engine's two settings (app/engine/expert_cache.py's COPY_POLICIES: thrifty,
+  eager).
 
 Each cell: share of selections served from VRAM / experts copied a layer and token / experts
 read from RAM a layer and token (misses plus copies: a copy reads an expert's bytes as a miss
@@ -39,6 +41,7 @@ import llama_cpp  # noqa: I001
 import numpy as np
 from expert_cache import Loaded, Placement  # bench/'s own, beside this script
 
+from app.engine.expert_cache import COPY_POLICIES
 from app.gguf.info import read_model
 
 
@@ -115,9 +118,10 @@ def lru_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, delay: int,
 
 
 def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_life: float = 16.0,
-                margin: float = 2.0, delay: int = 2) -> tuple[float, float]:
+                margin: float = 2.0, delay: int = 2, per_layer: int = 1) -> tuple[float, float]:
     """(hit rate, copies per layer and token) of the engine's scored policy (llama-moe-cache.h's
-    observe / admission / end_step), filled with ``start``'s first ``slots`` experts."""
+    observe / admission / end_step), filled with ``start``'s first ``slots`` experts, at most
+    ``per_layer`` copies a layer a token."""
     n_layer, n_expert = len(start), len(start[0])
     growth = 2.0 ** (1.0 / half_life)
     hits = copies = 0
@@ -136,16 +140,18 @@ def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_lif
                 if e in held:
                     hits += 1
                     held[e] = t
-            arriving = {e for _, e in pending}
-            if len(pending) + 1 >= slots:
-                continue  # one slot stays out of the copies
-            out = [e for e in range(n_expert) if e not in held and e not in arriving and score[e] > 0]
-            victims = [e for e in held if held[e] < t]
-            if not out or not victims:
-                continue
-            best = max(out, key=lambda e: score[e])
-            victim = min(victims, key=lambda e: score[e])
-            if score[best] > score[victim] + margin * unit:
+            for _ in range(per_layer):
+                arriving = {e for _, e in pending}
+                if len(pending) + 1 >= slots:
+                    break  # one slot stays out of the copies
+                out = [e for e in range(n_expert) if e not in held and e not in arriving and score[e] > 0]
+                victims = [e for e in held if held[e] < t]
+                if not out or not victims:
+                    break
+                best = max(out, key=lambda e: score[e])
+                victim = min(victims, key=lambda e: score[e])
+                if score[best] <= score[victim] + margin * unit:
+                    break
                 del held[victim]
                 pending.append((t + delay, best))
                 copies += 1
@@ -182,7 +188,7 @@ def main() -> int:
     print(f"{args.model}: {len(warm)} layers, top-{k} of {n_expert}; warm-up {args.warm} tokens, "
           f"trace {args.tokens} tokens")
     print("| experts held | static (warm-up) | static (hindsight) | LRU, every miss | "
-          "admit at the 2nd miss (first policy) | scored (engine) | scored, half-life 8, margin 1 |")
+          "admit at the 2nd miss (first policy) | scored, thrifty (engine) | scored, eager (engine) |")
     print("|---|---|---|---|---|---|---|")
     for share in (1 / 16, 1 / 8, 1 / 4, 1 / 2):
         slots = int(n_expert * share)
@@ -190,8 +196,8 @@ def main() -> int:
                  cell(static_hits(trace, hindsight, slots), 0.0, k),
                  cell(*lru_hits(trace, ranking, slots, 2, k, 1), k),
                  cell(*lru_hits(trace, ranking, slots, 2, 2, 2), k),
-                 cell(*scored_hits(trace, ranking, slots), k),
-                 cell(*scored_hits(trace, ranking, slots, 8.0, 1.0), k)]
+                 *(cell(*scored_hits(trace, ranking, slots, p.half_life, p.margin, per_layer=p.per_layer), k)
+                   for p in (COPY_POLICIES["thrifty"], COPY_POLICIES["eager"]))]
         print(f"| {share:.1%} ({slots}) | " + " | ".join(cells) + " |")
     return 0
 

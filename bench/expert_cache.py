@@ -12,8 +12,9 @@ leaves for the full Qwen3-235B-A22B at Q4_K_M, 0.25 a 48 GB one. At that budget:
   the two parts of a layer added on the GPU (patch 0004's merge);
 * cache dynamic: the same, refreshed after every token from routing (patch 0004's policy:
   each expert scored by its selections, halved in weight after 16 tokens; one scoring 2 more
-  than the lowest held replaces it, copied in while the next token decodes, --uploads copies
-  a token at most; "eager": half-life 8 tokens and a margin of 1, more copies);
+  than the lowest held replaces it, copied in while the next token decodes, one a layer and
+  --uploads a token at most: the engine's "thrifty" policy); "eager": the engine's eager policy
+  (half-life 4 tokens, a margin of 0.5, two copies a layer a token: more copies, more hits);
 * cache+layers: half the budget as whole expert layers on the GPU, half as a cache on the rest;
 * ram: every layer's experts in RAM, no cache (the floor).
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from app.advisor.expert_cache import predicted_hit_rate
 from app.engine import ggml_backend
-from app.engine.expert_cache import HALF_LIFE, MARGIN, UPLOADS_PER_LAYER
+from app.engine.expert_cache import COPY_POLICIES, CopyPolicy
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
 from app.engine.routing_stats import routing_counters, routing_stats
@@ -55,8 +56,7 @@ class Placement:
     dynamic: bool = False
     vram_expert_bytes: int = 0
     overlap: bool = True  # VRAM experts computed while the CPU computes (LLAMA_MOE_CACHE_OVERLAP)
-    half_life: float = HALF_LIFE  # dynamic: tokens after which a selection counts half
-    margin: float = MARGIN  # dynamic: selections a newcomer must score above the expert it replaces
+    policy: CopyPolicy = COPY_POLICIES["thrifty"]  # dynamic: which experts are copied in
     no_host: bool = False  # llama.cpp's no_host: CPU weights in the CPU's repacked layouts
     mapped: bool | None = None  # the model file mapped (mmap); None: as --no-mmap says
 
@@ -108,8 +108,9 @@ class Loaded:
                 ranked = sorted(range(len(profile[il])), key=lambda e: -profile[il][e])
                 ggml_backend.cache_set_experts(self.ctx, il, ranked[:placement.cache_slots])
             if placement.dynamic:
-                ggml_backend.cache_set_policy(self.ctx, uploads or UPLOADS_PER_LAYER * n_layer,
-                                              placement.half_life, placement.margin)
+                policy = placement.policy
+                ggml_backend.cache_set_policy(self.ctx, uploads or policy.per_layer * n_layer,
+                                              policy.per_layer, policy.half_life, policy.margin)
 
     def decode(self, tokens: list[int], pos0: int, want_logits: bool) -> np.ndarray | None:
         """Decode ``tokens`` from position ``pos0``; the last one's logits if asked for."""
@@ -208,8 +209,8 @@ def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int,
         found.append(Placement(f"cache dynamic {slots}/layer", n_layer, slots, dynamic=True,
                                vram_expert_bytes=cache_bytes))
     if slots and "eager" in modes:
-        found.append(Placement(f"cache dynamic {slots}/layer, half-life 8, margin 1", n_layer, slots,
-                               dynamic=True, vram_expert_bytes=cache_bytes, half_life=8.0, margin=1.0))
+        found.append(Placement(f"cache dynamic {slots}/layer, eager", n_layer, slots, dynamic=True,
+                               vram_expert_bytes=cache_bytes, policy=COPY_POLICIES["eager"]))
     if "mix" in modes:
         gpu_layers = int(room / 2 // layer_bytes)
         in_ram = n_layer - gpu_layers
@@ -248,8 +249,12 @@ def print_table(placements: list[Placement], results: dict[str, Result], referen
         same, diff = agreement(r, reference)
         hit = f"{r.hit_rate:.1%}" if r.hit_rate is not None else "-"
         # what the advisor expects of a cache ranked by this profile (the warm-up's)
-        predicted = str(predicted_hit_rate(p.cache_slots, n_expert, k, profile, list(range(p.experts_in_ram)),
-                                           "dynamic" if p.dynamic else "static")) if p.cache_slots else "-"
+        copies = "eager" if p.policy == COPY_POLICIES["eager"] else "thrifty"
+        predicted = "-"
+        if p.cache_slots:
+            predicted = str(predicted_hit_rate(p.cache_slots, n_expert, k, profile,
+                                               list(range(p.experts_in_ram)),
+                                               "dynamic" if p.dynamic else "static", copies))
         print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
               f"{dec:.2f} | {ratio} | {hit} | {predicted} | {r.uploads} | {same} | {diff} |")
 
@@ -267,7 +272,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sweep", type=int, default=2, help="n-cpu-moe points past N_min")
     parser.add_argument("--modes", default="ram,sweep,static,serial,dynamic,mix",
-                        help="also: eager (dynamic, half-life 8 and margin 1), nohost (n-cpu-moe "
+                        help="also: eager (dynamic, the engine's eager policy), nohost (n-cpu-moe "
                              "N_min with no_host)")
     parser.add_argument("--uploads", type=int, default=0,
                         help="dynamic: expert copies started per token at most (default: one per layer)")

@@ -162,6 +162,32 @@ def test_dynamic_copies_only_experts_that_pay_for_their_copy(
     assert dynamic.hit_rate > static.hit_rate + 0.03
 
 
+def test_eager_copies_trade_more_copies_for_more_hits(
+        host_engine: EngineClient, realistic_moe_gguf: Path) -> None:
+    # where the GPU's copy engine reads beside a CPU bound by compute, copies cost the CPU
+    # nothing: "eager" keeps a shorter memory, a lower margin and two copies a layer and token
+    tokens = 192  # the policies differ by a few points: enough tokens to see it
+
+    def dynamic_run(policy: str) -> tuple[float, int]:
+        load(host_engine, realistic_moe_gguf, profile, expert_cache="dynamic", expert_cache_slots=16,
+             expert_cache_policy=policy)
+        loaded_uploads = host_engine.stats().expert_cache.uploads
+        answer(host_engine, tokens=tokens)
+        hit_rate = host_engine.routing().hit_rate
+        assert hit_rate is not None
+        return hit_rate, host_engine.stats().expert_cache.uploads - loaded_uploads
+
+    warm = load(host_engine, realistic_moe_gguf, expert_cache="static", expert_cache_slots=16)
+    assert warm.expert_cache is not None
+    profile = warm.expert_cache.profile
+    thrifty_hits, thrifty_copies = dynamic_run("thrifty")
+    eager_hits, eager_copies = dynamic_run("eager")
+    layers = len(read_model(realistic_moe_gguf).moe_layers)
+    assert eager_copies > 1.5 * thrifty_copies
+    assert eager_copies <= 2 * tokens * layers  # two a layer and token at most
+    assert eager_hits > thrifty_hits + 0.03
+
+
 def test_the_routing_of_a_run_ranks_the_experts_at_the_next_load(
         host_engine: EngineClient, host_home: Path, tmp_path: Path, realistic_moe_gguf: Path) -> None:
     # a model file of its own, so that no other test's runs are in its profile

@@ -155,3 +155,13 @@ def test_a_cache_that_cannot_serve_leaves_the_prediction_as_it_was() -> None:
         off = predict(model, plan(where), gpus, SERVER_RAM, 16)
         on = predict(model, plan(where, expert_cache="static", expert_cache_slots=32), gpus, SERVER_RAM, 16)
         assert on == off and on.expert_hit_rate is None
+
+
+def test_eager_copies_are_predicted_above_thrifty_ones() -> None:
+    counts = [[60 if e < 32 else 8 for e in range(128)] for _ in range(4)]
+    thrifty = predicted_hit_rate(32, 128, 8, counts, [0, 1, 2, 3], policy="dynamic")
+    eager = predicted_hit_rate(32, 128, 8, counts, [0, 1, 2, 3], policy="dynamic", copies="eager")
+    static = predicted_hit_rate(32, 128, 8, counts, [0, 1, 2, 3], copies="eager")
+    assert static == predicted_hit_rate(32, 128, 8, counts, [0, 1, 2, 3])  # a static set copies nothing
+    assert thrifty.high == eager.low < eager.high
+    assert eager.high - static.high == pytest.approx(0.6 * 0.4 * (1 - static.high))

@@ -52,6 +52,11 @@ captured trace (bench/cache_policy_sim.py, realistic routing, the warm-up's prof
 45% / 63% at 12.5% / 25% held, where this gives 41-47% / 61-65%; the first policy (copy at the
 second miss) measured on the H100 machine with uniform routing 12% / 28%, this gives 15-23% /
 28-35% (docs/benchmarks.md, "Fourteenth session").
+
+The eager setting (half-life 4, margin 0.5, two copies a layer a token) catches more of those
+repeats: its range runs from the thrifty policy's high end to ``EAGER_REPEAT_CATCH`` of the
+LRU's gain (replayed on the 4-layer trace, its warm-up's profile: 53% / 71% where this gives
+51-59% / 70-74%; thrifty on the same: 45% / 63%, predicted 46-51% / 66-70%).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ from app.advisor.memory import layer_devices, tensor_device
 from app.engine.placement import (
     CPU_DEVICE,
     ExpertCacheMode,
+    ExpertCachePolicy,
     PlacementPlan,
     expert_cache_slots,
     tensor_overrides,
@@ -82,6 +88,8 @@ PROFILE_CARRY_LOW = 0.6
 # the share of an LRU of every miss's gain over the text's hot set that the dynamic policy
 # catches, with a fraction of its copies (fitted on bench/cache_policy_sim.py's replay)
 DYNAMIC_REPEAT_CATCH = 0.25
+# the same for the eager setting (more copies: two a layer a token, a shorter memory)
+EAGER_REPEAT_CATCH = 0.6
 # What a cached layer adds to a decoded token's graph (patch 0004's split, docs/engine-patches.md):
 # on the GPU, the routed-expert stage again over the pack (speed.STAGE_NODES), overlapped with
 # the CPU's part but counted, plus the maps from experts to slots before it and the mask and
@@ -189,14 +197,14 @@ def typical_hit_rate(slots: int, n_expert: int) -> HitRate:
 
 def predicted_hit_rate(slots: int, n_expert: int, n_expert_used: int,
                        profile: Profile | None = None, layers: list[int] | None = None,
-                       policy: ExpertCacheMode = "static") -> HitRate:
+                       policy: ExpertCacheMode = "static", copies: ExpertCachePolicy = "thrifty") -> HitRate:
     """Expected share of the cached layers' routed selections that hot experts in VRAM serve
     while decoding: ``slots`` of ``n_expert`` experts a layer, top-``n_expert_used`` routing.
 
     ``profile`` (counts [layer][expert], the one that ranks the cache's experts) and
     ``layers`` (the cached layers: those whose routed experts are in RAM) give the estimate
     of ``profile_hit_rate``; without them, ``typical_hit_rate``. "dynamic" starts from that
-    (``dynamic_hit_rate``), "off" serves nothing.
+    (``dynamic_hit_rate``, with its ``copies`` setting), "off" serves nothing.
     """
     if policy == "off" or slots <= 0 or n_expert <= 0:
         return HitRate(0.0, 0.0, "typical routing")
@@ -204,13 +212,16 @@ def predicted_hit_rate(slots: int, n_expert: int, n_expert_used: int,
     if profile and layers:
         static = profile_hit_rate(profile, layers, slots, n_expert_used)
     static = static or typical_hit_rate(slots, n_expert)
-    return dynamic_hit_rate(static) if policy == "dynamic" else static
+    return dynamic_hit_rate(static, copies) if policy == "dynamic" else static
 
 
-def dynamic_hit_rate(static: HitRate) -> HitRate:
+def dynamic_hit_rate(static: HitRate, copies: ExpertCachePolicy = "thrifty") -> HitRate:
     """The dynamic policy's range from the static set's (see the module's docstring)."""
     low = static.high if static.source == "profile" else static.low
-    high = static.high + DYNAMIC_REPEAT_CATCH * (lru_hit_rate(static.high) - static.high)
+    repeats = lru_hit_rate(static.high) - static.high
+    high = static.high + DYNAMIC_REPEAT_CATCH * repeats
+    if copies == "eager":
+        low, high = max(low, high), static.high + EAGER_REPEAT_CATCH * repeats
     return HitRate(low, max(low, high), static.source)
 
 
@@ -287,5 +298,6 @@ def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
         device = devices[layer] if devices[layer] != CPU_DEVICE else gpus[0]
         read[device] = read.get(device, 0.0) + n_bytes * k / model.n_expert
         layers[device] = layers.get(device, 0) + 1
-    rate = predicted_hit_rate(slots, model.n_expert, k, profile, sorted(in_ram), plan.expert_cache)
+    rate = predicted_hit_rate(slots, model.n_expert, k, profile, sorted(in_ram), plan.expert_cache,
+                              plan.expert_cache_policy)
     return HotExperts(rate, slots, read, layers)

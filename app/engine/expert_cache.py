@@ -11,25 +11,40 @@ from routing as tokens are decoded.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import llama_cpp
 
 from app.engine import ggml_backend, routing_profiles
-from app.engine.placement import PlacementPlan, expert_cache_slots
+from app.engine.placement import ExpertCachePolicy, PlacementPlan, expert_cache_slots
 from app.engine.protocol import ExpertCacheInfo
 from app.gguf import info as gguf_info
 
 # Tests only: without a GPU, keep the packs in RAM (no gain; exercises the split on a CPU).
 HOST_PACKS_ENV = "MOEDESK_EXPERT_CACHE_HOST"
-# The dynamic policy: an expert's selections are halved in weight after HALF_LIFE tokens; a
-# newcomer replaces a held expert when it scores MARGIN selections more. A copy reads as many
-# bytes as a miss, so it must pay for itself: on Qwen3-like routing this copies ~0.3 experts a
-# layer and token for 45% / 63% hits at 12.5% / 25% held (static: 32% / 52%), where copying
-# at the second miss copied 1.2-2.5 and read more bytes than static (bench/cache_policy_sim.py).
-HALF_LIFE, MARGIN = 16.0, 2.0
-# Copies a decoded token may start, per cached layer, when the plan leaves it open (the patch
-# starts at most one a layer a token, and fewer while the copies fall behind decoding)
-UPLOADS_PER_LAYER = 1
+
+
+@dataclass(frozen=True)
+class CopyPolicy:
+    """The dynamic cache's policy (patch 0004): an expert's selections are halved in weight
+    after ``half_life`` tokens; a newcomer replaces a held expert when it scores ``margin``
+    selections more; at most ``per_layer`` copies a cached layer and token (fewer while the
+    copies fall behind decoding)."""
+
+    half_life: float
+    margin: float
+    per_layer: int
+
+
+# Replayed on Qwen3-like routing (bench/cache_policy_sim.py, 12.5% / 25% of the experts held;
+# static: 32% / 52% of selections from VRAM). thrifty: 45% / 63% for ~0.3-0.4 copies a layer
+# and token, fewer experts read from RAM (misses + copies) than any other policy tried (copying
+# at the second miss, the first policy, copied 1.2-2.5 and read more than static); eager: 53% /
+# 71% for 1.2 / 1.6 copies, the fewest misses for copies a CPU does not make.
+COPY_POLICIES: dict[ExpertCachePolicy, CopyPolicy] = {
+    "thrifty": CopyPolicy(half_life=16.0, margin=2.0, per_layer=1),
+    "eager": CopyPolicy(half_life=4.0, margin=0.5, per_layer=2),
+}
 WARMUP_CHUNK = 64  # tokens per warm-up ubatch (each at least 32: the prefill path, not the cache's)
 
 # Varied prose, code and numbers: the warm-up prefill's routing stands in for a chat's.
@@ -88,8 +103,9 @@ def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
     for il in ram_layers:
         ggml_backend.cache_set_experts(ctx, il, routing_profiles.most_chosen(profile, il, slots))
     if plan.expert_cache == "dynamic":
-        uploads = plan.expert_cache_uploads or UPLOADS_PER_LAYER * len(ram_layers)
-        ggml_backend.cache_set_policy(ctx, uploads, HALF_LIFE, MARGIN)
+        policy = COPY_POLICIES[plan.expert_cache_policy]
+        uploads = plan.expert_cache_uploads or policy.per_layer * len(ram_layers)
+        ggml_backend.cache_set_policy(ctx, uploads, policy.per_layer, policy.half_life, policy.margin)
     return ExpertCacheInfo(mode=plan.expert_cache, available=True, slots=slots,  # type: ignore[arg-type]
                            layers=ram_layers, bytes=held, profile_source=source, profile=profile,
                            copies_beside_decoding=ggml_backend.cache_copies_beside_decoding(ctx))

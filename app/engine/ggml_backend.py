@@ -86,8 +86,8 @@ def _patched() -> ctypes.CDLL | None:
 def _cache_patched() -> ctypes.CDLL | None:
     """Patch 0004 (expert cache, routing repeats), or None on a build without it."""
     lib = _patched()
-    # (the copies' query came with the scored policy's set_policy(float, float): older builds
-    # of the patch take other arguments)
+    # (the copies' query came with the scored policy's set_policy: older builds of the patch
+    # take other arguments; installers/install.py rebuilds the engine when the patches change)
     if lib is None or not hasattr(lib, "llama_moe_cache_copies_beside_decoding"):
         return None
     vp, u64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)
@@ -98,7 +98,7 @@ def _cache_patched() -> ctypes.CDLL | None:
     lib.llama_moe_cache_init.restype = ctypes.c_int64
     lib.llama_moe_cache_set_experts.argtypes = [vp, i32, i32p, i32]
     lib.llama_moe_cache_set_experts.restype = ctypes.c_bool
-    lib.llama_moe_cache_set_policy.argtypes = [vp, i32, ctypes.c_float, ctypes.c_float]
+    lib.llama_moe_cache_set_policy.argtypes = [vp, i32, i32, ctypes.c_float, ctypes.c_float]
     lib.llama_moe_cache_set_policy.restype = None
     lib.llama_moe_cache_stats.argtypes = [vp, u64p, u64p, ctypes.POINTER(ctypes.c_uint8), i32]
     lib.llama_moe_cache_stats.restype = ctypes.c_int64
@@ -246,13 +246,13 @@ def cache_set_experts(ctx: int, layer: int, experts: list[int]) -> bool:
     return bool(lib.llama_moe_cache_set_experts(ctx, layer, array, len(experts)))
 
 
-def cache_set_policy(ctx: int, max_uploads: int, half_life: float = 16.0, margin: float = 2.0) -> None:
-    """Refresh the resident experts from routing (max_uploads per ubatch; 0: static): an
-    expert replaces a held one when its selections, each halved after ``half_life`` tokens,
-    outnumber the held one's by more than ``margin``."""
+def cache_set_policy(ctx: int, max_uploads: int, per_layer: int, half_life: float, margin: float) -> None:
+    """Refresh the resident experts from routing (max_uploads per ubatch, per_layer a layer;
+    max_uploads 0: static): an expert replaces a held one when its selections, each halved
+    after ``half_life`` tokens, outnumber the held one's by more than ``margin``."""
     lib = _cache_patched()
     assert lib is not None
-    lib.llama_moe_cache_set_policy(ctx, max_uploads, half_life, margin)
+    lib.llama_moe_cache_set_policy(ctx, max_uploads, per_layer, half_life, margin)
 
 
 def cache_copies_beside_decoding(ctx: int) -> bool:

@@ -29,6 +29,12 @@ CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_
 # Hot experts in VRAM (engine patch 0004): off; a fixed set per layer from a routing profile;
 # or that set refreshed from routing as tokens are decoded.
 ExpertCacheMode = Literal["off", "static", "dynamic"]
+# How readily the dynamic cache copies an expert in. A copy reads the expert's bytes from RAM
+# as a miss does: "thrifty" copies only experts that will be hit more than once (right where
+# the CPU's reads are bound by RAM, as on desktops with two memory channels); "eager" copies
+# more for more hits (right where the GPU's copy engine reads beside a CPU bound by compute,
+# as on servers with many channels). Autotune measures both.
+ExpertCachePolicy = Literal["thrifty", "eager"]
 # Routed experts of a model larger than RAM, from the SSD (engine patch 0005): llama.cpp's page
 # faults on the mapped file; the kernel asked ahead for the routed experts' pages; or a RAM
 # cache of experts that parallel reads fill (measured fastest: docs/benchmarks.md).
@@ -93,9 +99,9 @@ class PlacementPlan:
     expert_cache_slots: int = 0
     expert_cache_bytes: int = 0
     # dynamic: experts copied into VRAM per decoded token, at most (while the next token
-    # decodes); 0: two per cached layer, what the policy asks for at 12.5% of the experts
-    # (bench/cache_policy_sim.py)
+    # decodes); 0: the policy's own bound (app/engine/expert_cache.py's COPY_POLICIES)
     expert_cache_uploads: int = 0
+    expert_cache_policy: ExpertCachePolicy = "thrifty"
     # Routed experts in RAM streamed from the model file for decoding (engine patch 0005): the
     # weights stay in the mapped file (no repacking, no pinned copies), and in "cache" mode
     # expert_stream_bytes of RAM hold the experts read last (spread over the streamed
@@ -120,7 +126,9 @@ class PlacementPlan:
         if self.expert_cache != "off":
             size = (f"{self.expert_cache_slots} experts a layer" if self.expert_cache_slots
                     else f"{self.expert_cache_bytes / 2**30:.1f} GiB")
-            text += f", hot experts in VRAM: {size} ({self.expert_cache})"
+            mode = ("dynamic, eager copies" if self.expert_cache == "dynamic"
+                    and self.expert_cache_policy == "eager" else self.expert_cache)
+            text += f", hot experts in VRAM: {size} ({mode})"
         if self.expert_stream == "cache":
             text += (f", experts streamed from the SSD through a "
                      f"{self.expert_stream_bytes / 2**30:.1f} GiB RAM cache")
