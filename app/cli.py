@@ -1,6 +1,6 @@
 """Headless commands: try the engine without the GUI.
 
-    moedesk-cli hardware                   CPU, RAM, NUMA, GPUs and free disk of this machine
+    moedesk-cli hardware                   CPU, RAM, NUMA, GPUs, free disk, host-to-GPU copies
     moedesk-cli advise MODEL|URL|REPO      will it fit, and how to split it between GPU and RAM
     moedesk-cli download REPO --quant Q    all shards of one quant, resumable, sha256-checked
     moedesk-cli info                       what this build of llama.cpp can use
@@ -36,9 +36,13 @@ EXIT_UNEXPECTED = 70  # sysexits.h's EX_SOFTWARE: an internal error, reported wi
 
 def cmd_hardware(args: argparse.Namespace) -> int:
     from app import hardware
+    from app.hardware.h2d import ProbeState, host_copy_probe
 
     for line in hardware.detect(models_dir=args.models_dir).summary():
         print(line)
+    copies = host_copy_probe()  # with an NVIDIA GPU: measured once (about a second), then cached
+    if copies.state is not ProbeState.NO_GPU:
+        print(copies.describe())
     return 0
 
 

@@ -8,29 +8,34 @@ the GPU; so the advisor measures rather than guesses:
   of a buffer far larger than any cache; numpy releases the GIL inside the reduction);
 * ``read_bw_1``: the same for one thread (decode with few threads is bound by this);
 * ``copy_bw_1``: bytes/s one thread copies (a CUDA copy from pageable memory, such as an
-  mmapped model, goes through one staging memcpy, so it cannot beat this);
+  mmapped model, goes through one staging memcpy: the speed model's estimate of it where
+  ``host_copy`` is not measured);
 * ``matmul_flops``: float32 FLOP/s of a numpy (BLAS) matrix product over all cores, the CPU's
-  compute ceiling for prefill.
+  compute ceiling for prefill;
+* ``host_copy``: what the host really copies to the GPU at, pinned and pageable, through the
+  CUDA runtime (app/hardware/h2d.py; None without an NVIDIA GPU and a CUDA runtime).
 
 The figures are cached in ``app.paths.cache_dir()/bandwidth.json`` for this CPU, so the probe
-runs once (about a second). The same file may carry measured GPU memory bandwidths under
-``"gpus"`` (bytes/s by GPU name), which then win over NVML's clock x bus width and the table.
+runs once (about a second, and about a second more with an NVIDIA GPU). The same file may
+carry measured GPU memory bandwidths under ``"gpus"`` (bytes/s by GPU name), which then win
+over NVML's clock x bus width and the table.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from app import paths
+from app.hardware.h2d import HostCopyRates, host_copy_probe
+from app.hardware.probe_cache import CACHE_FILE, cache_path, cpu_key, read_cache, write_cache
 
-CACHE_FILE = "bandwidth.json"
+__all__ = ["CACHE_FILE", "RamBandwidth", "cpu_key", "measure_ram", "measured_gpu_bandwidth",
+           "ram_bandwidth", "record_gpu_bandwidth"]
 # 512 MiB: far beyond the last-level cache of any desktop or server CPU (up to ~400 MiB)
 DEFAULT_BUFFER = 512 * 1024**2
 PROBE_VERSION = 1
@@ -48,6 +53,8 @@ class RamBandwidth:
     buffer_bytes: int
     cpu: str = ""  # which CPU it was measured on (the cache key)
     version: int = PROBE_VERSION
+    # host-to-GPU copies through the CUDA runtime (cached apart, under "host_copy")
+    host_copy: HostCopyRates | None = None
 
 
 def measure_ram(threads: int | None = None, buffer_bytes: int = DEFAULT_BUFFER,
@@ -80,26 +87,27 @@ def measure_ram(threads: int | None = None, buffer_bytes: int = DEFAULT_BUFFER,
 
 def ram_bandwidth(refresh: bool = False, cache: Path | None = None,
                   buffer_bytes: int = DEFAULT_BUFFER) -> RamBandwidth:
-    """This machine's figures: from the cache when it holds this CPU's, else measured now
-    (and cached). ``refresh`` measures again."""
-    cache = cache or paths.cache_dir() / CACHE_FILE
-    data = _read(cache)
+    """This machine's figures, with its host-to-GPU copy rates: from the cache when it holds
+    this CPU's, else measured now (and cached). ``refresh`` measures again."""
+    cache = cache_path(cache)
+    host_copy = host_copy_probe(refresh, cache).rates
+    data = read_cache(cache)
     ram = data.get("ram")
     if not refresh and isinstance(ram, dict) and ram.get("cpu") == cpu_key() \
             and ram.get("version") == PROBE_VERSION:
         try:
-            return RamBandwidth(**ram)
+            return RamBandwidth(**ram, host_copy=host_copy)
         except TypeError:
             pass  # written by another version: measure again
     measured = measure_ram(buffer_bytes=buffer_bytes)
-    data["ram"] = asdict(measured)
-    _write(cache, data)
-    return measured
+    data["ram"] = {k: v for k, v in asdict(measured).items() if k != "host_copy"}
+    write_cache(cache, data)
+    return replace(measured, host_copy=host_copy)
 
 
 def measured_gpu_bandwidth(name: str, cache: Path | None = None) -> float | None:
     """A measured memory bandwidth (bytes/s) recorded for the GPU called ``name``, if any."""
-    gpus = _read(cache or paths.cache_dir() / CACHE_FILE).get("gpus")
+    gpus = read_cache(cache_path(cache)).get("gpus")
     value = gpus.get(name) if isinstance(gpus, dict) else None
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
@@ -108,38 +116,15 @@ def record_gpu_bandwidth(name: str, bytes_per_s: float, cache: Path | None = Non
     """Remember a measured memory bandwidth for the GPU called ``name`` (wins over estimates)."""
     if bytes_per_s <= 0:
         raise ValueError("a bandwidth must be positive")
-    cache = cache or paths.cache_dir() / CACHE_FILE
-    data = _read(cache)
+    cache = cache_path(cache)
+    data = read_cache(cache)
     gpus = data.get("gpus") if isinstance(data.get("gpus"), dict) else {}
     gpus[name] = float(bytes_per_s)
     data["gpus"] = gpus
-    _write(cache, data)
-
-
-def cpu_key() -> str:
-    """Which CPU the cached figures belong to: a probe of another machine must not be reused
-    (a home directory shared over NFS, a copied profile)."""
-    import platform
-
-    return f"{platform.node()}|{platform.processor() or platform.machine()}|{os.cpu_count()}"
+    write_cache(cache, data)
 
 
 def _physical_cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # missing or damaged: it is only a cache
-    return data if isinstance(data, dict) else {}
-
-
-def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)  # never a half-written cache

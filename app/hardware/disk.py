@@ -26,8 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app import paths
-from app.hardware.bandwidth import CACHE_FILE, _read, _write, cpu_key
+from app.hardware.probe_cache import cache_path, cpu_key, read_cache, write_cache
 
 PROBE_VERSION = 1
 ALIGN = 4096  # O_DIRECT's offset, size and buffer alignment on common file systems
@@ -132,8 +131,8 @@ def disk_speed(path: Path, block_bytes: int = 4 << 20, refresh: bool = False,
                cache: Path | None = None) -> DiskSpeed:
     """The drive's figures for reads of ``block_bytes``: cached for this drive and block size
     (within a factor of two), else measured on ``path`` now and cached."""
-    cache = cache or paths.cache_dir() / CACHE_FILE
-    data = _read(cache)
+    cache = cache_path(cache)
+    data = read_cache(cache)
     disks = data.get("disks") if isinstance(data.get("disks"), list) else []
     key = drive_key(Path(path))
     if not refresh:
@@ -149,5 +148,5 @@ def disk_speed(path: Path, block_bytes: int = 4 << 20, refresh: bool = False,
     kept = [e for e in disks if not (isinstance(e, dict) and e.get("drive") == key
                                      and e.get("block_bytes") == measured.block_bytes)]
     data["disks"] = [*kept, asdict(measured)]
-    _write(cache, data)
+    write_cache(cache, data)
     return measured
