@@ -18,12 +18,15 @@ It follows llama.cpp's own rules (llama-model.cpp ``load_tensors``, llama-contex
 * Compute buffers: with a GPU, llama.cpp's CUDA graph allocator replayed
   (``gpu_compute_buffers``, app/advisor/compute_buffer.py); on a CPU, ``compute_buffer_bytes``.
 * Hot experts in VRAM (``plan.expert_cache``, engine patch 0004): per MoE layer whose routed
-  experts are in RAM, ``slots`` experts copied to the GPU of the layer (the first GPU for a
-  layer on the CPU), counted as weights there; its maps are a few KiB.
+  experts are in RAM, ``slots`` experts copied to the GPU of the layer's router
+  (``ffn_gate_inp``: the layer's GPU, unless an override sends it elsewhere; the first GPU for
+  a router in RAM), counted as weights there; its maps are a few KiB. With several GPUs each
+  GPU holds the packs of its own layers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from app.advisor.compute_buffer import cuda_compute_buffers, vocab_size
@@ -189,6 +192,29 @@ def tensor_device(name: str, layer: int | None, devices: list[str], rules: list)
     return devices[min(layer, len(devices) - 1)]
 
 
+def router_name(layer: int) -> str:
+    """The MoE router's tensor (its expert scores) of ``layer``."""
+    return f"blk.{layer}.ffn_gate_inp.weight"
+
+
+def _pack_device(layer: int, devices: list[str], rules: list, gpus: list[str]) -> str:
+    # patch 0004 allocates a layer's pack where its router's weights are, else on the first GPU
+    device = tensor_device(router_name(layer), layer, devices, rules)
+    return device if device != CPU_DEVICE else gpus[0]
+
+
+def expert_cache_pack_devices(model: GGUFModel, plan: PlacementPlan, layers: Iterable[int],
+                              gpus: list[str]) -> dict[int, str]:
+    """The GPU holding the hot-expert pack of each of ``layers`` (cached layers: routed experts
+    in RAM) under ``plan``: its router's GPU, the first GPU for a router in RAM; none without
+    a GPU."""
+    if not gpus:
+        return {}
+    devices = layer_devices(plan, model.n_layer, gpus)
+    rules = tensor_overrides(plan, model.n_layer)
+    return {layer: _pack_device(layer, devices, rules, gpus) for layer in layers}
+
+
 def expert_cache_packs(model: GGUFModel, plan: PlacementPlan, ram_experts: dict[int, int],
                        gpus: list[str]) -> dict[int, int]:
     """VRAM bytes of the hot-expert cache's pack per layer (none without a GPU or when off).
@@ -248,8 +274,7 @@ def memory_by_device(model: GGUFModel, plan: PlacementPlan,
         if device == CPU_DEVICE and t.tensor_class == "routed_experts" and t.layer is not None:
             ram_experts[t.layer] = ram_experts.get(t.layer, 0) + t.n_bytes
     for layer, pack in expert_cache_packs(model, plan, ram_experts, gpus).items():
-        device = devices[layer] if devices[layer] != CPU_DEVICE else gpus[0]
-        slot(device).weights += pack
+        slot(_pack_device(layer, devices, rules, gpus)).weights += pack
     kv = kv_bytes_by_layer(model, plan.n_ctx * plan.n_parallel, plan.type_k, plan.type_v,
                            n_ubatch=min(plan.n_ubatch, plan.n_batch), n_parallel=plan.n_parallel)
     for layer, layer_kv in enumerate(kv):
