@@ -1,5 +1,6 @@
 """Hot experts in VRAM in the plans: the advisor weighs whole layers' experts against a cache of
-the RAM layers' most chosen experts, and autotune measures both (app/advisor/cache_split.py)."""
+the RAM layers' most chosen experts, and autotune measures both (app/advisor/cache_split.py).
+With several GPUs: tests/test_expert_cache_gpus.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from app.advisor.cache_split import cache_splits
 from app.advisor.memory import VRAM_HEADROOM, memory_by_device
-from app.advisor.planner import DYNAMIC_MMAP_ADVICE, evaluate, plan_for
+from app.advisor.planner import DYNAMIC_MMAP_ADVICE, evaluate, experts_in_ram_placement, plan_for
 from app.engine.client import EngineClient
 from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
@@ -21,7 +22,6 @@ from app.tune.measure import Measurer, Workload
 from app.tune.report import read_csv
 from app.tune.strategies import Budget, first_n_in_ram, with_experts_in_ram
 from tests.test_advisor import QWEN3_30B_Q4, machine, model_from_spec
-from tests.test_advisor_gpus import two_gpus
 from tests.test_expert_cache_model import uniform_counts
 
 GiB = 1024**3
@@ -65,7 +65,6 @@ def test_the_cache_is_weighed_only_where_it_can_run() -> None:
                                build=cache_build(patch=False)))
     assert not cached(plan_for(QWEN3_30B_Q4, machine(None), 8192, profile=SKEWED, hot_experts=True))
     assert not cached(plan_for(QWEN3_30B_Q4, machine(80), 8192, profile=SKEWED, hot_experts=True))
-    assert not cached(plan_for(QWEN3_30B_Q4, two_gpus(8, 4), 8192, profile=SKEWED, hot_experts=True))
     no_host = PlacementPlan(no_host=True)  # CPU layouts: the cache cannot copy from them
     assert not cached(plan_for(QWEN3_30B_Q4, machine(12), 8192, no_host, profile=SKEWED, hot_experts=True))
     gpt_oss = model_from_spec(SyntheticSpec.preset("gpt-oss-20b"))  # expert biases
@@ -84,17 +83,22 @@ def test_each_split_holds_the_most_experts_that_fit_the_gpu() -> None:
         return next(m.total for m in memory_by_device(model, plan, ["CUDA0"])
                     if m.device == "CUDA0") <= budget.usable
 
+    def place(layers: set[int]) -> PlacementPlan:
+        return experts_in_ram_placement(base, layers, model)
+
     n_min = first_n_in_ram(model, budget, base)
-    splits = cache_splits(model, n_min, lambda n: with_experts_in_ram(base, n, N_LAYER), fits)
+    moe = model.moe_layers
+    splits = cache_splits(model, [moe], [n_min], place, fits)
     assert [(s.name, s.ram_layers) for s in splits] == [
         ("whole layers", n_min), ("half and half", n_min + (N_LAYER - n_min) // 2), ("all cache", N_LAYER)]
+    assert all(s.layers == set(moe[:s.ram_layers]) for s in splits)  # the first layers go to RAM
     for split in splits:
         assert fits(split.placement)
         slots = split.placement.expert_cache_slots
         assert not fits(dataclasses.replace(split.placement, expert_cache_slots=slots + 1))
     slots = [s.placement.expert_cache_slots for s in splits]
     assert slots[0] < slots[1] < slots[2]  # the more layers in RAM, the more VRAM for the cache
-    assert cache_splits(model, 0, lambda n: with_experts_in_ram(base, n, N_LAYER), fits) == []
+    assert cache_splits(model, [moe], [0], place, fits) == []
 
 
 def test_autotune_measures_the_cache_where_experts_are_in_ram() -> None:

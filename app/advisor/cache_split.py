@@ -13,7 +13,11 @@ measured:
 * half and half: half of the whole layers' experts to RAM, their VRAM a cache over all RAM layers;
 * all cache: every layer's experts in RAM, all that VRAM a cache.
 
-Each cache is sized in experts a layer, the most that fit next to everything else.
+With several GPUs (llama.cpp's layer split) each GPU's layers are split so, the first of its
+range going to RAM first, as the planner fills each GPU: a layer's pack is on its router's GPU
+(app/advisor/memory.py), so each GPU spends its own VRAM on its own layers' experts or packs.
+Each cache is sized in experts a layer (one count for every cached layer, as the engine takes
+it), the most that fit next to everything else on every GPU.
 """
 
 from __future__ import annotations
@@ -26,39 +30,47 @@ from app.advisor.search import largest
 from app.engine.placement import ExpertCacheMode, PlacementPlan
 from app.gguf.info import GGUFModel
 
+# each split: the share of a GPU's layers with whole experts in VRAM that goes to RAM
+SHARES_TO_RAM = {"whole layers": 0.0, "half and half": 0.5, "all cache": 1.0}
+
 
 @dataclass(frozen=True)
 class Split:
     """One way to spend the VRAM for routed experts."""
 
     name: str  # "whole layers", "half and half", "all cache"
-    ram_layers: int  # MoE layers whose routed experts are in RAM
+    layers: frozenset[int]  # MoE layers whose routed experts are in RAM (each with a pack)
     placement: PlacementPlan  # with its cache sized to fit
+
+    @property
+    def ram_layers(self) -> int:
+        return len(self.layers)
 
     def describe(self, n_moe_layers: int) -> str:
         return (f"routed experts of {self.ram_layers} of {n_moe_layers} layers in RAM, "
                 f"{self.placement.expert_cache_slots} of each one's experts in VRAM")
 
 
-def cache_splits(model: GGUFModel, n_min: int, place: Callable[[int], PlacementPlan],
-                 fits: Callable[[PlacementPlan], bool], mode: ExpertCacheMode = "static") -> list[Split]:
-    """The splits with a cache that fit. ``n_min``: the fewest MoE layers whose experts must
-    be in RAM without a cache; ``place(n)``: the placement with the experts of the first ``n``
-    MoE layers in RAM; ``fits``: whether a placement fits the GPU. None for a model the cache
-    cannot serve, or when every layer's experts fit in VRAM (nothing to cache)."""
-    n_moe = len(model.moe_layers)
-    if not cacheable(model) or n_min <= 0 or model.n_expert < 2:
+def cache_splits(model: GGUFModel, ranges: list[list[int]], n_min: list[int],
+                 place: Callable[[set[int]], PlacementPlan], fits: Callable[[PlacementPlan], bool],
+                 mode: ExpertCacheMode = "static") -> list[Split]:
+    """The splits with a cache that fit. ``ranges``: each GPU's MoE layers in order (one list
+    for one GPU); ``n_min``: for each, the fewest of its first layers whose experts must be in
+    RAM without a cache; ``place(layers)``: the placement with the experts of ``layers`` in
+    RAM; ``fits``: whether a placement fits every GPU. None for a model the cache cannot
+    serve, or when every layer's experts fit in VRAM (nothing to cache)."""
+    if not cacheable(model) or sum(n_min) <= 0 or model.n_expert < 2:
         return []
-    on_gpu = n_moe - n_min
-    counts = {"whole layers": n_min, "half and half": n_min + on_gpu // 2, "all cache": n_moe}
     splits: list[Split] = []
-    for name, n in counts.items():
-        if any(split.ram_layers == n for split in splits):
-            continue  # few layers on the GPU: two splits are the same
-        base = replace(place(n), expert_cache=mode, expert_cache_bytes=0)
+    for name, share in SHARES_TO_RAM.items():
+        layers = frozenset(layer for mine, n in zip(ranges, n_min, strict=True)
+                           for layer in mine[:n + int(share * (len(mine) - n))])
+        if any(split.layers == layers for split in splits):
+            continue  # few layers on the GPUs: two splits are the same
+        base = replace(place(set(layers)), expert_cache=mode, expert_cache_bytes=0)
         slots = _most_slots(base, model.n_expert - 1, fits)
         if slots:
-            splits.append(Split(name, n, replace(base, expert_cache_slots=slots)))
+            splits.append(Split(name, layers, replace(base, expert_cache_slots=slots)))
     return splits
 
 

@@ -6,10 +6,10 @@ proportion to their usable VRAM. Then routed experts stay on each GPU layer by l
 its VRAM lasts, the first layers of its range going to RAM first; with one GPU that is
 "routed experts of the first N layers in RAM" with the smallest N that fits. What is in RAM
 must fit the RAM budget, or llama.cpp's mmap streams it from the SSD (slow). Only GPUs the
-installed llama.cpp build can drive are planned for (app/advisor/devices.py). With one GPU and
-an engine that can keep hot experts in VRAM (patch 0004), the VRAM left for routed experts may
-instead hold a cache of the RAM layers' most chosen experts: the split predicted to decode
-fastest wins (app/advisor/cache_split.py).
+installed llama.cpp build can drive are planned for (app/advisor/devices.py). With an engine
+that can keep hot experts in VRAM (patch 0004), the VRAM left for routed experts may instead
+hold a cache of the RAM layers' most chosen experts, each GPU's for its own layers: the split
+predicted to decode fastest wins (app/advisor/cache_split.py).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from app.advisor.cache_split import cache_splits
+from app.advisor.cache_split import Split, cache_splits
 from app.advisor.devices import PlanGpu, usable_gpus
 from app.advisor.memory import (
     RAM_HEADROOM,
     VRAM_HEADROOM,
     DeviceMemory,
+    expert_cache_pack_devices,
     layer_devices,
     memory_by_device,
     tensor_device,
@@ -41,6 +42,7 @@ from app.advisor.streaming import (
 from app.advisor.threads import thread_advice
 from app.engine.placement import (
     CPU_DEVICE,
+    ExpertCacheMode,
     PlacementPlan,
     TensorOverride,
     expert_layer_pattern,
@@ -110,10 +112,7 @@ def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int, base: PlacementPl
         plan.reasons[:0] = lost or ["no usable GPU: every layer runs from RAM"]
         return plan
     budgets = {g.device: g.free - VRAM_HEADROOM for g in gpus}
-    if len(gpus) > 1:
-        total = sum(max(b, 0) for b in budgets.values()) or 1
-        base = replace(base, split_mode="layer",
-                       tensor_split=[round(max(budgets[g.device], 0) / total, 3) for g in gpus])
+    base = layer_split(base, list(budgets.values()))
     names = [g.device for g in gpus]
     moe = model.moe_layers
     everything = set(moe)
@@ -152,44 +151,74 @@ def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int, base: PlacementPl
     plan = evaluate(model, hardware, placement, gpus, ram, predict_speed, disk=disk, profile=profile)
     if hot_experts is None:
         hot_experts = build is not None and build.expert_cache_patch
-    if (hot_experts and predict_speed and len(gpus) == 1 and base.expert_cache == "off"
+    if (hot_experts and predict_speed and base.expert_cache == "off"
             and not base.no_host and plan.verdict == "fits_with_expert_offload"):
-        plan = _fastest_split(model, hardware, plan, base, gpus[0], budgets[gpus[0].device], len(in_ram),
-                              ram, disk, profile)
+        plan = _fastest_split(model, hardware, plan, base, gpus, budgets, in_ram, ram, disk, profile)
     return plan
 
 
-def _fastest_split(model: GGUFModel, hardware: Hardware, plan: Plan, base: PlacementPlan, gpu: PlanGpu,
-                   budget: int, n_min: int, ram: RamBandwidth | None, disk: DiskSpeed | None,
-                   profile: list[list[int]] | None) -> Plan:
-    """``plan`` (whole layers' experts in VRAM, the rest in RAM) or a split of its VRAM for
-    routed experts with hot experts in VRAM, whichever is predicted to decode fastest; its
-    reasons say which splits were weighed."""
-    moe = model.moe_layers
+def layer_split(base: PlacementPlan, budgets: list[int]) -> PlacementPlan:
+    """``base`` spread over several GPUs by llama.cpp's layer split, in proportion to their
+    usable VRAM ``budgets`` (llama.cpp's order); as it is for one GPU."""
+    if len(budgets) < 2:
+        return base
+    total = sum(max(b, 0) for b in budgets) or 1
+    return replace(base, split_mode="layer", tensor_split=[round(max(b, 0) / total, 3) for b in budgets])
 
-    def place(n: int) -> PlacementPlan:
-        return experts_in_ram_placement(base, set(moe[:n]), model)
+
+def cache_split_candidates(model: GGUFModel, base: PlacementPlan, in_ram: set[int], budgets: dict[str, int],
+                           mode: ExpertCacheMode = "static") -> list[Split]:
+    """The splits of the VRAM for routed experts with hot experts in VRAM, around ``base`` with
+    the routed experts of the layers ``in_ram`` in RAM, on GPUs with ``budgets`` usable bytes
+    (by device, llama.cpp's order): each GPU's layers split as the planner fills that GPU, each
+    cache as large as every GPU holds. What the planner weighs and autotune measures."""
+    names = list(budgets)
+    owner = layer_devices(base, model.n_layer, names)
+    ranges = [[layer for layer in model.moe_layers if owner[layer] == name] for name in names]
+    n_min = [sum(1 for layer in mine if layer in in_ram) for mine in ranges]
 
     def fits(placement: PlacementPlan) -> bool:
-        return _by(memory_by_device(model, placement, [gpu.device]), gpu.device).total <= budget
+        memory = memory_by_device(model, placement, names)
+        return all(_by(memory, name).total <= budget for name, budget in budgets.items())
 
+    return cache_splits(model, ranges, n_min, lambda layers: experts_in_ram_placement(base, layers, model),
+                        fits, mode)
+
+
+def _fastest_split(model: GGUFModel, hardware: Hardware, plan: Plan, base: PlacementPlan, gpus: list[PlanGpu],
+                   budgets: dict[str, int], in_ram: set[int], ram: RamBandwidth | None,
+                   disk: DiskSpeed | None, profile: list[list[int]] | None) -> Plan:
+    """``plan`` (whole layers' experts in VRAM, the experts of ``in_ram`` in RAM) or a split of
+    its VRAM for routed experts with hot experts in VRAM, whichever is predicted to decode
+    fastest; its reasons say which splits were weighed."""
     weighed = []
-    for split in cache_splits(model, n_min, place, fits):
-        candidate = evaluate(model, hardware, split.placement, [gpu], ram, disk=disk, profile=profile)
+    for split in cache_split_candidates(model, base, in_ram, budgets):
+        candidate = evaluate(model, hardware, split.placement, gpus, ram, disk=disk, profile=profile)
         if candidate.verdict == plan.verdict:  # else more experts in RAM than RAM holds
             weighed.append((split, candidate))
     if not weighed or plan.speed is None:
         return plan
     split, best = max(weighed, key=lambda pair: _decode_mid(pair[1]))
     assert best.speed is not None and best.speed.expert_hit_rate is not None
-    cache = (f"{split.describe(len(moe))}, expected to serve {best.speed.expert_hit_rate} of those "
-             f"layers' selections: decode {best.speed.decode} predicted")
-    whole = f"{plan.speed.decode} with the experts of {n_min} layers in RAM and the others' whole in VRAM"
+    cache = (f"{split.describe(len(model.moe_layers))}{_packs_by_gpu(model, split, gpus)}, expected to "
+             f"serve {best.speed.expert_hit_rate} of those layers' selections: decode "
+             f"{best.speed.decode} predicted")
+    whole = (f"{plan.speed.decode} with the experts of {len(in_ram)} layers in RAM and the others' "
+             "whole in VRAM")
     if _decode_mid(best) <= _decode_mid(plan):
         plan.reasons.append(f"hot experts in VRAM weighed, slower here: at best {cache}, against {whole}")
         return plan
     best.reasons.append(f"hot experts in VRAM ({split.name}): {cache}, against {whole}")
     return best
+
+
+def _packs_by_gpu(model: GGUFModel, split: Split, gpus: list[PlanGpu]) -> str:
+    """Where a split's packs are, with several GPUs (each on its router's GPU)."""
+    if len(gpus) < 2:
+        return ""
+    names = [g.device for g in gpus]
+    held = list(expert_cache_pack_devices(model, split.placement, split.layers, names).values())
+    return " (packs: " + ", ".join(f"{held.count(name)} on {name}" for name in names) + ")"
 
 
 def _decode_mid(plan: Plan) -> float:
@@ -269,8 +298,8 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
     advice = list(threads.advice)
     if gpus and in_ram and placement.repack and not placement.no_host and placement.expert_cache == "off":
         advice.append(NO_HOST_ADVICE)  # not with hot experts: the cache needs the file's layout
-    if gpus and in_ram and placement.expert_cache == "dynamic" and placement.use_mmap:
-        advice.append(DYNAMIC_MMAP_ADVICE)
+    if gpus and in_ram and placement.expert_cache == "dynamic":
+        advice += _dynamic_copies_advice(model, placement, in_ram, names)
     return Plan(placement, verdict, reasons + more, memory, experts_in_ram_layers=len(in_ram),
                 warnings=warnings, gpus=list(gpus), advice=advice, speed=speed)
 
@@ -303,10 +332,23 @@ def _with_ssd_reads(speed: Prediction, stream: StreamPlan, disk: DiskSpeed | Non
 # the dynamic cache copies experts beside decoding only from the GPU's pinned host memory:
 # what the engine says at such a load, said before it
 DYNAMIC_MMAP_ADVICE = f"dynamic hot experts with mmap on: {WAITING_COPIES}"
+# patch 0004 copies beside decoding on one stream of one GPU: only when every pack is there
+DYNAMIC_GPUS_ADVICE = ("dynamic hot experts with packs on several GPUs: each token waits for its "
+                       "expert copies, with mmap on or off (the engine copies experts while tokens "
+                       "decode only when every pack is on one GPU); a static cache has no copies "
+                       "after the load")
 # llama.cpp's no_host, for a plan with experts in RAM and a GPU (issue 17, measured on an H200)
 NO_HOST_ADVICE = ("--no-host puts the experts in RAM into the CPU's repacked layouts: about 10-18% "
                   "faster decode, about half the prefill (op offload no longer copies them to the "
                   "GPU); autotune tries it")
+
+
+def _dynamic_copies_advice(model: GGUFModel, placement: PlacementPlan, in_ram: set[int],
+                           gpus: list[str]) -> list[str]:
+    """What a dynamic cache's copies will wait for, and what avoids it."""
+    if len(set(expert_cache_pack_devices(model, placement, in_ram, gpus).values())) > 1:
+        return [DYNAMIC_GPUS_ADVICE]
+    return [DYNAMIC_MMAP_ADVICE] if placement.use_mmap else []
 
 
 def max_context(model: GGUFModel, hardware: Hardware, base: PlacementPlan | None = None,

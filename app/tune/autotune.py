@@ -92,9 +92,10 @@ def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
         for fewer in (n - 1, n - 2):
             if fewer >= 0:
                 yield f"experts of {fewer} layers in RAM", with_experts_in_ram(best, fewer, n_layer)
-    elif stage == "expert cache" and budget is not None and n > 0 and best.expert_cache == "off" \
-            and not best.no_host:
-        yield from _cache_candidates(model, best, budget, n)
+    elif stage == "expert cache" and budget is not None and best.expert_cache == "off" and not best.no_host:
+        # around the layers whose experts are in RAM, wherever the plan put them (on several
+        # GPUs, the first of each GPU's range: not a "first N layers" shortcut)
+        yield from _cache_candidates(model, best, budget)
     elif stage == "kv" and budget is not None and n > 0 and best.type_k == "f16":
         # only worth its small quality cost when the VRAM it frees brings experts back
         q8 = replace(best, type_k="q8_0", type_v="q8_0", flash_attn="on")
@@ -124,10 +125,11 @@ def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
             best, flash_attn="off" if best.flash_attn != "off" else "on")
 
 
-def _cache_candidates(model: GGUFModel, best: PlacementPlan, budget: Budget,
-                      n: int) -> Iterator[tuple[str, PlacementPlan]]:
-    """The splits of ``best``'s VRAM for routed experts with hot experts in VRAM."""
-    for name, plan in cache_split_plans(model, best, n, budget):
+def _cache_candidates(model: GGUFModel, best: PlacementPlan,
+                      budget: Budget) -> Iterator[tuple[str, PlacementPlan]]:
+    """The splits of ``best``'s VRAM for routed experts with hot experts in VRAM (none when
+    every routed expert is in VRAM)."""
+    for name, plan in cache_split_plans(model, best, budget):
         yield f"hot experts in VRAM ({name}): {plan.expert_cache_slots} experts a layer", plan
 
 

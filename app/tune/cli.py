@@ -10,7 +10,7 @@ from app.cli_load import add_expert_cache_args
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.gguf.info import read_model
-from app.tune.strategies import STRATEGIES, Budget, describe
+from app.tune.strategies import STRATEGIES, Budget, budget_for, describe
 
 
 def gigabytes(value: str) -> int:
@@ -72,7 +72,7 @@ def _budget(client: EngineClient, requested: int | None) -> tuple[Budget, bool, 
     gpu = gpus[0]
     if requested and requested > gpu.memory_free:
         notes.append(f"the budget is more than {gpu.name}'s free memory ({gpu.memory_free / 1e9:.1f} GB)")
-    return Budget(gpu.name, requested or gpu.memory_free), True, notes
+    return budget_for(gpus, requested), True, notes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         budget, has_gpu, notes = _budget(client, args.vram_budget)
         for note in notes:
             print(f"note: {note}")
-        print(f"{args.model.name}: {model.n_layer} layers, budget {budget.vram / 1e9:.1f} GB on {budget.gpu}")
+        print(f"{args.model.name}: {model.n_layer} layers, budget {budget.describe()}")
         measurer = Measurer(client, args.model, gpu_budget=budget.usable, cancel=cancel)
         try:
             if args.command == "tune":
@@ -171,6 +171,6 @@ def _bench(args, measurer, model, budget, base, hardware, workload, hot_experts:
         print(f"no PNG chart ({exc.name} is not installed)")
         return 0
     png = render_report_png(csv_path, args.out / "report.png", title=f"{args.model.name}, "
-                            f"{budget.vram / 1e9:.0f} GB VRAM budget")
+                            f"{sum(budget.vram_by_gpu.values()) / 1e9:.0f} GB VRAM budget")
     print(f"wrote {png}")
     return 0

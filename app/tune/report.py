@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.advisor.memory import memory_by_device
 from app.engine.placement import ExpertCacheMode, PlacementPlan
 from app.gguf.info import GGUFModel
 from app.tune.autotune import TUNE_WORKLOAD, TuneProgress, TuneResult, autotune
@@ -23,6 +22,7 @@ from app.tune.strategies import (
     describe,
     first_n_in_ram,
     gpu_bytes,
+    gpu_memory,
     llama_cpp_settings,
     one_layer_less,
     strategy_plans,
@@ -62,7 +62,7 @@ class CacheRows:
         n = first_n_in_ram(model, budget, replace(settings, expert_cache="off"))
         around = with_experts_in_ram(settings, n, model.n_layer)
         return {f"cache {self.mode}, {name}": plan
-                for name, plan in cache_split_plans(model, around, n, budget, self.mode)}
+                for name, plan in cache_split_plans(model, around, budget, self.mode)}
 
 
 @dataclass
@@ -165,8 +165,9 @@ def far_over_budget(model: GGUFModel, plan: PlacementPlan, budget: Budget, label
 def memory_line(model: GGUFModel, plan: PlacementPlan, budget: Budget, m: Measurement) -> str:
     """What llama.cpp allocated on the GPU, by kind, beside what the memory model expected:
     the data that calibrates app/advisor/memory.py for a new model shape."""
-    expected = next(d for d in memory_by_device(model, plan, [budget.gpu]) if d.device == budget.gpu)
-    model_kinds = {"weights": expected.weights, "kv_cache": expected.kv, "compute": expected.compute}
+    expected = gpu_memory(model, plan, budget)
+    model_kinds = {"weights": sum(d.weights for d in expected), "kv_cache": sum(d.kv for d in expected),
+                   "compute": sum(d.compute for d in expected)}
     parts = [f"{kind} {m.gpu_by_kind.get(kind, 0) / 1e9:.2f} (model {model_kinds.get(kind, 0) / 1e9:.2f})"
              for kind in dict.fromkeys([*model_kinds, *m.gpu_by_kind])]
     return f"GPU GB allocated: {', '.join(parts)}"

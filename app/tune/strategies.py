@@ -1,4 +1,4 @@
-"""Placements for one GPU under a VRAM budget, the way each strategy would choose them.
+"""Placements under a VRAM budget, the way each strategy would choose them.
 
 The strategies a user meets elsewhere, computed with the advisor's memory model so that they
 are compared at the same budget:
@@ -10,23 +10,25 @@ are compared at the same budget:
 * ``advisor``: MoE Desk's planner (app.advisor.planner.plan_for) for a GPU of that size.
 
 and, with hot experts in VRAM (engine patch 0004), ``cache_split_plans``: the VRAM of a plan's
-whole layers' experts spent on a cache of the RAM layers' most chosen experts instead
-(app/advisor/cache_split.py).
+whole layers' experts spent on a cache of the RAM layers' most chosen experts instead, the
+planner's own candidates (app/advisor/cache_split.py).
 
 A budget stands for a GPU of that size: a 80 GB card can measure what a 12 GB one would do.
-Whether a measured load really stayed inside the budget is checked by ``measure`` against
-what llama.cpp allocated.
+A budget of several GPUs (a machine's own, as a tune on it finds them) spreads the layers over
+them by llama.cpp's layer split, as the planner does. Whether a measured load really stayed
+inside the budget is checked by ``measure`` against what llama.cpp allocated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from app.advisor.cache_split import cache_splits
-from app.advisor.memory import VRAM_HEADROOM, memory_by_device
-from app.advisor.planner import plan_for
+from app.advisor.expert_cache import ram_expert_bytes
+from app.advisor.memory import VRAM_HEADROOM, DeviceMemory, memory_by_device
+from app.advisor.planner import cache_split_candidates, layer_split, plan_for
 from app.advisor.search import largest
-from app.engine.placement import ExpertCacheMode, PlacementPlan
+from app.engine.placement import CPU_DEVICE, ExpertCacheMode, PlacementPlan
+from app.engine.protocol import DeviceInfo
 from app.gguf.info import GGUFModel
 from app.hardware.model import Gpu, Hardware
 
@@ -35,25 +37,58 @@ STRATEGIES = ("classic", "experts-ram", "n-cpu-moe", "advisor")
 
 @dataclass
 class Budget:
-    """A GPU of ``vram`` bytes, named as llama.cpp names it (``CUDA0``)."""
+    """A GPU of ``vram`` bytes, named as llama.cpp names it (``CUDA0``); with several GPUs, the
+    others in ``more`` (name -> bytes, in llama.cpp's order)."""
 
     gpu: str
     vram: int
+    more: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def vram_by_gpu(self) -> dict[str, int]:
+        return {self.gpu: self.vram, **self.more}
+
+    @property
+    def gpus(self) -> list[str]:
+        return list(self.vram_by_gpu)
+
+    def usable_by_gpu(self) -> dict[str, int]:
+        """What weights, KV cache and compute buffers may take on each GPU (the rest: the CUDA
+        context)."""
+        return {gpu: vram - VRAM_HEADROOM for gpu, vram in self.vram_by_gpu.items()}
 
     @property
     def usable(self) -> int:
-        """What weights, KV cache and compute buffers may take (the rest: the CUDA context)."""
-        return self.vram - VRAM_HEADROOM
+        """What they may take on all its GPUs together."""
+        return sum(self.usable_by_gpu().values())
+
+    def describe(self) -> str:
+        return ", ".join(f"{vram / 1e9:.1f} GB on {gpu}" for gpu, vram in self.vram_by_gpu.items())
+
+
+def budget_for(gpus: list[DeviceInfo], requested: int | None = None) -> Budget:
+    """The budget of the engine's ``gpus``: with ``requested`` bytes, one GPU of that size (the
+    first standing in for it), else every GPU's free memory."""
+    first, *others = gpus
+    if requested:
+        return Budget(first.name, requested)
+    return Budget(first.name, first.memory_free, {g.name: g.memory_free for g in others})
+
+
+def gpu_memory(model: GGUFModel, plan: PlacementPlan, budget: Budget) -> list[DeviceMemory]:
+    """What the memory model puts on each of the budget's GPUs under ``plan``."""
+    return [m for m in memory_by_device(model, plan, budget.gpus) if m.device != CPU_DEVICE]
 
 
 def gpu_bytes(model: GGUFModel, plan: PlacementPlan, budget: Budget) -> int:
-    """Bytes the memory model puts on the budget's GPU under ``plan``."""
-    memory = memory_by_device(model, plan, [budget.gpu])
-    return next(m.total for m in memory if m.device == budget.gpu)
+    """Bytes the memory model puts on the budget's GPUs under ``plan``."""
+    return sum(m.total for m in gpu_memory(model, plan, budget))
 
 
 def fits(model: GGUFModel, plan: PlacementPlan, budget: Budget) -> bool:
-    return gpu_bytes(model, plan, budget) <= budget.usable
+    """Whether ``plan`` fits each of the budget's GPUs (and puts nothing on others)."""
+    usable = budget.usable_by_gpu()
+    return all(m.total <= usable.get(m.device, 0) for m in gpu_memory(model, plan, budget))
 
 
 def classic(model: GGUFModel, budget: Budget, base: PlacementPlan) -> PlacementPlan:
@@ -120,34 +155,33 @@ def n_cpu_moe(model: GGUFModel, budget: Budget, base: PlacementPlan) -> Placemen
 
 def advisor(model: GGUFModel, budget: Budget, base: PlacementPlan,
             hardware: Hardware | None = None) -> PlacementPlan:
-    """The planner's placement on this machine with its first GPU cut to the budget."""
-    gpu = Gpu(vendor="nvidia", name=f"{budget.gpu} ({budget.vram / 1e9:.0f} GB budget)",
-              vram_total=budget.vram, vram_free=budget.vram)
+    """The planner's placement on this machine with its GPUs cut to the budget."""
+    gpus = [Gpu(vendor="nvidia", name=f"{name} ({vram / 1e9:.0f} GB budget)", vram_total=vram, vram_free=vram)
+            for name, vram in budget.vram_by_gpu.items()]
     if hardware is None:
         from app.hardware import detect
 
         hardware = detect(nvml=False)
-    return plan_for(model, replace(hardware, gpus=[gpu]), base.n_ctx, base).placement
+    return plan_for(model, replace(hardware, gpus=gpus), base.n_ctx, base).placement
 
 
-def cache_split_plans(model: GGUFModel, plan: PlacementPlan, n: int, budget: Budget,
+def cache_split_plans(model: GGUFModel, plan: PlacementPlan, budget: Budget,
                       mode: ExpertCacheMode = "static") -> list[tuple[str, PlacementPlan]]:
-    """``plan`` (the routed experts of its first ``n`` layers in RAM, the others' on the GPU)
-    with that VRAM split between whole layers' experts and hot experts in VRAM, each split
-    named ("whole layers", "half and half", "all cache") with its cache sized to the budget."""
-    moe = model.moe_layers
-
-    def place(m: int) -> PlacementPlan:  # the experts of the first m MoE layers in RAM
-        return with_experts_in_ram(plan, moe[m - 1] + 1 if m else 0, model.n_layer)
-
-    n_moe = sum(1 for layer in moe if layer < n)
+    """``plan``'s VRAM for routed experts split between whole layers' experts and hot experts
+    in VRAM around the layers whose experts it keeps in RAM, each split named ("whole layers",
+    "half and half", "all cache") with its cache sized to the budget: the planner's candidates
+    (on several GPUs, each GPU's layers split on their own)."""
+    in_ram = set(ram_expert_bytes(model, plan, budget.gpus))
+    base = replace(plan, experts_in_ram="none", overrides=[])  # the splits place the experts anew
     return [(split.name, split.placement)
-            for split in cache_splits(model, n_moe, place, lambda p: fits(model, p, budget), mode)]
+            for split in cache_split_candidates(model, base, in_ram, budget.usable_by_gpu(), mode)]
 
 
 def strategy_plans(model: GGUFModel, budget: Budget, base: PlacementPlan,
                    hardware: Hardware | None = None) -> dict[str, PlacementPlan]:
-    """Each strategy's placement at this budget."""
+    """Each strategy's placement at this budget (over several GPUs, the layers split in
+    proportion to their budgets, as the planner splits them)."""
+    base = layer_split(base, list(budget.usable_by_gpu().values()))
     return {
         "classic": classic(model, budget, base),
         "experts-ram": experts_ram(model, budget, base),
