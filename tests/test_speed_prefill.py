@@ -8,6 +8,10 @@ same fit); the copy rate from pageable memory on the experts-in-RAM ones.
 tests/data/prefill_h100.csv: the fits out of sample, on an H100 host at other layer counts (and
 gpt-oss without mmap). The middle of each predicted range must be within 25% of the measurement
 (prefill all on the GPU: inside the range, and on the H200, where it was fitted, within 10%).
+
+Rows may carry the host-to-GPU copy probe's figures (app/hardware/h2d.py, in GB/s:
+``h2d_pageable``, ``h2d_mapped``, ``h2d_pinned``); the prediction then copies at those instead
+of estimating (bench/jobs/h2d-probe-h200.sh measures them, bench/copy_rate_fit.py refits).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from app.advisor.speed import Prediction, predict
+from app.advisor.speed import MAPPED_COPY_EFFICIENCY, PINNED_COPY_EFFICIENCY, Prediction, predict
 from app.engine.placement import PlacementPlan
 from app.gguf.info import GGUFModel, read_model
 from app.hardware.bandwidth import RamBandwidth
+from app.hardware.h2d import HostCopyRates
 from app.hardware.model import Gpu
 from app.synthetic import SyntheticSpec
 from app.synthetic.writer import write_synthetic_header
@@ -36,7 +41,7 @@ MACHINES = {"h200": H200, "h100": H100}
 # layer copied at 14.0 GB/s alone and at 9.5 GB/s beside a second one); 0.73-0.79x on three of
 # the H100 host's five, whose probe copied faster than the H200 hosts' (9.8 GB/s against 9.0-9.3)
 # while its driver copied slower: outside 25% of the fit's 1.07x. The probe's numpy copy is not
-# the driver's; a measured host-to-GPU rate would be.
+# the driver's; the copy probe's figures (app/hardware/h2d.py) are not in these rows yet.
 COPY_RATE_OUTLIERS = {("12a", "kimi-k2", "first-2"), ("12b", "kimi-k2", "first-2"),
                       ("12b", "glm-4.5", "experts-ram"), ("12b", "gpt-oss-120b", "experts-ram"),
                       ("14", "glm-4.5", "experts-ram"), ("14", "qwen3-235b-a22b", "experts-ram"),
@@ -75,18 +80,24 @@ def decode_params(run: dict[str, str]) -> object:
     return pytest.param(run, id=run_id(run), marks=marks)
 
 
-@pytest.fixture(scope="module")
-def header(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 (a loader of GGUFModels)
-    folder = tmp_path_factory.mktemp("prefill")
-    cache: dict[tuple[str, int], GGUFModel] = {}
+class Headers:
+    """The runs' models: synthetic headers (no weights) written once each into ``folder``."""
 
-    def load(preset: str, n_layer: int) -> GGUFModel:
-        if (preset, n_layer) not in cache:
-            path = write_synthetic_header(folder / f"{preset}-{n_layer}.gguf",
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.cache: dict[tuple[str, int], GGUFModel] = {}
+
+    def __call__(self, preset: str, n_layer: int) -> GGUFModel:
+        if (preset, n_layer) not in self.cache:
+            path = write_synthetic_header(self.folder / f"{preset}-{n_layer}.gguf",
                                           SyntheticSpec.preset(preset, n_layer=n_layer))
-            cache[(preset, n_layer)] = read_model(path)
-        return cache[(preset, n_layer)]
-    return load
+            self.cache[(preset, n_layer)] = read_model(path)
+        return self.cache[(preset, n_layer)]
+
+
+@pytest.fixture(scope="module")
+def header(tmp_path_factory: pytest.TempPathFactory) -> Headers:
+    return Headers(tmp_path_factory.mktemp("prefill"))
 
 
 def placement(name: str, use_mmap: bool = True) -> PlacementPlan:
@@ -98,15 +109,29 @@ def placement(name: str, use_mmap: bool = True) -> PlacementPlan:
     return dataclasses.replace(base, experts_in_ram=int(name.removeprefix("first-")))
 
 
-def predicted(header, run: dict[str, str]) -> Prediction:  # noqa: ANN001 (the fixture's loader)
-    """The model's prediction for a measured run, from that machine's GPU and RAM probe."""
-    ram = RamBandwidth(read_bw=float(run["read_bw"]) * 1e9, read_bw_1=float(run["read_bw_1"]) * 1e9,
-                       copy_bw_1=float(run["copy_bw_1"]) * 1e9, matmul_flops=float(run["matmul"]) * 1e9,
-                       threads=16, buffer_bytes=0)
+# GB/s and GFLOP/s columns: the RAM probe's, then the host-to-GPU copy probe's (optional)
+PROBE_COLUMNS = ("read_bw", "read_bw_1", "copy_bw_1", "matmul", "h2d_pageable", "h2d_mapped", "h2d_pinned")
+
+
+def probes(run: dict[str, str]) -> RamBandwidth:
+    """The run's machine as its RAM probe (and copy probe, where the row has it) measured it."""
+    gb = {key: float(value) * 1e9 for key, value in run.items() if key in PROBE_COLUMNS and value}
+    host_copy = None
+    if "h2d_pinned" in gb:
+        host_copy = HostCopyRates(gpu=MACHINES[run["machine"]].name, pageable=gb["h2d_pageable"],
+                                  pinned=gb["h2d_pinned"], mapped=gb.get("h2d_mapped"), copy_bytes=256 << 20)
+    return RamBandwidth(read_bw=gb["read_bw"], read_bw_1=gb["read_bw_1"], copy_bw_1=gb["copy_bw_1"],
+                        matmul_flops=gb["matmul"], threads=16, buffer_bytes=0, host_copy=host_copy)
+
+
+def predicted(header: Headers, run: dict[str, str], ram: RamBandwidth | None = None) -> Prediction:
+    """The model's prediction for a measured run, from that machine's GPU and probes (``ram``
+    instead of the row's, where given)."""
     model = header(run["preset"], int(run["layers"]))
     plan = placement(run["placement"], use_mmap=run.get("use_mmap", "1") == "1")
     n_gen = 64 if run["machine"] == "h200" else 32
-    return predict(model, plan, {"CUDA0": MACHINES[run["machine"]]}, ram, 16, int(run["n_prompt"]), n_gen)
+    return predict(model, plan, {"CUDA0": MACHINES[run["machine"]]}, ram or probes(run), 16,
+                   int(run["n_prompt"]), n_gen)
 
 
 @pytest.mark.parametrize("run", [prefill_params(r) for r in runs()])
@@ -141,3 +166,54 @@ def test_the_last_layer_s_experts_in_ram_are_never_copied(header) -> None:
     five = header("deepseek-v3", 5)  # one more MoE layer, not the last: its 6.3 GB copied
     copied = predict(five, placement("experts-ram"), {"CUDA0": H200}, ram, 16, 480, 64).prefill
     assert copied.mid < 0.1 * gpu.mid
+
+
+H100_RAM = RamBandwidth(read_bw=76.6e9, read_bw_1=7.7e9, copy_bw_1=9.8e9, matmul_flops=920e9, threads=16,
+                        buffer_bytes=0)
+MEASURED = HostCopyRates(gpu=H100.name, pageable=9.5e9, pinned=52e9, mapped=7.5e9, copy_bytes=256 << 20)
+
+
+def prefill_seconds(header: Headers, host_copy: HostCopyRates | None, use_mmap: bool = True,
+                    ram: RamBandwidth = H100_RAM) -> tuple[Prediction, float, float]:
+    """Qwen3-235B's 12 layers with every routed expert in RAM on the H100: the prediction and
+    its prefill seconds at the range's two ends."""
+    p = predict(header("qwen3-235b-a22b", 12), placement("experts-ram", use_mmap), {"CUDA0": H100},
+                dataclasses.replace(ram, host_copy=host_copy), 16, 484, 32)
+    return p, 484 / p.prefill.low, 484 / p.prefill.high
+
+
+@pytest.mark.parametrize("use_mmap, figure, efficiency", [(True, "mapped", MAPPED_COPY_EFFICIENCY),
+                                                          (False, "pinned", PINNED_COPY_EFFICIENCY)])
+def test_a_measured_copy_rate_half_as_fast_adds_the_copies_time_once_more(
+        header: Headers, use_mmap: bool, figure: str, efficiency: tuple[float, float]) -> None:
+    fast, fast_low, fast_high = prefill_seconds(header, MEASURED, use_mmap)
+    half = dataclasses.replace(MEASURED, **{figure: getattr(MEASURED, figure) / 2})
+    slow, slow_low, slow_high = prefill_seconds(header, half, use_mmap)
+    copied = fast.prefill_copy_bytes
+    assert copied > 10e9  # all 12 layers' experts, each ubatch: every expert is some token's
+    rate = getattr(MEASURED, figure)
+    assert slow_low - fast_low == pytest.approx(copied / (rate * efficiency[0]), rel=1e-6)
+    assert slow_high - fast_high == pytest.approx(copied / (rate * efficiency[1]), rel=1e-6)
+    source = "the mapped file" if use_mmap else "pinned memory"
+    assert any(f"copies from {source} measured at {rate / 1e9:.1f} GB/s" in n for n in fast.notes)
+    # the other kind of memory's figure plays no part
+    other = "pinned" if use_mmap else "mapped"
+    unrelated = dataclasses.replace(MEASURED, **{other: getattr(MEASURED, other) / 2})
+    assert prefill_seconds(header, unrelated, use_mmap)[0].prefill == fast.prefill
+
+
+def test_measured_copies_replace_the_estimate_from_the_ram_probe(header: Headers) -> None:
+    estimated, *_ = prefill_seconds(header, None)
+    assert any("copies from the mapped file estimated from the RAM probe's copy rate" in n
+               for n in estimated.notes)
+    # measured: the numpy copy (the estimate's basis) no longer counts
+    slower_numpy = dataclasses.replace(H100_RAM, copy_bw_1=H100_RAM.copy_bw_1 / 2)
+    measured = prefill_seconds(header, MEASURED)[0].prefill
+    assert prefill_seconds(header, MEASURED, ram=slower_numpy)[0].prefill == measured
+    assert prefill_seconds(header, None, ram=slower_numpy)[0].prefill.mid < 0.7 * estimated.prefill.mid
+    # no mapped-file figure: the pageable one stands in for it
+    unmapped = dataclasses.replace(MEASURED, mapped=None, pageable=MEASURED.mapped)
+    assert prefill_seconds(header, unmapped)[0].prefill == measured
+    # a probe of another GPU (CUDA device 0 is not this one) is not used
+    elsewhere = dataclasses.replace(MEASURED, gpu="NVIDIA H200")
+    assert prefill_seconds(header, elsewhere)[0].prefill == estimated.prefill

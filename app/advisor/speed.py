@@ -20,8 +20,10 @@ only the output rows there). Weights in RAM are computed on the GPU all the same
 ubatches of 32+ tokens (llama.cpp's op offload): each (of routed experts, the ones some
 token of the ubatch chose) is copied to the GPU for every ubatch before its matmul, never
 beside one, over PCIe from pinned memory (``use_mmap=False``) or through the CUDA driver's
-staging memcpy from pageable memory (an mmapped file). On a CPU, prefill is compute bound
-against the measured BLAS FLOP/s.
+staging memcpy from pageable memory (an mmapped file), at the rates the host-to-GPU probe
+measured through the CUDA runtime (app/hardware/h2d.py), else at estimates from the link's
+peak and the RAM probe's one-thread copy. On a CPU, prefill is compute bound against the
+measured BLAS FLOP/s.
 
 The bandwidths come from the RAM probe (app/hardware/bandwidth.py) and NVML or a table
 (app/advisor/gpu_specs.py); the efficiencies below are llama.cpp's, each a (low, high) pair
@@ -41,6 +43,7 @@ from app.advisor.memory import is_mla, layer_devices, tensor_device
 from app.engine.placement import CPU_DEVICE, PlacementPlan, tensor_overrides
 from app.gguf.info import GGUFModel, attention_shape, kv_bytes_per_layer, sliding_window_layers
 from app.hardware.bandwidth import RamBandwidth
+from app.hardware.h2d import HostCopyRates
 from app.hardware.model import Gpu
 
 Range = tuple[float, float]  # (pessimistic, optimistic)
@@ -104,11 +107,19 @@ TILE_FILL_EXPONENT = 0.7
 GPU_KERNEL_SPEED = {"MXFP4": 0.75}
 # CPU prefill: llama.cpp's int8 dot-product GEMM against numpy's float32 BLAS on the same cores.
 CPU_FLOPS_EFFICIENCY: Range = (0.4, 1.0)
-# Host-to-GPU copies: pinned memory reaches this share of the PCIe link; pageable memory
-# (mmap) goes through the CUDA driver's staging memcpy, this share of the probe's one-thread
-# copy rate: 0.78-1.52, geometric mean 1.07, over the 18 experts-in-RAM runs on the H200.
+# Host-to-GPU copies, not measured: pinned memory reaches this share of the PCIe link; pageable
+# memory (mmap) goes through the CUDA driver's staging memcpy, this share of the RAM probe's
+# one-thread copy rate: 0.78-1.52, geometric mean 1.07, over the 18 experts-in-RAM runs on the
+# H200 (0.73-0.79 on three of the H100 host's five: a numpy copy is not the driver's).
 PINNED_EFFICIENCY: Range = (0.75, 0.90)
 PAGEABLE_EFFICIENCY: Range = (0.85, 1.35)
+# Host-to-GPU copies measured through the CUDA runtime (app/hardware/h2d.py: one 256 MiB
+# cudaMemcpy from a mapped file, from pinned memory): llama.cpp's copies of the used experts,
+# tensor by tensor with a synchronisation before each, at this share of them. Not fitted yet:
+# set around 1 until bench/jobs/h2d-probe-h200.sh measures the probe beside the prefill runs
+# (bench/copy_rate_fit.py turns those rows into these ranges).
+MAPPED_COPY_EFFICIENCY: Range = (0.85, 1.15)
+PINNED_COPY_EFFICIENCY: Range = (0.85, 1.0)
 # llama.cpp runs the last layer's FFN for the ubatch's output tokens only (the prompt's last
 # one): too few for op offload, so its routed experts are read where they are, never copied
 FFN_CLASSES = ("dense_ffn", "shared_experts", "router", "routed_experts")
@@ -140,16 +151,20 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     # hot experts in VRAM: the share of the cached layers' routed selections they serve (None: no cache)
     expert_hit_rate: HitRate | None = None
+    # bytes of weights in RAM the prefill copies to the GPU (op offload), over all its ubatches
+    prefill_copy_bytes: int = 0
 
 
 @dataclass
 class DeviceRates:
     bandwidth: float  # bytes/s
     flops: float  # FLOP/s peak
-    h2d_pinned: float = 0.0  # GPUs: host-to-device bytes/s, peak
+    h2d_pinned: float = 0.0  # GPUs: host-to-device bytes/s, the link's peak
     source: str = ""
     # the CPU, weights in the file's layout: threads x one thread's read rate (0: no such bound)
     thread_bw: float = 0.0
+    # GPUs: host-to-device copies measured through the CUDA runtime (None: estimated)
+    host_copy: HostCopyRates | None = None
 
     def read_rate(self, end: int, gpu: bool) -> float:
         """Bytes/s the device's kernels read weights at, at the range's ``end``."""
@@ -159,6 +174,17 @@ class DeviceRates:
         if self.thread_bw:
             rate = min(rate, self.thread_bw * CPU_THREAD_EFFICIENCY[end])
         return rate
+
+    def copy_rate(self, end: int, mapped_file: bool, ram: RamBandwidth) -> float:
+        """Bytes/s weights in RAM are copied to this GPU at (op offload), at the range's ``end``:
+        from a memory-mapped file (pageable) or from pinned memory. Measured where the probe
+        ran on this GPU; else the link's peak and, from a mapped file, the RAM probe's copy."""
+        if self.host_copy is not None:
+            if mapped_file:
+                return self.host_copy.from_file * MAPPED_COPY_EFFICIENCY[end]
+            return self.host_copy.pinned * PINNED_COPY_EFFICIENCY[end]
+        pinned = self.h2d_pinned * PINNED_EFFICIENCY[end]
+        return min(ram.copy_bw_1 * PAGEABLE_EFFICIENCY[end], pinned) if mapped_file else pinned
 
 
 def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_threads: int, physical_cores: int,
@@ -176,7 +202,9 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_thread
                                      thread_bw=threads * ram.read_bw_1 if file_layout else 0.0)}
     for device, gpu in gpus.items():
         spec = gpu_spec(gpu, device)
-        rates[device] = DeviceRates(spec.bandwidth, spec.flops, spec.pcie, spec.source)
+        # the probe measured CUDA device 0; a GPU of another name is not the one it measured
+        measured = ram.host_copy if ram.host_copy and gpu and gpu.name == ram.host_copy.gpu else None
+        rates[device] = DeviceRates(spec.bandwidth, spec.flops, spec.pcie, spec.source, host_copy=measured)
         if spec.source.startswith("guessed"):
             notes.append(f"{device}: unknown GPU, its speed is guessed")
     return rates, notes
@@ -201,19 +229,30 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     hot = hot_experts(model, plan, names, profile)  # decode only: prefill's ubatches skip the cache
     decode = [_decode_seconds(work, rates, end, hot) for end in (0, 1)]
     reads = hot.reads(work.bytes, hot.hit_rate.mid) if hot else work.bytes
-    copies: list[float] = []  # seconds spent copying RAM experts to the GPU, per end
-    prefill = [_prefill_seconds(model, plan, names, rates, ram, n_prompt, end, copies) for end in (0, 1)]
-    if copies[0] > prefill[0] / 2:
+    prefill = [_prefill_seconds(model, plan, names, rates, ram, n_prompt, end) for end in (0, 1)]
+    if prefill[0].copy_seconds > prefill[0].seconds / 2:
         notes.append("prefill is bound by copying the routed experts in RAM to the GPU for every "
                      f"{plan.n_ubatch}-token ubatch; loading without mmap (pinned memory) or a "
-                     "larger ubatch makes it faster")
+                     f"larger ubatch makes it faster ({_copy_source(rates[names[0]], plan.use_mmap)})")
     return Prediction(
         decode=SpeedRange(1 / decode[0], 1 / decode[1]),
-        prefill=SpeedRange(n_prompt / prefill[0], n_prompt / prefill[1]),
+        prefill=SpeedRange(n_prompt / prefill[0].seconds, n_prompt / prefill[1].seconds),
         decode_bytes={d: int(b) for d, b in reads.items()},
         notes=notes,
         expert_hit_rate=hot.hit_rate if hot else None,
+        prefill_copy_bytes=int(prefill[0].copy_bytes),
     )
+
+
+def _copy_source(rates: DeviceRates, mapped_file: bool) -> str:
+    """Where the copies' rate came from, for the note."""
+    source = "from the mapped file" if mapped_file else "from pinned memory"
+    measured = rates.host_copy
+    if measured is None:
+        estimate = "the RAM probe's copy rate" if mapped_file else "the PCIe link's peak"
+        return f"copies {source} estimated from {estimate}"
+    rate = measured.from_file if mapped_file else measured.pinned
+    return f"copies {source} measured at {rate / 1e9:.1f} GB/s"
 
 
 @dataclass
@@ -318,17 +357,23 @@ def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int,
     return seconds
 
 
+@dataclass
+class _Prefill:
+    seconds: float  # the whole prompt, copies included
+    copy_seconds: float  # of which copying weights in RAM to the GPU (op offload)
+    copy_bytes: float  # what those copies move
+
+
 def _prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
                      rates: dict[str, DeviceRates], ram: RamBandwidth, n_prompt: int,
-                     end: int, copies: list[float]) -> float:
-    """Seconds to prefill ``n_prompt`` tokens in ubatches; ``copies`` gets the part spent
-    copying weights in RAM to the GPU (op offload)."""
+                     end: int) -> _Prefill:
+    """Seconds to prefill ``n_prompt`` tokens in ubatches, at the range's ``end``."""
     u = max(1, min(plan.n_ubatch, plan.n_batch))
     matmuls = _prefill_matmuls(model, plan, gpus)
     k = plan.n_expert_used or model.n_expert_used or 1
     n_expert = max(model.n_expert, 1)
     seconds = REQUEST_S[end]
-    copy_seconds = 0.0
+    copy_seconds = copy_bytes = 0.0
     for start in range(0, n_prompt, u):
         m = min(u, n_prompt - start)
         last_ubatch = start + m == n_prompt  # it holds the one output token
@@ -372,15 +417,10 @@ def _prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
         if copied:
             # llama.cpp copies a weight, then runs its matmul, then the next (a synchronisation
             # before each copy): the copies add to the compute
-            if plan.use_mmap:
-                h2d = min(ram.copy_bw_1 * PAGEABLE_EFFICIENCY[end],
-                          rates[target].h2d_pinned * PINNED_EFFICIENCY[end])
-            else:
-                h2d = rates[target].h2d_pinned * PINNED_EFFICIENCY[end]
-            copy_seconds += copied / h2d
+            copy_seconds += copied / rates[target].copy_rate(end, plan.use_mmap, ram)
+            copy_bytes += copied
         seconds += work.hops * HOP_S[end]
-    copies.append(copy_seconds)
-    return seconds + copy_seconds
+    return _Prefill(seconds + copy_seconds, copy_seconds, copy_bytes)
 
 
 @dataclass
