@@ -7,10 +7,12 @@
  * FAKE_CUDART_DEVICES=n      how many devices cudaGetDeviceCount reports (default 1)
  * FAKE_CUDART_FAIL=name      that call returns cudaErrorMemoryAllocation (2)
  * FAKE_CUDART_CRASH=name     that call aborts the process, as a broken driver may
+ * FAKE_CUDART_HANG=name      that call never returns, as a wedged driver may
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int cudaError_t;
 
@@ -26,6 +28,9 @@ static cudaError_t called(const char *name) {
     const char *crash = getenv("FAKE_CUDART_CRASH");
     if (crash && strcmp(crash, name) == 0)
         abort();
+    const char *hang = getenv("FAKE_CUDART_HANG");
+    while (hang && strcmp(hang, name) == 0)
+        pause();
     const char *fail = getenv("FAKE_CUDART_FAIL");
     return fail && strcmp(fail, name) == 0 ? 2 : 0;
 }

@@ -90,12 +90,17 @@ def test_a_failing_call_is_reported_with_its_cause_after_freeing_what_the_probe_
     assert missing["state"] == "no CUDA runtime" and "libcudart.so.99" in missing["detail"]
 
 
-def test_a_runtime_that_crashes_takes_down_the_probe_s_process_only(
+def test_a_runtime_that_crashes_or_hangs_takes_down_the_probe_s_process_only(
         fake_cudart: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_CUDART_CRASH", "cudaMalloc")  # abort(), as a broken driver may
     probe = measure_host_copies(fake_cudart, 4 * MiB, 1, tmp_path)
     assert (probe.state, probe.rates) == (ProbeState.FAILED, None)
     assert "exit code -6" in probe.detail  # SIGABRT
+    monkeypatch.delenv("FAKE_CUDART_CRASH")
+    monkeypatch.setenv("FAKE_CUDART_HANG", "cudaMemcpy(HostToDevice)")  # a wedged driver
+    hung = measure_host_copies(fake_cudart, 4 * MiB, 1, tmp_path, timeout_s=2)
+    assert (hung.state, hung.detail) == (ProbeState.FAILED, "the probe process gave no figures "
+                                                             "(no answer within 2 s)")
 
 
 def test_the_probe_measures_once_per_machine_and_set_of_gpus_then_reads_its_cache(

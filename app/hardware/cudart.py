@@ -170,7 +170,7 @@ def _engine_soname(engine_libs: Path) -> str | None:
     except OSError:
         return None
     found = re.search(rb"libcudart\.so\.[0-9.]+", head)
-    return found.group().decode() if found else None
+    return found.group().decode().rstrip(".") if found else None
 
 
 def _toolkit_dirs(windows: bool) -> Iterator[Path]:

@@ -130,26 +130,27 @@ def measure_host_copies(runtime: str | None = None, copy_bytes: int = DEFAULT_CO
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(send, runtime, copy_bytes, repeats, str(scratch_dir)),
                             name="moedesk-h2d-probe", daemon=True)
-    answer, why = None, f"no answer within {timeout_s:.0f} s"
+    answer, why = None, ""
     try:
         child.start()
         send.close()  # the child holds the only write end now: its death ends the pipe
         if receive.poll(timeout_s):
             answer = receive.recv()
+        else:
+            why = f"no answer within {timeout_s:.0f} s"
     except EOFError:  # it died before answering
         pass
-    except OSError as exc:  # it could not start
+    except Exception as exc:  # noqa: BLE001 - it could not start (a daemon's child, a frozen app's bootstrap)
         why = f"it could not start: {exc}"
     finally:
         receive.close()
         if child.pid is not None:
-            child.join(timeout=5)
+            child.join(timeout=0 if why else 5)
             if child.is_alive():
                 child.kill()
                 child.join()
     if answer is None:
-        if child.exitcode not in (None, 0):
-            why = f"it ended with exit code {child.exitcode}"
+        why = why or f"it ended with exit code {child.exitcode}"
         return HostCopyProbe(ProbeState.FAILED, detail=f"the probe process gave no figures ({why})")
     return _from_answer(answer)
 
