@@ -10,7 +10,7 @@ from collections import Counter
 
 from app.advisor.expert_cache import ram_expert_bytes
 from app.advisor.memory import VRAM_HEADROOM, expert_cache_pack_devices, layer_devices, memory_by_device
-from app.advisor.planner import DYNAMIC_GPUS_ADVICE, DYNAMIC_MMAP_ADVICE, evaluate, plan_for
+from app.advisor.planner import DYNAMIC_MMAP_ADVICE, evaluate, plan_for
 from app.engine.placement import PlacementPlan, TensorOverride
 from app.engine.protocol import DeviceInfo
 from app.tune.autotune import candidates
@@ -107,14 +107,12 @@ def test_a_budget_fits_only_when_each_gpu_holds_its_share() -> None:
     assert budget_for(gpus, 12 * GiB) == Budget("CUDA0", 12 * GiB)  # a budget stands for one GPU
 
 
-def test_a_dynamic_cache_with_packs_on_two_gpus_is_told_its_copies_wait() -> None:
+def test_a_dynamic_cache_with_packs_on_two_gpus_is_told_what_one_gpu_is() -> None:
+    # patch 0004 has a copy stream per GPU with packs: pinned memory is what the copies need
     machine = two_gpus(24, 24)
     both = evaluate(MODEL, machine, cached(dataclasses.replace(HALVES, experts_in_ram="all"), "dynamic"))
-    assert DYNAMIC_GPUS_ADVICE in both.advice and DYNAMIC_MMAP_ADVICE not in both.advice
-    pinned = dataclasses.replace(both.placement, use_mmap=False)  # pinned memory does not help there
-    assert DYNAMIC_GPUS_ADVICE in evaluate(MODEL, machine, pinned).advice
-    # the experts in RAM all of CUDA0's layers: every pack on one GPU, copies beside decoding
-    one = evaluate(MODEL, machine, cached(dataclasses.replace(HALVES, experts_in_ram=20), "dynamic"))
-    assert DYNAMIC_GPUS_ADVICE not in one.advice and DYNAMIC_MMAP_ADVICE in one.advice
+    assert DYNAMIC_MMAP_ADVICE in both.advice
+    pinned = dataclasses.replace(both.placement, use_mmap=False)
+    assert DYNAMIC_MMAP_ADVICE not in evaluate(MODEL, machine, pinned).advice
     static = evaluate(MODEL, machine, cached(dataclasses.replace(HALVES, experts_in_ram="all")))
-    assert DYNAMIC_GPUS_ADVICE not in static.advice  # a static set is copied once, at load
+    assert DYNAMIC_MMAP_ADVICE not in static.advice  # a static set is copied once, at load

@@ -113,15 +113,13 @@ def test_a_static_cache_over_two_gpus_keeps_each_pack_on_its_layers_gpu_and_serv
     assert all(rate is not None and rate > 0.2 for rate in routing.layer_hit_rate)
 
 
-def test_a_dynamic_cache_over_two_gpus_copies_between_tokens_even_from_pinned_memory(
+def test_a_dynamic_cache_over_two_gpus_copies_beside_decoding_from_pinned_memory(
         engine: EngineClient, gpus: list[str], realistic_q30: Path) -> None:
-    # patch 0004 copies beside decoding on a stream of one GPU, so only with every pack there
-    # (the advisor says so: planner.DYNAMIC_GPUS_ADVICE); the copies still happen, each token
-    # waiting for them
+    # patch 0004 has a copy stream per GPU with packs, each copy going to its layer's GPU
     loaded = gpu_testing.load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16,
                               use_mmap=False, **HALVES)
     assert loaded.expert_cache is not None and loaded.expert_cache.available
-    assert not loaded.expert_cache.copies_beside_decoding
+    assert loaded.expert_cache.copies_beside_decoding
     assert gpu_testing.decode(engine, tokens=32)
     stats = engine.stats().expert_cache
     assert stats is not None and stats.uploads > 16 * 4  # the initial set, then copies

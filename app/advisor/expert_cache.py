@@ -65,7 +65,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from app.advisor.memory import layer_devices, tensor_device
+from app.advisor.memory import expert_cache_pack_devices, layer_devices, tensor_device
 from app.engine.placement import (
     CPU_DEVICE,
     ExpertCacheMode,
@@ -280,8 +280,8 @@ def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
                 profile: Profile | None = None) -> HotExperts | None:
     """The hot-expert cache ``plan`` asks for, as the speed model counts it; None when it
     serves nothing (off, no GPU, no routed experts in RAM, no slot, an uncacheable model).
-    Each cached layer's pack is on its layer's GPU, or the first GPU for a layer on the CPU
-    (as app/advisor/memory.py counts it)."""
+    Each cached layer's pack is on its router's GPU (app/advisor/memory.py's
+    expert_cache_pack_devices)."""
     if plan.expert_cache == "off" or not gpus or not model.n_expert or not cacheable(model):
         return None
     in_ram = ram_expert_bytes(model, plan, gpus)
@@ -291,11 +291,10 @@ def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
     if slots <= 0:
         return None
     k = plan.n_expert_used or model.n_expert_used or 1
-    devices = layer_devices(plan, model.n_layer, gpus)
     read: dict[str, float] = {}
     layers: dict[str, int] = {}
-    for layer, n_bytes in in_ram.items():
-        device = devices[layer] if devices[layer] != CPU_DEVICE else gpus[0]
+    for layer, device in expert_cache_pack_devices(model, plan, in_ram, gpus).items():
+        n_bytes = in_ram[layer]
         read[device] = read.get(device, 0.0) + n_bytes * k / model.n_expert
         layers[device] = layers.get(device, 0) + 1
     rate = predicted_hit_rate(slots, model.n_expert, k, profile, sorted(in_ram), plan.expert_cache,

@@ -298,8 +298,8 @@ def evaluate(model: GGUFModel, hardware: Hardware, placement: PlacementPlan,
     advice = list(threads.advice)
     if gpus and in_ram and placement.repack and not placement.no_host and placement.expert_cache == "off":
         advice.append(NO_HOST_ADVICE)  # not with hot experts: the cache needs the file's layout
-    if gpus and in_ram and placement.expert_cache == "dynamic":
-        advice += _dynamic_copies_advice(model, placement, in_ram, names)
+    if gpus and in_ram and placement.expert_cache == "dynamic" and placement.use_mmap:
+        advice.append(DYNAMIC_MMAP_ADVICE)
     return Plan(placement, verdict, reasons + more, memory, experts_in_ram_layers=len(in_ram),
                 warnings=warnings, gpus=list(gpus), advice=advice, speed=speed)
 
@@ -332,23 +332,10 @@ def _with_ssd_reads(speed: Prediction, stream: StreamPlan, disk: DiskSpeed | Non
 # the dynamic cache copies experts beside decoding only from the GPU's pinned host memory:
 # what the engine says at such a load, said before it
 DYNAMIC_MMAP_ADVICE = f"dynamic hot experts with mmap on: {WAITING_COPIES}"
-# patch 0004 copies beside decoding on one stream of one GPU: only when every pack is there
-DYNAMIC_GPUS_ADVICE = ("dynamic hot experts with packs on several GPUs: each token waits for its "
-                       "expert copies, with mmap on or off (the engine copies experts while tokens "
-                       "decode only when every pack is on one GPU); a static cache has no copies "
-                       "after the load")
 # llama.cpp's no_host, for a plan with experts in RAM and a GPU (issue 17, measured on an H200)
 NO_HOST_ADVICE = ("--no-host puts the experts in RAM into the CPU's repacked layouts: about 10-18% "
                   "faster decode, about half the prefill (op offload no longer copies them to the "
                   "GPU); autotune tries it")
-
-
-def _dynamic_copies_advice(model: GGUFModel, placement: PlacementPlan, in_ram: set[int],
-                           gpus: list[str]) -> list[str]:
-    """What a dynamic cache's copies will wait for, and what avoids it."""
-    if len(set(expert_cache_pack_devices(model, placement, in_ram, gpus).values())) > 1:
-        return [DYNAMIC_GPUS_ADVICE]
-    return [DYNAMIC_MMAP_ADVICE] if placement.use_mmap else []
 
 
 def max_context(model: GGUFModel, hardware: Hardware, base: PlacementPlan | None = None,

@@ -121,7 +121,7 @@ class PlanControls(QGroupBox):
         self.hot_experts = QComboBox()
         self.hot_experts.addItems([AUTO_HOT_EXPERTS, *typing.get_args(ExpertCacheMode)])
         self.hot_experts.setToolTip("Keep the most chosen experts of each layer whose experts are "
-                                    "in RAM in VRAM (needs a GPU and one GPU's plan). auto: the "
+                                    "in RAM in VRAM, on that layer's GPU (needs a GPU). auto: the "
                                     "planner weighs them against whole layers' experts in VRAM and "
                                     "shows what it chose; static: ranked at load; dynamic: "
                                     "refreshed as it decodes")
@@ -247,7 +247,7 @@ class PlanControls(QGroupBox):
         if chosen:
             with _quiet(self.hot_slots):
                 self.hot_slots.setValue(planned.expert_cache_slots)
-        # why (weighed and slower, one GPU only, no patch, all in VRAM): the plan's reasons
+        # why (weighed and slower, no patch, all in VRAM): the plan's reasons
         self.hot_label.setText(f"the planner's choice: {planned.expert_cache}, "
                                f"{planned.expert_cache_slots} experts a layer" if chosen else
                                "the planner's choice: none")

@@ -15,7 +15,7 @@ from app.gguf.info import read_model
 from app.hardware import Hardware, detect
 from app.tune.autotune import TUNE_WORKLOAD, TuneResult, autotune, machine_id, remember, tune_key
 from app.tune.measure import Measurer
-from app.tune.strategies import Budget
+from app.tune.strategies import budget_for
 from app.ui.app_state import AppState
 from app.ui.engine_controller import EngineController
 from app.ui.engine_worker import JobOutcome
@@ -51,7 +51,7 @@ class TuneRunner(QObject):
         model = read_model(path)
         build = client.info()
         gpus = [d for d in build.devices if d.kind == "gpu"]
-        budget = Budget(gpus[0].name, request.vram_budget or gpus[0].memory_free) if gpus else None
+        budget = budget_for(gpus, request.vram_budget) if gpus else None
         hardware = hardware or detect(nvml=False)  # tuned before the app state found the machine
         measurer = Measurer(client, path, gpu_budget=budget.usable if budget else None, cancel=self.cancel)
         result = autotune(measurer, model, request.start, budget,  # type: ignore[arg-type]
