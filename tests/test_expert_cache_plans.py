@@ -118,6 +118,20 @@ def test_autotune_measures_the_cache_where_experts_are_in_ram() -> None:
     assert not any(p.no_host for _, p in candidates(model, cached, budget, 16, "prefill"))
 
 
+def test_autotune_then_measures_a_refreshed_cache_with_each_copy_policy_from_pinned_memory() -> None:
+    model, budget = QWEN3_30B_Q4, Budget("CUDA0", 12 * GiB)
+    static = PlacementPlan(n_ctx=8192, experts_in_ram="all", expert_cache="static", expert_cache_slots=32)
+    tried = list(candidates(model, static, budget, 16, "cache copies"))
+    assert [p.expert_cache_policy for _, p in tried] == ["thrifty", "eager"]
+    # the copies run beside decoding only from pinned memory; the cache itself stays as it was
+    assert all(p.expert_cache == "dynamic" and not p.use_mmap and p.expert_cache_slots == 32
+               for _, p in tried)
+    after_eager = candidates(model, tried[1][1], budget, 16, "cache copies")
+    assert [p.expert_cache_policy for _, p in after_eager] == ["thrifty"]
+    assert not list(candidates(model, PlacementPlan(n_ctx=8192, experts_in_ram="all"), budget, 16,
+                               "cache copies"))
+
+
 def test_a_measurement_counts_the_hot_experts_hits_beside_their_prediction(realistic_moe_gguf: Path,
                                                                            tmp_path: Path) -> None:
     # no GPU here: the engine's test switch keeps the packs in RAM, which runs the same split

@@ -4,7 +4,8 @@ short real runs, keep the fastest that fits the VRAM budget, remember it per mod
 The search is greedy, one knob at a time, in the order that matters most for a MoE with
 experts in RAM: how many layers' experts stay on the GPU (decode reads them every token),
 hot experts in VRAM instead of some whole layers' experts (engine patch 0004, where the
-engine has it: app/advisor/cache_split.py's splits of that VRAM), the KV cache type (q8_0
+engine has it: app/advisor/cache_split.py's splits of that VRAM; then a cache refreshed as it
+decodes, with either copy policy, from pinned memory), the KV cache type (q8_0
 frees VRAM for more experts), CPU threads (the RAM-resident experts are multiplied on the
 CPU), then the prefill knobs (a larger ubatch amortises the copy of RAM experts to the GPU
 that llama.cpp's op offload makes per ubatch; pinned memory without mmap speeds that copy;
@@ -27,11 +28,12 @@ import hashlib
 import json
 import os
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from app.engine.placement import PlacementPlan
+from app.engine.placement import ExpertCachePolicy, PlacementPlan
 from app.engine.protocol import from_wire, to_wire
 from app.gguf.info import GGUFModel
 from app.paths import cache_dir
@@ -96,6 +98,8 @@ def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
         # around the layers whose experts are in RAM, wherever the plan put them (on several
         # GPUs, the first of each GPU's range: not a "first N layers" shortcut)
         yield from _cache_candidates(model, best, budget)
+    elif stage == "cache copies" and best.expert_cache != "off":
+        yield from _copy_policy_candidates(best)
     elif stage == "kv" and budget is not None and n > 0 and best.type_k == "f16":
         # only worth its small quality cost when the VRAM it frees brings experts back
         q8 = replace(best, type_k="q8_0", type_v="q8_0", flash_attn="on")
@@ -133,7 +137,18 @@ def _cache_candidates(model: GGUFModel, best: PlacementPlan,
         yield f"hot experts in VRAM ({name}): {plan.expert_cache_slots} experts a layer", plan
 
 
-STAGES = ("layers", "expert cache", "kv", "threads", "prefill", "flash")
+def _copy_policy_candidates(best: PlacementPlan) -> Iterator[tuple[str, PlacementPlan]]:
+    """The dynamic cache's copy policies not measured yet, from pinned memory (the copies run
+    beside decoding only from there; from the mapped file each token waits for them). Which
+    wins depends on whether the CPU's reads are bound by RAM, which the copies share."""
+    for policy in typing.get_args(ExpertCachePolicy):
+        if best.expert_cache == "dynamic" and best.expert_cache_policy == policy:
+            continue
+        plan = replace(best, expert_cache="dynamic", expert_cache_policy=policy, use_mmap=False)
+        yield f"dynamic hot experts, {policy} copies, mmap off", plan
+
+
+STAGES = ("layers", "expert cache", "cache copies", "kv", "threads", "prefill", "flash")
 # stages whose candidates re-fit the experts to the budget with the memory model: one that
 # turns out over the budget is worth one more try with a layer's experts less on the GPU
 REFIT_STAGES = ("kv", "prefill")
@@ -186,7 +201,7 @@ def autotune(measurer: Measurer, model: GGUFModel, start: PlacementPlan, budget:
     try:
         run("advisor's plan", start)
         for stage in STAGES:
-            if stage == "expert cache" and not hot_experts:
+            if stage in ("expert cache", "cache copies") and not hot_experts:
                 continue
             if best is None or not best.ok:
                 break  # nothing to build on: the start plan itself failed
