@@ -69,3 +69,22 @@ def test_dynamic_copies_run_beside_decoding_from_pinned_memory_only(
     assert pinned.expert_cache is not None and pinned.expert_cache.copies_beside_decoding
     assert decode(engine, tokens=32)
     assert engine.stats().expert_cache.uploads > 16 * 4  # the initial set, then copies
+
+
+def test_eager_copies_serve_more_hits_beside_decoding(engine: EngineClient, realistic_q30: Path) -> None:
+    # from pinned memory the copies run on the GPU's copy engine: eager trades more of them
+    # for more hits (tests/test_expert_cache.py checks the same policies on a CPU)
+    def dynamic_run(policy: str) -> tuple[float, int]:
+        loaded = load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16, use_mmap=False,
+                      expert_cache_policy=policy)
+        assert loaded.expert_cache is not None and loaded.expert_cache.copies_beside_decoding
+        given = engine.stats().expert_cache.uploads
+        assert decode(engine, tokens=192)
+        hit_rate = engine.routing().hit_rate
+        assert hit_rate is not None
+        return hit_rate, engine.stats().expert_cache.uploads - given
+
+    thrifty_hits, thrifty_copies = dynamic_run("thrifty")
+    eager_hits, eager_copies = dynamic_run("eager")
+    assert eager_copies > 1.5 * thrifty_copies
+    assert eager_hits > thrifty_hits + 0.03
