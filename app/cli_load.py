@@ -146,7 +146,7 @@ def add_expert_cache_args(parser: argparse.ArgumentParser | argparse._ArgumentGr
                         default="thrifty",
                         help="dynamic: thrifty copies only experts that will be hit more than once "
                              "(CPU reads bound by RAM); eager copies more for more hits (a CPU bound by "
-                             "compute, as on servers); autotune measures both")
+                             "compute, as on servers; needs --no-mmap); autotune measures both")
 
 
 # options that set one plan field as they are, when given: option's dest -> the plan's field

@@ -169,8 +169,9 @@ def test_eager_copies_trade_more_copies_for_more_hits(
     tokens = 192  # the policies differ by a few points: enough tokens to see it
 
     def dynamic_run(policy: str) -> tuple[float, int]:
-        load(host_engine, realistic_moe_gguf, profile, expert_cache="dynamic", expert_cache_slots=16,
-             expert_cache_policy=policy)
+        loaded = load(host_engine, realistic_moe_gguf, profile, expert_cache="dynamic", expert_cache_slots=16,
+                      expert_cache_policy=policy)
+        assert loaded.expert_cache is not None and loaded.expert_cache.copy_policy == policy
         loaded_uploads = host_engine.stats().expert_cache.uploads
         answer(host_engine, tokens=tokens)
         hit_rate = host_engine.routing().hit_rate
@@ -278,3 +279,8 @@ def test_a_dynamic_cache_says_when_each_token_waits_for_its_copies(
         assert waiting.expert_cache is not None and not waiting.expert_cache.copies_beside_decoding
         assert "--no-mmap" in waiting.expert_cache.describe()
         assert answer(engine, tokens=8)
+        # each copy a token's wait: eager's many copies are not made
+        eager = load(engine, realistic_moe_gguf, expert_cache="dynamic", expert_cache_slots=8,
+                     expert_cache_policy="eager")
+        assert eager.expert_cache is not None and eager.expert_cache.copy_policy == "thrifty"
+        assert "dynamic, thrifty copies" in eager.expert_cache.describe()

@@ -62,8 +62,10 @@ def test_a_dynamic_cache_takes_experts_in_as_it_decodes(engine: EngineClient, re
 def test_dynamic_copies_run_beside_decoding_from_pinned_memory_only(
         engine: EngineClient, realistic_q30: Path) -> None:
     # with mmap, llama.cpp leaves CPU weights in the mapped file (pageable): each token waits
-    mapped = load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16)
+    mapped = load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16,
+                  expert_cache_policy="eager")
     assert mapped.expert_cache is not None and not mapped.expert_cache.copies_beside_decoding
+    assert mapped.expert_cache.copy_policy == "thrifty"  # eager's copies would each be waited for
     # mmap off: CPU weights in the GPU's pinned host buffer, copied on a stream of their own
     pinned = load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16, use_mmap=False)
     assert pinned.expert_cache is not None and pinned.expert_cache.copies_beside_decoding
@@ -78,6 +80,7 @@ def test_eager_copies_serve_more_hits_beside_decoding(engine: EngineClient, real
         loaded = load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16, use_mmap=False,
                       expert_cache_policy=policy)
         assert loaded.expert_cache is not None and loaded.expert_cache.copies_beside_decoding
+        assert loaded.expert_cache.copy_policy == policy
         given = engine.stats().expert_cache.uploads
         assert decode(engine, tokens=192)
         hit_rate = engine.routing().hit_rate

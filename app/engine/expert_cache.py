@@ -102,13 +102,18 @@ def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
         profile, source = warmup_profile(ctx, model, info), "warm-up"
     for il in ram_layers:
         ggml_backend.cache_set_experts(ctx, il, routing_profiles.most_chosen(profile, il, slots))
+    beside = ggml_backend.cache_copies_beside_decoding(ctx)
+    copies: ExpertCachePolicy | None = None
     if plan.expert_cache == "dynamic":
-        policy = COPY_POLICIES[plan.expert_cache_policy]
+        # between tokens every copy is waited for: eager's many copies would cost more than
+        # their hits save
+        copies = plan.expert_cache_policy if beside else "thrifty"
+        policy = COPY_POLICIES[copies]
         uploads = plan.expert_cache_uploads or policy.per_layer * len(ram_layers)
         ggml_backend.cache_set_policy(ctx, uploads, policy.per_layer, policy.half_life, policy.margin)
     return ExpertCacheInfo(mode=plan.expert_cache, available=True, slots=slots,  # type: ignore[arg-type]
                            layers=ram_layers, bytes=held, profile_source=source, profile=profile,
-                           copies_beside_decoding=ggml_backend.cache_copies_beside_decoding(ctx))
+                           copies_beside_decoding=beside, copy_policy=copies or "")
 
 
 def warmup_profile(ctx: int, model: int, info: gguf_info.GGUFModel) -> list[list[int]]:

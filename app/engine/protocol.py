@@ -272,12 +272,16 @@ class ExpertCacheInfo:
     # dynamic: whether experts are copied in while tokens decode (from the GPU's pinned host
     # memory) or between tokens, each token waiting (from pageable memory: the mapped file)
     copies_beside_decoding: bool = True
+    # dynamic: the copy policy in use; eager copies only beside decoding (between tokens each
+    # copy is a token's wait): asked for with the mapped file, the engine copies thriftily
+    copy_policy: Literal["thrifty", "eager", ""] = ""
 
     def describe(self) -> str:
         """One line for people (CLI, logs)."""
         if not self.available:
             return f"hot experts in VRAM: unavailable ({self.reason})"
-        line = (f"hot experts in VRAM ({self.mode}): {self.slots} experts in each of "
+        mode = f"{self.mode}, {self.copy_policy} copies" if self.copy_policy else self.mode
+        line = (f"hot experts in VRAM ({mode}): {self.slots} experts in each of "
                 f"{len(self.layers)} RAM layers, {self.bytes / 2**30:.2f} GiB, ranked by "
                 f"{PROFILE_SOURCES.get(self.profile_source, 'nothing')}")
         if self.mode == "dynamic" and not self.copies_beside_decoding:
