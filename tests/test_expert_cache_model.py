@@ -18,8 +18,9 @@ from app.advisor.expert_cache import (
     predicted_hit_rate,
     top_share,
 )
-from app.advisor.speed import predict
+from app.advisor.speed import SpeedRange, predict
 from app.engine.placement import PlacementPlan
+from app.hardware.bandwidth import RamBandwidth
 from app.synthetic import SyntheticSpec
 from tests.test_advisor import QWEN3_30B_Q4, model_from_spec
 from tests.test_advisor_gpus import H100
@@ -165,3 +166,23 @@ def test_eager_copies_are_predicted_above_thrifty_ones() -> None:
     assert static == predicted_hit_rate(32, 128, 8, counts, [0, 1, 2, 3])  # a static set copies nothing
     assert thrifty.high == eager.low < eager.high
     assert eager.high - static.high == pytest.approx(0.6 * 0.4 * (1 - static.high))
+
+
+def test_dynamic_copies_share_ram_beside_decoding_and_are_waited_for_from_the_mapped_file() -> None:
+    model = QWEN3_30B_Q4
+    skewed = [[100] * 32 + [10] * 96 for _ in range(model.n_layer)]
+    pinned = plan(expert_cache="dynamic", expert_cache_slots=32, use_mmap=False)
+
+    def decode(ram: RamBandwidth, **fields: object) -> SpeedRange:
+        return predict(model, dataclasses.replace(pinned, **fields), ON_GPU, ram, 16, profile=skewed).decode
+
+    # SERVER_RAM: 16 threads could read more than RAM gives, so RAM bounds the CPU's reads,
+    # and the copies' reads come out of them: eager's extra copies cost more than its hits save
+    assert decode(SERVER_RAM, expert_cache_policy="eager").high < decode(SERVER_RAM).high
+    # cores that read slowly beside plenty of RAM bandwidth: the copies cost the CPU nothing
+    cores_bound = dataclasses.replace(SERVER_RAM, read_bw=250e9, read_bw_1=7.7e9)
+    assert decode(cores_bound, expert_cache_policy="eager").high > decode(cores_bound).high
+    # from the mapped file each token waits for its copies (and eager copies thriftily there)
+    mapped = decode(SERVER_RAM, use_mmap=True)
+    assert mapped.low < decode(SERVER_RAM).low and mapped.high < decode(SERVER_RAM).high
+    assert decode(SERVER_RAM, use_mmap=True, expert_cache_policy="eager") == mapped

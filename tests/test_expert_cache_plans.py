@@ -16,6 +16,7 @@ from app.engine.client import EngineClient
 from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, DeviceInfo
+from app.hardware.bandwidth import RamBandwidth
 from app.synthetic import SyntheticSpec
 from app.tune.autotune import candidates
 from app.tune.measure import Measurer, Workload
@@ -188,3 +189,21 @@ def test_a_dynamic_cache_on_the_mapped_file_is_advised_to_turn_mmap_off() -> Non
     assert DYNAMIC_MMAP_ADVICE not in pinned.advice
     static = evaluate(QWEN3_30B_Q4, machine(12), dataclasses.replace(dynamic, expert_cache="static"))
     assert DYNAMIC_MMAP_ADVICE not in static.advice  # a static set is copied once, at load
+
+
+def test_a_dynamic_cache_copies_eagerly_only_where_the_cpu_is_not_bound_by_ram() -> None:
+    base = PlacementPlan(expert_cache="dynamic", expert_cache_slots=16, use_mmap=False)
+    ram_bound = RamBandwidth(read_bw=60e9, read_bw_1=20e9, copy_bw_1=10e9, matmul_flops=5e11, threads=8,
+                             buffer_bytes=1 << 29)
+    desktop = plan_for(QWEN3_30B_Q4, machine(12), 8192, base, ram=ram_bound, profile=SKEWED)
+    assert desktop.placement.expert_cache_policy == "thrifty"
+    assert not any("expert copies" in r for r in desktop.reasons)
+    # cores that read slowly beside plenty of RAM bandwidth (the accelerator machine's host)
+    cores_bound = dataclasses.replace(ram_bound, read_bw=250e9, read_bw_1=7.7e9)
+    server = plan_for(QWEN3_30B_Q4, machine(12), 8192, base, ram=cores_bound, profile=SKEWED)
+    assert server.placement.expert_cache_policy == "eager"
+    assert any(r.startswith("eager expert copies: decode") for r in server.reasons)
+    # from the mapped file eager would copy thriftily: nothing to choose
+    mapped = plan_for(QWEN3_30B_Q4, machine(12), 8192, dataclasses.replace(base, use_mmap=True),
+                      ram=cores_bound, profile=SKEWED)
+    assert mapped.placement.expert_cache_policy == "thrifty"

@@ -62,7 +62,7 @@ LRU's gain (replayed on the 4-layer trace, its warm-up's profile: 53% / 71% wher
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from app.advisor.memory import expert_cache_pack_devices, layer_devices, tensor_device
@@ -90,6 +90,10 @@ PROFILE_CARRY_LOW = 0.6
 DYNAMIC_REPEAT_CATCH = 0.25
 # the same for the eager setting (more copies: two a layer a token, a shorter memory)
 EAGER_REPEAT_CATCH = 0.6
+# The dynamic cache's copies a cached layer and decoded token, by policy: measured in the engine
+# on the 48-layer Qwen3-30B shape with realistic routing, 12.5% / 25% of the experts held:
+# thrifty 0.37 / 0.41, eager 1.39 / 1.78 (docs/benchmarks.md, "Fifteenth session")
+COPIES_PER_LAYER: dict[ExpertCachePolicy, float] = {"thrifty": 0.4, "eager": 1.6}
 # What a cached layer adds to a decoded token's graph (patch 0004's split, docs/engine-patches.md):
 # on the GPU, the routed-expert stage again over the pack (speed.STAGE_NODES), overlapped with
 # the CPU's part but counted, plus the maps from experts to slots before it and the mask and
@@ -260,6 +264,11 @@ class HotExperts:
     slots: int  # experts a cached layer holds
     read_bytes: dict[str, float]  # per GPU with packs: what its cached layers read from RAM per token
     layers: dict[str, int]  # per GPU: the cached layers whose packs it holds
+    # dynamic: bytes copied into the packs per token, per GPU (0: static). Each copy reads RAM
+    # as a miss does; from pinned memory the GPU's copy engine reads beside decoding, from the
+    # mapped file each token waits for the driver's staging copy (copies_wait)
+    copy_bytes: dict[str, float] = field(default_factory=dict)
+    copies_wait: bool = False
 
     def reads(self, read: dict[str, float], hit_rate: float) -> dict[str, float]:
         """A token's bytes read per device, ``read`` without the cache, with it at ``hit_rate``:
@@ -291,12 +300,17 @@ def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
     if slots <= 0:
         return None
     k = plan.n_expert_used or model.n_expert_used or 1
+    # eager asked for with copies between tokens is copied thriftily (app/engine/expert_cache.py)
+    policy = plan.expert_cache_policy if not plan.use_mmap else "thrifty"
+    copies = COPIES_PER_LAYER[policy] if plan.expert_cache == "dynamic" else 0.0
     read: dict[str, float] = {}
     layers: dict[str, int] = {}
+    copy: dict[str, float] = {}
     for layer, device in expert_cache_pack_devices(model, plan, in_ram, gpus).items():
         n_bytes = in_ram[layer]
         read[device] = read.get(device, 0.0) + n_bytes * k / model.n_expert
         layers[device] = layers.get(device, 0) + 1
-    rate = predicted_hit_rate(slots, model.n_expert, k, profile, sorted(in_ram), plan.expert_cache,
-                              plan.expert_cache_policy)
-    return HotExperts(rate, slots, read, layers)
+        if copies:
+            copy[device] = copy.get(device, 0.0) + copies * n_bytes / model.n_expert
+    rate = predicted_hit_rate(slots, model.n_expert, k, profile, sorted(in_ram), plan.expert_cache, policy)
+    return HotExperts(rate, slots, read, layers, copy, copies_wait=bool(copy) and plan.use_mmap)

@@ -154,6 +154,8 @@ def plan_for(model: GGUFModel, hardware: Hardware, n_ctx: int, base: PlacementPl
     if (hot_experts and predict_speed and base.expert_cache == "off"
             and not base.no_host and plan.verdict == "fits_with_expert_offload"):
         plan = _fastest_split(model, hardware, plan, base, gpus, budgets, in_ram, ram, disk, profile)
+    if predict_speed and plan.placement.expert_cache == "dynamic" and not plan.placement.use_mmap:
+        plan = _faster_copy_policy(model, hardware, plan, gpus, ram, disk, profile)
     return plan
 
 
@@ -210,6 +212,31 @@ def _fastest_split(model: GGUFModel, hardware: Hardware, plan: Plan, base: Place
         return plan
     best.reasons.append(f"hot experts in VRAM ({split.name}): {cache}, against {whole}")
     return best
+
+
+def _faster_copy_policy(model: GGUFModel, hardware: Hardware, plan: Plan, gpus: list[PlanGpu],
+                        ram: RamBandwidth | None, disk: DiskSpeed | None,
+                        profile: list[list[int]] | None) -> Plan:
+    """``plan`` (a dynamic cache copying beside decoding) with the copy policy predicted to
+    decode faster: the copies read RAM as misses do, so where the CPU's reads are bound by
+    RAM's bandwidth thrifty wins, where by its cores eager's extra hits do."""
+    mine = plan.placement.expert_cache_policy
+    other = "eager" if mine == "thrifty" else "thrifty"
+    candidate = evaluate(model, hardware, replace(plan.placement, expert_cache_policy=other), gpus, ram,
+                         disk=disk, profile=profile)
+    if candidate.verdict != plan.verdict or _decode_mid(candidate) <= _decode_mid(plan):
+        return plan
+    assert plan.speed is not None and candidate.speed is not None
+    candidate.reasons.append(f"{other} expert copies: decode {candidate.speed.decode} predicted, against "
+                             f"{plan.speed.decode} {mine} ({COPY_POLICY_WHY[other]})")
+    return candidate
+
+
+# why a copy policy wins, as the speed model sees it
+COPY_POLICY_WHY = {
+    "eager": "this CPU's reads are bound by its cores, not RAM: copies cost it little, hits save it work",
+    "thrifty": "this CPU's reads are bound by RAM, which the copies share",
+}
 
 
 def _packs_by_gpu(model: GGUFModel, split: Split, gpus: list[PlanGpu]) -> str:

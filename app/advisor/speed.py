@@ -10,7 +10,9 @@ stage of a layer (attention, routing, routed experts) on the stage's device, and
 between devices costs a small copy and a synchronisation. With hot experts in VRAM (engine
 patch 0004), the expected hit rate's share of the cached layers' routed-expert reads comes
 from VRAM instead of RAM, and each cached layer adds its split's nodes on the GPU
-(app/advisor/expert_cache.py).
+(app/advisor/expert_cache.py); a dynamic cache's copies read RAM too: from pinned memory the
+copy engine's reads share RAM's bandwidth with the CPU's (a CPU bound by its cores does not
+feel them), from the mapped file each token waits for them at the staging copy's rate.
 
 Prefill (a prompt, in ubatches of ``n_ubatch`` tokens) is compute bound on a GPU: each
 matmul's FLOPs over the GPU's tensor peak x an efficiency that grows with the weight's row
@@ -227,7 +229,7 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     ram = ram or TYPICAL_RAM
     work = _token_work(model, plan, names, n_prompt + n_gen // 2)
     hot = hot_experts(model, plan, names, profile)  # decode only: prefill's ubatches skip the cache
-    decode = [_decode_seconds(work, rates, end, hot) for end in (0, 1)]
+    decode = [_decode_seconds(work, rates, end, hot, ram) for end in (0, 1)]
     reads = hot.reads(work.bytes, hot.hit_rate.mid) if hot else work.bytes
     prefill = [_prefill_seconds(model, plan, names, rates, ram, n_prompt, end) for end in (0, 1)]
     if prefill[0].copy_seconds > prefill[0].seconds / 2:
@@ -337,12 +339,14 @@ def _token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position
 
 
 def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int,
-                    hot: HotExperts | None = None) -> float:
+                    hot: HotExperts | None = None, ram: RamBandwidth = TYPICAL_RAM) -> float:
     read, nodes = dict(work.bytes), dict(work.nodes)
+    copied = 0.0  # the dynamic cache's copies, bytes per token
     if hot is not None:  # the hits' expert bytes come from VRAM; each cached layer adds its split
         read = hot.reads(read, (hot.hit_rate.low, hot.hit_rate.high)[end])
         for device, added in hot.added_nodes(STAGE_NODES[2]).items():
             nodes[device] = nodes.get(device, 0) + added
+        copied = sum(hot.copy_bytes.values())
     seconds = TOKEN_S[end] + work.hops * HOP_S[end]
     if any(device != CPU_DEVICE for device in nodes):
         seconds += GPU_TOKEN_S[end]
@@ -350,7 +354,14 @@ def _decode_seconds(work: _Work, rates: dict[str, DeviceRates], end: int,
         gpu = device != CPU_DEVICE
         n_bytes += work.slow_bytes.get(device, 0.0)
         seconds += n_bytes / rates[device].read_rate(end, gpu)
+        if not gpu and copied and hot is not None and not hot.copies_wait:
+            # the copy engine reads RAM beside the CPU: what both read must pass RAM's bandwidth
+            shared = (n_bytes + copied) / (rates[device].bandwidth * CPU_BW_EFFICIENCY[end])
+            seconds += max(0.0, shared - n_bytes / rates[device].read_rate(end, gpu))
         seconds += nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
+    if hot is not None and hot.copies_wait:  # between tokens, through the driver's staging copy
+        seconds += sum(n_bytes / rates[device].copy_rate(end, True, ram)
+                       for device, n_bytes in hot.copy_bytes.items())
     for device, flops in work.attention_flops.items():
         efficiency = GPU_FLOPS_EFFICIENCY if device != CPU_DEVICE else CPU_FLOPS_EFFICIENCY
         seconds += flops / (rates[device].flops * efficiency[end])
