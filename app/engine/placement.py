@@ -32,8 +32,8 @@ ExpertCacheMode = Literal["off", "static", "dynamic"]
 # How readily the dynamic cache copies an expert in. A copy reads the expert's bytes from RAM
 # as a miss does: "thrifty" copies only experts that will be hit more than once (right where
 # the CPU's reads are bound by RAM, as on desktops with two memory channels); "eager" copies
-# more for more hits (right where the GPU's copy engine reads beside a CPU bound by compute,
-# as on servers with many channels). Autotune measures both.
+# more for more hits (right where the GPU's copy engine reads beside a CPU bound by its cores,
+# as on servers with many channels). The planner picks by predicted decode, autotune measures.
 ExpertCachePolicy = Literal["thrifty", "eager"]
 # Routed experts of a model larger than RAM, from the SSD (engine patch 0005): llama.cpp's page
 # faults on the mapped file; the kernel asked ahead for the routed experts' pages; or a RAM
