@@ -1,4 +1,4 @@
-"""The rate each measured prefill copied experts at, against the probes: speed.py's copy refit.
+"""The rate each measured prefill copied experts at, against the probes: device_rates.py's copy refit.
 
 For every run of tests/data/prefill_*.csv whose prefill copies routed experts from RAM to the
 GPU (llama.cpp's op offload), the speed model's prefill time without the copies (copied at an
@@ -11,7 +11,7 @@ and by how much:
   host-to-GPU copy probe's (app/hardware/h2d.py), where bench/jobs/h2d-probe-h200.sh added them.
 
 The summary gives, per figure, the ratios' range and geometric mean: an efficiency range for
-speed.py (PAGEABLE_EFFICIENCY against copy_bw_1; MAPPED_COPY_EFFICIENCY and
+device_rates.py (PAGEABLE_EFFICIENCY against copy_bw_1; MAPPED_COPY_EFFICIENCY and
 PINNED_COPY_EFFICIENCY against the copy probe) whose middle is near the geometric mean keeps
 every run's prefill within 25% when the spread is within about 1.25x either side.
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from app.advisor.speed import MAPPED_COPY_EFFICIENCY, PINNED_COPY_EFFICIENCY, Prediction, predict
+from app.advisor.device_rates import MAPPED_COPY_EFFICIENCY, PINNED_COPY_EFFICIENCY
+from app.advisor.speed import Prediction, predict
 from app.engine.placement import PlacementPlan
 from app.gguf.info import GGUFModel, read_model
 from app.hardware.bandwidth import RamBandwidth

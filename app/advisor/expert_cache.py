@@ -95,7 +95,7 @@ EAGER_REPEAT_CATCH = 0.6
 # thrifty 0.37 / 0.41, eager 1.39 / 1.78 (docs/benchmarks.md, "Fifteenth session")
 COPIES_PER_LAYER: dict[ExpertCachePolicy, float] = {"thrifty": 0.4, "eager": 1.6}
 # What a cached layer adds to a decoded token's graph (patch 0004's split, docs/engine-patches.md):
-# on the GPU, the routed-expert stage again over the pack (speed.STAGE_NODES), overlapped with
+# on the GPU, the routed-expert stage again over the pack (token_work.STAGE_NODES), overlapped with
 # the CPU's part but counted, plus the maps from experts to slots before it and the mask and
 # the add of the two parts after it. No copy or hop more: the merge is on the GPU, so a cached
 # layer moves data as a layer with its experts in RAM does.

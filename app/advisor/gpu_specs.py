@@ -3,7 +3,8 @@
 Memory bandwidth, best source first: a measured figure recorded in the bandwidth cache
 (``app.hardware.bandwidth.record_gpu_bandwidth``), NVML's memory clock x bus width, this
 table, a guess. Compute: the table's dense fp16 tensor-core peak (fp32 accumulate), which
-llama.cpp's quantized matmul kernels reach a fraction of (see app/advisor/speed.py).
+llama.cpp's quantized matmul kernels reach a fraction of (see app/advisor/device_rates.py and
+prefill.py).
 """
 
 from __future__ import annotations

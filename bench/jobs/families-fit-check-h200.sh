@@ -5,7 +5,7 @@
 #    at settings the H200 never measured: three layers instead of two, each family's real
 #    vocabulary (the logits of a ubatch), ubatch 1024 and a q8_0 cache; and a 12-layer model
 #    with experts of half its layers in RAM and with classic offload;
-# 2. prefill (app/advisor/speed.py _prefill_seconds) at layer counts the fit did not see:
+# 2. prefill (app/advisor/prefill.py prefill_seconds) at layer counts the fit did not see:
 #    DeepSeek-V3 with 4 layers (its one MoE layer the last: llama.cpp runs its FFN for the
 #    output token only, so experts in RAM are not copied), GLM-4.5 with 7, gpt-oss-120b with 10
 #    (also without mmap: pinned copies) and Qwen3-235B with 12; two repeats each.

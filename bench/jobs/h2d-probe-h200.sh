@@ -18,7 +18,7 @@
 # predict_vs_measure's "RAM probe:" line, and h2d_pageable,h2d_mapped,h2d_pinned from
 # h2d_probe's "csv columns" line); then `python bench/copy_rate_fit.py` prints each run's
 # copy rate against each figure: set MAPPED_COPY_EFFICIENCY / PINNED_COPY_EFFICIENCY
-# (app/advisor/speed.py) around its geometric mean and drop the rows' strict xfails that pass.
+# (app/advisor/device_rates.py) around its geometric mean and drop the rows' strict xfails that pass.
 # Run: bash bench/device_job.sh start bench/jobs/h2d-probe-h200.sh (then `wait`).
 set -u
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1

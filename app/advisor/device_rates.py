@@ -1,0 +1,113 @@
+"""Device rates for the speed model: each device's bandwidth, FLOP/s and host-to-GPU copy rate,
+and the shares of them llama.cpp's kernels and copies reach.
+
+The bandwidths come from the RAM probe (app/hardware/bandwidth.py) and NVML or a table
+(app/advisor/gpu_specs.py); the efficiencies below are llama.cpp's, each a (low, high) pair
+that turns into the (pessimistic, optimistic) ends of the range. The CPU reads weights at a
+share of the probe's all-core read rate, and, where they are in the file's layout (the GPU's
+host buffer, or repacking off), at most at a share of one core's read rate per thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.advisor.gpu_specs import gpu_spec
+from app.engine.placement import CPU_DEVICE
+from app.hardware.bandwidth import RamBandwidth
+from app.hardware.h2d import HostCopyRates
+from app.hardware.model import Gpu
+
+Range = tuple[float, float]  # (pessimistic, optimistic)
+# Share of peak memory bandwidth llama.cpp's quantized matrix-vector kernels stream at batch 1.
+GPU_BW_EFFICIENCY: Range = (0.55, 0.80)
+# Share of the probe's read bandwidth llama.cpp's CPU dot-product kernels reach (the probe
+# is a pure streaming sum, the best case; the kernels also unpack quant blocks).
+CPU_BW_EFFICIENCY: Range = (0.55, 0.85)
+# A thread of llama.cpp's CPU kernels on weights in the file's layout (the GPU's host buffer,
+# or --no-repack) reads at this share of the probe's one-thread read rate (unpacking quant
+# blocks; the thread pool's barrier waits for the slowest): 0.30-0.48 over 26 decode runs with
+# experts in RAM on four hosts (two H200 and two H100 instances, issue 19), where their share
+# of the all-core rate ranged 0.48-1.24. So 16 threads of a host whose cores stream slowly
+# (the H100 host's 7.7 GB/s a core against the H200's 8.6) decode below its all-core figure.
+# Repacked weights (CPU only, or no_host) run faster kernels: the all-core bound alone.
+CPU_THREAD_EFFICIENCY: Range = (0.30, 0.45)
+# Types whose CPU dot products run slower than the bandwidth they read, as a share of it:
+# gpt-oss's MXFP4 experts in RAM (measured on the H200 host's 16 Xeon cores, issue 19).
+CPU_KERNEL_SPEED = {"MXFP4": 0.55}
+# Share of the GPU's fp16 tensor peak llama.cpp's quantized matmul (MMQ) reaches in prefill
+# of dense layers (pp512 figures of llama-bench on datacenter and desktop GPUs).
+GPU_FLOPS_EFFICIENCY: Range = (0.08, 0.20)
+# CPU prefill: llama.cpp's int8 dot-product GEMM against numpy's float32 BLAS on the same cores.
+CPU_FLOPS_EFFICIENCY: Range = (0.4, 1.0)
+# Host-to-GPU copies, not measured: pinned memory reaches this share of the PCIe link; pageable
+# memory (mmap) goes through the CUDA driver's staging memcpy, this share of the RAM probe's
+# one-thread copy rate: 0.78-1.52, geometric mean 1.07, over the 18 experts-in-RAM runs on the
+# H200 (0.73-0.79 on three of the H100 host's five: a numpy copy is not the driver's).
+PINNED_EFFICIENCY: Range = (0.75, 0.90)
+PAGEABLE_EFFICIENCY: Range = (0.85, 1.35)
+# Host-to-GPU copies measured through the CUDA runtime (app/hardware/h2d.py: one 256 MiB
+# cudaMemcpy from a mapped file, from pinned memory): llama.cpp's copies of the used experts,
+# tensor by tensor with a synchronisation before each, at this share of them. Not fitted yet:
+# set around 1 until bench/jobs/h2d-probe-h200.sh measures the probe beside the prefill runs
+# (bench/copy_rate_fit.py turns those rows into these ranges).
+MAPPED_COPY_EFFICIENCY: Range = (0.85, 1.15)
+PINNED_COPY_EFFICIENCY: Range = (0.85, 1.0)
+# When RAM was not measured: a dual-channel DDR5 desktop (stated in the prediction's notes).
+TYPICAL_RAM = RamBandwidth(read_bw=60e9, read_bw_1=20e9, copy_bw_1=10e9, matmul_flops=500e9,
+                           threads=8, buffer_bytes=0, cpu="typical desktop")
+
+
+@dataclass
+class DeviceRates:
+    bandwidth: float  # bytes/s
+    flops: float  # FLOP/s peak
+    h2d_pinned: float = 0.0  # GPUs: host-to-device bytes/s, the link's peak
+    source: str = ""
+    # the CPU, weights in the file's layout: threads x one thread's read rate (0: no such bound)
+    thread_bw: float = 0.0
+    # GPUs: host-to-device copies measured through the CUDA runtime (None: estimated)
+    host_copy: HostCopyRates | None = None
+
+    def read_rate(self, end: int, gpu: bool) -> float:
+        """Bytes/s the device's kernels read weights at, at the range's ``end``."""
+        if gpu:
+            return self.bandwidth * GPU_BW_EFFICIENCY[end]
+        rate = self.bandwidth * CPU_BW_EFFICIENCY[end]
+        if self.thread_bw:
+            rate = min(rate, self.thread_bw * CPU_THREAD_EFFICIENCY[end])
+        return rate
+
+    def copy_rate(self, end: int, mapped_file: bool, ram: RamBandwidth) -> float:
+        """Bytes/s weights in RAM are copied to this GPU at (op offload), at the range's ``end``:
+        from a memory-mapped file (pageable) or from pinned memory. Measured where the probe
+        ran on this GPU; else the link's peak and, from a mapped file, the RAM probe's copy."""
+        if self.host_copy is not None:
+            if mapped_file:
+                return self.host_copy.from_file * MAPPED_COPY_EFFICIENCY[end]
+            return self.host_copy.pinned * PINNED_COPY_EFFICIENCY[end]
+        pinned = self.h2d_pinned * PINNED_EFFICIENCY[end]
+        return min(ram.copy_bw_1 * PAGEABLE_EFFICIENCY[end], pinned) if mapped_file else pinned
+
+
+def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_threads: int, physical_cores: int,
+                 file_layout: bool = False) -> tuple[dict[str, DeviceRates], list[str]]:
+    """Rates of the CPU (with ``n_threads`` threads) and of each GPU device, and notes.
+    ``file_layout``: the CPU's weights stay in the file's layout (not repacked)."""
+    notes = []
+    if ram is None:
+        ram = TYPICAL_RAM
+        notes.append("RAM speed not measured: a typical desktop's assumed")
+    threads = n_threads or physical_cores
+    cpu_bw = min(ram.read_bw, threads * ram.read_bw_1)
+    cpu_flops = ram.matmul_flops * min(1.0, threads / max(physical_cores, 1))
+    rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=f"{cpu_bw / 1e9:.0f} GB/s measured",
+                                     thread_bw=threads * ram.read_bw_1 if file_layout else 0.0)}
+    for device, gpu in gpus.items():
+        spec = gpu_spec(gpu, device)
+        # the probe measured CUDA device 0; a GPU of another name is not the one it measured
+        measured = ram.host_copy if ram.host_copy and gpu and gpu.name == ram.host_copy.gpu else None
+        rates[device] = DeviceRates(spec.bandwidth, spec.flops, spec.pcie, spec.source, host_copy=measured)
+        if spec.source.startswith("guessed"):
+            notes.append(f"{device}: unknown GPU, its speed is guessed")
+    return rates, notes
