@@ -44,8 +44,13 @@ grep -E "^(RAM probe|device|csv columns)" "$OUT/h2d-probe-before.txt" | sed 's/^
 python3 -m app.cli hardware 2>&1 | tee "$OUT/h2d-hardware.txt" | grep -E "^(GPU|Host to GPU)" \
     | sed 's/^/=== /'
 # preset, layers, placements whose experts are copied
-for case in "glm-4.5 7 experts-ram first-5" "gpt-oss-120b 10 experts-ram first-5" \
-            "qwen3-235b-a22b 12 experts-ram first-6" "kimi-k2 4 experts-ram first-2"; do
+# CASES (lines of "preset layers placement...") picks fewer, for a short lease
+CASES=${CASES:-"glm-4.5 7 experts-ram first-5
+gpt-oss-120b 10 experts-ram first-5
+qwen3-235b-a22b 12 experts-ram first-6
+kimi-k2 4 experts-ram first-2"}
+IFS=$'\n' read -r -d '' -a cases <<< "$CASES" || true
+for case in "${cases[@]}"; do
     set -- $case
     model=/tmp/fam-$1-$2l.gguf
     echo "=== prefill $1 ($2 layers) $(date +%T)"
