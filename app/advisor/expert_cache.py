@@ -71,6 +71,7 @@ from app.engine.placement import (
     ExpertCacheMode,
     ExpertCachePolicy,
     PlacementPlan,
+    copy_policy,
     expert_cache_slots,
     tensor_overrides,
 )
@@ -300,8 +301,8 @@ def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
     if slots <= 0:
         return None
     k = plan.n_expert_used or model.n_expert_used or 1
-    # eager asked for with copies between tokens is copied thriftily (app/engine/expert_cache.py)
-    policy = plan.expert_cache_policy if not plan.use_mmap else "thrifty"
+    # with a GPU, llama.cpp keeps CPU weights in pinned memory only with mmap off
+    policy = copy_policy(plan, copies_beside_decoding=not plan.use_mmap)
     copies = COPIES_PER_LAYER[policy] if plan.expert_cache == "dynamic" else 0.0
     read: dict[str, float] = {}
     layers: dict[str, int] = {}

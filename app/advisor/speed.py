@@ -125,23 +125,22 @@ def _copy_source(rates: DeviceRates, mapped_file: bool) -> str:
 def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
                     hot: HotExperts | None = None, ram: RamBandwidth = TYPICAL_RAM) -> float:
     read, nodes = dict(work.bytes), dict(work.nodes)
-    copied = 0.0  # the dynamic cache's copies, bytes per token
+    beside = 0.0  # bytes per token the copy engine reads from RAM beside the CPU (pinned copies)
     if hot is not None:  # the hits' expert bytes come from VRAM; each cached layer adds its split
         read = hot.reads(read, (hot.hit_rate.low, hot.hit_rate.high)[end])
         for device, added in hot.added_nodes(STAGE_NODES[2]).items():
             nodes[device] = nodes.get(device, 0) + added
-        copied = sum(hot.copy_bytes.values())
+        beside = 0.0 if hot.copies_wait else sum(hot.copy_bytes.values())
     seconds = TOKEN_S[end] + work.hops * HOP_S[end]
     if any(device != CPU_DEVICE for device in nodes):
         seconds += GPU_TOKEN_S[end]
     for device, n_bytes in read.items():
         gpu = device != CPU_DEVICE
         n_bytes += work.slow_bytes.get(device, 0.0)
-        seconds += n_bytes / rates[device].read_rate(end, gpu)
-        if not gpu and copied and hot is not None and not hot.copies_wait:
-            # the copy engine reads RAM beside the CPU: what both read must pass RAM's bandwidth
-            shared = (n_bytes + copied) / (rates[device].bandwidth * CPU_BW_EFFICIENCY[end])
-            seconds += max(0.0, shared - n_bytes / rates[device].read_rate(end, gpu))
+        reading = n_bytes / rates[device].read_rate(end, gpu)
+        if not gpu and beside:  # what the CPU and the copy engine read must pass RAM's bandwidth
+            reading = max(reading, (n_bytes + beside) / (rates[device].bandwidth * CPU_BW_EFFICIENCY[end]))
+        seconds += reading
         seconds += nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
     if hot is not None and hot.copies_wait:  # between tokens, through the driver's staging copy
         seconds += sum(n_bytes / rates[device].copy_rate(end, True, ram)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import llama_cpp
 
 from app.engine import ggml_backend, routing_profiles
-from app.engine.placement import ExpertCachePolicy, PlacementPlan, expert_cache_slots
+from app.engine.placement import ExpertCachePolicy, PlacementPlan, copy_policy, expert_cache_slots
 from app.engine.protocol import ExpertCacheInfo
 from app.gguf import info as gguf_info
 
@@ -105,9 +105,7 @@ def setup(ctx: int, model: int, info: gguf_info.GGUFModel, plan: PlacementPlan,
     beside = ggml_backend.cache_copies_beside_decoding(ctx)
     copies: ExpertCachePolicy | None = None
     if plan.expert_cache == "dynamic":
-        # between tokens every copy is waited for: eager's many copies would cost more than
-        # their hits save
-        copies = plan.expert_cache_policy if beside else "thrifty"
+        copies = copy_policy(plan, beside)
         policy = COPY_POLICIES[copies]
         uploads = plan.expert_cache_uploads or policy.per_layer * len(ram_layers)
         ggml_backend.cache_set_policy(ctx, uploads, policy.per_layer, policy.half_life, policy.margin)

@@ -137,6 +137,13 @@ class PlacementPlan:
         return text + "".join(f"\n  rule {o.pattern} = {o.device}" for o in self.overrides)
 
 
+def copy_policy(plan: PlacementPlan, copies_beside_decoding: bool) -> ExpertCachePolicy:
+    """The dynamic cache's copy policy in use: the plan's, but thrifty where the copies run
+    between tokens (from pageable memory), since there each copy is a token's wait and eager's
+    many copies would cost more than their hits save."""
+    return plan.expert_cache_policy if copies_beside_decoding else "thrifty"
+
+
 def expert_cache_slots(plan: PlacementPlan, n_expert: int, expert_bytes: int, n_ram_layers: int) -> int:
     """Experts a layer the plan's hot-expert cache holds: its own count, or what its bytes hold
     spread over the ``n_ram_layers`` layers whose experts are in RAM (``expert_bytes``: one
