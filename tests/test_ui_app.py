@@ -14,6 +14,7 @@ import pytest
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication
+from pytestqt.exceptions import TimeoutError as QtTimeoutError
 from pytestqt.qtbot import QtBot
 
 from app.hardware import Cpu, Gpu, Hardware, Memory
@@ -41,8 +42,18 @@ def window(qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 
 
 def load_like_the_models_page(qtbot: QtBot, window: MainWindow, model: Path) -> None:
-    with qtbot.waitSignal(window.engine.model_loaded, timeout=WAIT_MS):
-        window.load_model_file(model)  # what ModelsPage.load_requested(Path) is wired to
+    loaded: list[object] = []
+    window.engine.model_loaded.connect(loaded.append)
+    window.load_model_file(model)  # what ModelsPage.load_requested(Path) is wired to
+    # a failed plan or load shows the error box: fail with its words, not after a bare timeout
+    try:
+        qtbot.waitUntil(lambda: bool(loaded) or getattr(window, "load_error_box", None) is not None,
+                        timeout=WAIT_MS)
+    except QtTimeoutError as exc:  # where it stuck (a load hung once on a busy 2-core CI machine)
+        raise AssertionError(f"no load after {WAIT_MS} ms: engine {window.status.state.text()!r}, "
+                             f"status bar {window.statusBar().currentMessage()!r}") from exc
+    box = getattr(window, "load_error_box", None)
+    assert loaded, f"the load failed: {box.text()} {box.informativeText()}" if box else "no load"
 
 
 def chat_text(window: MainWindow, text: str) -> None:
