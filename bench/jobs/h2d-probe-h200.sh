@@ -44,11 +44,12 @@ grep -E "^(RAM probe|device|csv columns)" "$OUT/h2d-probe-before.txt" | sed 's/^
 python3 -m app.cli hardware 2>&1 | tee "$OUT/h2d-hardware.txt" | grep -E "^(GPU|Host to GPU)" \
     | sed 's/^/=== /'
 # preset, layers, placements whose experts are copied
-# CASES (lines of "preset layers placement...") picks fewer, for a short lease
+# CASES (lines of "preset layers placement...") picks fewer, for a short lease; CASES=none: none
 CASES=${CASES:-"glm-4.5 7 experts-ram first-5
 gpt-oss-120b 10 experts-ram first-5
 qwen3-235b-a22b 12 experts-ram first-6
 kimi-k2 4 experts-ram first-2"}
+[ "$CASES" = none ] && CASES=""  # the probe alone
 IFS=$'\n' read -r -d '' -a cases <<< "$CASES" || true
 for case in "${cases[@]}"; do
     set -- $case
