@@ -33,19 +33,23 @@ import argparse
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # llama.cpp's libraries before numpy's (gguf imports numpy): see bench/engine_overhead.py
 import llama_cpp  # noqa: I001
 import numpy as np
 
+from app import hardware
 from app.advisor.expert_cache import predicted_hit_rate
+from app.advisor.planner import evaluate
+from app.advisor.speed import predict
 from app.engine import ggml_backend
 from app.engine.expert_cache import COPY_POLICIES, CopyPolicy
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
 from app.engine.routing_stats import routing_counters, routing_stats
 from app.gguf.info import read_model
+from app.hardware.bandwidth import RamBandwidth, ram_bandwidth
 
 
 @dataclass
@@ -78,13 +82,52 @@ def layer_expert_bytes(model_path: str) -> tuple[int, int, int, int]:
     return info.n_layer, info.n_expert, per_expert * info.n_expert, per_expert
 
 
+def engine_plan(placement: Placement, threads: int, n_ctx: int, allow_host: bool,
+                use_mmap: bool) -> PlacementPlan:
+    """The plan the engine loads ``placement`` by (its cache set up by the bench itself)."""
+    return PlacementPlan(experts_in_ram=placement.experts_in_ram, n_threads=threads,
+                         n_ctx=n_ctx, n_batch=512, n_ubatch=512, flash_attn="on",
+                         repack=not allow_host, no_host=placement.no_host, use_mmap=use_mmap)
+
+
+def advisor_plan(placement: Placement, threads: int, n_ctx: int, use_mmap: bool) -> PlacementPlan:
+    """``placement`` as the advisor plans it, its cache included."""
+    plan = engine_plan(placement, threads, n_ctx, False, use_mmap)
+    if not placement.cache_slots:
+        return plan
+    policy = "eager" if placement.policy == COPY_POLICIES["eager"] else "thrifty"
+    return replace(plan, expert_cache="dynamic" if placement.dynamic else "static",
+                   expert_cache_slots=placement.cache_slots, expert_cache_policy=policy)
+
+
+@dataclass
+class Predictor:
+    """The advisor's decode prediction for a placement on this machine (its probes and GPUs)."""
+    model_path: str
+    machine: hardware.Hardware
+    ram: RamBandwidth
+    threads: int
+    n_ctx: int
+    n_prompt: int
+    n_gen: int
+    profile: list[list[int]]
+
+    def decode(self, placement: Placement, use_mmap: bool) -> str:
+        model = read_model(self.model_path)
+        plan = advisor_plan(placement, self.threads, self.n_ctx, use_mmap)
+        view = evaluate(model, self.machine, plan, ram=self.ram, predict_speed=False)
+        if not view.gpus:
+            return "-"  # no GPU seen (the dev machine's host packs): nothing to predict
+        speed = predict(model, view.placement, {g.device: g.gpu for g in view.gpus}, self.ram,
+                        self.machine.cpu.physical_cores, self.n_prompt, self.n_gen, profile=self.profile)
+        return str(speed.decode)
+
+
 class Loaded:
     def __init__(self, path: str, placement: Placement, n_layer: int, threads: int, n_ctx: int,
                  profile: list[list[int]] | None, allow_host: bool = False, uploads: int = 0,
                  use_mmap: bool = True) -> None:
-        plan = PlacementPlan(experts_in_ram=placement.experts_in_ram, n_threads=threads,
-                             n_ctx=n_ctx, n_batch=512, n_ubatch=512, flash_attn="on",
-                             repack=not allow_host, no_host=placement.no_host, use_mmap=use_mmap)
+        plan = engine_plan(placement, threads, n_ctx, allow_host, use_mmap)
         callback = llama_cpp.llama_progress_callback(lambda _f, _u: True)
         self._mparams = model_params(plan, n_layer, read_model(path).architecture, callback)
         self.model = llama_cpp.llama_model_load_from_file(path.encode(), self._mparams.params)
@@ -236,12 +279,13 @@ def agreement(r: Result, reference: Result | None) -> tuple[str, str]:
 
 
 def print_table(placements: list[Placement], results: dict[str, Result], reference: Result | None,
-                profile: list[list[int]], n_expert: int, k: int) -> None:
+                profile: list[list[int]], n_expert: int, k: int, predicted_decode: dict[str, str]) -> None:
     best_sweep = max((r for name, r in results.items() if name.startswith("n-cpu-moe")),
                      key=lambda r: statistics.median(r.decode), default=None)
     print("| placement | VRAM for experts GiB | prefill t/s | decode t/s | vs best n-cpu-moe | "
-          "cache hit rate | predicted (advisor) | uploads | greedy output = ram | max logit diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "decode predicted (advisor) | cache hit rate | predicted (advisor) | uploads | "
+          "greedy output = ram | max logit diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for p in placements:
         r = results[p.name]
         dec = statistics.median(r.decode)
@@ -256,7 +300,8 @@ def print_table(placements: list[Placement], results: dict[str, Result], referen
                                                list(range(p.experts_in_ram)),
                                                "dynamic" if p.dynamic else "static", copies))
         print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
-              f"{dec:.2f} | {ratio} | {hit} | {predicted} | {r.uploads} | {same} | {diff} |")
+              f"{dec:.2f} | {ratio} | {predicted_decode.get(p.name, '-')} | {hit} | {predicted} | "
+              f"{r.uploads} | {same} | {diff} |")
 
 
 def main() -> int:
@@ -307,15 +352,20 @@ def main() -> int:
     warm.run(warmup_prompt, 64, keep=False)
     profile = warm.counts(n_expert)
     warm.close()
+    # the advisor's view of this machine: detected GPUs, the RAM and host-to-GPU copy probes
+    predictor = Predictor(args.model, hardware.detect(), ram_bandwidth(), args.threads, n_ctx,
+                          n_prompt, args.tokens, profile)
 
     for budget in args.budget or [0.125]:
         placements = placements_at(budget, shape, set(args.modes.split(",")), args.sweep, args.no_mmap)
         results = {p.name: Result() for p in placements}
         reference: Result | None = None
+        mmap = {p.name: not args.no_mmap if p.mapped is None else p.mapped for p in placements}
+        predicted_decode = {p.name: predictor.decode(p, mmap[p.name]) for p in placements}
         for round_ in range(args.repeats):
             for p in placements:
                 loaded = Loaded(args.model, p, n_layer, args.threads, n_ctx, profile, args.allow_host,
-                                args.uploads, use_mmap=not args.no_mmap if p.mapped is None else p.mapped)
+                                args.uploads, use_mmap=mmap[p.name])
                 print(f"--- {p.name} (round {round_ + 1})", flush=True)
                 loaded.run(prompt[:16], 8, keep=False)  # first-touch costs (page faults) out of the figures
                 prefill, _, _, _ = loaded.run(long_prompt, 2, keep=False)
@@ -330,7 +380,7 @@ def main() -> int:
                         reference = r
                         print("routing during the decode:", loaded.decode_routing(k))
                 loaded.close()
-        print_table(placements, results, reference, profile, n_expert, k)
+        print_table(placements, results, reference, profile, n_expert, k, predicted_decode)
     return 0
 
 
