@@ -52,6 +52,24 @@ def test_with_skewed_routing_the_advisor_spends_vram_on_hot_experts() -> None:
     assert any(r.startswith("hot experts in VRAM (") and "against" in r for r in plan.reasons)
 
 
+def test_with_mmap_off_the_advisor_weighs_a_cache_refreshed_as_tokens_decode() -> None:
+    # from pinned memory the copies run beside decoding (measured faster than a static set);
+    # from the mapped file each token would wait for them: static caches only
+    pinned = plan_for(QWEN3_30B_Q4, machine(12), 8192, PlacementPlan(use_mmap=False), profile=SKEWED,
+                      build=cache_build())
+    mapped = plan_for(QWEN3_30B_Q4, machine(12), 8192, profile=SKEWED, build=cache_build())
+    assert pinned.placement.expert_cache == "dynamic" and not pinned.placement.use_mmap
+    assert mapped.placement.expert_cache == "static"
+    assert any("refreshed as tokens decode" in r for r in pinned.reasons)
+    assert pinned.speed is not None and mapped.speed is not None
+    assert pinned.speed.expert_hit_rate is not None and mapped.speed.expert_hit_rate is not None
+    assert pinned.speed.expert_hit_rate.low > mapped.speed.expert_hit_rate.low  # the copies' hits
+    # the same split, static, is what the planner weighed it against
+    static = evaluate(QWEN3_30B_Q4, machine(12), dataclasses.replace(pinned.placement, expert_cache="static"),
+                      profile=SKEWED)
+    assert static.speed is not None and pinned.speed.decode.mid > static.speed.decode.mid
+
+
 def test_with_uniform_routing_the_advisor_keeps_whole_layers_and_says_why() -> None:
     plan = plan_for(QWEN3_30B_Q4, machine(12), 8192, profile=UNIFORM, hot_experts=True)
     assert plan.placement.expert_cache == "off" and plan.experts_in_ram_layers == 19

@@ -192,12 +192,15 @@ def _fastest_split(model: GGUFModel, hardware: Hardware, plan: Plan, base: Place
                    disk: DiskSpeed | None, profile: list[list[int]] | None) -> Plan:
     """``plan`` (whole layers' experts in VRAM, the experts of ``in_ram`` in RAM) or a split of
     its VRAM for routed experts with hot experts in VRAM, whichever is predicted to decode
-    fastest; its reasons say which splits were weighed."""
+    fastest; its reasons say which splits were weighed. Caches refreshed as tokens decode are
+    weighed where their copies run beside decoding, from pinned memory (mmap off): there the
+    H100 measured them 1.08-1.43x as fast as their static sets (docs/benchmarks.md)."""
     weighed = []
-    for split in cache_split_candidates(model, base, in_ram, budgets):
-        candidate = evaluate(model, hardware, split.placement, gpus, ram, disk=disk, profile=profile)
-        if candidate.verdict == plan.verdict:  # else more experts in RAM than RAM holds
-            weighed.append((split, candidate))
+    for mode in ("static",) if base.use_mmap else ("static", "dynamic"):
+        for split in cache_split_candidates(model, base, in_ram, budgets, mode):
+            candidate = evaluate(model, hardware, split.placement, gpus, ram, disk=disk, profile=profile)
+            if candidate.verdict == plan.verdict:  # else more experts in RAM than RAM holds
+                weighed.append((split, candidate))
     if not weighed or plan.speed is None:
         return plan
     split, best = max(weighed, key=lambda pair: _decode_mid(pair[1]))
@@ -210,7 +213,8 @@ def _fastest_split(model: GGUFModel, hardware: Hardware, plan: Plan, base: Place
     if _decode_mid(best) <= _decode_mid(plan):
         plan.reasons.append(f"hot experts in VRAM weighed, slower here: at best {cache}, against {whole}")
         return plan
-    best.reasons.append(f"hot experts in VRAM ({split.name}): {cache}, against {whole}")
+    kind = ", refreshed as tokens decode" if split.placement.expert_cache == "dynamic" else ""
+    best.reasons.append(f"hot experts in VRAM ({split.name}{kind}): {cache}, against {whole}")
     return best
 
 
