@@ -5,7 +5,8 @@
 # Qwen3-235B-A22B (20 layers) shapes with routing like Qwen3's at 12.5% and 25%: all experts in
 # RAM (the reference for greedy output), the best n-cpu-moe, static, thrifty and eager, mmap
 # off, with the cache's profile line and the advisor's decode prediction beside each row
-# (~14 min); 2. uniform routing on the 30B shape (issue 17's >= 0.98x; ~4 min).
-MODES=ram,sweep,static,dynamic,eager VARIANTS="q30:realistic q235:realistic" \
+# and "mix": half the budget as whole layers, a dynamic cache on the rest (fewer CPU layers:
+# each costs ~72 us fixed on the H100 host) (~16 min); 2. uniform routing on the 30B shape (issue 17's >= 0.98x; ~4 min).
+MODES=ram,sweep,static,dynamic,eager,mix VARIANTS="q30:realistic q235:realistic" \
     bash bench/jobs/expert-cache-policy-h200.sh
 STEPS=build MODES=sweep,static,dynamic VARIANTS=q30:uniform bash bench/jobs/expert-cache-policy-h200.sh
