@@ -44,11 +44,11 @@ from app.advisor.expert_cache import predicted_hit_rate
 from app.advisor.planner import evaluate
 from app.advisor.speed import predict
 from app.engine import ggml_backend
-from app.engine.expert_cache import COPY_POLICIES, CopyPolicy
+from app.engine.expert_cache import COPY_POLICIES
 from app.engine.llama_params import context_params, model_params
-from app.engine.placement import PlacementPlan
+from app.engine.placement import ExpertCachePolicy, PlacementPlan
 from app.engine.routing_stats import routing_counters, routing_stats
-from app.gguf.info import read_model
+from app.gguf.info import GGUFModel, read_model
 from app.hardware.bandwidth import RamBandwidth, ram_bandwidth
 
 
@@ -60,7 +60,7 @@ class Placement:
     dynamic: bool = False
     vram_expert_bytes: int = 0
     overlap: bool = True  # VRAM experts computed while the CPU computes (LLAMA_MOE_CACHE_OVERLAP)
-    policy: CopyPolicy = COPY_POLICIES["thrifty"]  # dynamic: which experts are copied in
+    policy: ExpertCachePolicy = "thrifty"  # dynamic: which experts are copied in (COPY_POLICIES)
     no_host: bool = False  # llama.cpp's no_host: CPU weights in the CPU's repacked layouts
     mapped: bool | None = None  # the model file mapped (mmap); None: as --no-mmap says
 
@@ -95,15 +95,14 @@ def advisor_plan(placement: Placement, threads: int, n_ctx: int, use_mmap: bool)
     plan = engine_plan(placement, threads, n_ctx, False, use_mmap)
     if not placement.cache_slots:
         return plan
-    policy = "eager" if placement.policy == COPY_POLICIES["eager"] else "thrifty"
     return replace(plan, expert_cache="dynamic" if placement.dynamic else "static",
-                   expert_cache_slots=placement.cache_slots, expert_cache_policy=policy)
+                   expert_cache_slots=placement.cache_slots, expert_cache_policy=placement.policy)
 
 
 @dataclass
 class Predictor:
     """The advisor's decode prediction for a placement on this machine (its probes and GPUs)."""
-    model_path: str
+    model: GGUFModel
     machine: hardware.Hardware
     ram: RamBandwidth
     threads: int
@@ -113,12 +112,11 @@ class Predictor:
     profile: list[list[int]]
 
     def decode(self, placement: Placement, use_mmap: bool) -> str:
-        model = read_model(self.model_path)
         plan = advisor_plan(placement, self.threads, self.n_ctx, use_mmap)
-        view = evaluate(model, self.machine, plan, ram=self.ram, predict_speed=False)
+        view = evaluate(self.model, self.machine, plan, ram=self.ram, predict_speed=False)
         if not view.gpus:
             return "-"  # no GPU seen (the dev machine's host packs): nothing to predict
-        speed = predict(model, view.placement, {g.device: g.gpu for g in view.gpus}, self.ram,
+        speed = predict(self.model, view.placement, {g.device: g.gpu for g in view.gpus}, self.ram,
                         self.machine.cpu.physical_cores, self.n_prompt, self.n_gen, profile=self.profile)
         return str(speed.decode)
 
@@ -151,7 +149,7 @@ class Loaded:
                 ranked = sorted(range(len(profile[il])), key=lambda e: -profile[il][e])
                 ggml_backend.cache_set_experts(self.ctx, il, ranked[:placement.cache_slots])
             if placement.dynamic:
-                policy = placement.policy
+                policy = COPY_POLICIES[placement.policy]
                 ggml_backend.cache_set_policy(self.ctx, uploads or policy.per_layer * n_layer,
                                               policy.per_layer, policy.half_life, policy.margin)
 
@@ -253,7 +251,7 @@ def placements_at(budget: float, shape: Shape, modes: set[str], sweep: int,
                                vram_expert_bytes=cache_bytes))
     if slots and "eager" in modes:
         found.append(Placement(f"cache dynamic {slots}/layer, eager", n_layer, slots, dynamic=True,
-                               vram_expert_bytes=cache_bytes, policy=COPY_POLICIES["eager"]))
+                               vram_expert_bytes=cache_bytes, policy="eager"))
     if "mix" in modes:
         gpu_layers = int(room / 2 // layer_bytes)
         in_ram = n_layer - gpu_layers
@@ -293,12 +291,11 @@ def print_table(placements: list[Placement], results: dict[str, Result], referen
         same, diff = agreement(r, reference)
         hit = f"{r.hit_rate:.1%}" if r.hit_rate is not None else "-"
         # what the advisor expects of a cache ranked by this profile (the warm-up's)
-        copies = "eager" if p.policy == COPY_POLICIES["eager"] else "thrifty"
         predicted = "-"
         if p.cache_slots:
             predicted = str(predicted_hit_rate(p.cache_slots, n_expert, k, profile,
                                                list(range(p.experts_in_ram)),
-                                               "dynamic" if p.dynamic else "static", copies))
+                                               "dynamic" if p.dynamic else "static", p.policy))
         print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
               f"{dec:.2f} | {ratio} | {predicted_decode.get(p.name, '-')} | {hit} | {predicted} | "
               f"{r.uploads} | {same} | {diff} |")
@@ -353,7 +350,7 @@ def main() -> int:
     profile = warm.counts(n_expert)
     warm.close()
     # the advisor's view of this machine: detected GPUs, the RAM and host-to-GPU copy probes
-    predictor = Predictor(args.model, hardware.detect(), ram_bandwidth(), args.threads, n_ctx,
+    predictor = Predictor(read_model(args.model), hardware.detect(), ram_bandwidth(), args.threads, n_ctx,
                           n_prompt, args.tokens, profile)
 
     for budget in args.budget or [0.125]:
