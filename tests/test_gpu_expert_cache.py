@@ -13,7 +13,7 @@ import pytest
 
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
-from app.engine.protocol import LoadParams
+from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
 from app.gguf.info import read_model
 from tests import gpu_testing
 from tests.gpu_testing import decode, load
@@ -91,3 +91,40 @@ def test_eager_copies_serve_more_hits_beside_decoding(engine: EngineClient, real
     eager_hits, eager_copies = dynamic_run("eager")
     assert eager_copies > 1.5 * thrifty_copies
     assert eager_hits > thrifty_hits + 0.03
+
+
+PROMPTS = [
+    "Route me through the experts of every layer, " * 8,
+    "A long prompt runs on the GPU one ubatch at a time, its experts copied from RAM. " * 5,
+    "Which experts does this paragraph choose, and how often does each of them repeat? " * 5,
+]
+
+
+def first_tokens(engine: EngineClient) -> list[str]:
+    """Each prompt's greedy first token: the prompt's ubatch alone decides it."""
+    def first(prompt: str) -> str:
+        stream = engine.chat(ChatParams(messages=[ChatMessage(role="user", content=prompt)],
+                                        sampling=Sampling(temperature=0.0, max_tokens=1, ignore_eos=True)))
+        return "".join(token.text for token in stream)
+    return [first(prompt) for prompt in PROMPTS]
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_a_prompt_takes_the_experts_the_cache_holds_from_vram(
+        engine: EngineClient, realistic_q30: Path, mode: str) -> None:
+    # a prompt's ubatch computes the layers with experts in RAM on the GPU, llama.cpp copying
+    # the experts its tokens chose; those in the cache come from VRAM, so the prompt copies
+    # fewer bytes and its logits are the same bytes' products as without the cache
+    load(engine, realistic_q30, use_mmap=False)
+    without = first_tokens(engine)
+    loaded = load(engine, realistic_q30, use_mmap=False, expert_cache=mode, expert_cache_slots=32)
+    assert loaded.expert_cache is not None and loaded.expert_cache.available
+    if mode == "dynamic":
+        assert decode(engine, tokens=64)  # the policy moves experts into other slots
+        assert engine.stats().expert_cache.uploads > 32 * len(loaded.expert_cache.layers)
+    before = engine.stats().expert_cache.prompt_experts_from_vram
+    assert first_tokens(engine) == without
+    taken = engine.stats().expert_cache.prompt_experts_from_vram - before
+    # up, gate and down of the held experts the prompts' tokens chose, in each cached layer
+    layers = len(loaded.expert_cache.layers)
+    assert 3 * layers * len(PROMPTS) * 8 <= taken <= 3 * layers * len(PROMPTS) * 32

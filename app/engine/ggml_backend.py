@@ -106,6 +106,9 @@ def _cache_patched() -> ctypes.CDLL | None:
     lib.llama_moe_cache_free.restype = None
     lib.llama_moe_cache_copies_beside_decoding.argtypes = [vp]
     lib.llama_moe_cache_copies_beside_decoding.restype = ctypes.c_bool
+    if hasattr(lib, "llama_moe_cache_experts_from_vram"):  # (builds of the patch before it: 0)
+        lib.llama_moe_cache_experts_from_vram.argtypes = [vp]
+        lib.llama_moe_cache_experts_from_vram.restype = ctypes.c_int64
     return lib
 
 
@@ -269,6 +272,9 @@ class CacheStats:
     misses: list[int]  # per layer: selections of cached layers served from RAM
     resident: list[list[int]]  # per layer: the experts held now
     uploads: int
+    # experts a prompt's ubatches (computed on the GPU, llama.cpp copying the experts its tokens
+    # chose) took from the packs instead of copying them from RAM
+    from_vram: int = 0
 
 
 def cache_stats(ctx: int, n_layer: int, n_expert: int) -> CacheStats | None:
@@ -282,9 +288,11 @@ def cache_stats(ctx: int, n_layer: int, n_expert: int) -> CacheStats | None:
     if uploads < 0:
         return None
     flags = list(resident)
+    from_vram = getattr(lib, "llama_moe_cache_experts_from_vram", lambda _ctx: 0)(ctx)
     return CacheStats(
         hits=list(hits), misses=list(misses), uploads=int(uploads),
         resident=[[e for e in range(n_expert) if flags[il * n_expert + e]] for il in range(n_layer)],
+        from_vram=int(from_vram),
     )
 
 

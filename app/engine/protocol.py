@@ -390,6 +390,9 @@ class ExpertCacheStats:
     hits: int
     misses: int
     uploads: int
+    # experts a prompt's ubatches took from VRAM where llama.cpp copies the experts its tokens
+    # chose from RAM to the GPU (op offload), instead of copying them
+    prompt_experts_from_vram: int = 0
 
     @property
     def hit_rate(self) -> float | None:

@@ -495,7 +495,8 @@ class Runtime:
             cache = ggml_backend.cache_stats(loaded.ctx, loaded.info.n_layer, loaded.info.n_expert)
         if cache is None:
             return None
-        return ExpertCacheStats(hits=sum(cache.hits), misses=sum(cache.misses), uploads=cache.uploads)
+        return ExpertCacheStats(hits=sum(cache.hits), misses=sum(cache.misses), uploads=cache.uploads,
+                                prompt_experts_from_vram=cache.from_vram)
 
     def _storage_stats(self, loaded: LoadedModel) -> StorageStats | None:
         meter = loaded.batch.storage

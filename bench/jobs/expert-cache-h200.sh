@@ -8,7 +8,8 @@
 # interleaved rounds, BUDGETS the shares of the expert bytes, SWEEP the n-cpu-moe points past
 # the best, PROFILE=1 the scheduler's time per graph; STEPS the gpu_session.sh steps first
 # ("build" alone skips the GPU tests); DEPTH=N adds, for the 235B shape, decode after an
-# N-token prompt. EXTRA: more bench/expert_cache.py arguments (e.g. --no-mmap).
+# N-token prompt. EXTRA: more bench/expert_cache.py arguments (e.g. --no-mmap). TAG: a suffix of
+# the output files' names; KEEP_MODEL=1 leaves the models for the next call (else removed).
 S=bench/gpu_session.sh
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
@@ -19,7 +20,9 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
     shape=${variant%%:*}; routing=${variant##*:}
     model="/tmp/$shape-$routing.gguf"
     echo "=== $shape $routing ($(date +%T))"
-    if [ "$shape" = q30 ]; then
+    if [ -f "$model" ]; then
+        echo "(model kept from a call before)"
+    elif [ "$shape" = q30 ]; then
         python3 -m app.synthetic "$model" --preset qwen3-30b-a3b --routing "$routing" > /dev/null
     else
         python3 -m app.synthetic "$model" --preset qwen3-235b-a22b --layers 20 \
@@ -28,14 +31,14 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
     python3 bench/expert_cache.py --model "$model" $budgets \
         --threads 16 --repeats "${REPEATS:-1}" --tokens 128 --sweep "${SWEEP:-1}" \
         $([ "${PROFILE:-0}" = 1 ] && echo --profile) ${MODES:+--modes "$MODES"} ${EXTRA:-} \
-        > "$OUT/ec-$shape-$routing.txt" 2>&1
-    table "$OUT/ec-$shape-$routing.txt"
+        > "$OUT/ec-$shape-$routing${TAG:+-$TAG}.txt" 2>&1
+    table "$OUT/ec-$shape-$routing${TAG:+-$TAG}.txt"
     if [ "$shape" = q235 ] && [ -n "${DEPTH:-}" ]; then
         python3 bench/expert_cache.py --model "$model" --budget 0.25 --threads 16 --repeats 1 \
             --tokens 64 --sweep 0 --depth "$DEPTH" --modes ram,sweep,static,dynamic \
             > "$OUT/ec-$shape-$routing-depth.txt" 2>&1
         table "$OUT/ec-$shape-$routing-depth.txt"
     fi
-    rm -f "$model"
+    [ -n "${KEEP_MODEL:-}" ] || rm -f "$model"
 done
 echo "=== done ($(date +%T))"
