@@ -11,4 +11,4 @@ KEEP_MODEL=1 MODES=ram,sweep,dynamic,eager,mix VARIANTS="q30:realistic" \
     bash bench/jobs/expert-cache-policy-h200.sh
 LLAMA_MOE_CACHE_PROMPT_FROM_VRAM=0 TAG=prompt-from-ram STEPS=build MODES=dynamic BUDGETS=0.25 \
     VARIANTS="q30:realistic" bash bench/jobs/expert-cache-policy-h200.sh
-STEPS=build MODES=sweep,static,dynamic VARIANTS=q30:uniform bash bench/jobs/expert-cache-policy-h200.sh
+STEPS=build MODES=sweep,dynamic VARIANTS=q30:uniform bash bench/jobs/expert-cache-policy-h200.sh
