@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One GPU, about 13 min held (16 with BUDGETS="0.125 0.25") (the seventeenth session): 1. the CUDA build and the GPU tests
-# (patch 0004: maps written once a step; a prompt's ubatch takes the experts the packs hold from
+# One GPU, about 13 min held (16 with BUDGETS="0.125 0.25"), the seventeenth session: 1. the CUDA
+# build and the GPU tests (patch 0004: maps written once a step; a prompt's ubatch takes the experts the packs hold from
 # VRAM instead of copying them from RAM); 2. the Qwen3-30B-A3B shape with routing like Qwen3's
 # at 25% (BUDGETS): all experts in RAM (greedy output's reference), the best n-cpu-moe, thrifty
 # and "mix" (half the budget as whole layers, a dynamic cache on the rest), mmap off,
