@@ -7,7 +7,7 @@
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 bash bench/gpu_session.sh build
 echo "=== cache GPU tests ($(date +%T))"
-python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu_expert_cache.py 2>&1 | tee "$OUT/gpu-tests-cache.txt" | tail -5
+python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu_expert_cache.py 2>&1 | tee "$OUT/gpu-tests-cache.txt" | tail -1 | sed "s/^/=== /"
 STEPS=build bash bench/jobs/session25b-h100.sh
 echo "=== all GPU tests ($(date +%T))"
-bash bench/gpu_session.sh test | tail -5
+bash bench/gpu_session.sh test | tail -1 | sed "s/^/=== /"
