@@ -4,7 +4,9 @@
 #   bash bench/device_job.sh start bench/jobs/NAME.sh   # starts it, then waits like `wait`
 #   bash bench/device_job.sh wait                       # up to WAIT_S (570 s) more
 # The job writes under /tmp/moedesk-out; each call copies that into its own $OUT (what comes
-# back) and prints the log's step lines and tables. The log says "JOB DONE" at the end.
+# back) and prints the log's step lines and tables. The log says "JOB DONE" at the end. With
+# less device time left than WAIT_S, set WAIT_S under it: the call then ends with its output;
+# cut short, it brings back only the files copied so far (every 20 s, with the log as job.log).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=/tmp/moedesk-job.log
@@ -19,11 +21,20 @@ case "${1:-}" in
     wait) ;;
     *) echo "usage: $0 start JOBFILE | wait"; exit 2 ;;
 esac
+# the job's files and its log into this call's $OUT, every 20 s: a call cut short by its limit
+# (the device time left) still brings back what $OUT holds (the seventeenth session lost a
+# whole lease's files, copied only at the end)
+collect() {
+    [ -n "${OUT:-}" ] && [ "$OUT" != "$JOB_OUT" ] || return 0
+    cp -r "$JOB_OUT/." "$OUT"/ 2>/dev/null
+    cp "$LOG" "$OUT/job.log" 2>/dev/null
+}
 while ! grep -q "^JOB DONE" "$LOG" 2>/dev/null && [ "$SECONDS" -lt "${WAIT_S:-570}" ]; do
     sleep 5
+    [ $((SECONDS % 20)) -lt 5 ] && collect
 done
 # steps, tables and errors; the build's compiler lines left out
 grep -E "^(===|\||JOB DONE|Traceback|[A-Za-z]*Error)|^(classic|n-cpu-moe|advisor|autotuned|sweep|decode|each figure)" \
     "$LOG" | tail -150
-[ -n "${OUT:-}" ] && [ "$OUT" != "$JOB_OUT" ] && cp -r "$JOB_OUT/." "$OUT"/ 2>/dev/null
+collect
 grep -q "^JOB DONE" "$LOG" && echo "(job finished)" || echo "(job still running: call wait again within 30 s)"
