@@ -129,7 +129,9 @@ def test_hot_experts_move_the_hits_expert_reads_to_the_gpu() -> None:
     assert moved == pytest.approx(hit.mid * routed, rel=1e-6)
     assert cached.decode_bytes["CUDA0"] - off.decode_bytes["CUDA0"] == pytest.approx(moved, rel=1e-6)
     assert cached.decode.low > off.decode.low and cached.decode.high > off.decode.high
-    assert cached.prefill == off.prefill  # prefill's ubatches do not use the cache
+    # a prompt's ubatches copy the experts the packs do not hold (the rest from VRAM)
+    assert cached.prefill_copy_bytes == pytest.approx(off.prefill_copy_bytes * 96 / 128, rel=1e-6)
+    assert cached.prefill.low > off.prefill.low and cached.prefill.high > off.prefill.high
 
 
 def test_more_hits_decode_faster_and_a_cache_serving_little_costs_its_split() -> None:

@@ -225,3 +225,18 @@ def test_a_dynamic_cache_copies_eagerly_only_where_the_cpu_is_not_bound_by_ram()
     mapped = plan_for(QWEN3_30B_Q4, machine(12), 8192, dataclasses.replace(base, use_mmap=True),
                       ram=cores_bound, profile=SKEWED)
     assert mapped.placement.expert_cache_policy == "thrifty"
+
+
+def test_a_prompt_copies_only_the_experts_the_packs_do_not_hold() -> None:
+    # a prompt's ubatch computes the layers with experts in RAM on the GPU, copying the experts
+    # its tokens chose; the scheduler takes those the packs hold from VRAM (engine patch 0004)
+    plain = PlacementPlan(n_ctx=8192, experts_in_ram="all", use_mmap=False)
+    without = evaluate(QWEN3_30B_Q4, machine(12), plain)
+    cached = evaluate(QWEN3_30B_Q4, machine(12),
+                      dataclasses.replace(plain, expert_cache="static", expert_cache_slots=32))
+    assert without.speed is not None and cached.speed is not None
+    assert without.speed.prefill_copy_bytes > 10e9  # every layer's experts, each ubatch
+    # a quarter of each layer's experts held: three quarters copied, as n-cpu-moe's 36 layers
+    copied = without.speed.prefill_copy_bytes
+    assert cached.speed.prefill_copy_bytes == pytest.approx(copied * 96 / 128, rel=1e-6)
+    assert cached.speed.prefill.mid > without.speed.prefill.mid

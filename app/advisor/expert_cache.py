@@ -270,6 +270,9 @@ class HotExperts:
     # mapped file each token waits for the driver's staging copy (copies_wait)
     copy_bytes: dict[str, float] = field(default_factory=dict)
     copies_wait: bool = False
+    # per cached layer, the GPU holding its pack: a prompt's ubatch (op offload to the first
+    # GPU) takes the experts a pack on that GPU holds from it instead of copying them from RAM
+    pack_devices: dict[int, str] = field(default_factory=dict)
 
     def reads(self, read: dict[str, float], hit_rate: float) -> dict[str, float]:
         """A token's bytes read per device, ``read`` without the cache, with it at ``hit_rate``:
@@ -307,11 +310,13 @@ def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
     read: dict[str, float] = {}
     layers: dict[str, int] = {}
     copy: dict[str, float] = {}
-    for layer, device in expert_cache_pack_devices(model, plan, in_ram, gpus).items():
+    packs = expert_cache_pack_devices(model, plan, in_ram, gpus)
+    for layer, device in packs.items():
         n_bytes = in_ram[layer]
         read[device] = read.get(device, 0.0) + n_bytes * k / model.n_expert
         layers[device] = layers.get(device, 0) + 1
         if copies:
             copy[device] = copy.get(device, 0.0) + copies * n_bytes / model.n_expert
     rate = predicted_hit_rate(slots, model.n_expert, k, profile, sorted(in_ram), plan.expert_cache, policy)
-    return HotExperts(rate, slots, read, layers, copy, copies_wait=bool(copy) and plan.use_mmap)
+    return HotExperts(rate, slots, read, layers, copy, copies_wait=bool(copy) and plan.use_mmap,
+                      pack_devices=packs)

@@ -6,12 +6,12 @@ length, routed experts' lower as their ``u k / n_expert`` tokens each fill a par
 matmul tiles; the last layer's FFN runs for the prompt's last token only (llama.cpp keeps
 only the output rows there). Weights in RAM are computed on the GPU all the same for
 ubatches of 32+ tokens (llama.cpp's op offload): each (of routed experts, the ones some
-token of the ubatch chose) is copied to the GPU for every ubatch before its matmul, never
-beside one, over PCIe from pinned memory (``use_mmap=False``) or through the CUDA driver's
-staging memcpy from pageable memory (an mmapped file), at the rates the host-to-GPU probe
-measured through the CUDA runtime (app/hardware/h2d.py), else at estimates from the link's
-peak and the RAM probe's one-thread copy. On a CPU, prefill is compute bound against the
-measured BLAS FLOP/s.
+token of the ubatch chose, less those a hot-expert cache holds on that GPU: those are copied
+from VRAM) is copied to the GPU for every ubatch before its matmul, never beside one, over
+PCIe from pinned memory (``use_mmap=False``) or through the CUDA driver's staging memcpy
+from pageable memory (an mmapped file), at the rates the host-to-GPU probe measured through
+the CUDA runtime (app/hardware/h2d.py), else at estimates from the link's peak and the RAM
+probe's one-thread copy. On a CPU, prefill is compute bound against the measured BLAS FLOP/s.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 from app.advisor.device_rates import CPU_FLOPS_EFFICIENCY, DeviceRates, Range
+from app.advisor.expert_cache import HotExperts
 from app.advisor.memory import layer_devices, tensor_device
 from app.advisor.token_work import CPU_NODE_S, GPU_NODE_S, HOP_S, REQUEST_S, token_work
 from app.engine.placement import CPU_DEVICE, PlacementPlan, tensor_overrides
@@ -53,8 +54,9 @@ class Prefill:
 
 def prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
                     rates: dict[str, DeviceRates], ram: RamBandwidth, n_prompt: int,
-                    end: int) -> Prefill:
-    """Seconds to prefill ``n_prompt`` tokens in ubatches, at the range's ``end``."""
+                    end: int, hot: HotExperts | None = None) -> Prefill:
+    """Seconds to prefill ``n_prompt`` tokens in ubatches, at the range's ``end``; ``hot``: the
+    plan's hot-expert cache, whose packs on the first GPU spare their experts' copies."""
     u = max(1, min(plan.n_ubatch, plan.n_batch))
     matmuls = _prefill_matmuls(model, plan, gpus)
     k = plan.n_expert_used or model.n_expert_used or 1
@@ -79,6 +81,8 @@ def prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
             device = target if mm.device == CPU_DEVICE and offload else mm.device
             if device != mm.device:  # a weight in RAM, copied in for this ubatch
                 used = 1 - (1 - k / n_expert) ** m if mm.routed else 1.0
+                if mm.routed and hot and hot.pack_devices.get(mm.layer) == target:
+                    used *= 1 - hot.slots / n_expert  # (the held ones come from VRAM, ~free)
                 copied += mm.n_bytes * used
             flops = m * mm.flops * (k if mm.routed else 1)
             if device == CPU_DEVICE:
@@ -119,6 +123,7 @@ class _Matmul:
     type_name: str
     routed: bool
     output_only: bool  # the last layer's FFN, run for the output token only
+    layer: int | None = None
 
 
 def _prefill_matmuls(model: GGUFModel, plan: PlacementPlan, gpus: list[str]) -> list[_Matmul]:
@@ -135,7 +140,8 @@ def _prefill_matmuls(model: GGUFModel, plan: PlacementPlan, gpus: list[str]) -> 
         routed = t.tensor_class == "routed_experts"
         per_token = 2.0 * math.prod(t.shape) / (max(model.n_expert, 1) if routed else 1)
         output_only = t.tensor_class == "output" or (t.layer == last and t.tensor_class in FFN_CLASSES)
-        matmuls.append(_Matmul(device, t.shape[0], per_token, t.n_bytes, t.type_name, routed, output_only))
+        matmuls.append(_Matmul(device, t.shape[0], per_token, t.n_bytes, t.type_name, routed, output_only,
+                               t.layer))
     return matmuls
 
 

@@ -93,10 +93,10 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     rates, notes = device_rates(gpus, ram, plan.n_threads, physical_cores, file_layout)
     ram = ram or TYPICAL_RAM
     work = token_work(model, plan, names, n_prompt + n_gen // 2)
-    hot = hot_experts(model, plan, names, profile)  # decode only: prefill's ubatches skip the cache
+    hot = hot_experts(model, plan, names, profile)
     decode = [_decode_seconds(work, rates, end, hot, ram) for end in (0, 1)]
     reads = hot.reads(work.bytes, hot.hit_rate.mid) if hot else work.bytes
-    prefill = [prefill_seconds(model, plan, names, rates, ram, n_prompt, end) for end in (0, 1)]
+    prefill = [prefill_seconds(model, plan, names, rates, ram, n_prompt, end, hot) for end in (0, 1)]
     if prefill[0].copy_seconds > prefill[0].seconds / 2:
         notes.append("prefill is bound by copying the routed experts in RAM to the GPU for every "
                      f"{plan.n_ubatch}-token ubatch; loading without mmap (pinned memory) or a "
