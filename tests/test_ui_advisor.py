@@ -320,3 +320,41 @@ def test_hot_experts_left_to_the_planner_show_what_it_chose(qtbot: QtBot, parts:
     assert controls.hot_slots.isHidden() and controls.hot_label.isHidden()
     controls.hot_experts.setCurrentText("auto")
     assert page.plan.placement == planned and controls.hot_label.isVisible()
+
+
+def test_mmap_off_lets_the_planner_refresh_hot_experts_as_tokens_decode(qtbot: QtBot, parts: Parts,
+                                                                        qwen3_30b_q8: Path,
+                                                                        tmp_path: Path) -> None:
+    # from the mapped file a dynamic cache's copies would each hold a token up, so the planner
+    # weighs static caches only; off, the weights in RAM are in the GPU's pinned memory
+    n_layer = read_model(qwen3_30b_q8).n_layer
+    routing_profiles.remember(qwen3_30b_q8, [[2800] * 16 + [150] * 112 for _ in range(n_layer)])
+    page = new_page(qtbot, parts, machine(24), n_ctx=32768)
+    page.set_build_info(BuildInfo(llama_cpp_python="0.3", backends=["CPU", "CUDA"], routing_patch=True,
+                                  system_info="", expert_cache_patch=True,
+                                  devices=[DeviceInfo("CUDA0", "RTX", "gpu", 24 * 1024**3, 24 * 1024**3)]))
+    page.set_model(qwen3_30b_q8)
+    qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+    controls = page.controls
+    assert controls.mmap.isChecked() and page.plan.placement.use_mmap
+    assert page.plan.placement.expert_cache == "static"
+    mapped_prefill = page.plan.speed.prefill.mid if page.plan.speed else 0.0
+
+    controls.mmap.setChecked(False)
+    plan = page.plan
+    assert not plan.placement.use_mmap and not page.load_placement().use_mmap
+    assert plan.placement.expert_cache == "dynamic"
+    assert "refreshed as tokens decode" in page.reasons.text()
+    assert plan.speed is not None and plan.speed.prefill.mid > mapped_prefill  # pinned copies
+    page.resize(1200, 780)
+    page.show()
+    qtbot.waitExposed(page)
+    assert page.grab().save(str(tmp_path / "advisor-mmap-off.png"))
+
+    # asked for by hand with the mapped file, the page says what turning mmap off gives
+    controls.mmap.setChecked(True)
+    controls.hot_experts.setCurrentText("dynamic")
+    assert page.plan.placement.expert_cache == "dynamic" and page.plan.placement.use_mmap
+    assert "dynamic hot experts with mmap on" in page.reasons.text()
+    controls.mmap.setChecked(False)
+    assert "dynamic hot experts with mmap on" not in page.reasons.text()

@@ -119,6 +119,8 @@ class PlacementPlan:
                 f"threads {self.n_threads or 'auto'}")
         if self.tensor_split:
             text += f", tensor split {' : '.join(f'{x:g}' for x in self.tensor_split)}"
+        if not self.use_mmap:
+            text += ", mmap off"
         if not self.repack:
             text += ", weights not repacked"
         if self.no_host:

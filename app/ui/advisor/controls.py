@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QGroupBox,
@@ -69,6 +70,8 @@ class Settings:
     # hot experts in VRAM (engine patch 0004); None: the planner weighs them (AUTO_HOT_EXPERTS)
     expert_cache: ExpertCacheMode | None = None
     expert_cache_slots: int = 0  # experts a layer
+    # llama.cpp's mmap: off reads the weights into RAM, with a GPU its pinned memory
+    use_mmap: bool = True
 
 
 def base_placement(settings: Settings) -> PlacementPlan:
@@ -77,7 +80,7 @@ def base_placement(settings: Settings) -> PlacementPlan:
                          n_expert_used=settings.n_expert_used, type_k=settings.cache_type,
                          type_v=settings.cache_type, overrides=list(settings.rules),
                          expert_cache=settings.expert_cache or "off",
-                         expert_cache_slots=settings.expert_cache_slots)
+                         expert_cache_slots=settings.expert_cache_slots, use_mmap=settings.use_mmap)
 
 
 def manual_placement(base: PlacementPlan, first_n: int, n_layer: int, planned: PlacementPlan | None
@@ -131,6 +134,13 @@ class PlanControls(QGroupBox):
         self.hot_slots.setSuffix(" experts a layer")
         self.hot_slots.setEnabled(False)
         self.hot_label = QLabel()  # auto: what the planner chose
+        self.mmap = QCheckBox("memory-map the model file (mmap)")
+        self.mmap.setChecked(True)  # llama.cpp's default
+        self.mmap.setToolTip("Off: the weights kept in RAM are read into memory at load (with a GPU, "
+                             "its pinned memory): prompts copy those experts to the GPU several "
+                             "times faster, and dynamic hot experts are copied while tokens "
+                             "decode instead of each token waiting. Loads slower; the RAM must "
+                             "hold them (no paging from the file)")
         self.rules = QPlainTextEdit()
         self.rules.setPlaceholderText("one REGEX=DEVICE per line, first match wins, e.g.\n"
                                       r"blk\.(4[0-7])\.ffn_.*_exps=CPU")
@@ -154,6 +164,7 @@ class PlanControls(QGroupBox):
         hot_row.addWidget(self.hot_slots, 1)
         form.addRow("Hot experts in VRAM", hot_row)
         form.addRow("", self.hot_label)
+        form.addRow("Loading", self.mmap)
         form.addRow("Per-tensor rules", self.rules)
         form.addRow("", self.rules_error)
         layout = QVBoxLayout(self)
@@ -169,6 +180,7 @@ class PlanControls(QGroupBox):
         self.cache.currentTextChanged.connect(self._changed)
         self.hot_experts.currentTextChanged.connect(self._hot_experts_changed)
         self.hot_slots.valueChanged.connect(self._changed)
+        self.mmap.toggled.connect(self._changed)
         self.rules.textChanged.connect(self._changed)
         self.replan.clicked.connect(self.plan_for_me)
 
@@ -218,6 +230,7 @@ class PlanControls(QGroupBox):
             rules=parse_rules(self.rules.toPlainText()),
             expert_cache=self._hot_experts_mode(),
             expert_cache_slots=self.hot_slots.value() if self._hot_experts_mode() else 0,
+            use_mmap=self.mmap.isChecked(),
         )
 
     def _slider_moved(self) -> None:
