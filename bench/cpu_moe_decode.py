@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: physical cores)")
-    parser.add_argument("--tokens", type=int, default=24)
+    parser.add_argument("--tokens", type=int, default=48, help="timed a run (the median kept)")
     parser.add_argument("--dir", type=Path, default=None, help="where to write the models (default: temp)")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,6 +116,23 @@ def main() -> None:
             times = " | ".join(f"{t[(n, k)] * 1e3:.2f}" for k in EXPERTS for n in LAYERS)
             print(f"| {'fused (patch 0007)' if fused else 'three ops'} | {times} | {fixed * 1e6:.0f} | "
                   f"{per_expert * 1e6:.1f} | {expert / per_expert / 1e9:.1f} |", flush=True)
+    print(speed_model_rate(threads))
+
+
+def speed_model_rate(threads: int) -> str:
+    """What the advisor's speed model assumes the same kernels read at on this machine (its RAM
+    probe, run now, through app/advisor/device_rates.py): the rate the measured one above is
+    to be held against (issue 19: the probe's figures did not follow decode across hosts)."""
+    from app.advisor.device_rates import device_rates
+    from app.engine.placement import CPU_DEVICE
+    from app.hardware.bandwidth import _physical_cores, measure_ram
+
+    ram = measure_ram()
+    rates, _ = device_rates({}, ram, threads, _physical_cores(), file_layout=True)
+    low, high = (rates[CPU_DEVICE].read_rate(end, gpu=False) / 1e9 for end in (0, 1))
+    return (f"speed model's read rate for routed experts in the file's layout here: {low:.1f}-{high:.1f} "
+            f"GB/s (RAM probe: {ram.read_bw / 1e9:.1f} GB/s all cores, {ram.read_bw_1 / 1e9:.1f} GB/s "
+            f"one thread)")
 
 
 if __name__ == "__main__":
