@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 
-def logits(model: Path, out: Path, **env: str) -> np.ndarray:
-    subprocess.run([sys.executable, "-m", "tests.moe_logits", str(model), str(out)], check=True,
+def logits(model: Path, out: Path, *args: str, **env: str) -> np.ndarray:
+    subprocess.run([sys.executable, "-m", "tests.moe_logits", str(model), str(out), *args], check=True,
                    env={**os.environ, **env}, cwd=Path(__file__).parent.parent, timeout=300)
     return np.load(out)
 
@@ -30,3 +30,12 @@ def test_the_fused_up_gate_pass_computes_what_the_three_ops_do(
     three_ops = logits(model, tmp_path / "three-ops.npy", GGML_CPU_DISABLE_FUSION="1")
     assert fused.shape == three_ops.shape and np.isfinite(fused).all()
     assert np.array_equal(fused, three_ops)
+
+
+@pytest.mark.gpu
+def test_beside_a_gpu_the_fused_pass_computes_what_the_three_ops_do(
+        realistic_moe_gguf: Path, tmp_path: Path) -> None:
+    # llama.cpp's --cpu-moe: the routed experts on the CPU (the fused pass), the rest on the GPU
+    fused = logits(realistic_moe_gguf, tmp_path / "fused.npy", "--gpu")
+    three_ops = logits(realistic_moe_gguf, tmp_path / "three-ops.npy", "--gpu", GGML_CPU_DISABLE_FUSION="1")
+    assert np.isfinite(fused).all() and np.array_equal(fused, three_ops)
