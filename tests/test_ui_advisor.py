@@ -291,17 +291,24 @@ def test_the_advisor_page_loads_the_autotuned_placement_as_file_load_does(
     assert page.tuned is None and page.load_placement() == page.plan.placement
 
 
-def test_hot_experts_left_to_the_planner_show_what_it_chose(qtbot: QtBot, parts: Parts,
-                                                            qwen3_30b_q8: Path, tmp_path: Path) -> None:
-    # this model's remembered routing: per layer, 16 of the 128 experts take 70% of the selections
-    n_layer = read_model(qwen3_30b_q8).n_layer
-    routing_profiles.remember(qwen3_30b_q8, [[2800] * 16 + [150] * 112 for _ in range(n_layer)])
+def skewed_page_with_cache_build(qtbot: QtBot, parts: Parts, model: Path) -> AdvisorPage:
+    """The page for ``model`` on a 24 GB GPU with an engine that has the expert cache, the
+    model's remembered routing skewed: per layer, 16 of the 128 experts take 70% of the
+    selections."""
+    n_layer = read_model(model).n_layer
+    routing_profiles.remember(model, [[2800] * 16 + [150] * 112 for _ in range(n_layer)])
     page = new_page(qtbot, parts, machine(24), n_ctx=32768)
     page.set_build_info(BuildInfo(llama_cpp_python="0.3", backends=["CPU", "CUDA"], routing_patch=True,
                                   system_info="", expert_cache_patch=True,
                                   devices=[DeviceInfo("CUDA0", "RTX", "gpu", 24 * 1024**3, 24 * 1024**3)]))
-    page.set_model(qwen3_30b_q8)
+    page.set_model(model)
     qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+    return page
+
+
+def test_hot_experts_left_to_the_planner_show_what_it_chose(qtbot: QtBot, parts: Parts,
+                                                            qwen3_30b_q8: Path, tmp_path: Path) -> None:
+    page = skewed_page_with_cache_build(qtbot, parts, qwen3_30b_q8)
     controls = page.controls
     assert controls.hot_experts.currentText() == "auto" and controls.settings().expert_cache is None
     planned = page.plan.placement
@@ -327,14 +334,7 @@ def test_mmap_off_lets_the_planner_refresh_hot_experts_as_tokens_decode(qtbot: Q
                                                                         tmp_path: Path) -> None:
     # from the mapped file a dynamic cache's copies would each hold a token up, so the planner
     # weighs static caches only; off, the weights in RAM are in the GPU's pinned memory
-    n_layer = read_model(qwen3_30b_q8).n_layer
-    routing_profiles.remember(qwen3_30b_q8, [[2800] * 16 + [150] * 112 for _ in range(n_layer)])
-    page = new_page(qtbot, parts, machine(24), n_ctx=32768)
-    page.set_build_info(BuildInfo(llama_cpp_python="0.3", backends=["CPU", "CUDA"], routing_patch=True,
-                                  system_info="", expert_cache_patch=True,
-                                  devices=[DeviceInfo("CUDA0", "RTX", "gpu", 24 * 1024**3, 24 * 1024**3)]))
-    page.set_model(qwen3_30b_q8)
-    qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+    page = skewed_page_with_cache_build(qtbot, parts, qwen3_30b_q8)
     controls = page.controls
     assert controls.mmap.isChecked() and page.plan.placement.use_mmap
     assert page.plan.placement.expert_cache == "static"
