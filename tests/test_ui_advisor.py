@@ -22,7 +22,7 @@ from app.synthetic import SyntheticSpec, write_synthetic_header
 from app.tune.autotune import TuneResult, machine_id, remember, tune_key
 from app.tune.measure import Measurement
 from app.ui.advisor import AdvisorPage, demo_page
-from app.ui.advisor.controls import RuleError, parse_rules
+from app.ui.advisor.controls import GIB_UNIT, RuleError, parse_rules
 from app.ui.advisor.page import VERDICTS
 from app.ui.app_state import AppState
 from app.ui.engine_controller import EngineController
@@ -247,8 +247,23 @@ def test_hot_experts_in_vram_take_vram_the_plan_makes_room_for(qtbot: QtBot, par
                    if d.device != "CPU")
     assert gpu.weights - gpu_off.weights == pytest.approx(packs, rel=0.01)
     assert "hot experts in VRAM: 16 experts a layer (static)" in plan.placement.describe()
+    # sized in GiB instead (as the CLI's --expert-cache-size 2GiB): spread over the RAM layers
+    controls = page.controls
+    assert controls.hot_gib.isHidden() and controls.hot_unit.isEnabled()
+    controls.hot_unit.setCurrentText(GIB_UNIT)
+    controls.hot_gib.setValue(2.0)
+    assert not controls.hot_gib.isHidden() and controls.hot_slots.isHidden()
+    by_size = page.plan
+    assert by_size.placement.expert_cache_bytes == 2 * 2**30 and by_size.placement.expert_cache_slots == 0
+    assert "hot experts in VRAM: 2.0 GiB (static)" in by_size.placement.describe()
+    gpu = next(d for d in by_size.memory if d.device != "CPU")
+    off = dataclasses.replace(by_size.placement, expert_cache="off")
+    gpu_off = next(d for d in memory_by_device(read_model(qwen3_30b_q8), off, [gpu.device])
+                   if d.device != "CPU")
+    assert 1.8 * 2**30 <= gpu.weights - gpu_off.weights <= 2 * 2**30  # whole experts a layer
     page.controls.hot_experts.setCurrentText("off")
     assert page.plan.experts_in_ram_layers == 18 and page.plan.placement.expert_cache == "off"
+    assert controls.hot_unit.isHidden() and controls.hot_gib.isHidden()
 
 
 def test_a_model_larger_than_ram_streams_through_a_ram_cache_and_its_drive_is_probed(

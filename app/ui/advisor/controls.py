@@ -14,6 +14,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -70,6 +71,7 @@ class Settings:
     # hot experts in VRAM (engine patch 0004); None: the planner weighs them (AUTO_HOT_EXPERTS)
     expert_cache: ExpertCacheMode | None = None
     expert_cache_slots: int = 0  # experts a layer
+    expert_cache_bytes: int = 0  # or VRAM in all, spread over the RAM layers (slots 0)
     # llama.cpp's mmap: off reads the weights into RAM, with a GPU its pinned memory
     use_mmap: bool = True
 
@@ -80,7 +82,8 @@ def base_placement(settings: Settings) -> PlacementPlan:
                          n_expert_used=settings.n_expert_used, type_k=settings.cache_type,
                          type_v=settings.cache_type, overrides=list(settings.rules),
                          expert_cache=settings.expert_cache or "off",
-                         expert_cache_slots=settings.expert_cache_slots, use_mmap=settings.use_mmap)
+                         expert_cache_slots=settings.expert_cache_slots,
+                         expert_cache_bytes=settings.expert_cache_bytes, use_mmap=settings.use_mmap)
 
 
 def manual_placement(base: PlacementPlan, first_n: int, n_layer: int, planned: PlacementPlan | None
@@ -95,6 +98,8 @@ def manual_placement(base: PlacementPlan, first_n: int, n_layer: int, planned: P
 
 # the hot-experts choice that leaves them to the planner (weighed against whole layers in VRAM)
 AUTO_HOT_EXPERTS = "auto"
+# the units a hot-expert cache is sized in, as the CLI's --expert-cache-size takes them
+SLOTS_UNIT, GIB_UNIT = "experts a layer", "GiB in all"
 
 
 class PlanControls(QGroupBox):
@@ -131,8 +136,17 @@ class PlanControls(QGroupBox):
         self.hot_slots = QSpinBox()
         self.hot_slots.setRange(1, 512)
         self.hot_slots.setValue(16)
-        self.hot_slots.setSuffix(" experts a layer")
         self.hot_slots.setEnabled(False)
+        self.hot_gib = QDoubleSpinBox()
+        self.hot_gib.setRange(0.1, 4096.0)
+        self.hot_gib.setDecimals(1)
+        self.hot_gib.setSingleStep(0.5)
+        self.hot_gib.setValue(4.0)
+        self.hot_unit = QComboBox()
+        self.hot_unit.addItems([SLOTS_UNIT, GIB_UNIT])
+        self.hot_unit.setToolTip("Experts a layer, or VRAM in all (spread over the layers whose "
+                                 "experts are in RAM)")
+        self.hot_unit.setEnabled(False)
         self.hot_label = QLabel()  # auto: what the planner chose
         self.mmap = QCheckBox("memory-map the model file (mmap)")
         self.mmap.setChecked(True)  # llama.cpp's default
@@ -162,6 +176,8 @@ class PlanControls(QGroupBox):
         hot_row = QHBoxLayout()
         hot_row.addWidget(self.hot_experts)
         hot_row.addWidget(self.hot_slots, 1)
+        hot_row.addWidget(self.hot_gib, 1)
+        hot_row.addWidget(self.hot_unit)
         form.addRow("Hot experts in VRAM", hot_row)
         form.addRow("", self.hot_label)
         form.addRow("Loading", self.mmap)
@@ -180,9 +196,12 @@ class PlanControls(QGroupBox):
         self.cache.currentTextChanged.connect(self._changed)
         self.hot_experts.currentTextChanged.connect(self._hot_experts_changed)
         self.hot_slots.valueChanged.connect(self._changed)
+        self.hot_gib.valueChanged.connect(self._changed)
+        self.hot_unit.currentTextChanged.connect(self._hot_experts_changed)
         self.mmap.toggled.connect(self._changed)
         self.rules.textChanged.connect(self._changed)
         self.replan.clicked.connect(self.plan_for_me)
+        self._hot_experts_changed()  # which of the size widgets shows
 
     def set_model(self, model: GGUFModel) -> None:
         """Ranges for ``model``: context up to its training length, its layers and experts."""
@@ -221,6 +240,8 @@ class PlanControls(QGroupBox):
 
     def settings(self) -> Settings:
         """The controls as plain data; raises RuleError for a bad per-tensor rule."""
+        mode = self._hot_experts_mode()
+        by_gib = self.hot_unit.currentText() == GIB_UNIT
         return Settings(
             n_ctx=self.ctx.value(),
             experts_in_ram=self.experts.value() if self._slider_touched else None,
@@ -228,8 +249,9 @@ class PlanControls(QGroupBox):
             n_expert_used=self.active.value() or None,
             cache_type=self.cache.currentText(),
             rules=parse_rules(self.rules.toPlainText()),
-            expert_cache=self._hot_experts_mode(),
-            expert_cache_slots=self.hot_slots.value() if self._hot_experts_mode() else 0,
+            expert_cache=mode,
+            expert_cache_slots=self.hot_slots.value() if mode and not by_gib else 0,
+            expert_cache_bytes=int(self.hot_gib.value() * 2**30) if mode and by_gib else 0,
             use_mmap=self.mmap.isChecked(),
         )
 
@@ -247,8 +269,16 @@ class PlanControls(QGroupBox):
 
     def _hot_experts_changed(self) -> None:
         mode = self._hot_experts_mode()
-        self.hot_slots.setEnabled(mode not in (None, "off"))
-        self.hot_slots.setVisible(mode != "off")
+        chosen = mode not in (None, "off")
+        if not chosen:  # auto shows the planner's choice, in experts a layer
+            with _quiet(self.hot_unit):
+                self.hot_unit.setCurrentText(SLOTS_UNIT)
+        by_gib = self.hot_unit.currentText() == GIB_UNIT
+        self.hot_slots.setEnabled(chosen)
+        self.hot_unit.setEnabled(chosen)
+        self.hot_slots.setVisible(mode != "off" and not by_gib)
+        self.hot_gib.setVisible(chosen and by_gib)
+        self.hot_unit.setVisible(mode != "off")
         self.hot_label.setVisible(mode is None)
         self.changed.emit()
 
@@ -257,6 +287,7 @@ class PlanControls(QGroupBox):
             return
         chosen = planned.expert_cache != "off" and planned.expert_cache_slots > 0
         self.hot_slots.setVisible(chosen)
+        self.hot_unit.setVisible(chosen)
         if chosen:
             with _quiet(self.hot_slots):
                 self.hot_slots.setValue(planned.expert_cache_slots)
