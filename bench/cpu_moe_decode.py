@@ -4,8 +4,8 @@ fixed part and a part per chosen expert.
 
 Decodes synthetic models with Qwen3-30B-A3B's layer shapes (uniform routing, a small
 vocabulary so the output head counts little) at two layer counts and two numbers of chosen
-experts (the model's ``expert_used_count`` overridden at load), CPU only, experts not
-repacked, the rest of each layer on the GPU where there is one (llama.cpp's --cpu-moe); the
+experts (the model's ``expert_used_count`` overridden at load), the routed experts on the CPU
+and not repacked, the rest of each layer on the GPU where there is one (llama.cpp's --cpu-moe); the
 differences give the time a layer (fixed: on a CPU only, with the layer's attention) and an
 expert (its bytes over that time: the kernels' read rate). Each setting of patch 0007's fused
 up/gate pass (on, and off with GGML_CPU_DISABLE_FUSION=1) runs in processes of its own: the CPU
@@ -124,11 +124,12 @@ def speed_model_rate(threads: int) -> str:
     probe, run now, through app/advisor/device_rates.py): the rate the measured one above is
     to be held against (issue 19: the probe's figures did not follow decode across hosts)."""
     from app.advisor.device_rates import device_rates
+    from app.engine.llama_params import default_threads
     from app.engine.placement import CPU_DEVICE
-    from app.hardware.bandwidth import _physical_cores, measure_ram
+    from app.hardware.bandwidth import measure_ram
 
     ram = measure_ram()
-    rates, _ = device_rates({}, ram, threads, _physical_cores(), file_layout=True)
+    rates, _ = device_rates({}, ram, threads, default_threads(), file_layout=True)  # (physical cores)
     low, high = (rates[CPU_DEVICE].read_rate(end, gpu=False) / 1e9 for end in (0, 1))
     return (f"speed model's read rate for routed experts in the file's layout here: {low:.1f}-{high:.1f} "
             f"GB/s (RAM probe: {ram.read_bw / 1e9:.1f} GB/s all cores, {ram.read_bw_1 / 1e9:.1f} GB/s "
