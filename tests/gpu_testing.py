@@ -28,8 +28,8 @@ def load(engine: EngineClient, model: Path, **plan: object) -> LoadResult:
     return engine.load(LoadParams(model=str(model), placement=placement))
 
 
-def decode(engine: EngineClient, tokens: int = 48) -> str:
+def decode(engine: EngineClient, tokens: int = 48, prompt: str = "Route me through the experts") -> str:
     stream = engine.chat(ChatParams(
-        messages=[ChatMessage(role="user", content="Route me through the experts")],
+        messages=[ChatMessage(role="user", content=prompt)],
         sampling=Sampling(temperature=0.0, max_tokens=tokens, ignore_eos=True)))
     return "".join(token.text for token in stream)

@@ -13,7 +13,7 @@ import pytest
 
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
-from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
+from app.engine.protocol import LoadParams
 from app.gguf.info import read_model
 from tests import gpu_testing
 from tests.gpu_testing import decode, load
@@ -102,11 +102,7 @@ PROMPTS = [
 
 def first_tokens(engine: EngineClient) -> list[str]:
     """Each prompt's greedy first token: the prompt's ubatch alone decides it."""
-    def first(prompt: str) -> str:
-        stream = engine.chat(ChatParams(messages=[ChatMessage(role="user", content=prompt)],
-                                        sampling=Sampling(temperature=0.0, max_tokens=1, ignore_eos=True)))
-        return "".join(token.text for token in stream)
-    return [first(prompt) for prompt in PROMPTS]
+    return [decode(engine, tokens=1, prompt=prompt) for prompt in PROMPTS]
 
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
