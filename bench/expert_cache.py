@@ -42,7 +42,7 @@ import numpy as np
 from app import hardware
 from app.advisor.expert_cache import predicted_hit_rate
 from app.advisor.planner import evaluate
-from app.advisor.speed import predict
+from app.advisor.speed import SpeedRange, predict
 from app.engine import ggml_backend
 from app.engine.expert_cache import COPY_POLICIES
 from app.engine.llama_params import context_params, model_params
@@ -111,14 +111,14 @@ class Predictor:
     n_gen: int
     profile: list[list[int]]
 
-    def decode(self, placement: Placement, use_mmap: bool) -> str:
+    def decode(self, placement: Placement, use_mmap: bool) -> SpeedRange | None:
         plan = advisor_plan(placement, self.threads, self.n_ctx, use_mmap)
         view = evaluate(self.model, self.machine, plan, ram=self.ram, predict_speed=False)
         if not view.gpus:
-            return "-"  # no GPU seen (the dev machine's host packs): nothing to predict
+            return None  # no GPU seen (the dev machine's host packs): nothing to predict
         speed = predict(self.model, view.placement, {g.device: g.gpu for g in view.gpus}, self.ram,
                         self.machine.cpu.physical_cores, self.n_prompt, self.n_gen, profile=self.profile)
-        return str(speed.decode)
+        return speed.decode
 
 
 class Loaded:
@@ -277,7 +277,8 @@ def agreement(r: Result, reference: Result | None) -> tuple[str, str]:
 
 
 def print_table(placements: list[Placement], results: dict[str, Result], reference: Result | None,
-                profile: list[list[int]], n_expert: int, k: int, predicted_decode: dict[str, str]) -> None:
+                profile: list[list[int]], n_expert: int, k: int,
+                predicted_decode: dict[str, SpeedRange | None]) -> None:
     best_sweep = max((r for name, r in results.items() if name.startswith("n-cpu-moe")),
                      key=lambda r: statistics.median(r.decode), default=None)
     print("| placement | VRAM for experts GiB | prefill t/s | decode t/s | vs best n-cpu-moe | "
@@ -297,8 +298,17 @@ def print_table(placements: list[Placement], results: dict[str, Result], referen
                                                list(range(p.experts_in_ram)),
                                                "dynamic" if p.dynamic else "static", p.policy))
         print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
-              f"{dec:.2f} | {ratio} | {predicted_decode.get(p.name, '-')} | {hit} | {predicted} | "
+              f"{dec:.2f} | {ratio} | {predicted_decode.get(p.name) or '-'} | {hit} | {predicted} | "
               f"{r.uploads} | {same} | {diff} |")
+    # the planner keeps whichever split of the VRAM it predicts to decode fastest
+    # (app/advisor/planner.py): what a user gets at this budget, from the placements measured
+    weighed = {name: speed.mid for name, speed in predicted_decode.items()
+               if speed is not None and not name.startswith("ram")}
+    if weighed and best_sweep:
+        pick = max(weighed, key=lambda name: weighed[name])
+        dec = statistics.median(results[pick].decode)
+        print(f"the advisor's pick (fastest predicted of those measured): {pick}, {dec:.2f} t/s, "
+              f"{dec / statistics.median(best_sweep.decode):.2f}x the best n-cpu-moe")
 
 
 def main() -> int:

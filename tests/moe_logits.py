@@ -1,17 +1,25 @@
 """Greedy decode of a GGUF with llama.cpp (through llama-cpp-python), the routed experts on the
-CPU in the file's layout: ``python -m tests.moe_logits MODEL OUT.npy [--gpu]`` saves the logits
-of the prompt and of each decoded token; ``--gpu`` puts the rest of the model on the GPU
-(llama.cpp's --cpu-moe). Run in a process of its own: the CPU backend reads its environment
+CPU in the file's layout: ``python -m tests.moe_logits MODEL OUT.npy [--gpu] [--prompt N]
+[--cache SLOTS] [--tokens N]`` saves the logits of the prompt and of each decoded token (24 of
+them). ``--gpu`` puts the rest of the model on the GPU (llama.cpp's --cpu-moe); ``--prompt N``
+decodes a prompt of N tokens (from 32, a GPU computes its MoE layers, llama.cpp copying the
+experts its tokens chose); ``--cache SLOTS`` keeps SLOTS experts of each layer in VRAM (a static
+expert cache, patch 0004: every third expert, so that the experts copied from RAM come in many
+runs), and writes how many experts the prompt took from there to OUT.npy's name with
+``.from_vram``. Run in a process of its own: the CPU backend reads its environment
 (GGML_CPU_DISABLE_FUSION) once, at start."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
 
+from app.engine import ggml_backend
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
 from app.gguf.info import read_model
@@ -20,11 +28,21 @@ PROMPT = [1, 50, 60, 70, 80, 90, 100, 110]
 TOKENS = 24
 
 
-def main(model_path: str, out: str, gpu: bool) -> None:
+def logits(model: Path, out: Path, *args: str, **env: str) -> np.ndarray:
+    """This module's logits for ``model`` in a process of its own, with ``args`` and ``env``;
+    its standard error goes to OUT.npy's name with ``.log``."""
+    with open(f"{out}.log", "w") as log:
+        subprocess.run([sys.executable, "-m", "tests.moe_logits", str(model), str(out), *args], check=True,
+                       env={**os.environ, **env}, cwd=Path(__file__).parent.parent, timeout=300, stderr=log)
+    return np.load(out)
+
+
+def main(model_path: str, out: str, gpu: bool, prompt_len: int, cache_slots: int, tokens: int) -> None:
     info = read_model(Path(model_path))
     where = {"experts_in_ram": "all", "split_mode": "none"} if gpu else {"n_gpu_layers": 0}
-    # not repacked: the file's layout, as beside a GPU
-    plan = PlacementPlan(n_ctx=256, n_threads=2, repack=False, **where)  # type: ignore[arg-type]
+    # not repacked: the file's layout, as beside a GPU; pinned, as the expert cache's copies want
+    plan = PlacementPlan(n_ctx=256, n_threads=2, repack=False, use_mmap=not cache_slots,
+                         **where)  # type: ignore[arg-type]
     llama_cpp.llama_backend_init()
     progress = llama_cpp.llama_progress_callback(lambda *_: True)
     params = model_params(plan, info.n_layer, info.architecture, progress)
@@ -42,13 +60,26 @@ def main(model_path: str, out: str, gpu: bool) -> None:
         llama_cpp.llama_batch_free(batch)
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)).copy()
 
-    logits = [decode(PROMPT, 0)]
-    for i in range(TOKENS):
-        logits.append(decode([int(np.argmax(logits[-1]))], len(PROMPT) + i))
+    if cache_slots:
+        assert ggml_backend.cache_init(ctx, [cache_slots] * info.n_layer) > 0, "no expert cache"
+        for il in range(info.n_layer):
+            assert ggml_backend.cache_set_experts(ctx, il, list(range(0, 3 * cache_slots, 3)))
+    prompt = PROMPT if prompt_len == 0 else [1 + (7 * i) % 500 for i in range(prompt_len)]
+    logits = [decode(prompt, 0)]
+    for i in range(tokens):
+        logits.append(decode([int(np.argmax(logits[-1]))], len(prompt) + i))
     np.save(out, np.array(logits))
+    if cache_slots:
+        stats = ggml_backend.cache_stats(ctx, info.n_layer, info.n_expert)
+        Path(out + ".from_vram").write_text(str(stats.from_vram if stats else 0))
     llama_cpp.llama_free(ctx)
     llama_cpp.llama_model_free(model)
 
 
+def _option(name: str) -> int:
+    return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], "--gpu" in sys.argv[3:])
+    main(sys.argv[1], sys.argv[2], "--gpu" in sys.argv[3:], _option("--prompt"), _option("--cache"),
+         _option("--tokens") or TOKENS)

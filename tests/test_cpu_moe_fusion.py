@@ -7,19 +7,12 @@ negative ids (hot selections), whose rows it zeroes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-
-def logits(model: Path, out: Path, *args: str, **env: str) -> np.ndarray:
-    subprocess.run([sys.executable, "-m", "tests.moe_logits", str(model), str(out), *args], check=True,
-                   env={**os.environ, **env}, cwd=Path(__file__).parent.parent, timeout=300)
-    return np.load(out)
+from tests.moe_logits import logits
 
 
 @pytest.mark.parametrize("fixture", ["tiny_moe_gguf", "realistic_moe_gguf"])

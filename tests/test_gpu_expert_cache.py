@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.engine.client import EngineClient
@@ -17,6 +18,7 @@ from app.engine.protocol import LoadParams
 from app.gguf.info import read_model
 from tests import gpu_testing
 from tests.gpu_testing import decode, load
+from tests.moe_logits import logits
 
 pytestmark = pytest.mark.gpu
 
@@ -124,3 +126,63 @@ def test_a_prompt_takes_the_experts_the_cache_holds_from_vram(
     # up, gate and down of the held experts the prompts' tokens chose, in each cached layer
     layers = len(loaded.expert_cache.layers)
     assert 3 * layers * len(PROMPTS) * 8 <= taken <= 3 * layers * len(PROMPTS) * 32
+
+
+def cached_logits(model: Path, out: Path, *args: str, **env: str) -> tuple[np.ndarray, int]:
+    """tests/moe_logits.py's logits with the rest of the model on the GPU, and the experts a
+    prompt took from the cache's packs (0 without a cache)."""
+    values = logits(model, out, "--gpu", *args, **env)
+    taken = Path(f"{out}.from_vram")
+    return values, int(taken.read_text()) if taken.exists() else 0
+
+
+def test_a_prompts_experts_from_vram_give_the_logits_of_those_from_ram(
+        realistic_moe_gguf: Path, tmp_path: Path) -> None:
+    # a 64-token prompt's MoE layers on the GPU (op offload); a static cache of 16 experts a
+    # layer (every third: the experts from RAM come in many runs). The held experts are copied
+    # in one launch a weight (GGML_SCHED_COPY_BATCH, the default), one copy each, or not taken
+    # from VRAM at all: the same bytes, so the prompt's logits are those without the cache, and
+    # the decoded tokens' (hot experts on the GPU, the rest on the CPU) the same in all three
+    def run(name: str, *args: str, **env: str) -> tuple[np.ndarray, int]:
+        return cached_logits(realistic_moe_gguf, tmp_path / f"{name}.npy", "--prompt", "64", *args, **env)
+
+    without, _ = run("without")
+    batched, taken = run("batched", "--cache", "16")
+    one_by_one, taken_one_by_one = run("one-by-one", "--cache", "16", GGML_SCHED_COPY_BATCH="0")
+    from_ram, taken_from_ram = run("from-ram", "--cache", "16", LLAMA_MOE_CACHE_PROMPT_FROM_VRAM="0")
+    assert np.isfinite(batched).all()
+    assert np.array_equal(batched[0], without[0]) and np.array_equal(one_by_one[0], without[0])
+    assert np.array_equal(batched, one_by_one) and np.array_equal(batched, from_ram)
+    # up, gate and down of the held experts the prompt's tokens chose, in every layer
+    info = read_model(realistic_moe_gguf)
+    assert 3 * info.n_layer <= taken == taken_one_by_one <= 3 * info.n_layer * 16 and taken_from_ram == 0
+
+
+def test_vram_experts_launched_before_the_cpus_inputs_are_copied_give_the_same_logits(
+        realistic_moe_gguf: Path, tmp_path: Path) -> None:
+    # a decoded token's cached layer: the GPU's attention and router, the CPU's cold experts,
+    # the GPU's hot experts; the scheduler launches the hot ones right after the router
+    # (GGML_SCHED_EARLY_LAUNCH, the default), after the CPU's inputs are copied (=0), or after
+    # the CPU's experts (LLAMA_MOE_CACHE_OVERLAP=0): the same kernels on the same bytes
+    def run(name: str, **env: str) -> np.ndarray:
+        out = tmp_path / f"{name}.npy"
+        values, _ = cached_logits(realistic_moe_gguf, out, "--cache", "16", "--tokens", "80",
+                                  LLAMA_SCHED_PROFILE="1", **env)
+        return values
+
+    early = run("early")
+    after_copies = run("after-copies", GGML_SCHED_EARLY_LAUNCH="0")
+    serial = run("serial", LLAMA_MOE_CACHE_OVERLAP="0")
+    assert np.isfinite(early).all()
+    assert np.array_equal(early, after_copies) and np.array_equal(early, serial)
+    # the profile of the first 64 graphs (81 in all): every layer's hot experts launched early
+    # with the default, none with =0
+    n_layer = read_model(realistic_moe_gguf).n_layer
+    assert launched_early(tmp_path / "early.npy.log") >= n_layer - 1
+    assert launched_early(tmp_path / "after-copies.npy.log") == 0
+
+
+def launched_early(log: Path) -> float:
+    """Device splits launched early a graph, from the scheduler's profile line (patch 0004)."""
+    line = next(x for x in log.read_text().splitlines() if x.startswith("sched profile"))
+    return float(line.rsplit("launched early", 1)[1])
