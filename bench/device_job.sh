@@ -34,7 +34,7 @@ while ! grep -q "^JOB DONE" "$LOG" 2>/dev/null && [ "$SECONDS" -lt "${WAIT_S:-57
     [ $((SECONDS % 20)) -lt 5 ] && collect
 done
 # steps, tables and errors; the build's compiler lines left out
-grep -E "^(===|\||JOB DONE|Traceback|[A-Za-z]*Error)|^(classic|n-cpu-moe|advisor|autotuned|sweep|decode|each figure)" \
+grep -E "^(===|\||JOB DONE|Traceback|[A-Za-z]*Error)|^(classic|n-cpu-moe|advisor|the advisor|autotuned|sweep|decode|each figure)" \
     "$LOG" | tail -150
 collect
 grep -q "^JOB DONE" "$LOG" && echo "(job finished)" || echo "(job still running: call wait again within 30 s)"

@@ -20,6 +20,7 @@ import llama_cpp
 import numpy as np
 
 from app.engine import ggml_backend
+from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.llama_params import context_params, model_params
 from app.engine.placement import PlacementPlan
 from app.gguf.info import read_model
@@ -61,7 +62,9 @@ def main(model_path: str, out: str, gpu: bool, prompt_len: int, cache_slots: int
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)).copy()
 
     if cache_slots:
-        assert ggml_backend.cache_init(ctx, [cache_slots] * info.n_layer) > 0, "no expert cache"
+        # the packs in RAM where the engine would put them there (a CPU check of this script)
+        allow_host = os.environ.get(HOST_PACKS_ENV) == "1"
+        assert ggml_backend.cache_init(ctx, [cache_slots] * info.n_layer, allow_host) > 0, "no expert cache"
         for il in range(info.n_layer):
             assert ggml_backend.cache_set_experts(ctx, il, list(range(0, 3 * cache_slots, 3)))
     prompt = PROMPT if prompt_len == 0 else [1 + (7 * i) % 500 for i in range(prompt_len)]
