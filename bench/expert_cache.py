@@ -360,8 +360,11 @@ def main() -> int:
     profile = warm.counts(n_expert)
     warm.close()
     # the advisor's view of this machine: detected GPUs, the RAM and host-to-GPU copy probes
-    predictor = Predictor(read_model(args.model), hardware.detect(), ram_bandwidth(), args.threads, n_ctx,
+    ram = ram_bandwidth()
+    predictor = Predictor(read_model(args.model), hardware.detect(), ram, args.threads, n_ctx,
                           n_prompt, args.tokens, profile)
+    # what the decode predictions rest on (issue 19: hosts whose probes differ decode alike)
+    print(f"RAM probe: read {ram.read_bw / 1e9:.1f} GB/s all cores, {ram.read_bw_1 / 1e9:.1f} GB/s a thread")
 
     for budget in args.budget or [0.125]:
         placements = placements_at(budget, shape, set(args.modes.split(",")), args.sweep, args.no_mmap)

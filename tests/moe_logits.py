@@ -1,13 +1,14 @@
 """Greedy decode of a GGUF with llama.cpp (through llama-cpp-python), the routed experts on the
 CPU in the file's layout: ``python -m tests.moe_logits MODEL OUT.npy [--gpu] [--prompt N]
-[--cache SLOTS] [--tokens N]`` saves the logits of the prompt and of each decoded token (24 of
-them). ``--gpu`` puts the rest of the model on the GPU (llama.cpp's --cpu-moe); ``--prompt N``
+[--cache SLOTS] [--tokens N] [--no-mmap]`` saves the logits of the prompt and of each decoded
+token (24 of them). ``--gpu`` puts the rest of the model on the GPU (llama.cpp's --cpu-moe); ``--prompt N``
 decodes a prompt of N tokens (from 32, a GPU computes its MoE layers, llama.cpp copying the
 experts its tokens chose); ``--cache SLOTS`` keeps SLOTS experts of each layer in VRAM (a static
 expert cache, patch 0004: every third expert, so that the experts copied from RAM come in many
 runs), and writes how many experts the prompt took from there to OUT.npy's name with
-``.from_vram``. Run in a process of its own: the CPU backend reads its environment
-(GGML_CPU_DISABLE_FUSION) once, at start."""
+``.from_vram``; ``--no-mmap`` loads the file into memory (on a GPU machine its pinned
+memory, where the cache's copies run beside decoding). Run in a process of its own: the CPU
+backend reads its environment (GGML_CPU_DISABLE_FUSION) once, at start."""
 
 from __future__ import annotations
 
@@ -38,12 +39,12 @@ def logits(model: Path, out: Path, *args: str, **env: str) -> np.ndarray:
     return np.load(out)
 
 
-def main(model_path: str, out: str, gpu: bool, prompt_len: int, cache_slots: int, tokens: int) -> None:
+def main(model_path: str, out: str, gpu: bool, prompt_len: int, cache_slots: int, tokens: int,
+         use_mmap: bool) -> None:
     info = read_model(Path(model_path))
     where = {"experts_in_ram": "all", "split_mode": "none"} if gpu else {"n_gpu_layers": 0}
-    # not repacked: the file's layout, as beside a GPU; pinned, as the expert cache's copies want
-    plan = PlacementPlan(n_ctx=256, n_threads=2, repack=False, use_mmap=not cache_slots,
-                         **where)  # type: ignore[arg-type]
+    # not repacked: the file's layout, as beside a GPU
+    plan = PlacementPlan(n_ctx=256, n_threads=2, repack=False, use_mmap=use_mmap, **where)  # type: ignore[arg-type]
     llama_cpp.llama_backend_init()
     progress = llama_cpp.llama_progress_callback(lambda *_: True)
     params = model_params(plan, info.n_layer, info.architecture, progress)
@@ -85,4 +86,4 @@ def _option(name: str) -> int:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], "--gpu" in sys.argv[3:], _option("--prompt"), _option("--cache"),
-         _option("--tokens") or TOKENS)
+         _option("--tokens") or TOKENS, "--no-mmap" not in sys.argv[3:])

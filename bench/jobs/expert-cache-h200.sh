@@ -14,7 +14,7 @@ S=bench/gpu_session.sh
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 bash $S ${STEPS:-build test}
-table() { grep -E "^(\||===|routing|model|the advisor)|Error|Traceback|Segmentation|GGML_ASSERT" "$1"; }
+table() { grep -E "^(\||===|routing|model|the advisor|RAM probe)|Error|Traceback|Segmentation|GGML_ASSERT" "$1"; }
 budgets=$(for b in ${BUDGETS:-0.125 0.25}; do printf -- "--budget %s " "$b"; done)
 for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
     shape=${variant%%:*}; routing=${variant##*:}
