@@ -3,11 +3,14 @@ machine runs for the layers whose experts are in RAM): a token's time a MoE laye
 fixed part and a part per chosen expert.
 
 Decodes synthetic models with Qwen3-30B-A3B's layer shapes (uniform routing, a small
-vocabulary so the output head counts little) at two layer counts and two numbers of chosen
+vocabulary so the output head counts little) at three layer counts and three numbers of chosen
 experts (the model's ``expert_used_count`` overridden at load), the routed experts on the CPU
-and not repacked, the rest of each layer on the GPU where there is one (llama.cpp's --cpu-moe); the
-differences give the time a layer (fixed: on a CPU only, with the layer's attention) and an
-expert (its bytes over that time: the kernels' read rate). Each setting of patch 0007's fused
+and not repacked, the rest of each layer on the GPU where there is one (llama.cpp's --cpu-moe);
+a least-squares fit of the nine times, t = c + L * (fixed + k * expert), gives the time a layer
+(fixed: on a CPU only, with the layer's attention) and an expert (its bytes over that time: the
+kernels' read rate), with the fit's largest residual (the eighteenth session's H100 run of a
+four-point version gave 171 GB/s an expert, twice the host's RAM: four timings do not separate
+the two parts). Each setting of patch 0007's fused
 up/gate pass (on, and off with GGML_CPU_DISABLE_FUSION=1) runs in processes of its own: the CPU
 backend reads it at start.
 
@@ -28,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-LAYERS = (2, 6)
-EXPERTS = (2, 8)
+LAYERS = (2, 4, 8)
+EXPERTS = (2, 4, 8)
 
 
 def placement() -> dict[str, object]:
@@ -104,19 +107,30 @@ def main() -> None:
                  else "CPU only: the layer's attention weights read too")
         print(f"Qwen3-30B-A3B layer shapes, {expert / 2**20:.2f} MiB an expert, {threads} threads, "
               f"routed experts in RAM in the file's layout (not repacked), {where}")
-        print("| up/gate pass | t/token L=2 k=2 | L=6 k=2 | L=2 k=8 | L=6 k=8 (ms) | a layer, fixed (us) | "
-              "an expert (us) | expert read rate GB/s |")
-        print("|---|---|---|---|---|---|---|---|")
+        columns = " | ".join(f"L={n} k={k}" for k in EXPERTS for n in LAYERS)
+        print(f"| up/gate pass | t/token (ms) {columns} | a layer, fixed (us) | an expert (us) | "
+              "expert read rate GB/s | largest residual (ms) |")
+        print("|---|---|" + "---|" * (len(LAYERS) * len(EXPERTS) - 1) + "---|---|---|---|")
         for fused in (True, False):
             t = {(n, k): measure(models[n], k, threads, args.tokens, fused) for n in LAYERS for k in EXPERTS}
-            per_layer = {k: (t[(LAYERS[1], k)] - t[(LAYERS[0], k)]) / (LAYERS[1] - LAYERS[0])
-                         for k in EXPERTS}
-            per_expert = (per_layer[EXPERTS[1]] - per_layer[EXPERTS[0]]) / (EXPERTS[1] - EXPERTS[0])
-            fixed = per_layer[EXPERTS[0]] - EXPERTS[0] * per_expert
+            c, fixed, per_expert, residual = fit(t)
             times = " | ".join(f"{t[(n, k)] * 1e3:.2f}" for k in EXPERTS for n in LAYERS)
             print(f"| {'fused (patch 0007)' if fused else 'three ops'} | {times} | {fixed * 1e6:.0f} | "
-                  f"{per_expert * 1e6:.1f} | {expert / per_expert / 1e9:.1f} |", flush=True)
+                  f"{per_expert * 1e6:.1f} | {expert / per_expert / 1e9:.1f} | {residual * 1e3:.2f} |",
+                  flush=True)
     print(speed_model_rate(threads))
+
+
+def fit(times: dict[tuple[int, int], float]) -> tuple[float, float, float, float]:
+    """Least squares of t = c + L * fixed + L * k * expert over ``times`` ((L, k): seconds):
+    (c, fixed, expert, the largest residual)."""
+    import numpy as np
+
+    keys = sorted(times)
+    a = np.array([[1.0, n, n * k] for n, k in keys])
+    y = np.array([times[key] for key in keys])
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    return float(coef[0]), float(coef[1]), float(coef[2]), float(np.abs(a @ coef - y).max())
 
 
 def speed_model_rate(threads: int) -> str:

@@ -193,3 +193,21 @@ def launched_early(log: Path) -> float:
     """Device splits launched early a graph, from the scheduler's profile line (patch 0004)."""
     line = next(x for x in log.read_text().splitlines() if x.startswith("sched profile"))
     return float(line.rsplit("launched early", 1)[1])
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_cpu_splits_inputs_queued_on_the_gpu_give_the_same_logits(
+        realistic_moe_gguf: Path, tmp_path: Path, cache: bool) -> None:
+    # GGML_SCHED_ASYNC_CPU_INPUTS=1: a CPU split's inputs from the GPU copied on its stream and
+    # waited for once, the hot experts (with a cache) launched between; the same bytes reach the
+    # CPU, so every logit is the same as with llama.cpp's copies (a blocking copy each)
+    args = ("--cache", "16") if cache else ()
+
+    def run(name: str, **env: str) -> np.ndarray:
+        out = tmp_path / f"{name}.npy"
+        values, _ = cached_logits(realistic_moe_gguf, out, "--tokens", "40", *args, **env)
+        return values
+
+    blocking = run("blocking")
+    queued = run("queued", GGML_SCHED_ASYNC_CPU_INPUTS="1")
+    assert np.isfinite(queued).all() and np.array_equal(queued, blocking)

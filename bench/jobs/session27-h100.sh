@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One GPU, about 25 min held if it all runs; most wanted first (a call cut short brings back
+# what is done; see bench/device_job.sh). Left by the eighteenth session for the next lease:
+# 1. the CUDA build; 2. the expert cache's GPU tests: the prompt-logit test (now loading all
+#    four runs alike: which of the cache's presence, its experts from VRAM or the batched copy
+#    changed the prompt's logits on the H100?) and the new GGML_SCHED_ASYNC_CPU_INPUTS tests;
+# 3. the Qwen3-30B-A3B shape at 25%, two interleaved rounds, with llama.cpp's blocking copies of
+#    a CPU split's inputs and then with them queued on the GPU's stream (ASYNC=1), profiled;
+# 4. 12.5% with the eager policy beside thrifty (issue 17's 1.3x there), two rounds;
+# 5. the Qwen3-235B-A22B shape (20 layers) at 12.5% and 25% (25% never measured);
+# 6. every GPU test; 7. bench/cpu_moe_decode.py (now a nine-point fit); 8. a bounded OpenMP spin
+#    (GOMP_SPINCOUNT) beside the default, n-cpu-moe and the cache at 25%.
+export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
+bash bench/gpu_session.sh build
+echo "=== cache GPU tests ($(date +%T))"
+python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu_expert_cache.py 2>&1 \
+    | tee "$OUT/gpu-tests-cache.txt" | tail -1 | sed "s/^/=== /"
+grep -E "^(FAILED|E  +(assert|AssertionError))" "$OUT/gpu-tests-cache.txt" | head -20
+export STEPS=build KEEP_MODEL=1 VARIANTS=q30:realistic REPEATS=2
+BUDGETS=0.25 MODES=sweep,dynamic bash bench/jobs/expert-cache-policy-h200.sh
+GGML_SCHED_ASYNC_CPU_INPUTS=1 TAG=async BUDGETS=0.25 MODES=sweep,dynamic bash bench/jobs/expert-cache-policy-h200.sh
+BUDGETS=0.125 MODES=sweep,dynamic,eager TAG=12 bash bench/jobs/expert-cache-policy-h200.sh
+REPEATS=1 KEEP_MODEL= VARIANTS=q235:realistic BUDGETS="0.125 0.25" MODES=sweep,dynamic \
+    bash bench/jobs/expert-cache-policy-h200.sh
+echo "=== all GPU tests ($(date +%T))"
+bash bench/gpu_session.sh test | tail -1 | sed "s/^/=== /"
+echo "=== CPU MoE decode, a layer and an expert, patch 0007 on and off ($(date +%T))"
+python3 bench/cpu_moe_decode.py --threads 16 --dir /tmp > "$OUT/cpu-moe-decode.txt" 2>&1
+grep -E "^\||Error|Traceback|speed model" "$OUT/cpu-moe-decode.txt"
+REPEATS=1 KEEP_MODEL= GOMP_SPINCOUNT=10000000 TAG=spin BUDGETS=0.25 MODES=sweep,dynamic \
+    bash bench/jobs/expert-cache-policy-h200.sh
