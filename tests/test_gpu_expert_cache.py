@@ -165,36 +165,6 @@ def test_a_prompts_experts_from_vram_give_the_logits_of_those_from_ram(
     assert 3 * info.n_layer <= taken == taken_one_by_one <= 3 * info.n_layer * 16 and taken_from_ram == 0
 
 
-def test_vram_experts_launched_before_the_cpus_inputs_are_copied_give_the_same_logits(
-        realistic_moe_gguf: Path, tmp_path: Path) -> None:
-    # a decoded token's cached layer: the GPU's attention and router, the CPU's cold experts,
-    # the GPU's hot experts; the scheduler launches the hot ones right after the router
-    # (GGML_SCHED_EARLY_LAUNCH, the default), after the CPU's inputs are copied (=0), or after
-    # the CPU's experts (LLAMA_MOE_CACHE_OVERLAP=0): the same kernels on the same bytes
-    def run(name: str, **env: str) -> np.ndarray:
-        out = tmp_path / f"{name}.npy"
-        values, _ = cached_logits(realistic_moe_gguf, out, "--cache", "16", "--tokens", "80",
-                                  LLAMA_SCHED_PROFILE="1", **env)
-        return values
-
-    early = run("early")
-    after_copies = run("after-copies", GGML_SCHED_EARLY_LAUNCH="0")
-    serial = run("serial", LLAMA_MOE_CACHE_OVERLAP="0")
-    assert np.isfinite(early).all()
-    assert np.array_equal(early, after_copies) and np.array_equal(early, serial)
-    # the profile of the first 64 graphs (81 in all): every layer's hot experts launched early
-    # with the default, none with =0
-    n_layer = read_model(realistic_moe_gguf).n_layer
-    assert launched_early(tmp_path / "early.npy.log") >= n_layer - 1
-    assert launched_early(tmp_path / "after-copies.npy.log") == 0
-
-
-def launched_early(log: Path) -> float:
-    """Device splits launched early a graph, from the scheduler's profile line (patch 0004)."""
-    line = next(x for x in log.read_text().splitlines() if x.startswith("sched profile"))
-    return float(line.rsplit("launched early", 1)[1])
-
-
 @pytest.mark.parametrize("cache", [False, True])
 def test_a_cpu_splits_inputs_queued_on_the_gpu_give_the_same_logits(
         realistic_moe_gguf: Path, tmp_path: Path, cache: bool) -> None:
