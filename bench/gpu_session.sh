@@ -6,7 +6,7 @@
 # the machine lacks (gguf, diskcache, pytest, ...). Steps are skipped when their output exists,
 # so the script can be re-run after an interruption. Usage:
 #   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh \
-#       [build|pack|model|model235|test|bench|predict|serve|tune|all]...
+#       [build|pack|model|model235|test|cachetest|bench|predict|serve|tune|all]...
 # Name .carry in the device tool's `carry`. Seen on the H100 (2026-11-23, four sessions): build
 # 310-357 s (build pack model test in one call: 425 s), model 14 s, model235 21-36 s, test 66-90 s, predict 120 s, bench (two placements,
 # --repeats 9) 240 s, serve with SERVE_EXPERTS=none 41 s (both placements about 300 s), tune at
@@ -77,6 +77,12 @@ step_test() {
         2>&1 | tee "$OUT/gpu-tests.txt"
 }
 
+step_cachetest() {  # the expert cache's GPU tests alone (patch 0004), their failures listed
+    python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu_expert_cache.py 2>&1 \
+        | tee "$OUT/gpu-tests-cache.txt" | tail -1 | sed "s/^/=== /"
+    grep -E "^(FAILED|E  +(assert|AssertionError))" "$OUT/gpu-tests-cache.txt" | head -20 || true
+}
+
 step_bench() {  # the watchdog dumps the stacks and exits if a load hangs (it did, twice)
     # PLACEMENTS="gpu experts-ram" (default), BENCH_TAG=name: bench-name.txt (variants in one call),
     # BENCH_ARGS: more options (e.g. --control)
@@ -129,6 +135,7 @@ for step in "$@"; do  # several steps in one call, in order: build pack model te
         model) step_model ;;
         model235) step_model235 ;;
         test) step_test ;;
+        cachetest) step_cachetest ;;
         bench) step_bench ;;
         tune) step_tune ;;
         predict) step_predict ;;

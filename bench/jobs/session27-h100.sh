@@ -11,11 +11,7 @@
 # 6. every GPU test; 7. bench/cpu_moe_decode.py (now a nine-point fit); 8. a bounded OpenMP spin
 #    (GOMP_SPINCOUNT) beside the default, n-cpu-moe and the cache at 25%.
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
-bash bench/gpu_session.sh build
-echo "=== cache GPU tests ($(date +%T))"
-python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu_expert_cache.py 2>&1 \
-    | tee "$OUT/gpu-tests-cache.txt" | tail -1 | sed "s/^/=== /"
-grep -E "^(FAILED|E  +(assert|AssertionError))" "$OUT/gpu-tests-cache.txt" | head -20
+bash bench/gpu_session.sh build cachetest
 export STEPS=build KEEP_MODEL=1 VARIANTS=q30:realistic REPEATS=2
 BUDGETS=0.25 MODES=sweep,dynamic bash bench/jobs/expert-cache-policy-h200.sh
 GGML_SCHED_ASYNC_CPU_INPUTS=1 TAG=async BUDGETS=0.25 MODES=sweep,dynamic bash bench/jobs/expert-cache-policy-h200.sh
