@@ -1,14 +1,19 @@
 """Greedy decode of a GGUF with llama.cpp (through llama-cpp-python), the routed experts on the
 CPU in the file's layout: ``python -m tests.moe_logits MODEL OUT.npy [--gpu] [--prompt N]
-[--cache SLOTS] [--tokens N] [--no-mmap]`` saves the logits of the prompt and of each decoded
-token (24 of them). ``--gpu`` puts the rest of the model on the GPU (llama.cpp's --cpu-moe); ``--prompt N``
-decodes a prompt of N tokens (from 32, a GPU computes its MoE layers, llama.cpp copying the
-experts its tokens chose); ``--cache SLOTS`` keeps SLOTS experts of each layer in VRAM (a static
-expert cache, patch 0004: every third expert, so that the experts copied from RAM come in many
-runs), and writes how many experts the prompt took from there to OUT.npy's name with
-``.from_vram``; ``--no-mmap`` loads the file into memory (on a GPU machine its pinned
-memory, where the cache's copies run beside decoding). Run in a process of its own: the CPU
-backend reads its environment (GGML_CPU_DISABLE_FUSION) once, at start."""
+[--cache SLOTS] [--tokens N] [--no-mmap] [--every-row]`` saves the logits of the prompt and of
+each decoded token (24 of them).
+
+``--gpu`` puts the rest of the model on the GPU (llama.cpp's --cpu-moe); ``--prompt N`` decodes
+a prompt of N tokens (from 32, a GPU computes its MoE layers, llama.cpp copying the experts its
+tokens chose); ``--cache SLOTS`` keeps SLOTS experts of each layer in VRAM (a static expert
+cache, patch 0004: every third expert, so that the experts copied from RAM come in many runs)
+and writes how many experts the prompt took from there to OUT.npy's name with ``.from_vram``;
+``--no-mmap`` loads the file into memory (on a GPU machine its pinned memory, where the cache's
+copies run beside decoding); ``--every-row`` asks for every prompt token's logits (the last
+one's are saved), so that the last layer keeps all of the prompt's rows: asked for the last
+token's only, llama.cpp computes that layer's FFN for one row, which the cache splits between
+GPU and CPU as it does a decoded token's. Run in a process of its own: the CPU backend reads its
+environment (GGML_CPU_DISABLE_FUSION) once, at start."""
 
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ def logits(model: Path, out: Path, *args: str, **env: str) -> np.ndarray:
 
 
 def main(model_path: str, out: str, gpu: bool, prompt_len: int, cache_slots: int, tokens: int,
-         use_mmap: bool) -> None:
+         use_mmap: bool, every_row: bool) -> None:
     info = read_model(Path(model_path))
     where = {"experts_in_ram": "all", "split_mode": "none"} if gpu else {"n_gpu_layers": 0}
     # not repacked: the file's layout, as beside a GPU
@@ -57,7 +62,7 @@ def main(model_path: str, out: str, gpu: bool, prompt_len: int, cache_slots: int
         batch.n_tokens = len(tokens)
         for i, token in enumerate(tokens):
             batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos0 + i, 1
-            batch.seq_id[i][0], batch.logits[i] = 0, i == len(tokens) - 1
+            batch.seq_id[i][0], batch.logits[i] = 0, every_row or i == len(tokens) - 1
         assert llama_cpp.llama_decode(ctx, batch) == 0
         llama_cpp.llama_batch_free(batch)
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)).copy()
@@ -86,4 +91,4 @@ def _option(name: str) -> int:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], "--gpu" in sys.argv[3:], _option("--prompt"), _option("--cache"),
-         _option("--tokens") or TOKENS, "--no-mmap" not in sys.argv[3:])
+         _option("--tokens") or TOKENS, "--no-mmap" not in sys.argv[3:], "--every-row" in sys.argv[3:])

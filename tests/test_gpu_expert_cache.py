@@ -143,19 +143,19 @@ def test_a_prompts_experts_from_vram_give_the_logits_of_those_from_ram(
     # in one launch a weight (GGML_SCHED_COPY_BATCH, the default), one copy each, or not taken
     # from VRAM at all: the same bytes, so the prompt's logits are those without the cache, and
     # the decoded tokens' (hot experts on the GPU, the rest on the CPU) the same in all three.
-    # All four from pinned memory (mmap off), as the engine loads a dynamic cache's model.
+    # All four from pinned memory (mmap off), as the engine loads a dynamic cache's model, and
+    # with every prompt row's logits asked for: asked for the last row's only, llama.cpp gives
+    # the last layer one row, which the cache computes as a decoded token's (the eighteenth
+    # session's H100 run compared such a prompt with one without the cache, and they differed)
     def run(name: str, *args: str, **env: str) -> tuple[np.ndarray, int]:
         return cached_logits(realistic_moe_gguf, tmp_path / f"{name}.npy", "--prompt", "64", "--no-mmap",
-                             *args, **env)
+                             "--every-row", *args, **env)
 
     without, _ = run("without")
     from_ram, taken_from_ram = run("from-ram", "--cache", "16", LLAMA_MOE_CACHE_PROMPT_FROM_VRAM="0")
     one_by_one, taken_one_by_one = run("one-by-one", "--cache", "16", GGML_SCHED_COPY_BATCH="0")
     batched, taken = run("batched", "--cache", "16")
     assert np.isfinite(batched).all()
-    # (the H100 in the eighteenth session: the batched prompt's logits were not those without
-    # the cache, by up to ~1e-2; then "without" ran from the mapped file: these four tell apart
-    # the cache's presence, its experts from VRAM, and the batched copy)
     assert np.array_equal(from_ram[0], without[0]), "the cache's presence changed the prompt's logits"
     assert np.array_equal(one_by_one[0], from_ram[0]), "experts copied from VRAM changed the prompt's logits"
     assert np.array_equal(batched[0], one_by_one[0]), "the batched copy changed the prompt's logits"
