@@ -5,8 +5,8 @@
 # 25% of the expert bytes, on the Qwen3-30B-A3B shape with routing like Qwen3's and uniform,
 # and on the Qwen3-235B-A22B shape (20 of its 94 layers) with routing like Qwen3's.
 # VARIANTS picks the models, MODES the placements (bench/expert_cache.py --modes), REPEATS the
-# interleaved rounds, BUDGETS the shares of the expert bytes, SWEEP the n-cpu-moe points past
-# the best, PROFILE=1 the scheduler's time per graph; STEPS the gpu_session.sh steps first
+# interleaved rounds, TOKENS the decoded tokens (128), BUDGETS the shares of the expert bytes,
+# SWEEP the n-cpu-moe points past the best, PROFILE=1 the scheduler's time per graph; STEPS the gpu_session.sh steps first
 # ("build" alone skips the GPU tests); DEPTH=N adds, for the 235B shape, decode after an
 # N-token prompt. EXTRA: more bench/expert_cache.py arguments (e.g. --no-mmap). TAG: a suffix of
 # the output files' names; KEEP_MODEL=1 leaves the models for the next call (else removed).
@@ -29,7 +29,7 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
             --routing "$routing" > /dev/null
     fi
     python3 bench/expert_cache.py --model "$model" $budgets \
-        --threads 16 --repeats "${REPEATS:-1}" --tokens 128 --sweep "${SWEEP:-1}" \
+        --threads 16 --repeats "${REPEATS:-1}" --tokens "${TOKENS:-128}" --sweep "${SWEEP:-1}" \
         $([ "${PROFILE:-0}" = 1 ] && echo --profile) ${MODES:+--modes "$MODES"} ${EXTRA:-} \
         > "$OUT/ec-$shape-$routing${TAG:+-$TAG}.txt" 2>&1
     table "$OUT/ec-$shape-$routing${TAG:+-$TAG}.txt"
