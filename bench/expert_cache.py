@@ -19,10 +19,12 @@ leaves for the full Qwen3-235B-A22B at Q4_K_M, 0.25 a 48 GB one. At that budget:
 * ram: every layer's experts in RAM, no cache (the floor).
 
 Each placement is loaded once a round and measured in --repeats interleaved rounds: prefill
-of a --prompt-token prompt (random tokens), then --tokens greedy decode steps; decode t/s =
-(tokens - 1) / time from the first to the last token. The first round also checks that greedy
-output with the cache equals the output without it (same model, experts in RAM) and reports
-the largest logit difference. Run on the accelerator machine (bench/jobs/expert-cache-h200.sh):
+of a --prefill-tokens prompt (random tokens), then --tokens greedy decode steps after a
+--prompt-tokens prompt; decode t/s = tokens / the steps' time, and beside it 1 / the median
+step (the steady state, without the dynamic cache's first steps after a prompt). The first
+round also checks that greedy output with the cache equals the output without it (same model,
+experts in RAM) and reports the largest logit difference. Run on the accelerator machine
+(bench/jobs/expert-cache-h200.sh):
 
     python bench/expert_cache.py --model /tmp/q30-real.gguf --budget 0.125 --budget 0.25
 """
@@ -69,6 +71,9 @@ class Placement:
 class Result:
     prefill: list[float] = field(default_factory=list)
     decode: list[float] = field(default_factory=list)
+    # 1 / the median decode step: the steady state, without the dynamic cache's first steps
+    # after the prompt (their copies) or a stray slow step
+    steady: list[float] = field(default_factory=list)
     hit_rate: float | None = None
     uploads: int = 0
     tokens: list[int] = field(default_factory=list)
@@ -176,18 +181,19 @@ class Loaded:
         t1 = time.perf_counter()
         self.before_decode = routing_counters(self.ctx, self.n_layer, self.n_expert)
         out, kept = [], []
-        first = last = t1
+        self.token_seconds: list[float] = []  # each decode step's, for the steady state
         for i in range(n_gen):
             token = int(np.argmax(logits))
             out.append(token)
             if keep:
                 kept.append(logits)
-            if i == 0:
-                first = time.perf_counter()
+            start = time.perf_counter()
             logits = self.decode([token], len(prompt) + i, True)
-            last = time.perf_counter()
+            self.token_seconds.append(time.perf_counter() - start)
         prefill = len(prompt) / (t1 - t0)
-        decode = (n_gen - 1) / (last - first) if n_gen > 1 else 0.0
+        # n_gen decode steps (the first token came from the prompt's logits; the last step's
+        # logits go unused); before the eighteenth session's second lease this divided n_gen - 1
+        decode = n_gen / sum(self.token_seconds) if n_gen else 0.0
         return prefill, decode, out, np.array(kept)
 
     def hit_rate(self) -> tuple[float | None, int]:
@@ -282,13 +288,15 @@ def print_table(placements: list[Placement], results: dict[str, Result], referen
     best_sweep = max((r for name, r in results.items() if name.startswith("n-cpu-moe")),
                      key=lambda r: statistics.median(r.decode), default=None)
     print("| placement | VRAM for experts GiB | prefill t/s | decode t/s | vs best n-cpu-moe | "
-          "decode predicted (advisor) | cache hit rate | predicted (advisor) | uploads | "
-          "greedy output = ram | max logit diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "median step t/s (ratio) | decode predicted (advisor) | cache hit rate | predicted (advisor) | "
+          "uploads | greedy output = ram | max logit diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for p in placements:
         r = results[p.name]
         dec = statistics.median(r.decode)
         ratio = f"{dec / statistics.median(best_sweep.decode):.2f}x" if best_sweep else "-"
+        steady = statistics.median(r.steady)
+        steady_ratio = f" ({steady / statistics.median(best_sweep.steady):.2f}x)" if best_sweep else ""
         same, diff = agreement(r, reference)
         hit = f"{r.hit_rate:.1%}" if r.hit_rate is not None else "-"
         # what the advisor expects of a cache ranked by this profile (the warm-up's)
@@ -298,7 +306,8 @@ def print_table(placements: list[Placement], results: dict[str, Result], referen
                                                list(range(p.experts_in_ram)),
                                                "dynamic" if p.dynamic else "static", p.policy))
         print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
-              f"{dec:.2f} | {ratio} | {predicted_decode.get(p.name) or '-'} | {hit} | {predicted} | "
+              f"{dec:.2f} | {ratio} | {steady:.2f}{steady_ratio} | {predicted_decode.get(p.name) or '-'} | "
+              f"{hit} | {predicted} | "
               f"{r.uploads} | {same} | {diff} |")
     # the planner keeps whichever split of the VRAM it predicts to decode fastest
     # (app/advisor/planner.py): what a user gets at this budget, from the placements measured
@@ -383,6 +392,7 @@ def main() -> int:
                 r = results[p.name]
                 r.prefill.append(prefill)
                 r.decode.append(decode)
+                r.steady.append(1.0 / statistics.median(loaded.token_seconds))
                 r.hit_rate, r.uploads = loaded.hit_rate()
                 if round_ == 0:
                     r.tokens, r.logits = tokens, logits
