@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One GPU, about 25 min held if it all runs; most wanted first (a call cut short brings back
+# One GPU, about 30 min held if it all runs (more than a session's device time: the last steps
+# may not run); most wanted first (a call cut short brings back
 # what is done; see bench/device_job.sh). Left by the eighteenth session for the next lease:
 # 1. the CUDA build; 2. the expert cache's GPU tests: the prompt-logit test (now loading all
 #    four runs alike: which of the cache's presence, its experts from VRAM or the batched copy
