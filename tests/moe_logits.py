@@ -17,6 +17,7 @@ environment (GGML_CPU_DISABLE_FUSION) once, at start."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -74,10 +75,10 @@ def main(model_path: str, out: str, gpu: bool, prompt_len: int, cache_slots: int
         for il in range(info.n_layer):
             assert ggml_backend.cache_set_experts(ctx, il, list(range(0, 3 * cache_slots, 3)))
     prompt = PROMPT if prompt_len == 0 else [1 + (7 * i) % 500 for i in range(prompt_len)]
-    logits = [decode(prompt, 0)]
+    rows = [decode(prompt, 0)]
     for i in range(tokens):
-        logits.append(decode([int(np.argmax(logits[-1]))], len(prompt) + i))
-    np.save(out, np.array(logits))
+        rows.append(decode([int(np.argmax(rows[-1]))], len(prompt) + i))
+    np.save(out, np.array(rows))
     if cache_slots:
         stats = ggml_backend.cache_stats(ctx, info.n_layer, info.n_expert)
         Path(out + ".from_vram").write_text(str(stats.from_vram if stats else 0))
@@ -85,10 +86,15 @@ def main(model_path: str, out: str, gpu: bool, prompt_len: int, cache_slots: int
     llama_cpp.llama_model_free(model)
 
 
-def _option(name: str) -> int:
-    return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else 0
-
-
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], "--gpu" in sys.argv[3:], _option("--prompt"), _option("--cache"),
-         _option("--tokens") or TOKENS, "--no-mmap" not in sys.argv[3:], "--every-row" in sys.argv[3:])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("out")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--prompt", type=int, default=0)
+    parser.add_argument("--cache", type=int, default=0)
+    parser.add_argument("--tokens", type=int, default=TOKENS)
+    parser.add_argument("--no-mmap", action="store_true")
+    parser.add_argument("--every-row", action="store_true")
+    a = parser.parse_args()
+    main(a.model, a.out, a.gpu, a.prompt, a.cache, a.tokens, not a.no_mmap, a.every_row)

@@ -6,16 +6,25 @@
 # and on the Qwen3-235B-A22B shape (20 of its 94 layers) with routing like Qwen3's.
 # VARIANTS picks the models, MODES the placements (bench/expert_cache.py --modes), REPEATS the
 # interleaved rounds, TOKENS the decoded tokens (128), BUDGETS the shares of the expert bytes,
-# SWEEP the n-cpu-moe points past the best, PROFILE=1 the scheduler's time per graph; STEPS the gpu_session.sh steps first
-# ("build" alone skips the GPU tests); DEPTH=N adds decode after an N-token prompt (the same
-# placements, 64 tokens). EXTRA: more bench/expert_cache.py arguments (e.g. --no-mmap). TAG: a suffix of
-# the output files' names; KEEP_MODEL=1 leaves the models for the next call (else removed).
+# SWEEP the n-cpu-moe points past the best, PROFILE=1 the scheduler's time per graph; STEPS the
+# gpu_session.sh steps first ("build" alone skips the GPU tests); DEPTH=N adds decode after an
+# N-token prompt (the same placements, 64 tokens). EXTRA: more bench/expert_cache.py arguments
+# (e.g. --no-mmap). TAG: a suffix of the output files' names; KEEP_MODEL=1 leaves the models for
+# the next call (else removed).
 S=bench/gpu_session.sh
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 bash $S ${STEPS:-build test}
 table() { grep -E "^(\||===|routing|model|the advisor|RAM probe)|Error|Traceback|Segmentation|GGML_ASSERT" "$1"; }
 budgets=$(for b in ${BUDGETS:-0.125 0.25}; do printf -- "--budget %s " "$b"; done)
+run() {  # the model $model of $shape and $routing; $1: the output file's suffix; then more arguments
+    local out="$OUT/ec-$shape-$routing${TAG:+-$TAG}$1.txt"; shift
+    python3 bench/expert_cache.py --model "$model" $budgets \
+        --threads 16 --repeats "${REPEATS:-1}" --sweep "${SWEEP:-1}" \
+        $([ "${PROFILE:-0}" = 1 ] && echo --profile) ${MODES:+--modes "$MODES"} ${EXTRA:-} "$@" \
+        > "$out" 2>&1
+    table "$out"
+}
 for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
     shape=${variant%%:*}; routing=${variant##*:}
     model="/tmp/$shape-$routing.gguf"
@@ -28,14 +37,6 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
         python3 -m app.synthetic "$model" --preset qwen3-235b-a22b --layers 20 \
             --routing "$routing" > /dev/null
     fi
-    run() {  # $1: the output file's suffix; then more bench/expert_cache.py arguments
-        local out="$OUT/ec-$shape-$routing${TAG:+-$TAG}$1.txt"; shift
-        python3 bench/expert_cache.py --model "$model" $budgets \
-            --threads 16 --repeats "${REPEATS:-1}" --sweep "${SWEEP:-1}" \
-            $([ "${PROFILE:-0}" = 1 ] && echo --profile) ${MODES:+--modes "$MODES"} ${EXTRA:-} "$@" \
-            > "$out" 2>&1
-        table "$out"
-    }
     run "" --tokens "${TOKENS:-128}"
     # issue 17's depth: decode after a DEPTH-token prompt, the same placements
     [ -z "${DEPTH:-}" ] || run -depth --tokens 64 --depth "$DEPTH"
