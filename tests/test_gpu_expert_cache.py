@@ -26,7 +26,6 @@ pytestmark = pytest.mark.gpu
 realistic_q30 = gpu_testing.realistic_q30  # the fixture, where pytest looks for it
 
 
-
 def test_a_static_cache_lands_in_vram_and_serves_the_hot_experts(
         engine: EngineClient, realistic_q30: Path) -> None:
     info = read_model(realistic_q30)
@@ -168,9 +167,10 @@ def test_a_prompts_experts_from_vram_give_the_logits_of_those_from_ram(
 @pytest.mark.parametrize("cache", [False, True])
 def test_a_cpu_splits_inputs_queued_on_the_gpu_give_the_same_logits(
         realistic_moe_gguf: Path, tmp_path: Path, cache: bool) -> None:
-    # GGML_SCHED_ASYNC_CPU_INPUTS=1: a CPU split's inputs from the GPU copied on its stream and
-    # waited for once, the hot experts (with a cache) launched between; the same bytes reach the
-    # CPU, so every logit is the same as with llama.cpp's copies (a blocking copy each)
+    # patch 0004's default: a CPU split's inputs from the GPU copied on its stream and waited for
+    # once, the hot experts (with a cache) launched between; the same bytes reach the CPU, so
+    # every logit is the same as with llama.cpp's copies (a blocking copy each,
+    # GGML_SCHED_ASYNC_CPU_INPUTS=0)
     args = ("--cache", "16") if cache else ()
 
     def run(name: str, **env: str) -> np.ndarray:
@@ -178,6 +178,6 @@ def test_a_cpu_splits_inputs_queued_on_the_gpu_give_the_same_logits(
         values, _ = cached_logits(realistic_moe_gguf, out, "--tokens", "40", *args, **env)
         return values
 
-    blocking = run("blocking")
-    queued = run("queued", GGML_SCHED_ASYNC_CPU_INPUTS="1")
+    blocking = run("blocking", GGML_SCHED_ASYNC_CPU_INPUTS="0")
+    queued = run("queued")
     assert np.isfinite(queued).all() and np.array_equal(queued, blocking)
