@@ -94,6 +94,26 @@ def test_eager_copies_serve_more_hits_beside_decoding(engine: EngineClient, real
     assert eager_hits > thrifty_hits + 0.03
 
 
+def test_paced_copies_keep_the_hits_of_copies_issued_at_once(realistic_q30: Path) -> None:
+    # LLAMA_MOE_CACHE_PACED_UPLOADS=1 (patch 0004): a step's copies issued through the next token,
+    # a share after each split that took the CPU's results, not all at once between tokens; they
+    # are mapped at the same step, so the cache takes as many copies for as many hits
+    def eager_run(**env: str) -> tuple[float, int, str]:
+        with EngineClient.spawn(env=env) as engine:
+            loaded = load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16,
+                          use_mmap=False, expert_cache_policy="eager")
+            assert loaded.expert_cache is not None and loaded.expert_cache.copies_beside_decoding
+            given = engine.stats().expert_cache.uploads
+            text = decode(engine, tokens=192)
+            hit_rate = engine.routing().hit_rate
+            assert hit_rate is not None
+            return hit_rate, engine.stats().expert_cache.uploads - given, text
+
+    at_once_hits, at_once_copies, _ = eager_run()
+    paced_hits, paced_copies, text = eager_run(LLAMA_MOE_CACHE_PACED_UPLOADS="1")
+    assert text and paced_copies > 16 * 4
+    assert paced_copies > 0.8 * at_once_copies and paced_hits > at_once_hits - 0.03
+
 PROMPTS = [
     "Route me through the experts of every layer, " * 8,
     "A long prompt runs on the GPU one ubatch at a time, its experts copied from RAM. " * 5,
