@@ -24,6 +24,8 @@ run() {  # the model $model of $shape and $routing; $1: the output file's suffix
         $([ "${PROFILE:-0}" = 1 ] && echo --profile) ${MODES:+--modes "$MODES"} ${EXTRA:-} "$@" \
         > "$out" 2>&1
     table "$out"
+    # where a decoded token's time went, per placement and round (bench/sched_profile.py)
+    [ "${PROFILE:-0}" != 1 ] || python3 bench/sched_profile.py "$out" | grep "^|"
 }
 for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
     shape=${variant%%:*}; routing=${variant##*:}
