@@ -184,13 +184,21 @@ def test_a_prompts_experts_from_vram_give_the_logits_of_those_from_ram(
     assert 3 * info.n_layer <= taken == taken_one_by_one <= 3 * info.n_layer * 16 and taken_from_ram == 0
 
 
+# The scheduler's copies between the GPU and a CPU split (patch 0004): llama.cpp's, a
+# synchronisation and a blocking copy each, or queued on the GPU's stream (the variable, its
+# value off and on): a CPU split's inputs from the GPU, waited for once (on by default), and its
+# results to the GPU from the pinned compute buffer (off until measured on a GPU).
+QUEUED_COPIES = {"cpu-inputs": ("GGML_SCHED_ASYNC_CPU_INPUTS", "0", "1"),
+                 "cpu-results": ("GGML_SCHED_ASYNC_DEVICE_INPUTS", "0", "1")}
+
+
+@pytest.mark.parametrize("copies", sorted(QUEUED_COPIES))
 @pytest.mark.parametrize("cache", [False, True])
-def test_a_cpu_splits_inputs_queued_on_the_gpu_give_the_same_logits(
-        realistic_moe_gguf: Path, tmp_path: Path, cache: bool) -> None:
-    # patch 0004's default: a CPU split's inputs from the GPU copied on its stream and waited for
-    # once, the hot experts (with a cache) launched between; the same bytes reach the CPU, so
-    # every logit is the same as with llama.cpp's copies (a blocking copy each,
-    # GGML_SCHED_ASYNC_CPU_INPUTS=0)
+def test_copies_queued_on_the_gpus_stream_give_the_same_logits(
+        realistic_moe_gguf: Path, tmp_path: Path, cache: bool, copies: str) -> None:
+    # the same bytes reach the CPU and the GPU, so every logit is the same (with a cache, its
+    # hot experts launched between a CPU split's queued inputs and the wait for them)
+    variable, off, on = QUEUED_COPIES[copies]
     args = ("--cache", "16") if cache else ()
 
     def run(name: str, **env: str) -> np.ndarray:
@@ -198,6 +206,6 @@ def test_a_cpu_splits_inputs_queued_on_the_gpu_give_the_same_logits(
         values, _ = cached_logits(realistic_moe_gguf, out, "--tokens", "40", *args, **env)
         return values
 
-    blocking = run("blocking", GGML_SCHED_ASYNC_CPU_INPUTS="0")
-    queued = run("queued")
+    blocking = run("blocking", **{variable: off})
+    queued = run("queued", **{variable: on})
     assert np.isfinite(queued).all() and np.array_equal(queued, blocking)
