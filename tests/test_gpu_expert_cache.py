@@ -95,9 +95,9 @@ def test_eager_copies_serve_more_hits_beside_decoding(engine: EngineClient, real
 
 
 def test_paced_copies_keep_the_hits_of_copies_issued_at_once(realistic_q30: Path) -> None:
-    # LLAMA_MOE_CACHE_PACED_UPLOADS=1 (patch 0004): a step's copies issued through the next token,
-    # a share after each split that took the CPU's results, not all at once between tokens; they
-    # are mapped at the same step, so the cache takes as many copies for as many hits
+    # paced copies (patch 0004, on unless LLAMA_MOE_CACHE_PACED_UPLOADS=0): a step's copies issued
+    # through the next token, a share after each split that took the CPU's results, not all at
+    # once between tokens; they are mapped at the same step, so as many copies for as many hits
     def eager_run(**env: str) -> tuple[float, int, str]:
         with EngineClient.spawn(env=env) as engine:
             loaded = load(engine, realistic_q30, expert_cache="dynamic", expert_cache_slots=16,
@@ -109,10 +109,11 @@ def test_paced_copies_keep_the_hits_of_copies_issued_at_once(realistic_q30: Path
             assert hit_rate is not None
             return hit_rate, engine.stats().expert_cache.uploads - given, text
 
-    at_once_hits, at_once_copies, _ = eager_run()
-    paced_hits, paced_copies, text = eager_run(LLAMA_MOE_CACHE_PACED_UPLOADS="1")
+    at_once_hits, at_once_copies, _ = eager_run(LLAMA_MOE_CACHE_PACED_UPLOADS="0")
+    paced_hits, paced_copies, text = eager_run()
     assert text and paced_copies > 16 * 4
     assert paced_copies > 0.8 * at_once_copies and paced_hits > at_once_hits - 0.03
+
 
 PROMPTS = [
     "Route me through the experts of every layer, " * 8,
@@ -186,8 +187,8 @@ def test_a_prompts_experts_from_vram_give_the_logits_of_those_from_ram(
 
 # The scheduler's copies between the GPU and a CPU split (patch 0004): llama.cpp's, a
 # synchronisation and a blocking copy each, or queued on the GPU's stream (the variable, its
-# value off and on): a CPU split's inputs from the GPU, waited for once (on by default), and its
-# results to the GPU from the pinned compute buffer (off until measured on a GPU).
+# value off and on; both on by default): a CPU split's inputs from the GPU, waited for once, and
+# its results to the GPU from the pinned compute buffer.
 QUEUED_COPIES = {"cpu-inputs": ("GGML_SCHED_ASYNC_CPU_INPUTS", "0", "1"),
                  "cpu-results": ("GGML_SCHED_ASYNC_DEVICE_INPUTS", "0", "1")}
 
