@@ -36,6 +36,7 @@ EXIT_UNEXPECTED = 70  # sysexits.h's EX_SOFTWARE: an internal error, reported wi
 
 def cmd_hardware(args: argparse.Namespace) -> int:
     from app import hardware
+    from app.hardware.expert_read import cached_expert_read
     from app.hardware.h2d import ProbeState, host_copy_probe
 
     for line in hardware.detect(models_dir=args.models_dir).summary():
@@ -43,6 +44,10 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     copies = host_copy_probe()  # with an NVIDIA GPU: measured once (about a second), then cached
     if copies.state is not ProbeState.NO_GPU:
         print(copies.describe())
+    kernels = cached_expert_read()
+    print(kernels.describe() if kernels else "CPU kernels not timed here: 'moedesk-cli probe-cpu' "
+          "times them (about half a minute), and the advisor then predicts decode with experts in "
+          "RAM beside a GPU from them")
     return 0
 
 

@@ -6,7 +6,7 @@
 # the machine lacks (gguf, diskcache, pytest, ...). Steps are skipped when their output exists,
 # so the script can be re-run after an interruption. Usage:
 #   CARRY=.carry OUT=/tmp/out bash bench/gpu_session.sh \
-#       [build|pack|model|model235|test|cachetest|bench|predict|serve|tune|all]...
+#       [build|pack|model|model235|test|cachetest|bench|probecpu|predict|serve|tune|all]...
 # Name .carry in the device tool's `carry`. Seen on the H100 (2026-11-23, four sessions): build
 # 310-357 s (build pack model test in one call: 425 s), model 14 s, model235 21-36 s, test 66-90 s, predict 120 s, bench (two placements,
 # --repeats 9) 240 s, serve with SERVE_EXPERTS=none 41 s (both placements about 300 s), tune at
@@ -93,6 +93,11 @@ step_bench() {  # the watchdog dumps the stacks and exits if a load hangs (it di
         2>&1 | tee "$OUT/bench${BENCH_TAG:+-$BENCH_TAG}.txt"
 }
 
+step_probecpu() {  # issue 19: llama.cpp's CPU kernels timed on routed experts (the kernel probe),
+    # remembered in this machine's probe cache: the predictions of the steps after it use it
+    python3 -m app.cli probe-cpu --threads "$THREADS" 2>&1 | tee "$OUT/probe-cpu.txt" | tail -1 | sed "s/^/=== /"
+}
+
 step_predict() {  # issue 3: the advisor's speed prediction against the engine
     python3 bench/predict_vs_measure.py --model "$MODEL" --threads "$THREADS" --repeats 2 \
         --placement gpu --placement experts-ram --placement first-24 --placement first-36 \
@@ -138,6 +143,7 @@ for step in "$@"; do  # several steps in one call, in order: build pack model te
         cachetest) step_cachetest ;;
         bench) step_bench ;;
         tune) step_tune ;;
+        probecpu) step_probecpu ;;
         predict) step_predict ;;
         serve) step_serve ;;
         all) step_build; step_model; step_test; step_bench ;;

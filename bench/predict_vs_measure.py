@@ -51,6 +51,8 @@ class Row:
     decode: float
     prefill: float
     prompt_tokens: int
+    # with the kernel probe's rate remembered: the prediction from the RAM probe alone
+    unprobed: Prediction | None = None
 
 
 def placement(name: str, base: PlacementPlan) -> PlacementPlan:
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RAM probe: read {ram.read_bw / 1e9:.1f} GB/s ({ram.threads} threads), one thread "
           f"{ram.read_bw_1 / 1e9:.1f} GB/s, copy {ram.copy_bw_1 / 1e9:.1f} GB/s, matmul "
           f"{ram.matmul_flops / 1e9:.0f} GFLOP/s", flush=True)
+    # the kernel probe's figure (moedesk-cli probe-cpu), when this machine has one
+    print(ram.expert_read.describe() if ram.expert_read else "CPU kernels not timed (no kernel probe)")
     base = PlacementPlan(n_threads=args.threads, n_ctx=args.ctx, n_ubatch=args.ubatch,
                          flash_attn="on", use_mmap=not args.no_mmap)
     rows = []
@@ -133,21 +137,29 @@ def main(argv: list[str] | None = None) -> int:
             plan_view = evaluate(model, machine, plan, ram=ram, predict_speed=False, build=build)
             decode, prefill, n_prompt = measure(engine, str(args.model), plan_view.placement,
                                                 args.prompt_words, args.n_gen, args.repeats)
-            predicted = predict(model, plan_view.placement, {g.device: g.gpu for g in plan_view.gpus},
-                                ram, machine.cpu.physical_cores, n_prompt, args.n_gen)
-            rows.append(Row(name, predicted, decode, prefill, n_prompt))
+            gpus = {g.device: g.gpu for g in plan_view.gpus}
+            predicted, unprobed = (
+                predict(model, plan_view.placement, gpus, r, machine.cpu.physical_cores, n_prompt, args.n_gen)
+                for r in (ram, replace(ram, expert_read=None)))
+            rows.append(Row(name, predicted, decode, prefill, n_prompt,
+                            unprobed if ram.expert_read else None))
             print(f"{name}: decode {decode:.1f} t/s, prefill {prefill:.0f} t/s "
                   f"({n_prompt} prompt tokens)", flush=True)
     print(f"\n{model.name}, {args.n_gen} tokens after a {rows[0].prompt_tokens}-token prompt, "
           f"threads {args.threads or machine.cpu.physical_cores}, ctx {args.ctx}, ubatch {args.ubatch}")
-    print("| placement | decode predicted | measured | error | prefill predicted | measured | error |")
-    print("|---|---|---|---|---|---|---|")
+    probed = any(r.unprobed for r in rows)
+    extra = " decode from the RAM probe alone | error |" if probed else ""
+    print("| placement | decode predicted | measured | error | prefill predicted | measured | error |"
+          + extra)
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if probed else ""))
     for r in rows:
         p = r.predicted
         decode_error = error(r.decode, p.decode.low, p.decode.high)
         prefill_error = error(r.prefill, p.prefill.low, p.prefill.high)
+        alone = (f" {r.unprobed.decode} | {error(r.decode, r.unprobed.decode.low, r.unprobed.decode.high)} |"
+                 if r.unprobed else "")
         print(f"| {r.placement} | {p.decode} | {r.decode:.1f} | {decode_error} "
-              f"| {p.prefill} | {r.prefill:.0f} | {prefill_error} |")
+              f"| {p.prefill} | {r.prefill:.0f} | {prefill_error} |{alone}")
     for note in {n for r in rows for n in r.predicted.notes}:
         print(f"note: {note}")
     return 0

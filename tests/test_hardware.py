@@ -151,7 +151,8 @@ def test_cli_prints_the_hardware_summary(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     expected = detect(models_dir=tmp_path).summary()
     assert lines[:2] == expected[:2]  # CPU and instruction sets (RAM figures move)
-    assert len(lines) == len(expected)
+    assert len(lines) == len(expected) + 1  # and whether llama.cpp's CPU kernels were timed
+    assert "CPU kernels" in lines[-1]
     assert any(line.startswith("RAM: ") for line in lines)
 
 

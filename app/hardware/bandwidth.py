@@ -13,7 +13,10 @@ the GPU; so the advisor measures rather than guesses:
 * ``matmul_flops``: float32 FLOP/s of a numpy (BLAS) matrix product over all cores, the CPU's
   compute ceiling for prefill;
 * ``host_copy``: what the host really copies to the GPU at, pinned and pageable, through the
-  CUDA runtime (app/hardware/h2d.py; None without an NVIDIA GPU and a CUDA runtime).
+  CUDA runtime (app/hardware/h2d.py; None without an NVIDIA GPU and a CUDA runtime);
+* ``expert_read``: what llama.cpp's own CPU kernels read routed experts at, measured by
+  decoding (app/hardware/expert_read.py; None until ``moedesk-cli probe-cpu`` or a tuning run
+  measured it: it takes the engine and half a minute, so it is never run from here).
 
 The figures are cached in ``app.paths.cache_dir()/bandwidth.json`` for this CPU, so the probe
 runs once (about a second, and about a second more with an NVIDIA GPU). The same file may
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.hardware.expert_read import ExpertReadRate, cached_expert_read
 from app.hardware.h2d import HostCopyRates, host_copy_probe
 from app.hardware.probe_cache import CACHE_FILE, cache_path, cpu_key, read_cache, write_cache
 
@@ -55,6 +59,8 @@ class RamBandwidth:
     version: int = PROBE_VERSION
     # host-to-GPU copies through the CUDA runtime (cached apart, under "host_copy")
     host_copy: HostCopyRates | None = None
+    # the CPU kernels' read rate for routed experts (cached apart, under "expert_read")
+    expert_read: ExpertReadRate | None = None
 
 
 def measure_ram(threads: int | None = None, buffer_bytes: int = DEFAULT_BUFFER,
@@ -91,18 +97,19 @@ def ram_bandwidth(refresh: bool = False, cache: Path | None = None,
     this CPU's, else measured now (and cached). ``refresh`` measures again."""
     cache = cache_path(cache)
     host_copy = host_copy_probe(refresh, cache).rates
+    expert_read = cached_expert_read(cache)
     data = read_cache(cache)
     ram = data.get("ram")
     if not refresh and isinstance(ram, dict) and ram.get("cpu") == cpu_key() \
             and ram.get("version") == PROBE_VERSION:
         try:
-            return RamBandwidth(**ram, host_copy=host_copy)
+            return RamBandwidth(**ram, host_copy=host_copy, expert_read=expert_read)
         except TypeError:
             pass  # written by another version: measure again
     measured = measure_ram(buffer_bytes=buffer_bytes)
-    data["ram"] = {k: v for k, v in asdict(measured).items() if k != "host_copy"}
+    data["ram"] = {k: v for k, v in asdict(measured).items() if k not in ("host_copy", "expert_read")}
     write_cache(cache, data)
-    return replace(measured, host_copy=host_copy)
+    return replace(measured, host_copy=host_copy, expert_read=expert_read)
 
 
 def measured_gpu_bandwidth(name: str, cache: Path | None = None) -> float | None:

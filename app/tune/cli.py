@@ -54,6 +54,30 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                                   "VRAM (e.g. 4GiB); without: a row per split of the budget (whole "
                                   "layers, half and half, all cache), each cache sized to fit")
         p.set_defaults(func=run)
+    probe = sub.add_parser("probe-cpu", help="time llama.cpp's CPU kernels on routed experts by "
+                           "decoding (about half a minute); the advisor then predicts decode with "
+                           "experts in RAM beside a GPU from it")
+    probe.add_argument("--threads", type=int, default=0, help="CPU threads (0: physical cores, "
+                       "as the engine decodes with)")
+    probe.add_argument("--dir", type=Path, default=None,
+                       help="where to write the probe's 0.7 GB model while it runs (default: temp)")
+    probe.set_defaults(func=probe_cpu)
+
+
+def probe_cpu(args: argparse.Namespace) -> int:
+    from app.hardware.expert_read import record_expert_read
+    from app.tune.expert_read_probe import ProbeError, measure_expert_read
+
+    with EngineClient.spawn() as client:
+        try:
+            rate = measure_expert_read(client, threads=args.threads or None, folder=args.dir,
+                                       progress=lambda line: print(f"  {line}", flush=True))
+        except ProbeError as exc:
+            print(f"not measured: {exc}")
+            return 1
+    record_expert_read(rate)
+    print(f"{rate.describe()}; remembered for this machine")
+    return 0
 
 
 def _hot_experts(client: EngineClient, has_gpu: bool) -> bool:

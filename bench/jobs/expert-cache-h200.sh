@@ -8,7 +8,9 @@
 # interleaved rounds, TOKENS the decoded tokens (128), BUDGETS the shares of the expert bytes,
 # SWEEP the n-cpu-moe points past the best, PROFILE=1 the scheduler's time per graph; STEPS the
 # gpu_session.sh steps first ("build" alone skips the GPU tests); DEPTH=N adds decode after an
-# N-token prompt (the same placements, 64 tokens). EXTRA: more bench/expert_cache.py arguments
+# N-token prompt (the same placements, DEPTH_TOKENS tokens: 64; past 128 the profile has a
+# window of graphs without the prompt's; SHORT=0 skips the short prompt's run before it).
+# EXTRA: more bench/expert_cache.py arguments
 # (e.g. --no-mmap). TAG: a suffix of the output files' names; KEEP_MODEL=1 leaves the models for
 # the next call (else removed).
 S=bench/gpu_session.sh
@@ -39,9 +41,9 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
         python3 -m app.synthetic "$model" --preset qwen3-235b-a22b --layers 20 \
             --routing "$routing" > /dev/null
     fi
-    run "" --tokens "${TOKENS:-128}"
+    [ "${SHORT:-1}" = 0 ] || run "" --tokens "${TOKENS:-128}"
     # issue 17's depth: decode after a DEPTH-token prompt, the same placements
-    [ -z "${DEPTH:-}" ] || run -depth --tokens 64 --depth "$DEPTH"
+    [ -z "${DEPTH:-}" ] || run -depth --tokens "${DEPTH_TOKENS:-64}" --depth "$DEPTH"
     [ -n "${KEEP_MODEL:-}" ] || rm -f "$model"
 done
 echo "=== done ($(date +%T))"

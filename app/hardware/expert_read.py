@@ -1,0 +1,61 @@
+"""How fast llama.cpp's own CPU kernels read routed experts on this machine, as measured by
+decoding (app/tune/expert_read_probe.py), kept beside the RAM probe in the probes' cache file.
+
+Decode with experts in RAM is bound by how fast the CPU's matrix-vector kernels stream them. The
+speed model estimated that from the numpy RAM probe times shares fitted over four hosts, but the
+probe does not follow the kernels from host to host (issue 19: the sixteenth session's H100 host
+probed 1.3x faster than the fourteenth's and decoded alike; the twentieth session's probed
+0.7-0.9x the nineteenth's and decoded 1.15x faster). The kernel probe measures the figure itself:
+the bytes of one routed expert over the time a decoded token spends on it, with the threads the
+engine decodes with, the experts in the file's layout (as llama.cpp keeps experts in RAM beside a
+GPU, in its host buffer). The speed model uses it for weights in that layout only: on the dev
+machine (2 cores, no GPU) it put CPU-only decodes of repacked weights 13-35% under the
+measurement where the RAM probe's estimate was within -17%..+28% (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from app.hardware.probe_cache import cache_path, cpu_key, read_cache, write_cache
+
+CACHE_KEY = "expert_read"
+PROBE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExpertReadRate:
+    """One measurement of the CPU kernels' read rate for routed experts."""
+
+    bytes_per_s: float  # an expert's bytes over a decoded token's time on it
+    threads: int  # the CPU threads it decoded with
+    quant: str  # the experts' type (the rate depends on its dot-product kernel)
+    cpu: str = ""  # the machine it was measured on (probe_cache.cpu_key)
+    version: int = PROBE_VERSION
+
+    def describe(self) -> str:
+        return (f"llama.cpp's CPU kernels read routed experts ({self.quant}, in the file's layout) at "
+                f"{self.bytes_per_s / 1e9:.1f} GB/s with {self.threads} threads (measured by decoding)")
+
+
+def cached_expert_read(cache: Path | None = None) -> ExpertReadRate | None:
+    """This machine's measurement, if one was made here (None: never, elsewhere, or an older
+    version's)."""
+    entry = read_cache(cache_path(cache)).get(CACHE_KEY)
+    if not isinstance(entry, dict) or entry.get("cpu") != cpu_key() or entry.get("version") != PROBE_VERSION:
+        return None
+    try:
+        return ExpertReadRate(**entry)
+    except TypeError:
+        return None
+
+
+def record_expert_read(rate: ExpertReadRate, cache: Path | None = None) -> None:
+    """Keep ``rate`` as this machine's (replacing any before it)."""
+    if rate.bytes_per_s <= 0 or rate.threads <= 0:
+        raise ValueError("a read rate needs positive bytes/s and threads")
+    path = cache_path(cache)
+    data = read_cache(path)
+    data[CACHE_KEY] = asdict(rate)
+    write_cache(path, data)

@@ -1,0 +1,91 @@
+"""The kernel probe: time llama.cpp's own CPU kernels on routed experts by decoding, so that the
+speed model reads this machine's figure instead of estimating it from the numpy RAM probe
+(app/hardware/expert_read.py says why).
+
+A synthetic model with Qwen3-30B-A3B's layer shapes (two layers, uniform routing, a small
+vocabulary so that the output head counts little; 0.7 GB, far past any CPU's last-level cache)
+is decoded in the engine with 2 and then 8 experts chosen a token (the model's
+``expert_used_count`` overridden at load), the routed experts on the CPU in the file's layout,
+as beside a GPU (with one: the rest of each layer on the GPU, llama.cpp's --cpu-moe; without:
+everything on the CPU, repacking off). The token's time grows by six experts a
+layer between the two; an expert's bytes over its share of that growth is the rate. What a
+layer or a token costs beside its experts cancels out. bench/cpu_moe_decode.py fits the same
+from nine points; two keep the probe to about half a minute.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from app.engine.client import EngineClient
+from app.engine.llama_params import default_threads
+from app.engine.placement import PlacementPlan
+from app.errors import EngineError
+from app.gguf.info import read_model
+from app.hardware.expert_read import ExpertReadRate
+from app.hardware.probe_cache import cpu_key
+from app.synthetic import SyntheticSpec, write_synthetic_model
+from app.tune.measure import Measurer, Workload
+
+EXPERTS_USED = (2, 8)
+PROBE_LAYERS = 2
+DECODE_TOKENS = 48
+ROUNDS = 2  # each count of experts loaded this often, interleaved; the medians count
+
+
+class ProbeError(Exception):
+    """The probe could not measure (the engine failed, or the timings did not separate)."""
+
+
+def probe_spec() -> SyntheticSpec:
+    return SyntheticSpec.preset("qwen3-30b-a3b", n_layer=PROBE_LAYERS, n_vocab=512, routing="uniform")
+
+
+def probe_plan(experts_used: int, threads: int, has_gpu: bool) -> PlacementPlan:
+    """The probe's placement: the routed experts on the CPU in the file's layout."""
+    placement: dict[str, object] = ({"experts_in_ram": "all", "split_mode": "none"} if has_gpu
+                                    else {"n_gpu_layers": 0, "experts_in_ram": "none", "repack": False})
+    # the context holds the measurer's calibration prompt (~650 tokens)
+    return PlacementPlan(n_ctx=1024, n_threads=threads, n_expert_used=experts_used, **placement)  # type: ignore[arg-type]
+
+
+def measure_expert_read(client: EngineClient, *, threads: int | None = None,
+                        spec: SyntheticSpec | None = None, folder: Path | None = None,
+                        decode_tokens: int = DECODE_TOKENS, rounds: int = ROUNDS,
+                        progress: Callable[[str], None] = lambda _line: None) -> ExpertReadRate:
+    """Run the probe on ``client``'s engine (its model is unloaded) and return the rate; the
+    model is written to a temporary folder in ``folder`` (default: the system's) and removed."""
+    spec = spec or probe_spec()
+    threads = threads or default_threads()
+    has_gpu = any(d.kind == "gpu" for d in client.info().devices)
+    seconds: dict[int, list[float]] = {k: [] for k in EXPERTS_USED}
+    with tempfile.TemporaryDirectory(prefix="moedesk-kernel-probe-", dir=folder) as tmp:
+        progress(f"writing a {spec.n_layer}-layer synthetic model")
+        (model,) = write_synthetic_model(Path(tmp) / "expert-read-probe.gguf", spec)
+        info = read_model(model)
+        measurer = Measurer(client, model)
+        workload = Workload(prefill_tokens=(), decode_tokens=decode_tokens)
+        try:
+            for round_ in range(rounds):
+                for k in EXPERTS_USED:
+                    progress(f"decoding with {k} experts a token (round {round_ + 1} of {rounds})")
+                    result = measurer.measure(f"{k} experts", probe_plan(k, threads, has_gpu), workload)
+                    if not result.ok or result.decode_tps <= 0:
+                        raise ProbeError(f"the engine could not decode the probe's model: {result.error}")
+                    seconds[k].append(1 / result.decode_tps)
+        finally:
+            try:
+                client.unload()
+            except EngineError:
+                pass  # the engine is gone: the error above (or the caller's next call) says why
+    low, high = (statistics.median(seconds[k]) for k in EXPERTS_USED)
+    experts = (EXPERTS_USED[1] - EXPERTS_USED[0]) * len(info.moe_layers)
+    if high <= low:
+        raise ProbeError(f"a token took no longer with {EXPERTS_USED[1]} experts than with "
+                         f"{EXPERTS_USED[0]} ({high * 1e3:.2f} against {low * 1e3:.2f} ms): the "
+                         "machine was busy; close other programs and run it again")
+    return ExpertReadRate(bytes_per_s=info.expert_bytes() * experts / (high - low), threads=threads,
+                          quant=spec.expert_quant or spec.quant, cpu=cpu_key())

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One GPU, ~25 min held; most wanted first (a call cut short brings back what is done; see
+# bench/device_job.sh). Left by the twentieth session for the next lease:
+# 1. the CUDA build (patch 0004: paced copies and a CPU split's results queued, now on by
+#    default; the =1 paths ran in the twentieth session) and the cache's GPU tests;
+# 2. issue 19's kernel probe (moedesk-cli probe-cpu: llama.cpp's CPU kernels timed on routed
+#    experts by decoding), then the advisor's predictions against the engine on the 30B shape,
+#    with the probe's rate and from the RAM probe alone (bench/predict_vs_measure.py prints
+#    both): does the measured rate follow this host where the numpy probe did not (the
+#    twentieth session's predictions 33-48% under the measurement)?
+# 3. issue 17 on the 30B shape at the new defaults, two rounds, thrifty and eager: a second
+#    load for the 1.36x (12.5%) and 1.50x (25%) the twentieth session measured with both on;
+# 4. depth 8192 at the new defaults (192 tokens: the profile's later windows hold no prompt
+#    graph), the 30B shape (1.15x / 1.19x as built) and the 235B shape at both budgets;
+# 5. every GPU test.
+export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
+bash bench/gpu_session.sh build cachetest
+q30=/tmp/q30-realistic.gguf
+python3 -m app.synthetic "$q30" --preset qwen3-30b-a3b --routing realistic > /dev/null
+MODEL=$q30 bash bench/gpu_session.sh probecpu predict | grep -E "^(===|\||CPU kernels|llama.cpp's CPU)"
+export STEPS=build TOKENS=256 KEEP_MODEL=1 VARIANTS=q30:realistic
+REPEATS=2 BUDGETS="0.125 0.25" MODES=sweep,dynamic,eager bash bench/jobs/expert-cache-policy-h200.sh
+REPEATS=1 KEEP_MODEL= SHORT=0 DEPTH=8192 DEPTH_TOKENS=192 BUDGETS="0.25 0.125" MODES=sweep,dynamic,eager \
+    TAG=d bash bench/jobs/expert-cache-policy-h200.sh
+echo "=== all GPU tests ($(date +%T))"
+bash bench/gpu_session.sh test | tail -1 | sed "s/^/=== /"
+REPEATS=1 KEEP_MODEL= VARIANTS=q235:realistic BUDGETS="0.125 0.25" MODES=sweep,dynamic,eager DEPTH=8192 \
+    DEPTH_TOKENS=192 bash bench/jobs/expert-cache-policy-h200.sh

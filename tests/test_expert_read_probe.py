@@ -1,0 +1,68 @@
+"""The kernel probe (issue 19): llama.cpp's CPU kernels timed on routed experts by decoding in
+the real engine, remembered for this machine, and read by the advisor's speed model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.engine.llama_params import default_threads
+from app.hardware.bandwidth import ram_bandwidth
+from app.hardware.expert_read import (
+    CACHE_KEY,
+    ExpertReadRate,
+    cached_expert_read,
+    record_expert_read,
+)
+from app.hardware.probe_cache import CACHE_FILE, cpu_key
+
+
+def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MOEDESK_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_probe_cpu_times_the_kernels_and_the_advisor_reads_the_rate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home, scratch = tmp_path / "home", tmp_path / "scratch"
+    scratch.mkdir()
+    before = cli("hardware", "--models-dir", str(tmp_path), home=home)
+    assert before.returncode == 0, before.stderr
+    assert "'moedesk-cli probe-cpu' times them" in before.stdout
+
+    done = cli("probe-cpu", "--dir", str(scratch), home=home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "remembered for this machine" in done.stdout
+    assert list(scratch.iterdir()) == []  # the probe's 0.7 GB model is gone
+
+    monkeypatch.setenv("MOEDESK_HOME", str(home))
+    rate = ram_bandwidth().expert_read
+    assert rate is not None and rate.cpu == cpu_key() and rate.quant == "Q4_0"
+    assert rate.threads == default_threads()
+    assert 1e8 < rate.bytes_per_s < 1e13  # between a slow laptop's core and past any RAM
+    after = cli("hardware", "--models-dir", str(tmp_path), home=home)
+    assert rate.describe() in after.stdout
+
+
+def test_a_rate_from_another_machine_or_version_is_not_used(tmp_path: Path) -> None:
+    cache = tmp_path / CACHE_FILE
+    rate = ExpertReadRate(bytes_per_s=60e9, threads=16, quant="Q4_0", cpu=cpu_key())
+    assert cached_expert_read(cache) is None
+    record_expert_read(rate, cache)
+    assert cached_expert_read(cache) == rate
+    for stale in (dataclasses.replace(rate, cpu="another|x86_64|64"), dataclasses.replace(rate, version=0)):
+        record_expert_read(stale, cache)
+        assert cached_expert_read(cache) is None
+    data = json.loads(cache.read_text())
+    data[CACHE_KEY] = {"bytes_per_s": "fast", "cpu": cpu_key(), "version": rate.version}  # damaged
+    cache.write_text(json.dumps(data))
+    assert cached_expert_read(cache) is None
+    with pytest.raises(ValueError, match="positive"):
+        record_expert_read(dataclasses.replace(rate, bytes_per_s=0.0), cache)
