@@ -66,3 +66,24 @@ def test_a_rate_from_another_machine_or_version_is_not_used(tmp_path: Path) -> N
     assert cached_expert_read(cache) is None
     with pytest.raises(ValueError, match="positive"):
         record_expert_read(dataclasses.replace(rate, bytes_per_s=0.0), cache)
+
+
+@pytest.mark.gpu
+def test_beside_a_gpu_the_probe_times_experts_in_the_file_s_layout_and_the_advisor_uses_it(
+        tmp_path: Path) -> None:
+    from app.advisor.speed import predict
+    from app.engine.client import EngineClient
+    from app.engine.placement import PlacementPlan
+    from app.hardware.bandwidth import measure_ram
+    from app.tune.expert_read_probe import measure_expert_read
+    from tests.test_advisor import QWEN3_30B_Q4
+    from tests.test_advisor_gpus import H100
+
+    with EngineClient.spawn() as client:
+        rate = measure_expert_read(client, folder=tmp_path)
+    assert 1e9 < rate.bytes_per_s < 1e13 and rate.threads == default_threads()
+    ram = measure_ram(buffer_bytes=64 << 20)
+    plan = PlacementPlan(n_ctx=4096, n_threads=rate.threads, experts_in_ram="all")
+    with_rate, alone = (predict(QWEN3_30B_Q4, plan, {"CUDA0": H100}, r, rate.threads).decode
+                        for r in (dataclasses.replace(ram, expert_read=rate), ram))
+    assert with_rate.mid != pytest.approx(alone.mid, rel=1e-6)
