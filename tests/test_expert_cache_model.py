@@ -21,6 +21,7 @@ from app.advisor.expert_cache import (
 from app.advisor.speed import SpeedRange, predict
 from app.engine.placement import PlacementPlan
 from app.hardware.bandwidth import RamBandwidth
+from app.hardware.expert_read import ExpertReadRate
 from app.synthetic import SyntheticSpec
 from tests.test_advisor import QWEN3_30B_Q4, model_from_spec
 from tests.test_advisor_gpus import H100
@@ -184,6 +185,14 @@ def test_dynamic_copies_share_ram_beside_decoding_and_are_waited_for_from_the_ma
     # cores that read slowly beside plenty of RAM bandwidth: the copies cost the CPU nothing
     cores_bound = dataclasses.replace(SERVER_RAM, read_bw=250e9, read_bw_1=7.7e9)
     assert decode(cores_bound, expert_cache_policy="eager").high > decode(cores_bound).high
+    # the CPU kernels' rate measured (the kernel probe): far under the RAM's, the copies take
+    # what the CPU leaves; near it, they take from the CPU as before
+    def timed(rate: float) -> RamBandwidth:
+        return dataclasses.replace(SERVER_RAM, expert_read=ExpertReadRate(rate, 16, "Q4_0"))
+
+    slow_cores, fast_cores = timed(30e9), timed(75e9)
+    assert decode(slow_cores, expert_cache_policy="eager").mid > decode(slow_cores).mid
+    assert decode(fast_cores, expert_cache_policy="eager").mid < decode(fast_cores).mid
     # from the mapped file each token waits for its copies (and eager copies thriftily there)
     mapped = decode(SERVER_RAM, use_mmap=True)
     assert mapped.low < decode(SERVER_RAM).low and mapped.high < decode(SERVER_RAM).high

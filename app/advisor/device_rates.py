@@ -39,6 +39,15 @@ CPU_THREAD_EFFICIENCY: Range = (0.30, 0.45)
 # varied by a quarter either way on the H100). Not for repacked weights: it put the dev
 # machine's CPU-only decodes 13-35% low (docs/benchmarks.md, "the kernel probe").
 MEASURED_CPU_READ_EFFICIENCY: Range = (0.85, 1.15)
+# What the CPU's reads and the copy engine's (the cache's copies from pinned memory) reach
+# together, as a share of the RAM probe's all-core rate, where the CPU kernels' own rate was
+# measured (without it, the CPU's share of the probe, CPU_BW_EFFICIENCY, stands for both: a
+# CPU that reads at its RAM's rate leaves the copies nothing). With it a core-bound CPU leaves
+# the difference: the H100 host's kernels read experts at ~61 GB/s (bench/cpu_moe_decode.py) of
+# the probe's 80-112, and eager's copies beside them cost its CPU nothing measurable (its CPU
+# compute 5.7-6.1 ms a token against thrifty's 7.1-7.5 with fewer misses; docs/benchmarks.md,
+# "Twentieth session").
+SHARED_RAM_EFFICIENCY: Range = (0.85, 1.0)
 # Types whose CPU dot products run slower than the bandwidth they read, as a share of it:
 # gpt-oss's MXFP4 experts in RAM (measured on the H200 host's 16 Xeon cores, issue 19).
 CPU_KERNEL_SPEED = {"MXFP4": 0.55}
@@ -87,6 +96,10 @@ class DeviceRates:
         if not gpu and self.kernel_bw:
             return self.kernel_bw * MEASURED_CPU_READ_EFFICIENCY[end]
         return self.read_rate(end, gpu)
+
+    def shared_read_rate(self, end: int) -> float:
+        """Bytes/s the CPU's reads and the copy engine's reach together from RAM."""
+        return self.bandwidth * (SHARED_RAM_EFFICIENCY if self.kernel_bw else CPU_BW_EFFICIENCY)[end]
 
     def read_rate(self, end: int, gpu: bool) -> float:
         """Bytes/s the device's kernels read weights at, at the range's ``end``."""

@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass, field
 
 from app.advisor.device_rates import (
-    CPU_BW_EFFICIENCY,
     CPU_FLOPS_EFFICIENCY,
     GPU_FLOPS_EFFICIENCY,
     TYPICAL_RAM,
@@ -142,7 +141,7 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
         reading = ((n_bytes - experts) / rates[device].read_rate(end, gpu)
                    + experts / rates[device].expert_read_rate(end, gpu))
         if not gpu and beside:  # what the CPU and the copy engine read must pass RAM's bandwidth
-            reading = max(reading, (n_bytes + beside) / (rates[device].bandwidth * CPU_BW_EFFICIENCY[end]))
+            reading = max(reading, (n_bytes + beside) / rates[device].shared_read_rate(end))
         seconds += reading
         seconds += nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
     if hot is not None and hot.copies_wait:  # between tokens, through the driver's staging copy
