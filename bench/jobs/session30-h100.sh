@@ -14,6 +14,9 @@
 #    graph), the 30B shape (1.15x / 1.19x as built) and the 235B shape at both budgets;
 # 5. every GPU test (the kernel probe's GPU test among them); 6. uniform routing (below).
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
+# the host's cores and caches: are the 16 CPUs 16 cores or 8 with two threads each (the CPU
+# compute of one graph varied by half between loads)?
+{ lscpu; lscpu -e; numactl -H; } > "$OUT/lscpu.txt" 2>&1
 bash bench/gpu_session.sh build cachetest
 q30=/tmp/q30-realistic.gguf
 python3 -m app.synthetic "$q30" --preset qwen3-30b-a3b --routing realistic > /dev/null
