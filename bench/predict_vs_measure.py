@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-gen", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-mmap", action="store_true")
+    parser.add_argument("--no-repack", action="store_true",
+                        help="CPU weights in the file's layout (as beside a GPU; the kernel probe's)")
     args = parser.parse_args(argv)
     if args.synth:
         args.model = args.model or Path(tempfile.mkdtemp()) / f"{args.synth}.gguf"
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     # the kernel probe's figure (moedesk-cli probe-cpu), when this machine has one
     print(ram.expert_read.describe() if ram.expert_read else "CPU kernels not timed (no kernel probe)")
     base = PlacementPlan(n_threads=args.threads, n_ctx=args.ctx, n_ubatch=args.ubatch,
-                         flash_attn="on", use_mmap=not args.no_mmap)
+                         flash_attn="on", use_mmap=not args.no_mmap, repack=not args.no_repack)
     rows = []
     with EngineClient.spawn() as engine:
         build = engine.info()

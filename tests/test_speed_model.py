@@ -82,9 +82,9 @@ def test_slow_cores_bound_decode_from_the_file_s_layout_but_not_from_repacked_we
     assert mapped[1].mid < 0.8 * mapped[0].mid
 
 
-def test_the_cpu_kernels_measured_rate_times_the_routed_experts_only() -> None:
+def test_the_cpu_kernels_measured_rate_times_weights_in_the_file_s_layout() -> None:
     # the kernel probe's figure (app/hardware/expert_read.py) replaces the RAM probe's estimate
-    # for routed experts in RAM in the file's layout, with the threads it was measured with
+    # for the CPU's weights in the file's layout, with the threads it was measured with
     measured = ExpertReadRate(bytes_per_s=20e9, threads=16, quant="Q4_0")
     timed = dataclasses.replace(SERVER_RAM, expert_read=measured)
     estimated = predict(QWEN3_30B_Q4, plan("all"), ON_GPU, SERVER_RAM, 16).decode
@@ -93,18 +93,18 @@ def test_the_cpu_kernels_measured_rate_times_the_routed_experts_only() -> None:
     fast = dataclasses.replace(measured, bytes_per_s=200e9)
     assert predict(QWEN3_30B_Q4, plan("all"), ON_GPU, dataclasses.replace(SERVER_RAM, expert_read=fast),
                    16).decode.mid > estimated.mid
-    # a token's time grows by the experts' bytes over the measured rate, nothing else
+    # a token's time grows by the CPU's bytes (its experts, an embedding row) over the rate
     in_ram = predict(QWEN3_30B_Q4, plan("all"), ON_GPU, timed, 16)
-    experts = in_ram.decode_bytes["CPU"] - 2048 * 2  # all but the embedding row
+    cpu_bytes = in_ram.decode_bytes["CPU"]
     half_rate = dataclasses.replace(SERVER_RAM, expert_read=dataclasses.replace(measured, bytes_per_s=10e9))
     doubled = predict(QWEN3_30B_Q4, plan("all"), ON_GPU, half_rate, 16)
     for end in ("low", "high"):
         added = 1 / getattr(doubled.decode, end) - 1 / getattr(in_ram.decode, end)
         efficiency = 0.85 if end == "low" else 1.15
-        assert added == pytest.approx(experts / (10e9 * efficiency) - experts / (20e9 * efficiency), rel=1e-3)
-    # on the GPU nothing is read from RAM but an embedding row: the probe changes nothing
+        assert added == pytest.approx(cpu_bytes / (efficiency * 10e9) * (1 - 10e9 / 20e9), rel=1e-3)
+    # on the GPU nothing is read from RAM but an embedding row (4 KB): the probe changes ~nothing
     assert predict(QWEN3_30B_Q4, plan("none"), ON_GPU, timed, 16).decode.mid == pytest.approx(
-        predict(QWEN3_30B_Q4, plan("none"), ON_GPU, SERVER_RAM, 16).decode.mid, rel=1e-9)
+        predict(QWEN3_30B_Q4, plan("none"), ON_GPU, SERVER_RAM, 16).decode.mid, rel=1e-4)
     # measured with other threads, or for weights repacked for the CPU, it is not used
     for other, gpus in ((plan("all", n_threads=8), ON_GPU), (plan("all", no_host=True), ON_GPU),
                         (plan(n_gpu_layers=0), {})):

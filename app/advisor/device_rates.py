@@ -5,9 +5,9 @@ The bandwidths come from the RAM probe (app/hardware/bandwidth.py) and NVML or a
 (app/advisor/gpu_specs.py); the efficiencies below are llama.cpp's, each a (low, high) pair
 that turns into the (pessimistic, optimistic) ends of the range. The CPU reads weights at a
 share of the probe's all-core read rate, and, where they are in the file's layout (the GPU's
-host buffer, or repacking off), at most at a share of one core's read rate per thread, or, for
-routed experts, at the rate llama.cpp's own kernels were timed at on this machine with the same
-threads (app/hardware/expert_read.py).
+host buffer, or repacking off), at most at a share of one core's read rate per thread, or at
+the rate llama.cpp's own kernels were timed at on this machine with the same threads
+(app/hardware/expert_read.py).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ CPU_BW_EFFICIENCY: Range = (0.55, 0.85)
 # (the H100 host's 7.7 GB/s a core against the H200's 8.6) decode below its all-core figure.
 # Repacked weights (CPU only, or no_host) run faster kernels: the all-core bound alone.
 CPU_THREAD_EFFICIENCY: Range = (0.30, 0.45)
-# The CPU kernels' measured read rate for routed experts in the file's layout (the kernel probe)
-# around a decode: the host's spread from load to load (its CPU compute for the same graph
-# varied by a quarter either way on the H100). Not for repacked weights: it put the dev
-# machine's CPU-only decodes 13-35% low (docs/benchmarks.md, "the kernel probe").
+# The CPU kernels' measured read rate for weights in the file's layout (the kernel probe) around
+# a decode: the host's spread from load to load (its CPU compute for the same graph varied by a
+# quarter either way on the H100). Not for repacked weights, whose dense matrices stream faster
+# (docs/benchmarks.md, "the kernel probe").
 MEASURED_CPU_READ_EFFICIENCY: Range = (0.85, 1.15)
 # What the CPU's reads and the copy engine's (the cache's copies from pinned memory) reach
 # together, as a share of the RAM probe's all-core rate, where the CPU kernels' own rate was
@@ -49,7 +49,9 @@ MEASURED_CPU_READ_EFFICIENCY: Range = (0.85, 1.15)
 # "Twentieth session").
 SHARED_RAM_EFFICIENCY: Range = (0.85, 1.0)
 # Types whose CPU dot products run slower than the bandwidth they read, as a share of it:
-# gpt-oss's MXFP4 experts in RAM (measured on the H200 host's 16 Xeon cores, issue 19).
+# gpt-oss's MXFP4 experts in RAM (measured on the H200 host's 16 Xeon cores, issue 19). Not
+# applied on top of a measured kernel rate (Q4_0's, itself under the bandwidth): with it the
+# dev machine's gpt-oss decode came out 36% low, without it 24%.
 CPU_KERNEL_SPEED = {"MXFP4": 0.55}
 # Share of the GPU's fp16 tensor peak llama.cpp's quantized matmul (MMQ) reaches in prefill
 # of dense layers (pp512 figures of llama-bench on datacenter and desktop GPUs).
@@ -86,16 +88,9 @@ class DeviceRates:
     thread_bw: float = 0.0
     # GPUs: host-to-device copies measured through the CUDA runtime (None: estimated)
     host_copy: HostCopyRates | None = None
-    # the CPU: its kernels' read rate for routed experts measured by decoding (0: not measured
-    # for this plan's threads and layout)
+    # the CPU: its kernels' read rate for weights in the file's layout, measured by decoding (0:
+    # not measured for this plan's threads, or its weights are repacked)
     kernel_bw: float = 0.0
-
-    def expert_read_rate(self, end: int, gpu: bool) -> float:
-        """Bytes/s the device's kernels read routed experts at (a token's few small matrices
-        each: on a CPU slower than the dense weights' rate, where measured)."""
-        if not gpu and self.kernel_bw:
-            return self.kernel_bw * MEASURED_CPU_READ_EFFICIENCY[end]
-        return self.read_rate(end, gpu)
 
     def shared_read_rate(self, end: int) -> float:
         """Bytes/s the CPU's reads and the copy engine's reach together from RAM."""
@@ -105,6 +100,8 @@ class DeviceRates:
         """Bytes/s the device's kernels read weights at, at the range's ``end``."""
         if gpu:
             return self.bandwidth * GPU_BW_EFFICIENCY[end]
+        if self.kernel_bw:
+            return self.kernel_bw * MEASURED_CPU_READ_EFFICIENCY[end]
         rate = self.bandwidth * CPU_BW_EFFICIENCY[end]
         if self.thread_bw:
             rate = min(rate, self.thread_bw * CPU_THREAD_EFFICIENCY[end])
@@ -136,7 +133,7 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_thread
     kernels = ram.expert_read
     kernel_bw = kernels.bytes_per_s if kernels and kernels.threads == threads and file_layout else 0.0
     source = f"{cpu_bw / 1e9:.0f} GB/s measured" + (
-        f", routed experts {kernel_bw / 1e9:.0f} GB/s measured by decoding" if kernel_bw else "")
+        f", its kernels {kernel_bw / 1e9:.0f} GB/s measured by decoding" if kernel_bw else "")
     rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=source,
                                      thread_bw=threads * ram.read_bw_1 if file_layout else 0.0,
                                      kernel_bw=kernel_bw)}

@@ -135,11 +135,9 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
         seconds += GPU_TOKEN_S[end]
     for device, n_bytes in read.items():
         gpu = device != CPU_DEVICE
-        # the routed experts' bytes still read here (a cache's hits moved some to a GPU)
-        experts = max(0.0, work.expert_bytes.get(device, 0.0) - (work.bytes.get(device, 0.0) - n_bytes))
-        n_bytes += work.slow_bytes.get(device, 0.0)
-        reading = ((n_bytes - experts) / rates[device].read_rate(end, gpu)
-                   + experts / rates[device].expert_read_rate(end, gpu))
+        if not rates[device].kernel_bw:  # CPU_KERNEL_SPEED is a share of the RAM probe's rate
+            n_bytes += work.slow_bytes.get(device, 0.0)
+        reading = n_bytes / rates[device].read_rate(end, gpu)
         if not gpu and beside:  # what the CPU and the copy engine read must pass RAM's bandwidth
             reading = max(reading, (n_bytes + beside) / rates[device].shared_read_rate(end))
         seconds += reading

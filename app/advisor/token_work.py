@@ -55,8 +55,6 @@ class TokenWork:
     # what kernels slower than bandwidth add, as bytes more at the device's rate (CPU MXFP4)
     slow_bytes: dict[str, float] = field(default_factory=dict)
     ram_experts: list[int] = field(default_factory=list)  # bytes of RAM experts, per MoE layer
-    # of ``bytes``, the routed experts' (the CPU's have a measured rate of their own)
-    expert_bytes: dict[str, float] = field(default_factory=dict)
 
 
 def token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position: int) -> TokenWork:
@@ -79,7 +77,6 @@ def token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position:
             n_bytes *= share
             flops *= share
             work.expert_flops[device] = work.expert_flops.get(device, 0.0) + flops
-            work.expert_bytes[device] = work.expert_bytes.get(device, 0.0) + n_bytes
             if device == CPU_DEVICE and t.layer is not None:
                 ram_experts[t.layer] = ram_experts.get(t.layer, 0.0) + t.n_bytes
         elif cls == "embeddings":

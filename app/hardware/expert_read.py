@@ -8,9 +8,11 @@ probed 1.3x faster than the fourteenth's and decoded alike; the twentieth sessio
 0.7-0.9x the nineteenth's and decoded 1.15x faster). The kernel probe measures the figure itself:
 the bytes of one routed expert over the time a decoded token spends on it, with the threads the
 engine decodes with, the experts in the file's layout (as llama.cpp keeps experts in RAM beside a
-GPU, in its host buffer). The speed model uses it for weights in that layout only: on the dev
-machine (2 cores, no GPU) it put CPU-only decodes of repacked weights 13-35% under the
-measurement where the RAM probe's estimate was within -17%..+28% (docs/benchmarks.md).
+GPU, in its host buffer). The speed model reads every CPU weight in that layout at it: on the
+dev machine (2 cores, no GPU, repacking off) that put four families' decodes within 1-3% and
+gpt-oss's within 24%, where the RAM probe's estimate was 48-52% fast. It is not used for
+weights repacked for the CPU, whose dense matrices stream 3x faster there than in the file's
+layout (docs/benchmarks.md, "the kernel probe").
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from app.engine.client import EngineClient
@@ -33,7 +34,8 @@ from app.tune.measure import Measurer, Workload
 EXPERTS_USED = (2, 8)
 PROBE_LAYERS = 2
 DECODE_TOKENS = 48
-ROUNDS = 2  # each count of experts loaded this often, interleaved; the medians count
+ROUNDS = 3  # each count of experts loaded this often, interleaved; the medians count (a host's
+# CPU compute for one graph varied by half from load to load on the H100)
 
 
 class ProbeError(Exception):
@@ -46,10 +48,11 @@ def probe_spec() -> SyntheticSpec:
 
 def probe_plan(experts_used: int, threads: int, has_gpu: bool) -> PlacementPlan:
     """The probe's placement: the routed experts on the CPU in the file's layout."""
-    placement: dict[str, object] = ({"experts_in_ram": "all", "split_mode": "none"} if has_gpu
-                                    else {"n_gpu_layers": 0, "experts_in_ram": "none", "repack": False})
     # the context holds the measurer's calibration prompt (~650 tokens)
-    return PlacementPlan(n_ctx=1024, n_threads=threads, n_expert_used=experts_used, **placement)  # type: ignore[arg-type]
+    base = PlacementPlan(n_ctx=1024, n_threads=threads, n_expert_used=experts_used)
+    if has_gpu:  # llama.cpp's --cpu-moe: its host buffer keeps the file's layout
+        return replace(base, experts_in_ram="all", split_mode="none")
+    return replace(base, n_gpu_layers=0, repack=False)
 
 
 def measure_expert_read(client: EngineClient, *, threads: int | None = None,
