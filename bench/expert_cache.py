@@ -75,7 +75,8 @@ class Result:
     # after the prompt (their copies) or a stray slow step
     steady: list[float] = field(default_factory=list)
     hit_rate: float | None = None
-    uploads: int = 0
+    uploads: int = 0  # since the load: the warm-up's and the prompts' too
+    decode_uploads: float = 0.0  # a decoded token, over the measured decode
     tokens: list[int] = field(default_factory=list)
     logits: np.ndarray | None = None
 
@@ -289,7 +290,7 @@ def print_table(placements: list[Placement], results: dict[str, Result], referen
                      key=lambda r: statistics.median(r.decode), default=None)
     print("| placement | VRAM for experts GiB | prefill t/s | decode t/s | vs best n-cpu-moe | "
           "median step t/s (ratio) | decode predicted (advisor) | cache hit rate | predicted (advisor) | "
-          "uploads | greedy output = ram | max logit diff |")
+          "uploads (a decoded token) | greedy output = ram | max logit diff |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for p in placements:
         r = results[p.name]
@@ -308,7 +309,7 @@ def print_table(placements: list[Placement], results: dict[str, Result], referen
         print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
               f"{dec:.2f} | {ratio} | {steady:.2f}{steady_ratio} | {predicted_decode.get(p.name) or '-'} | "
               f"{hit} | {predicted} | "
-              f"{r.uploads} | {same} | {diff} |")
+              f"{r.uploads} ({r.decode_uploads:.1f}) | {same} | {diff} |")
     # the planner keeps whichever split of the VRAM it predicts to decode fastest
     # (app/advisor/planner.py): what a user gets at this budget, from the placements measured
     weighed = {name: speed.mid for name, speed in predicted_decode.items()
@@ -388,12 +389,14 @@ def main() -> int:
                 print(f"--- {p.name} (round {round_ + 1})", flush=True)
                 loaded.run(prompt[:16], 8, keep=False)  # first-touch costs (page faults) out of the figures
                 prefill, _, _, _ = loaded.run(long_prompt, 2, keep=False)
+                _, before = loaded.hit_rate()
                 _, decode, tokens, logits = loaded.run(prompt, args.tokens, keep=round_ == 0)
                 r = results[p.name]
                 r.prefill.append(prefill)
                 r.decode.append(decode)
                 r.steady.append(1.0 / statistics.median(loaded.token_seconds))
                 r.hit_rate, r.uploads = loaded.hit_rate()
+                r.decode_uploads = (r.uploads - before) / max(args.tokens, 1)
                 if round_ == 0:
                     r.tokens, r.logits = tokens, logits
                     if p.name.startswith("ram"):
