@@ -61,9 +61,12 @@ def test_a_rate_from_another_machine_or_version_is_not_used(tmp_path: Path) -> N
         record_expert_read(stale, cache)
         assert cached_expert_read(cache) is None
     data = json.loads(cache.read_text())
-    data[CACHE_KEY] = {"bytes_per_s": "fast", "cpu": cpu_key(), "version": rate.version}  # damaged
-    cache.write_text(json.dumps(data))
-    assert cached_expert_read(cache) is None
+    for damaged in ({"bytes_per_s": "fast", "cpu": cpu_key(), "version": rate.version},
+                    {**dataclasses.asdict(rate), "bytes_per_s": "fast"},
+                    {**dataclasses.asdict(rate), "threads": 0}):
+        data[CACHE_KEY] = damaged
+        cache.write_text(json.dumps(data))
+        assert cached_expert_read(cache) is None
     with pytest.raises(ValueError, match="positive"):
         record_expert_read(dataclasses.replace(rate, bytes_per_s=0.0), cache)
 

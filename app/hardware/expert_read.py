@@ -48,9 +48,11 @@ def cached_expert_read(cache: Path | None = None) -> ExpertReadRate | None:
     if not isinstance(entry, dict) or entry.get("cpu") != cpu_key() or entry.get("version") != PROBE_VERSION:
         return None
     try:
-        return ExpertReadRate(**entry)
+        rate = ExpertReadRate(**entry)
     except TypeError:
         return None
+    numbers = isinstance(rate.bytes_per_s, (int, float)) and isinstance(rate.threads, int)
+    return rate if numbers and rate.bytes_per_s > 0 and rate.threads > 0 else None  # else damaged
 
 
 def record_expert_read(rate: ExpertReadRate, cache: Path | None = None) -> None:
