@@ -8,6 +8,9 @@
     moedesk-cli synth OUT.gguf --preset tiny   write a synthetic MoE model
     moedesk-cli library [list|import PATH|import-hf-cache|delete NAME]   models on this machine
     moedesk-cli login / logout             keep a Hub token in the system keyring
+    moedesk-cli tune / bench MODEL         measured placements: the fastest kept, or a report
+    moedesk-cli probe-cpu                  time llama.cpp's CPU kernels for the advisor (once)
+    moedesk-cli serve --model FILE.gguf    an OpenAI-compatible server
 """
 
 from __future__ import annotations
