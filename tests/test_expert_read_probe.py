@@ -73,20 +73,45 @@ def test_a_rate_from_another_machine_or_version_is_not_used(tmp_path: Path) -> N
 
 @pytest.mark.gpu
 def test_beside_a_gpu_the_probe_times_experts_in_the_file_s_layout_and_the_advisor_uses_it(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from app.advisor.speed import predict
     from app.engine.client import EngineClient
     from app.engine.placement import PlacementPlan
     from app.hardware.bandwidth import measure_ram
-    from app.tune.expert_read_probe import measure_expert_read
+    from app.tune.expert_read_probe import ensure_expert_read
     from tests.test_advisor import QWEN3_30B_Q4
     from tests.test_advisor_gpus import H100
 
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path / "home"))
     with EngineClient.spawn() as client:
-        rate = measure_expert_read(client, folder=tmp_path)
+        # the first tuning on this machine measures it (as `tune` and the Advisor page's
+        # autotune do), the next finds it remembered
+        rate = ensure_expert_read(client, folder=tmp_path)
+        assert rate is not None and cached_expert_read() == rate
+        assert ensure_expert_read(client, progress=pytest.fail) == rate
     assert 1e9 < rate.bytes_per_s < 1e13 and rate.threads == default_threads()
     ram = measure_ram(buffer_bytes=64 << 20)
     plan = PlacementPlan(n_ctx=4096, n_threads=rate.threads, experts_in_ram="all")
     with_rate, alone = (predict(QWEN3_30B_Q4, plan, {"CUDA0": H100}, r, rate.threads).decode
                         for r in (dataclasses.replace(ram, expert_read=rate), ram))
     assert with_rate.mid != pytest.approx(alone.mid, rel=1e-6)
+
+
+def test_tuning_times_the_kernels_only_beside_a_gpu_and_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.engine.client import EngineClient
+    from app.tune.expert_read_probe import ensure_expert_read
+
+    monkeypatch.setenv("MOEDESK_HOME", str(tmp_path / "home"))
+    with EngineClient.spawn() as client:
+        if any(d.kind == "gpu" for d in client.info().devices):
+            pytest.skip("a GPU here: the probe would run (tests/test_expert_read_probe.py's GPU test)")
+        # no GPU: the speed model would not read it (repacked weights), so nothing is measured
+        assert ensure_expert_read(client, progress=pytest.fail) is None
+        assert cached_expert_read() is None
+        # remembered for these threads: returned as it is, nothing measured
+        known = ExpertReadRate(bytes_per_s=9e9, threads=3, quant="Q4_0", cpu=cpu_key())
+        record_expert_read(known)
+        assert ensure_expert_read(client, 3, progress=pytest.fail) == known
+        assert ensure_expert_read(client, 4, progress=pytest.fail) is None  # other threads, no GPU
+

@@ -10,6 +10,9 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from app.hardware import detect
+from app.hardware.bandwidth import measure_ram
+from app.hardware.expert_read import ExpertReadRate
+from app.hardware.probe_cache import cpu_key
 from app.tune.autotune import machine_id, remembered, tune_key
 from app.ui.advisor import AdvisorPage
 from app.ui.app_state import AppState
@@ -129,3 +132,19 @@ def test_a_file_that_is_not_a_report_is_explained(qtbot: QtBot, tmp_path: Path, 
     other.write_text("item,price\napple,1\n")
     assert page.open_report(other) is None
     assert warnings and "is not a report written by 'moedesk-cli bench'" in warnings[0]
+
+
+def test_a_kernel_rate_timed_by_autotune_reaches_the_advisor_page(qtbot: QtBot, app_parts) -> None:
+    # beside a GPU the first tuning times the CPU's kernels (app/tune/expert_read_probe.py): the
+    # engine worker hands the rate over, the app state's RAM figures carry it, the page re-plans
+    _, page = app_parts
+    page.tuner._probe_step.emit("decoding with 8 experts a token (round 2 of 3)")
+    qtbot.waitUntil(lambda: "timing this CPU's kernels" in page.tune_panel.status.text(), timeout=5_000)
+    assert page.tune_panel.status.text().endswith("(round 2 of 3)")
+    page.state.set_ram(measure_ram(buffer_bytes=16 << 20))  # the RAM probe's answer
+    rate = ExpertReadRate(bytes_per_s=61e9, threads=16, quant="Q4_0", cpu=cpu_key())
+    with qtbot.waitSignal(page.state.ram_changed, timeout=5_000):
+        page.tuner._kernels_timed.emit(rate)
+    qtbot.waitUntil(lambda: page.ram is not None and page.ram.expert_read == rate, timeout=5_000)
+    with qtbot.assertNotEmitted(page.state.ram_changed, wait=200):  # the same rate again: no re-plan
+        page.tuner._kernels_timed.emit(rate)

@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from app.advisor.planner import plan_for
     from app.hardware import detect
     from app.tune.autotune import TuneProgress, autotune, machine_id, remember, tune_key
+    from app.tune.expert_read_probe import ensure_expert_read
     from app.tune.measure import Measurer
     from app.tune.strategies import advisor
 
@@ -120,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"note: {note}")
         print(f"{args.model.name}: {model.n_layer} layers, budget {budget.describe()}")
+        if has_gpu:  # the advisor's decode predictions from this CPU's own kernels (once)
+            kernels = ensure_expert_read(client, args.threads or None,
+                                         progress=lambda line: print(f"  kernel probe: {line}", flush=True))
+            if kernels is not None:
+                print(f"note: {kernels.describe()}")
         measurer = Measurer(client, args.model, gpu_budget=budget.usable, cancel=cancel)
         try:
             if args.command == "tune":

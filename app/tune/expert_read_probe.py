@@ -15,8 +15,10 @@ from nine points; two keep the probe to about half a minute.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -26,11 +28,12 @@ from app.engine.llama_params import default_threads
 from app.engine.placement import PlacementPlan
 from app.errors import EngineError
 from app.gguf.info import read_model
-from app.hardware.expert_read import ExpertReadRate
+from app.hardware.expert_read import ExpertReadRate, cached_expert_read, record_expert_read
 from app.hardware.probe_cache import cpu_key
 from app.synthetic import SyntheticSpec, write_synthetic_model
-from app.tune.measure import Measurer, Workload
+from app.tune.measure import Measurer, TuneCancelled, Workload
 
+log = logging.getLogger("moedesk.tune")
 EXPERTS_USED = (2, 8)
 PROBE_LAYERS = 2
 DECODE_TOKENS = 48
@@ -58,9 +61,11 @@ def probe_plan(experts_used: int, threads: int, has_gpu: bool) -> PlacementPlan:
 def measure_expert_read(client: EngineClient, *, threads: int | None = None,
                         spec: SyntheticSpec | None = None, folder: Path | None = None,
                         decode_tokens: int = DECODE_TOKENS, rounds: int = ROUNDS,
-                        progress: Callable[[str], None] = lambda _line: None) -> ExpertReadRate:
+                        progress: Callable[[str], None] = lambda _line: None,
+                        cancel: threading.Event | None = None) -> ExpertReadRate:
     """Run the probe on ``client``'s engine (its model is unloaded) and return the rate; the
-    model is written to a temporary folder in ``folder`` (default: the system's) and removed."""
+    model is written to a temporary folder in ``folder`` (default: the system's) and removed.
+    ``cancel`` set stops it between runs (TuneCancelled)."""
     spec = spec or probe_spec()
     threads = threads or default_threads()
     has_gpu = any(d.kind == "gpu" for d in client.info().devices)
@@ -69,7 +74,7 @@ def measure_expert_read(client: EngineClient, *, threads: int | None = None,
         progress(f"writing a {spec.n_layer}-layer synthetic model")
         (model,) = write_synthetic_model(Path(tmp) / "expert-read-probe.gguf", spec)
         info = read_model(model)
-        measurer = Measurer(client, model)
+        measurer = Measurer(client, model, cancel=cancel)
         workload = Workload(prefill_tokens=(), decode_tokens=decode_tokens)
         try:
             for round_ in range(rounds):
@@ -92,3 +97,27 @@ def measure_expert_read(client: EngineClient, *, threads: int | None = None,
                          "machine was busy; close other programs and run it again")
     return ExpertReadRate(bytes_per_s=info.expert_bytes() * experts / (high - low), threads=threads,
                           quant=spec.expert_quant or spec.quant, cpu=cpu_key())
+
+
+def ensure_expert_read(client: EngineClient, threads: int | None = None, *, folder: Path | None = None,
+                       progress: Callable[[str], None] = lambda _line: None,
+                       cancel: threading.Event | None = None) -> ExpertReadRate | None:
+    """The kernel rate for ``threads`` (default: the engine's): remembered for this machine, else
+    measured now on ``client``'s engine and remembered. Beside a GPU only, where the speed model
+    reads it (experts in RAM keep the file's layout there); None without a GPU, when the probe
+    could not measure (logged: what runs next does not need it) or was cancelled."""
+    threads = threads or default_threads()
+    known = cached_expert_read()
+    if known is not None and known.threads == threads:
+        return known
+    if not any(d.kind == "gpu" for d in client.info().devices):
+        return None
+    try:
+        rate = measure_expert_read(client, threads=threads, folder=folder, progress=progress, cancel=cancel)
+    except ProbeError as exc:
+        log.warning("kernel probe: %s", exc)
+        return None
+    except TuneCancelled:
+        return None
+    record_expert_read(rate)
+    return rate

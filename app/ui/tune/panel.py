@@ -108,6 +108,11 @@ class TunePanel(QGroupBox):
         self.progress.show()
         self.status.setText("Starting the engine…")
 
+    def show_preparing(self, step: str) -> None:
+        """Before the runs, the first tuning beside a GPU times this CPU's kernels."""
+        self.status.setText(f"Before the runs, timing this CPU's kernels for the advisor (once on this "
+                            f"machine): {step}")
+
     def show_progress(self, progress: TuneProgress, n_layer: int) -> None:
         best = progress.best
         lines = [f"Run {progress.done + 1}: {progress.label} ({progress.elapsed:.0f} s)"]

@@ -1,5 +1,7 @@
 """Runs autotune on the app's own engine (through EngineController.run_engine_job), so the model
-is never loaded twice; progress crosses from the engine worker to the UI thread as a signal."""
+is never loaded twice; progress crosses from the engine worker to the UI thread as a signal.
+Beside a GPU, the first tuning on a machine first times its CPU kernels for the advisor (the
+kernel probe, app/tune/expert_read_probe.py) and hands the rate to the app state."""
 
 from __future__ import annotations
 
@@ -13,7 +15,16 @@ from app.engine.client import EngineClient
 from app.engine.protocol import LoadParams
 from app.gguf.info import read_model
 from app.hardware import Hardware, detect
-from app.tune.autotune import TUNE_WORKLOAD, TuneResult, autotune, machine_id, remember, tune_key
+from app.hardware.expert_read import ExpertReadRate
+from app.tune.autotune import (
+    TUNE_WORKLOAD,
+    TuneResult,
+    autotune,
+    machine_id,
+    remember,
+    tune_key,
+)
+from app.tune.expert_read_probe import ensure_expert_read
 from app.tune.measure import Measurer
 from app.tune.strategies import budget_for
 from app.ui.app_state import AppState
@@ -26,6 +37,8 @@ class TuneRunner(QObject):
     """Connects a TunePanel to the engine controller; the machine is the app state's."""
 
     _progress = Signal(object)  # TuneProgress, emitted on the engine worker (queued to the UI)
+    _kernels_timed = Signal(object)  # ExpertReadRate, likewise
+    _probe_step = Signal(str)  # what the kernel probe does now, likewise
 
     def __init__(self, state: AppState, controller: EngineController, panel: TunePanel) -> None:
         super().__init__(panel)
@@ -35,6 +48,8 @@ class TuneRunner(QObject):
         self.cancel = threading.Event()
         self.n_layer = 0
         self._progress.connect(lambda p: self.panel.show_progress(p, self.n_layer))
+        self._kernels_timed.connect(self._remember_kernels)
+        self._probe_step.connect(panel.show_preparing)
         panel.stop_requested.connect(self.cancel.set)
 
     def start(self, request: TuneRequest) -> None:
@@ -53,6 +68,11 @@ class TuneRunner(QObject):
         gpus = [d for d in build.devices if d.kind == "gpu"]
         budget = budget_for(gpus, request.vram_budget) if gpus else None
         hardware = hardware or detect(nvml=False)  # tuned before the app state found the machine
+        if gpus:  # remembered, or measured now (the first tuning on this machine)
+            kernels = ensure_expert_read(client, request.start.n_threads or None,
+                                         progress=self._probe_step.emit, cancel=self.cancel)
+            if kernels is not None:
+                self._kernels_timed.emit(kernels)
         measurer = Measurer(client, path, gpu_budget=budget.usable if budget else None, cancel=self.cancel)
         result = autotune(measurer, model, request.start, budget,  # type: ignore[arg-type]
                           physical_cores=hardware.cpu.physical_cores, time_limit=request.seconds,
@@ -66,6 +86,11 @@ class TuneRunner(QObject):
         # the winner stays loaded (and a restart loads it again)
         params = LoadParams(model=str(path), placement=result.best.plan)
         return JobOutcome(result, client.load(params), params)
+
+    def _remember_kernels(self, kernels: ExpertReadRate) -> None:
+        """The advisor's pages predict from the rate (the app state's RAM figures carry it)."""
+        if self.state.ram is not None and self.state.ram.expert_read != kernels:
+            self.state.set_ram(replace(self.state.ram, expert_read=kernels))
 
     def _done(self, result: TuneResult) -> None:
         self.panel.show_result(result, self.n_layer)
