@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,13 +36,11 @@ LAYERS = (2, 4, 8)
 EXPERTS = (2, 4, 8)
 
 
-def placement() -> dict[str, object]:
+def has_gpu() -> bool:
     """With a GPU, llama.cpp's --cpu-moe (the case this measures); else everything on the CPU."""
     from app.engine import ggml_backend
 
-    if any(name != "CPU" for name in ggml_backend.backends()):
-        return {"experts_in_ram": "all", "split_mode": "none"}
-    return {"n_gpu_layers": 0, "experts_in_ram": "none"}
+    return any(name != "CPU" for name in ggml_backend.backends())
 
 
 def worker(model: str, k: int, threads: int, tokens: int) -> float:
@@ -49,11 +48,12 @@ def worker(model: str, k: int, threads: int, tokens: int) -> float:
     import llama_cpp
 
     from app.engine.llama_params import context_params, model_params
-    from app.engine.placement import PlacementPlan
     from app.gguf.info import read_model
+    from app.tune.expert_read_probe import probe_plan
 
     info = read_model(Path(model))
-    plan = PlacementPlan(n_ctx=256, repack=False, n_threads=threads, n_expert_used=k, **placement())
+    # the kernel probe's placement (the app's two-point version of this fit)
+    plan = replace(probe_plan(k, threads, has_gpu()), n_ctx=256)
     llama_cpp.llama_backend_init()
     progress = llama_cpp.llama_progress_callback(lambda *_: True)
     mp = model_params(plan, info.n_layer, info.architecture, progress)
@@ -103,7 +103,7 @@ def main() -> None:
             (models[n_layer],) = write_synthetic_model(Path(tmp) / f"q30-{n_layer}l.gguf", spec)
         info = read_model(models[LAYERS[0]])
         expert = info.expert_bytes()
-        where = ("the rest of each layer on the GPU" if placement()["experts_in_ram"] == "all"
+        where = ("the rest of each layer on the GPU" if has_gpu()
                  else "CPU only: the layer's attention weights read too")
         print(f"Qwen3-30B-A3B layer shapes, {expert / 2**20:.2f} MiB an expert, {threads} threads, "
               f"routed experts in RAM in the file's layout (not repacked), {where}")

@@ -139,12 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             plan_view = evaluate(model, machine, plan, ram=ram, predict_speed=False, build=build)
             decode, prefill, n_prompt = measure(engine, str(args.model), plan_view.placement,
                                                 args.prompt_words, args.n_gen, args.repeats)
-            gpus = {g.device: g.gpu for g in plan_view.gpus}
-            predicted, unprobed = (
-                predict(model, plan_view.placement, gpus, r, machine.cpu.physical_cores, n_prompt, args.n_gen)
-                for r in (ram, replace(ram, expert_read=None)))
-            rows.append(Row(name, predicted, decode, prefill, n_prompt,
-                            unprobed if ram.expert_read else None))
+            gpus, cores = {g.device: g.gpu for g in plan_view.gpus}, machine.cpu.physical_cores
+            predicted = predict(model, plan_view.placement, gpus, ram, cores, n_prompt, args.n_gen)
+            unprobed = (predict(model, plan_view.placement, gpus, replace(ram, expert_read=None), cores,
+                                n_prompt, args.n_gen) if ram.expert_read else None)
+            rows.append(Row(name, predicted, decode, prefill, n_prompt, unprobed))
             print(f"{name}: decode {decode:.1f} t/s, prefill {prefill:.0f} t/s "
                   f"({n_prompt} prompt tokens)", flush=True)
     print(f"\n{model.name}, {args.n_gen} tokens after a {rows[0].prompt_tokens}-token prompt, "

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,12 +18,7 @@ from app.hardware.expert_read import (
     record_expert_read,
 )
 from app.hardware.probe_cache import CACHE_FILE, cpu_key
-
-
-def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MOEDESK_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
-                          timeout=300, env=env)
+from tests.test_hostile_cli import cli
 
 
 def test_probe_cpu_times_the_kernels_and_the_advisor_reads_the_rate(

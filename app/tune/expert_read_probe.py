@@ -52,10 +52,10 @@ def probe_spec() -> SyntheticSpec:
 def probe_plan(experts_used: int, threads: int, has_gpu: bool) -> PlacementPlan:
     """The probe's placement: the routed experts on the CPU in the file's layout."""
     # the context holds the measurer's calibration prompt (~650 tokens)
-    base = PlacementPlan(n_ctx=1024, n_threads=threads, n_expert_used=experts_used)
-    if has_gpu:  # llama.cpp's --cpu-moe: its host buffer keeps the file's layout
+    base = PlacementPlan(n_ctx=1024, n_threads=threads, n_expert_used=experts_used, repack=False)
+    if has_gpu:  # llama.cpp's --cpu-moe (its host buffer keeps the file's layout anyway)
         return replace(base, experts_in_ram="all", split_mode="none")
-    return replace(base, n_gpu_layers=0, repack=False)
+    return replace(base, n_gpu_layers=0)
 
 
 def measure_expert_read(client: EngineClient, *, threads: int | None = None,
