@@ -58,17 +58,24 @@ def probe_plan(experts_used: int, threads: int, has_gpu: bool) -> PlacementPlan:
     return replace(base, n_gpu_layers=0)
 
 
+def engine_has_gpu(client: EngineClient) -> bool:
+    return any(d.kind == "gpu" for d in client.info().devices)
+
+
 def measure_expert_read(client: EngineClient, *, threads: int | None = None,
                         spec: SyntheticSpec | None = None, folder: Path | None = None,
                         decode_tokens: int = DECODE_TOKENS, rounds: int = ROUNDS,
+                        has_gpu: bool | None = None,
                         progress: Callable[[str], None] = lambda _line: None,
                         cancel: threading.Event | None = None) -> ExpertReadRate:
     """Run the probe on ``client``'s engine (its model is unloaded) and return the rate; the
     model is written to a temporary folder in ``folder`` (default: the system's) and removed.
-    ``cancel`` set stops it between runs (TuneCancelled)."""
+    ``has_gpu``: whether the engine has one (None: ask it). ``cancel`` set stops it between
+    runs (TuneCancelled)."""
     spec = spec or probe_spec()
     threads = threads or default_threads()
-    has_gpu = any(d.kind == "gpu" for d in client.info().devices)
+    if has_gpu is None:
+        has_gpu = engine_has_gpu(client)
     seconds: dict[int, list[float]] = {k: [] for k in EXPERTS_USED}
     with tempfile.TemporaryDirectory(prefix="moedesk-kernel-probe-", dir=folder) as tmp:
         progress(f"writing a {spec.n_layer}-layer synthetic model")
@@ -110,10 +117,11 @@ def ensure_expert_read(client: EngineClient, threads: int | None = None, *, fold
     known = cached_expert_read()
     if known is not None and known.threads == threads:
         return known
-    if not any(d.kind == "gpu" for d in client.info().devices):
+    if not engine_has_gpu(client):
         return None
     try:
-        rate = measure_expert_read(client, threads=threads, folder=folder, progress=progress, cancel=cancel)
+        rate = measure_expert_read(client, threads=threads, folder=folder, has_gpu=True,
+                                   progress=progress, cancel=cancel)
     except ProbeError as exc:
         log.warning("kernel probe: %s", exc)
         return None

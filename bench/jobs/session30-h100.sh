@@ -2,7 +2,9 @@
 # One GPU, ~25 min held; most wanted first (a call cut short brings back what is done; see
 # bench/device_job.sh). Left by the twentieth session for the next lease:
 # 1. the CUDA build (patch 0004: paced copies and a CPU split's results queued, now on by
-#    default; the =1 paths ran in the twentieth session) and the cache's GPU tests;
+#    default; the =1 paths ran in the twentieth session; the switches read through one helper
+#    and the twin loops made one since, in the session after, which had no device) and the
+#    cache's GPU tests;
 # 2. issue 19's kernel probe (moedesk-cli probe-cpu: llama.cpp's CPU kernels timed on routed
 #    experts by decoding), then the advisor's predictions against the engine on the 30B shape,
 #    with the probe's rate and from the RAM probe alone (bench/predict_vs_measure.py prints
