@@ -15,7 +15,8 @@ from app.engine.placement import PlacementPlan
 from app.gguf.info import kv_bytes_per_layer
 from app.hardware.bandwidth import RamBandwidth
 from app.hardware.expert_read import ExpertReadRate
-from tests.test_advisor import QWEN3_30B_Q4
+from app.synthetic import SyntheticSpec
+from tests.test_advisor import QWEN3_30B_Q4, model_from_spec
 from tests.test_advisor_gpus import H100
 
 GB = 1e9
@@ -114,6 +115,28 @@ def test_the_cpu_kernels_measured_rate_times_weights_in_the_file_s_layout() -> N
     cpu_file = plan(n_gpu_layers=0, repack=False)
     assert predict(QWEN3_30B_Q4, cpu_file, {}, timed, 16).decode.mid < 0.9 * predict(
         QWEN3_30B_Q4, cpu_file, {}, SERVER_RAM, 16).decode.mid
+
+
+def test_the_cpu_kernels_rate_follows_the_type_of_each_weight() -> None:
+    # the kernel probe times Q4_0; other types' kernels stream at their own rates
+    # (CPU_KERNEL_RATE): where the cores bound the CPU a weight takes about as long in Q6_K as
+    # in Q4_0, and about twice as long in IQ2_XXS (its grid lookups)
+    models = {q: model_from_spec(SyntheticSpec.preset("qwen3-30b-a3b", expert_quant=q))
+              for q in ("Q4_0", "Q6_K", "IQ2_XXS")}
+    cores_bound = dataclasses.replace(SERVER_RAM, expert_read=ExpertReadRate(20e9, 16, "Q4_0"))
+    decode = {q: predict(m, plan("all"), ON_GPU, cores_bound, 16) for q, m in models.items()}
+    experts = {q: decode[q].decode_bytes["CPU"] for q in models}
+    assert experts["Q6_K"] > 1.4 * experts["Q4_0"] and experts["IQ2_XXS"] < 0.5 * experts["Q4_0"]
+    assert decode["Q6_K"].decode.mid == pytest.approx(decode["Q4_0"].decode.mid, rel=0.05)
+    assert decode["IQ2_XXS"].decode.mid < 1.05 * decode["Q4_0"].decode.mid
+    # the RAM probe alone (no kernel rate): the i-quant's kernels still bound it
+    estimated = {q: predict(m, plan("all"), ON_GPU, SERVER_RAM, 16).decode.mid for q, m in models.items()}
+    assert estimated["IQ2_XXS"] < 1.3 * estimated["Q4_0"]
+    # where RAM bounds the CPU (its kernels timed at 200 GB/s, its RAM read at 80) the faster
+    # kernels gain nothing: each type's bytes count
+    ram_bound = dataclasses.replace(SERVER_RAM, expert_read=ExpertReadRate(200e9, 16, "Q4_0"))
+    fast = {q: predict(models[q], plan("all"), ON_GPU, ram_bound, 16).decode.mid for q in ("Q4_0", "Q6_K")}
+    assert fast["Q6_K"] < 0.8 * fast["Q4_0"]
 
 
 def test_prefill_with_experts_in_ram_copies_them_over_pcie_per_ubatch() -> None:

@@ -16,7 +16,7 @@ import pytest
 from app import synthetic
 from app.engine import ggml_backend
 from app.engine.routing_stats import RoutingCounters, routing_counters, routing_stats
-from app.synthetic import SyntheticSpec, estimate_size_bytes, write_synthetic_model
+from app.synthetic import SyntheticSpec, estimate_size_bytes, weights, write_synthetic_model
 from app.synthetic.routing import ring_positions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +145,38 @@ def test_other_quants_give_sane_logits(tmp_path: Path, quant: str) -> None:
     logits = _last_logits(_load(path), SENTENCE)
     assert np.isfinite(logits).all()
     assert 0.5 < logits.std() < 20
+
+
+SUPER_BLOCK_TYPES = sorted(set(synthetic.spec.EXPERT_QUANT_TYPES) - set(synthetic.QUANT_TYPES) - {"MXFP4"})
+
+
+@pytest.mark.parametrize("quant", SUPER_BLOCK_TYPES)
+def test_k_and_i_quant_experts_have_the_planned_rms_and_no_bias(quant: str) -> None:
+    qtype = gguf.GGMLQuantizationType[quant]
+    t = synthetic.TensorPlan("blk.0.ffn_up_exps.weight", (256, 64, 4), qtype, "reader", rms=0.02)
+    rows = weights._random_quant_blocks(np.random.default_rng(1), t, t.n_rows)
+    values = gguf.quants.dequantize(rows.reshape(t.n_rows, -1), qtype)
+    assert np.isfinite(values).all()
+    assert np.sqrt(np.mean(np.square(values))) == pytest.approx(0.02, rel=0.15)
+    # each block may carry a bias near its RMS (k-quants subtract a positive minimum); the
+    # blocks' random signs cancel it over the 256 here, to about 1/16 of that
+    assert abs(values.mean()) < 0.25 * 0.02
+
+
+@pytest.mark.parametrize("quant", SUPER_BLOCK_TYPES)
+def test_k_and_i_quant_experts_give_sane_logits(tmp_path: Path, quant: str) -> None:
+    spec = SyntheticSpec.preset("tiny", n_embd=256, n_ff_exp=256, expert_quant=quant)
+    (path,) = write_synthetic_model(tmp_path / "m.gguf", spec)
+    experts = [t for t in gguf.GGUFReader(path).tensors if "_exps" in t.name]
+    assert {t.tensor_type.name for t in experts} == {quant}
+    logits = _last_logits(_load(path), SENTENCE)
+    assert np.isfinite(logits).all()
+    assert 0.5 < logits.std() < 20
+
+
+def test_super_block_experts_need_widths_of_whole_super_blocks() -> None:
+    with pytest.raises(ValueError, match="multiples of 256"):
+        SyntheticSpec.preset("tiny", expert_quant="Q4_K")  # n_embd 128
 
 
 def test_mixtral_style_llama_arch_generates(tmp_path: Path) -> None:

@@ -48,11 +48,18 @@ MEASURED_CPU_READ_EFFICIENCY: Range = (0.85, 1.15)
 # compute 5.7-6.1 ms a token against thrifty's 7.1-7.5 with fewer misses; docs/benchmarks.md,
 # "Twentieth session").
 SHARED_RAM_EFFICIENCY: Range = (0.85, 1.0)
-# Types whose CPU dot products run slower than the bandwidth they read, as a share of it:
-# gpt-oss's MXFP4 experts in RAM (measured on the H200 host's 16 Xeon cores, issue 19). Not
-# applied on top of a measured kernel rate (Q4_0's, itself under the bandwidth): with it the
-# dev machine's gpt-oss decode came out 36% low, without it 24%.
-CPU_KERNEL_SPEED = {"MXFP4": 0.55}
+# The CPU kernels' read rate for weights of each type in the file's layout, against Q4_0's (the
+# kernel probe's type): the kernel probe run with the routed experts in each type on the dev
+# machine's Xeon (AVX-512 VNNI, 2 threads: bound by its cores), medians of 5 passes, each
+# against the same pass's Q4_0 (docs/benchmarks.md, "Kernel rate by type"). A weight takes
+# about as long in Q4_0, Q4_K, Q6_K and Q8_0 (int8 dot products), so the wider types stream
+# more bytes a second; the i-quants' grid lookups take about twice as long a weight. MXFP4:
+# 0.62-0.73 there; 0.65 keeps gpt-oss's H200 and H100 decodes with experts in RAM within 25%
+# (0.68 puts one 26% high). Unlisted types: Q4_0's rate. Where RAM bounds the CPU instead, the
+# faster types gain nothing (DeviceRates.read_rate).
+CPU_KERNEL_RATE = {"Q8_0": 1.45, "Q6_K": 1.45, "Q5_K": 1.15, "Q4_K": 1.15, "Q3_K": 1.05, "Q2_K": 1.15,
+                   "IQ4_XS": 0.95, "IQ3_S": 0.55, "IQ3_XXS": 0.6, "IQ2_S": 0.65, "IQ2_XS": 0.5,
+                   "IQ2_XXS": 0.45, "IQ1_M": 0.5, "IQ1_S": 0.45, "MXFP4": 0.65}
 # Share of the GPU's fp16 tensor peak llama.cpp's quantized matmul (MMQ) reaches in prefill
 # of dense layers (pp512 figures of llama-bench on datacenter and desktop GPUs).
 GPU_FLOPS_EFFICIENCY: Range = (0.08, 0.20)
@@ -96,15 +103,18 @@ class DeviceRates:
         """Bytes/s the CPU's reads and the copy engine's reach together from RAM."""
         return self.bandwidth * (SHARED_RAM_EFFICIENCY if self.kernel_bw else CPU_BW_EFFICIENCY)[end]
 
-    def read_rate(self, end: int, gpu: bool) -> float:
-        """Bytes/s the device's kernels read weights at, at the range's ``end``."""
+    def read_rate(self, end: int, gpu: bool, kernel_speed: float = 1.0) -> float:
+        """Bytes/s the device's kernels read weights at, at the range's ``end``. ``kernel_speed``:
+        the CPU's kernels on these weights' types against Q4_0's (TokenWork.kernel_speed); it
+        scales what the cores bound, not what RAM does (a slower type slows both)."""
         if gpu:
             return self.bandwidth * GPU_BW_EFFICIENCY[end]
         if self.kernel_bw:
-            return self.kernel_bw * MEASURED_CPU_READ_EFFICIENCY[end]
-        rate = self.bandwidth * CPU_BW_EFFICIENCY[end]
+            return min(self.kernel_bw * kernel_speed * MEASURED_CPU_READ_EFFICIENCY[end],
+                       self.bandwidth * SHARED_RAM_EFFICIENCY[end])
+        rate = self.bandwidth * CPU_BW_EFFICIENCY[end] * min(kernel_speed, 1.0)
         if self.thread_bw:
-            rate = min(rate, self.thread_bw * CPU_THREAD_EFFICIENCY[end])
+            rate = min(rate, self.thread_bw * CPU_THREAD_EFFICIENCY[end] * kernel_speed)
         return rate
 
     def copy_rate(self, end: int, mapped_file: bool, ram: RamBandwidth) -> float:
@@ -131,7 +141,9 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_thread
     cpu_bw = min(ram.read_bw, threads * ram.read_bw_1)
     cpu_flops = ram.matmul_flops * min(1.0, threads / max(physical_cores, 1))
     kernels = ram.expert_read
-    kernel_bw = kernels.bytes_per_s if kernels and kernels.threads == threads and file_layout else 0.0
+    kernel_bw = 0.0  # as Q4_0's rate (CPU_KERNEL_RATE scales it to each weight's type)
+    if kernels and kernels.threads == threads and file_layout:
+        kernel_bw = kernels.bytes_per_s / CPU_KERNEL_RATE.get(kernels.quant, 1.0)
     source = f"{cpu_bw / 1e9:.0f} GB/s measured" + (
         f", its kernels {kernel_bw / 1e9:.0f} GB/s measured by decoding" if kernel_bw else "")
     rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=source,

@@ -135,9 +135,7 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
         seconds += GPU_TOKEN_S[end]
     for device, n_bytes in read.items():
         gpu = device != CPU_DEVICE
-        if not rates[device].kernel_bw:  # CPU_KERNEL_SPEED is a share of the RAM probe's rate
-            n_bytes += work.slow_bytes.get(device, 0.0)
-        reading = n_bytes / rates[device].read_rate(end, gpu)
+        reading = n_bytes / rates[device].read_rate(end, gpu, work.kernel_speed.get(device, 1.0))
         if not gpu and beside:  # what the CPU and the copy engine read must pass RAM's bandwidth
             reading = max(reading, (n_bytes + beside) / rates[device].shared_read_rate(end))
         seconds += reading

@@ -14,8 +14,13 @@ import gguf
 Q = gguf.GGMLQuantizationType  # short: the tensor plan names many types
 Shape = tuple[int, ...]  # ggml order: row length (ne0) first
 QUANT_TYPES = {"Q4_0": Q.Q4_0, "Q8_0": Q.Q8_0, "F16": Q.F16}
-# gpt-oss ships its routed experts in MXFP4 (32 FP4 values with one power-of-two scale)
-EXPERT_QUANT_TYPES = {**QUANT_TYPES, "MXFP4": Q.MXFP4}
+# gpt-oss ships its routed experts in MXFP4 (32 FP4 values with one power-of-two scale); the
+# k-quants and i-quants of llama.cpp's Q2_K..Q6_K and unsloth's dynamic quants (256-value
+# super-blocks) for timing the CPU's kernels on them (random blocks: no quantization)
+EXPERT_QUANT_TYPES = {**QUANT_TYPES, "MXFP4": Q.MXFP4,
+                      **{name: Q[name] for name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ1_S", "IQ1_M",
+                                                    "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S",
+                                                    "IQ4_XS")}}
 ARCHITECTURES = ("qwen3moe", "llama", "deepseek2", "glm4moe", "gpt-oss")
 # tokenizer and chat template families (app/synthetic/tokenizer.py)
 TOKENIZERS = ("qwen3", "deepseek-v3", "kimi-k2", "glm4", "gpt-oss")
@@ -85,6 +90,11 @@ class SyntheticSpec:
         if self.expert_quant and self.expert_quant not in EXPERT_QUANT_TYPES:
             problems.append(f"expert_quant {self.expert_quant!r} is not one of "
                             f"{', '.join(EXPERT_QUANT_TYPES)}")
+        elif self.expert_quant:
+            block = gguf.GGML_QUANT_SIZES[EXPERT_QUANT_TYPES[self.expert_quant]][0]
+            if self.n_embd % block or self.n_ff_exp % block:
+                problems.append(f"expert_quant {self.expert_quant} needs n_embd and n_ff_exp "
+                                f"multiples of {block}")
         if self.arch == "deepseek2" and not (self.kv_lora_rank and self.rope_dim and self.v_head_dim
                                              and self.head_dim > self.rope_dim):
             problems.append("deepseek2 needs kv_lora_rank, v_head_dim and rope_dim < head_dim")

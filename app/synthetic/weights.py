@@ -1,6 +1,6 @@
 """The random but valid weights of a synthetic MoE model, chunk by chunk.
 
-Quantized matrices are random Q4_0/Q8_0 blocks (no float quantization); the router rows and a
+Quantized matrices are random blocks of their type (no float quantization); the router rows and a
 fixed "routing channel" in the hidden state make routing skew real (see _router); realistic
 routing adds a position code next to it (see app/synthetic/routing.py).
 """
@@ -76,7 +76,8 @@ def _close_channel(spec: SyntheticSpec, t: TensorPlan, row0: int, rows: np.ndarr
     zero in every type.
     """
     if t.kind in ("reader", "head"):
-        rows[:, : spec.closed_dims // 32] = 0
+        block = gguf.GGML_QUANT_SIZES[t.qtype][0] if t.qtype != Q.F16 else 32
+        rows[:, : -(-spec.closed_dims // block)] = 0
     elif t.kind == "writer":
         out_dim = (row0 + np.arange(len(rows))) % t.shape[1]
         rows[out_dim < spec.closed_dims] = 0
@@ -136,9 +137,11 @@ def _random_rows(
 
 
 def _random_quant_blocks(rng: np.random.Generator, t: TensorPlan, n_rows: int) -> np.ndarray:
-    """Random Q4_0/Q8_0/MXFP4 blocks as (rows, blocks per row, block bytes)."""
+    """Random blocks of ``t.qtype`` as (rows, blocks per row, block bytes)."""
     _, size = gguf.GGML_QUANT_SIZES[t.qtype]
     raw = _random_bytes(rng, n_rows * t.row_bytes)
+    if t.qtype in _SUPER_BLOCK_SCALES:
+        return _random_super_blocks(raw, t).reshape(n_rows, -1, size)
     if t.qtype == Q.MXFP4:
         # one E8M0 scale byte, 2^(e-128) per level (ggml_e8m0_to_fp32_half), then 16 nibble bytes
         blocks = raw.reshape(-1, size)
@@ -159,6 +162,53 @@ def _random_quant_blocks(rng: np.random.Generator, t: TensorPlan, n_rows: int) -
     else:
         blocks[:, 1] = scale[1]
     return blocks.reshape(n_rows, -1, size)
+
+
+# Byte offsets of the fp16 scales of each 256-value super-block (ggml-common.h: d, then dmin
+# where the type has one); their other bytes (sub-block scales, levels, grid indices) are
+# valid whatever their value. IQ1_M has no such field (see _set_scales).
+_SUPER_BLOCK_SCALES = {Q.Q2_K: (80, 82), Q.Q3_K: (108,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2),
+                       Q.Q6_K: (208,), Q.IQ1_S: (0,), Q.IQ1_M: (), Q.IQ2_XXS: (0,), Q.IQ2_XS: (0,),
+                       Q.IQ2_S: (0,), Q.IQ3_XXS: (0,), Q.IQ3_S: (0,), Q.IQ4_XS: (0,)}
+_IQ1_M_SCALES = 48  # IQ1_M: qs[32], qh[16], then 4 uint16 scales whose top nibbles hold the fp16
+
+
+def _set_scales(blocks: np.ndarray, qtype: Q, scale: np.float16, negative: np.ndarray | int = 0) -> None:
+    """Write ``scale`` (its sign bit or'ed with ``negative``, 0x80 or 0 a block) as every fp16
+    scale of each super-block in ``blocks`` (blocks, bytes)."""
+    low, high = np.frombuffer(scale.tobytes(), dtype=np.uint8)
+    if qtype == Q.IQ1_M:
+        bits = int(low) | int(high) << 8  # nibble i of the fp16 in the top nibble of scales[i]
+        for i in range(4):
+            at = _IQ1_M_SCALES + 2 * i + 1
+            blocks[:, at] = (blocks[:, at] & 0x0F) | ((bits >> 4 * i & 0xF) << 4)
+        blocks[:, _IQ1_M_SCALES + 7] |= negative
+        return
+    for at in _SUPER_BLOCK_SCALES[qtype]:
+        blocks[:, at] = low
+        blocks[:, at + 1] = high | negative
+
+
+@functools.cache
+def _super_block_rms(qtype: Q) -> float:
+    """RMS of the weights of random super-blocks of ``qtype`` whose fp16 scales are 1."""
+    _, size = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = np.random.default_rng(SEED_CHANNEL).integers(0, 256, (4096, size), dtype=np.uint8)
+    _set_scales(blocks, qtype, np.float16(1.0))
+    return float(np.sqrt(np.mean(np.square(gguf.quants.dequantize(blocks, qtype), dtype=np.float64))))
+
+
+def _random_super_blocks(raw: np.ndarray, t: TensorPlan) -> np.ndarray:
+    """``raw`` as blocks of a k- or i-quant whose weights have RMS ``t.rms``: the fp16 scales
+    set, each block's sign random (d and dmin both: the block negated), so that no bias shared
+    by every weight adds one direction to every hidden state (see the Q4_0 case)."""
+    _, size = gguf.GGML_QUANT_SIZES[t.qtype]
+    blocks = raw.reshape(-1, size)
+    negative = blocks[:, size - 1] & 0x80  # a random bit of the block's own levels
+    # Q5_K, Q6_K and IQ4_XS need scales under fp16's normal range for a matrix's RMS (their
+    # random sub-block scales are large): fp16 subnormals convert exactly to fp32 normals
+    _set_scales(blocks, t.qtype, np.float16(max(t.rms / _super_block_rms(t.qtype), 2.0**-24)), negative)
+    return blocks
 
 
 def _chunk(spec: SyntheticSpec, index: int, t: TensorPlan, row0: int, n_rows: int) -> np.ndarray:

@@ -29,6 +29,7 @@ import numpy as np
 
 from app.gguf.info import shard_names
 from app.synthetic.spec import (
+    EXPERT_QUANT_TYPES,
     PRESETS,
     QUANT_TYPES,
     ROUTING_MODES,
@@ -307,6 +308,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--experts-used", type=int, help="experts chosen per token")
     parser.add_argument("--quant", choices=sorted(QUANT_TYPES), help="type of the big matrices "
                         "(gpt-oss presets keep their MXFP4 experts)")
+    parser.add_argument("--expert-quant", choices=sorted(EXPERT_QUANT_TYPES),
+                        help="type of the routed experts when not --quant's")
     parser.add_argument("--routing-skew", type=float, help="0 = uniform routing; 1 = strong")
     parser.add_argument("--routing", choices=ROUTING_MODES,
                         help="realistic: skewed and local from token to token like Qwen3's "
@@ -324,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         n_expert=args.experts,
         n_expert_used=args.experts_used,
         quant=args.quant,
+        expert_quant=args.expert_quant,
         routing_skew=args.routing_skew,
         routing=args.routing,
         split=args.split,

@@ -14,7 +14,8 @@
 #    load for the 1.36x (12.5%) and 1.50x (25%) the twentieth session measured with both on;
 # 4. depth 8192 at the new defaults (192 tokens: the profile's later windows hold no prompt
 #    graph), the 30B shape (1.15x / 1.19x as built) and the 235B shape at both budgets;
-# 5. every GPU test (the kernel probe's GPU test among them); 6. uniform routing (below).
+# 5. every GPU test (the kernel probe's GPU test among them); 6. uniform routing; 7. kernel
+#    rate by quant type (below).
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 # the host's cores and caches: are the 16 CPUs 16 cores or 8 with two threads each (the CPU
 # compute of one graph varied by half between loads)?
@@ -35,3 +36,8 @@ REPEATS=1 KEEP_MODEL= VARIANTS=q235:realistic BUDGETS="0.125 0.25" MODES=sweep,d
 #    the queued copies took ~1-2 ms off each cached token; the target is 0.98x)
 REPEATS=1 KEEP_MODEL= VARIANTS=q30:uniform BUDGETS=0.25 MODES=sweep,dynamic \
     bash bench/jobs/expert-cache-policy-h200.sh
+# 7. (if time is left) issue 19: the CPU kernels' rate by quant type against Q4_0 on this host's
+#    16 cores (the speed model's CPU_KERNEL_RATE was measured on the dev machine's 2)
+echo "=== kernel rate by type ($(date +%T))"
+python3 bench/kernel_rate_by_type.py --threads 16 --passes 1 --types Q4_K Q6_K Q2_K IQ2_XXS IQ1_M MXFP4 Q8_0 \
+    2>&1 | grep -E "^(pass|\|)"
