@@ -137,6 +137,10 @@ def test_the_cpu_kernels_rate_follows_the_type_of_each_weight() -> None:
     ram_bound = dataclasses.replace(SERVER_RAM, expert_read=ExpertReadRate(200e9, 16, "Q4_0"))
     fast = {q: predict(models[q], plan("all"), ON_GPU, ram_bound, 16).decode.mid for q in ("Q4_0", "Q6_K")}
     assert fast["Q6_K"] < 0.8 * fast["Q4_0"]
+    # a rate measured on another type counts as that type's: the same machine measured on Q6_K
+    as_q6 = dataclasses.replace(SERVER_RAM, expert_read=ExpertReadRate(20e9 * 1.45, 16, "Q6_K"))
+    assert predict(models["Q4_0"], plan("all"), ON_GPU, as_q6, 16).decode.mid == pytest.approx(
+        decode["Q4_0"].decode.mid, rel=1e-6)
 
 
 def test_prefill_with_experts_in_ram_copies_them_over_pcie_per_ubatch() -> None:
