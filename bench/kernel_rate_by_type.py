@@ -14,45 +14,46 @@ pass by 10-20%: run it on an otherwise idle one, with several passes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 
 from app.engine.client import EngineClient
-from app.synthetic.spec import EXPERT_QUANT_TYPES
-from app.tune.expert_read_probe import engine_has_gpu, measure_expert_read, probe_spec
-
-REFERENCE = "Q4_0"  # the probe's own type
+from app.tune.expert_read_probe import (
+    PROBE_TYPES,
+    REFERENCE_TYPE,
+    engine_has_gpu,
+    measure_expert_read,
+    probe_spec,
+)
 
 
 def rate(client: EngineClient, quant: str, threads: int, has_gpu: bool) -> float:
-    spec = dataclasses.replace(probe_spec(), expert_quant="" if quant == REFERENCE else quant)
-    return measure_expert_read(client, threads=threads, spec=spec, has_gpu=has_gpu).bytes_per_s
+    return measure_expert_read(client, threads=threads, spec=probe_spec(quant), has_gpu=has_gpu).bytes_per_s
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=0, help="0: the engine's default")
     parser.add_argument("--passes", type=int, default=5)
-    parser.add_argument("--types", nargs="*", default=[q for q in EXPERT_QUANT_TYPES if q != "F16"],
-                        help="expert types (default: every one the synthetic writer has but F16)")
+    parser.add_argument("--types", nargs="*", default=PROBE_TYPES,
+                        help="expert types (default: every one the probe can write)")
     args = parser.parse_args(argv)
-    types = [q for q in args.types if q != REFERENCE]
-    unknown = [q for q in types if q not in EXPERT_QUANT_TYPES]
+    types = [q for q in args.types if q != REFERENCE_TYPE]
+    unknown = [q for q in types if q not in PROBE_TYPES]
     if unknown:
         parser.error(f"not an expert type of the synthetic writer: {', '.join(unknown)}")
     ratios: dict[str, list[float]] = {q: [] for q in types}
     with EngineClient.spawn() as client:
         has_gpu = engine_has_gpu(client)
         for n in range(args.passes):
-            first = rate(client, REFERENCE, args.threads, has_gpu)
+            first = rate(client, REFERENCE_TYPE, args.threads, has_gpu)
             rates = {q: rate(client, q, args.threads, has_gpu) for q in types}
-            last = rate(client, REFERENCE, args.threads, has_gpu)
+            last = rate(client, REFERENCE_TYPE, args.threads, has_gpu)
             reference = (first + last) / 2
             for q in types:
                 ratios[q].append(rates[q] / reference)
-            print(f"pass {n + 1}: {REFERENCE} {first / 1e9:.2f} / {last / 1e9:.2f} GB/s; "
+            print(f"pass {n + 1}: {REFERENCE_TYPE} {first / 1e9:.2f} / {last / 1e9:.2f} GB/s; "
                   + " ".join(f"{q} {ratios[q][-1]:.2f}" for q in types), flush=True)
-    print(f"\n| type | rate against {REFERENCE} (median) | passes' range |\n|---|---|---|")
+    print(f"\n| type | rate against {REFERENCE_TYPE} (median) | passes' range |\n|---|---|---|")
     for q in types:
         print(f"| {q} | {statistics.median(ratios[q]):.2f} | {min(ratios[q]):.2f}-{max(ratios[q]):.2f} |")
     return 0

@@ -29,18 +29,23 @@ def test_probe_cpu_times_the_kernels_and_the_advisor_reads_the_rate(
     assert before.returncode == 0, before.stderr
     assert "'moedesk-cli probe-cpu' times them" in before.stdout
 
-    done = cli("probe-cpu", "--dir", str(scratch), home=home)
+    unknown = cli("probe-cpu", "--type", "Q9_K", home=home)
+    assert unknown.returncode == 2 and "cannot time Q9_K" in unknown.stdout and "IQ1_M" in unknown.stdout
+
+    done = cli("probe-cpu", "--dir", str(scratch), "--type", "Q6_K", home=home)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "remembered for this machine" in done.stdout
-    assert list(scratch.iterdir()) == []  # the probe's 0.7 GB model is gone
+    assert list(scratch.iterdir()) == []  # the probe's models are gone
 
     monkeypatch.setenv("MOEDESK_HOME", str(home))
     rate = ram_bandwidth().expert_read
     assert rate is not None and rate.cpu == cpu_key() and rate.quant == "Q4_0"
     assert rate.threads == default_threads()
     assert 1e8 < rate.bytes_per_s < 1e13  # between a slow laptop's core and past any RAM
+    # Q6_K against Q4_0, timed the same way (1.30-1.62x on the dev machine)
+    assert list(rate.type_speeds) == ["Q6_K"] and 0.5 < rate.type_speeds["Q6_K"] < 3
     after = cli("hardware", "--models-dir", str(tmp_path), home=home)
-    assert rate.describe() in after.stdout
+    assert rate.describe() in after.stdout and "Q6_K" in rate.describe()
 
 
 def test_a_rate_from_another_machine_or_version_is_not_used(tmp_path: Path) -> None:
@@ -55,12 +60,21 @@ def test_a_rate_from_another_machine_or_version_is_not_used(tmp_path: Path) -> N
     data = json.loads(cache.read_text())
     for damaged in ({"bytes_per_s": "fast", "cpu": cpu_key(), "version": rate.version},
                     {**dataclasses.asdict(rate), "bytes_per_s": "fast"},
-                    {**dataclasses.asdict(rate), "threads": 0}):
+                    {**dataclasses.asdict(rate), "threads": 0},
+                    {**dataclasses.asdict(rate), "type_speeds": {"Q6_K": -1}},
+                    {**dataclasses.asdict(rate), "type_speeds": [1.4]}):
         data[CACHE_KEY] = damaged
         cache.write_text(json.dumps(data))
         assert cached_expert_read(cache) is None
     with pytest.raises(ValueError, match="positive"):
         record_expert_read(dataclasses.replace(rate, bytes_per_s=0.0), cache)
+    # an entry from before the types were timed reads as one with none
+    data[CACHE_KEY] = {k: v for k, v in dataclasses.asdict(rate).items() if k != "type_speeds"}
+    cache.write_text(json.dumps(data))
+    assert cached_expert_read(cache) == rate
+    typed = dataclasses.replace(rate, type_speeds={"Q6_K": 1.4, "IQ1_M": 0.5})
+    record_expert_read(typed, cache)
+    assert cached_expert_read(cache) == typed
 
 
 @pytest.mark.gpu
@@ -81,6 +95,11 @@ def test_beside_a_gpu_the_probe_times_experts_in_the_file_s_layout_and_the_advis
         rate = ensure_expert_read(client, folder=tmp_path)
         assert rate is not None and cached_expert_read() == rate
         assert ensure_expert_read(client, progress=pytest.fail) == rate
+        # tuning a model of other expert types times those too, once
+        typed = ensure_expert_read(client, types=["Q4_K"], folder=tmp_path)
+        assert typed is not None and typed.bytes_per_s == rate.bytes_per_s
+        assert 0.5 < typed.type_speeds["Q4_K"] < 3 and cached_expert_read() == typed
+        assert ensure_expert_read(client, types=["Q4_K"], progress=pytest.fail) == typed
     assert 1e9 < rate.bytes_per_s < 1e13 and rate.threads == default_threads()
     ram = measure_ram(buffer_bytes=64 << 20)
     plan = PlacementPlan(n_ctx=4096, n_threads=rate.threads, experts_in_ram="all")
@@ -105,5 +124,20 @@ def test_tuning_times_the_kernels_only_beside_a_gpu_and_once(
         known = ExpertReadRate(bytes_per_s=9e9, threads=3, quant="Q4_0", cpu=cpu_key())
         record_expert_read(known)
         assert ensure_expert_read(client, 3, progress=pytest.fail) == known
+        assert ensure_expert_read(client, 3, types=["Q6_K"], progress=pytest.fail) == known
         assert ensure_expert_read(client, 4, progress=pytest.fail) is None  # other threads, no GPU
 
+
+
+def test_tuning_times_a_model_s_own_expert_types() -> None:
+    from app.synthetic import SyntheticSpec
+    from app.tune.expert_read_probe import PROBE_TYPES, expert_types
+    from tests.test_advisor import model_from_spec
+
+    def types(preset: str, **fields: str) -> list[str]:
+        return expert_types(model_from_spec(SyntheticSpec.preset(preset, **fields)))
+
+    assert types("qwen3-30b-a3b") == []  # Q4_0: the probe's own
+    assert types("qwen3-30b-a3b", expert_quant="IQ1_M") == ["IQ1_M"]
+    assert types("gpt-oss-20b") == ["MXFP4"]
+    assert "Q4_0" not in PROBE_TYPES and "F16" not in PROBE_TYPES and "Q6_K" in PROBE_TYPES

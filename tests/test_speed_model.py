@@ -141,6 +141,11 @@ def test_the_cpu_kernels_rate_follows_the_type_of_each_weight() -> None:
     as_q6 = dataclasses.replace(SERVER_RAM, expert_read=ExpertReadRate(20e9 * 1.45, 16, "Q6_K"))
     assert predict(models["Q4_0"], plan("all"), ON_GPU, as_q6, 16).decode.mid == pytest.approx(
         decode["Q4_0"].decode.mid, rel=1e-6)
+    # a type timed on this machine replaces the table's figure: IQ2_XXS as fast a byte as Q4_0
+    timed = dataclasses.replace(cores_bound, expert_read=dataclasses.replace(
+        cores_bound.expert_read, type_speeds={"IQ2_XXS": 1.0}))
+    faster = predict(models["IQ2_XXS"], plan("all"), ON_GPU, timed, 16).decode.mid
+    assert faster > 1.5 * decode["IQ2_XXS"].decode.mid
 
 
 def test_prefill_with_experts_in_ram_copies_them_over_pcie_per_ubatch() -> None:

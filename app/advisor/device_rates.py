@@ -12,7 +12,7 @@ the rate llama.cpp's own kernels were timed at on this machine with the same thr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.advisor.gpu_specs import gpu_spec
 from app.engine.placement import CPU_DEVICE
@@ -96,8 +96,17 @@ class DeviceRates:
     # GPUs: host-to-device copies measured through the CUDA runtime (None: estimated)
     host_copy: HostCopyRates | None = None
     # the CPU: its kernels' read rate for weights in the file's layout, measured by decoding (0:
-    # not measured for this plan's threads, or its weights are repacked)
+    # not measured for this plan's threads, or its weights are repacked), as Q4_0's
     kernel_bw: float = 0.0
+    # the CPU: its kernels' speed on each weight type against Q4_0's (CPU_KERNEL_RATE, and the
+    # types the kernel probe timed on this machine)
+    kernel_speeds: dict[str, float] = field(default_factory=dict)
+
+    def kernel_speed(self, type_bytes: dict[str, float]) -> float:
+        """The CPU's kernels on weights of these types (bytes by type) against Q4_0's: the bytes
+        over those Q4_0 would read in the same time."""
+        as_q4_0 = sum(n / self.kernel_speeds.get(q, 1.0) for q, n in type_bytes.items())
+        return sum(type_bytes.values()) / as_q4_0 if as_q4_0 > 0 else 1.0
 
     def shared_read_rate(self, end: int) -> float:
         """Bytes/s the CPU's reads and the copy engine's reach together from RAM."""
@@ -141,14 +150,18 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_thread
     cpu_bw = min(ram.read_bw, threads * ram.read_bw_1)
     cpu_flops = ram.matmul_flops * min(1.0, threads / max(physical_cores, 1))
     kernels = ram.expert_read
-    kernel_bw = 0.0  # as Q4_0's rate (CPU_KERNEL_RATE scales it to each weight's type)
-    if kernels and kernels.threads == threads and file_layout:
-        kernel_bw = kernels.bytes_per_s / CPU_KERNEL_RATE.get(kernels.quant, 1.0)
+    kernel_bw = 0.0  # as Q4_0's rate (the kernel speeds scale it to each weight's type)
+    kernel_speeds = dict(CPU_KERNEL_RATE)
+    if kernels:
+        probed = CPU_KERNEL_RATE.get(kernels.quant, 1.0)
+        kernel_speeds |= {q: speed * probed for q, speed in kernels.type_speeds.items()}
+        if kernels.threads == threads and file_layout:
+            kernel_bw = kernels.bytes_per_s / probed
     source = f"{cpu_bw / 1e9:.0f} GB/s measured" + (
         f", its kernels {kernel_bw / 1e9:.0f} GB/s measured by decoding" if kernel_bw else "")
     rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=source,
                                      thread_bw=threads * ram.read_bw_1 if file_layout else 0.0,
-                                     kernel_bw=kernel_bw)}
+                                     kernel_bw=kernel_bw, kernel_speeds=kernel_speeds)}
     for device, gpu in gpus.items():
         spec = gpu_spec(gpu, device)
         # the probe measured CUDA device 0; a GPU of another name is not the one it measured

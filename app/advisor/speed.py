@@ -135,7 +135,8 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
         seconds += GPU_TOKEN_S[end]
     for device, n_bytes in read.items():
         gpu = device != CPU_DEVICE
-        reading = n_bytes / rates[device].read_rate(end, gpu, work.kernel_speed.get(device, 1.0))
+        kernel_speed = 1.0 if gpu else rates[device].kernel_speed(work.cpu_type_bytes)
+        reading = n_bytes / rates[device].read_rate(end, gpu, kernel_speed)
         if not gpu and beside:  # what the CPU and the copy engine read must pass RAM's bandwidth
             reading = max(reading, (n_bytes + beside) / rates[device].shared_read_rate(end))
         seconds += reading

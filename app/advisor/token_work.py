@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from app.advisor.device_rates import CPU_KERNEL_RATE, Range
+from app.advisor.device_rates import Range
 from app.advisor.memory import is_mla, layer_devices, tensor_device
 from app.engine.placement import CPU_DEVICE, PlacementPlan, tensor_overrides
 from app.gguf.info import GGUFModel, attention_shape, kv_bytes_per_layer, sliding_window_layers
@@ -52,9 +52,8 @@ class TokenWork:
     expert_flops: dict[str, float]  # of which routed experts (their own efficiency)
     # FLOPs of one decoded token's attention over the cache, per device (MLA: compute bound)
     attention_flops: dict[str, float] = field(default_factory=dict)
-    # the CPU's kernels on its weights' types against Q4_0's: their bytes over the bytes Q4_0
-    # would read in the same time (CPU_KERNEL_RATE, weighted by the bytes of each type)
-    kernel_speed: dict[str, float] = field(default_factory=dict)
+    # the CPU's weight bytes a token by type (its kernels' speed depends on it: DeviceRates.kernel_speed)
+    cpu_type_bytes: dict[str, float] = field(default_factory=dict)
     ram_experts: list[int] = field(default_factory=list)  # bytes of RAM experts, per MoE layer
 
 
@@ -69,7 +68,6 @@ def token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position:
     # per layer: the device of its attention, of its dense FFN part, of its routed experts
     path: dict[tuple[int, int], str] = {}
     ram_experts: dict[int, float] = {}
-    q4_0_bytes: dict[str, float] = {}  # the time each device's kernels take, as Q4_0's bytes
     for t in model.loaded_tensors:
         device = tensor_device(t.name, t.layer, devices, rules) if gpus else CPU_DEVICE
         cls = t.tensor_class
@@ -88,13 +86,12 @@ def token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position:
             flops = 0.0  # logits of the prompt's last token only
         work.bytes[device] = work.bytes.get(device, 0.0) + n_bytes
         if device == CPU_DEVICE:
-            q4_0_bytes[device] = q4_0_bytes.get(device, 0.0) + n_bytes / CPU_KERNEL_RATE.get(t.type_name, 1.0)
+            work.cpu_type_bytes[t.type_name] = work.cpu_type_bytes.get(t.type_name, 0.0) + n_bytes
         work.weights[device] = work.weights.get(device, 0.0) + t.n_bytes
         work.flops[device] = work.flops.get(device, 0.0) + flops
         if t.layer is not None:
             stage = 2 if cls == "routed_experts" else 0 if cls in ("attention", "norms") else 1
             path.setdefault((t.layer, stage), device)
-    work.kernel_speed = {device: work.bytes[device] / q4_0 for device, q4_0 in q4_0_bytes.items() if q4_0 > 0}
     a = attention_shape(model)
     mla = is_mla(model)
     window, sliding = model.arch_int("attention.sliding_window"), sliding_window_layers(model)

@@ -12,12 +12,14 @@ GPU, in its host buffer). The speed model reads every CPU weight in that layout 
 dev machine (2 cores, no GPU, repacking off) that put four families' decodes within 1-3% and
 gpt-oss's within 24%, where the RAM probe's estimate was 48-52% fast. It is not used for
 weights repacked for the CPU, whose dense matrices stream 3x faster there than in the file's
-layout (docs/benchmarks.md, "the kernel probe").
+layout (docs/benchmarks.md, "the kernel probe"). Other types' kernels run at other rates (Q6_K's
+1.4x the bytes a second of Q4_0's, the i-quants' about half on the dev machine: "Kernel rate by
+type"): a model's own expert types are timed the same way when it is tuned here.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from app.hardware.probe_cache import cache_path, cpu_key, read_cache, write_cache
@@ -35,10 +37,15 @@ class ExpertReadRate:
     quant: str  # the experts' type (the rate depends on its dot-product kernel)
     cpu: str = ""  # the machine it was measured on (probe_cache.cpu_key)
     version: int = PROBE_VERSION
+    # other types' rates against this one's, measured here the same way (the experts of the
+    # models tuned here; app/advisor/device_rates.py's CPU_KERNEL_RATE stands in for the rest)
+    type_speeds: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
+        types = "".join(f", {q} {speed:.2f}x" for q, speed in sorted(self.type_speeds.items()))
         return (f"llama.cpp's CPU kernels read routed experts ({self.quant}, in the file's layout) at "
-                f"{self.bytes_per_s / 1e9:.1f} GB/s with {self.threads} threads (measured by decoding)")
+                f"{self.bytes_per_s / 1e9:.1f} GB/s with {self.threads} threads (measured by decoding"
+                f"{types})")
 
 
 def cached_expert_read(cache: Path | None = None) -> ExpertReadRate | None:
@@ -52,7 +59,9 @@ def cached_expert_read(cache: Path | None = None) -> ExpertReadRate | None:
     except TypeError:
         return None
     numbers = isinstance(rate.bytes_per_s, (int, float)) and isinstance(rate.threads, int)
-    return rate if numbers and rate.bytes_per_s > 0 and rate.threads > 0 else None  # else damaged
+    speeds = isinstance(rate.type_speeds, dict) and all(
+        isinstance(v, (int, float)) and v > 0 for v in rate.type_speeds.values())
+    return rate if numbers and speeds and rate.bytes_per_s > 0 and rate.threads > 0 else None  # else damaged
 
 
 def record_expert_read(rate: ExpertReadRate, cache: Path | None = None) -> None:

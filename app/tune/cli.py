@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from app.cli_load import add_expert_cache_args
@@ -61,17 +62,31 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                        "as the engine decodes with)")
     probe.add_argument("--dir", type=Path, default=None,
                        help="where to write the probe's 0.7 GB model while it runs (default: temp)")
+    probe.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
+                       help="time these expert types too, against Q4_0 (repeatable; e.g. Q4_K, "
+                       "Q6_K, IQ1_M: your model's; tuning a model times its own)")
     probe.set_defaults(func=probe_cpu)
 
 
 def probe_cpu(args: argparse.Namespace) -> int:
     from app.hardware.expert_read import record_expert_read
-    from app.tune.expert_read_probe import ProbeError, measure_expert_read
+    from app.tune.expert_read_probe import PROBE_TYPES, ProbeError, measure_expert_read, measure_type_speed
+
+    unknown = [q for q in args.types if q not in PROBE_TYPES]
+    if unknown:
+        print(f"cannot time {', '.join(unknown)}: the probe writes experts as {', '.join(PROBE_TYPES)}")
+        return 2
+
+    def show(line: str) -> None:
+        print(f"  {line}", flush=True)
 
     with EngineClient.spawn() as client:
         try:
-            rate = measure_expert_read(client, threads=args.threads or None, folder=args.dir,
-                                       progress=lambda line: print(f"  {line}", flush=True))
+            rate = measure_expert_read(client, threads=args.threads or None, folder=args.dir, progress=show)
+            for quant in args.types:
+                speed = measure_type_speed(client, quant, threads=rate.threads, folder=args.dir,
+                                           progress=show)
+                rate = replace(rate, type_speeds={**rate.type_speeds, quant: speed})
         except ProbeError as exc:
             print(f"not measured: {exc}")
             return 1
@@ -103,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from app.advisor.planner import plan_for
     from app.hardware import detect
     from app.tune.autotune import TuneProgress, autotune, machine_id, remember, tune_key
-    from app.tune.expert_read_probe import ensure_expert_read
+    from app.tune.expert_read_probe import ensure_expert_read, expert_types
     from app.tune.measure import Measurer
     from app.tune.strategies import advisor
 
@@ -122,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         print(f"{args.model.name}: {model.n_layer} layers, budget {budget.describe()}")
         if has_gpu:  # the advisor's decode predictions from this CPU's own kernels (once)
-            kernels = ensure_expert_read(client, args.threads or None,
+            kernels = ensure_expert_read(client, args.threads or None, types=expert_types(model),
                                          progress=lambda line: print(f"  kernel probe: {line}", flush=True))
             if kernels is not None:
                 print(f"note: {kernels.describe()}")

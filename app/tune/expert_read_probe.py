@@ -19,7 +19,7 @@ import logging
 import statistics
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,13 +27,16 @@ from app.engine.client import EngineClient
 from app.engine.llama_params import default_threads
 from app.engine.placement import PlacementPlan
 from app.errors import EngineError
-from app.gguf.info import read_model
+from app.gguf.info import GGUFModel, read_model
 from app.hardware.expert_read import ExpertReadRate, cached_expert_read, record_expert_read
 from app.hardware.probe_cache import cpu_key
 from app.synthetic import SyntheticSpec, write_synthetic_model
+from app.synthetic.spec import EXPERT_QUANT_TYPES
 from app.tune.measure import Measurer, TuneCancelled, Workload
 
 log = logging.getLogger("moedesk.tune")
+REFERENCE_TYPE = "Q4_0"  # the probe's experts (the synthetic models' type)
+PROBE_TYPES = [q for q in EXPERT_QUANT_TYPES if q not in (REFERENCE_TYPE, "F16")]  # timed against it
 EXPERTS_USED = (2, 8)
 PROBE_LAYERS = 2
 DECODE_TOKENS = 48
@@ -45,8 +48,16 @@ class ProbeError(Exception):
     """The probe could not measure (the engine failed, or the timings did not separate)."""
 
 
-def probe_spec() -> SyntheticSpec:
-    return SyntheticSpec.preset("qwen3-30b-a3b", n_layer=PROBE_LAYERS, n_vocab=512, routing="uniform")
+def probe_spec(quant: str = REFERENCE_TYPE) -> SyntheticSpec:
+    """The probe's model, its routed experts in ``quant`` (the writer's EXPERT_QUANT_TYPES)."""
+    return SyntheticSpec.preset("qwen3-30b-a3b", n_layer=PROBE_LAYERS, n_vocab=512, routing="uniform",
+                                expert_quant="" if quant == REFERENCE_TYPE else quant)
+
+
+def expert_types(model: GGUFModel) -> list[str]:
+    """The types of ``model``'s routed experts the probe can time (other than its own)."""
+    types = {t.type_name for t in model.tensors if t.tensor_class == "routed_experts"}
+    return sorted(q for q in types if q in PROBE_TYPES)
 
 
 def probe_plan(experts_used: int, threads: int, has_gpu: bool) -> PlacementPlan:
@@ -106,26 +117,51 @@ def measure_expert_read(client: EngineClient, *, threads: int | None = None,
                           quant=spec.expert_quant or spec.quant, cpu=cpu_key())
 
 
-def ensure_expert_read(client: EngineClient, threads: int | None = None, *, folder: Path | None = None,
+def measure_type_speed(client: EngineClient, quant: str, *, threads: int | None = None,
+                       folder: Path | None = None, has_gpu: bool | None = None,
                        progress: Callable[[str], None] = lambda _line: None,
+                       cancel: threading.Event | None = None) -> float:
+    """``quant``'s kernels against the probe's own type on ``client``'s engine: the probe run on
+    each, one after the other (a busy host's rate drifts between minutes), the rates' ratio."""
+    if has_gpu is None:
+        has_gpu = engine_has_gpu(client)
+    rates = []
+    for q in (REFERENCE_TYPE, quant):
+        rates.append(measure_expert_read(client, threads=threads, spec=probe_spec(q), folder=folder,
+                                         has_gpu=has_gpu, cancel=cancel,
+                                         progress=lambda line, q=q: progress(f"{q}: {line}")))
+    return rates[1].bytes_per_s / rates[0].bytes_per_s
+
+
+def ensure_expert_read(client: EngineClient, threads: int | None = None, *, types: Iterable[str] = (),
+                       folder: Path | None = None, progress: Callable[[str], None] = lambda _line: None,
                        cancel: threading.Event | None = None) -> ExpertReadRate | None:
     """The kernel rate for ``threads`` (default: the engine's): remembered for this machine, else
-    measured now on ``client``'s engine and remembered. Beside a GPU only, where the speed model
-    reads it (experts in RAM keep the file's layout there); None without a GPU, when the probe
-    could not measure (logged: what runs next does not need it) or was cancelled."""
+    measured now on ``client``'s engine and remembered; with ``types`` (a model's expert types:
+    ``expert_types``) not timed here yet, their speeds too. Measured beside a GPU only, where the
+    speed model reads it (experts in RAM keep the file's layout there); None when none is
+    remembered and none was measured: no GPU, the probe could not measure (logged: what runs next
+    does not need it), or it was cancelled."""
     threads = threads or default_threads()
-    known = cached_expert_read()
-    if known is not None and known.threads == threads:
-        return known
+    rate = cached_expert_read()
+    if rate is not None and rate.threads != threads:
+        rate = None
+    if rate is not None and all(q in rate.type_speeds for q in types):
+        return rate
     if not engine_has_gpu(client):
-        return None
+        return rate  # nothing runs: the speed model reads the rate beside a GPU only
     try:
-        rate = measure_expert_read(client, threads=threads, folder=folder, has_gpu=True,
-                                   progress=progress, cancel=cancel)
+        if rate is None:
+            rate = measure_expert_read(client, threads=threads, folder=folder, has_gpu=True,
+                                       progress=progress, cancel=cancel)
+            record_expert_read(rate)
+        for quant in (q for q in types if q not in rate.type_speeds):
+            speed = measure_type_speed(client, quant, threads=threads, folder=folder, has_gpu=True,
+                                       progress=progress, cancel=cancel)
+            rate = replace(rate, type_speeds={**rate.type_speeds, quant: speed})
+            record_expert_read(rate)
     except ProbeError as exc:
         log.warning("kernel probe: %s", exc)
-        return None
     except TuneCancelled:
-        return None
-    record_expert_read(rate)
+        pass
     return rate

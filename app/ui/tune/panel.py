@@ -109,9 +109,10 @@ class TunePanel(QGroupBox):
         self.status.setText("Starting the engine…")
 
     def show_preparing(self, step: str) -> None:
-        """Before the runs, the first tuning beside a GPU times this CPU's kernels."""
+        """Before the runs, the first tuning beside a GPU (and of each new type of weights) times
+        this CPU's kernels."""
         self.status.setText(f"Before the runs, timing this CPU's kernels for the advisor (once on this "
-                            f"machine): {step}")
+                            f"machine for each type of weights): {step}")
 
     def show_progress(self, progress: TuneProgress, n_layer: int) -> None:
         best = progress.best

@@ -24,7 +24,7 @@ from app.tune.autotune import (
     remember,
     tune_key,
 )
-from app.tune.expert_read_probe import ensure_expert_read
+from app.tune.expert_read_probe import ensure_expert_read, expert_types
 from app.tune.measure import Measurer
 from app.tune.strategies import budget_for
 from app.ui.app_state import AppState
@@ -69,7 +69,7 @@ class TuneRunner(QObject):
         budget = budget_for(gpus, request.vram_budget) if gpus else None
         hardware = hardware or detect(nvml=False)  # tuned before the app state found the machine
         if gpus:  # remembered, or measured now (the first tuning on this machine)
-            kernels = ensure_expert_read(client, request.start.n_threads or None,
+            kernels = ensure_expert_read(client, request.start.n_threads or None, types=expert_types(model),
                                          progress=self._probe_step.emit, cancel=self.cancel)
             if kernels is not None:
                 self._kernels_timed.emit(kernels)
