@@ -144,8 +144,16 @@ def test_the_cpu_kernels_rate_follows_the_type_of_each_weight() -> None:
     # a type timed on this machine replaces the table's figure: IQ2_XXS as fast a byte as Q4_0
     timed = dataclasses.replace(cores_bound, expert_read=dataclasses.replace(
         cores_bound.expert_read, type_speeds={"IQ2_XXS": 1.0}))
-    faster = predict(models["IQ2_XXS"], plan("all"), ON_GPU, timed, 16).decode.mid
-    assert faster > 1.5 * decode["IQ2_XXS"].decode.mid
+    faster = predict(models["IQ2_XXS"], plan("all"), ON_GPU, timed, 16)
+    assert faster.decode.mid > 1.5 * decode["IQ2_XXS"].decode.mid
+    # the prediction says where a type's kernels differ, and whether they were timed here
+    assert ("IQ2_XXS weights at 0.45x Q4_0's bytes a second, another machine's figures: 'moedesk-cli "
+            "probe-cpu --type IQ2_XXS' times them here") in " ".join(decode["IQ2_XXS"].notes)
+    assert not any("kernels" in n for n in decode["Q4_0"].notes + faster.notes)  # 1.0x: nothing to say
+    slow_here = dataclasses.replace(timed, expert_read=dataclasses.replace(
+        timed.expert_read, type_speeds={"IQ2_XXS": 0.3}))
+    assert "IQ2_XXS weights at 0.3x Q4_0's bytes a second, timed on this machine" in " ".join(
+        predict(models["IQ2_XXS"], plan("all"), ON_GPU, slow_here, 16).notes)
 
 
 def test_prefill_with_experts_in_ram_copies_them_over_pcie_per_ubatch() -> None:

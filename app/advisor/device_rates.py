@@ -101,12 +101,25 @@ class DeviceRates:
     # the CPU: its kernels' speed on each weight type against Q4_0's (CPU_KERNEL_RATE, and the
     # types the kernel probe timed on this machine)
     kernel_speeds: dict[str, float] = field(default_factory=dict)
+    timed_types: frozenset[str] = frozenset()  # of those, timed on this machine
 
     def kernel_speed(self, type_bytes: dict[str, float]) -> float:
         """The CPU's kernels on weights of these types (bytes by type) against Q4_0's: the bytes
         over those Q4_0 would read in the same time."""
         as_q4_0 = sum(n / self.kernel_speeds.get(q, 1.0) for q, n in type_bytes.items())
         return sum(type_bytes.values()) / as_q4_0 if as_q4_0 > 0 else 1.0
+
+    def kernel_note(self, type_bytes: dict[str, float]) -> str | None:
+        """What the CPU's kernels on these types change, for the prediction's notes (None: little)."""
+        odd = sorted(q for q, n in type_bytes.items()
+                     if n and not 0.8 <= self.kernel_speeds.get(q, 1.0) <= 1.25)
+        if not odd:
+            return None
+        speeds = ", ".join(f"{q} weights at {self.kernel_speeds[q]:.2g}x" for q in odd)
+        untimed = [q for q in odd if q not in self.timed_types]
+        where = ("timed on this machine" if not untimed else "another machine's figures: 'moedesk-cli "
+                 f"probe-cpu {' '.join(f'--type {q}' for q in untimed)}' times them here")
+        return f"the CPU's kernels stream {speeds} Q4_0's bytes a second, {where}"
 
     def shared_read_rate(self, end: int) -> float:
         """Bytes/s the CPU's reads and the copy engine's reach together from RAM."""
@@ -151,17 +164,19 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_thread
     cpu_flops = ram.matmul_flops * min(1.0, threads / max(physical_cores, 1))
     kernels = ram.expert_read
     kernel_bw = 0.0  # as Q4_0's rate (the kernel speeds scale it to each weight's type)
-    kernel_speeds = dict(CPU_KERNEL_RATE)
+    kernel_speeds, timed = dict(CPU_KERNEL_RATE), frozenset()
     if kernels:
         probed = CPU_KERNEL_RATE.get(kernels.quant, 1.0)
         kernel_speeds |= {q: speed * probed for q, speed in kernels.type_speeds.items()}
+        timed = frozenset(kernels.type_speeds) | {kernels.quant}
         if kernels.threads == threads and file_layout:
             kernel_bw = kernels.bytes_per_s / probed
     source = f"{cpu_bw / 1e9:.0f} GB/s measured" + (
         f", its kernels {kernel_bw / 1e9:.0f} GB/s measured by decoding" if kernel_bw else "")
     rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=source,
                                      thread_bw=threads * ram.read_bw_1 if file_layout else 0.0,
-                                     kernel_bw=kernel_bw, kernel_speeds=kernel_speeds)}
+                                     kernel_bw=kernel_bw, kernel_speeds=kernel_speeds,
+                                     timed_types=timed)}
     for device, gpu in gpus.items():
         spec = gpu_spec(gpu, device)
         # the probe measured CUDA device 0; a GPU of another name is not the one it measured

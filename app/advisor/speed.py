@@ -93,6 +93,8 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     ram = ram or TYPICAL_RAM
     work = token_work(model, plan, names, n_prompt + n_gen // 2)
     hot = hot_experts(model, plan, names, profile)
+    if kernels := rates[CPU_DEVICE].kernel_note(work.cpu_type_bytes):
+        notes.append(kernels)
     decode = [_decode_seconds(work, rates, end, hot, ram) for end in (0, 1)]
     reads = hot.reads(work.bytes, hot.hit_rate.mid) if hot else work.bytes
     prefill = [prefill_seconds(model, plan, names, rates, ram, n_prompt, end, hot) for end in (0, 1)]
