@@ -52,8 +52,8 @@ SHARED_RAM_EFFICIENCY: Range = (0.85, 1.0)
 # kernel probe's type): the kernel probe run with the routed experts in each type on the dev
 # machine's Xeon (AVX-512 VNNI, 2 threads: bound by its cores), medians of 5 passes, each
 # against the same pass's Q4_0 (docs/benchmarks.md, "Kernel rate by type"). A weight takes
-# about as long in Q4_0, Q4_K, Q6_K and Q8_0 (int8 dot products), so the wider types stream
-# more bytes a second; the i-quants' grid lookups take about twice as long a weight. MXFP4:
+# 0.9-1.3x as long in Q4_K, Q6_K and Q8_0 as in Q4_0 (int8 dot products), so the wider types
+# stream more bytes a second; the i-quants' grid lookups take about twice as long. MXFP4:
 # 0.62-0.73 there; 0.65 keeps gpt-oss's H200 and H100 decodes with experts in RAM within 25%
 # (0.68 puts one 26% high). Unlisted types: Q4_0's rate. Where RAM bounds the CPU instead, the
 # faster types gain nothing (DeviceRates.read_rate).
@@ -127,7 +127,7 @@ class DeviceRates:
 
     def read_rate(self, end: int, gpu: bool, kernel_speed: float = 1.0) -> float:
         """Bytes/s the device's kernels read weights at, at the range's ``end``. ``kernel_speed``:
-        the CPU's kernels on these weights' types against Q4_0's (TokenWork.kernel_speed); it
+        the CPU's kernels on these weights' types against Q4_0's (``kernel_speed``); it
         scales what the cores bound, not what RAM does (a slower type slows both)."""
         if gpu:
             return self.bandwidth * GPU_BW_EFFICIENCY[end]
