@@ -347,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {size / 1e9:.1f} GB needed, {folder} has {free / 1e9:.1f} GB free",
               file=sys.stderr)  # fmt: skip
         return 1
+    types = f"{spec.quant}, experts {spec.expert_quant}" if spec.expert_quant else spec.quant
     print(f"writing {spec.name} ({spec.arch}, {spec.n_layer} layers, {spec.n_expert} experts, "
-          f"top-{spec.n_expert_used}, {spec.quant}, {spec.routing} routing): "
+          f"top-{spec.n_expert_used}, {types}, {spec.routing} routing): "
           f"{size / 1e9:.2f} GB", flush=True)  # fmt: skip
     start = last_shown = time.perf_counter()
     interactive = sys.stdout.isatty()
