@@ -51,10 +51,10 @@ SHARED_RAM_EFFICIENCY: Range = (0.85, 1.0)
 # The CPU kernels' read rate for weights of each type in the file's layout, against Q4_0's (the
 # kernel probe's type): the kernel probe run with the routed experts in each type on the dev
 # machine's Xeon (AVX-512 VNNI, 2 threads: bound by its cores), medians of 5 passes, each
-# against the same pass's Q4_0 (docs/benchmarks.md, "Kernel rate by type"). A weight takes
+# against the same pass's Q4_0, two runs (docs/benchmarks.md, "Kernel rate by type"). A weight takes
 # 0.9-1.3x as long in Q4_K, Q6_K and Q8_0 as in Q4_0 (int8 dot products), so the wider types
 # stream more bytes a second; the i-quants' grid lookups take about twice as long. MXFP4:
-# 0.62-0.73 there; 0.65 keeps gpt-oss's H200 and H100 decodes with experts in RAM within 25%
+# 0.62-0.89 there; 0.65 keeps gpt-oss's H200 and H100 decodes with experts in RAM within 25%
 # (0.68 puts one 26% high). Unlisted types: Q4_0's rate. Where RAM bounds the CPU instead, the
 # faster types gain nothing (DeviceRates.read_rate).
 CPU_KERNEL_RATE = {"Q8_0": 1.45, "Q6_K": 1.45, "Q5_K": 1.15, "Q4_K": 1.15, "Q3_K": 1.05, "Q2_K": 1.15,
