@@ -156,6 +156,20 @@ def test_the_cpu_kernels_rate_follows_the_type_of_each_weight() -> None:
         predict(models["IQ2_XXS"], plan("all"), ON_GPU, slow_here, 16).notes)
 
 
+def test_cpu_prefill_of_mxfp4_and_q8_0_experts_is_slower_than_the_k_quants() -> None:
+    # CPU only: MXFP4 and Q8_0 experts prefill at 0.6-0.75x the k-quants' rate repacked, less in
+    # the file's layout (docs/benchmarks.md, "CPU-only runs by type"); the flops are the same
+    models = {q: model_from_spec(SyntheticSpec.preset("qwen3-30b-a3b", expert_quant=q))
+              for q in ("Q4_K", "MXFP4", "Q8_0")}
+    for repack in (True, False):
+        cpu = plan(n_gpu_layers=0, repack=repack)
+        prefill = {q: predict(m, cpu, {}, SERVER_RAM, 16).prefill.mid for q, m in models.items()}
+        assert prefill["MXFP4"] < 0.8 * prefill["Q4_K"] and prefill["Q8_0"] < 0.8 * prefill["Q4_K"]
+    mxfp4 = [predict(models["MXFP4"], plan(n_gpu_layers=0, repack=r), {}, SERVER_RAM, 16).prefill.mid
+             for r in (True, False)]
+    assert mxfp4[1] < 0.7 * mxfp4[0]
+
+
 def test_prefill_with_experts_in_ram_copies_them_over_pcie_per_ubatch() -> None:
     predicted = predict(QWEN3_30B_Q4, plan("all"), ON_GPU, SERVER_RAM, 16, n_prompt=512)
     assert any(n.startswith("prefill is bound by copying the routed experts") for n in predicted.notes)

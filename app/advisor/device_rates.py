@@ -65,6 +65,13 @@ CPU_KERNEL_RATE = {"Q8_0": 1.45, "Q6_K": 1.45, "Q5_K": 1.15, "Q4_K": 1.15, "Q3_K
 GPU_FLOPS_EFFICIENCY: Range = (0.08, 0.20)
 # CPU prefill: llama.cpp's int8 dot-product GEMM against numpy's float32 BLAS on the same cores.
 CPU_FLOPS_EFFICIENCY: Range = (0.4, 1.0)
+# CPU prefill of routed experts by type, against the k-quants' (which CPU_FLOPS_EFFICIENCY's
+# middle already reads a bit fast): the dev machine's 2 cores, Qwen3-30B's experts in each type
+# (docs/benchmarks.md, "CPU-only runs by type"), repacked for the CPU or in the file's layout
+# (the i-quants and MXFP4 are not repacked: their file's layout either way). One machine, one
+# shape: coarse; unlisted types 1.
+CPU_PREFILL_SPEED_REPACKED = {"MXFP4": 0.65, "Q8_0": 0.65}
+CPU_PREFILL_SPEED_FILE_LAYOUT = {"MXFP4": 0.3, "Q8_0": 0.5, "Q4_0": 0.4}
 # Host-to-GPU copies, not measured: pinned memory reaches this share of the PCIe link; pageable
 # memory (mmap) goes through the CUDA driver's staging memcpy, this share of the RAM probe's
 # one-thread copy rate: 0.78-1.52, geometric mean 1.07, over the 18 experts-in-RAM runs on the
@@ -102,6 +109,7 @@ class DeviceRates:
     # types the kernel probe timed on this machine)
     kernel_speeds: dict[str, float] = field(default_factory=dict)
     timed_types: frozenset[str] = frozenset()  # of those, timed on this machine
+    file_layout: bool = False  # the CPU: its weights stay in the file's layout (not repacked)
 
     def kernel_speed(self, type_bytes: dict[str, float]) -> float:
         """The CPU's kernels on weights of these types (bytes by type) against Q4_0's: the bytes
@@ -176,7 +184,7 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_thread
     rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=source,
                                      thread_bw=threads * ram.read_bw_1 if file_layout else 0.0,
                                      kernel_bw=kernel_bw, kernel_speeds=kernel_speeds,
-                                     timed_types=timed)}
+                                     timed_types=timed, file_layout=file_layout)}
     for device, gpu in gpus.items():
         spec = gpu_spec(gpu, device)
         # the probe measured CUDA device 0; a GPU of another name is not the one it measured

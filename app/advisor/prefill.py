@@ -19,7 +19,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from app.advisor.device_rates import CPU_FLOPS_EFFICIENCY, DeviceRates, Range
+from app.advisor.device_rates import (
+    CPU_FLOPS_EFFICIENCY,
+    CPU_PREFILL_SPEED_FILE_LAYOUT,
+    CPU_PREFILL_SPEED_REPACKED,
+    DeviceRates,
+    Range,
+)
 from app.advisor.expert_cache import HotExperts
 from app.advisor.memory import layer_devices, tensor_device
 from app.advisor.token_work import CPU_NODE_S, GPU_NODE_S, HOP_S, REQUEST_S, token_work
@@ -87,6 +93,10 @@ def prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
             flops = m * mm.flops * (k if mm.routed else 1)
             if device == CPU_DEVICE:
                 cpu_speed = rates[device].flops * CPU_FLOPS_EFFICIENCY[end]
+                if mm.routed:
+                    by_type = (CPU_PREFILL_SPEED_FILE_LAYOUT if rates[device].file_layout
+                               else CPU_PREFILL_SPEED_REPACKED)
+                    cpu_speed *= by_type.get(mm.type_name, 1.0)
                 busy[device] = busy.get(device, 0.0) + flops / cpu_speed
                 continue
             speed = rates[device].flops * GPU_MATMUL_EFFICIENCY[end]
