@@ -69,6 +69,8 @@ def prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
     n_expert = max(model.n_expert, 1)
     seconds = REQUEST_S[end]
     copy_seconds = copy_bytes = 0.0
+    cpu_expert_speed = (CPU_PREFILL_SPEED_FILE_LAYOUT if rates[CPU_DEVICE].file_layout  # by type
+                        else CPU_PREFILL_SPEED_REPACKED)
     for start in range(0, n_prompt, u):
         m = min(u, n_prompt - start)
         last_ubatch = start + m == n_prompt  # it holds the one output token
@@ -94,9 +96,7 @@ def prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
             if device == CPU_DEVICE:
                 cpu_speed = rates[device].flops * CPU_FLOPS_EFFICIENCY[end]
                 if mm.routed:
-                    by_type = (CPU_PREFILL_SPEED_FILE_LAYOUT if rates[device].file_layout
-                               else CPU_PREFILL_SPEED_REPACKED)
-                    cpu_speed *= by_type.get(mm.type_name, 1.0)
+                    cpu_speed *= cpu_expert_speed.get(mm.type_name, 1.0)
                 busy[device] = busy.get(device, 0.0) + flops / cpu_speed
                 continue
             speed = rates[device].flops * GPU_MATMUL_EFFICIENCY[end]

@@ -70,7 +70,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
 
 def probe_cpu(args: argparse.Namespace) -> int:
     from app.hardware.expert_read import record_expert_read
-    from app.tune.expert_read_probe import PROBE_TYPES, ProbeError, measure_expert_read, measure_type_speed
+    from app.tune.expert_read_probe import PROBE_TYPES, ProbeError, measure_expert_read, type_speeds
 
     unknown = [q for q in args.types if q not in PROBE_TYPES]
     if unknown:
@@ -83,10 +83,8 @@ def probe_cpu(args: argparse.Namespace) -> int:
     with EngineClient.spawn() as client:
         try:
             rate = measure_expert_read(client, threads=args.threads or None, folder=args.dir, progress=show)
-            for quant in args.types:
-                speed = measure_type_speed(client, quant, threads=rate.threads, folder=args.dir,
-                                           progress=show)
-                rate = replace(rate, type_speeds={**rate.type_speeds, quant: speed})
+            rate = replace(rate, type_speeds=dict(type_speeds(client, args.types, rate, folder=args.dir,
+                                                              progress=show)))
         except ProbeError as exc:
             print(f"not measured: {exc}")
             return 1

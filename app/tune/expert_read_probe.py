@@ -19,7 +19,7 @@ import logging
 import statistics
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -117,20 +117,20 @@ def measure_expert_read(client: EngineClient, *, threads: int | None = None,
                           quant=spec.expert_quant or spec.quant, cpu=cpu_key())
 
 
-def measure_type_speed(client: EngineClient, quant: str, *, threads: int | None = None,
-                       folder: Path | None = None, has_gpu: bool | None = None,
-                       progress: Callable[[str], None] = lambda _line: None,
-                       cancel: threading.Event | None = None) -> float:
-    """``quant``'s kernels against the probe's own type on ``client``'s engine: the probe run on
-    each, one after the other (a busy host's rate drifts between minutes), the rates' ratio."""
+def type_speeds(client: EngineClient, quants: Iterable[str], reference: ExpertReadRate, *,
+                folder: Path | None = None, has_gpu: bool | None = None,
+                progress: Callable[[str], None] = lambda _line: None,
+                cancel: threading.Event | None = None) -> Iterator[tuple[str, float]]:
+    """Each of ``quants``' kernels against ``reference`` (the probe's own type, measured moments
+    before with the same threads: a busy host's rate drifts between minutes): the probe run on
+    each in turn, yielding (type, its rate over the reference's) as each is timed."""
     if has_gpu is None:
         has_gpu = engine_has_gpu(client)
-    rates = []
-    for q in (REFERENCE_TYPE, quant):
-        rates.append(measure_expert_read(client, threads=threads, spec=probe_spec(q), folder=folder,
-                                         has_gpu=has_gpu, cancel=cancel,
-                                         progress=lambda line, q=q: progress(f"{q}: {line}")))
-    return rates[1].bytes_per_s / rates[0].bytes_per_s
+    for quant in quants:
+        rate = measure_expert_read(client, threads=reference.threads, spec=probe_spec(quant), folder=folder,
+                                   has_gpu=has_gpu, cancel=cancel,
+                                   progress=lambda line, q=quant: progress(f"{q}: {line}"))
+        yield quant, rate.bytes_per_s / reference.bytes_per_s
 
 
 def ensure_expert_read(client: EngineClient, threads: int | None = None, *, types: Iterable[str] = (),
@@ -151,13 +151,15 @@ def ensure_expert_read(client: EngineClient, threads: int | None = None, *, type
     if not engine_has_gpu(client):
         return rate  # nothing runs: the speed model reads the rate beside a GPU only
     try:
+        # the rate if none is remembered, and the types' reference either way
+        reference = measure_expert_read(client, threads=threads, folder=folder, has_gpu=True,
+                                        progress=progress, cancel=cancel)
         if rate is None:
-            rate = measure_expert_read(client, threads=threads, folder=folder, has_gpu=True,
-                                       progress=progress, cancel=cancel)
+            rate = reference
             record_expert_read(rate)
-        for quant in (q for q in types if q not in rate.type_speeds):
-            speed = measure_type_speed(client, quant, threads=threads, folder=folder, has_gpu=True,
-                                       progress=progress, cancel=cancel)
+        missing = [q for q in types if q not in rate.type_speeds]
+        for quant, speed in type_speeds(client, missing, reference, folder=folder, has_gpu=True,
+                                        progress=progress, cancel=cancel):
             rate = replace(rate, type_speeds={**rate.type_speeds, quant: speed})
             record_expert_read(rate)
     except ProbeError as exc:
