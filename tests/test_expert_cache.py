@@ -24,6 +24,7 @@ from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import WAITING_COPIES, ChatMessage, ChatParams, LoadParams, LoadResult, Sampling
 from app.gguf.info import read_model
+from app.ui.dashboard.series import RoutingWindow
 
 PROMPT = "Tell me about the experts of this model, one by one, with their habits"
 
@@ -113,6 +114,34 @@ def test_a_given_profile_decides_which_experts_are_held(
     assert loaded.expert_cache is not None and loaded.expert_cache.profile_source == "given"
     answer(host_engine, tokens=8)
     assert host_engine.routing().cached == [list(range(120, 128))] * len(info.moe_layers)
+
+
+def test_served_counts_give_the_hit_rate_of_the_tokens_between_two_snapshots(
+        host_engine: EngineClient, realistic_moe_gguf: Path) -> None:
+    # the dashboard's recent hit rate: a long prompt (llama.cpp's path: read from RAM) must
+    # not weigh on the hit rate of the tokens decoded after it
+    load(host_engine, realistic_moe_gguf, expert_cache="static", expert_cache_slots=32)
+    long_prompt = " ".join([PROMPT] * 12)  # ~200 tokens: ubatches far over the split's 32
+    prompt = host_engine.chat(ChatParams(messages=[ChatMessage(role="user", content=long_prompt)],
+                                         sampling=Sampling(max_tokens=1))).result
+    assert prompt.prompt_tokens > 128
+    after_prompt, cache_before = host_engine.routing(), host_engine.stats().expert_cache
+    decode = host_engine.chat(ChatParams(messages=[ChatMessage(role="user", content="Go on")],
+                                         sampling=Sampling(max_tokens=24, ignore_eos=True))).result
+    assert decode.prompt_tokens - decode.cached_tokens < 32  # its prompt takes the split too
+    after, cache_after = host_engine.routing(), host_engine.stats().expert_cache
+    assert cache_before is not None and cache_after is not None
+    assert sum(after.served) == cache_after.hits  # every MoE layer is a cached one here
+    hits = cache_after.hits - cache_before.hits
+    decoded = hits + cache_after.misses - cache_before.misses  # a short prompt: all split
+    assert decoded == sum(map(sum, after.counts)) - sum(map(sum, after_prompt.counts))
+
+    window = RoutingWindow(window_s=5.0)
+    window.restart(from_zero=True)
+    window.add(0.0, after_prompt)
+    window.add(10.0, after)
+    assert window.hit_rate() == pytest.approx(hits / decoded)
+    assert after.hit_rate is not None and after.hit_rate < hits / decoded - 0.1  # since load
 
 
 def test_dynamic_takes_in_the_experts_routing_asks_for(
@@ -251,6 +280,7 @@ def test_hit_rate_counts_cache_hits_as_served_from_vram() -> None:
     assert snapshot.layer_hit_rate == [1.0, 5 / 8, 1.0]
     assert snapshot.hit_rate == pytest.approx((8 + 5 + 8) / 24)
     assert snapshot.cached == [[], [0], [0, 1]]
+    assert snapshot.served == [8, 5, 8]
 
 
 def test_a_prompt_in_ubatches_small_enough_for_the_split_reads_through(

@@ -260,11 +260,12 @@ def test_demo_page_shows_a_real_run(qtbot: QtBot, tmp_path: Path) -> None:
 # --- the data structures, with hand-made snapshots (no engine needed) ---------------------
 
 
-def snapshot(counts: list[list[int]], hits: list[float | None]) -> RoutingSnapshot:
+def snapshot(counts: list[list[int]], hits: list[float | None],
+             served: list[int] | None = None) -> RoutingSnapshot:
     layers = list(range(len(counts)))
     return RoutingSnapshot(n_layer=len(counts), n_expert=len(counts[0]), n_expert_used=1,
                            layers=layers, counts=counts, tokens=0, hit_rate=None,
-                           layer_hit_rate=hits)
+                           layer_hit_rate=hits, served=served or [])
 
 
 def test_routing_window_sums_recent_differences_and_survives_a_reload() -> None:
@@ -285,6 +286,23 @@ def test_routing_window_sums_recent_differences_and_survives_a_reload() -> None:
     window.restart(from_zero=False)  # a reset: the next snapshot is only the baseline
     window.add(5.0, snapshot([[9, 9], [9, 9]], [0.0, 0.0]))
     assert window.counts().sum() == 0 and window.hit_rate() is None
+
+
+def test_the_windows_hit_rate_is_its_own_tokens_not_a_long_prompts_before_them() -> None:
+    window = RoutingWindow(window_s=2.0, max_window_s=10.0)
+    window.restart(from_zero=True)
+    # a 100-token prompt, read from RAM (op offload), then 10 decoded tokens of which the
+    # cache served 6 and 9 selections in the two layers
+    window.add(0.5, snapshot([[60, 40], [50, 50]], [0.0, 0.0], served=[0, 0]))
+    window.add(5.5, snapshot([[66, 44], [55, 55]], [6 / 110, 9 / 110], served=[6, 9]))
+    assert window.hit_rate() == pytest.approx(15 / 20)  # since load it is 15 / 220
+    np.testing.assert_allclose(window.window_layer_hit_rate(), [0.6, 0.9])
+    rates, recent = window.shown_layer_hit_rate()
+    assert recent and list(rates) == pytest.approx([0.6, 0.9])
+    window.add(9.0, snapshot([[66, 44], [55, 55]], [6 / 110, 9 / 110], served=[6, 9]))  # idle
+    assert window.hit_rate() is None
+    rates, recent = window.shown_layer_hit_rate()  # nothing recent: the bars show since load
+    assert not recent and list(rates) == pytest.approx([6 / 110, 9 / 110])
 
 
 def test_a_one_token_answer_has_no_decode_speed_to_show(page: DashboardPage) -> None:

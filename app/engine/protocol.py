@@ -432,6 +432,9 @@ class RoutingSnapshot:
     # per MoE layer (as ``layers``): experts the hot-expert cache holds in VRAM now (empty
     # lists without a cache). hit_rate and layer_hit_rate count its hits as served from VRAM.
     cached: list[list[int]] = field(default_factory=list)
+    # per MoE layer: selections served from VRAM, counted as ``counts`` are (a reader that
+    # subtracts two snapshots gets the hit rate of the tokens between them)
+    served: list[int] = field(default_factory=list)
 
 
 # --- dataclass <-> JSON -------------------------------------------------------------------

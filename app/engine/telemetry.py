@@ -21,10 +21,12 @@ def routing_snapshot(counts: list[list[int]], tokens: int, n_expert_used: int,
     selections of the experts it holds in VRAM are served from VRAM too. A layer's hit rate
     is the share of its selections served from VRAM, the overall one the same over all layers.
     Prefill ubatches of RAM layers count as RAM: llama.cpp copies those experts over to compute
-    them (op offload), and the cache serves only small ubatches (decoding).
+    them (op offload), and the cache serves only small ubatches (decoding). These rates run
+    since load, a long prompt in them; the served counts let a reader take the recent ones.
     """
     layer_counts = [counts[il] for il in moe_layers]
     layer_hits: list[float | None] = []
+    layer_served: list[int] = []
     uses_total = 0
     uses_on_gpu = 0
     for il, row in zip(moe_layers, layer_counts, strict=True):
@@ -36,6 +38,7 @@ def routing_snapshot(counts: list[list[int]], tokens: int, n_expert_used: int,
             # the cache's counters run since it was set up; routing counts may have been reset
             served = min(uses, cache.hits[il]) if cache is not None else 0
         uses_on_gpu += served
+        layer_served.append(served)
         layer_hits.append(None if uses == 0 else served / uses)
     n_expert = len(counts[0]) if counts else 0
     return RoutingSnapshot(
@@ -44,6 +47,7 @@ def routing_snapshot(counts: list[list[int]], tokens: int, n_expert_used: int,
         hit_rate=(uses_on_gpu / uses_total) if uses_total else None,
         layer_hit_rate=layer_hits,
         cached=[cache.resident[il] if cache is not None else [] for il in moe_layers],
+        served=layer_served,
     )
 
 

@@ -321,10 +321,10 @@ class DashboardPage(QWidget):
 
     def redraw(self) -> None:
         """Give the plots the current data (the timer calls this; so may a test)."""
-        counts = self.routing.counts()
-        self.plots.redraw(self.store, counts, self.routing.layers, self.routing.layer_hit_rate,
-                          self.routing.window_s, self.routing.cached)
-        self._show_now(counts)
+        layer_hit_rate, recent = self.routing.shown_layer_hit_rate()
+        self.plots.redraw(self.store, self.routing.counts(), self.routing.layers, layer_hit_rate,
+                          self.routing.window_s, self.routing.cached, layers_recent=recent)
+        self._show_now()
         self._dirty = False
         self.redraws += 1
 
@@ -333,9 +333,9 @@ class DashboardPage(QWidget):
         image = self.plots.heatmap.image
         return np.zeros((0, 0), dtype=np.int64) if image is None else np.asarray(image)
 
-    def _show_now(self, counts: np.ndarray | None = None) -> None:
+    def _show_now(self) -> None:
         hit = self.store.last("hit_rate")
-        window_hit = self.routing.hit_rate(counts)
+        window_hit = self.routing.hit_rate()
         self.now_label.setText("\n".join(now_lines(
             self._last_stats, self.store.last("cpu_percent"), hit, window_hit, self.routing.window_s,
             self._last_answer)))

@@ -28,6 +28,8 @@ DEVICE_COLOURS = ("#17becf", "#e377c2", "#bcbd22", "#8c564b", "#7f7f7f", "#1f77b
 ON_GPU = "#2ca02c"
 IN_RAM = "#8c8c8c"
 CACHED = "#ff4040"  # marks on the heatmap: experts held in VRAM by the cache
+LAYER_KEY = (f'<span style="color:{ON_GPU}">&#9632;</span> GPU &nbsp;'
+             f'<span style="color:{IN_RAM}">&#9632;</span> RAM')
 
 
 def nice_ceiling(value: float) -> float:
@@ -88,9 +90,7 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self.hit_window = self.hits.plot(name="recent window", connect="finite",
                                          pen=pg.mkPen(HIT_WINDOW, width=2, style=Qt.PenStyle.DashLine))
 
-        key = (f'<span style="color:{ON_GPU}">&#9632;</span> GPU &nbsp;'
-               f'<span style="color:{IN_RAM}">&#9632;</span> RAM')
-        self.per_layer = self.addPlot(row=2, col=0, title=f"Expert uses: {key}")
+        self.per_layer = self.addPlot(row=2, col=0, title=f"Expert uses: {LAYER_KEY}")
         self.per_layer.setLabel("left", "% of uses")
         self.per_layer.setLabel("bottom", "layer")
         self.per_layer.setYRange(0, 100)
@@ -184,8 +184,9 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
 
     def redraw(self, store: SeriesStore, counts: np.ndarray, layers: list[int],
                layer_hit_rate: np.ndarray, window_s: float,
-               cached: list[list[int]] | None = None) -> None:
-        """Show the store's series and the routing window (copies: the rings move on)."""
+               cached: list[list[int]] | None = None, layers_recent: bool = False) -> None:
+        """Show the store's series and the routing window (copies: the rings move on).
+        ``layers_recent``: ``layer_hit_rate`` is the window's (else since load)."""
         self._curve(self.decode, store, "decode_tps")
         self._curve(self.prefill, store, "prefill_tps")
         self._curve(self.answer_decode, store, "answer_decode_tps")
@@ -197,7 +198,7 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
         self._curve(self.cpu_curve, store, "cpu_percent")
         self._curve(self.hit_total, store, "hit_rate", 100.0)
         self._curve(self.hit_window, store, "hit_rate_window", 100.0)
-        self._layers(layers, layer_hit_rate)
+        self._layers(layers, layer_hit_rate, f"last {window_s:g} s" if layers_recent else "since load")
         self._heatmap(counts, layers, window_s, cached or [])
         self._follow(store)
         # Fit the auto-ranged views now rather than in the coming paint: done there, the new
@@ -246,11 +247,12 @@ class DashboardPlots(pg.GraphicsLayoutWidget):
             self.memory_curves[name] = curve
         return curve
 
-    def _layers(self, layers: list[int], layer_hit_rate: np.ndarray) -> None:
-        shown = (layers, layer_hit_rate.tobytes())
+    def _layers(self, layers: list[int], layer_hit_rate: np.ndarray, span: str) -> None:
+        shown = (layers, layer_hit_rate.tobytes(), span)
         if shown == self._layers_shown:
             return  # bars redraw their whole picture: only when they change
         self._layers_shown = shown
+        self.per_layer.setTitle(f"Expert uses, {span}: {LAYER_KEY}")
         known = ~np.isnan(layer_hit_rate)  # a layer no token has used yet gets no bar
         x = np.asarray(layers, dtype=float)[known]
         hits = layer_hit_rate[known] * 100.0

@@ -146,7 +146,9 @@ class RoutingWindow:
     Each snapshot's counts minus the previous snapshot's are added into one-second bins; the
     heatmap is the sum of the newest ``window_s`` bins (the newest snapshot's time decides
     what is recent, so a paused or recorded feed keeps its window). Bins older than
-    ``max_window_s`` are dropped.
+    ``max_window_s`` are dropped. The selections served from VRAM are binned the same way, so
+    the window's hit rate is its own tokens' (a long prompt read from RAM before them, or a
+    cache that has since taken in the experts routing asks for, does not weigh on it).
     """
 
     def __init__(self, window_s: float = 30.0, max_window_s: float = 300.0,
@@ -157,8 +159,10 @@ class RoutingWindow:
         self.layers: list[int] = []
         self.layer_hit_rate = EMPTY  # of the newest snapshot; NaN where a layer had no uses
         self.cached: list[list[int]] = []  # per layer: experts the hot-expert cache holds now
-        self._bins: dict[int, np.ndarray] = {}  # bin number -> [layer, expert] selections
+        # bin number -> [layer, expert] selections, then a column: the layer's served from VRAM
+        self._bins: dict[int, np.ndarray] = {}
         self._previous: np.ndarray | None = None
+        self._served = False  # the snapshots count selections served from VRAM (``served``)
         self._from_zero = False
         self._newest_bin: int | None = None
 
@@ -182,10 +186,15 @@ class RoutingWindow:
         self.layers = []
         self.layer_hit_rate = EMPTY
         self.cached = []
+        self._served = False
 
     def add(self, t: float, snapshot: RoutingSnapshot) -> None:
-        counts = np.asarray(snapshot.counts, dtype=np.int64).reshape(
-            len(snapshot.layers), snapshot.n_expert)
+        n_layer = len(snapshot.layers)
+        self._served = len(snapshot.served) == n_layer
+        served = snapshot.served if self._served else [0] * n_layer
+        counts = np.column_stack([
+            np.asarray(snapshot.counts, dtype=np.int64).reshape(n_layer, snapshot.n_expert),
+            np.asarray(served, dtype=np.int64)])
         previous = self._previous
         if previous is None:
             difference = counts if self._from_zero else None
@@ -212,9 +221,9 @@ class RoutingWindow:
         for old in [n for n in self._bins if n < oldest_kept]:
             del self._bins[old]
 
-    def counts(self) -> np.ndarray:
-        """Selections per [layer, expert] in the window (zeros before any routing)."""
-        shape = self._previous.shape if self._previous is not None else (0, 0)
+    def _window(self) -> np.ndarray:
+        """The window's bins summed: [layer, expert] selections, then the served column."""
+        shape = self._previous.shape if self._previous is not None else (0, 1)
         total = np.zeros(shape, dtype=np.int64)
         if self._newest_bin is None:
             return total
@@ -224,11 +233,35 @@ class RoutingWindow:
                 total += counts
         return total
 
-    def hit_rate(self, counts: np.ndarray | None = None) -> float | None:
+    def counts(self) -> np.ndarray:
+        """Selections per [layer, expert] in the window (zeros before any routing)."""
+        return self._window()[:, :-1]
+
+    def window_layer_hit_rate(self) -> np.ndarray:
+        """Per layer, the share of the window's selections served from GPU memory; NaN where
+        the layer had none in the window. Snapshots without served counts: their own rates."""
+        window = self._window()
+        uses = window[:, :-1].sum(axis=1)
+        if not self._served:
+            return np.where(uses > 0, self.layer_hit_rate, np.nan) if uses.size else EMPTY
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(uses > 0, window[:, -1] / uses, np.nan)
+
+    def shown_layer_hit_rate(self) -> tuple[np.ndarray, bool]:
+        """The per-layer bars: the window's rates where any layer had selections in it (True),
+        else, the model idle for longer than the window, the rates since load (False)."""
+        recent = self.window_layer_hit_rate()
+        if recent.size and not np.isnan(recent).all():
+            return recent, True
+        return self.layer_hit_rate, False
+
+    def hit_rate(self) -> float | None:
         """Share of the window's expert uses served from GPU memory (None: no uses)."""
-        counts = self.counts() if counts is None else counts
-        uses = counts.sum(axis=1) if counts.size else EMPTY
+        window = self._window()
+        uses = window[:, :-1].sum(axis=1)
         if not uses.sum():
             return None
+        if self._served:
+            return float(window[:, -1].sum() / uses.sum())
         hits = np.where(np.isnan(self.layer_hit_rate), 0.0, self.layer_hit_rate)
         return float((uses * hits).sum() / uses.sum())
