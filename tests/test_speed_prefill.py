@@ -27,6 +27,7 @@ from app.advisor.speed import Prediction, predict
 from app.engine.placement import PlacementPlan
 from app.gguf.info import GGUFModel, read_model
 from app.hardware.bandwidth import RamBandwidth
+from app.hardware.expert_read import ExpertReadRate
 from app.hardware.h2d import HostCopyRates
 from app.hardware.model import Gpu
 from app.synthetic import SyntheticSpec
@@ -121,19 +122,24 @@ def placement(name: str, use_mmap: bool = True) -> PlacementPlan:
     return dataclasses.replace(base, experts_in_ram=int(name.removeprefix("first-")))
 
 
-# GB/s and GFLOP/s columns: the RAM probe's, then the host-to-GPU copy probe's (optional)
-PROBE_COLUMNS = ("read_bw", "read_bw_1", "copy_bw_1", "matmul", "h2d_pageable", "h2d_mapped", "h2d_pinned")
+# GB/s and GFLOP/s columns: the RAM probe's, then the host-to-GPU copy probe's and the kernel
+# probe's (Q4_0 experts, 16 threads; app/tune/expert_read_probe.py), both optional
+PROBE_COLUMNS = ("read_bw", "read_bw_1", "copy_bw_1", "matmul", "h2d_pageable", "h2d_mapped", "h2d_pinned",
+                 "kernel_read")
 
 
 def probes(run: dict[str, str]) -> RamBandwidth:
-    """The run's machine as its RAM probe (and copy probe, where the row has it) measured it."""
+    """The run's machine as its RAM probe (and copy and kernel probes, where the row has them)
+    measured it."""
     gb = {key: float(value) * 1e9 for key, value in run.items() if key in PROBE_COLUMNS and value}
     host_copy = None
     if "h2d_pinned" in gb:
         host_copy = HostCopyRates(gpu=MACHINES[run["machine"]].name, pageable=gb["h2d_pageable"],
                                   pinned=gb["h2d_pinned"], mapped=gb.get("h2d_mapped"), copy_bytes=256 << 20)
+    kernels = ExpertReadRate(gb["kernel_read"], threads=16, quant="Q4_0") if "kernel_read" in gb else None
     return RamBandwidth(read_bw=gb["read_bw"], read_bw_1=gb["read_bw_1"], copy_bw_1=gb["copy_bw_1"],
-                        matmul_flops=gb["matmul"], threads=16, buffer_bytes=0, host_copy=host_copy)
+                        matmul_flops=gb["matmul"], threads=16, buffer_bytes=0, host_copy=host_copy,
+                        expert_read=kernels)
 
 
 def predicted(header: Headers, run: dict[str, str], ram: RamBandwidth | None = None) -> Prediction:
