@@ -72,8 +72,10 @@ step_model235() {  # Qwen3-235B-A22B's real shapes, 20 of its 94 layers (29.6 GB
 }
 
 step_test() {
-    # only the files with GPU tests: the others may import Qt, which this machine lacks
-    python3 -m pytest -m gpu -q -p no:cacheprovider $(grep -l "pytest.mark.gpu" tests/test_*.py) \
+    # only the files with GPU tests: the others may import Qt, which this machine lacks (so must
+    # not these: tests/test_gpu_tests_import_bare.py); one that fails to import stops no other
+    python3 -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors \
+        $(grep -l "pytest.mark.gpu" tests/test_*.py) \
         2>&1 | tee "$OUT/gpu-tests.txt"
 }
 

@@ -18,7 +18,7 @@ from app.hardware.expert_read import (
     record_expert_read,
 )
 from app.hardware.probe_cache import CACHE_FILE, cpu_key
-from tests.test_hostile_cli import cli
+from tests.cli_testing import cli
 
 
 def test_probe_cpu_times_the_kernels_and_the_advisor_reads_the_rate(

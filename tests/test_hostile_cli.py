@@ -5,8 +5,6 @@ user only, as are the conversations and the library's index."""
 from __future__ import annotations
 
 import os
-import resource
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -17,18 +15,10 @@ from pytestqt.qtbot import QtBot
 from app.hub.library import Library
 from app.store import Store
 from tests import hub_server
+from tests.cli_testing import cli
 from tests.hub_server import HubRepo, LargeFile, LocalHub
 
 local_hub = hub_server.local_hub  # the fixture, where pytest looks for it
-
-
-def cli(*args: str, home: Path, file_size_limit: int | None = None) -> subprocess.CompletedProcess[str]:
-    def limit() -> None:  # in the child: files cannot grow past this (as a full disk would stop them)
-        if file_size_limit is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "MOEDESK_HOME": str(home)}, preexec_fn=limit)
 
 
 def test_an_unexpected_failure_is_one_line_and_a_private_log(tmp_path: Path) -> None:
