@@ -29,6 +29,7 @@ from app.engine.placement import PlacementPlan
 from app.errors import EngineError
 from app.gguf.info import GGUFModel, read_model
 from app.hardware.expert_read import ExpertReadRate, cached_expert_read, record_expert_read
+from app.hardware.pending_writes import pending_write_bytes, settle_pending_writes
 from app.hardware.probe_cache import cpu_key
 from app.synthetic import SyntheticSpec, write_synthetic_model
 from app.synthetic.spec import EXPERT_QUANT_TYPES
@@ -92,6 +93,10 @@ def measure_expert_read(client: EngineClient, *, threads: int | None = None,
         progress(f"writing a {spec.n_layer}-layer synthetic model")
         (model,) = write_synthetic_model(Path(tmp) / "expert-read-probe.gguf", spec)
         info = read_model(model)
+        # the model just written (and a download before it) is written out meanwhile otherwise
+        if not settle_pending_writes(progress, lambda: cancel is not None and cancel.is_set()):
+            log.warning("kernel probe: timing with %.1f GB of disk writes pending",
+                        (pending_write_bytes() or 0) / 1e9)
         measurer = Measurer(client, model, cancel=cancel)
         workload = Workload(prefill_tokens=(), decode_tokens=decode_tokens)
         try:
