@@ -41,6 +41,7 @@ for variant in ${VARIANTS:-q30:realistic q30:uniform q235:realistic}; do
         python3 -m app.synthetic "$model" --preset qwen3-235b-a22b --layers 20 \
             --routing "$routing" > /dev/null
     fi
+    sync  # the model's bytes written out before the timing (the write-out takes CPU time)
     [ "${SHORT:-1}" = 0 ] || run "" --tokens "${TOKENS:-128}"
     # issue 17's depth: decode after a DEPTH-token prompt, the same placements
     [ -z "${DEPTH:-}" ] || run -depth --tokens "${DEPTH_TOKENS:-64}" --depth "$DEPTH"
