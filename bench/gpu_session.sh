@@ -63,12 +63,14 @@ step_model() {
     [ -f "$MODEL" ] && { echo "model exists"; return; }
     /usr/bin/time -v python3 -m app.synthetic "$MODEL" --preset qwen3-30b-a3b \
         2>&1 | tee "$OUT/synth.txt" | grep -v "^\s" || true
+    sync  # written out before the steps that time (the write-out takes CPU time)
 }
 
 step_model235() {  # Qwen3-235B-A22B's real shapes, 20 of its 94 layers (29.6 GB, fits the disk)
     [ -f "$MODEL235" ] && { echo "model exists"; return; }
     python3 -m app.synthetic "$MODEL235" --preset qwen3-235b-a22b --layers 20 \
         2>&1 | tail -2 | tee "$OUT/synth235.txt"
+    sync
 }
 
 step_test() {
