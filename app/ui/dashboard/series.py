@@ -165,6 +165,10 @@ class RoutingWindow:
         self._served = False  # the snapshots count selections served from VRAM (``served``)
         self._from_zero = False
         self._newest_bin: int | None = None
+        # the window's sum, kept until a snapshot or the window's length changes it: a redraw
+        # reads it for the heatmap, the bars and the hit rate
+        self._summed: tuple[tuple[int, float], np.ndarray] | None = None
+        self._added = 0  # snapshots taken in (and restarts): the sum's age
 
     @property
     def window_s(self) -> float:
@@ -187,8 +191,10 @@ class RoutingWindow:
         self.layer_hit_rate = EMPTY
         self.cached = []
         self._served = False
+        self._added += 1
 
     def add(self, t: float, snapshot: RoutingSnapshot) -> None:
+        self._added += 1
         n_layer = len(snapshot.layers)
         self._served = len(snapshot.served) == n_layer
         served = snapshot.served if self._served else [0] * n_layer
@@ -223,29 +229,36 @@ class RoutingWindow:
 
     def _window(self) -> np.ndarray:
         """The window's bins summed: [layer, expert] selections, then the served column."""
+        key = (self._added, self.window_s)
+        if self._summed is not None and self._summed[0] == key:
+            return self._summed[1]
         shape = self._previous.shape if self._previous is not None else (0, 1)
         total = np.zeros(shape, dtype=np.int64)
-        if self._newest_bin is None:
-            return total
-        first = self._newest_bin - math.ceil(self.window_s / self.bin_s) + 1
-        for number, counts in self._bins.items():
-            if number >= first and counts.shape == shape:
-                total += counts
+        if self._newest_bin is not None:
+            first = self._newest_bin - math.ceil(self.window_s / self.bin_s) + 1
+            for number, counts in self._bins.items():
+                if number >= first and counts.shape == shape:
+                    total += counts
+        total.setflags(write=False)  # callers get views of it
+        self._summed = (key, total)
         return total
 
     def counts(self) -> np.ndarray:
         """Selections per [layer, expert] in the window (zeros before any routing)."""
         return self._window()[:, :-1]
 
+    def _uses(self) -> np.ndarray:
+        """Per layer, the window's selections."""
+        return self._window()[:, :-1].sum(axis=1)
+
     def window_layer_hit_rate(self) -> np.ndarray:
         """Per layer, the share of the window's selections served from GPU memory; NaN where
         the layer had none in the window. Snapshots without served counts: their own rates."""
-        window = self._window()
-        uses = window[:, :-1].sum(axis=1)
+        uses = self._uses()
         if not self._served:
             return np.where(uses > 0, self.layer_hit_rate, np.nan) if uses.size else EMPTY
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(uses > 0, window[:, -1] / uses, np.nan)
+            return np.where(uses > 0, self._window()[:, -1] / uses, np.nan)
 
     def shown_layer_hit_rate(self) -> tuple[np.ndarray, bool]:
         """The per-layer bars: the window's rates where any layer had selections in it (True),
@@ -257,11 +270,8 @@ class RoutingWindow:
 
     def hit_rate(self) -> float | None:
         """Share of the window's expert uses served from GPU memory (None: no uses)."""
-        window = self._window()
-        uses = window[:, :-1].sum(axis=1)
+        uses = self._uses()
         if not uses.sum():
             return None
-        if self._served:
-            return float(window[:, -1].sum() / uses.sum())
-        hits = np.where(np.isnan(self.layer_hit_rate), 0.0, self.layer_hit_rate)
-        return float((uses * hits).sum() / uses.sum())
+        # each layer's share weighted by its uses (a layer with uses but no rate counts as RAM)
+        return float(np.nansum(uses * self.window_layer_hit_rate()) / uses.sum())
