@@ -6,17 +6,16 @@
 # 1. the CUDA build, the cache's GPU tests, and every GPU test (the thirty-second's collected
 #    none: a GPU test file imported pytest-qt through a helper; fixed, and guarded by
 #    tests/test_gpu_tests_import_bare.py);
-# 2. whether pending disk writes slow the kernel probe (30 GB/s right after a 17 GB model was
-#    written, 40 and 56 after), then the probe (now waiting for them) and the predictions;
+# 2. the kernel probe (now waiting for pending writes) and the predictions;
 # 3. the 30B shape at 25% at the new defaults, two rounds (the thirty-second's cut before it);
 # 4. depth 8192 on the 30B shape (192 tokens: the profile's later windows hold no prompt graph);
-# 5. the 235B shape short and deep; 6. uniform routing; 7. the kernel rate by type, 3 passes.
+# 5. whether pending disk writes slow the kernel probe (30 GB/s right after a 17 GB model was
+#    written, 40 and 56 after; one pass: four probes); 6. the 235B shape short and deep;
+# 7. uniform routing; 8. the kernel rate by type, 3 passes.
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 bash bench/gpu_session.sh build cachetest
 echo "=== all GPU tests ($(date +%T))"
 bash bench/gpu_session.sh test | tail -1 | sed "s/^/=== /"
-echo "=== probe after writes ($(date +%T))"
-python3 bench/probe_after_writes.py --threads 16 --write-gb 16 --passes 2 2>&1 | grep "^pass" | tee "$OUT/probe-writes.txt"
 q30=/tmp/q30-realistic.gguf
 python3 -m app.synthetic "$q30" --preset qwen3-30b-a3b --routing realistic > /dev/null
 sync  # the model's 17 GB written out before anything is timed
@@ -25,6 +24,8 @@ export STEPS=build TOKENS=256 KEEP_MODEL=1 VARIANTS=q30:realistic
 REPEATS=2 BUDGETS="0.25" MODES=sweep,dynamic,eager bash bench/jobs/expert-cache-policy-h200.sh
 REPEATS=1 KEEP_MODEL= SHORT=0 DEPTH=8192 DEPTH_TOKENS=192 BUDGETS="0.25 0.125" MODES=sweep,dynamic,eager \
     TAG=d bash bench/jobs/expert-cache-policy-h200.sh
+echo "=== probe after writes ($(date +%T))"
+python3 bench/probe_after_writes.py --threads 16 --write-gb 16 --passes 1 2>&1 | grep "^pass" | tee "$OUT/probe-writes.txt"
 REPEATS=1 KEEP_MODEL= VARIANTS=q235:realistic BUDGETS="0.125 0.25" MODES=sweep,dynamic,eager DEPTH=8192 \
     DEPTH_TOKENS=192 bash bench/jobs/expert-cache-policy-h200.sh
 # uniform routing with the cache forced at 25% (0.88-0.94x in the eighteenth session; target 0.98x)
