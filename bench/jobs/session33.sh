@@ -3,7 +3,7 @@
 # done; see bench/device_job.sh). Left by the thirty-second session, whose lease (H200, 10 min
 # after five refused starts) ran the build, the cache's GPU tests (12 passed), the kernel probe
 # and predictions, the kernel rate by type (one pass) and the 30B shape at 12.5% (two rounds):
-# 1. the CUDA build and the cache's GPU tests; 2. the kernel probe (now waiting for pending
+# 1. the CUDA build; 2. the kernel probe (now waiting for pending
 #    writes) and the predictions; 3. depth 8192 on the 30B shape (192 tokens: the profile's later
 #    windows hold no prompt graph), the open question of issue 17's targets;
 # 4. the 30B shape at 25% at the new defaults, two rounds (the thirty-second's cut before it);
@@ -13,7 +13,7 @@
 #    written, 40 and 56 after; one pass: four probes); 6. the 235B shape short and deep;
 # 7. uniform routing; 8. the kernel rate by type, 3 passes.
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
-bash bench/gpu_session.sh build cachetest
+bash bench/gpu_session.sh build  # the cache's GPU tests run with every GPU test below (the patches as the thirty-second's lease tested them)
 q30=/tmp/q30-realistic.gguf
 python3 -m app.synthetic "$q30" --preset qwen3-30b-a3b --routing realistic > /dev/null
 sync  # the model's 17 GB written out before anything is timed
