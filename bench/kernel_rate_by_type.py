@@ -1,7 +1,7 @@
 """llama.cpp's CPU kernels on routed experts of each quant type, against Q4_0's: the figures of
 the speed model's CPU_KERNEL_RATE (app/advisor/device_rates.py).
 
-The kernel probe (app/tune/expert_read_probe.py: a two-layer model with Qwen3-30B-A3B's
+The kernel probe (app/tune/expert_read_probe.py: a 2- and a 6-layer model with Qwen3-30B-A3B's
 shapes, decoded with 2 and with 8 experts a token, the experts in the file's layout) is run
 with the routed experts written in each type (app/synthetic: random blocks of the type), in
 interleaved passes; each type's rate is divided by the same pass's Q4_0 rate (measured first

@@ -61,7 +61,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--threads", type=int, default=0, help="CPU threads (0: physical cores, "
                        "as the engine decodes with)")
     probe.add_argument("--dir", type=Path, default=None,
-                       help="where to write the probe's 0.7 GB model while it runs (default: temp)")
+                       help="where to write the probe's models (2.7 GB) while it runs (default: temp)")
     probe.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
                        help="time these expert types too, against Q4_0 (repeatable; e.g. Q4_K, "
                        "Q6_K, IQ1_M: your model's; tuning a model times its own)")

@@ -2,15 +2,20 @@
 speed model reads this machine's figure instead of estimating it from the numpy RAM probe
 (app/hardware/expert_read.py says why).
 
-A synthetic model with Qwen3-30B-A3B's layer shapes (two layers, uniform routing, a small
-vocabulary so that the output head counts little; 0.7 GB, far past any CPU's last-level cache)
-is decoded in the engine with 2 and then 8 experts chosen a token (the model's
+Two synthetic models with Qwen3-30B-A3B's layer shapes (2 and 6 layers, uniform routing, a small
+vocabulary so that the output head counts little; 0.7 and 2.0 GB, far past any CPU's last-level
+cache) are decoded in the engine with 2 and then 8 experts chosen a token (the model's
 ``expert_used_count`` overridden at load), the routed experts on the CPU in the file's layout,
 as beside a GPU (with one: the rest of each layer on the GPU, llama.cpp's --cpu-moe; without:
-everything on the CPU, repacking off). The token's time grows by six experts a
-layer between the two; an expert's bytes over its share of that growth is the rate. What a
-layer or a token costs beside its experts cancels out. bench/cpu_moe_decode.py fits the same
-from nine points; two keep the probe to about half a minute.
+everything on the CPU, repacking off). A token's time grows by six experts a layer between the
+two counts; the larger model's growth less the smaller's is four layers' worth of experts, and
+an expert's bytes over its share of that is the rate. What a layer or a token costs beside its
+experts cancels out, and so does a token's cost that grows with the experts chosen but not with
+the layers: with one two-layer model that cost was in the rate, which read 0.7x what its host's
+own 48-layer decodes implied on the thirty-third session's H100 host (64 against 85-94 GB/s),
+and 6.1 / 7.3 / 8.1 GB/s at 2 / 4 / 8 layers on the dev machine, whose slope between layer
+counts is 9.1 (docs/benchmarks.md, "Thirty-third session"). bench/cpu_moe_decode.py fits the
+same from nine points; four keep the probe to about a minute.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ log = logging.getLogger("moedesk.tune")
 REFERENCE_TYPE = "Q4_0"  # the probe's experts (the synthetic models' type)
 PROBE_TYPES = [q for q in EXPERT_QUANT_TYPES if q not in (REFERENCE_TYPE, "F16")]  # timed against it
 EXPERTS_USED = (2, 8)
-PROBE_LAYERS = 2
+PROBE_LAYERS = (2, 6)  # the rate is the difference between the two models' slopes
 DECODE_TOKENS = 48
 ROUNDS = 3  # each count of experts loaded this often, interleaved; the medians count (a host's
 # CPU compute for one graph varied by half from load to load on the H100)
@@ -51,7 +56,7 @@ class ProbeError(Exception):
 
 def probe_spec(quant: str = REFERENCE_TYPE) -> SyntheticSpec:
     """The probe's model, its routed experts in ``quant`` (the writer's EXPERT_QUANT_TYPES)."""
-    return SyntheticSpec.preset("qwen3-30b-a3b", n_layer=PROBE_LAYERS, n_vocab=512, routing="uniform",
+    return SyntheticSpec.preset("qwen3-30b-a3b", n_layer=PROBE_LAYERS[0], n_vocab=512, routing="uniform",
                                 expert_quant="" if quant == REFERENCE_TYPE else quant)
 
 
@@ -75,50 +80,59 @@ def engine_has_gpu(client: EngineClient) -> bool:
 
 
 def measure_expert_read(client: EngineClient, *, threads: int | None = None,
-                        spec: SyntheticSpec | None = None, folder: Path | None = None,
-                        decode_tokens: int = DECODE_TOKENS, rounds: int = ROUNDS,
+                        spec: SyntheticSpec | None = None, layers: tuple[int, ...] = PROBE_LAYERS,
+                        folder: Path | None = None, decode_tokens: int = DECODE_TOKENS, rounds: int = ROUNDS,
                         has_gpu: bool | None = None,
                         progress: Callable[[str], None] = lambda _line: None,
                         cancel: threading.Event | None = None) -> ExpertReadRate:
     """Run the probe on ``client``'s engine (its model is unloaded) and return the rate; the
-    model is written to a temporary folder in ``folder`` (default: the system's) and removed.
-    ``has_gpu``: whether the engine has one (None: ask it). ``cancel`` set stops it between
-    runs (TuneCancelled)."""
+    models (``spec`` at each of ``layers``; one count: that model's slope alone, as the probe
+    measured before the thirty-third session) are written to a temporary folder in ``folder``
+    (default: the system's) and removed. ``has_gpu``: whether the engine has one (None: ask
+    it). ``cancel`` set stops it between runs (TuneCancelled)."""
     spec = spec or probe_spec()
     threads = threads or default_threads()
     if has_gpu is None:
         has_gpu = engine_has_gpu(client)
-    seconds: dict[int, list[float]] = {k: [] for k in EXPERTS_USED}
+    seconds: dict[tuple[int, int], list[float]] = {(n, k): [] for n in layers for k in EXPERTS_USED}
     with tempfile.TemporaryDirectory(prefix="moedesk-kernel-probe-", dir=folder) as tmp:
-        progress(f"writing a {spec.n_layer}-layer synthetic model")
-        (model,) = write_synthetic_model(Path(tmp) / "expert-read-probe.gguf", spec)
-        info = read_model(model)
-        # the model just written (and a download before it) is written out meanwhile otherwise
+        models = {}
+        for n in layers:
+            progress(f"writing a {n}-layer synthetic model")
+            (path,) = write_synthetic_model(Path(tmp) / f"probe-{n}-layers.gguf", replace(spec, n_layer=n))
+            models[n] = (path, read_model(path))
+        # the models just written (and a download before them) are written out meanwhile otherwise
         if not settle_pending_writes(progress, lambda: cancel is not None and cancel.is_set()):
             log.warning("kernel probe: timing with %.1f GB of disk writes pending",
                         (pending_write_bytes() or 0) / 1e9)
-        measurer = Measurer(client, model, cancel=cancel)
-        workload = Workload(prefill_tokens=(), decode_tokens=decode_tokens)
         try:
             for round_ in range(rounds):
-                for k in EXPERTS_USED:
-                    progress(f"decoding with {k} experts a token (round {round_ + 1} of {rounds})")
-                    result = measurer.measure(f"{k} experts", probe_plan(k, threads, has_gpu), workload)
-                    if not result.ok or result.decode_tps <= 0:
-                        raise ProbeError(f"the engine could not decode the probe's model: {result.error}")
-                    seconds[k].append(1 / result.decode_tps)
+                for n, (path, _info) in models.items():
+                    measurer = Measurer(client, path, cancel=cancel)
+                    workload = Workload(prefill_tokens=(), decode_tokens=decode_tokens)
+                    for k in EXPERTS_USED:
+                        progress(f"decoding {n} layers, {k} experts a token (round {round_ + 1} of {rounds})")
+                        result = measurer.measure(f"{n} layers, {k} experts", probe_plan(k, threads, has_gpu),
+                                                  workload)
+                        if not result.ok or result.decode_tps <= 0:
+                            raise ProbeError(f"the engine could not decode the probe's model: {result.error}")
+                        seconds[(n, k)].append(1 / result.decode_tps)
         finally:
             try:
                 client.unload()
             except EngineError:
                 pass  # the engine is gone: the error above (or the caller's next call) says why
-    low, high = (statistics.median(seconds[k]) for k in EXPERTS_USED)
-    experts = (EXPERTS_USED[1] - EXPERTS_USED[0]) * len(info.moe_layers)
-    if high <= low:
-        raise ProbeError(f"a token took no longer with {EXPERTS_USED[1]} experts than with "
-                         f"{EXPERTS_USED[0]} ({high * 1e3:.2f} against {low * 1e3:.2f} ms): the "
-                         "machine was busy; close other programs and run it again")
-    return ExpertReadRate(bytes_per_s=info.expert_bytes() * experts / (high - low), threads=threads,
+    low, high = EXPERTS_USED
+    growth = {n: statistics.median(seconds[(n, high)]) - statistics.median(seconds[(n, low)]) for n in layers}
+    moe = {n: len(info.moe_layers) for n, (_path, info) in models.items()}
+    first, last = min(layers), max(layers)
+    base_time, base_layers = (growth[first], moe[first]) if len(layers) > 1 else (0.0, 0)
+    time, experts = growth[last] - base_time, (high - low) * (moe[last] - base_layers)
+    if time <= 0 or experts <= 0:
+        raise ProbeError(f"a token did not take longer with {high - low} more experts a layer in the larger "
+                         f"model ({', '.join(f'{n} layers: {g * 1e3:+.2f} ms' for n, g in growth.items())}): "
+                         "the machine was busy; close other programs and run it again")
+    return ExpertReadRate(bytes_per_s=models[last][1].expert_bytes() * experts / time, threads=threads,
                           quant=spec.expert_quant or spec.quant, cpu=cpu_key())
 
 
