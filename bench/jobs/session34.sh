@@ -6,7 +6,8 @@
 # 1. the build; the kernel probe as changed after it (two models' slopes: 2 and 6 layers) and
 #    the predictions; the old probe's slope at 2 / 6 / 16 layers (bench/probe_layers.py);
 # 2. the 30B shape at 25% and 12.5%, short prompt, two rounds (the advisor's copy policy pick
-#    with the new probe's rate; 12.5% short has not run on a fast host);
+#    with the new probe's rate; 12.5% short has not run on a fast host; "mix": half the VRAM
+#    as whole layers, fewer cached layers' splits, for a host whose CPU is fast);
 # 3. the 235B shape short and deep; 4. uniform routing; 5. the kernel rate by type, 3 passes.
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 bash bench/gpu_session.sh build
@@ -18,7 +19,7 @@ echo "=== probe slopes by layer count ($(date +%T))"
 python3 bench/probe_layers.py --threads 16 --layers 2 6 16 --passes 2 2>&1 | grep -E "^(pass|\|)" \
     | tee "$OUT/probe-layers.txt"
 export STEPS=build TOKENS=256 VARIANTS=q30:realistic
-REPEATS=2 KEEP_MODEL= BUDGETS="0.25 0.125" MODES=sweep,dynamic,eager bash bench/jobs/expert-cache-policy-h200.sh
+REPEATS=2 KEEP_MODEL= BUDGETS="0.25 0.125" MODES=sweep,dynamic,eager,mix bash bench/jobs/expert-cache-policy-h200.sh
 REPEATS=1 KEEP_MODEL= VARIANTS=q235:realistic BUDGETS="0.125 0.25" MODES=sweep,dynamic,eager DEPTH=8192 \
     DEPTH_TOKENS=192 bash bench/jobs/expert-cache-policy-h200.sh
 # uniform routing with the cache forced at 25% (0.88-0.94x in the eighteenth session; target 0.98x)
