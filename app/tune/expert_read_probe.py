@@ -14,8 +14,10 @@ experts cancels out, and so does a token's cost that grows with the experts chos
 the layers: with one two-layer model that cost was in the rate, which read 0.7x what its host's
 own 48-layer decodes implied on the thirty-third session's H100 host (64 against 85-94 GB/s),
 and 6.1 / 7.3 / 8.1 GB/s at 2 / 4 / 8 layers on the dev machine, whose slope between layer
-counts is 9.1 (docs/benchmarks.md, "Thirty-third session"). bench/cpu_moe_decode.py fits the
-same from nine points; four keep the probe to about a minute.
+counts is 9.1 (docs/benchmarks.md, "Thirty-third session", which also has a run in another
+sequence where the two-layer slope was not low: the cause is not known, the difference removes
+it either way). bench/cpu_moe_decode.py fits the same from nine points; four keep the probe to
+under a minute.
 """
 
 from __future__ import annotations
