@@ -129,13 +129,13 @@ def measure_expert_read(client: EngineClient, *, threads: int | None = None,
     moe = {n: len(info.moe_layers) for n, (_path, info) in models.items()}
     first, last = min(layers), max(layers)
     base_time, base_layers = (growth[first], moe[first]) if len(layers) > 1 else (0.0, 0)
-    time, experts = growth[last] - base_time, (high - low) * (moe[last] - base_layers)
-    if time <= 0 or experts <= 0:
+    seconds_more, experts = growth[last] - base_time, (high - low) * (moe[last] - base_layers)
+    if seconds_more <= 0 or experts <= 0:
         raise ProbeError(f"a token did not take longer with {high - low} more experts a layer in the larger "
                          f"model ({', '.join(f'{n} layers: {g * 1e3:+.2f} ms' for n, g in growth.items())}): "
                          "the machine was busy; close other programs and run it again")
-    return ExpertReadRate(bytes_per_s=models[last][1].expert_bytes() * experts / time, threads=threads,
-                          quant=spec.expert_quant or spec.quant, cpu=cpu_key())
+    return ExpertReadRate(bytes_per_s=models[last][1].expert_bytes() * experts / seconds_more,
+                          threads=threads, quant=spec.expert_quant or spec.quant, cpu=cpu_key())
 
 
 def type_speeds(client: EngineClient, quants: Iterable[str], reference: ExpertReadRate, *,
