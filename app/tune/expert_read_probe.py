@@ -107,11 +107,11 @@ def measure_expert_read(client: EngineClient, *, threads: int | None = None,
         if not settle_pending_writes(progress, lambda: cancel is not None and cancel.is_set()):
             log.warning("kernel probe: timing with %.1f GB of disk writes pending",
                         (pending_write_bytes() or 0) / 1e9)
+        measurers = {n: Measurer(client, path, cancel=cancel) for n, (path, _info) in models.items()}
+        workload = Workload(prefill_tokens=(), decode_tokens=decode_tokens)
         try:
             for round_ in range(rounds):
-                for n, (path, _info) in models.items():
-                    measurer = Measurer(client, path, cancel=cancel)
-                    workload = Workload(prefill_tokens=(), decode_tokens=decode_tokens)
+                for n, measurer in measurers.items():
                     for k in EXPERTS_USED:
                         progress(f"decoding {n} layers, {k} experts a token (round {round_ + 1} of {rounds})")
                         result = measurer.measure(f"{n} layers, {k} experts", probe_plan(k, threads, has_gpu),

@@ -249,7 +249,7 @@ class RoutingWindow:
 
     def _uses(self) -> np.ndarray:
         """Per layer, the window's selections."""
-        return self._window()[:, :-1].sum(axis=1)
+        return self.counts().sum(axis=1)
 
     def window_layer_hit_rate(self) -> np.ndarray:
         """Per layer, the share of the window's selections served from GPU memory; NaN where
