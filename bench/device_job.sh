@@ -12,12 +12,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=/tmp/moedesk-job.log
 JOB_OUT=/tmp/moedesk-out
+TREE=/tmp/moedesk-job-tree
 case "${1:-}" in
     start)
         [ -f "${2:-}" ] || { echo "usage: $0 start JOBFILE"; exit 2; }
         mkdir -p "$JOB_OUT"
-        OUT=$JOB_OUT setsid nohup bash -c "bash '$2'; echo \"JOB DONE \$(date +%T) rc \$?\"" \
-            > "$LOG" 2>&1 < /dev/null &
+        # the job runs from a copy of the tree: each later call copies this session's tree
+        # again, and a job reading its scripts meanwhile found them gone (thirty-fourth session)
+        rm -rf "$TREE" && mkdir -p "$TREE" && cp -a . "$TREE" || exit 1
+        (cd "$TREE" && OUT=$JOB_OUT setsid nohup bash -c "bash '$2'; echo \"JOB DONE \$(date +%T) rc \$?\"" \
+            > "$LOG" 2>&1 < /dev/null &)
         echo "started $2 ($(date +%T)); log $LOG" ;;
     wait) ;;
     *) echo "usage: $0 start JOBFILE | wait"; exit 2 ;;
