@@ -42,6 +42,11 @@ def test_probe_cpu_times_the_kernels_and_the_advisor_reads_the_rate(
     assert rate is not None and rate.cpu == cpu_key() and rate.quant == "Q4_0"
     assert rate.threads == default_threads()
     assert 1e8 < rate.bytes_per_s < 1e13  # between a slow laptop's core and past any RAM
+    # timed on wider experts too: what an expert costs beside its bytes (0.15 ms on the dev
+    # machine's two threads; 0 where the wide ones streamed no faster)
+    probe_expert_bytes = 3 * 2048 * 768 * 18 / 32  # Q4_0
+    assert rate.expert_weights == 3 * 2048 * 768
+    assert 0 <= rate.expert_seconds < probe_expert_bytes / rate.bytes_per_s
     # Q6_K against Q4_0, timed the same way (1.30-1.62x on the dev machine)
     assert list(rate.type_speeds) == ["Q6_K"] and 0.5 < rate.type_speeds["Q6_K"] < 3
     after = cli("hardware", "--models-dir", str(tmp_path), home=home)
@@ -62,7 +67,9 @@ def test_a_rate_from_another_machine_or_version_is_not_used(tmp_path: Path) -> N
                     {**dataclasses.asdict(rate), "bytes_per_s": "fast"},
                     {**dataclasses.asdict(rate), "threads": 0},
                     {**dataclasses.asdict(rate), "type_speeds": {"Q6_K": -1}},
-                    {**dataclasses.asdict(rate), "type_speeds": [1.4]}):
+                    {**dataclasses.asdict(rate), "type_speeds": [1.4]},
+                    {**dataclasses.asdict(rate), "expert_seconds": -1e-6},
+                    {**dataclasses.asdict(rate), "expert_weights": "wide"}):
         data[CACHE_KEY] = damaged
         cache.write_text(json.dumps(data))
         assert cached_expert_read(cache) is None

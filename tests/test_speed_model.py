@@ -156,6 +156,30 @@ def test_the_cpu_kernels_rate_follows_the_type_of_each_weight() -> None:
         predict(models["IQ2_XXS"], plan("all"), ON_GPU, slow_here, 16).notes)
 
 
+def test_larger_experts_stream_faster_by_the_cost_each_expert_has_beside_its_bytes() -> None:
+    # the thirty-fourth session's H100 host: its kernel probe read 67.8 GB/s on the 30B shape's
+    # experts (2.53 MiB), and its n-cpu-moe decodes of the 235B shape's (10.1 MiB) implied 80-92:
+    # with a cost per expert the probe's rate holds at its own size and rises for larger ones
+    q30_experts = 3 * 2048 * 768
+    flat = ExpertReadRate(bytes_per_s=71e9, threads=16, quant="Q4_0", expert_weights=q30_experts)
+    per_expert = dataclasses.replace(flat, expert_seconds=8.4e-6)
+    assert per_expert.rate_for(q30_experts) == pytest.approx(71e9)
+    assert per_expert.rate_for(0) == flat.rate_for(4 * q30_experts) == 71e9
+    assert per_expert.rate_for(4 * q30_experts) == pytest.approx(85.4e9, rel=0.01)
+    # past the cost, the bytes alone: 2.65 MB over (37.3 - 8.4) us
+    assert per_expert.rate_for(1000 * q30_experts) == pytest.approx(91.7e9, rel=0.01)
+    # damaged: a per-expert cost of the whole time reads as none
+    assert dataclasses.replace(flat, expert_seconds=1.0).rate_for(4 * q30_experts) == 71e9
+    q235 = model_from_spec(SyntheticSpec.preset("qwen3-235b-a22b", n_layer=20))
+    assert q235.expert_weights() == 3 * 4096 * 1536 and QWEN3_30B_Q4.expert_weights() == q30_experts
+    wide_ram = dataclasses.replace(SERVER_RAM, read_bw=150e9)  # the kernels bound, not RAM
+    predicted = {name: predict(m, plan("all"), ON_GPU, dataclasses.replace(wide_ram, expert_read=rate), 16)
+                 for m, name0 in ((QWEN3_30B_Q4, "q30"), (q235, "q235"))
+                 for rate, name in ((flat, f"{name0} flat"), (per_expert, f"{name0} per expert"))}
+    assert predicted["q30 per expert"].decode.mid == pytest.approx(predicted["q30 flat"].decode.mid, rel=1e-6)
+    assert predicted["q235 per expert"].decode.mid > 1.1 * predicted["q235 flat"].decode.mid
+
+
 def test_cpu_prefill_of_mxfp4_and_q8_0_experts_is_slower_than_the_k_quants() -> None:
     # CPU only: MXFP4 and Q8_0 experts prefill at 0.6-0.75x the k-quants' rate repacked, less in
     # the file's layout (docs/benchmarks.md, "CPU-only runs by type"); the flops are the same

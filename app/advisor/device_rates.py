@@ -160,9 +160,12 @@ class DeviceRates:
 
 
 def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_threads: int, physical_cores: int,
-                 file_layout: bool = False) -> tuple[dict[str, DeviceRates], list[str]]:
+                 file_layout: bool = False,
+                 expert_weights: int = 0) -> tuple[dict[str, DeviceRates], list[str]]:
     """Rates of the CPU (with ``n_threads`` threads) and of each GPU device, and notes.
-    ``file_layout``: the CPU's weights stay in the file's layout (not repacked)."""
+    ``file_layout``: the CPU's weights stay in the file's layout (not repacked);
+    ``expert_weights``: the model's routed experts' size, at which the kernel probe's rate is
+    taken (0: the probe's own)."""
     notes = []
     if ram is None:
         ram = TYPICAL_RAM
@@ -178,7 +181,7 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_thread
         kernel_speeds |= {q: speed * probed for q, speed in kernels.type_speeds.items()}
         timed = frozenset(kernels.type_speeds) | {kernels.quant}
         if kernels.threads == threads and file_layout:
-            kernel_bw = kernels.bytes_per_s / probed
+            kernel_bw = kernels.rate_for(expert_weights) / probed
     source = f"{cpu_bw / 1e9:.0f} GB/s measured" + (
         f", its kernels {kernel_bw / 1e9:.0f} GB/s measured by decoding" if kernel_bw else "")
     rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=source,

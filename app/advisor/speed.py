@@ -89,7 +89,8 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     names = list(gpus)
     # with a GPU, llama.cpp keeps weights in RAM in its host buffer (the file's layout) unless no_host
     file_layout = (bool(gpus) and not plan.no_host) or not plan.repack
-    rates, notes = device_rates(gpus, ram, plan.n_threads, physical_cores, file_layout)
+    rates, notes = device_rates(gpus, ram, plan.n_threads, physical_cores, file_layout,
+                                expert_weights=model.expert_weights())
     ram = ram or TYPICAL_RAM
     work = token_work(model, plan, names, n_prompt + n_gen // 2)
     hot = hot_experts(model, plan, names, profile)

@@ -143,6 +143,15 @@ class GGUFModel:
                 per_layer[t.layer] += t.n_bytes
         return max(per_layer.values(), default=0) // max(self.n_expert, 1)
 
+    def expert_weights(self) -> int:
+        """One routed expert's weights (its up, gate and down slices) in the largest MoE layer;
+        0 without routed experts."""
+        per_layer: dict[int, int] = defaultdict(int)
+        for t in self.tensors:
+            if t.tensor_class == "routed_experts" and t.layer is not None:
+                per_layer[t.layer] += math.prod(t.shape)
+        return max(per_layer.values(), default=0) // max(self.n_expert, 1)
+
     def bytes_by_class(self) -> dict[str, int]:
         totals: dict[str, int] = defaultdict(int)
         for t in self.tensors:

@@ -22,10 +22,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import gguf
+
 from app.hardware.probe_cache import cache_path, cpu_key, read_cache, write_cache
 
 CACHE_KEY = "expert_read"
-PROBE_VERSION = 1
+# 2: the probe also times wider experts (a cost per expert beside its bytes); a rate measured
+# without it reads larger experts than the probe's too slow, so it is measured again
+PROBE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,31 @@ class ExpertReadRate:
     # other types' rates against this one's, measured here the same way (the experts of the
     # models tuned here; app/advisor/device_rates.py's CPU_KERNEL_RATE stands in for the rest)
     type_speeds: dict[str, float] = field(default_factory=dict)
+    # the probe's experts' size (weights), and what each expert a token reads costs beside its
+    # bytes (seconds; 0: not separated): a token's time on an expert of S bytes is
+    # expert_seconds + S / (the rate past it), so larger experts stream faster
+    expert_weights: int = 0
+    expert_seconds: float = 0.0
+
+    def rate_for(self, expert_weights: int) -> float:
+        """Bytes/s for experts of ``expert_weights`` weights (0: the probe's own size)."""
+        if expert_weights <= 0 or self.expert_weights <= 0 or self.expert_seconds <= 0:
+            return self.bytes_per_s
+        block, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[self.quant]]
+        probe_bytes = self.expert_weights * block_bytes / block  # the probe's expert
+        per_byte = (probe_bytes / self.bytes_per_s - self.expert_seconds) / probe_bytes
+        if per_byte <= 0:  # damaged: the per-expert cost is the whole time
+            return self.bytes_per_s
+        n_bytes = probe_bytes * expert_weights / self.expert_weights
+        return n_bytes / (self.expert_seconds + per_byte * n_bytes)
 
     def describe(self) -> str:
         types = "".join(f", {q} {speed:.2f}x" for q, speed in sorted(self.type_speeds.items()))
+        size = (f" ({self.expert_seconds * 1e6:.0f} us an expert beside its bytes: "
+                f"{self.rate_for(4 * self.expert_weights) / 1e9:.1f} GB/s for experts 4x as large)"
+                if self.expert_seconds > 0 else "")
         return (f"llama.cpp's CPU kernels read routed experts ({self.quant}, in the file's layout) at "
-                f"{self.bytes_per_s / 1e9:.1f} GB/s with {self.threads} threads (measured by decoding"
+                f"{self.bytes_per_s / 1e9:.1f} GB/s{size} with {self.threads} threads (measured by decoding"
                 f"{types})")
 
 
@@ -58,7 +82,9 @@ def cached_expert_read(cache: Path | None = None) -> ExpertReadRate | None:
         rate = ExpertReadRate(**entry)
     except TypeError:
         return None
-    numbers = isinstance(rate.bytes_per_s, (int, float)) and isinstance(rate.threads, int)
+    numbers = (isinstance(rate.bytes_per_s, (int, float)) and isinstance(rate.threads, int)
+               and isinstance(rate.expert_weights, int) and isinstance(rate.expert_seconds, (int, float))
+               and rate.expert_weights >= 0 and rate.expert_seconds >= 0)
     speeds = isinstance(rate.type_speeds, dict) and all(
         isinstance(v, (int, float)) and v > 0 for v in rate.type_speeds.values())
     return rate if numbers and speeds and rate.bytes_per_s > 0 and rate.threads > 0 else None  # else damaged

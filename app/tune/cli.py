@@ -61,7 +61,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--threads", type=int, default=0, help="CPU threads (0: physical cores, "
                        "as the engine decodes with)")
     probe.add_argument("--dir", type=Path, default=None,
-                       help="where to write the probe's models (2.7 GB) while it runs (default: temp)")
+                       help="where to write the probe's models (3.4 GB) while it runs (default: temp)")
     probe.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
                        help="time these expert types too, against Q4_0 (repeatable; e.g. Q4_K, "
                        "Q6_K, IQ1_M: your model's; tuning a model times its own)")
@@ -82,7 +82,8 @@ def probe_cpu(args: argparse.Namespace) -> int:
 
     with EngineClient.spawn() as client:
         try:
-            rate = measure_expert_read(client, threads=args.threads or None, folder=args.dir, progress=show)
+            rate = measure_expert_read(client, threads=args.threads or None, folder=args.dir, wide=True,
+                                       progress=show)
             rate = replace(rate, type_speeds=dict(type_speeds(client, args.types, rate, folder=args.dir,
                                                               progress=show)))
         except ProbeError as exc:

@@ -18,6 +18,14 @@ counts is 9.1 (docs/benchmarks.md, "Thirty-third session", which also has a run 
 sequence where the two-layer slope was not low: the cause is not known, the difference removes
 it either way). bench/cpu_moe_decode.py fits the same from nine points; four keep the probe to
 under a minute.
+
+A third model (``wide``: the reference measurement) has experts four times as wide (32 a layer,
+0.7 GB) and as many layers as the smaller: the difference of its slope and that model's is the
+extra bytes alone, so it splits the time of an expert into its bytes and a cost of its own (the
+thirty-fourth session: on the dev machine's two threads Qwen3-30B's 2.53 MiB experts streamed at
+5.6-7.5 GB/s and experts of 5-10 MiB at 8.9-12.1; on an H100 host the probe read 67.8 GB/s on
+the former and n-cpu-moe decodes of Qwen3-235B's 10.1 MiB experts implied 80-92). The speed
+model takes the rate at each model's expert size (``ExpertReadRate.rate_for``).
 """
 
 from __future__ import annotations
@@ -47,6 +55,10 @@ REFERENCE_TYPE = "Q4_0"  # the probe's experts (the synthetic models' type)
 PROBE_TYPES = [q for q in EXPERT_QUANT_TYPES if q not in (REFERENCE_TYPE, "F16")]  # timed against it
 EXPERTS_USED = (2, 8)
 PROBE_LAYERS = (2, 6)  # the rate is the difference between the two models' slopes
+# the wide model: experts this many times as wide, in as many layers as the smallest model and
+# fewer of them a layer (a model of 0.7 GB), whose slope less that model's is the bytes alone
+WIDE_FACTOR = 4
+WIDE_EXPERTS = 32
 DECODE_TOKENS = 48
 ROUNDS = 3  # each count of experts loaded this often, interleaved; the medians count (a host's
 # CPU compute for one graph varied by half from load to load on the H100)
@@ -60,6 +72,12 @@ def probe_spec(quant: str = REFERENCE_TYPE) -> SyntheticSpec:
     """The probe's model, its routed experts in ``quant`` (the writer's EXPERT_QUANT_TYPES)."""
     return SyntheticSpec.preset("qwen3-30b-a3b", n_layer=PROBE_LAYERS[0], n_vocab=512, routing="uniform",
                                 expert_quant="" if quant == REFERENCE_TYPE else quant)
+
+
+def wide_spec(spec: SyntheticSpec, n_layer: int) -> SyntheticSpec:
+    """The probe's model with ``WIDE_FACTOR`` times as wide experts, ``WIDE_EXPERTS`` a layer."""
+    return replace(spec, n_layer=n_layer, n_ff_exp=spec.n_ff_exp * WIDE_FACTOR,
+                   n_expert=min(spec.n_expert, WIDE_EXPERTS))
 
 
 def expert_types(model: GGUFModel) -> list[str]:
@@ -84,24 +102,30 @@ def engine_has_gpu(client: EngineClient) -> bool:
 def measure_expert_read(client: EngineClient, *, threads: int | None = None,
                         spec: SyntheticSpec | None = None, layers: tuple[int, ...] = PROBE_LAYERS,
                         folder: Path | None = None, decode_tokens: int = DECODE_TOKENS, rounds: int = ROUNDS,
-                        has_gpu: bool | None = None,
+                        has_gpu: bool | None = None, wide: bool = False,
                         progress: Callable[[str], None] = lambda _line: None,
                         cancel: threading.Event | None = None) -> ExpertReadRate:
     """Run the probe on ``client``'s engine (its model is unloaded) and return the rate; the
     models (``spec`` at each of ``layers``; one count: that model's slope alone, as the probe
-    measured before the thirty-third session) are written to a temporary folder in ``folder``
-    (default: the system's) and removed. ``has_gpu``: whether the engine has one (None: ask
-    it). ``cancel`` set stops it between runs (TuneCancelled)."""
+    measured before the thirty-third session; ``wide``: and ``wide_spec``'s, for the cost an
+    expert has beside its bytes) are written to a temporary folder in ``folder`` (default: the
+    system's) and removed. ``has_gpu``: whether the engine has one (None: ask it). ``cancel``
+    set stops it between runs (TuneCancelled)."""
     spec = spec or probe_spec()
     threads = threads or default_threads()
     if has_gpu is None:
         has_gpu = engine_has_gpu(client)
-    seconds: dict[tuple[int, int], list[float]] = {(n, k): [] for n in layers for k in EXPERTS_USED}
+    first, last = min(layers), max(layers)
+    specs: dict[int | str, SyntheticSpec] = {n: replace(spec, n_layer=n) for n in layers}
+    if wide:
+        specs["wide"] = wide_spec(spec, first)
+    seconds: dict[tuple[int | str, int], list[float]] = {(n, k): [] for n in specs for k in EXPERTS_USED}
     with tempfile.TemporaryDirectory(prefix="moedesk-kernel-probe-", dir=folder) as tmp:
         models = {}
-        for n in layers:
-            progress(f"writing a {n}-layer synthetic model")
-            (path,) = write_synthetic_model(Path(tmp) / f"probe-{n}-layers.gguf", replace(spec, n_layer=n))
+        for n, model_spec in specs.items():
+            name = f"{n}-layer" if n != "wide" else f"{first}-layer wide-expert"
+            progress(f"writing a {name} synthetic model")
+            (path,) = write_synthetic_model(Path(tmp) / f"probe-{n}-layers.gguf", model_spec)
             models[n] = (path, read_model(path))
         # the models just written (and a download before them) are written out meanwhile otherwise
         if not settle_pending_writes(progress, lambda: cancel is not None and cancel.is_set()):
@@ -113,8 +137,9 @@ def measure_expert_read(client: EngineClient, *, threads: int | None = None,
             for round_ in range(rounds):
                 for n, measurer in measurers.items():
                     for k in EXPERTS_USED:
-                        progress(f"decoding {n} layers, {k} experts a token (round {round_ + 1} of {rounds})")
-                        result = measurer.measure(f"{n} layers, {k} experts", probe_plan(k, threads, has_gpu),
+                        what = f"{n} layers" if n != "wide" else f"{first} layers of wide experts"
+                        progress(f"decoding {what}, {k} experts a token (round {round_ + 1} of {rounds})")
+                        result = measurer.measure(f"{what}, {k} experts", probe_plan(k, threads, has_gpu),
                                                   workload)
                         if not result.ok or result.decode_tps <= 0:
                             raise ProbeError(f"the engine could not decode the probe's model: {result.error}")
@@ -125,17 +150,33 @@ def measure_expert_read(client: EngineClient, *, threads: int | None = None,
             except EngineError:
                 pass  # the engine is gone: the error above (or the caller's next call) says why
     low, high = EXPERTS_USED
-    growth = {n: statistics.median(seconds[(n, high)]) - statistics.median(seconds[(n, low)]) for n in layers}
+    growth = {n: statistics.median(seconds[(n, high)]) - statistics.median(seconds[(n, low)]) for n in specs}
     moe = {n: len(info.moe_layers) for n, (_path, info) in models.items()}
-    first, last = min(layers), max(layers)
     base_time, base_layers = (growth[first], moe[first]) if len(layers) > 1 else (0.0, 0)
     seconds_more, experts = growth[last] - base_time, (high - low) * (moe[last] - base_layers)
     if seconds_more <= 0 or experts <= 0:
         raise ProbeError(f"a token did not take longer with {high - low} more experts a layer in the larger "
                          f"model ({', '.join(f'{n} layers: {g * 1e3:+.2f} ms' for n, g in growth.items())}): "
                          "the machine was busy; close other programs and run it again")
-    return ExpertReadRate(bytes_per_s=models[last][1].expert_bytes() * experts / seconds_more,
-                          threads=threads, quant=spec.expert_quant or spec.quant, cpu=cpu_key())
+    expert_bytes = models[last][1].expert_bytes()
+    per_expert = seconds_more / experts
+    rate = ExpertReadRate(bytes_per_s=expert_bytes / per_expert, threads=threads,
+                          quant=spec.expert_quant or spec.quant, cpu=cpu_key(),
+                          expert_weights=models[last][1].expert_weights())
+    if not wide:
+        return rate
+    # the wide model has as many layers as the first: what a token costs beside its experts,
+    # and what each expert costs beside its bytes, cancel in the difference of their slopes
+    wide_per_expert = per_expert + (growth["wide"] - growth[first]) / ((high - low) * moe[first])
+    wide_bytes = models["wide"][1].expert_bytes()
+    if wide_per_expert <= per_expert:
+        log.warning("kernel probe: %.1fx wider experts took no longer (%.0f against %.0f us); the cost "
+                    "an expert has beside its bytes is not separated", wide_bytes / expert_bytes,
+                    wide_per_expert * 1e6, per_expert * 1e6)
+        return rate
+    bytes_seconds = (wide_per_expert - per_expert) / (wide_bytes - expert_bytes)
+    # below 0 when wide experts stream slower a byte (the spread of a busy host): none separated
+    return replace(rate, expert_seconds=max(0.0, per_expert - bytes_seconds * expert_bytes))
 
 
 def type_speeds(client: EngineClient, quants: Iterable[str], reference: ExpertReadRate, *,
@@ -174,7 +215,7 @@ def ensure_expert_read(client: EngineClient, threads: int | None = None, *, type
     try:
         # the rate if none is remembered, and the types' reference either way
         reference = measure_expert_read(client, threads=threads, folder=folder, has_gpu=True,
-                                        progress=progress, cancel=cancel)
+                                        wide=rate is None, progress=progress, cancel=cancel)
         if rate is None:
             rate = reference
             record_expert_read(rate)
