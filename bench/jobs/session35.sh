@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The next lease (one GPU, ~15 min after the build), most wanted first. Left by the thirty-fourth
+# session, whose lease (H100) measured the 30B shape at both budgets with the mix, the 235B shape
+# short and deep, uniform routing, the two-model kernel probe (67.8 GB/s; decode predictions
+# -11..-18%, in range) and the kernel rate by type. Since then: the probe's third model (wider
+# experts: a cost an expert has beside its bytes) and predict_vs_measure's varied prompt.
+# 1. the build; the probe as changed (its line says the cost an expert has and the rate for 4x
+#    larger experts); the predictions on the 30B shape (prefill with the new prompt: within 25%?);
+# 2. the predictions on the 235B shape (20 layers): n-cpu-moe's decodes there read 20-27% above
+#    the old rate's predictions;
+# 3. the 235B shape at 12.5% short: the advisor picked eager there (1.31x, thrifty 1.46x) with the
+#    probe's rate at the 30B shape's experts.
+export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
+bash bench/gpu_session.sh build
+q30=/tmp/q30-realistic.gguf
+python3 -m app.synthetic "$q30" --preset qwen3-30b-a3b --routing realistic > /dev/null
+sync  # the model's 17 GB written out before anything is timed
+MODEL=$q30 bash bench/gpu_session.sh probecpu predict | grep -E "^(===|\||CPU kernels|llama.cpp's CPU)"
+rm -f "$q30"
+q235=/tmp/q235-realistic.gguf
+python3 -m app.synthetic "$q235" --preset qwen3-235b-a22b --layers 20 --routing realistic > /dev/null
+sync
+echo "=== predict q235 ($(date +%T))"
+python3 bench/predict_vs_measure.py --model "$q235" --threads 16 --repeats 2 --placement gpu \
+    --placement experts-ram --placement first-10 --placement first-15 2>&1 | tee "$OUT/predict-q235.txt" \
+    | grep -E "^(\||note)"
+export STEPS=build TOKENS=128
+REPEATS=1 KEEP_MODEL=1 VARIANTS=q235:realistic BUDGETS=0.125 MODES=sweep,dynamic,eager \
+    bash bench/jobs/expert-cache-policy-h200.sh
+rm -f "$q235"
