@@ -178,6 +178,14 @@ def test_larger_experts_stream_faster_by_the_cost_each_expert_has_beside_its_byt
                  for rate, name in ((flat, f"{name0} flat"), (per_expert, f"{name0} per expert"))}
     assert predicted["q30 per expert"].decode.mid == pytest.approx(predicted["q30 flat"].decode.mid, rel=1e-6)
     assert predicted["q235 per expert"].decode.mid > 1.1 * predicted["q235 flat"].decode.mid
+    # dense weights on the CPU (here everything, repacking off) stream past the cost an expert
+    # has: the 30B shape's token is faster for its attention and output head alone
+    cpu_only = plan(n_gpu_layers=0, repack=False)
+    flat_cpu, per_expert_cpu = (
+        predict(QWEN3_30B_Q4, cpu_only, {}, dataclasses.replace(wide_ram, expert_read=r), 16)
+        for r in (flat, per_expert))
+    assert per_expert_cpu.decode.mid > 1.05 * flat_cpu.decode.mid
+    assert per_expert_cpu.decode_bytes == flat_cpu.decode_bytes
 
 
 def test_cpu_prefill_of_mxfp4_and_q8_0_experts_is_slower_than_the_k_quants() -> None:

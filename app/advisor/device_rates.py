@@ -48,6 +48,8 @@ MEASURED_CPU_READ_EFFICIENCY: Range = (0.85, 1.15)
 # compute 5.7-6.1 ms a token against thrifty's 7.1-7.5 with fewer misses; docs/benchmarks.md,
 # "Twentieth session").
 SHARED_RAM_EFFICIENCY: Range = (0.85, 1.0)
+# a dense weight as the kernel probe's cost a matrix sees it: a size past which that cost is nil
+DENSE_MATRIX_WEIGHTS = 1 << 40
 # The CPU kernels' read rate for weights of each type in the file's layout, against Q4_0's (the
 # kernel probe's type): the kernel probe run with the routed experts in each type on the dev
 # machine's Xeon (AVX-512 VNNI, 2 threads: bound by its cores), medians of 5 passes, each
@@ -103,8 +105,12 @@ class DeviceRates:
     # GPUs: host-to-device copies measured through the CUDA runtime (None: estimated)
     host_copy: HostCopyRates | None = None
     # the CPU: its kernels' read rate for weights in the file's layout, measured by decoding (0:
-    # not measured for this plan's threads, or its weights are repacked), as Q4_0's
+    # not measured for this plan's threads, or its weights are repacked), as Q4_0's, for the
+    # model's routed experts (the probe's rate taken at their size)
     kernel_bw: float = 0.0
+    # the CPU: its kernels on a dense matrix against that (one matrix a weight: no expert's own
+    # cost; ExpertReadRate.rate_for past any size), 1 where not separated
+    dense_kernel_speed: float = 1.0
     # the CPU: its kernels' speed on each weight type against Q4_0's (CPU_KERNEL_RATE, and the
     # types the kernel probe timed on this machine)
     kernel_speeds: dict[str, float] = field(default_factory=dict)
@@ -116,6 +122,14 @@ class DeviceRates:
         over those Q4_0 would read in the same time."""
         as_q4_0 = sum(n / self.kernel_speeds.get(q, 1.0) for q, n in type_bytes.items())
         return sum(type_bytes.values()) / as_q4_0 if as_q4_0 > 0 else 1.0
+
+    def dense_share_speed(self, dense_bytes: float, n_bytes: float) -> float:
+        """The CPU's kernels on ``n_bytes`` of which ``dense_bytes`` are dense matrices against
+        on routed experts alone (``dense_kernel_speed`` for the dense share)."""
+        if n_bytes <= 0 or dense_bytes <= 0 or self.dense_kernel_speed == 1.0:
+            return 1.0
+        dense = min(dense_bytes, n_bytes)
+        return n_bytes / (n_bytes - dense + dense / self.dense_kernel_speed)
 
     def kernel_note(self, type_bytes: dict[str, float]) -> str | None:
         """What the CPU's kernels on these types change, for the prediction's notes (None: little)."""
@@ -175,6 +189,7 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_thread
     cpu_flops = ram.matmul_flops * min(1.0, threads / max(physical_cores, 1))
     kernels = ram.expert_read
     kernel_bw = 0.0  # as Q4_0's rate (the kernel speeds scale it to each weight's type)
+    dense_speed = 1.0
     kernel_speeds, timed = dict(CPU_KERNEL_RATE), frozenset()
     if kernels:
         probed = CPU_KERNEL_RATE.get(kernels.quant, 1.0)
@@ -182,11 +197,13 @@ def device_rates(gpus: dict[str, Gpu | None], ram: RamBandwidth | None, n_thread
         timed = frozenset(kernels.type_speeds) | {kernels.quant}
         if kernels.threads == threads and file_layout:
             kernel_bw = kernels.rate_for(expert_weights) / probed
+            dense_speed = kernels.rate_for(DENSE_MATRIX_WEIGHTS) / kernels.rate_for(expert_weights)
     source = f"{cpu_bw / 1e9:.0f} GB/s measured" + (
         f", its kernels {kernel_bw / 1e9:.0f} GB/s measured by decoding" if kernel_bw else "")
     rates = {CPU_DEVICE: DeviceRates(cpu_bw, cpu_flops, source=source,
                                      thread_bw=threads * ram.read_bw_1 if file_layout else 0.0,
-                                     kernel_bw=kernel_bw, kernel_speeds=kernel_speeds,
+                                     kernel_bw=kernel_bw, dense_kernel_speed=dense_speed,
+                                     kernel_speeds=kernel_speeds,
                                      timed_types=timed, file_layout=file_layout)}
     for device, gpu in gpus.items():
         spec = gpu_spec(gpu, device)

@@ -138,7 +138,12 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
         seconds += GPU_TOKEN_S[end]
     for device, n_bytes in read.items():
         gpu = device != CPU_DEVICE
-        kernel_speed = 1.0 if gpu else rates[device].kernel_speed(work.cpu_type_bytes)
+        kernel_speed = 1.0
+        if not gpu:  # by type; and dense weights stream past the cost each expert has (the hits
+            # leave the dense bytes as they are)
+            dense = work.bytes.get(CPU_DEVICE, 0.0) - work.cpu_expert_bytes
+            kernel_speed = (rates[device].kernel_speed(work.cpu_type_bytes)
+                            * rates[device].dense_share_speed(dense, n_bytes))
         reading = n_bytes / rates[device].read_rate(end, gpu, kernel_speed)
         if not gpu and beside:  # what the CPU and the copy engine read must pass RAM's bandwidth
             reading = max(reading, (n_bytes + beside) / rates[device].shared_read_rate(end))

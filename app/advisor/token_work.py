@@ -54,6 +54,7 @@ class TokenWork:
     attention_flops: dict[str, float] = field(default_factory=dict)
     # the CPU's weight bytes a token by type (its kernels' speed depends on it: DeviceRates.kernel_speed)
     cpu_type_bytes: dict[str, float] = field(default_factory=dict)
+    cpu_expert_bytes: float = 0.0  # of the CPU's bytes a token, its routed experts'
     ram_experts: list[int] = field(default_factory=list)  # bytes of RAM experts, per MoE layer
 
 
@@ -79,6 +80,8 @@ def token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position:
             work.expert_flops[device] = work.expert_flops.get(device, 0.0) + flops
             if device == CPU_DEVICE and t.layer is not None:
                 ram_experts[t.layer] = ram_experts.get(t.layer, 0.0) + t.n_bytes
+            if device == CPU_DEVICE:
+                work.cpu_expert_bytes += n_bytes
         elif cls == "embeddings":
             n_bytes /= max(t.shape[-1], 1)  # one row per token (shape: n_embd, n_vocab)
             flops = 0.0

@@ -14,7 +14,10 @@ gpt-oss's within 24%, where the RAM probe's estimate was 48-52% fast. It is not 
 weights repacked for the CPU, whose dense matrices stream 3x faster there than in the file's
 layout (docs/benchmarks.md, "the kernel probe"). Other types' kernels run at other rates (Q6_K's
 1.4x the bytes a second of Q4_0's, the i-quants' about half on the dev machine: "Kernel rate by
-type"): a model's own expert types are timed the same way when it is tuned here.
+type"): a model's own expert types are timed the same way when it is tuned here. Larger experts
+stream faster a byte: each expert a token reads costs a time of its own beside its bytes, which
+the probe separates with a model of wider experts (``expert_seconds``; ``rate_for`` gives the
+rate at a model's expert size, and dense matrices stream at the rate past that cost).
 """
 
 from __future__ import annotations
