@@ -148,3 +148,53 @@ def test_tuning_times_a_model_s_own_expert_types() -> None:
     assert types("qwen3-30b-a3b", expert_quant="IQ1_M") == ["IQ1_M"]
     assert types("gpt-oss-20b") == ["MXFP4"]
     assert "Q4_0" not in PROBE_TYPES and "F16" not in PROBE_TYPES and "Q6_K" in PROBE_TYPES
+
+
+def test_the_wide_model_separates_an_expert_s_own_cost_from_its_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the probe's arithmetic on timings of a known machine: a token costs 2 ms, each layer 0.3
+    # ms, each expert 40 us of its own plus its bytes at 90 GB/s, and a cost that grows with the
+    # experts chosen and not with the layers (0.1 ms an expert: the dev machine's two-layer
+    # slope held one). Headers stand in for the models (the timings are given, not measured).
+    from app.gguf.info import read_model
+    from app.synthetic.writer import write_synthetic_header
+    from app.tune import expert_read_probe as probe
+    from app.tune.measure import Measurement
+
+    per_expert, per_byte = 40e-6, 1 / 90e9
+
+    def write_header(path: Path, spec: object) -> list[Path]:
+        return [write_synthetic_header(path, spec)]
+
+    class FakeMeasurer:
+        def __init__(self, _client: object, model: Path, cancel: object = None) -> None:
+            self.info = read_model(model)
+
+        def measure(self, label: str, plan: object, _workload: object) -> Measurement:
+            k = plan.n_expert_used
+            layers = len(self.info.moe_layers)
+            seconds = (2e-3 + 0.3e-3 * layers + 0.1e-3 * k
+                       + layers * k * (per_expert + per_byte * self.info.expert_bytes()))
+            return Measurement(label, plan, decode_tps=1 / seconds)
+
+    class FakeClient:
+        def unload(self) -> None:
+            pass
+
+    monkeypatch.setattr(probe, "write_synthetic_model", write_header)
+    monkeypatch.setattr(probe, "Measurer", FakeMeasurer)
+    monkeypatch.setattr(probe, "settle_pending_writes", lambda *_args: True)
+    rate = probe.measure_expert_read(FakeClient(), threads=16, folder=tmp_path, has_gpu=True, wide=True)
+    q30_expert_bytes = 3 * 2048 * 768 * 18 / 32
+    assert rate.expert_seconds == pytest.approx(per_expert, rel=1e-6)
+    assert rate.bytes_per_s == pytest.approx(q30_expert_bytes / (per_expert + per_byte * q30_expert_bytes))
+    q235_weights = 3 * 4096 * 1536
+    q235_bytes = q235_weights * 18 / 32
+    assert rate.rate_for(q235_weights) == pytest.approx(q235_bytes / (per_expert + per_byte * q235_bytes))
+    # without the wide model the rate at the probe's size is the same, and nothing separated
+    flat = probe.measure_expert_read(FakeClient(), threads=16, folder=tmp_path, has_gpu=True)
+    assert flat.bytes_per_s == pytest.approx(rate.bytes_per_s) and flat.expert_seconds == 0
+    # wide experts that streamed no faster a byte (a busy host): none separated
+    per_expert = 0.0
+    assert probe.measure_expert_read(FakeClient(), threads=16, folder=tmp_path, has_gpu=True,
+                                     wide=True).expert_seconds == pytest.approx(0.0, abs=1e-12)
