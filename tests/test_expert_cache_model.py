@@ -22,6 +22,7 @@ from app.advisor.speed import SpeedRange, predict
 from app.engine.placement import PlacementPlan
 from app.hardware.bandwidth import RamBandwidth
 from app.hardware.expert_read import ExpertReadRate
+from app.hardware.h2d import HostCopyRates
 from app.synthetic import SyntheticSpec
 from tests.test_advisor import QWEN3_30B_Q4, model_from_spec
 from tests.test_advisor_gpus import H100
@@ -182,8 +183,9 @@ def test_dynamic_copies_share_ram_beside_decoding_and_are_waited_for_from_the_ma
     # SERVER_RAM: 16 threads could read more than RAM gives, so RAM bounds the CPU's reads,
     # and the copies' reads come out of them: eager's extra copies cost more than its hits save
     assert decode(SERVER_RAM, expert_cache_policy="eager").high < decode(SERVER_RAM).high
-    # cores that read slowly beside plenty of RAM bandwidth: the copies cost the CPU nothing
-    cores_bound = dataclasses.replace(SERVER_RAM, read_bw=250e9, read_bw_1=7.7e9)
+    # cores that read slowly beside plenty of RAM bandwidth: the copies cost the CPU nothing (and
+    # the CPU's part of a token is long enough for them on the link)
+    cores_bound = dataclasses.replace(SERVER_RAM, read_bw=250e9, read_bw_1=6e9)
     assert decode(cores_bound, expert_cache_policy="eager").high > decode(cores_bound).high
     # the CPU kernels' rate measured (the kernel probe): far under the RAM's, the copies take
     # what the CPU leaves; near it, they take from the CPU as before
@@ -197,3 +199,22 @@ def test_dynamic_copies_share_ram_beside_decoding_and_are_waited_for_from_the_ma
     mapped = decode(SERVER_RAM, use_mmap=True)
     assert mapped.low < decode(SERVER_RAM).low and mapped.high < decode(SERVER_RAM).high
     assert decode(SERVER_RAM, use_mmap=True, expert_cache_policy="eager") == mapped
+
+
+def test_copies_that_outlast_the_cpu_s_part_of_a_token_on_the_link_lengthen_it() -> None:
+    model = QWEN3_30B_Q4
+    skewed = [[100] * 32 + [10] * 96 for _ in range(model.n_layer)]
+    cores_bound = dataclasses.replace(SERVER_RAM, read_bw=250e9, read_bw_1=6e9)
+
+    def decode(pinned: float, policy: str) -> SpeedRange:
+        link = HostCopyRates(gpu=H100.name, pageable=9e9, pinned=pinned, mapped=9e9, copy_bytes=256 << 20)
+        dynamic = plan(expert_cache="dynamic", expert_cache_slots=32, use_mmap=False,
+                       expert_cache_policy=policy)
+        return predict(model, dynamic, ON_GPU, dataclasses.replace(cores_bound, host_copy=link), 16,
+                       profile=skewed).decode
+
+    # eager's ~200 MB of copies a token: under the CPU's part at 200 GB/s, past it at 15
+    assert decode(15e9, "eager").high < 0.9 * decode(200e9, "eager").high
+    assert decode(15e9, "eager").mid < decode(15e9, "thrifty").mid < decode(200e9, "eager").mid
+    # thrifty's few copies fit under the CPU's part on either link
+    assert decode(15e9, "thrifty") == decode(200e9, "thrifty")

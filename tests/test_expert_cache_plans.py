@@ -17,6 +17,7 @@ from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import BuildInfo, DeviceInfo
 from app.hardware.bandwidth import RamBandwidth
+from app.hardware.h2d import HostCopyRates
 from app.synthetic import SyntheticSpec
 from app.tune.autotune import candidates
 from app.tune.measure import Measurer, Workload
@@ -216,11 +217,20 @@ def test_a_dynamic_cache_copies_eagerly_only_where_the_cpu_is_not_bound_by_ram()
     desktop = plan_for(QWEN3_30B_Q4, machine(12), 8192, base, ram=ram_bound, profile=SKEWED)
     assert desktop.placement.expert_cache_policy == "thrifty"
     assert not any("expert copies" in r for r in desktop.reasons)
-    # cores that read slowly beside plenty of RAM bandwidth (the accelerator machine's host)
-    cores_bound = dataclasses.replace(ram_bound, read_bw=250e9, read_bw_1=7.7e9)
+    # cores that read slowly beside plenty of RAM bandwidth, and the link to the GPU the
+    # accelerator machine's host copies over from pinned memory
+    link = HostCopyRates(gpu="RTX", pageable=9e9, pinned=52e9, mapped=9e9, copy_bytes=256 << 20)
+    cores_bound = dataclasses.replace(ram_bound, read_bw=250e9, read_bw_1=7.7e9, host_copy=link)
     server = plan_for(QWEN3_30B_Q4, machine(12), 8192, base, ram=cores_bound, profile=SKEWED)
     assert server.placement.expert_cache_policy == "eager"
     assert any(r.startswith("eager expert copies: decode") for r in server.reasons)
+    # a link too slow to carry eager's copies under the CPU's part of a token: thrifty, and why
+    slow_link = dataclasses.replace(cores_bound, host_copy=dataclasses.replace(link, pinned=10e9))
+    linked = plan_for(QWEN3_30B_Q4, machine(12), 8192, dataclasses.replace(base, expert_cache_policy="eager"),
+                      ram=slow_link, profile=SKEWED)
+    assert linked.placement.expert_cache_policy == "thrifty"
+    assert any(r.startswith("thrifty expert copies: decode") and "longer on the link to the GPU" in r
+               for r in linked.reasons)
     # from the mapped file eager would copy thriftily: nothing to choose
     mapped = plan_for(QWEN3_30B_Q4, machine(12), 8192, dataclasses.replace(base, use_mmap=True),
                       ram=cores_bound, profile=SKEWED)

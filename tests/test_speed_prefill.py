@@ -32,6 +32,7 @@ from app.hardware.h2d import HostCopyRates
 from app.hardware.model import Gpu
 from app.synthetic import SyntheticSpec
 from app.synthetic.writer import write_synthetic_header
+from app.tune.expert_read_probe import probe_spec
 from tests.test_advisor_gpus import H100
 
 DATA = Path(__file__).parent / "data"
@@ -136,7 +137,12 @@ def probes(run: dict[str, str]) -> RamBandwidth:
     if "h2d_pinned" in gb:
         host_copy = HostCopyRates(gpu=MACHINES[run["machine"]].name, pageable=gb["h2d_pageable"],
                                   pinned=gb["h2d_pinned"], mapped=gb.get("h2d_mapped"), copy_bytes=256 << 20)
-    kernels = ExpertReadRate(gb["kernel_read"], threads=16, quant="Q4_0") if "kernel_read" in gb else None
+    kernels = None
+    if "kernel_read" in gb:  # with an expert's own cost where the row has one (us)
+        probe = probe_spec()
+        kernels = ExpertReadRate(gb["kernel_read"], threads=16, quant="Q4_0",
+                                 expert_weights=3 * probe.n_embd * probe.n_ff_exp,
+                                 expert_seconds=float(run.get("expert_us") or 0) * 1e-6)
     return RamBandwidth(read_bw=gb["read_bw"], read_bw_1=gb["read_bw_1"], copy_bw_1=gb["copy_bw_1"],
                         matmul_flops=gb["matmul"], threads=16, buffer_bytes=0, host_copy=host_copy,
                         expert_read=kernels)

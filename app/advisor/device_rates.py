@@ -89,6 +89,15 @@ PAGEABLE_EFFICIENCY: Range = (0.85, 1.35)
 # memory 1.01-1.02x. One host: the ranges keep room for others.
 MAPPED_COPY_EFFICIENCY: Range = (0.85, 1.10)
 PINNED_COPY_EFFICIENCY: Range = (0.90, 1.10)
+# The dynamic cache's copies from pinned memory, beside a decoding CPU, reach this share of the
+# pinned copy rate above: the CPU's reads take most of RAM's bandwidth, and each CPU split's
+# results take turns with them on the copy engine. A step's copies are spread over the CPU's part
+# of the step and must be done before the next step maps them, so what does not fit under the
+# CPU's compute lengthens the token. Fitted on the H100 host's eager rows in
+# tests/data/expert_cache_h100.csv (thirty-fourth session): the CPU splits' waits above thrifty's
+# were 0.6-0.8 / 3.4-3.7 ms a token on the 235B shape at 12.5% / 25% and 1.7 on the 30B shape at
+# 25% (0.55 gives 0 / 3.6-4.1 / 2.7); one host.
+COPY_LINK_SHARE: Range = (0.5, 0.7)
 # When RAM was not measured: a dual-channel DDR5 desktop (stated in the prediction's notes).
 TYPICAL_RAM = RamBandwidth(read_bw=60e9, read_bw_1=20e9, copy_bw_1=10e9, matmul_flops=500e9,
                            threads=8, buffer_bytes=0, cpu="typical desktop")

@@ -231,8 +231,12 @@ def _faster_copy_policy(model: GGUFModel, hardware: Hardware, plan: Plan, gpus: 
     if candidate.verdict != plan.verdict or _decode_mid(candidate) <= _decode_mid(plan):
         return plan
     assert plan.speed is not None and candidate.speed is not None
+    why = COPY_POLICY_WHY[other]
+    if other == "thrifty" and plan.speed.copy_link_wait > 0:
+        why = (f"eager's copies would take {plan.speed.copy_link_wait * 1e3:.1f} ms a token longer on the "
+               "link to the GPU than the CPU's part of the token")
     candidate.reasons.append(f"{other} expert copies: decode {candidate.speed.decode} predicted, against "
-                             f"{plan.speed.decode} {mine} ({COPY_POLICY_WHY[other]})")
+                             f"{plan.speed.decode} {mine} ({why})")
     return candidate
 
 

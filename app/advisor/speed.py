@@ -12,7 +12,8 @@ patch 0004), the expected hit rate's share of the cached layers' routed-expert r
 from VRAM instead of RAM, and each cached layer adds its split's nodes on the GPU
 (app/advisor/expert_cache.py); a dynamic cache's copies read RAM too: from pinned memory the
 copy engine's reads share RAM's bandwidth with the CPU's (a CPU bound by its cores does not
-feel them), from the mapped file each token waits for them at the staging copy's rate.
+feel them) and what the link cannot carry under the CPU's part of a token lengthens it, from the
+mapped file each token waits for them at the staging copy's rate.
 
 Prefill is app/advisor/prefill.py's; the devices' rates and the shares of them llama.cpp
 reaches are app/advisor/device_rates.py's; a token's work and the fixed latencies are
@@ -25,6 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from app.advisor.device_rates import (
+    COPY_LINK_SHARE,
     CPU_FLOPS_EFFICIENCY,
     GPU_FLOPS_EFFICIENCY,
     TYPICAL_RAM,
@@ -73,6 +75,9 @@ class Prediction:
     expert_hit_rate: HitRate | None = None
     # bytes of weights in RAM the prefill copies to the GPU (op offload), over all its ubatches
     prefill_copy_bytes: int = 0
+    # seconds a decoded token waits for the dynamic cache's copies on the link to the GPU past the
+    # CPU's part of it (pinned memory), at the range's middle
+    copy_link_wait: float = 0.0
 
 
 
@@ -96,7 +101,8 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     hot = hot_experts(model, plan, names, profile)
     if kernels := rates[CPU_DEVICE].kernel_note(work.cpu_type_bytes):
         notes.append(kernels)
-    decode = [_decode_seconds(work, rates, end, hot, ram) for end in (0, 1)]
+    ends = [_decode_seconds(work, rates, end, hot, ram) for end in (0, 1)]
+    decode, link_wait = [seconds for seconds, _ in ends], [wait for _, wait in ends]
     reads = hot.reads(work.bytes, hot.hit_rate.mid) if hot else work.bytes
     prefill = [prefill_seconds(model, plan, names, rates, ram, n_prompt, end, hot) for end in (0, 1)]
     if prefill[0].copy_seconds > prefill[0].seconds / 2:
@@ -110,6 +116,7 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
         notes=notes,
         expert_hit_rate=hot.hit_rate if hot else None,
         prefill_copy_bytes=int(prefill[0].copy_bytes),
+        copy_link_wait=sum(link_wait) / 2,
     )
 
 
@@ -125,7 +132,9 @@ def _copy_source(rates: DeviceRates, mapped_file: bool) -> str:
 
 
 def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
-                    hot: HotExperts | None = None, ram: RamBandwidth = TYPICAL_RAM) -> float:
+                    hot: HotExperts | None = None, ram: RamBandwidth = TYPICAL_RAM) -> tuple[float, float]:
+    """A decoded token's seconds at the range's ``end``, and of them the wait for the cache's
+    copies on the link past the CPU's part of the token."""
     read, nodes = dict(work.bytes), dict(work.nodes)
     beside = 0.0  # bytes per token the copy engine reads from RAM beside the CPU (pinned copies)
     if hot is not None:  # the hits' expert bytes come from VRAM; each cached layer adds its split
@@ -136,6 +145,8 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
     seconds = TOKEN_S[end] + work.hops * HOP_S[end]
     if any(device != CPU_DEVICE for device in nodes):
         seconds += GPU_TOKEN_S[end]
+    cpu_seconds = 0.0  # the CPU's part of the token: the pinned copies' window on the link
+    link_wait = 0.0
     for device, n_bytes in read.items():
         gpu = device != CPU_DEVICE
         kernel_speed = 1.0
@@ -147,15 +158,22 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
         reading = n_bytes / rates[device].read_rate(end, gpu, kernel_speed)
         if not gpu and beside:  # what the CPU and the copy engine read must pass RAM's bandwidth
             reading = max(reading, (n_bytes + beside) / rates[device].shared_read_rate(end))
+        reading += nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
         seconds += reading
-        seconds += nodes.get(device, 0) * (GPU_NODE_S if gpu else CPU_NODE_S)[end]
+        if not gpu:
+            cpu_seconds = reading
     if hot is not None and hot.copies_wait:  # between tokens, through the driver's staging copy
         seconds += sum(n_bytes / rates[device].copy_rate(end, True, ram)
                        for device, n_bytes in hot.copy_bytes.items())
+    elif hot is not None and hot.copy_bytes:  # from pinned memory, under the CPU's part of the token
+        link = max(n_bytes / (rates[device].copy_rate(end, False, ram) * COPY_LINK_SHARE[end])
+                   for device, n_bytes in hot.copy_bytes.items())  # each GPU's on its own link
+        link_wait = max(link - cpu_seconds, 0.0)
+        seconds += link_wait
     for device, flops in work.attention_flops.items():
         efficiency = GPU_FLOPS_EFFICIENCY if device != CPU_DEVICE else CPU_FLOPS_EFFICIENCY
         seconds += flops / (rates[device].flops * efficiency[end])
-    return seconds
+    return seconds, link_wait
 
 
 def _fmt(tps: float) -> str:
