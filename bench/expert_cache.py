@@ -375,6 +375,9 @@ def main() -> int:
                           n_prompt, args.tokens, profile)
     # what the decode predictions rest on (issue 19: hosts whose probes differ decode alike)
     print(f"RAM probe: read {ram.read_bw / 1e9:.1f} GB/s all cores, {ram.read_bw_1 / 1e9:.1f} GB/s a thread")
+    if ram.host_copy:  # the dynamic cache's copies from pinned memory run over this link
+        print(f"host-to-GPU copy probe: pinned {ram.host_copy.pinned / 1e9:.1f} GB/s, "
+              f"mapped file {ram.host_copy.from_file / 1e9:.1f} GB/s")
 
     for budget in args.budget or [0.125]:
         placements = placements_at(budget, shape, set(args.modes.split(",")), args.sweep, args.no_mmap)
