@@ -20,6 +20,9 @@ each would serve from VRAM:
   miss; with the engine's two settings (app/engine/expert_cache.py's COPY_POLICIES: thrifty,
   eager).
 
+``--caps``: eager again with its copies a token capped (the engine's max_uploads, dealt out
+layer by layer from a first layer that moves on one a token), the cap given a layer.
+
 Each cell: share of selections served from VRAM / experts copied a layer and token / experts
 read from RAM a layer and token (misses plus copies: a copy reads an expert's bytes as a miss
 does, so a policy whose copies exceed the misses it saves reads more than the static set).
@@ -118,43 +121,54 @@ def lru_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, delay: int,
 
 
 def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_life: float = 16.0,
-                margin: float = 2.0, delay: int = 2, per_layer: int = 1) -> tuple[float, float]:
+                margin: float = 2.0, delay: int = 2, per_layer: int = 1,
+                uploads: float | None = None) -> tuple[float, float]:
     """(hit rate, copies per layer and token) of the engine's scored policy (llama-moe-cache.h's
     observe / admission / end_step), filled with ``start``'s first ``slots`` experts, at most
-    ``per_layer`` copies a layer a token."""
+    ``per_layer`` copies a layer a token and ``uploads`` a token over all layers (the engine's
+    max_uploads: dealt out layer by layer from a first layer that moves on one a token; None:
+    no cap)."""
     n_layer, n_expert = len(start), len(start[0])
     growth = 2.0 ** (1.0 / half_life)
     hits = copies = 0
+    scores = [np.zeros(n_expert) for _ in range(n_layer)]
+    unit = 1.0
+    held = [{int(e): -1 for e in start[il][:slots]} for il in range(n_layer)]  # expert -> last hit
     for il in range(n_layer):
-        score = np.zeros(n_expert)
-        unit = 1.0
-        held = {int(e): -1 for e in start[il][:slots]}  # expert -> last token it was hit
-        score[list(held)] = margin
-        pending: deque[tuple[int, int]] = deque()  # (usable from token, expert)
-        for t, chosen in enumerate(trace):
-            while pending and pending[0][0] <= t:
-                held[pending.popleft()[1]] = t  # kept through the token it arrives in
-            unit *= growth
+        scores[il][list(held[il])] = margin
+    pending: list[deque[tuple[int, int]]] = [deque() for _ in range(n_layer)]  # (usable from, expert)
+    for t, chosen in enumerate(trace):
+        unit *= growth
+        for il in range(n_layer):
+            while pending[il] and pending[il][0][0] <= t:
+                held[il][pending[il].popleft()[1]] = t  # kept through the token it arrives in
             for e in map(int, chosen[il]):
-                score[e] += unit
-                if e in held:
+                scores[il][e] += unit
+                if e in held[il]:
                     hits += 1
-                    held[e] = t
+                    held[il][e] = t
+        budget = n_layer * per_layer if uploads is None else int(uploads)
+        for i in range(n_layer):
+            il = (t + i) % n_layer
+            score = scores[il]
             for _ in range(per_layer):
-                arriving = {e for _, e in pending}
-                if len(pending) + 1 >= slots:
+                if budget <= 0:
+                    break
+                arriving = {e for _, e in pending[il]}
+                if len(pending[il]) + 1 >= slots:
                     break  # one slot stays out of the copies
-                out = [e for e in range(n_expert) if e not in held and e not in arriving and score[e] > 0]
-                victims = [e for e in held if held[e] < t]
+                out = [e for e in range(n_expert) if e not in held[il] and e not in arriving and score[e] > 0]
+                victims = [e for e in held[il] if held[il][e] < t]
                 if not out or not victims:
                     break
                 best = max(out, key=lambda e: score[e])
                 victim = min(victims, key=lambda e: score[e])
                 if score[best] <= score[victim] + margin * unit:
                     break
-                del held[victim]
-                pending.append((t + delay, best))
+                del held[il][victim]
+                pending[il].append((t + delay, best))
                 copies += 1
+                budget -= 1
     total = sum(t.size for t in trace)
     return hits / total, copies / (n_layer * len(trace))
 
@@ -171,6 +185,9 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--trace", help="an .npz to replay instead of capturing (written when missing)")
+    parser.add_argument("--caps", type=float, nargs="*", default=[],
+                        help="also eager with its copies capped at these many a layer and token, "
+                             "averaged over the layers (the engine's max_uploads / the cached layers)")
     args = parser.parse_args()
     if args.trace and os.path.exists(args.trace):
         saved = np.load(args.trace)
@@ -199,6 +216,18 @@ def main() -> int:
                  *(cell(*scored_hits(trace, ranking, slots, p.half_life, p.margin, per_layer=p.per_layer), k)
                    for p in (COPY_POLICIES["thrifty"], COPY_POLICIES["eager"]))]
         print(f"| {share:.1%} ({slots}) | " + " | ".join(cells) + " |")
+    if args.caps:
+        eager = COPY_POLICIES["eager"]
+        n_layer = len(warm)
+        print("\neager, its copies capped (copies a token over all layers: cap x layers)")
+        print("| experts held | " + " | ".join(f"cap {c:g} a layer" for c in args.caps) + " |")
+        print("|---" * (len(args.caps) + 1) + "|")
+        for share in (1 / 8, 1 / 4):
+            slots = int(n_expert * share)
+            cells = [cell(*scored_hits(trace, ranking, slots, eager.half_life, eager.margin,
+                                       per_layer=eager.per_layer, uploads=round(c * n_layer)), k)
+                     for c in args.caps]
+            print(f"| {share:.1%} ({slots}) | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -65,6 +65,7 @@ class Placement:
     policy: ExpertCachePolicy = "thrifty"  # dynamic: which experts are copied in (COPY_POLICIES)
     no_host: bool = False  # llama.cpp's no_host: CPU weights in the CPU's repacked layouts
     mapped: bool | None = None  # the model file mapped (mmap); None: as --no-mmap says
+    uploads: int = 0  # dynamic: copies a token at most (--uploads; 0: the policy's own)
 
 
 @dataclass
@@ -102,7 +103,8 @@ def advisor_plan(placement: Placement, threads: int, n_ctx: int, use_mmap: bool)
     if not placement.cache_slots:
         return plan
     return replace(plan, expert_cache="dynamic" if placement.dynamic else "static",
-                   expert_cache_slots=placement.cache_slots, expert_cache_policy=placement.policy)
+                   expert_cache_slots=placement.cache_slots, expert_cache_policy=placement.policy,
+                   expert_cache_uploads=placement.uploads)
 
 
 @dataclass
@@ -305,7 +307,7 @@ def print_table(placements: list[Placement], results: dict[str, Result], referen
         if p.cache_slots:
             predicted = str(predicted_hit_rate(p.cache_slots, n_expert, k, profile,
                                                list(range(p.experts_in_ram)),
-                                               "dynamic" if p.dynamic else "static", p.policy))
+                                               "dynamic" if p.dynamic else "static", p.policy, p.uploads))
         print(f"| {p.name} | {p.vram_expert_bytes / 2**30:.2f} | {statistics.median(r.prefill):.1f} | "
               f"{dec:.2f} | {ratio} | {steady:.2f}{steady_ratio} | {predicted_decode.get(p.name) or '-'} | "
               f"{hit} | {predicted} | "
@@ -380,7 +382,8 @@ def main() -> int:
               f"mapped file {ram.host_copy.from_file / 1e9:.1f} GB/s")
 
     for budget in args.budget or [0.125]:
-        placements = placements_at(budget, shape, set(args.modes.split(",")), args.sweep, args.no_mmap)
+        found = placements_at(budget, shape, set(args.modes.split(",")), args.sweep, args.no_mmap)
+        placements = [replace(p, uploads=args.uploads) if p.dynamic else p for p in found]
         results = {p.name: Result() for p in placements}
         reference: Result | None = None
         mmap = {p.name: not args.no_mmap if p.mapped is None else p.mapped for p in placements}
@@ -388,7 +391,7 @@ def main() -> int:
         for round_ in range(args.repeats):
             for p in placements:
                 loaded = Loaded(args.model, p, n_layer, args.threads, n_ctx, profile, args.allow_host,
-                                args.uploads, use_mmap=mmap[p.name])
+                                p.uploads, use_mmap=mmap[p.name])
                 print(f"--- {p.name} (round {round_ + 1})", flush=True)
                 loaded.run(prompt[:16], 8, keep=False)  # first-touch costs (page faults) out of the figures
                 prefill, _, _, _ = loaded.run(long_prompt, 2, keep=False)

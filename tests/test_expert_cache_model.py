@@ -15,6 +15,7 @@ from app.advisor.expert_cache import (
     cacheable,
     design_effect,
     held_out_share,
+    hot_experts,
     predicted_hit_rate,
     top_share,
 )
@@ -170,6 +171,30 @@ def test_eager_copies_are_predicted_above_thrifty_ones() -> None:
     assert static == predicted_hit_rate(32, 128, 8, counts, [0, 1, 2, 3])  # a static set copies nothing
     assert thrifty.high == eager.low < eager.high
     assert eager.high - static.high == pytest.approx(0.6 * 0.4 * (1 - static.high))
+
+
+def test_eager_with_its_copies_capped_is_predicted_between_thrifty_and_eager() -> None:
+    counts = [[60 if e < 32 else 8 for e in range(128)] for _ in range(4)]
+    layers = [0, 1, 2, 3]
+
+    def rate(copies: str, uploads: int = 0) -> HitRate:
+        return predicted_hit_rate(32, 128, 8, counts, layers, policy="dynamic", copies=copies,
+                                  uploads=uploads)
+
+    thrifty, eager = rate("thrifty"), rate("eager")
+    # 4 cached layers: a cap of 4 copies a token is 1 a layer, between thrifty's 0.4 and eager's 1.6
+    capped = [rate("eager", uploads) for uploads in (2, 4, 6)]
+    assert thrifty.low < capped[0].low < capped[1].low < capped[2].low < eager.low
+    assert thrifty.high < capped[0].high < capped[1].high < capped[2].high < eager.high
+    assert capped[1].mid == pytest.approx(thrifty.mid + 0.5 * (eager.mid - thrifty.mid))
+    assert rate("eager", 8) == eager  # 2 a layer: more than eager makes, no cap
+    # the copies the speed model counts follow the cap
+    model = QWEN3_30B_Q4
+    dynamic = plan(expert_cache="dynamic", expert_cache_slots=32, use_mmap=False, expert_cache_policy="eager")
+    own, capped_48 = (hot_experts(model, dataclasses.replace(dynamic, expert_cache_uploads=n), ["CUDA0"])
+                      for n in (0, 48))
+    assert own is not None and capped_48 is not None
+    assert capped_48.copy_bytes["CUDA0"] == pytest.approx(own.copy_bytes["CUDA0"] / 1.6)
 
 
 def test_dynamic_copies_share_ram_beside_decoding_and_are_waited_for_from_the_mapped_file() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from app.advisor.cache_split import cache_splits
 from app.advisor.memory import VRAM_HEADROOM, memory_by_device
-from app.advisor.planner import DYNAMIC_MMAP_ADVICE, evaluate, experts_in_ram_placement, plan_for
+from app.advisor.planner import DYNAMIC_MMAP_ADVICE, Plan, evaluate, experts_in_ram_placement, plan_for
 from app.engine.client import EngineClient
 from app.engine.expert_cache import HOST_PACKS_ENV
 from app.engine.placement import PlacementPlan
@@ -148,6 +148,11 @@ def test_autotune_then_measures_a_refreshed_cache_with_each_copy_policy_from_pin
                for _, p in tried)
     after_eager = candidates(model, tried[1][1], budget, 16, "cache copies")
     assert [p.expert_cache_policy for _, p in after_eager] == ["thrifty"]
+    # eager capped by the advisor (the link): both policies uncapped are measured against it
+    capped = dataclasses.replace(tried[1][1], expert_cache_uploads=40)
+    after_capped = list(candidates(model, capped, budget, 16, "cache copies"))
+    assert [(p.expert_cache_policy, p.expert_cache_uploads) for _, p in after_capped] == [
+        ("thrifty", 0), ("eager", 0)]
     assert not list(candidates(model, PlacementPlan(n_ctx=8192, experts_in_ram="all"), budget, 16,
                                "cache copies"))
 
@@ -224,13 +229,22 @@ def test_a_dynamic_cache_copies_eagerly_only_where_the_cpu_is_not_bound_by_ram()
     server = plan_for(QWEN3_30B_Q4, machine(12), 8192, base, ram=cores_bound, profile=SKEWED)
     assert server.placement.expert_cache_policy == "eager"
     assert any(r.startswith("eager expert copies: decode") for r in server.reasons)
-    # a link too slow to carry eager's copies under the CPU's part of a token: thrifty, and why
-    slow_link = dataclasses.replace(cores_bound, host_copy=dataclasses.replace(link, pinned=10e9))
-    linked = plan_for(QWEN3_30B_Q4, machine(12), 8192, dataclasses.replace(base, expert_cache_policy="eager"),
-                      ram=slow_link, profile=SKEWED)
-    assert linked.placement.expert_cache_policy == "thrifty"
+    # a link too slow to carry eager's copies under the CPU's part of a token: fewer of them a
+    # token (the engine's cap), or where even those would not pass, thrifty; and why
+    def over(pinned: float) -> Plan:
+        slow_link = dataclasses.replace(cores_bound, host_copy=dataclasses.replace(link, pinned=pinned))
+        eager = dataclasses.replace(base, expert_cache_policy="eager")
+        return plan_for(QWEN3_30B_Q4, machine(12), 8192, eager, ram=slow_link, profile=SKEWED)
+
+    assert server.placement.expert_cache_uploads == 0  # the 52 GB/s link carries them all
+    capped, thrifty = over(25e9), over(10e9)
+    assert capped.placement.expert_cache_policy == "eager"
+    assert 0 < capped.placement.expert_cache_uploads < 1.6 * QWEN3_30B_Q4.n_layer
+    assert any(r.startswith(f"eager expert copies, {capped.placement.expert_cache_uploads} a token at most")
+               and "uncapped, eager's copies would take" in r for r in capped.reasons)
+    assert thrifty.placement.expert_cache_policy == "thrifty"
     assert any(r.startswith("thrifty expert copies: decode") and "longer on the link to the GPU" in r
-               for r in linked.reasons)
+               for r in thrifty.reasons)
     # from the mapped file eager would copy thriftily: nothing to choose
     mapped = plan_for(QWEN3_30B_Q4, machine(12), 8192, dataclasses.replace(base, use_mmap=True),
                       ram=cores_bound, profile=SKEWED)

@@ -56,7 +56,12 @@ second miss) measured on the H100 machine with uniform routing 12% / 28%, this g
 The eager setting (half-life 4, margin 0.5, two copies a layer a token) catches more of those
 repeats: its range runs from the thrifty policy's high end to ``EAGER_REPEAT_CATCH`` of the
 LRU's gain (replayed on the 4-layer trace, its warm-up's profile: 53% / 71% where this gives
-51-59% / 70-74%; thrifty on the same: 45% / 63%, predicted 46-51% / 66-70%).
+51-59% / 70-74%; thrifty on the same: 45% / 63%, predicted 46-51% / 66-70%). With its copies
+capped (the engine's ``expert_cache_uploads`` a token) its range moves from thrifty's towards
+its own in proportion to its copies a layer: replayed on an 8-layer trace of the Qwen3-30B shape, capped at
+0.75 / 1 / 1.25 copies a layer it served 47.0 / 49.8 / 51.8% at 12.5% held and 65.3 / 67.6 /
+69.9% at 25%, where a straight line from thrifty (44.1 / 62.4% at 0.32-0.39 copies) to uncapped
+eager (52.4 / 71.8% at 1.25-1.6) gives 47.9 / 50.2 / - and 65.2 / 67.2 / 69.1%.
 """
 
 from __future__ import annotations
@@ -202,14 +207,16 @@ def typical_hit_rate(slots: int, n_expert: int) -> HitRate:
 
 def predicted_hit_rate(slots: int, n_expert: int, n_expert_used: int,
                        profile: Profile | None = None, layers: list[int] | None = None,
-                       policy: ExpertCacheMode = "static", copies: ExpertCachePolicy = "thrifty") -> HitRate:
+                       policy: ExpertCacheMode = "static", copies: ExpertCachePolicy = "thrifty",
+                       uploads: int = 0) -> HitRate:
     """Expected share of the cached layers' routed selections that hot experts in VRAM serve
     while decoding: ``slots`` of ``n_expert`` experts a layer, top-``n_expert_used`` routing.
 
     ``profile`` (counts [layer][expert], the one that ranks the cache's experts) and
     ``layers`` (the cached layers: those whose routed experts are in RAM) give the estimate
     of ``profile_hit_rate``; without them, ``typical_hit_rate``. "dynamic" starts from that
-    (``dynamic_hit_rate``, with its ``copies`` setting), "off" serves nothing.
+    (``dynamic_hit_rate``, with its ``copies`` setting and at most ``uploads`` copies a token
+    over the cached layers, 0: the setting's own), "off" serves nothing.
     """
     if policy == "off" or slots <= 0 or n_expert <= 0:
         return HitRate(0.0, 0.0, "typical routing")
@@ -217,17 +224,41 @@ def predicted_hit_rate(slots: int, n_expert: int, n_expert_used: int,
     if profile and layers:
         static = profile_hit_rate(profile, layers, slots, n_expert_used)
     static = static or typical_hit_rate(slots, n_expert)
-    return dynamic_hit_rate(static, copies) if policy == "dynamic" else static
+    if policy != "dynamic":
+        return static
+    return dynamic_hit_rate(static, copies, copies_a_layer(copies, uploads, len(layers or [])))
 
 
-def dynamic_hit_rate(static: HitRate, copies: ExpertCachePolicy = "thrifty") -> HitRate:
-    """The dynamic policy's range from the static set's (see the module's docstring)."""
+def copies_a_layer(copies: ExpertCachePolicy, uploads: int, n_layers: int) -> float:
+    """Copies a cached layer and decoded token the dynamic cache makes with the ``copies``
+    setting, at most ``uploads`` a token over ``n_layers`` cached layers (0: no cap)."""
+    own = COPIES_PER_LAYER[copies]
+    return min(own, uploads / n_layers) if uploads > 0 and n_layers > 0 else own
+
+
+def dynamic_hit_rate(static: HitRate, copies: ExpertCachePolicy = "thrifty",
+                     per_layer: float | None = None) -> HitRate:
+    """The dynamic policy's range from the static set's (see the module's docstring);
+    ``per_layer``: the copies a layer and token eager is capped at (None: its own)."""
     low = static.high if static.source == "profile" else static.low
     repeats = lru_hit_rate(static.high) - static.high
-    high = static.high + DYNAMIC_REPEAT_CATCH * repeats
-    if copies == "eager":
-        low, high = max(low, high), static.high + EAGER_REPEAT_CATCH * repeats
-    return HitRate(low, max(low, high), static.source)
+    thrifty = (low, max(low, static.high + DYNAMIC_REPEAT_CATCH * repeats))
+    if copies != "eager":
+        return HitRate(*thrifty, static.source)
+    eager = (thrifty[1], max(thrifty[1], static.high + EAGER_REPEAT_CATCH * repeats))
+    share = eager_share(per_layer)
+    return HitRate(thrifty[0] + share * (eager[0] - thrifty[0]),
+                   thrifty[1] + share * (eager[1] - thrifty[1]), static.source)
+
+
+def eager_share(per_layer: float | None) -> float:
+    """How far eager with ``per_layer`` copies a layer and token moves the hit rate from
+    thrifty's towards its own: in proportion to its copies between the two settings' (see the
+    module's docstring)."""
+    thrifty, eager = COPIES_PER_LAYER["thrifty"], COPIES_PER_LAYER["eager"]
+    if per_layer is None or per_layer >= eager:
+        return 1.0
+    return max(per_layer - thrifty, 0.0) / (eager - thrifty)
 
 
 # --- hot experts in VRAM in the speed model --------------------------------------------------
@@ -306,7 +337,8 @@ def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
     k = plan.n_expert_used or model.n_expert_used or 1
     # with a GPU, llama.cpp keeps CPU weights in pinned memory only with mmap off
     policy = copy_policy(plan, copies_beside_decoding=not plan.use_mmap)
-    copies = COPIES_PER_LAYER[policy] if plan.expert_cache == "dynamic" else 0.0
+    copies = (copies_a_layer(policy, plan.expert_cache_uploads, len(in_ram))
+              if plan.expert_cache == "dynamic" else 0.0)
     read: dict[str, float] = {}
     layers: dict[str, int] = {}
     copy: dict[str, float] = {}
@@ -317,6 +349,7 @@ def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
         layers[device] = layers.get(device, 0) + 1
         if copies:
             copy[device] = copy.get(device, 0.0) + copies * n_bytes / model.n_expert
-    rate = predicted_hit_rate(slots, model.n_expert, k, profile, sorted(in_ram), plan.expert_cache, policy)
+    rate = predicted_hit_rate(slots, model.n_expert, k, profile, sorted(in_ram), plan.expert_cache, policy,
+                              plan.expert_cache_uploads)
     return HotExperts(rate, slots, read, layers, copy, copies_wait=bool(copy) and plan.use_mmap,
                       pack_devices=packs)

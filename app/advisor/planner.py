@@ -19,6 +19,7 @@ from typing import Literal
 
 from app.advisor.cache_split import Split, cache_splits
 from app.advisor.devices import PlanGpu, usable_gpus
+from app.advisor.expert_cache import ram_expert_bytes
 from app.advisor.memory import (
     RAM_HEADROOM,
     VRAM_HEADROOM,
@@ -43,6 +44,7 @@ from app.advisor.threads import thread_advice
 from app.engine.placement import (
     CPU_DEVICE,
     ExpertCacheMode,
+    ExpertCachePolicy,
     PlacementPlan,
     TensorOverride,
     expert_layer_pattern,
@@ -221,25 +223,50 @@ def _fastest_split(model: GGUFModel, hardware: Hardware, plan: Plan, base: Place
 def _faster_copy_policy(model: GGUFModel, hardware: Hardware, plan: Plan, gpus: list[PlanGpu],
                         ram: RamBandwidth | None, disk: DiskSpeed | None,
                         profile: list[list[int]] | None) -> Plan:
-    """``plan`` (a dynamic cache copying beside decoding) with the copy policy predicted to
-    decode faster: the copies read RAM as misses do, so where the CPU's reads are bound by
-    RAM's bandwidth thrifty wins, where by its cores eager's extra hits do."""
-    mine = plan.placement.expert_cache_policy
-    other = "eager" if mine == "thrifty" else "thrifty"
-    candidate = evaluate(model, hardware, replace(plan.placement, expert_cache_policy=other), gpus, ram,
-                         disk=disk, profile=profile)
-    if candidate.verdict != plan.verdict or _decode_mid(candidate) <= _decode_mid(plan):
+    """``plan`` (a dynamic cache copying beside decoding) with the copy setting predicted to
+    decode fastest: thrifty or eager (the copies read RAM as misses do, so where the CPU's reads
+    are bound by RAM's bandwidth thrifty wins, where by its cores eager's extra hits do), and
+    where eager's copies would outlast the CPU's part of a token on the link to the GPU, eager
+    with its copies a token capped (``EAGER_CAPS`` a cached layer)."""
+    mine = plan.placement
+
+    def setting(p: PlacementPlan) -> tuple[str, int]:
+        return p.expert_cache_policy, p.expert_cache_uploads
+
+    def weigh(policy: ExpertCachePolicy, uploads: int) -> Plan:
+        if setting(mine) == (policy, uploads):
+            return plan
+        trial = replace(mine, expert_cache_policy=policy, expert_cache_uploads=uploads)
+        return evaluate(model, hardware, trial, gpus, ram, disk=disk, profile=profile)
+
+    weighed = [weigh("thrifty", 0), weigh("eager", 0)]
+    eager = weighed[1].speed
+    if eager is not None and eager.copy_link_wait > 0:
+        n_layers = len(ram_expert_bytes(model, mine, [g.device for g in gpus]))
+        weighed += [weigh("eager", max(1, round(cap * n_layers))) for cap in EAGER_CAPS]
+    if setting(mine) not in {setting(c.placement) for c in weighed}:
+        weighed.append(plan)
+    best = max((c for c in weighed if c.verdict == plan.verdict), key=_decode_mid)
+    if best is plan or _decode_mid(best) <= _decode_mid(plan):
         return plan
-    assert plan.speed is not None and candidate.speed is not None
-    why = COPY_POLICY_WHY[other]
-    if other == "thrifty" and plan.speed.copy_link_wait > 0:
-        why = (f"eager's copies would take {plan.speed.copy_link_wait * 1e3:.1f} ms a token longer on the "
-               "link to the GPU than the CPU's part of the token")
-    candidate.reasons.append(f"{other} expert copies: decode {candidate.speed.decode} predicted, against "
-                             f"{plan.speed.decode} {mine} ({why})")
-    return candidate
+    assert plan.speed is not None and best.speed is not None and eager is not None
+    policy, uploads = setting(best.placement)
+    why = COPY_POLICY_WHY[policy]
+    if eager.copy_link_wait > 0 and (policy == "thrifty" or uploads):
+        uncapped = "uncapped, " if uploads else ""
+        why = (f"{uncapped}eager's copies would take {eager.copy_link_wait * 1e3:.1f} ms a token longer on "
+               "the link to the GPU than the CPU's part of the token")
+    name = f"{policy} expert copies" + (f", {uploads} a token at most" if uploads else "")
+    was = f"{mine.expert_cache_policy}" + (f", {mine.expert_cache_uploads} a token at most"
+                                          if mine.expert_cache_uploads else "")
+    best.reasons.append(f"{name}: decode {best.speed.decode} predicted, against {plan.speed.decode} "
+                        f"{was} ({why})")
+    return best
 
 
+# eager's copies capped at these many a cached layer and decoded token, weighed where its
+# copies would outlast the CPU's part of a token on the link (the engine's expert_cache_uploads)
+EAGER_CAPS = (0.6, 0.8, 1.0, 1.2)
 # why a copy policy wins, as the speed model sees it
 COPY_POLICY_WHY = {
     "eager": "this CPU's reads are bound by its cores, not RAM: copies cost it little, hits save it work",

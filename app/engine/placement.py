@@ -130,6 +130,8 @@ class PlacementPlan:
                     else f"{self.expert_cache_bytes / 2**30:.1f} GiB")
             mode = ("dynamic, eager copies" if self.expert_cache == "dynamic"
                     and self.expert_cache_policy == "eager" else self.expert_cache)
+            if self.expert_cache == "dynamic" and self.expert_cache_uploads:
+                mode += f", {self.expert_cache_uploads} a token at most"
             text += f", hot experts in VRAM: {size} ({mode})"
         if self.expert_stream == "cache":
             text += (f", experts streamed from the SSD through a "

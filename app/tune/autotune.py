@@ -139,12 +139,16 @@ def _cache_candidates(model: GGUFModel, best: PlacementPlan,
 
 def _copy_policy_candidates(best: PlacementPlan) -> Iterator[tuple[str, PlacementPlan]]:
     """The dynamic cache's copy policies not measured yet, from pinned memory (the copies run
-    beside decoding only from there; from the mapped file each token waits for them). Which
-    wins depends on whether the CPU's reads are bound by RAM, which the copies share."""
+    beside decoding only from there; from the mapped file each token waits for them), without
+    a cap on the copies a token (the advisor caps eager's where the link would not carry them
+    under the CPU's part of a token: its cap is then measured against these). Which wins depends
+    on whether the CPU's reads are bound by RAM, which the copies share, and on the link."""
     for policy in typing.get_args(ExpertCachePolicy):
-        if best.expert_cache == "dynamic" and best.expert_cache_policy == policy:
+        if (best.expert_cache == "dynamic" and best.expert_cache_policy == policy
+                and not best.expert_cache_uploads):
             continue
-        plan = replace(best, expert_cache="dynamic", expert_cache_policy=policy, use_mmap=False)
+        plan = replace(best, expert_cache="dynamic", expert_cache_policy=policy, expert_cache_uploads=0,
+                       use_mmap=False)
         yield f"dynamic hot experts, {policy} copies, mmap off", plan
 
 

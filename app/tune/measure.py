@@ -163,7 +163,7 @@ class Measurer:
         if cache is not None and cache.available:
             result.predicted_hit_rate = predicted_hit_rate(
                 cache.slots, loaded.model.n_expert, loaded.model.n_expert_used, cache.profile, cache.layers,
-                cache.mode, cache.copy_policy or "thrifty")
+                cache.mode, cache.copy_policy or "thrifty", plan.expert_cache_uploads)
         elif cache is not None:
             result.note = f"hot experts in VRAM unavailable: {cache.reason}"
         if self.gpu_budget is not None and result.gpu_bytes > self.gpu_budget:
