@@ -142,17 +142,21 @@ def test_autotune_then_measures_a_refreshed_cache_with_each_copy_policy_from_pin
     model, budget = QWEN3_30B_Q4, Budget("CUDA0", 12 * GiB)
     static = PlacementPlan(n_ctx=8192, experts_in_ram="all", expert_cache="static", expert_cache_slots=32)
     tried = list(candidates(model, static, budget, 16, "cache copies"))
-    assert [p.expert_cache_policy for _, p in tried] == ["thrifty", "eager"]
+    # thrifty, eager, and eager at one copy a cached layer and token (48 layers' experts in RAM)
+    assert [(p.expert_cache_policy, p.expert_cache_uploads) for _, p in tried] == [
+        ("thrifty", 0), ("eager", 0), ("eager", 48)]
+    assert tried[2][0] == "dynamic hot experts, eager copies, 48 a token at most, mmap off"
     # the copies run beside decoding only from pinned memory; the cache itself stays as it was
     assert all(p.expert_cache == "dynamic" and not p.use_mmap and p.expert_cache_slots == 32
                for _, p in tried)
     after_eager = candidates(model, tried[1][1], budget, 16, "cache copies")
-    assert [p.expert_cache_policy for _, p in after_eager] == ["thrifty"]
-    # eager capped by the advisor (the link): both policies uncapped are measured against it
-    capped = dataclasses.replace(tried[1][1], expert_cache_uploads=40)
+    assert [(p.expert_cache_policy, p.expert_cache_uploads) for _, p in after_eager] == [
+        ("thrifty", 0), ("eager", 48)]
+    # eager capped by the advisor (the link): each setting measured against it
+    capped = dataclasses.replace(tried[1][1], expert_cache_uploads=38)
     after_capped = list(candidates(model, capped, budget, 16, "cache copies"))
     assert [(p.expert_cache_policy, p.expert_cache_uploads) for _, p in after_capped] == [
-        ("thrifty", 0), ("eager", 0)]
+        ("thrifty", 0), ("eager", 0), ("eager", 48)]
     assert not list(candidates(model, PlacementPlan(n_ctx=8192, experts_in_ram="all"), budget, 16,
                                "cache copies"))
 

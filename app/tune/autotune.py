@@ -99,7 +99,7 @@ def candidates(model: GGUFModel, best: PlacementPlan, budget: Budget | None,
         # GPUs, the first of each GPU's range: not a "first N layers" shortcut)
         yield from _cache_candidates(model, best, budget)
     elif stage == "cache copies" and best.expert_cache != "off":
-        yield from _copy_policy_candidates(best)
+        yield from _copy_policy_candidates(model, best)
     elif stage == "kv" and budget is not None and n > 0 and best.type_k == "f16":
         # only worth its small quality cost when the VRAM it frees brings experts back
         q8 = replace(best, type_k="q8_0", type_v="q8_0", flash_attn="on")
@@ -137,19 +137,25 @@ def _cache_candidates(model: GGUFModel, best: PlacementPlan,
         yield f"hot experts in VRAM ({name}): {plan.expert_cache_slots} experts a layer", plan
 
 
-def _copy_policy_candidates(best: PlacementPlan) -> Iterator[tuple[str, PlacementPlan]]:
-    """The dynamic cache's copy policies not measured yet, from pinned memory (the copies run
-    beside decoding only from there; from the mapped file each token waits for them), without
-    a cap on the copies a token (the advisor caps eager's where the link would not carry them
-    under the CPU's part of a token: its cap is then measured against these). Which wins depends
-    on whether the CPU's reads are bound by RAM, which the copies share, and on the link."""
-    for policy in typing.get_args(ExpertCachePolicy):
+def _copy_policy_candidates(model: GGUFModel, best: PlacementPlan) -> Iterator[tuple[str, PlacementPlan]]:
+    """The dynamic cache's copy settings not measured yet, from pinned memory (the copies run
+    beside decoding only from there; from the mapped file each token waits for them): thrifty,
+    eager, and eager capped at one copy a cached layer and token. Which wins depends on whether
+    the CPU's reads are bound by RAM, which the copies share, and on whether the link to the GPU
+    carries eager's copies within the CPU's part of a token (the advisor's own cap, where it set
+    one, is the plan these are measured against)."""
+    cached = sum(1 for layer in model.moe_layers if layer < _experts_in_ram_layers(best, model.n_layer))
+    settings: list[tuple[ExpertCachePolicy, int]] = [(p, 0) for p in typing.get_args(ExpertCachePolicy)]
+    if cached:
+        settings.append(("eager", cached))
+    for policy, uploads in settings:
         if (best.expert_cache == "dynamic" and best.expert_cache_policy == policy
-                and not best.expert_cache_uploads):
+                and best.expert_cache_uploads == uploads):
             continue
-        plan = replace(best, expert_cache="dynamic", expert_cache_policy=policy, expert_cache_uploads=0,
+        plan = replace(best, expert_cache="dynamic", expert_cache_policy=policy, expert_cache_uploads=uploads,
                        use_mmap=False)
-        yield f"dynamic hot experts, {policy} copies, mmap off", plan
+        capped = f", {uploads} a token at most" if uploads else ""
+        yield f"dynamic hot experts, {policy} copies{capped}, mmap off", plan
 
 
 STAGES = ("layers", "expert cache", "cache copies", "kv", "threads", "prefill", "flash")
