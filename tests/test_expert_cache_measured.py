@@ -1,13 +1,17 @@
 """The speed model against decodes measured with hot experts in VRAM and with n-cpu-moe at the
-same VRAM budget (tests/data/expert_cache_h100.csv: the thirty-fourth session's H100 host, both
-shapes, both budgets, short and at depth 8192; issue 17's planning).
+same VRAM budget (tests/data/expert_cache_h100.csv; issue 17's planning): the thirty-fourth
+session's H100 host (both shapes, both budgets, short and at depth 8192) and the thirty-third's
+(the 30B shape).
 
-Each decode's predicted middle must be within 25% of the measurement (a cache's hit rate within
-10 points, from a stand-in for the benchmark's warm-up profile), and at each budget the
-placement predicted fastest must be one that measured within 10% of the fastest: the advisor and
-autotune start from that pick. In sample in part: the cost an expert has beside its bytes was
-fitted from these n-cpu-moe rows' CPU compute, and the link's share for the cache's copies
-(app/advisor/device_rates.py, COPY_LINK_SHARE) from these eager rows.
+On the thirty-fourth's rows each decode's predicted middle must be within 25% of the
+measurement (a cache's hit rate within 10 points, from a stand-in for the benchmark's warm-up
+profile). In sample in part: the cost an expert has beside its bytes was fitted from these
+n-cpu-moe rows' CPU compute, and the link's share for the cache's copies
+(app/advisor/device_rates.py, COPY_LINK_SHARE) from these eager rows. On both hosts' rows, at
+each budget, the placement predicted fastest must be one that measured within 10% of the
+fastest: the advisor and autotune start from that pick. The thirty-third's rows are out of
+sample, and there for the picks only: its kernel probe (version 1, no cost an expert) read 0.7x
+what its decodes imply, which puts every prediction 21-31% low alike.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def rows() -> list[dict[str, str]]:
 
 
 def row_id(row: dict[str, str]) -> str:
-    return f"{row['preset']}-{row['budget']}-{row['n_prompt']}-{row['placement'].replace(' ', '-')}"
+    return (f"{row['session']}-{row['preset']}-{row['budget']}-{row['n_prompt']}-"
+            f"{row['placement'].replace(' ', '-')}")
 
 
 def warmup_profile(n_layer: int, n_expert: int, k: int) -> list[list[int]]:
@@ -84,7 +89,7 @@ def predicted(header: Headers, row: dict[str, str]) -> Prediction:
                    profile=warmup_profile(model.n_layer, model.n_expert, model.n_expert_used))
 
 
-@pytest.mark.parametrize("row", rows(), ids=row_id)
+@pytest.mark.parametrize("row", [r for r in rows() if r["session"] == "34"], ids=row_id)
 def test_decode_with_and_without_the_cache_is_within_25_percent(header, row: dict[str, str]) -> None:
     prediction = predicted(header, row)
     assert prediction.decode.mid == pytest.approx(float(row["decode_tps"]), rel=0.25)
@@ -94,9 +99,9 @@ def test_decode_with_and_without_the_cache_is_within_25_percent(header, row: dic
 
 
 def test_the_placement_predicted_fastest_measured_within_10_percent_of_the_fastest(header) -> None:
-    budgets: dict[tuple[str, str, str], list[tuple[float, float, str]]] = defaultdict(list)
+    budgets: dict[tuple[str, str, str, str], list[tuple[float, float, str]]] = defaultdict(list)
     for row in rows():
-        budgets[(row["preset"], row["budget"], row["n_prompt"])].append(
+        budgets[(row["session"], row["preset"], row["budget"], row["n_prompt"])].append(
             (predicted(header, row).decode.mid, float(row["decode_tps"]), row["placement"]))
     wrong = []
     for key, measured in budgets.items():
