@@ -39,6 +39,7 @@ from app.advisor.speed import Prediction, predict
 from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
+from app.errors import TelemetryUnavailableError
 from app.gguf.info import read_model
 from app.hardware.bandwidth import ram_bandwidth
 from app.synthetic import SyntheticSpec, write_synthetic_model
@@ -60,6 +61,8 @@ class Row:
     prompt_tokens: int
     # with the kernel probe's rate remembered: the prediction from the RAM probe alone
     unprobed: Prediction | None = None
+    # with the prompt's experts counted: the prediction that copies those (op offload)
+    counted: Prediction | None = None
 
 
 def placement(name: str, base: PlacementPlan) -> PlacementPlan:
@@ -102,6 +105,27 @@ def measure(engine: EngineClient, model: str, plan: PlacementPlan, words: int, n
     return statistics.median(decode), statistics.median(prefill), prompt_tokens
 
 
+def prompt_experts(engine: EngineClient, model: str, plan: PlacementPlan, words: int) -> float | None:
+    """The share of a layer's routed experts one of the runs' prompts chose (the routing
+    telemetry over its prefill and one token, the last layer left out: llama.cpp runs its FFN
+    for the output token only); None where the engine counts no routing."""
+    engine.load(LoadParams(model=model, placement=plan, telemetry=True))
+    try:
+        before = engine.routing()
+        params = ChatParams(messages=[ChatMessage("user", prompt_text(words, 1))],
+                            sampling=Sampling(temperature=0.0, top_k=1, max_tokens=1, seed=0))
+        for _ in engine.chat(params):
+            pass
+        after = engine.routing()
+    except TelemetryUnavailableError:
+        return None
+    finally:
+        engine.unload()
+    chosen = [sum(1 for a, b in zip(row_after, row_before, strict=True) if a > b)
+              for row_after, row_before in zip(after.counts[:-1], before.counts[:-1], strict=True)]
+    return sum(chosen) / (len(chosen) * after.n_expert) if chosen else None
+
+
 def error(measured: float, low: float, high: float) -> str:
     mid = (low * high) ** 0.5
     inside = "in range" if low <= measured <= high else "outside"
@@ -140,11 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     base = PlacementPlan(n_threads=args.threads, n_ctx=args.ctx, n_ubatch=args.ubatch,
                          flash_attn="on", use_mmap=not args.no_mmap, repack=not args.no_repack)
     rows = []
+    names = args.placement or ["gpu", "experts-ram", f"first-{model.n_layer // 2}"]
     with EngineClient.spawn() as engine:
         build = engine.info()
         print(f"build: {', '.join(build.backends)}; devices: "
               f"{', '.join(d.name for d in build.devices)}", flush=True)
-        for name in args.placement or ["gpu", "experts-ram", f"first-{model.n_layer // 2}"]:
+        # what the prompts' tokens choose (a synthetic model's routing may choose fewer experts a
+        # ubatch than independent tokens would: prefill then copies fewer)
+        first = evaluate(model, machine, placement(names[0], base), ram=ram, predict_speed=False, build=build)
+        share = prompt_experts(engine, str(args.model), first.placement, args.prompt_words)
+        if share is not None:
+            print(f"the prompt chose {share:.0%} of a layer's routed experts "
+                  f"({share * model.n_expert:.0f} of {model.n_expert})", flush=True)
+        for name in names:
             plan = placement(name, base)
             plan_view = evaluate(model, machine, plan, ram=ram, predict_speed=False, build=build)
             decode, prefill, n_prompt = measure(engine, str(args.model), plan_view.placement,
@@ -153,22 +185,29 @@ def main(argv: list[str] | None = None) -> int:
             predicted = predict(model, plan_view.placement, gpus, ram, cores, n_prompt, args.n_gen)
             unprobed = (predict(model, plan_view.placement, gpus, replace(ram, expert_read=None), cores,
                                 n_prompt, args.n_gen) if ram.expert_read else None)
-            rows.append(Row(name, predicted, decode, prefill, n_prompt, unprobed))
+            counted = (predict(model, plan_view.placement, gpus, ram, cores, n_prompt, args.n_gen,
+                               prompt_experts=share) if share is not None else None)
+            rows.append(Row(name, predicted, decode, prefill, n_prompt, unprobed, counted))
             print(f"{name}: decode {decode:.1f} t/s, prefill {prefill:.0f} t/s "
                   f"({n_prompt} prompt tokens)", flush=True)
     print(f"\n{model.name}, {args.n_gen} tokens after a {rows[0].prompt_tokens}-token prompt, "
           f"threads {args.threads or machine.cpu.physical_cores}, ctx {args.ctx}, ubatch {args.ubatch}")
     probed = any(r.unprobed for r in rows)
-    extra = " decode from the RAM probe alone | error |" if probed else ""
+    counted = any(r.counted for r in rows)
+    extra = (" decode from the RAM probe alone | error |" if probed else "") + (
+        " prefill copying the prompt's experts | error |" if counted else "")
     print("| placement | decode predicted | measured | error | prefill predicted | measured | error |"
           + extra)
-    print("|---|---|---|---|---|---|---|" + ("---|---|" if probed else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if probed else "") + ("---|---|" if counted else ""))
     for r in rows:
         p = r.predicted
         decode_error = error(r.decode, p.decode.low, p.decode.high)
         prefill_error = error(r.prefill, p.prefill.low, p.prefill.high)
         alone = (f" {r.unprobed.decode} | {error(r.decode, r.unprobed.decode.low, r.unprobed.decode.high)} |"
                  if r.unprobed else "")
+        if r.counted:
+            c = r.counted.prefill
+            alone += f" {c} | {error(r.prefill, c.low, c.high)} |"
         print(f"| {r.placement} | {p.decode} | {r.decode:.1f} | {decode_error} "
               f"| {p.prefill} | {r.prefill:.0f} | {prefill_error} |{alone}")
     for note in {n for r in rows for n in r.predicted.notes}:

@@ -241,3 +241,20 @@ def test_measured_copies_replace_the_estimate_from_the_ram_probe(header: Headers
     # a probe of another GPU (CUDA device 0 is not this one) is not used
     elsewhere = dataclasses.replace(MEASURED, gpu="NVIDIA H200")
     assert prefill_seconds(header, elsewhere)[0].prefill == estimated.prefill
+
+
+def test_a_prompt_whose_tokens_chose_fewer_experts_copies_fewer(header) -> None:
+    # op offload copies a ubatch's chosen experts of each RAM layer: independent tokens choose
+    # nearly all in 484 tokens; a counted prompt (a benchmark's, bench/predict_vs_measure.py)
+    # gives its own share
+    model = header("qwen3-30b-a3b", 48)
+    plan = placement("experts-ram", use_mmap=False)
+    ram = dataclasses.replace(H100_RAM, host_copy=MEASURED)
+
+    def prefill(share: float | None) -> Prediction:
+        return predict(model, plan, {"CUDA0": H100}, ram, 16, 484, 32, prompt_experts=share)
+
+    independent, counted = prefill(None), prefill(0.8)
+    assert counted.prefill_copy_bytes == pytest.approx(0.8 * independent.prefill_copy_bytes, rel=0.01)
+    assert counted.prefill.mid > independent.prefill.mid
+    assert counted.decode == independent.decode  # a decoded token copies nothing

@@ -60,9 +60,12 @@ class Prefill:
 
 def prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
                     rates: dict[str, DeviceRates], ram: RamBandwidth, n_prompt: int,
-                    end: int, hot: HotExperts | None = None) -> Prefill:
+                    end: int, hot: HotExperts | None = None,
+                    prompt_experts: float | None = None) -> Prefill:
     """Seconds to prefill ``n_prompt`` tokens in ubatches, at the range's ``end``; ``hot``: the
-    plan's hot-expert cache, whose packs on the first GPU spare their experts' copies."""
+    plan's hot-expert cache, whose packs on the first GPU spare their experts' copies;
+    ``prompt_experts``: the share of a layer's routed experts a ubatch's tokens chose, where a
+    prompt's routing was counted (None: tokens that choose independently, k of n each)."""
     u = max(1, min(plan.n_ubatch, plan.n_batch))
     matmuls = _prefill_matmuls(model, plan, gpus)
     k = plan.n_expert_used or model.n_expert_used or 1
@@ -88,7 +91,9 @@ def prefill_seconds(model: GGUFModel, plan: PlacementPlan, gpus: list[str],
                 continue
             device = target if mm.device == CPU_DEVICE and offload else mm.device
             if device != mm.device:  # a weight in RAM, copied in for this ubatch
-                used = 1 - (1 - k / n_expert) ** m if mm.routed else 1.0
+                used = 1.0
+                if mm.routed:
+                    used = prompt_experts if prompt_experts is not None else 1 - (1 - k / n_expert) ** m
                 if mm.routed and hot and hot.pack_devices.get(mm.layer) == target:
                     used *= 1 - hot.slots / n_expert  # (the held ones come from VRAM, ~free)
                 copied += mm.n_bytes * used

@@ -83,13 +83,16 @@ class Prediction:
 
 def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
             ram: RamBandwidth | None = None, physical_cores: int = 1,
-            n_prompt: int = 512, n_gen: int = 128, profile: list[list[int]] | None = None) -> Prediction:
+            n_prompt: int = 512, n_gen: int = 128, profile: list[list[int]] | None = None,
+            prompt_experts: float | None = None) -> Prediction:
     """Decode and prefill t/s of ``model`` under ``plan`` on these devices.
 
     ``gpus`` maps the plan's GPU device names (llama.cpp order) to the detected GPUs; an
     empty map is a CPU-only run. Decode is taken at the middle of generating ``n_gen``
     tokens after a prompt of ``n_prompt``, prefill over that prompt. ``profile`` (routing
-    counts remembered for the model) ranks the hot experts a plan's cache holds in VRAM.
+    counts remembered for the model) ranks the hot experts a plan's cache holds in VRAM;
+    ``prompt_experts``: the share of a layer's routed experts the prompt's tokens chose, where
+    counted (a benchmark's; None: as tokens that choose independently).
     """
     names = list(gpus)
     # with a GPU, llama.cpp keeps weights in RAM in its host buffer (the file's layout) unless no_host
@@ -104,7 +107,8 @@ def predict(model: GGUFModel, plan: PlacementPlan, gpus: dict[str, Gpu | None],
     ends = [_decode_seconds(work, rates, end, hot, ram) for end in (0, 1)]
     decode, link_wait = [seconds for seconds, _ in ends], [wait for _, wait in ends]
     reads = hot.reads(work.bytes, hot.hit_rate.mid) if hot else work.bytes
-    prefill = [prefill_seconds(model, plan, names, rates, ram, n_prompt, end, hot) for end in (0, 1)]
+    prefill = [prefill_seconds(model, plan, names, rates, ram, n_prompt, end, hot, prompt_experts)
+               for end in (0, 1)]
     if prefill[0].copy_seconds > prefill[0].seconds / 2:
         notes.append("prefill is bound by copying the routed experts in RAM to the GPU for every "
                      f"{plan.n_ubatch}-token ubatch; loading without mmap (pinned memory) or a "

@@ -5,7 +5,8 @@
 # -11..-18%, in range) and the kernel rate by type. Since then: the probe's third model (wider
 # experts: a cost an expert has beside its bytes) and predict_vs_measure's varied prompt.
 # 1. the build; the probe as changed (its line says the cost an expert has and the rate for 4x
-#    larger experts); the predictions on the 30B shape (prefill with the new prompt: within 25%?);
+#    larger experts); the predictions on the 30B shape (prefill with the new prompt: within 25%?
+#    predict_vs_measure now counts the experts the prompt chose and predicts prefill copying those too);
 # 2. the predictions on the 235B shape (20 layers): n-cpu-moe's decodes there read 20-27% above
 #    the old rate's predictions;
 # 3. the 235B shape at 12.5% and 25% short: the advisor picked eager at 12.5% (1.31x, thrifty
