@@ -18,7 +18,7 @@ bash bench/gpu_session.sh build
 q30=/tmp/q30-realistic.gguf
 python3 -m app.synthetic "$q30" --preset qwen3-30b-a3b --routing realistic > /dev/null
 sync  # the model's 17 GB written out before anything is timed
-MODEL=$q30 bash bench/gpu_session.sh probecpu predict | grep -E "^(===|\||CPU kernels|llama.cpp's CPU)"
+MODEL=$q30 bash bench/gpu_session.sh probecpu predict | grep -E "^(===|\||CPU kernels|llama.cpp's CPU|the prompt)"
 rm -f "$q30"
 q235=/tmp/q235-realistic.gguf
 python3 -m app.synthetic "$q235" --preset qwen3-235b-a22b --layers 20 --routing realistic > /dev/null
@@ -26,7 +26,7 @@ sync
 echo "=== predict q235 ($(date +%T))"
 python3 bench/predict_vs_measure.py --model "$q235" --threads 16 --repeats 2 --placement gpu \
     --placement experts-ram --placement first-10 --placement first-15 2>&1 | tee "$OUT/predict-q235.txt" \
-    | grep -E "^(\||note)"
+    | grep -E "^(\||note|the prompt)"
 export STEPS=build TOKENS=128
 REPEATS=1 KEEP_MODEL=1 VARIANTS=q235:realistic BUDGETS="0.125 0.25" MODES=sweep,dynamic,eager \
     bash bench/jobs/expert-cache-policy-h200.sh
@@ -37,5 +37,8 @@ rm -f "$q235"
 #    to 1.42x n-cpu-moe even with no cost of its own (1.40x measured); eager's 69% would allow
 #    1.7x, but its copies kept the next layers' results waiting on the link (1.7 ms a token): does
 #    a cap that fits the link keep most of the hits without the waits?
-REPEATS=1 VARIANTS=q30:realistic BUDGETS=0.25 MODES=sweep,dynamic,eager TOKENS=256 TAG=uploads40 \
+#    Then eager uncapped on the same host, the model kept from the run before.
+REPEATS=1 KEEP_MODEL=1 VARIANTS=q30:realistic BUDGETS=0.25 MODES=sweep,dynamic,eager TOKENS=256 TAG=uploads40 \
     EXTRA="--no-mmap --uploads 40" bash bench/jobs/expert-cache-policy-h200.sh
+REPEATS=1 VARIANTS=q30:realistic BUDGETS=0.25 MODES=eager TOKENS=256 TAG=eager \
+    bash bench/jobs/expert-cache-policy-h200.sh
