@@ -188,6 +188,9 @@ def test_eager_with_its_copies_capped_is_predicted_between_thrifty_and_eager() -
     assert thrifty.high < capped[0].high < capped[1].high < capped[2].high < eager.high
     assert capped[1].mid == pytest.approx(thrifty.mid + 0.5 * (eager.mid - thrifty.mid))
     assert rate("eager", 8) == eager  # 2 a layer: more than eager makes, no cap
+    # below thrifty's 0.4 copies a layer, either setting falls towards the static set
+    static = predicted_hit_rate(32, 128, 8, counts, layers)
+    assert static.mid < rate("eager", 1).mid == rate("thrifty", 1).mid < thrifty.mid
     # the copies the speed model counts follow the cap
     model = QWEN3_30B_Q4
     dynamic = plan(expert_cache="dynamic", expert_cache_slots=32, use_mmap=False, expert_cache_policy="eager")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from app.engine.protocol import BuildInfo, DeviceInfo, LoadParams
 from app.gguf.info import read_model
 from app.hardware import Hardware, detect
 from app.hardware.bandwidth import RamBandwidth
+from app.hardware.h2d import HostCopyRates
 from app.load_plan import plan_load
 from app.synthetic import SyntheticSpec, write_synthetic_header
 from app.tune.autotune import TuneResult, machine_id, remember, tune_key
@@ -373,3 +375,35 @@ def test_mmap_off_lets_the_planner_refresh_hot_experts_as_tokens_decode(qtbot: Q
     assert "dynamic hot experts with mmap on" in page.reasons.text()
     controls.mmap.setChecked(False)
     assert "dynamic hot experts with mmap on" not in page.reasons.text()
+
+
+def test_the_page_says_when_the_planner_caps_eager_copies_for_the_link(qtbot: QtBot, parts: Parts,
+                                                                       tmp_path: Path) -> None:
+    # a CPU bound by its cores (eager's extra hits pay) whose link to the GPU carries fewer
+    # copies than eager makes within the CPU's part of a token: a refreshed cache asked for
+    # by hand, mmap off, gets eager copies capped, and the page says why
+    model = write_synthetic_header(tmp_path / "Qwen3-30B-A3B-Q4_0.gguf", SyntheticSpec.preset("qwen3-30b-a3b"))
+    routing_profiles.remember(model, [[2800] * 16 + [150] * 112 for _ in range(read_model(model).n_layer)])
+    link = HostCopyRates(gpu="RTX", pageable=9e9, pinned=25e9, mapped=9e9, copy_bytes=256 << 20)
+    ram = RamBandwidth(read_bw=250e9, read_bw_1=7.7e9, copy_bw_1=10e9, matmul_flops=5e11, threads=8,
+                       buffer_bytes=1 << 29, host_copy=link)
+    page = new_page(qtbot, parts, machine(12), n_ctx=8192, ram=ram)
+    page.set_build_info(BuildInfo(llama_cpp_python="0.3", backends=["CPU", "CUDA"], routing_patch=True,
+                                  system_info="", expert_cache_patch=True,
+                                  devices=[DeviceInfo("CUDA0", "RTX", "gpu", 12 * 1024**3, 12 * 1024**3)]))
+    page.set_model(model)
+    qtbot.waitUntil(lambda: page.plan is not None, timeout=10_000)
+    controls = page.controls
+    controls.mmap.setChecked(False)
+    controls.hot_experts.setCurrentText("dynamic")
+    controls.hot_slots.setValue(16)
+    plan = page.plan.placement
+    assert plan.expert_cache == "dynamic" and plan.expert_cache_policy == "eager"
+    assert plan.expert_cache_uploads > 0
+    assert f"eager expert copies, {plan.expert_cache_uploads} a token at most" in page.reasons.text()
+    assert "longer on the link to the GPU" in page.reasons.text()
+    page.resize(1200, 780)
+    page.show()
+    qtbot.waitExposed(page)
+    shot = Path(os.environ.get("MOEDESK_SHOTS", str(tmp_path))) / "advisor-eager-capped.png"
+    assert page.grab().save(str(shot))

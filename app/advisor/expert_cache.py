@@ -61,7 +61,9 @@ capped (the engine's ``expert_cache_uploads`` a token) its range moves from thri
 its own in proportion to its copies a layer: replayed on an 8-layer trace of the Qwen3-30B shape, capped at
 0.75 / 1 / 1.25 copies a layer it served 47.0 / 49.8 / 51.8% at 12.5% held and 65.3 / 67.6 /
 69.9% at 25%, where a straight line from thrifty (44.1 / 62.4% at 0.32-0.39 copies) to uncapped
-eager (52.4 / 71.8% at 1.25-1.6) gives 47.9 / 50.2 / - and 65.2 / 67.2 / 69.1%.
+eager (52.4 / 71.8% at 1.25-1.6) gives 47.9 / 50.2 / - and 65.2 / 67.2 / 69.1%. Capped below
+thrifty's copies, either setting's range falls towards the static set's in proportion (eager there
+did worse: 56.8% at 0.25 copies a layer, the static set 57.2%).
 """
 
 from __future__ import annotations
@@ -239,10 +241,15 @@ def copies_a_layer(copies: ExpertCachePolicy, uploads: int, n_layers: int) -> fl
 def dynamic_hit_rate(static: HitRate, copies: ExpertCachePolicy = "thrifty",
                      per_layer: float | None = None) -> HitRate:
     """The dynamic policy's range from the static set's (see the module's docstring);
-    ``per_layer``: the copies a layer and token eager is capped at (None: its own)."""
+    ``per_layer``: the copies a layer and token it is capped at (None: its setting's own)."""
     low = static.high if static.source == "profile" else static.low
     repeats = lru_hit_rate(static.high) - static.high
     thrifty = (low, max(low, static.high + DYNAMIC_REPEAT_CATCH * repeats))
+    fewest = COPIES_PER_LAYER["thrifty"]
+    if per_layer is not None and per_layer < fewest:  # capped below thrifty's copies: towards the static set
+        share = max(per_layer, 0.0) / fewest
+        return HitRate(static.low + share * (thrifty[0] - static.low),
+                       static.high + share * (thrifty[1] - static.high), static.source)
     if copies != "eager":
         return HitRate(*thrifty, static.source)
     eager = (thrifty[1], max(thrifty[1], static.high + EAGER_REPEAT_CATCH * repeats))

@@ -247,7 +247,7 @@ def _faster_copy_policy(model: GGUFModel, hardware: Hardware, plan: Plan, gpus: 
     if setting(mine) not in {setting(c.placement) for c in weighed}:
         weighed.append(plan)
     best = max((c for c in weighed if c.verdict == plan.verdict), key=_decode_mid)
-    if best is plan or _decode_mid(best) <= _decode_mid(plan):
+    if best is plan or _decode_mid(best) <= _decode_mid(plan) * (1 + COPY_SETTING_MARGIN):
         return plan
     assert plan.speed is not None and best.speed is not None and eager is not None
     policy, uploads = setting(best.placement)
@@ -264,6 +264,9 @@ def _faster_copy_policy(model: GGUFModel, hardware: Hardware, plan: Plan, gpus: 
     return best
 
 
+# another copy setting than the plan's must be predicted this much faster: below it the
+# prediction cannot tell them apart, and autotune measures them anyway
+COPY_SETTING_MARGIN = 0.02
 # eager's copies capped at these many a cached layer and decoded token, weighed where its
 # copies would outlast the CPU's part of a token on the link (the engine's expert_cache_uploads)
 EAGER_CAPS = (0.6, 0.8, 1.0, 1.2)
