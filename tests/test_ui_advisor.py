@@ -382,7 +382,8 @@ def test_the_page_says_when_the_planner_caps_eager_copies_for_the_link(qtbot: Qt
     # a CPU bound by its cores (eager's extra hits pay) whose link to the GPU carries fewer
     # copies than eager makes within the CPU's part of a token: a refreshed cache asked for
     # by hand, mmap off, gets eager copies capped, and the page says why
-    model = write_synthetic_header(tmp_path / "Qwen3-30B-A3B-Q4_0.gguf", SyntheticSpec.preset("qwen3-30b-a3b"))
+    model = write_synthetic_header(tmp_path / "Qwen3-30B-A3B-Q4_0.gguf",
+                                   SyntheticSpec.preset("qwen3-30b-a3b"))
     routing_profiles.remember(model, [[2800] * 16 + [150] * 112 for _ in range(read_model(model).n_layer)])
     link = HostCopyRates(gpu="RTX", pageable=9e9, pinned=25e9, mapped=9e9, copy_bytes=256 << 20)
     ram = RamBandwidth(read_bw=250e9, read_bw_1=7.7e9, copy_bw_1=10e9, matmul_flops=5e11, threads=8,
