@@ -31,8 +31,8 @@ export STEPS=build TOKENS=128
 REPEATS=1 KEEP_MODEL=1 VARIANTS=q235:realistic BUDGETS="0.125 0.25" MODES=sweep,dynamic,eager \
     bash bench/jobs/expert-cache-policy-h200.sh
 rm -f "$q235"
-# 4. the 30B shape at 25%: eager with its copies capped at 40 a token (about half its 78; the advisor
-#    caps it at 38 on the thirty-fourth host's probes), beside
+# 4. the 30B shape at 25%: eager with its copies capped at 40 a token (about half its 78; on the
+#    thirty-fourth host's probes the advisor predicts 38 best, 1% over thrifty), beside
 #    n-cpu-moe 36 and thrifty. Measured on the thirty-fourth's host, thrifty's 62% hits bound it
 #    to 1.42x n-cpu-moe even with no cost of its own (1.40x measured); eager's 69% would allow
 #    1.7x, but its copies kept the next layers' results waiting on the link (1.7 ms a token): does
