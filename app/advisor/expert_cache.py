@@ -58,12 +58,12 @@ repeats: its range runs from the thrifty policy's high end to ``EAGER_REPEAT_CAT
 LRU's gain (replayed on the 4-layer trace, its warm-up's profile: 53% / 71% where this gives
 51-59% / 70-74%; thrifty on the same: 45% / 63%, predicted 46-51% / 66-70%). With its copies
 capped (the engine's ``expert_cache_uploads`` a token) its range moves from thrifty's towards
-its own in proportion to its copies a layer: replayed on an 8-layer trace of the Qwen3-30B shape, capped at
-0.75 / 1 / 1.25 copies a layer it served 47.0 / 49.8 / 51.8% at 12.5% held and 65.3 / 67.6 /
-69.9% at 25%, where a straight line from thrifty (44.1 / 62.4% at 0.32-0.39 copies) to uncapped
-eager (52.4 / 71.8% at 1.25-1.6) gives 47.9 / 50.2 / - and 65.2 / 67.2 / 69.1%. Capped below
-thrifty's copies, either setting's range falls towards the static set's in proportion (eager there
-did worse: 56.8% at 0.25 copies a layer, the static set 57.2%).
+its own in proportion to its copies a layer: replayed on an 8-layer trace of the Qwen3-30B
+shape, capped at 0.75 / 1 / 1.25 copies a layer it served 47.0 / 49.8 / 51.8% at 12.5% held and
+65.3 / 67.6 / 69.9% at 25%, where a straight line from thrifty (44.1 / 62.4% at 0.32-0.39
+copies) to uncapped eager (52.4 / 71.8% at 1.25-1.6) gives 47.9 / 50.2 / - and 65.2 / 67.2 /
+69.1%. Capped below thrifty's copies, either setting's range falls towards the static set's in
+proportion (eager there did worse: 56.8% at 0.25 copies a layer, the static set 57.2%).
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ def dynamic_hit_rate(static: HitRate, copies: ExpertCachePolicy = "thrifty",
     repeats = lru_hit_rate(static.high) - static.high
     thrifty = (low, max(low, static.high + DYNAMIC_REPEAT_CATCH * repeats))
     fewest = COPIES_PER_LAYER["thrifty"]
-    if per_layer is not None and per_layer < fewest:  # capped below thrifty's copies: towards the static set
+    if per_layer is not None and per_layer < fewest:  # below thrifty's copies: towards the static set
         share = max(per_layer, 0.0) / fewest
         return HitRate(static.low + share * (thrifty[0] - static.low),
                        static.high + share * (thrifty[1] - static.high), static.source)
