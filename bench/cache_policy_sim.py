@@ -20,8 +20,8 @@ each would serve from VRAM:
   miss; with the engine's two settings (app/engine/expert_cache.py's COPY_POLICIES: thrifty,
   eager).
 
-``--caps``: eager again with its copies a token capped (the engine's max_uploads, dealt out
-layer by layer from a first layer that moves on one a token), the cap given a layer.
+``--caps``: eager again with its copies a token capped (the engine's max_uploads: the largest
+gains first), the cap given a layer.
 
 Each cell: share of selections served from VRAM / experts copied a layer and token / experts
 read from RAM a layer and token (misses plus copies: a copy reads an expert's bytes as a miss
@@ -126,8 +126,8 @@ def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_lif
     """(hit rate, copies per layer and token) of the engine's scored policy (llama-moe-cache.h's
     observe / admission / end_step), filled with ``start``'s first ``slots`` experts, at most
     ``per_layer`` copies a layer a token and ``uploads`` a token over all layers (the engine's
-    max_uploads: dealt out layer by layer from a first layer that moves on one a token; None:
-    no cap)."""
+    max_uploads; None: no cap), the largest gains first (a newcomer's score over the expert it
+    evicts)."""
     n_layer, n_expert = len(start), len(start[0])
     growth = 2.0 ** (1.0 / half_life)
     hits = copies = 0
@@ -147,28 +147,25 @@ def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_lif
                 if e in held[il]:
                     hits += 1
                     held[il][e] = t
-        budget = n_layer * per_layer if uploads is None else int(uploads)
-        for i in range(n_layer):
-            il = (t + i) % n_layer
-            score = scores[il]
-            for _ in range(per_layer):
-                if budget <= 0:
+        # each layer's admissions in turn (its best newcomers against its lowest-scored held
+        # experts not hit this token), one slot kept out of the copies; then the largest gains
+        candidates = []
+        for il in range(n_layer):
+            score, arriving = scores[il], {e for _, e in pending[il]}
+            free = [e for e in range(n_expert) if e not in held[il] and e not in arriving and score[e] > 0]
+            out = sorted(free, key=lambda e: -score[e])
+            victims = sorted((e for e in held[il] if held[il][e] < t), key=lambda e: score[e])
+            room = slots - 1 - len(pending[il])
+            for best, victim in list(zip(out, victims, strict=False))[:max(0, min(per_layer, room))]:
+                gain = score[best] - score[victim]
+                if gain <= margin * unit:
                     break
-                arriving = {e for _, e in pending[il]}
-                if len(pending[il]) + 1 >= slots:
-                    break  # one slot stays out of the copies
-                out = [e for e in range(n_expert) if e not in held[il] and e not in arriving and score[e] > 0]
-                victims = [e for e in held[il] if held[il][e] < t]
-                if not out or not victims:
-                    break
-                best = max(out, key=lambda e: score[e])
-                victim = min(victims, key=lambda e: score[e])
-                if score[best] <= score[victim] + margin * unit:
-                    break
-                del held[il][victim]
-                pending[il].append((t + delay, best))
-                copies += 1
-                budget -= 1
+                candidates.append((gain, il, best, victim))
+        candidates.sort(key=lambda c: -c[0])
+        for _, il, best, victim in candidates[:n_layer * per_layer if uploads is None else int(uploads)]:
+            del held[il][victim]
+            pending[il].append((t + delay, best))
+            copies += 1
     total = sum(t.size for t in trace)
     return hits / total, copies / (n_layer * len(trace))
 

@@ -186,7 +186,8 @@ def test_eager_with_its_copies_capped_is_predicted_between_thrifty_and_eager() -
     capped = [rate("eager", uploads) for uploads in (2, 4, 6)]
     assert thrifty.low < capped[0].low < capped[1].low < capped[2].low < eager.low
     assert thrifty.high < capped[0].high < capped[1].high < capped[2].high < eager.high
-    assert capped[1].mid == pytest.approx(thrifty.mid + 0.5 * (eager.mid - thrifty.mid))
+    # 1 a layer is half the way in copies, sqrt(1/2) of it in hits (the largest gains first)
+    assert capped[1].mid == pytest.approx(thrifty.mid + 0.5**0.5 * (eager.mid - thrifty.mid))
     assert rate("eager", 8) == eager  # 2 a layer: more than eager makes, no cap
     # below thrifty's 0.4 copies a layer, either setting falls towards the static set
     static = predicted_hit_rate(32, 128, 8, counts, layers)

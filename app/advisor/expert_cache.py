@@ -57,13 +57,15 @@ The eager setting (half-life 4, margin 0.5, two copies a layer a token) catches 
 repeats: its range runs from the thrifty policy's high end to ``EAGER_REPEAT_CATCH`` of the
 LRU's gain (replayed on the 4-layer trace, its warm-up's profile: 53% / 71% where this gives
 51-59% / 70-74%; thrifty on the same: 45% / 63%, predicted 46-51% / 66-70%). With its copies
-capped (the engine's ``expert_cache_uploads`` a token) its range moves from thrifty's towards
-its own in proportion to its copies a layer: replayed on an 8-layer trace of the Qwen3-30B
-shape, capped at 0.75 / 1 / 1.25 copies a layer it served 47.0 / 49.8 / 51.8% at 12.5% held and
-65.3 / 67.6 / 69.9% at 25%, where a straight line from thrifty (44.1 / 62.4% at 0.32-0.39
-copies) to uncapped eager (52.4 / 71.8% at 1.25-1.6) gives 47.9 / 50.2 / - and 65.2 / 67.2 /
-69.1%. Capped below thrifty's copies, either setting's range falls towards the static set's in
-proportion (eager there did worse: 56.8% at 0.25 copies a layer, the static set 57.2%).
+capped (the engine's ``expert_cache_uploads`` a token, the largest score gains copied first)
+its range moves from thrifty's towards its own as the square root of its copies' share of the
+way from thrifty's 0.4 a layer to its own 1.6: the first copies gain most. Replayed on an
+8-layer trace of the Qwen3-30B shape, capped at 0.5 / 0.75 / 1 / 1.25 copies a layer it served
+65.1 / 67.6 / 69.3 / 70.8% at 25% held and 46.6 / 49.6 / 51.0 / 52.1% at 12.5%, where this
+gives 65.1 / 67.5 / 69.0 / 70.3% and 46.5 / 48.6 / 50.0 / 51.1% between the replay's thrifty
+(62.4 / 44.1%) and uncapped eager (71.8 / 52.4%). Capped below thrifty's copies, either
+setting's range falls towards the static set's in proportion (eager there did worse: 56.8% at
+0.25 copies a layer, dealt out layer by layer, the static set 57.2%).
 """
 
 from __future__ import annotations
@@ -260,12 +262,12 @@ def dynamic_hit_rate(static: HitRate, copies: ExpertCachePolicy = "thrifty",
 
 def eager_share(per_layer: float | None) -> float:
     """How far eager with ``per_layer`` copies a layer and token moves the hit rate from
-    thrifty's towards its own: in proportion to its copies between the two settings' (see the
-    module's docstring)."""
+    thrifty's towards its own: the square root of its copies' share of the way between the two
+    settings' (see the module's docstring)."""
     thrifty, eager = COPIES_PER_LAYER["thrifty"], COPIES_PER_LAYER["eager"]
     if per_layer is None or per_layer >= eager:
         return 1.0
-    return max(per_layer - thrifty, 0.0) / (eager - thrifty)
+    return math.sqrt(max(per_layer - thrifty, 0.0) / (eager - thrifty))
 
 
 # --- hot experts in VRAM in the speed model --------------------------------------------------

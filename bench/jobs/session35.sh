@@ -13,8 +13,9 @@
 #    1.46x) with the probe's rate at the 30B shape's experts; at 25% eager's copies outlasted the
 #    CPU's part of a token on the link (COPY_LINK_SHARE, fitted on that one host: out of sample
 #    here; bench/expert_cache.py now prints the host-to-GPU copy probe the link is taken from).
+# 0. patch 0004 changed (a step's copies go to the largest score gains first): its GPU tests.
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
-bash bench/gpu_session.sh build
+bash bench/gpu_session.sh build cachetest
 q30=/tmp/q30-realistic.gguf
 python3 -m app.synthetic "$q30" --preset qwen3-30b-a3b --routing realistic > /dev/null
 sync  # the model's 17 GB written out before anything is timed
