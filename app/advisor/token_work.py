@@ -78,10 +78,10 @@ def token_work(model: GGUFModel, plan: PlacementPlan, gpus: list[str], position:
             n_bytes *= share
             flops *= share
             work.expert_flops[device] = work.expert_flops.get(device, 0.0) + flops
-            if device == CPU_DEVICE and t.layer is not None:
-                ram_experts[t.layer] = ram_experts.get(t.layer, 0.0) + t.n_bytes
             if device == CPU_DEVICE:
                 work.cpu_expert_bytes += n_bytes
+                if t.layer is not None:
+                    ram_experts[t.layer] = ram_experts.get(t.layer, 0.0) + t.n_bytes
         elif cls == "embeddings":
             n_bytes /= max(t.shape[-1], 1)  # one row per token (shape: n_embd, n_vocab)
             flops = 0.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -136,20 +136,20 @@ class GGUFModel:
     def expert_bytes(self, layers: Iterable[int] | None = None) -> int:
         """One routed expert's bytes (its up, gate and down slices) in the largest of ``layers``
         (default: every MoE layer); 0 without routed experts."""
-        wanted = set(self.moe_layers if layers is None else layers)
-        per_layer: dict[int, int] = defaultdict(int)
-        for t in self.tensors:
-            if t.tensor_class == "routed_experts" and t.layer in wanted:
-                per_layer[t.layer] += t.n_bytes
-        return max(per_layer.values(), default=0) // max(self.n_expert, 1)
+        return self._one_expert(lambda t: t.n_bytes, self.moe_layers if layers is None else layers)
 
     def expert_weights(self) -> int:
         """One routed expert's weights (its up, gate and down slices) in the largest MoE layer;
         0 without routed experts."""
+        return self._one_expert(lambda t: math.prod(t.shape), self.moe_layers)
+
+    def _one_expert(self, size: Callable[[TensorEntry], int], layers: Iterable[int]) -> int:
+        """``size`` of one routed expert's tensors in the largest of ``layers``."""
+        wanted = set(layers)
         per_layer: dict[int, int] = defaultdict(int)
         for t in self.tensors:
-            if t.tensor_class == "routed_experts" and t.layer is not None:
-                per_layer[t.layer] += math.prod(t.shape)
+            if t.tensor_class == "routed_experts" and t.layer in wanted:
+                per_layer[t.layer] += size(t)
         return max(per_layer.values(), default=0) // max(self.n_expert, 1)
 
     def bytes_by_class(self) -> dict[str, int]:

@@ -144,7 +144,8 @@ def _copy_policy_candidates(model: GGUFModel, best: PlacementPlan) -> Iterator[t
     the CPU's reads are bound by RAM, which the copies share, and on whether the link to the GPU
     carries eager's copies within the CPU's part of a token (the advisor's own cap, where it set
     one, is the plan these are measured against)."""
-    cached = sum(1 for layer in model.moe_layers if layer < _experts_in_ram_layers(best, model.n_layer))
+    in_ram = _experts_in_ram_layers(best, model.n_layer)
+    cached = sum(1 for layer in model.moe_layers if layer < in_ram)
     settings: list[tuple[ExpertCachePolicy, int]] = [(p, 0) for p in typing.get_args(ExpertCachePolicy)]
     if cached:
         settings.append(("eager", cached))
