@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -134,9 +135,12 @@ def probes(run: dict[str, str]) -> RamBandwidth:
     measured it."""
     gb = {key: float(value) * 1e9 for key, value in run.items() if key in PROBE_COLUMNS and value}
     host_copy = None
-    if "h2d_pinned" in gb:
-        host_copy = HostCopyRates(gpu=MACHINES[run["machine"]].name, pageable=gb["h2d_pageable"],
-                                  pinned=gb["h2d_pinned"], mapped=gb.get("h2d_mapped"), copy_bytes=256 << 20)
+    if "h2d_pinned" in gb or "h2d_mapped" in gb:  # some rows carry only the mapped file's figure,
+        # all their runs copy at (a pinned run of such a row would predict NaN and fail)
+        host_copy = HostCopyRates(gpu=MACHINES[run["machine"]].name,
+                                  pageable=gb.get("h2d_pageable", gb.get("h2d_mapped", math.nan)),
+                                  pinned=gb.get("h2d_pinned", math.nan), mapped=gb.get("h2d_mapped"),
+                                  copy_bytes=256 << 20)
     kernels = None
     if "kernel_read" in gb:  # with an expert's own cost where the row has one (us)
         probe = probe_spec()
@@ -154,8 +158,9 @@ def predicted(header: Headers, run: dict[str, str], ram: RamBandwidth | None = N
     model = header(run["preset"], int(run["layers"]))
     plan = placement(run["placement"], use_mmap=run.get("use_mmap", "1") == "1")
     n_gen = 64 if run["machine"] == "h200" else 32
+    share = float(run.get("prompt_experts") or 0) or None  # counted by the run's routing telemetry
     return predict(model, plan, {"CUDA0": MACHINES[run["machine"]]}, ram or probes(run), 16,
-                   int(run["n_prompt"]), n_gen)
+                   int(run["n_prompt"]), n_gen, prompt_experts=share)
 
 
 @pytest.mark.parametrize("run", [prefill_params(r) for r in runs() if r["prefill_tps"]])
