@@ -20,6 +20,10 @@ each would serve from VRAM:
   miss; with the engine's two settings (app/engine/expert_cache.py's COPY_POLICIES: thrifty,
   eager).
 
+In hindsight: Belady's choice, knowing the whole trace, for a cache that copies only what a
+token missed (any number a token; usable the next token, or the one after as in the engine):
+about the most a policy of the engine's kind can serve at that size.
+
 ``--caps``: eager again with its copies a token capped (the engine's max_uploads: the largest
 gains first), the cap given a layer.
 
@@ -120,6 +124,46 @@ def lru_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, delay: int,
     return hits / total, copies / (n_layer * len(trace))
 
 
+def demand_optimum_hits(trace: list[np.ndarray], start: np.ndarray, slots: int,
+                        delay: int = 1) -> tuple[float, float]:
+    """(hit rate, copies per layer and token) of Belady's choice in hindsight for a cache that
+    copies only experts a token missed (no copy foretells an expert not yet chosen), any number a
+    token: a missed expert comes in, usable ``delay`` tokens later, when its next selection comes
+    before the next of the held expert used furthest ahead, which goes out. About the most any
+    policy of patch 0004's kind can serve (with ``delay`` 1, past the engine's 2)."""
+    n_layer, n_token = len(start), len(trace)
+    hits = copies = 0
+    for il in range(n_layer):
+        uses: dict[int, list[int]] = {}
+        for t, chosen in enumerate(trace):
+            for e in map(int, chosen[il]):
+                uses.setdefault(e, []).append(t)
+
+        def next_use(e: int, t: int) -> int:
+            later = [u for u in uses.get(e, []) if u >= t]
+            return later[0] if later else n_token + 1
+
+        held = {int(e) for e in start[il][:slots]}
+        pending: list[tuple[int, int]] = []  # (usable from token, expert)
+        for t, chosen in enumerate(trace):
+            held |= {e for when, e in pending if when == t}
+            pending = [(when, e) for when, e in pending if when > t]
+            in_flight = {e for _, e in pending}
+            for e in map(int, chosen[il]):
+                if e in held:
+                    hits += 1
+                    continue
+                if e in in_flight or not held:
+                    continue
+                victim = max(held, key=lambda x: next_use(x, t + 1))
+                if next_use(e, t + delay) < next_use(victim, t + 1):
+                    held.discard(victim)
+                    pending.append((t + delay, e))
+                    in_flight.add(e)
+                    copies += 1
+    return hits / sum(t.size for t in trace), copies / (n_layer * n_token)
+
+
 def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_life: float = 16.0,
                 margin: float = 2.0, delay: int = 2, per_layer: int = 1,
                 uploads: float | None = None) -> tuple[float, float]:
@@ -202,8 +246,9 @@ def main() -> int:
     print(f"{args.model}: {len(warm)} layers, top-{k} of {n_expert}; warm-up {args.warm} tokens, "
           f"trace {args.tokens} tokens")
     print("| experts held | static (warm-up) | static (hindsight) | LRU, every miss | "
-          "admit at the 2nd miss (first policy) | scored, thrifty (engine) | scored, eager (engine) |")
-    print("|---|---|---|---|---|---|---|")
+          "admit at the 2nd miss (first policy) | scored, thrifty (engine) | scored, eager (engine) | "
+          "in hindsight, copies usable next token | in hindsight, the token after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for share in (1 / 16, 1 / 8, 1 / 4, 1 / 2):
         slots = int(n_expert * share)
         cells = [cell(static_hits(trace, ranking, slots), 0.0, k),
@@ -211,7 +256,8 @@ def main() -> int:
                  cell(*lru_hits(trace, ranking, slots, 2, k, 1), k),
                  cell(*lru_hits(trace, ranking, slots, 2, 2, 2), k),
                  *(cell(*scored_hits(trace, ranking, slots, p.half_life, p.margin, per_layer=p.per_layer), k)
-                   for p in (COPY_POLICIES["thrifty"], COPY_POLICIES["eager"]))]
+                   for p in (COPY_POLICIES["thrifty"], COPY_POLICIES["eager"])),
+                 *(cell(*demand_optimum_hits(trace, ranking, slots, delay), k) for delay in (1, 2))]
         print(f"| {share:.1%} ({slots}) | " + " | ".join(cells) + " |")
     if args.caps:
         eager = COPY_POLICIES["eager"]
