@@ -139,9 +139,8 @@ def demand_optimum_hits(trace: list[np.ndarray], start: np.ndarray, slots: int,
             for e in map(int, chosen[il]):
                 uses.setdefault(e, []).append(t)
 
-        def next_use(e: int, t: int) -> int:
-            later = [u for u in uses.get(e, []) if u >= t]
-            return later[0] if later else n_token + 1
+        def next_use(e: int, t: int, uses: dict[int, list[int]] = uses) -> int:
+            return next((u for u in uses.get(e, []) if u >= t), n_token + 1)
 
         held = {int(e) for e in start[il][:slots]}
         pending: list[tuple[int, int]] = []  # (usable from token, expert)
