@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RAM probe: read {ram.read_bw / 1e9:.1f} GB/s ({ram.threads} threads), one thread "
           f"{ram.read_bw_1 / 1e9:.1f} GB/s, copy {ram.copy_bw_1 / 1e9:.1f} GB/s, matmul "
           f"{ram.matmul_flops / 1e9:.0f} GFLOP/s", flush=True)
+    if ram.host_copy:  # tests/data/prefill_*.csv's h2d_pageable, h2d_mapped, h2d_pinned
+        mapped = f"{ram.host_copy.mapped / 1e9:.1f}" if ram.host_copy.mapped else "-"
+        print(f"host-to-GPU copy probe: pageable {ram.host_copy.pageable / 1e9:.1f}, mapped file {mapped}, "
+              f"pinned {ram.host_copy.pinned / 1e9:.1f} GB/s")
     # the kernel probe's figure (moedesk-cli probe-cpu), when this machine has one
     print(ram.expert_read.describe() if ram.expert_read else "CPU kernels not timed (no kernel probe)")
     base = PlacementPlan(n_threads=args.threads, n_ctx=args.ctx, n_ubatch=args.ubatch,
