@@ -50,6 +50,7 @@ from expert_cache import Loaded, Placement  # bench/'s own, beside this script
 
 from app.engine.expert_cache import COPY_POLICIES
 from app.gguf.info import read_model
+from app.synthetic.routing import REALISTIC
 
 
 def capture(path: str, n_warm: int, n_tokens: int, threads: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -165,12 +166,13 @@ def demand_optimum_hits(trace: list[np.ndarray], start: np.ndarray, slots: int,
 
 def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_life: float = 16.0,
                 margin: float = 2.0, delay: int = 2, per_layer: int = 1,
-                uploads: float | None = None) -> tuple[float, float]:
+                uploads: float | None = None, weights: list[np.ndarray] | None = None) -> tuple[float, float]:
     """(hit rate, copies per layer and token) of the engine's scored policy (llama-moe-cache.h's
     observe / admission / end_step), filled with ``start``'s first ``slots`` experts, at most
     ``per_layer`` copies a layer a token and ``uploads`` a token over all layers (the engine's
     max_uploads; None: no cap), the largest gains first (a newcomer's score over the expert it
-    evicts)."""
+    evicts). ``weights``: what each token adds to each expert's score, (layers, experts) a token,
+    instead of 1 for each expert it chose (the engine's way)."""
     n_layer, n_expert = len(start), len(start[0])
     growth = 2.0 ** (1.0 / half_life)
     hits = copies = 0
@@ -185,8 +187,11 @@ def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_lif
         for il in range(n_layer):
             while pending[il] and pending[il][0][0] <= t:
                 held[il][pending[il].popleft()[1]] = t  # kept through the token it arrives in
+            if weights is not None:
+                scores[il] += unit * weights[t][il]
             for e in map(int, chosen[il]):
-                scores[il][e] += unit
+                if weights is None:
+                    scores[il][e] += unit
                 if e in held[il]:
                     hits += 1
                     held[il][e] = t
@@ -213,6 +218,57 @@ def scored_hits(trace: list[np.ndarray], start: np.ndarray, slots: int, half_lif
     return hits / total, copies / (n_layer * len(trace))
 
 
+def simulated_routing(n_layer: int = 8, n_expert: int = 128, k: int = 8, n_token: int = 320,
+                      carried: float = 0.9, seed: int = 5) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Routing drawn in numpy the way app/synthetic/routing.py's REALISTIC scales make it (a bias
+    per layer and expert, a term carried from token to token with correlation ``carried``, one new
+    each token): each token's selections, (layers, k), and its router probabilities times k (the
+    softmax over every expert the router computes before its top-k), (layers, experts)."""
+    rng = np.random.default_rng(seed)
+    bias = rng.normal(0, REALISTIC.bias_spread, (n_layer, n_expert))
+    shared = rng.normal(0, 1, (n_layer, n_expert))
+    chosen, probs = [], []
+    for _ in range(n_token):
+        shared = carried * shared + np.sqrt(1 - carried**2) * rng.normal(0, 1, shared.shape)
+        logits = bias + REALISTIC.locality * shared + REALISTIC.noise * rng.normal(0, 1, shared.shape)
+        chosen.append(np.argsort(-logits, axis=1)[:, :k])
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs.append(k * p / p.sum(axis=1, keepdims=True))
+    return chosen, probs
+
+
+def router_probs_front(n_warm: int = 64) -> None:
+    """The scored policy's best hit rates for the copies it makes (over its settings), fed the
+    selections (the engine's way) or the router's probabilities, on simulated routing."""
+    chosen, probs = simulated_routing()
+    trace, weights = chosen[n_warm:], probs[n_warm:]
+    n_layer, k = trace[0].shape
+    n_expert = probs[0].shape[1]
+    warm = np.stack([np.bincount(np.concatenate([t[il] for t in chosen[:n_warm]]), minlength=n_expert)
+                     for il in range(n_layer)])
+    ranking = np.argsort(-warm, axis=1, kind="stable")
+    repeats = np.mean([len(set(trace[t][il]) & set(trace[t - 1][il])) / k
+                       for t in range(1, len(trace)) for il in range(n_layer)])
+    print(f"simulated routing: {n_layer} layers, top-{k} of {n_expert}, {len(trace)} tokens; "
+          f"{repeats:.2f} of a token's selections repeat the token before's")
+    print("| experts held | fed | share served / copies a layer and token, the best setting for its copies |")
+    print("|---|---|---|")
+    settings = [(h, m, p) for h in (2.0, 4.0, 8.0, 16.0) for m in (0.25, 0.5, 1.0, 2.0) for p in (1, 2)]
+    for share in (1 / 8, 1 / 4):
+        slots = int(n_expert * share)
+        for fed, w in (("selections", None), ("router probabilities", weights)):
+            runs = sorted((scored_hits(trace, ranking, slots, h, m, per_layer=p, weights=w), (h, m, p))
+                          for h, m, p in settings)
+            front, best = [], -1.0
+            for (rate, copies), (h, m, p) in sorted(runs, key=lambda r: r[0][1]):
+                if rate > best:
+                    best = rate
+                    front.append(f"{rate:.1%} / {copies:.2f} (half-life {h:g}, margin {m:g}, {p} a layer)")
+            print(f"| {share:.1%} ({slots}) | {fed} | " + "; ".join(front[-6:]) + " |")
+        optimum = demand_optimum_hits(trace, ranking, slots, 2)
+        print(f"| {share:.1%} ({slots}) | in hindsight | {optimum[0]:.1%} / {optimum[1]:.2f} |")
+
+
 def cell(rate: float, copies: float, k: int) -> str:
     return f"{rate:.1%} / {copies:.2f} / {(1 - rate) * k + copies:.2f}"
 
@@ -220,7 +276,10 @@ def cell(rate: float, copies: float, k: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="the model whose routing is captured (or --trace's)")
+    parser.add_argument("--router-probs", action="store_true",
+                        help="instead: the scored policy fed the router's probabilities against its "
+                             "selections, on routing simulated in numpy")
     parser.add_argument("--warm", type=int, default=64, help="warm-up tokens decoded for the ranking")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
@@ -229,6 +288,11 @@ def main() -> int:
                         help="also eager with its copies capped at these many a layer and token, "
                              "averaged over the layers (the engine's max_uploads / the cached layers)")
     args = parser.parse_args()
+    if args.router_probs:
+        router_probs_front()
+        return 0
+    if not args.model:
+        parser.error("give --model (or --router-probs)")
     if args.trace and os.path.exists(args.trace):
         saved = np.load(args.trace)
         warm, trace = saved["warm"], list(saved["trace"])

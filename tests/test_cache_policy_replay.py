@@ -53,3 +53,18 @@ def test_the_bound_in_hindsight_serves_at_least_what_the_engine_s_policies_do() 
     eager, _ = sim.scored_hits(trace, ranking, slots, 4.0, 0.5, per_layer=2)
     assert bound >= max(lru, eager, sim.static_hits(trace, ranking, slots))
     assert bound <= sim.demand_optimum_hits(trace, ranking, slots, delay=1)[0] <= 1.0
+
+
+def test_the_scored_policy_fed_its_selections_as_weights_is_the_engine_s() -> None:
+    chosen, probs = sim.simulated_routing(n_layer=2, n_expert=32, k=4, n_token=80)
+    ranking = np.argsort(-sum(probs[:16]), axis=1)
+    trace = chosen[16:]
+    one_hot = []
+    for token in trace:
+        w = np.zeros((2, 32))
+        np.put_along_axis(w, token, 1.0, axis=1)
+        one_hot.append(w)
+    engine = sim.scored_hits(trace, ranking, 8, 4.0, 0.5, per_layer=2)
+    assert sim.scored_hits(trace, ranking, 8, 4.0, 0.5, per_layer=2, weights=one_hot) == engine
+    # the router's probabilities are another policy (the engine sees only the selections)
+    assert sim.scored_hits(trace, ranking, 8, 4.0, 0.5, per_layer=2, weights=probs[16:]) != engine
