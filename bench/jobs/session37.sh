@@ -9,7 +9,9 @@
 # 2. predict_vs_measure on each family at real widths, few layers (the twelfth session's cases,
 #    gpt-oss-20b, GLM-4.5-Air and Mixtral added): all on the GPU, every routed expert in RAM, about
 #    half the expert layers in RAM; each model written and deleted in turn (the disk holds 64 GB);
-# 3. the 30B shape at 25%, depth 8192: n-cpu-moe 36, thrifty, eager capped at 40;
+# 3. the 30B shape at 25%, depth 8192: n-cpu-moe 36, thrifty, eager capped at 40, 192 tokens (the
+#    cache does not see a prompt's routing, so its first tokens after one adapt from the set it
+#    had: in replay, from a set chosen at random, 3-7 points fewer hits over the first 64 tokens);
 # 4. tests/test_gpu_model_families.py.
 export PYTHONPATH="$PWD:/tmp/moedesk-site" PYTHONUNBUFFERED=1
 bash bench/gpu_session.sh build
@@ -29,7 +31,7 @@ for case in "deepseek-v3 5 4" "kimi-k2 3 2" "glm-4.5 6 5" "glm-4.5-air 8 5" "gpt
         | tee "$OUT/families-predict-$1-$2l.txt" | grep -E "^(\||the prompt|host-to-GPU|llama.cpp's CPU)"
     rm -f "$model"
 done
-REPEATS=1 STEPS=build VARIANTS=q30:realistic BUDGETS=0.25 MODES=sweep,dynamic,eager SHORT=0 DEPTH=8192 \
+REPEATS=1 STEPS=build VARIANTS=q30:realistic BUDGETS=0.25 MODES=sweep,dynamic,eager SHORT=0 DEPTH=8192 DEPTH_TOKENS=192 \
     TAG=uploads40 EXTRA="--no-mmap --uploads 40" bash bench/jobs/expert-cache-policy-h200.sh
 echo "=== family GPU tests ($(date +%T))"
 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_model_families.py 2>&1 | tail -3
