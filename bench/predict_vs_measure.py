@@ -40,8 +40,8 @@ from app.engine.client import EngineClient
 from app.engine.placement import PlacementPlan
 from app.engine.protocol import ChatMessage, ChatParams, LoadParams, Sampling
 from app.errors import TelemetryUnavailableError
-from app.gguf.info import read_model
-from app.hardware.bandwidth import ram_bandwidth
+from app.gguf.info import GGUFModel, read_model
+from app.hardware.bandwidth import RamBandwidth, ram_bandwidth
 from app.synthetic import SyntheticSpec, write_synthetic_model
 
 # A prompt of made-up words: varied tokens, as a user's text has. The eight words it repeated
@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-gen", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-mmap", action="store_true")
+    parser.add_argument("--csv-session", metavar="ID",
+                        help="also print each placement as a row of tests/data/prefill_*.csv, session ID")
     parser.add_argument("--no-repack", action="store_true",
                         help="CPU weights in the file's layout (as beside a GPU; the kernel probe's)")
     args = parser.parse_args(argv)
@@ -216,7 +218,31 @@ def main(argv: list[str] | None = None) -> int:
               f"| {p.prefill} | {r.prefill:.0f} | {prefill_error} |{alone}")
     for note in {n for r in rows for n in r.predicted.notes}:
         print(f"note: {note}")
+    if args.csv_session:
+        for line in csv_rows(args.csv_session, model, rows, ram, not args.no_mmap, share):
+            print(f"csv: {line}")
     return 0
+
+
+def csv_rows(session: str, model: GGUFModel, rows: list[Row], ram: RamBandwidth, mapped: bool,
+             share: float | None) -> list[str]:
+    """The runs as tests/data/prefill_*.csv's rows (its header's columns, GB/s and GFLOP/s), so
+    that a lease's figures go in as measured: session, preset (a synthetic model's), layers,
+    placement, use_mmap, n_prompt, prefill_tps, decode_tps, the RAM probe's four figures, the
+    copy probe's three, the kernel probe's rate and its cost an expert (us), the prompt's share
+    of a layer's experts."""
+    def gb(value: float | None, scale: float = 1e9) -> str:
+        return f"{value / scale:.1f}" if value else ""
+
+    copy, kernels = ram.host_copy, ram.expert_read
+    probes = [gb(ram.read_bw), gb(ram.read_bw_1), gb(ram.copy_bw_1), f"{ram.matmul_flops / 1e9:.0f}",
+              gb(copy.pageable if copy else None), gb(copy.mapped if copy else None),
+              gb(copy.pinned if copy else None), gb(kernels.bytes_per_s if kernels else None),
+              f"{kernels.expert_seconds * 1e6:.1f}" if kernels and kernels.expert_seconds else "",
+              f"{share:.2f}" if share is not None else ""]
+    preset = model.name.removeprefix("MoE Desk synthetic ")
+    return [",".join([session, preset, str(model.n_layer), r.placement, "1" if mapped else "0",
+                      str(r.prompt_tokens), f"{r.prefill:.0f}", f"{r.decode:.1f}", *probes]) for r in rows]
 
 
 if __name__ == "__main__":
