@@ -6,14 +6,14 @@ copies capped, the planner's setting where uncapped copies outlast the CPU's par
 
 On the thirty-fourth's and thirty-sixth's rows each decode's predicted middle must be within
 25% of the measurement (a cache's hit rate within 10 points, from a stand-in for the
-benchmark's warm-up profile). In sample in part: the cost an expert has beside its bytes was fitted from these
-n-cpu-moe rows' CPU compute, and the link's share for the cache's copies
-(app/advisor/device_rates.py, COPY_LINK_SHARE) from these eager rows. On every host's rows, at
-each budget, the placement predicted fastest must be one that measured within 10% of the
-fastest: the advisor and autotune start from that pick. The thirty-sixth's rows are out of
-sample (probe version 2 on that host). The thirty-third's rows are out of
-sample, and there for the picks only: its kernel probe (version 1, no cost an expert) read 0.7x
-what its decodes imply, which puts every prediction 21-31% low alike.
+benchmark's warm-up profile). The thirty-fourth's are in sample in part: the cost an expert has
+beside its bytes was fitted from its n-cpu-moe rows' CPU compute, and the link's share for the
+cache's copies (app/advisor/device_rates.py, COPY_LINK_SHARE) from its eager rows; the
+thirty-sixth's are out of sample (probe version 2 on that host). On every host's rows, at each
+budget, the placement predicted fastest must be one that measured within 10% of the fastest:
+the advisor and autotune start from that pick. The thirty-third's rows are out of sample, and
+there for the picks only: its kernel probe (version 1, no cost an expert) read 0.7x what its
+decodes imply, which puts every prediction 21-31% low alike.
 """
 
 from __future__ import annotations
