@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from app.advisor import speed
 from app.advisor.expert_cache import (
     PROFILE_CARRY_LOW,
     HitRate,
@@ -153,6 +154,22 @@ def test_more_hits_decode_faster_and_a_cache_serving_little_costs_its_split() ->
                   profile=uniform)
     off = predict(model, plan(), ON_GPU, SERVER_RAM, 16)
     assert one.decode.low < off.decode.low and one.decode.high < off.decode.high
+
+
+def test_the_packs_expert_stage_costs_a_token_only_what_it_takes_past_the_cpu_s_part(monkeypatch) -> None:
+    # patch 0004 launches each cached layer's pack stage beside the layer's CPU part (the H100's
+    # profiles: 48 cached layers added no launch time over n-cpu-moe's 36 layers in RAM)
+    model = QWEN3_30B_Q4
+
+    def decode(slots: int, pack_stage_nodes: int) -> SpeedRange:
+        monkeypatch.setattr(speed, "STAGE_NODES", (13, 7, pack_stage_nodes))
+        cache = plan(expert_cache="static", expert_cache_slots=slots)
+        return predict(model, cache, ON_GPU, SERVER_RAM, 16, profile=[[1] * 128] * model.n_layer).decode
+
+    # a quarter held: the CPU's part of each layer outlasts even a pack stage ten times as long
+    assert decode(32, 80) == decode(32, 8)
+    # every expert held: nothing on the CPU to hide it behind
+    assert decode(128, 80).high < 0.9 * decode(128, 8).high
 
 
 def test_a_cache_that_cannot_serve_leaves_the_prediction_as_it_was() -> None:

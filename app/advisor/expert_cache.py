@@ -105,10 +105,11 @@ EAGER_REPEAT_CATCH = 0.6
 # thrifty 0.37 / 0.41, eager 1.39 / 1.78 (docs/benchmarks.md, "Fifteenth session")
 COPIES_PER_LAYER: dict[ExpertCachePolicy, float] = {"thrifty": 0.4, "eager": 1.6}
 # What a cached layer adds to a decoded token's graph (patch 0004's split, docs/engine-patches.md):
-# on the GPU, the routed-expert stage again over the pack (token_work.STAGE_NODES), overlapped with
-# the CPU's part but counted, plus the maps from experts to slots before it and the mask and
-# the add of the two parts after it. No copy or hop more: the merge is on the GPU, so a cached
-# layer moves data as a layer with its experts in RAM does.
+# on the GPU, the maps from experts to slots before the CPU's part and the mask and the add of
+# the two parts after it; and the routed-expert stage again over the pack (token_work.
+# STAGE_NODES), launched beside the CPU's part, so it costs a token only what it takes past
+# that. No copy or hop more: the merge is on the GPU, so a cached layer moves data as a layer
+# with its experts in RAM does.
 MAP_NODES = 6
 
 
@@ -299,7 +300,8 @@ def ram_expert_bytes(model: GGUFModel, plan: PlacementPlan, gpus: list[str]) -> 
 class HotExperts:
     """What hot experts in VRAM change in a decoded token: of the routed-expert bytes the
     cached layers read from RAM, the hit rate's share is read from the packs in VRAM instead,
-    and each cached layer adds its split's graph nodes on the GPU."""
+    and each cached layer adds its split's graph nodes on the GPU (the pack's expert stage
+    beside the CPU's part)."""
 
     hit_rate: HitRate
     slots: int  # experts a cached layer holds
@@ -323,10 +325,15 @@ class HotExperts:
             read[device] = read.get(device, 0.0) + hit_rate * n_bytes
         return read
 
-    def added_nodes(self, expert_stage_nodes: int) -> dict[str, int]:
-        """Graph nodes per token the split adds, per GPU: the routed-expert stage's
-        (``expert_stage_nodes``) and the maps, mask and add, per cached layer."""
-        return {device: n * (expert_stage_nodes + MAP_NODES) for device, n in self.layers.items()}
+    def added_nodes(self) -> dict[str, int]:
+        """Graph nodes per token the split adds in line, per GPU: the maps, mask and add, per
+        cached layer."""
+        return {device: n * MAP_NODES for device, n in self.layers.items()}
+
+    def beside_nodes(self, expert_stage_nodes: int) -> dict[str, int]:
+        """Graph nodes per token that run beside the CPU's part, per GPU: the routed-expert
+        stage (``expert_stage_nodes``) over each cached layer's pack."""
+        return {device: n * expert_stage_nodes for device, n in self.layers.items()}
 
 
 def hot_experts(model: GGUFModel, plan: PlacementPlan, gpus: list[str],

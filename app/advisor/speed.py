@@ -9,8 +9,9 @@ each graph node costs a kernel launch (GPU) or a thread-pool barrier (CPU), coun
 stage of a layer (attention, routing, routed experts) on the stage's device, and each hop
 between devices costs a small copy and a synchronisation. With hot experts in VRAM (engine
 patch 0004), the expected hit rate's share of the cached layers' routed-expert reads comes
-from VRAM instead of RAM, and each cached layer adds its split's nodes on the GPU
-(app/advisor/expert_cache.py); a dynamic cache's copies read RAM too: from pinned memory the
+from VRAM instead of RAM, and each cached layer adds its split's maps on the GPU, its pack's
+expert stage running beside the layer's CPU part (a token pays what it takes past that;
+app/advisor/expert_cache.py); a dynamic cache's copies read RAM too: from pinned memory the
 copy engine's reads share RAM's bandwidth with the CPU's (a CPU bound by its cores does not
 feel them) and what the link cannot carry under the CPU's part of a token lengthens it, from the
 mapped file each token waits for them at the staging copy's rate.
@@ -143,7 +144,7 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
     beside = 0.0  # bytes per token the copy engine reads from RAM beside the CPU (pinned copies)
     if hot is not None:  # the hits' expert bytes come from VRAM; each cached layer adds its split
         read = hot.reads(read, (hot.hit_rate.low, hot.hit_rate.high)[end])
-        for device, added in hot.added_nodes(STAGE_NODES[2]).items():
+        for device, added in hot.added_nodes().items():
             nodes[device] = nodes.get(device, 0) + added
         beside = 0.0 if hot.copies_wait else sum(hot.copy_bytes.values())
     seconds = TOKEN_S[end] + work.hops * HOP_S[end]
@@ -166,6 +167,9 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
         seconds += reading
         if not gpu:
             cpu_seconds = reading
+    if hot is not None:  # the packs' expert stage, launched beside the CPU's part: what it takes past it
+        beside_s = max((n * GPU_NODE_S[end] for n in hot.beside_nodes(STAGE_NODES[2]).values()), default=0.0)
+        seconds += max(beside_s - cpu_seconds, 0.0)
     if hot is not None and hot.copies_wait:  # between tokens, through the driver's staging copy
         seconds += sum(n_bytes / rates[device].copy_rate(end, True, ram)
                        for device, n_bytes in hot.copy_bytes.items())
