@@ -33,7 +33,7 @@ esac
 # every file the job wrote, each line prefixed by the file's name: small files whole, the big
 # outputs (the engine's log lines in them) as the lines the docs keep (tables, the scheduler's
 # and the cache's profiles). Back here: sed -n 's/^ec-q30-realistic.txt: //p' job-files.txt
-KEEP='^(model |sched profile|moe cache profile|===|---|\||the advisor|RAM probe|speed model|Qwen3|llama.cpp.s CPU|CPU kernels|[0-9]+ (passed|failed)|FAILED|E  |Traceback|[A-Za-z]*Error)'
+KEEP='^(model |sched profile|moe cache profile|===|---|\||the advisor|RAM probe|Host to GPU|host-to-GPU|speed model|Qwen3|llama.cpp.s CPU|CPU kernels|[0-9]+ (passed|failed)|FAILED|E  |Traceback|[A-Za-z]*Error)'
 collect() {
     [ -n "${OUT:-}" ] && [ "$OUT" != "$JOB_OUT" ] || return 0
     cp "$LOG" "$OUT/job.log" 2>/dev/null

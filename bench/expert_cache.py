@@ -52,6 +52,7 @@ from app.engine.placement import ExpertCachePolicy, PlacementPlan
 from app.engine.routing_stats import routing_counters, routing_stats
 from app.gguf.info import GGUFModel, read_model
 from app.hardware.bandwidth import RamBandwidth, ram_bandwidth
+from app.hardware.h2d import host_copy_probe
 
 
 @dataclass
@@ -373,13 +374,18 @@ def main() -> int:
     warm.close()
     # the advisor's view of this machine: detected GPUs, the RAM and host-to-GPU copy probes
     ram = ram_bandwidth()
-    predictor = Predictor(read_model(args.model), hardware.detect(), ram, args.threads, n_ctx,
-                          n_prompt, args.tokens, profile)
     # what the decode predictions rest on (issue 19: hosts whose probes differ decode alike)
     print(f"RAM probe: read {ram.read_bw / 1e9:.1f} GB/s all cores, {ram.read_bw_1 / 1e9:.1f} GB/s a thread")
+    if ram.host_copy is None:  # a failed copy probe is not cached (the thirty-sixth session's fresh
+        # host had none here, after a 17 GB write and the warm-up's engine): once more, and why not
+        copy_probe = host_copy_probe()
+        print(copy_probe.describe())
+        ram = replace(ram, host_copy=copy_probe.rates)
     if ram.host_copy:  # the dynamic cache's copies from pinned memory run over this link
         print(f"host-to-GPU copy probe: pinned {ram.host_copy.pinned / 1e9:.1f} GB/s, "
               f"mapped file {ram.host_copy.from_file / 1e9:.1f} GB/s")
+    predictor = Predictor(read_model(args.model), hardware.detect(), ram, args.threads, n_ctx,
+                          n_prompt, args.tokens, profile)
 
     for budget in args.budget or [0.125]:
         found = placements_at(budget, shape, set(args.modes.split(",")), args.sweep, args.no_mmap)
