@@ -9,7 +9,8 @@
 # 2. predict_vs_measure on each family at real widths, few layers (the twelfth session's cases;
 #    gpt-oss-20b, GLM-4.5-Air and Mixtral added): all on the GPU, every routed expert in RAM, about
 #    half the expert layers in RAM; each model written and deleted in turn (the disk holds 64 GB);
-#    its "csv:" lines are tests/data/prefill_h100.csv's rows as they go in;
+#    one round each (the twelfth session's rows were one too; eight families in ~15 min); its
+#    "csv:" lines are tests/data/prefill_h100.csv's rows as they go in;
 # 3. the 30B shape at 25%, depth 8192: n-cpu-moe 36, thrifty, eager capped at 40, 192 tokens (the
 #    cache does not see a prompt's routing, so its first tokens after one adapt from the set it
 #    had: in replay, from a set chosen at random, 3-7 points fewer hits over the first 64 tokens);
@@ -27,7 +28,7 @@ for case in "deepseek-v3 5 4" "kimi-k2 3 2" "glm-4.5 6 5" "glm-4.5-air 8 5" "gpt
     echo "=== predict $1 ($2 layers, $(date +%T))"
     python3 -m app.synthetic "$model" --preset "$1" --layers "$2" > /dev/null  # routing as the rows before
     sync
-    python3 bench/predict_vs_measure.py --model "$model" --threads 16 --repeats 2 --n-gen 64 \
+    python3 bench/predict_vs_measure.py --model "$model" --threads 16 --repeats 1 --n-gen 64 \
         --placement gpu --placement experts-ram --placement "first-$3" --csv-session 37 2>&1 \
         | tee "$OUT/families-predict-$1-$2l.txt" | grep -E "^(\||csv:|the prompt|host-to-GPU|llama.cpp's CPU)"
     rm -f "$model"
