@@ -47,6 +47,7 @@ from app.engine.placement import (
     ExpertCachePolicy,
     PlacementPlan,
     TensorOverride,
+    copies_cap_text,
     expert_layer_pattern,
     tensor_overrides,
 )
@@ -256,9 +257,8 @@ def _faster_copy_policy(model: GGUFModel, hardware: Hardware, plan: Plan, gpus: 
         uncapped = "uncapped, " if uploads else ""
         why = (f"{uncapped}eager's copies would take {eager.copy_link_wait * 1e3:.1f} ms a token longer on "
                "the link to the GPU than the CPU's part of the token")
-    name = f"{policy} expert copies" + (f", {uploads} a token at most" if uploads else "")
-    was = f"{mine.expert_cache_policy}" + (f", {mine.expert_cache_uploads} a token at most"
-                                          if mine.expert_cache_uploads else "")
+    name = f"{policy} expert copies{copies_cap_text(uploads)}"
+    was = f"{mine.expert_cache_policy}{copies_cap_text(mine.expert_cache_uploads)}"
     best.reasons.append(f"{name}: decode {best.speed.decode} predicted, against {plan.speed.decode} "
                         f"{was} ({why})")
     return best

@@ -168,8 +168,9 @@ def _decode_seconds(work: TokenWork, rates: dict[str, DeviceRates], end: int,
         if not gpu:
             cpu_seconds = reading
     if hot is not None:  # the packs' expert stage, launched beside the CPU's part: what it takes past it
-        beside_s = max((n * GPU_NODE_S[end] for n in hot.beside_nodes(STAGE_NODES[2]).values()), default=0.0)
-        seconds += max(beside_s - cpu_seconds, 0.0)
+        pack_stage = max((n * GPU_NODE_S[end] for n in hot.beside_nodes(STAGE_NODES[2]).values()),
+                         default=0.0)
+        seconds += max(pack_stage - cpu_seconds, 0.0)
     if hot is not None and hot.copies_wait:  # between tokens, through the driver's staging copy
         seconds += sum(n_bytes / rates[device].copy_rate(end, True, ram)
                        for device, n_bytes in hot.copy_bytes.items())

@@ -130,8 +130,8 @@ class PlacementPlan:
                     else f"{self.expert_cache_bytes / 2**30:.1f} GiB")
             mode = ("dynamic, eager copies" if self.expert_cache == "dynamic"
                     and self.expert_cache_policy == "eager" else self.expert_cache)
-            if self.expert_cache == "dynamic" and self.expert_cache_uploads:
-                mode += f", {self.expert_cache_uploads} a token at most"
+            if self.expert_cache == "dynamic":
+                mode += copies_cap_text(self.expert_cache_uploads)
             text += f", hot experts in VRAM: {size} ({mode})"
         if self.expert_stream == "cache":
             text += (f", experts streamed from the SSD through a "
@@ -139,6 +139,11 @@ class PlacementPlan:
         elif self.expert_stream == "advise":
             text += ", experts streamed from the SSD (the kernel asked ahead)"
         return text + "".join(f"\n  rule {o.pattern} = {o.device}" for o in self.overrides)
+
+
+def copies_cap_text(uploads: int) -> str:
+    """A dynamic cache's cap on its copies a token as plans and reasons say it ("": no cap)."""
+    return f", {uploads} a token at most" if uploads else ""
 
 
 def copy_policy(plan: PlacementPlan, copies_beside_decoding: bool) -> ExpertCachePolicy:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from app.engine.placement import ExpertCachePolicy, PlacementPlan
+from app.engine.placement import ExpertCachePolicy, PlacementPlan, copies_cap_text
 from app.engine.protocol import from_wire, to_wire
 from app.gguf.info import GGUFModel
 from app.paths import cache_dir
@@ -155,8 +155,7 @@ def _copy_policy_candidates(model: GGUFModel, best: PlacementPlan) -> Iterator[t
             continue
         plan = replace(best, expert_cache="dynamic", expert_cache_policy=policy, expert_cache_uploads=uploads,
                        use_mmap=False)
-        capped = f", {uploads} a token at most" if uploads else ""
-        yield f"dynamic hot experts, {policy} copies{capped}, mmap off", plan
+        yield f"dynamic hot experts, {policy} copies{copies_cap_text(uploads)}, mmap off", plan
 
 
 STAGES = ("layers", "expert cache", "cache copies", "kv", "threads", "prefill", "flash")
