@@ -241,7 +241,8 @@ def csv_rows(session: str, model: GGUFModel, rows: list[Row], ram: RamBandwidth,
               f"{kernels.expert_seconds * 1e6:.1f}" if kernels and kernels.expert_seconds else "",
               f"{share:.2f}" if share is not None else ""]
     preset = model.name.removeprefix("MoE Desk synthetic ")
-    return [",".join([session, preset, str(model.n_layer), r.placement, "1" if mapped else "0",
+    # the writer's --layers: GLM-4.5's multi-token-prediction block is the file's one more
+    return [",".join([session, preset, str(model.n_trunk_layers), r.placement, "1" if mapped else "0",
                       str(r.prompt_tokens), f"{r.prefill:.0f}", f"{r.decode:.1f}", *probes]) for r in rows]
 
 

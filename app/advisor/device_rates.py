@@ -56,12 +56,13 @@ DENSE_MATRIX_WEIGHTS = 1 << 40
 # against the same pass's Q4_0, two runs (docs/benchmarks.md, "Kernel rate by type"). A weight takes
 # 0.9-1.3x as long in Q4_K, Q6_K and Q8_0 as in Q4_0 (int8 dot products), so the wider types
 # stream more bytes a second; the i-quants' grid lookups take about twice as long. MXFP4:
-# 0.62-0.89 there; 0.65 keeps gpt-oss's H200 and H100 decodes with experts in RAM within 25%
-# (0.68 puts one 26% high). Unlisted types: Q4_0's rate. Where RAM bounds the CPU instead, the
-# faster types gain nothing (DeviceRates.read_rate).
+# 0.62-0.89 there (2 threads, bound by its cores). On the GPU hosts' 16 threads, gpt-oss's decodes
+# with experts in RAM (ten runs of gpt-oss-120b and -20b on two H200 and two H100 hosts) centre
+# on 0.55 (-19% to +21%; 0.65 put nine of them 13-39% high). Unlisted types: Q4_0's rate. Where
+# RAM bounds the CPU instead, the faster types gain nothing (DeviceRates.read_rate).
 CPU_KERNEL_RATE = {"Q8_0": 1.45, "Q6_K": 1.45, "Q5_K": 1.15, "Q4_K": 1.15, "Q3_K": 1.05, "Q2_K": 1.15,
                    "IQ4_XS": 0.95, "IQ3_S": 0.55, "IQ3_XXS": 0.6, "IQ2_S": 0.65, "IQ2_XS": 0.5,
-                   "IQ2_XXS": 0.45, "IQ1_M": 0.5, "IQ1_S": 0.45, "MXFP4": 0.65}
+                   "IQ2_XXS": 0.45, "IQ1_M": 0.5, "IQ1_S": 0.45, "MXFP4": 0.55}
 # Share of the GPU's fp16 tensor peak llama.cpp's quantized matmul (MMQ) reaches in prefill
 # of dense layers (pp512 figures of llama-bench on datacenter and desktop GPUs).
 GPU_FLOPS_EFFICIENCY: Range = (0.08, 0.20)
