@@ -231,8 +231,8 @@ def csv_rows(session: str, model: GGUFModel, rows: list[Row], ram: RamBandwidth,
     placement, use_mmap, n_prompt, prefill_tps, decode_tps, the RAM probe's four figures, the
     copy probe's three, the kernel probe's rate and its cost an expert (us), the prompt's share
     of a layer's experts."""
-    def gb(value: float | None, scale: float = 1e9) -> str:
-        return f"{value / scale:.1f}" if value else ""
+    def gb(value: float | None) -> str:
+        return f"{value / 1e9:.1f}" if value else ""
 
     copy, kernels = ram.host_copy, ram.expert_read
     probes = [gb(ram.read_bw), gb(ram.read_bw_1), gb(ram.copy_bw_1), f"{ram.matmul_flops / 1e9:.0f}",
